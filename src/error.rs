@@ -29,7 +29,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Error { kind, message: message.into() }
+        Error {
+            kind,
+            message: message.into(),
+        }
     }
     pub fn invalid(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::InvalidArgument, message)
@@ -69,8 +72,8 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
-impl From<ort::Error> for Error {
-    fn from(e: ort::Error) -> Self {
+impl<R> From<ort::Error<R>> for Error {
+    fn from(e: ort::Error<R>) -> Self {
         Error::runtime(format!("ONNX Runtime: {e}"))
     }
 }

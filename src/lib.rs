@@ -4,3 +4,8 @@
 pub mod error;
 
 pub use error::{Error, ErrorKind, Result};
+pub mod export;
+pub mod job;
+pub mod loader;
+pub mod model;
+pub mod runtime;

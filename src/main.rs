@@ -1,1 +1,250 @@
-fn main(){}
+//! The `distorch-vision` command line: parses, calls the library, prints.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use distorch_vision::export::{self, Granularity};
+use distorch_vision::job::output;
+use distorch_vision::loader::{resolve_model, ClipVision, LoadOptions};
+use distorch_vision::model::Model;
+use distorch_vision::runtime::SessionOptions;
+use distorch_vision::Result;
+
+#[derive(Parser)]
+#[command(
+    name = "distorch-vision",
+    version,
+    about = "CLIP Vision encoders as per-block ONNX Runtime sessions, placed across GPUs and the CPU"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct Common {
+    /// Root folder of exported graphs (default: graphs/ of the checkout, else ~/.cache/distorch-vision/graphs).
+    #[arg(long)]
+    graphs_dir: Option<PathBuf>,
+    /// Path of libonnxruntime.so.1.31.1 (default: ORT_DYLIB_PATH, the checkout's .runtime/, the onnxruntime Python package).
+    #[arg(long)]
+    ort_library: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show a model's family, configuration, dtypes and blocks.
+    Inspect {
+        #[arg(long)]
+        model: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write one ONNX graph per block (and a manifest) for a model.
+    Export {
+        #[arg(long)]
+        model: String,
+        /// Output folder (default: <graphs-dir>/<model-id>/).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// `blocks` (default) or `whole` (also one whole-model graph).
+        #[arg(long, default_value = "blocks")]
+        granularity: Granularity,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Encode preprocessed pixels into embeddings.
+    Encode {
+        #[arg(long)]
+        model: String,
+        /// A safetensors file with one NCHW f32 tensor, used as is.
+        #[arg(long)]
+        pixels: PathBuf,
+        /// Output safetensors file.
+        #[arg(long)]
+        out: PathBuf,
+        /// Compute device (`cpu`).
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        #[arg(long, default_value_t = 8)]
+        batch_size: usize,
+        /// Comma-separated outputs (default: all the model has).
+        #[arg(long, value_delimiter = ',')]
+        outputs: Vec<String>,
+        /// Test hook: run these blocks (comma-separated, or `all`) with their weights fed as inputs each pass.
+        #[arg(long, value_delimiter = ',', hide = true)]
+        stream_blocks: Vec<String>,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+fn main() -> ExitCode {
+    let filter = std::env::var("DISTORCH_LOG").unwrap_or_else(|_| "warn,ort=error".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .without_time()
+        .with_target(false)
+        .init();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn setup(common: &Common) -> Result<()> {
+    if let Some(p) = &common.ort_library {
+        distorch_vision::runtime::set_library_path(p)?;
+    }
+    Ok(())
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Inspect { model, json } => inspect(&model, json),
+        Command::Export {
+            model,
+            out,
+            granularity,
+            common,
+        } => {
+            setup(&common)?;
+            let m = Model::open(&resolve_model(&model)?)?;
+            let t = std::time::Instant::now();
+            let e = export::export(
+                &m,
+                out.as_deref(),
+                common.graphs_dir.as_deref(),
+                granularity,
+            )?;
+            println!(
+                "{} {} blocks to {} in {:.2} s",
+                if e.reused { "reused" } else { "exported" },
+                e.manifest.blocks.len(),
+                e.dir.display(),
+                t.elapsed().as_secs_f64()
+            );
+            Ok(())
+        }
+        Command::Encode {
+            model,
+            pixels,
+            out,
+            device,
+            batch_size,
+            outputs,
+            stream_blocks,
+            common,
+        } => {
+            setup(&common)?;
+            if device.trim().to_ascii_lowercase() != "cpu" {
+                return Err(distorch_vision::Error::invalid(format!(
+                    "--device {device:?} is not available (valid: cpu)"
+                )));
+            }
+            let t = std::time::Instant::now();
+            let m = Model::open(&resolve_model(&model)?)?;
+            let streamed = if stream_blocks.iter().any(|b| b == "all") {
+                m.blocks.iter().map(|b| b.name.clone()).collect()
+            } else {
+                stream_blocks
+            };
+            drop(m);
+            let cv = ClipVision::load(&LoadOptions {
+                clip_vision: model.clone(),
+                graphs_dir: common.graphs_dir.clone(),
+                granularity: Granularity::Blocks,
+                session: SessionOptions {
+                    streamed_blocks: streamed,
+                },
+            })?;
+            let px = output::read_pixels(&pixels)?;
+            cv.pipeline().check_pixels(px.shape())?;
+            let res = cv.encode(px.view(), &outputs, batch_size)?;
+            let inputs = vec![pixels.display().to_string()];
+            output::write_outputs(&out, &res, &inputs, &model)?;
+            eprintln!(
+                "encoded {} images into {} ({}) in {:.2} s",
+                px.shape()[0],
+                out.display(),
+                res.tensors
+                    .iter()
+                    .map(|(n, t)| format!("{n} {:?}", t.shape()))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                t.elapsed().as_secs_f64()
+            );
+            Ok(())
+        }
+    }
+}
+
+fn inspect(model: &str, json: bool) -> Result<()> {
+    let m = Model::open(&resolve_model(model)?)?;
+    let c = &m.config;
+    if json {
+        let v = serde_json::json!({
+            "path": m.path().display().to_string(),
+            "family": c.family,
+            "key_layout": m.keys.layout,
+            "config": c,
+            "model_bytes": m.model_bytes(),
+            "dtypes": m.dtype_summary().iter().map(|(d, n, b)| serde_json::json!({"dtype": d, "tensors": n, "bytes": b})).collect::<Vec<_>>(),
+            "outputs": m.output_names(),
+            "blocks": m.blocks.iter().map(|b| serde_json::json!({"name": b.name, "bytes": b.bytes, "tensors": b.weights.len()})).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        return Ok(());
+    }
+    println!("model     {}", m.path().display());
+    println!(
+        "family    {} (from {}, {:?} keys)",
+        c.family, c.source, m.keys.layout
+    );
+    println!(
+        "config    D={} layers={} heads={} mlp={} act={:?} patch={} image={} tokens={} proj={} eps={:e}{}",
+        c.hidden_size, c.num_layers, c.num_heads, c.intermediate_size, c.activation, c.patch_size,
+        c.image_size, c.tokens, c.projection_dim.map_or("-".into(), |p| p.to_string()), c.layer_norm_eps,
+        if c.llava { " +LLaVA projector" } else { "" }
+    );
+    let dtypes: Vec<String> = m
+        .dtype_summary()
+        .iter()
+        .map(|(d, n, b)| format!("{d}: {n} tensors, {}", human(*b)))
+        .collect();
+    println!("dtypes    {}", dtypes.join("; "));
+    println!("outputs   {}", m.output_names().join(", "));
+    println!(
+        "blocks    {} ({} in all)",
+        m.blocks.len(),
+        human(m.model_bytes())
+    );
+    for b in &m.blocks {
+        println!(
+            "  {:<10} {:>12}  {:>3} tensors",
+            b.name,
+            human(b.bytes),
+            b.weights.len()
+        );
+    }
+    Ok(())
+}
+
+fn human(b: u64) -> String {
+    let b = b as f64;
+    if b >= (1u64 << 30) as f64 {
+        format!("{:.2} GiB", b / (1u64 << 30) as f64)
+    } else if b >= (1 << 20) as f64 {
+        format!("{:.2} MiB", b / (1 << 20) as f64)
+    } else if b >= 1024.0 {
+        format!("{:.1} KiB", b / 1024.0)
+    } else {
+        format!("{b} B")
+    }
+}

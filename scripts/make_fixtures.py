@@ -1,0 +1,163 @@
+#!/usr/bin/env python3
+"""Builds the reference fixtures under tests/fixtures/models/ with Hugging Face transformers.
+
+Each fixture is a small random-weight vision tower saved the way users have them
+(config.json + model.safetensors with `vision_model.` keys, or an open_clip layout), plus
+`pixels.safetensors` (one NCHW tensor) and `expected.safetensors` (HF's outputs on those
+pixels, fp32 CPU). Needs torch + transformers (a development machine, never CI):
+
+    python3 -m pip install torch transformers safetensors numpy
+    python3 scripts/make_fixtures.py
+"""
+import json
+import os
+import sys
+
+import torch
+from safetensors.torch import save_file
+
+try:
+    from transformers import (CLIPVisionConfig, CLIPVisionModelWithProjection,
+                              SiglipVisionConfig, SiglipVisionModel)
+except ImportError:
+    sys.exit("make_fixtures.py needs transformers: python3 -m pip install torch transformers")
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures", "models")
+SMALL = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
+             image_size=32, patch_size=8)
+
+
+def randomize(model, seed):
+    """Random weights of realistic scale (LayerNorm gains near 1, non-zero biases)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "layer_norm" in name or "layrnorm" in name or "layernorm" in name:
+                base = 1.0 if name.endswith("weight") else 0.0
+                p.copy_(base + 0.1 * torch.randn(p.shape, generator=g))
+            else:
+                p.copy_(0.2 * torch.randn(p.shape, generator=g))
+
+
+def pixels(size, seed, batch=2):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn((batch, 3, size, size), generator=g).clamp(-2.5, 2.5)
+
+
+def round_to(state, dtype):
+    """The file's values: float tensors rounded to `dtype`. bf16 files keep their norms in
+    f32, as mixed files found in the wild do."""
+    def keep(k):
+        return dtype == torch.bfloat16 and ("norm" in k or "layrnorm" in k)
+    return {k: (v.to(dtype) if v.is_floating_point() and not keep(k) else v) for k, v in state.items()}
+
+
+def write(name, weights, config, expected, px, cfg_name="config.json"):
+    d = os.path.join(ROOT, name)
+    os.makedirs(d, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in weights.items()}, os.path.join(d, "model.safetensors"))
+    if config is not None:
+        with open(os.path.join(d, cfg_name), "w") as f:
+            json.dump(config, f, indent=2, sort_keys=True)
+    save_file({"pixel_values": px.contiguous()}, os.path.join(d, "pixels.safetensors"))
+    save_file({k: v.detach().float().clone().contiguous() for k, v in expected.items()},
+              os.path.join(d, "expected.safetensors"))
+    print(f"{name}: {sorted(expected)}")
+
+
+def clip_case(name, act, file_dtype, seed, layout="hf", llava=False, full_config=False):
+    cfg = CLIPVisionConfig(**SMALL, hidden_act=act, projection_dim=16, attn_implementation="eager")
+    model = CLIPVisionModelWithProjection(cfg).eval()
+    randomize(model, seed)
+    state = {k: v for k, v in model.state_dict().items() if "position_ids" not in k}
+    state = round_to(state, file_dtype)
+    # The reference runs in fp32 on exactly the file's values.
+    model.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
+    extra = {}
+    if llava:
+        g = torch.Generator().manual_seed(seed + 1)
+        lin1 = torch.nn.Linear(32, 48)
+        lin2 = torch.nn.Linear(48, 48)
+        with torch.no_grad():
+            for p in list(lin1.parameters()) + list(lin2.parameters()):
+                p.copy_(0.2 * torch.randn(p.shape, generator=g))
+        extra = {"multi_modal_projector.linear_1.weight": lin1.weight, "multi_modal_projector.linear_1.bias": lin1.bias,
+                 "multi_modal_projector.linear_2.weight": lin2.weight, "multi_modal_projector.linear_2.bias": lin2.bias}
+        extra = round_to({k: v.detach() for k, v in extra.items()}, file_dtype)
+    px = pixels(32, seed + 7)
+    with torch.no_grad():
+        out = model(pixel_values=px, output_hidden_states=True)
+        expected = {"last_hidden_state": out.last_hidden_state, "image_embeds": out.image_embeds,
+                    "penultimate_hidden_states": out.hidden_states[-2]}
+        if llava:
+            p = out.hidden_states[-2][:, 1:]
+            h = torch.nn.functional.gelu(p @ extra["multi_modal_projector.linear_1.weight"].float().T
+                                         + extra["multi_modal_projector.linear_1.bias"].float())
+            expected["mm_projected"] = (h @ extra["multi_modal_projector.linear_2.weight"].float().T
+                                        + extra["multi_modal_projector.linear_2.bias"].float())
+    weights = dict(state, **extra)
+    config = cfg.to_dict()
+    config = {k: config[k] for k in ["model_type", "hidden_size", "intermediate_size", "num_hidden_layers",
+                                     "num_attention_heads", "image_size", "patch_size", "hidden_act",
+                                     "projection_dim", "layer_norm_eps"]}
+    if layout == "open_clip":
+        weights = to_open_clip(weights, cfg.num_hidden_layers)
+    if full_config:
+        vision = dict(config)
+        proj = vision.pop("projection_dim")
+        config = {"model_type": "clip", "projection_dim": proj, "vision_config": vision,
+                  "text_config": {"hidden_size": 16}}
+    write(name, weights, config, expected, px)
+
+
+def to_open_clip(w, layers):
+    o = {"visual.class_embedding": w["vision_model.embeddings.class_embedding"],
+         "visual.conv1.weight": w["vision_model.embeddings.patch_embedding.weight"],
+         "visual.positional_embedding": w["vision_model.embeddings.position_embedding.weight"],
+         "visual.ln_pre.weight": w["vision_model.pre_layrnorm.weight"],
+         "visual.ln_pre.bias": w["vision_model.pre_layrnorm.bias"],
+         "visual.ln_post.weight": w["vision_model.post_layernorm.weight"],
+         "visual.ln_post.bias": w["vision_model.post_layernorm.bias"],
+         "visual.proj": w["visual_projection.weight"].T.contiguous(),
+         # open_clip files carry the text tower too; it must be ignored.
+         "token_embedding.weight": torch.zeros(8, 4), "logit_scale": torch.ones(())}
+    for i in range(layers):
+        h = f"vision_model.encoder.layers.{i}."
+        r = f"visual.transformer.resblocks.{i}."
+        o[r + "attn.in_proj_weight"] = torch.cat([w[h + f"self_attn.{p}_proj.weight"] for p in "qkv"])
+        o[r + "attn.in_proj_bias"] = torch.cat([w[h + f"self_attn.{p}_proj.bias"] for p in "qkv"])
+        for a, b in [("ln_1", "layer_norm1"), ("ln_2", "layer_norm2"), ("mlp.c_fc", "mlp.fc1"),
+                     ("mlp.c_proj", "mlp.fc2"), ("attn.out_proj", "self_attn.out_proj")]:
+            o[r + a + ".weight"] = w[h + b + ".weight"]
+            o[r + a + ".bias"] = w[h + b + ".bias"]
+    return o
+
+
+def siglip_case(name, seed):
+    cfg = SiglipVisionConfig(**SMALL, attn_implementation="eager")
+    model = SiglipVisionModel(cfg).eval()
+    randomize(model, seed)
+    state = {k: v for k, v in model.state_dict().items() if "position_ids" not in k}
+    # Files as users have them carry the `vision_model.` prefix (newer transformers drop it).
+    state = {(k if k.startswith("vision_model.") else "vision_model." + k): v for k, v in state.items()}
+    px = pixels(32, seed + 7)
+    with torch.no_grad():
+        out = model(pixel_values=px, output_hidden_states=True)
+    expected = {"last_hidden_state": out.last_hidden_state, "image_embeds": out.last_hidden_state,
+                "penultimate_hidden_states": out.hidden_states[-2]}
+    assert any(k.startswith("vision_model.head.") for k in state), "the MAP head keys must be present"
+    config = cfg.to_dict()
+    config = {k: config[k] for k in ["model_type", "hidden_size", "intermediate_size", "num_hidden_layers",
+                                     "num_attention_heads", "image_size", "patch_size", "hidden_act",
+                                     "layer_norm_eps"]}
+    write(name, state, config, expected, px)
+
+
+if __name__ == "__main__":
+    torch.manual_seed(0)
+    clip_case("clip_quickgelu_f32", "quick_gelu", torch.float32, 1)
+    clip_case("clip_gelu_f16", "gelu", torch.float16, 2)
+    clip_case("clip_bf16", "quick_gelu", torch.bfloat16, 3)
+    clip_case("open_clip_f32", "gelu", torch.float32, 4, layout="open_clip", full_config=True)
+    siglip_case("siglip_f32", 5)
+    clip_case("llava_f32", "quick_gelu", torch.float32, 6, llava=True)

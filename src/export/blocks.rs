@@ -1,0 +1,299 @@
+//! The forward pass of SPEC §3 as ONNX: one emitter per block kind, used both for per-block
+//! graphs and for the single whole-model graph.
+
+use super::graph::{attr_int, attr_ints, Dim, GraphBuilder};
+use super::onnx::ModelProto;
+use crate::model::{Activation, Kind, Model};
+
+/// Graph inputs and outputs of one block, as listed in the manifest.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct BlockIo {
+    pub name: String,
+    pub inputs: Vec<String>,
+    pub outputs: Vec<String>,
+}
+
+pub const PIXELS: &str = "pixel_values";
+
+/// Names of every block, in order.
+pub fn block_names(model: &Model) -> Vec<String> {
+    model.blocks.iter().map(|b| b.name.clone()).collect()
+}
+
+/// Inputs and outputs of block `name`.
+pub fn block_io(model: &Model, name: &str) -> BlockIo {
+    let v = |s: &[&str]| s.iter().map(|s| s.to_string()).collect();
+    let (inputs, outputs) = match name {
+        "embed" => (v(&[PIXELS]), v(&["embeddings"])),
+        "head" => match model.config.kind {
+            Kind::Siglip => (v(&["hidden_states"]), v(&["last_hidden_state"])),
+            Kind::Clip if model.config.llava => (
+                v(&["last_hidden_state", "penultimate_hidden_states"]),
+                v(&["image_embeds", "mm_projected"]),
+            ),
+            Kind::Clip => (v(&["last_hidden_state"]), v(&["image_embeds"])),
+        },
+        _ => (v(&["hidden_states"]), v(&["hidden_states_out"])),
+    };
+    BlockIo {
+        name: name.into(),
+        inputs,
+        outputs,
+    }
+}
+
+fn hidden_dims(model: &Model) -> [Dim; 3] {
+    let c = &model.config;
+    [Dim::Batch, Dim::Fixed(c.tokens), Dim::Fixed(c.hidden_size)]
+}
+
+fn output_dims(model: &Model, output: &str) -> Vec<Dim> {
+    let c = &model.config;
+    match output {
+        "image_embeds" => vec![Dim::Batch, Dim::Fixed(c.projection_dim.unwrap_or(0))],
+        "mm_projected" => {
+            let (_, o2) = model.projector.unwrap_or((0, 0));
+            vec![Dim::Batch, Dim::Fixed(c.tokens - 1), Dim::Fixed(o2)]
+        }
+        _ => hidden_dims(model).to_vec(),
+    }
+}
+
+/// Builds the graph of one block. With `weights_as_inputs`, its weights are graph inputs
+/// (after the activations) instead of external initializers.
+pub fn block_graph(
+    model: &Model,
+    name: &str,
+    weights_file: &str,
+    weights_as_inputs: bool,
+) -> (ModelProto, Vec<String>) {
+    let io = block_io(model, name);
+    let mut g = GraphBuilder::new(model, weights_file, weights_as_inputs);
+    let c = &model.config;
+    let outs: Vec<String> = match name {
+        "embed" => {
+            let s = c.image_size;
+            let x = g.input(
+                PIXELS,
+                &[Dim::Batch, Dim::Fixed(3), Dim::Fixed(s), Dim::Fixed(s)],
+            );
+            vec![embed(&mut g, &x)]
+        }
+        "head" => {
+            let x = g.input(&io.inputs[0], &hidden_dims(model));
+            let penult = if io.inputs.len() > 1 {
+                Some(g.input(&io.inputs[1], &hidden_dims(model)))
+            } else {
+                None
+            };
+            let h = head(&mut g, &x, penult.as_deref());
+            let mut v = vec![h.embeds];
+            v.extend(h.projected);
+            v
+        }
+        _ => {
+            let index = model
+                .blocks
+                .iter()
+                .position(|b| b.name == name)
+                .map(|i| i - 1)
+                .unwrap_or(0);
+            let x = g.input(&io.inputs[0], &hidden_dims(model));
+            vec![layer(&mut g, index, &x)]
+        }
+    };
+    for (value, out) in outs.iter().zip(&io.outputs) {
+        let dims = output_dims(model, out);
+        g.output(value, out, &dims);
+    }
+    let weight_inputs = g.weight_inputs().to_vec();
+    (g.finish(name), weight_inputs)
+}
+
+/// Every output of the model from one graph (`export --granularity whole`).
+pub fn whole_graph(model: &Model, weights_file: &str) -> (ModelProto, Vec<String>) {
+    let c = &model.config;
+    let mut g = GraphBuilder::new(model, weights_file, false);
+    let s = c.image_size;
+    let x = g.input(
+        PIXELS,
+        &[Dim::Batch, Dim::Fixed(3), Dim::Fixed(s), Dim::Fixed(s)],
+    );
+    let mut h = embed(&mut g, &x);
+    let mut penult = String::new();
+    for l in 0..c.num_layers {
+        h = layer(&mut g, l, &h);
+        if l + 2 == c.num_layers {
+            penult = h.clone();
+        }
+    }
+    let head_out = head(&mut g, &h, Some(&penult));
+    let mut outputs = Vec::new();
+    let mut add = |g: &mut GraphBuilder, value: &str, name: &str| {
+        let dims = output_dims(model, name);
+        g.output(value, name, &dims);
+        outputs.push(name.to_string());
+    };
+    match c.kind {
+        Kind::Clip => {
+            add(&mut g, &h, "last_hidden_state");
+            add(&mut g, &head_out.embeds, "image_embeds");
+        }
+        Kind::Siglip => add(&mut g, &head_out.embeds, "last_hidden_state"),
+    }
+    add(&mut g, &penult, "penultimate_hidden_states");
+    if let Some(p) = &head_out.projected {
+        add(&mut g, p, "mm_projected");
+    }
+    (g.finish("whole"), outputs)
+}
+
+/// Patch conv → tokens, class token, position table, pre-LN (CLIP).
+fn embed(g: &mut GraphBuilder, pixels: &str) -> String {
+    let c = g.model().config.clone();
+    let (d, p) = (c.hidden_size as i64, c.patch_size as i64);
+    let w = g.weight("vision_model.embeddings.patch_embedding.weight");
+    let mut conv_in = vec![pixels.to_string(), w];
+    if c.kind == Kind::Siglip {
+        conv_in.push(g.weight("vision_model.embeddings.patch_embedding.bias"));
+    }
+    let conv_in: Vec<&str> = conv_in.iter().map(|s| s.as_str()).collect();
+    let conv = g.op(
+        "Conv",
+        &conv_in,
+        vec![
+            attr_ints("kernel_shape", &[p, p]),
+            attr_ints("strides", &[p, p]),
+        ],
+    );
+    let shape = g.const_i64(&[3], &[0, d, -1]);
+    let flat = g.op("Reshape", &[&conv, &shape], vec![]);
+    let mut x = g.op("Transpose", &[&flat], vec![attr_ints("perm", &[0, 2, 1])]);
+    if c.kind == Kind::Clip {
+        let cls = g.weight("vision_model.embeddings.class_embedding");
+        let s3 = g.const_i64(&[3], &[1, 1, d]);
+        let cls3 = g.op("Reshape", &[&cls, &s3], vec![]);
+        let xs = g.op("Shape", &[&x], vec![]);
+        let (st, en) = (g.const_i64(&[1], &[0]), g.const_i64(&[1], &[1]));
+        let b = g.op("Slice", &[&xs, &st, &en], vec![]);
+        let tail = g.const_i64(&[2], &[1, d]);
+        let target = g.op("Concat", &[&b, &tail], vec![attr_int("axis", 0)]);
+        let cls_b = g.op("Expand", &[&cls3, &target], vec![]);
+        x = g.op("Concat", &[&cls_b, &x], vec![attr_int("axis", 1)]);
+    }
+    let pos = g.weight("vision_model.embeddings.position_embedding.weight");
+    x = g.op("Add", &[&x, &pos], vec![]);
+    if c.kind == Kind::Clip {
+        x = g.layer_norm(&x, "vision_model.pre_layrnorm");
+    }
+    x
+}
+
+/// Pre-norm residual layer `l`: attention then MLP.
+fn layer(g: &mut GraphBuilder, l: usize, x: &str) -> String {
+    let c = g.model().config.clone();
+    let pre = format!("vision_model.encoder.layers.{l}");
+    let (h, dh) = (c.num_heads as i64, c.head_dim() as i64);
+    let d = c.hidden_size as i64;
+
+    let n1 = g.layer_norm(x, &format!("{pre}.layer_norm1"));
+    let split = g.const_i64(&[4], &[0, 0, h, dh]);
+    let heads = |g: &mut GraphBuilder, proj: &str, perm: &[i64]| {
+        let y = g.linear(&n1, &format!("{pre}.self_attn.{proj}"), true);
+        let y = g.op("Reshape", &[&y, &split], vec![]);
+        g.op("Transpose", &[&y], vec![attr_ints("perm", perm)])
+    };
+    let q = heads(g, "q_proj", &[0, 2, 1, 3]); // [B,H,T,dh]
+    let k = heads(g, "k_proj", &[0, 2, 3, 1]); // [B,H,dh,T]
+    let v = heads(g, "v_proj", &[0, 2, 1, 3]); // [B,H,T,dh]
+    let scale = g.scalar(1.0 / (dh as f32).sqrt());
+    let qs = g.op("Mul", &[&q, &scale], vec![]);
+    let scores = g.op("MatMul", &[&qs, &k], vec![]);
+    let probs = g.op("Softmax", &[&scores], vec![attr_int("axis", -1)]);
+    let ctx = g.op("MatMul", &[&probs, &v], vec![]);
+    let ctx = g.op("Transpose", &[&ctx], vec![attr_ints("perm", &[0, 2, 1, 3])]);
+    let merge = g.const_i64(&[3], &[0, 0, d]);
+    let ctx = g.op("Reshape", &[&ctx, &merge], vec![]);
+    let attn = g.linear(&ctx, &format!("{pre}.self_attn.out_proj"), true);
+    let x = g.op("Add", &[x, &attn], vec![]);
+
+    let n2 = g.layer_norm(&x, &format!("{pre}.layer_norm2"));
+    let f1 = g.linear(&n2, &format!("{pre}.mlp.fc1"), true);
+    let a = activation(g, &f1, c.activation);
+    let f2 = g.linear(&a, &format!("{pre}.mlp.fc2"), true);
+    g.op("Add", &[&x, &f2], vec![])
+}
+
+fn activation(g: &mut GraphBuilder, x: &str, act: Activation) -> String {
+    match act {
+        Activation::QuickGelu => {
+            let k = g.scalar(1.702);
+            let kx = g.op("Mul", &[x, &k], vec![]);
+            let s = g.op("Sigmoid", &[&kx], vec![]);
+            g.op("Mul", &[x, &s], vec![])
+        }
+        Activation::Gelu => {
+            // The exact pattern ONNX Runtime's GeluFusion recognises.
+            let r2 = g.scalar(std::f32::consts::SQRT_2);
+            let xd = g.op("Div", &[x, &r2], vec![]);
+            let e = g.op("Erf", &[&xd], vec![]);
+            let one = g.scalar(1.0);
+            let e1 = g.op("Add", &[&e, &one], vec![]);
+            let m = g.op("Mul", &[x, &e1], vec![]);
+            let half = g.scalar(0.5);
+            g.op("Mul", &[&m, &half], vec![])
+        }
+        Activation::GeluTanh => {
+            let x2 = g.op("Mul", &[x, x], vec![]);
+            let x3 = g.op("Mul", &[&x2, x], vec![]);
+            let k = g.scalar(0.044715);
+            let kx3 = g.op("Mul", &[&x3, &k], vec![]);
+            let inner = g.op("Add", &[x, &kx3], vec![]);
+            let c = g.scalar((2.0f32 / std::f32::consts::PI).sqrt());
+            let ci = g.op("Mul", &[&inner, &c], vec![]);
+            let t = g.op("Tanh", &[&ci], vec![]);
+            let one = g.scalar(1.0);
+            let t1 = g.op("Add", &[&t, &one], vec![]);
+            let half = g.scalar(0.5);
+            let hx = g.op("Mul", &[x, &half], vec![]);
+            g.op("Mul", &[&hx, &t1], vec![])
+        }
+    }
+}
+
+struct HeadOut {
+    /// CLIP `image_embeds`, or SigLIP's post-LN `last_hidden_state`.
+    embeds: String,
+    projected: Option<String>,
+}
+
+fn head(g: &mut GraphBuilder, x: &str, penult: Option<&str>) -> HeadOut {
+    let c = g.model().config.clone();
+    match c.kind {
+        Kind::Siglip => HeadOut {
+            embeds: g.layer_norm(x, "vision_model.post_layernorm"),
+            projected: None,
+        },
+        Kind::Clip => {
+            let zero = g.const_i64(&[], &[0]);
+            let cls = g.op("Gather", &[x, &zero], vec![attr_int("axis", 1)]);
+            let pooled = g.layer_norm(&cls, "vision_model.post_layernorm");
+            let embeds = g.linear(&pooled, "visual_projection", false);
+            let projected = match (c.llava, penult) {
+                (true, Some(p)) => {
+                    let (st, en, ax) = (
+                        g.const_i64(&[1], &[1]),
+                        g.const_i64(&[1], &[c.tokens as i64]),
+                        g.const_i64(&[1], &[1]),
+                    );
+                    let patches = g.op("Slice", &[p, &st, &en, &ax], vec![]);
+                    let h1 = g.linear(&patches, "multi_modal_projector.linear_1", true);
+                    let a = activation(g, &h1, Activation::Gelu);
+                    Some(g.linear(&a, "multi_modal_projector.linear_2", true))
+                }
+                _ => None,
+            };
+            HeadOut { embeds, projected }
+        }
+    }
+}

@@ -1,0 +1,287 @@
+//! A small builder for ONNX graphs: named values, nodes, constants, and weights that point
+//! into the original safetensors file (or become graph inputs in the streaming variant).
+
+use std::collections::HashMap;
+
+use super::onnx::*;
+use crate::model::{DType, Layout, Model};
+
+pub const OPSET: i64 = 17;
+pub const IR_VERSION: i64 = 8;
+
+/// A dimension of a graph input or output.
+#[derive(Clone, Debug)]
+pub enum Dim {
+    Fixed(usize),
+    Batch,
+}
+
+pub struct GraphBuilder<'m> {
+    model: &'m Model,
+    /// File name, relative to the graph, that external data points into.
+    weights_file: String,
+    /// Weights become graph inputs fed at run time instead of initializers.
+    weights_as_inputs: bool,
+    nodes: Vec<NodeProto>,
+    initializers: Vec<TensorProto>,
+    inputs: Vec<ValueInfoProto>,
+    outputs: Vec<ValueInfoProto>,
+    /// HF key -> name of its f32 value, so a weight is declared once.
+    weights: HashMap<String, String>,
+    weight_inputs: Vec<String>,
+    counter: usize,
+}
+
+pub fn attr_int(name: &str, i: i64) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: attribute_type::INT,
+        i,
+        ..Default::default()
+    }
+}
+pub fn attr_ints(name: &str, ints: &[i64]) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: attribute_type::INTS,
+        ints: ints.to_vec(),
+        ..Default::default()
+    }
+}
+pub fn attr_float(name: &str, f: f32) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: attribute_type::FLOAT,
+        f,
+        ..Default::default()
+    }
+}
+
+fn onnx_dtype(d: DType) -> i32 {
+    match d {
+        DType::F16 => data_type::FLOAT16,
+        DType::BF16 => data_type::BFLOAT16,
+        _ => data_type::FLOAT,
+    }
+}
+
+fn value_info(name: &str, elem_type: i32, dims: &[Dim]) -> ValueInfoProto {
+    let dim = dims
+        .iter()
+        .map(|d| Dimension {
+            value: Some(match d {
+                Dim::Fixed(n) => DimValue::DimValue(*n as i64),
+                Dim::Batch => DimValue::DimParam("batch".into()),
+            }),
+        })
+        .collect();
+    ValueInfoProto {
+        name: name.into(),
+        r#type: Some(TypeProto {
+            tensor_type: Some(TypeProtoTensor {
+                elem_type,
+                shape: Some(TensorShapeProto { dim }),
+            }),
+        }),
+    }
+}
+
+impl<'m> GraphBuilder<'m> {
+    pub fn new(model: &'m Model, weights_file: &str, weights_as_inputs: bool) -> Self {
+        GraphBuilder {
+            model,
+            weights_file: weights_file.into(),
+            weights_as_inputs,
+            nodes: Vec::new(),
+            initializers: Vec::new(),
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+            weights: HashMap::new(),
+            weight_inputs: Vec::new(),
+            counter: 0,
+        }
+    }
+
+    pub fn model(&self) -> &'m Model {
+        self.model
+    }
+
+    fn fresh(&mut self, hint: &str) -> String {
+        self.counter += 1;
+        format!("{hint}_{}", self.counter)
+    }
+
+    pub fn input(&mut self, name: &str, dims: &[Dim]) -> String {
+        self.inputs.push(value_info(name, data_type::FLOAT, dims));
+        name.to_string()
+    }
+
+    /// Declares `value` as a graph output named `name` (through an Identity when renamed).
+    pub fn output(&mut self, value: &str, name: &str, dims: &[Dim]) {
+        if value != name {
+            self.nodes.push(NodeProto {
+                input: vec![value.into()],
+                output: vec![name.into()],
+                name: format!("out_{name}"),
+                op_type: "Identity".into(),
+                ..Default::default()
+            });
+        }
+        self.outputs.push(value_info(name, data_type::FLOAT, dims));
+    }
+
+    /// Adds a node with one output and returns that output's name.
+    pub fn op(&mut self, op: &str, inputs: &[&str], attrs: Vec<AttributeProto>) -> String {
+        let out = self.fresh(&op.to_lowercase());
+        self.nodes.push(NodeProto {
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec![out.clone()],
+            name: out.clone(),
+            op_type: op.into(),
+            attribute: attrs,
+            domain: String::new(),
+        });
+        out
+    }
+
+    pub fn const_f32(&mut self, dims: &[i64], values: &[f32]) -> String {
+        let name = self.fresh("const");
+        self.initializers.push(TensorProto {
+            dims: dims.to_vec(),
+            data_type: data_type::FLOAT,
+            name: name.clone(),
+            raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            ..Default::default()
+        });
+        name
+    }
+
+    pub fn const_i64(&mut self, dims: &[i64], values: &[i64]) -> String {
+        let name = self.fresh("const");
+        self.initializers.push(TensorProto {
+            dims: dims.to_vec(),
+            data_type: data_type::INT64,
+            name: name.clone(),
+            raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            ..Default::default()
+        });
+        name
+    }
+
+    pub fn scalar(&mut self, v: f32) -> String {
+        self.const_f32(&[], &[v])
+    }
+
+    /// The weight `key` as an f32 value, in the layout stored in the file.
+    fn raw_weight(&mut self, key: &str) -> String {
+        if let Some(v) = self.weights.get(key) {
+            return v.clone();
+        }
+        let w = self.model.weight(key);
+        let mut dims: Vec<i64> = w.info.shape.iter().map(|&d| d as i64).collect();
+        if w.layout == Layout::InOut {
+            dims.reverse();
+        }
+        let dtype = onnx_dtype(w.info.dtype);
+        if self.weights_as_inputs {
+            let fixed: Vec<Dim> = dims.iter().map(|&d| Dim::Fixed(d as usize)).collect();
+            self.inputs.push(value_info(key, dtype, &fixed));
+            self.weight_inputs.push(key.to_string());
+        } else {
+            self.initializers.push(TensorProto {
+                dims,
+                data_type: dtype,
+                name: key.to_string(),
+                external_data: vec![
+                    entry("location", &self.weights_file),
+                    entry("offset", &w.info.offset.to_string()),
+                    entry("length", &w.info.nbytes.to_string()),
+                ],
+                data_location: 1,
+                ..Default::default()
+            });
+        }
+        // Reduced-precision weights stay in the file's dtype; compute is f32 (SPEC §2.4).
+        let value = if dtype == data_type::FLOAT {
+            key.to_string()
+        } else {
+            self.op(
+                "Cast",
+                &[key],
+                vec![attr_int("to", data_type::FLOAT as i64)],
+            )
+        };
+        self.weights.insert(key.to_string(), value.clone());
+        value
+    }
+
+    /// A vector or table weight, as stored.
+    pub fn weight(&mut self, key: &str) -> String {
+        self.raw_weight(key)
+    }
+
+    /// A linear weight as `[in, out]`, ready for `MatMul(x, w)`. Transposes of constant
+    /// weights are folded by ONNX Runtime when the session is built.
+    pub fn linear_weight(&mut self, key: &str) -> String {
+        let raw = self.raw_weight(key);
+        match self.model.weight(key).layout {
+            Layout::InOut => raw,
+            Layout::OutIn => self.op("Transpose", &[&raw], vec![attr_ints("perm", &[1, 0])]),
+        }
+    }
+
+    /// `x · Wᵀ + b` for a `torch.nn.Linear` named `prefix`.
+    pub fn linear(&mut self, x: &str, prefix: &str, bias: bool) -> String {
+        let w = self.linear_weight(&format!("{prefix}.weight"));
+        let y = self.op("MatMul", &[x, &w], vec![]);
+        if bias {
+            let b = self.weight(&format!("{prefix}.bias"));
+            self.op("Add", &[&y, &b], vec![])
+        } else {
+            y
+        }
+    }
+
+    pub fn layer_norm(&mut self, x: &str, prefix: &str) -> String {
+        let eps = self.model.config.layer_norm_eps;
+        let w = self.weight(&format!("{prefix}.weight"));
+        let b = self.weight(&format!("{prefix}.bias"));
+        self.op(
+            "LayerNormalization",
+            &[x, &w, &b],
+            vec![attr_int("axis", -1), attr_float("epsilon", eps)],
+        )
+    }
+
+    /// Names of weights that are graph inputs (streaming variant), in input order.
+    pub fn weight_inputs(&self) -> &[String] {
+        &self.weight_inputs
+    }
+
+    pub fn finish(self, name: &str) -> ModelProto {
+        ModelProto {
+            ir_version: IR_VERSION,
+            opset_import: vec![OperatorSetIdProto {
+                domain: String::new(),
+                version: OPSET,
+            }],
+            producer_name: "distorch-vision".into(),
+            producer_version: env!("CARGO_PKG_VERSION").into(),
+            graph: Some(GraphProto {
+                node: self.nodes,
+                name: name.into(),
+                initializer: self.initializers,
+                input: self.inputs,
+                output: self.outputs,
+            }),
+            metadata_props: vec![],
+        }
+    }
+}
+
+fn entry(key: &str, value: &str) -> StringStringEntryProto {
+    StringStringEntryProto {
+        key: key.into(),
+        value: value.into(),
+    }
+}

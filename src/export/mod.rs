@@ -1,0 +1,260 @@
+//! Export: one ONNX graph per block (and optionally one whole-model graph) whose weights are
+//! external data pointing into the original safetensors file through a hard link, so nothing
+//! is duplicated on disk. A `manifest.json` lists the blocks in order; it is written last and
+//! marks a finished export, which later runs on the same file reuse.
+
+pub mod blocks;
+pub mod graph;
+pub mod onnx;
+
+use std::path::{Path, PathBuf};
+
+use prost::Message;
+use serde::{Deserialize, Serialize};
+
+pub use blocks::BlockIo;
+
+use crate::model::Model;
+use crate::{Error, ErrorKind, Result};
+
+/// Bumped whenever the graphs change, so old exports are rebuilt rather than reused.
+pub const EXPORT_FORMAT: u32 = 1;
+pub const WEIGHTS_FILE: &str = "weights.safetensors";
+pub const WHOLE_FILE: &str = "whole.onnx";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Granularity {
+    /// One graph per block (always written).
+    #[default]
+    Blocks,
+    /// Also one graph for the whole model (for `bench`'s split-overhead ratio).
+    Whole,
+}
+
+impl std::str::FromStr for Granularity {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "blocks" | "block" => Ok(Granularity::Blocks),
+            "whole" => Ok(Granularity::Whole),
+            _ => Err(Error::invalid(format!(
+                "--granularity {s:?} is not valid (valid: blocks, whole)"
+            ))),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ManifestBlock {
+    pub name: String,
+    pub file: String,
+    pub inputs: Vec<String>,
+    pub outputs: Vec<String>,
+    pub bytes: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ManifestWhole {
+    pub file: String,
+    pub inputs: Vec<String>,
+    pub outputs: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: u32,
+    pub model_id: String,
+    pub source: String,
+    pub source_bytes: u64,
+    pub weights: String,
+    pub family: String,
+    pub config: serde_json::Value,
+    pub outputs: Vec<String>,
+    pub blocks: Vec<ManifestBlock>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub whole: Option<ManifestWhole>,
+}
+
+/// A finished export on disk.
+#[derive(Clone, Debug)]
+pub struct Export {
+    pub dir: PathBuf,
+    pub manifest: Manifest,
+    /// True when an earlier export was reused as it was.
+    pub reused: bool,
+}
+
+impl Export {
+    pub fn block_path(&self, name: &str) -> Option<PathBuf> {
+        self.manifest
+            .blocks
+            .iter()
+            .find(|b| b.name == name)
+            .map(|b| self.dir.join(&b.file))
+    }
+}
+
+/// Where exports go when no folder is given: `graphs/` of the project when the program runs
+/// from a checkout, else a per-user cache folder.
+pub fn default_graphs_root() -> PathBuf {
+    if let Ok(dir) = std::env::var("DISTORCH_GRAPHS_DIR") {
+        if !dir.is_empty() {
+            return PathBuf::from(dir);
+        }
+    }
+    if let Some(root) = crate::runtime::library::project_root() {
+        return root.join("graphs");
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    cache.join("distorch-vision").join("graphs")
+}
+
+/// The folder name of a model's export: readable stem plus content hash.
+pub fn model_dir_name(model: &Model, content_id: &str) -> String {
+    let stem: String = model
+        .path()
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(48)
+        .collect();
+    format!("{stem}-{}", &content_id[..16])
+}
+
+/// Exports `model` into `out` (or `<graphs_root>/<model-id>/`), reusing a finished export
+/// of the same file contents.
+pub fn export(
+    model: &Model,
+    out: Option<&Path>,
+    graphs_root: Option<&Path>,
+    granularity: Granularity,
+) -> Result<Export> {
+    let content_id = model.content_id()?;
+    let dir = match out {
+        Some(d) => d.to_path_buf(),
+        None => graphs_root
+            .map(Path::to_path_buf)
+            .unwrap_or_else(default_graphs_root)
+            .join(model_dir_name(model, &content_id)),
+    };
+    if let Some(found) = reusable(&dir, &content_id, granularity) {
+        return Ok(Export {
+            dir,
+            manifest: found,
+            reused: true,
+        });
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    let manifest_path = dir.join("manifest.json");
+    // An unfinished or stale export must never be mistaken for a finished one.
+    let _ = std::fs::remove_file(&manifest_path);
+    link_weights(model.path(), &dir.join(WEIGHTS_FILE))?;
+
+    let mut blocks = Vec::new();
+    for block in &model.blocks {
+        let (proto, _) = blocks::block_graph(model, &block.name, WEIGHTS_FILE, false);
+        let file = format!("{}.onnx", block.name);
+        write_atomic(&dir.join(&file), &proto.encode_to_vec())?;
+        let io = blocks::block_io(model, &block.name);
+        blocks.push(ManifestBlock {
+            name: block.name.clone(),
+            file,
+            inputs: io.inputs,
+            outputs: io.outputs,
+            bytes: block.bytes,
+        });
+    }
+    let whole = if granularity == Granularity::Whole {
+        let (proto, outputs) = blocks::whole_graph(model, WEIGHTS_FILE);
+        write_atomic(&dir.join(WHOLE_FILE), &proto.encode_to_vec())?;
+        Some(ManifestWhole {
+            file: WHOLE_FILE.into(),
+            inputs: vec![blocks::PIXELS.into()],
+            outputs,
+        })
+    } else {
+        None
+    };
+    let manifest = Manifest {
+        format: EXPORT_FORMAT,
+        model_id: content_id,
+        source: model.path().display().to_string(),
+        source_bytes: model.file.file_len(),
+        weights: WEIGHTS_FILE.into(),
+        family: model.config.family.clone(),
+        config: serde_json::to_value(&model.config).unwrap_or_default(),
+        outputs: model.output_names().iter().map(|s| s.to_string()).collect(),
+        blocks,
+        whole,
+    };
+    let json = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::runtime(e.to_string()))?;
+    write_atomic(&manifest_path, &json)?;
+    Ok(Export {
+        dir,
+        manifest,
+        reused: false,
+    })
+}
+
+/// A finished export in `dir` for these contents, if there is one.
+fn reusable(dir: &Path, content_id: &str, granularity: Granularity) -> Option<Manifest> {
+    let text = std::fs::read(dir.join("manifest.json")).ok()?;
+    let m: Manifest = serde_json::from_slice(&text).ok()?;
+    let complete = m.format == EXPORT_FORMAT
+        && m.model_id == content_id
+        && std::fs::metadata(dir.join(&m.weights)).ok()?.len() == m.source_bytes
+        && m.blocks.iter().all(|b| dir.join(&b.file).is_file())
+        && (granularity == Granularity::Blocks
+            || m.whole
+                .as_ref()
+                .is_some_and(|w| dir.join(&w.file).is_file()));
+    complete.then_some(m)
+}
+
+/// Puts the weights beside the graphs: a hard link (ONNX Runtime refuses external data that
+/// resolves outside the graph's folder, symlinks included), or a copy across filesystems.
+fn link_weights(source: &Path, target: &Path) -> Result<()> {
+    if let (Ok(a), Ok(b)) = (std::fs::metadata(source), std::fs::metadata(target)) {
+        use std::os::unix::fs::MetadataExt;
+        if a.dev() == b.dev() && a.ino() == b.ino() {
+            return Ok(());
+        }
+    }
+    let _ = std::fs::remove_file(target);
+    match std::fs::hard_link(source, target) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            tracing::warn!(
+                "cannot hard-link {} into {} ({e}); copying the weights instead, which uses {} more bytes of disk",
+                source.display(),
+                target.display(),
+                std::fs::metadata(source).map(|m| m.len()).unwrap_or(0)
+            );
+            let tmp = target.with_extension("partial");
+            std::fs::copy(source, &tmp).map_err(|e| Error::io(&tmp, e))?;
+            std::fs::rename(&tmp, target).map_err(|e| Error::io(target, e))
+        }
+    }
+}
+
+/// Writes through a temporary file and a rename, so a reader never sees half a file.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::new(ErrorKind::Io, format!("{}: {e}", path.display()))
+    })
+}

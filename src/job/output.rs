@@ -1,0 +1,86 @@
+//! Reading pixel tensors and writing encoded outputs as safetensors files.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use ndarray::Array4;
+
+use crate::export::write_atomic;
+use crate::model::{DType, SafeTensors};
+use crate::runtime::Outputs;
+use crate::{Error, Result};
+
+/// Reads a safetensors file holding exactly one NCHW f32 tensor of preprocessed pixels.
+pub fn read_pixels(path: &Path) -> Result<Array4<f32>> {
+    let st = SafeTensors::open(path)?;
+    let mut tensors = st.tensors().iter();
+    let (name, info) = match (tensors.next(), tensors.next()) {
+        (Some(t), None) => t,
+        _ => {
+            return Err(Error::invalid(format!(
+                "{}: a pixel file must hold exactly one tensor, found {}",
+                path.display(),
+                st.tensors().len()
+            )))
+        }
+    };
+    if info.dtype != DType::F32 || info.shape.len() != 4 {
+        return Err(Error::invalid(format!(
+            "{}: tensor {name:?} is {} {:?}; pixels must be one F32 tensor of rank 4 (NCHW)",
+            path.display(),
+            info.dtype.name(),
+            info.shape
+        )));
+    }
+    let bytes = st.data(info)?;
+    let values: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    let s = &info.shape;
+    Array4::from_shape_vec((s[0], s[1], s[2], s[3]), values)
+        .map_err(|e| Error::invalid(format!("{}: {e}", path.display())))
+}
+
+/// Serialises tensors (f32) with string metadata into safetensors bytes.
+pub fn to_safetensors(
+    tensors: &[(String, ndarray::ArrayD<f32>)],
+    metadata: &HashMap<String, String>,
+) -> Result<Vec<u8>> {
+    let data: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+        .iter()
+        .map(|(name, t)| {
+            let bytes = t.iter().flat_map(|v| v.to_le_bytes()).collect();
+            (name.clone(), t.shape().to_vec(), bytes)
+        })
+        .collect();
+    let views = data
+        .iter()
+        .map(|(name, shape, bytes)| {
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)
+                .map(|v| (name.clone(), v))
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| Error::runtime(format!("safetensors: {e}")))?;
+    safetensors::serialize(views, Some(metadata.clone()))
+        .map_err(|e| Error::runtime(format!("safetensors: {e}")))
+}
+
+/// Writes `outputs` to `path` atomically, with `inputs` (row order) in the metadata.
+pub fn write_outputs(path: &Path, outputs: &Outputs, inputs: &[String], model: &str) -> Result<()> {
+    let mut meta = HashMap::new();
+    meta.insert(
+        "inputs".to_string(),
+        serde_json::to_string(inputs).unwrap_or_default(),
+    );
+    meta.insert("model".to_string(), model.to_string());
+    meta.insert(
+        "producer".to_string(),
+        format!("distorch-vision {}", env!("CARGO_PKG_VERSION")),
+    );
+    let bytes = to_safetensors(&outputs.tensors, &meta)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    write_atomic(path, &bytes)
+}

@@ -1,0 +1,295 @@
+//! A safetensors file opened through mmap, with its header validated in full before any
+//! tensor is touched: a lying header must give an error, never an out-of-bounds read.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use memmap2::Mmap;
+
+use crate::{Error, ErrorKind, Result};
+
+/// Headers larger than this are refused (real ones are a few hundred KB).
+const MAX_HEADER_BYTES: u64 = 100 << 20;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DType {
+    F64,
+    F32,
+    F16,
+    BF16,
+    I64,
+    I32,
+    I16,
+    I8,
+    U8,
+    Bool,
+}
+
+impl DType {
+    fn parse(s: &str) -> Option<DType> {
+        Some(match s {
+            "F64" => DType::F64,
+            "F32" => DType::F32,
+            "F16" => DType::F16,
+            "BF16" => DType::BF16,
+            "I64" => DType::I64,
+            "I32" => DType::I32,
+            "I16" => DType::I16,
+            "I8" => DType::I8,
+            "U8" => DType::U8,
+            "BOOL" => DType::Bool,
+            _ => return None,
+        })
+    }
+    pub fn size(self) -> u64 {
+        match self {
+            DType::F64 | DType::I64 => 8,
+            DType::F32 | DType::I32 => 4,
+            DType::F16 | DType::BF16 | DType::I16 => 2,
+            DType::I8 | DType::U8 | DType::Bool => 1,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::F64 => "F64",
+            DType::F32 => "F32",
+            DType::F16 => "F16",
+            DType::BF16 => "BF16",
+            DType::I64 => "I64",
+            DType::I32 => "I32",
+            DType::I16 => "I16",
+            DType::I8 => "I8",
+            DType::U8 => "U8",
+            DType::Bool => "BOOL",
+        }
+    }
+    /// Floating types a model weight may have (SPEC §2.4).
+    pub fn is_weight_float(self) -> bool {
+        matches!(self, DType::F32 | DType::F16 | DType::BF16)
+    }
+}
+
+/// One tensor's entry in the header, with its absolute position in the file.
+#[derive(Clone, Debug)]
+pub struct TensorInfo {
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+    /// Absolute byte offset of the data in the file.
+    pub offset: u64,
+    pub nbytes: u64,
+}
+
+pub struct SafeTensors {
+    path: PathBuf,
+    file_len: u64,
+    tensors: BTreeMap<String, TensorInfo>,
+    metadata: BTreeMap<String, String>,
+    /// Mapped on first use, so planning from the header never touches the data.
+    mmap: std::sync::OnceLock<std::result::Result<Mmap, String>>,
+    file: File,
+}
+
+impl SafeTensors {
+    /// Opens `path` and validates its header; the data is not read.
+    pub fn open(path: &Path) -> Result<SafeTensors> {
+        let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+        if meta.is_dir() {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                format!(
+                    "{} is a directory; expected a .safetensors file",
+                    path.display()
+                ),
+            ));
+        }
+        let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
+        let file_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+        let bad = |msg: String| {
+            Error::model(format!(
+                "{}: not a valid safetensors file: {msg}",
+                path.display()
+            ))
+        };
+        if file_len < 8 {
+            return Err(bad(format!(
+                "{file_len} bytes is too short for the 8-byte header length"
+            )));
+        }
+        let mut len_bytes = [0u8; 8];
+        read_exact_at(&mut file, 0, &mut len_bytes).map_err(|e| Error::io(path, e))?;
+        let header_len = u64::from_le_bytes(len_bytes);
+        if header_len > MAX_HEADER_BYTES {
+            return Err(bad(format!(
+                "header length {header_len} exceeds the {MAX_HEADER_BYTES}-byte limit"
+            )));
+        }
+        if header_len > file_len - 8 {
+            return Err(bad(format!(
+                "header length {header_len} runs past the end of the {file_len}-byte file"
+            )));
+        }
+        let mut header = vec![0u8; header_len as usize];
+        read_exact_at(&mut file, 8, &mut header).map_err(|e| Error::io(path, e))?;
+        let data_start = 8 + header_len;
+        let (tensors, metadata) =
+            parse_header(&header, file_len - data_start, data_start).map_err(bad)?;
+        Ok(SafeTensors {
+            path: path.to_path_buf(),
+            file_len,
+            tensors,
+            metadata,
+            mmap: std::sync::OnceLock::new(),
+            file,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+    pub fn file_len(&self) -> u64 {
+        self.file_len
+    }
+    pub fn tensors(&self) -> &BTreeMap<String, TensorInfo> {
+        &self.tensors
+    }
+    pub fn metadata(&self) -> &BTreeMap<String, String> {
+        &self.metadata
+    }
+
+    /// The whole file, mapped read-only.
+    pub fn bytes(&self) -> Result<&[u8]> {
+        let mapped = self.mmap.get_or_init(|| {
+            // SAFETY: the map is read-only; a file truncated underneath us is the one
+            // hazard of mmap that no reader can rule out, as with every mmap user.
+            unsafe { Mmap::map(&self.file) }.map_err(|e| e.to_string())
+        });
+        match mapped {
+            Ok(m) => Ok(&m[..]),
+            Err(e) => Err(Error::new(
+                ErrorKind::Io,
+                format!("{}: cannot map the file: {e}", self.path.display()),
+            )),
+        }
+    }
+
+    /// The raw bytes of one tensor (bounds were checked when the header was read).
+    pub fn data(&self, info: &TensorInfo) -> Result<&[u8]> {
+        let bytes = self.bytes()?;
+        let end = (info.offset + info.nbytes) as usize;
+        bytes.get(info.offset as usize..end).ok_or_else(|| {
+            Error::new(
+                ErrorKind::Io,
+                format!("{} changed size while open", self.path.display()),
+            )
+        })
+    }
+}
+
+fn read_exact_at(file: &mut File, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    file.seek(SeekFrom::Start(offset))?;
+    file.read_exact(buf)
+}
+
+type Header = (BTreeMap<String, TensorInfo>, BTreeMap<String, String>);
+
+/// Parses and checks the JSON header: known dtypes, shape × dtype size = bytes,
+/// offsets inside the data section and not overlapping.
+fn parse_header(
+    header: &[u8],
+    data_len: u64,
+    data_start: u64,
+) -> std::result::Result<Header, String> {
+    let text =
+        std::str::from_utf8(header).map_err(|_| "the header is not UTF-8 text".to_string())?;
+    let json: serde_json::Value = serde_json::from_str(text.trim_end_matches(' '))
+        .map_err(|e| format!("the header is not valid JSON ({e})"))?;
+    let obj = json.as_object().ok_or("the header is not a JSON object")?;
+    let mut tensors = BTreeMap::new();
+    let mut metadata = BTreeMap::new();
+    let mut ranges = Vec::new();
+    for (name, entry) in obj {
+        if name == "__metadata__" {
+            let m = entry
+                .as_object()
+                .ok_or("__metadata__ is not an object of strings")?;
+            for (k, v) in m {
+                let v = v
+                    .as_str()
+                    .ok_or_else(|| format!("__metadata__ value of {k:?} is not a string"))?;
+                metadata.insert(k.clone(), v.to_string());
+            }
+            continue;
+        }
+        let e = entry
+            .as_object()
+            .ok_or_else(|| format!("tensor {name:?}: entry is not an object"))?;
+        let dtype_s = e
+            .get("dtype")
+            .and_then(|d| d.as_str())
+            .ok_or_else(|| format!("tensor {name:?}: missing \"dtype\""))?;
+        let dtype = DType::parse(dtype_s).ok_or_else(|| {
+            format!("tensor {name:?}: unknown dtype {dtype_s:?} (known: F64, F32, F16, BF16, I64, I32, I16, I8, U8, BOOL)")
+        })?;
+        let shape = e
+            .get("shape")
+            .and_then(|s| s.as_array())
+            .ok_or_else(|| format!("tensor {name:?}: missing \"shape\" array"))?
+            .iter()
+            .map(|d| d.as_u64().and_then(|d| usize::try_from(d).ok()))
+            .collect::<Option<Vec<usize>>>()
+            .ok_or_else(|| format!("tensor {name:?}: shape must be non-negative integers"))?;
+        let offs = e
+            .get("data_offsets")
+            .and_then(|s| s.as_array())
+            .filter(|a| a.len() == 2)
+            .and_then(|a| Some((a[0].as_u64()?, a[1].as_u64()?)))
+            .ok_or_else(|| format!("tensor {name:?}: \"data_offsets\" must be [begin, end]"))?;
+        let (begin, end) = offs;
+        if begin > end {
+            return Err(format!(
+                "tensor {name:?}: data_offsets [{begin}, {end}] are reversed"
+            ));
+        }
+        if end > data_len {
+            return Err(format!(
+                "tensor {name:?}: data_offsets end {end} is past the end of the data section ({data_len} bytes)"
+            ));
+        }
+        let numel = shape
+            .iter()
+            .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64));
+        let expected = numel.and_then(|n| n.checked_mul(dtype.size()));
+        if expected != Some(end - begin) {
+            return Err(format!(
+                "tensor {name:?}: shape {shape:?} of {} needs {} bytes but data_offsets span {}",
+                dtype.name(),
+                expected.map_or("more than 2^64".to_string(), |b| b.to_string()),
+                end - begin
+            ));
+        }
+        if end > begin {
+            ranges.push((begin, end, name.clone()));
+        }
+        tensors.insert(
+            name.clone(),
+            TensorInfo {
+                dtype,
+                shape,
+                offset: data_start + begin,
+                nbytes: end - begin,
+            },
+        );
+    }
+    ranges.sort();
+    for w in ranges.windows(2) {
+        if w[1].0 < w[0].1 {
+            return Err(format!(
+                "tensors {:?} and {:?} overlap (bytes {}..{} and {}..{})",
+                w[0].2, w[1].2, w[0].0, w[0].1, w[1].0, w[1].1
+            ));
+        }
+    }
+    Ok((tensors, metadata))
+}

@@ -1,0 +1,78 @@
+//! The process's one ONNX Runtime environment, with one global intra-op thread pool that
+//! every CPU session shares (ONNX Runtime allows one environment per process).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+use ort::environment::{Environment, GlobalThreadPoolOptions};
+
+use super::library;
+use crate::{Error, ErrorKind, Result};
+
+static EXPLICIT: Mutex<Option<PathBuf>> = Mutex::new(None);
+static ENV: OnceLock<std::result::Result<(Environment, PathBuf), Error>> = OnceLock::new();
+
+/// Names the ONNX Runtime library to load; must come before the first session.
+pub fn set_library_path(path: &Path) -> Result<()> {
+    if let Some(Ok((_, loaded))) = ENV.get() {
+        if loaded != path {
+            return Err(Error::invalid(format!(
+                "ONNX Runtime is already loaded from {}; it cannot be switched to {} in the same process",
+                loaded.display(),
+                path.display()
+            )));
+        }
+        return Ok(());
+    }
+    *EXPLICIT.lock().unwrap_or_else(|e| e.into_inner()) = Some(path.to_path_buf());
+    Ok(())
+}
+
+/// Threads of the shared pool: `DISTORCH_THREADS`, else every core.
+fn threads() -> usize {
+    std::env::var("DISTORCH_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+/// The environment, created on first use.
+pub fn environment() -> Result<&'static Environment> {
+    let r = ENV.get_or_init(|| {
+        let explicit = EXPLICIT.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let path = library::find(explicit.as_deref())?;
+        let builder = ort::init_from(&path).map_err(|e| {
+            Error::new(
+                ErrorKind::Runtime,
+                format!(
+                    "cannot load ONNX Runtime from {}: {e}; {}",
+                    path.display(),
+                    library::INSTALL_HINT
+                ),
+            )
+        })?;
+        let pool = GlobalThreadPoolOptions::default()
+            .with_intra_threads(threads())?
+            .with_inter_threads(1)?;
+        let env = builder
+            .with_name("distorch-vision")
+            .with_telemetry(false)
+            .with_global_thread_pool(pool)
+            .build()?;
+        tracing::debug!("ONNX Runtime loaded from {}", path.display());
+        Ok((env, path))
+    });
+    match r {
+        Ok((env, _)) => Ok(env),
+        Err(e) => Err(e.clone()),
+    }
+}
+
+/// The library file in use, once loaded.
+pub fn loaded_library() -> Option<&'static Path> {
+    match ENV.get() {
+        Some(Ok((_, p))) => Some(p),
+        _ => None,
+    }
+}

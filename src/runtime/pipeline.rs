@@ -1,0 +1,302 @@
+//! The runner: one ONNX Runtime session per block, activations handed from each block's
+//! output to the next as ONNX Runtime values (no copies), the penultimate state kept on the
+//! way, and only the blocks the requested outputs need are run.
+
+use std::sync::{Arc, Mutex};
+
+use ndarray::{ArrayD, ArrayView4, Axis};
+use ort::session::builder::GraphOptimizationLevel;
+use ort::session::{Session, SessionInputValue};
+use ort::value::{DynValue, Tensor};
+use prost::Message;
+
+use super::env::environment;
+use crate::export::{blocks, Export};
+use crate::model::{DType, Kind, Model};
+use crate::{Error, Result};
+
+pub const LAST_HIDDEN: &str = "last_hidden_state";
+pub const IMAGE_EMBEDS: &str = "image_embeds";
+pub const PENULTIMATE: &str = "penultimate_hidden_states";
+pub const MM_PROJECTED: &str = "mm_projected";
+
+/// Encoded outputs, each `[B, …]` f32, in SPEC §3 order.
+#[derive(Debug, Default, Clone)]
+pub struct Outputs {
+    pub tensors: Vec<(String, ArrayD<f32>)>,
+}
+
+impl Outputs {
+    pub fn get(&self, name: &str) -> Option<&ArrayD<f32>> {
+        self.tensors.iter().find(|(n, _)| n == name).map(|(_, t)| t)
+    }
+}
+
+/// Checks requested output names against what `model` produces; empty means all.
+pub fn resolve_outputs(model: &Model, requested: &[String]) -> Result<Vec<String>> {
+    let available = model.output_names();
+    if requested.is_empty() {
+        return Ok(available.iter().map(|s| s.to_string()).collect());
+    }
+    let mut out = Vec::new();
+    for r in requested {
+        let r = r.trim();
+        if !available.contains(&r) {
+            return Err(Error::invalid(format!(
+                "unknown output {r:?} for this model (valid: {})",
+                available.join(", ")
+            )));
+        }
+        if !out.iter().any(|o: &String| o == r) {
+            out.push(r.to_string());
+        }
+    }
+    // Keep SPEC order whatever order they were asked in.
+    out.sort_by_key(|o| available.iter().position(|a| a == o));
+    Ok(out)
+}
+
+struct Stage {
+    name: String,
+    session: Mutex<Session>,
+    inputs: Vec<String>,
+    outputs: Vec<String>,
+    /// Weights fed as inputs each pass (streaming variant); empty for resident weights.
+    weight_inputs: Vec<String>,
+}
+
+/// How each block's session is built.
+#[derive(Clone, Debug, Default)]
+pub struct SessionOptions {
+    /// Blocks whose weights are graph inputs, fed from host memory on every pass.
+    pub streamed_blocks: Vec<String>,
+}
+
+pub struct Pipeline {
+    model: Arc<Model>,
+    export: Export,
+    stages: Vec<Stage>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Pipeline {
+    /// Builds one session per block of `export`.
+    pub fn build(model: Arc<Model>, export: Export, opts: &SessionOptions) -> Result<Pipeline> {
+        let env = environment()?;
+        let mut stages = Vec::with_capacity(export.manifest.blocks.len());
+        for block in &export.manifest.blocks {
+            let streamed = opts.streamed_blocks.iter().any(|b| b == &block.name);
+            let mut builder =
+                Session::builder(env)?.with_optimization_level(GraphOptimizationLevel::Level3)?;
+            let (session, weight_inputs) = if streamed {
+                let (proto, weights) =
+                    blocks::block_graph(&model, &block.name, crate::export::WEIGHTS_FILE, true);
+                (builder.commit_from_memory(&proto.encode_to_vec()), weights)
+            } else {
+                (
+                    builder.commit_from_file(export.dir.join(&block.file)),
+                    Vec::new(),
+                )
+            };
+            let session = session.map_err(|e| {
+                Error::runtime(format!("building the session of block {}: {e}", block.name))
+            })?;
+            stages.push(Stage {
+                name: block.name.clone(),
+                session: Mutex::new(session),
+                inputs: block.inputs.clone(),
+                outputs: block.outputs.clone(),
+                weight_inputs,
+            });
+        }
+        Ok(Pipeline {
+            model,
+            export,
+            stages,
+        })
+    }
+
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+    pub fn export(&self) -> &Export {
+        &self.export
+    }
+    pub fn block_names(&self) -> Vec<&str> {
+        self.stages.iter().map(|s| s.name.as_str()).collect()
+    }
+
+    /// Checks that `pixels` is `[B, 3, S, S]` for this model.
+    pub fn check_pixels(&self, shape: &[usize]) -> Result<()> {
+        let s = self.model.config.image_size;
+        if shape.len() != 4 || shape[0] == 0 || shape[1] != 3 || shape[2] != s || shape[3] != s {
+            return Err(Error::invalid(format!(
+                "pixel tensor has shape {shape:?}; this model needs [B, 3, {s}, {s}] (NCHW, B ≥ 1)"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Encodes `pixels` in batches of `batch_size`, returning the requested outputs.
+    pub fn encode(
+        &self,
+        pixels: ArrayView4<f32>,
+        outputs: &[String],
+        batch_size: usize,
+    ) -> Result<Outputs> {
+        self.check_pixels(pixels.shape())?;
+        let wanted = resolve_outputs(&self.model, outputs)?;
+        let batch_size = batch_size.max(1);
+        let mut parts: Vec<Vec<ArrayD<f32>>> = vec![Vec::new(); wanted.len()];
+        for chunk in pixels.axis_chunks_iter(Axis(0), batch_size) {
+            let out = self.encode_batch(chunk, &wanted)?;
+            for (i, (_, t)) in out.tensors.into_iter().enumerate() {
+                parts[i].push(t);
+            }
+        }
+        let mut tensors = Vec::new();
+        for (name, chunks) in wanted.into_iter().zip(parts) {
+            let t = if chunks.len() == 1 {
+                chunks.into_iter().next().unwrap_or_default()
+            } else {
+                let views: Vec<_> = chunks.iter().map(|c| c.view()).collect();
+                ndarray::concatenate(Axis(0), &views)
+                    .map_err(|e| Error::runtime(format!("joining batches: {e}")))?
+            };
+            tensors.push((name, t));
+        }
+        Ok(Outputs { tensors })
+    }
+
+    fn encode_batch(&self, pixels: ArrayView4<f32>, wanted: &[String]) -> Result<Outputs> {
+        let c = &self.model.config;
+        let layers = c.num_layers;
+        let wants = |n: &str| wanted.iter().any(|w| w == n);
+        let siglip = c.kind == Kind::Siglip;
+        let need_penult = wants(PENULTIMATE) || wants(MM_PROJECTED);
+        let need_head =
+            wants(IMAGE_EMBEDS) || wants(MM_PROJECTED) || (siglip && wants(LAST_HIDDEN));
+        let run_layers = if need_head || wants(LAST_HIDDEN) {
+            layers
+        } else {
+            layers - 1
+        };
+
+        let input: DynValue = Tensor::from_array(pixels.to_owned())?.into_dyn();
+        let mut h = self.run(0, vec![input])?.remove(0);
+        let mut penult: Option<DynValue> = None;
+        for l in 0..run_layers {
+            let next = self.run_ref(1 + l, &h)?.remove(0);
+            let prev = std::mem::replace(&mut h, next);
+            if l == layers - 1 && need_penult {
+                // `prev` is the input of the last layer: the output of layer L-2.
+                penult = Some(prev);
+            }
+        }
+        if need_penult && penult.is_none() {
+            // Stopped after layer L-2: the current state is the penultimate one.
+            penult = Some(std::mem::replace(
+                &mut h,
+                Tensor::from_array(ndarray::Array1::<f32>::zeros(0))?.into_dyn(),
+            ));
+        }
+        let mut head_out = Vec::new();
+        if need_head {
+            let head = self.stages.len() - 1;
+            let mut args: Vec<SessionInputValue> = vec![SessionInputValue::from(&h)];
+            if self.stages[head].inputs.len() > 1 {
+                let p = penult
+                    .as_ref()
+                    .ok_or_else(|| Error::runtime("penultimate state missing"))?;
+                args.push(SessionInputValue::from(p));
+            }
+            head_out = self.run_values(head, args)?;
+        }
+        let extract =
+            |v: &DynValue| -> Result<ArrayD<f32>> { Ok(v.try_extract_array::<f32>()?.to_owned()) };
+        let mut tensors = Vec::new();
+        for name in wanted {
+            let t = match (name.as_str(), siglip) {
+                (LAST_HIDDEN, false) => extract(&h)?,
+                (LAST_HIDDEN, true) | (IMAGE_EMBEDS, _) => extract(&head_out[0])?,
+                (PENULTIMATE, _) => extract(
+                    penult
+                        .as_ref()
+                        .ok_or_else(|| Error::runtime("penultimate state missing"))?,
+                )?,
+                (MM_PROJECTED, _) => extract(&head_out[1])?,
+                (other, _) => return Err(Error::invalid(format!("unknown output {other:?}"))),
+            };
+            tensors.push((name.clone(), t));
+        }
+        Ok(Outputs { tensors })
+    }
+
+    fn run(&self, stage: usize, inputs: Vec<DynValue>) -> Result<Vec<DynValue>> {
+        let args = inputs.into_iter().map(SessionInputValue::from).collect();
+        self.run_values(stage, args)
+    }
+
+    fn run_ref(&self, stage: usize, input: &DynValue) -> Result<Vec<DynValue>> {
+        self.run_values(stage, vec![SessionInputValue::from(input)])
+    }
+
+    /// Runs one block: activation inputs in order, then its streamed weights if any.
+    fn run_values(&self, stage: usize, mut args: Vec<SessionInputValue>) -> Result<Vec<DynValue>> {
+        let st = &self.stages[stage];
+        let mut named: Vec<(String, SessionInputValue)> =
+            st.inputs.iter().cloned().zip(args.drain(..)).collect();
+        for key in &st.weight_inputs {
+            named.push((
+                key.clone(),
+                SessionInputValue::from(self.weight_tensor(key)?),
+            ));
+        }
+        let mut session = lock(&st.session);
+        let mut out = session
+            .run(named)
+            .map_err(|e| Error::runtime(format!("block {}: {e}", st.name)))?;
+        st.outputs
+            .iter()
+            .map(|name| {
+                out.remove(name.as_str())
+                    .ok_or_else(|| Error::runtime(format!("block {} gave no {name}", st.name)))
+            })
+            .collect()
+    }
+
+    /// A weight copied from the mapped file into a tensor of its own dtype.
+    fn weight_tensor(&self, key: &str) -> Result<DynValue> {
+        let w = self.model.weight(key);
+        let bytes = self.model.file.data(&w.info)?;
+        let mut shape: Vec<i64> = w.info.shape.iter().map(|&d| d as i64).collect();
+        if w.layout == crate::model::Layout::InOut {
+            shape.reverse();
+        }
+        Ok(match w.info.dtype {
+            DType::F16 => Tensor::from_array((
+                shape,
+                le_values(bytes, |b| half::f16::from_le_bytes([b[0], b[1]])),
+            ))?
+            .into_dyn(),
+            DType::BF16 => Tensor::from_array((
+                shape,
+                le_values(bytes, |b| half::bf16::from_le_bytes([b[0], b[1]])),
+            ))?
+            .into_dyn(),
+            _ => Tensor::from_array((
+                shape,
+                le_values(bytes, |b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+            ))?
+            .into_dyn(),
+        })
+    }
+}
+
+fn le_values<T>(bytes: &[u8], f: impl Fn(&[u8]) -> T) -> Vec<T> {
+    let n = std::mem::size_of::<T>();
+    bytes.chunks_exact(n).map(f).collect()
+}
