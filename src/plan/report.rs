@@ -200,6 +200,16 @@ impl Plan {
                 let _ = writeln!(out, "  - {w}");
             }
         }
-        out
+        trim_lines(&out)
     }
+}
+
+/// Drops trailing spaces left by empty last columns.
+fn trim_lines(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for line in s.lines() {
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
 }

@@ -568,3 +568,34 @@ fn table_report() {
         assert!(t.contains(needle), "table lacks {needle:?}:\n{t}");
     }
 }
+
+#[test]
+fn render_smoke() {
+    // `cargo test --lib render_smoke -- --nocapture` shows the tables.
+    let p = plan(
+        &vit_h(),
+        &opts("cuda:0", 8.0, "cpu", "cuda:0,60%;cuda:1,30%;cpu,10%"),
+        &inv(),
+        256 * M,
+    )
+    .unwrap();
+    println!("{}", p.render_table());
+    let p = plan(
+        &vit_h(),
+        &opts("cuda:0", 0.5, "cuda:1", ""),
+        &inv(),
+        256 * M,
+    )
+    .unwrap();
+    println!("{}", p.render_table());
+    println!("{}", inv().render_table());
+    let e = plan(
+        &vit_h(),
+        &opts("cuda:0", 0.0, "cpu", ""),
+        &Inventory::simulate("cuda:0=1GiB,cpu=64GiB").unwrap(),
+        256 * M,
+    )
+    .unwrap_err();
+    println!("{e}");
+    assert!(e.message().contains("needs 1.43 GiB"));
+}
