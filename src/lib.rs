@@ -2,6 +2,7 @@
 //! placed across GPUs and the CPU by a DisTorch2 planner.
 
 pub mod error;
+pub mod plan;
 
 pub use error::{Error, ErrorKind, Result};
 pub mod export;

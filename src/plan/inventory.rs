@@ -1,0 +1,420 @@
+//! Which devices exist and how much memory each has: from the CUDA driver and
+//! `/proc/meminfo`, or simulated from a string.
+
+use std::collections::HashSet;
+use std::fmt::Write as _;
+use std::sync::{Arc, OnceLock};
+
+use super::device::Device;
+use super::units::{format_bytes, parse_bytes};
+use crate::{Error, Result};
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct DeviceInfo {
+    pub device: Device,
+    pub name: String,
+    pub total_bytes: u64,
+    pub free_bytes: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Inventory {
+    /// GPUs by index, then `cpu`.
+    pub devices: Vec<DeviceInfo>,
+    /// True when built by [`Inventory::simulate`].
+    pub simulated: bool,
+}
+
+const SIMULATE_FORMS: &str = "write comma-separated entries \"device=total\" or \"device=total/free\" with binary units, e.g. \"cuda:0=24GiB,cuda:1=12GiB/10GiB,cpu=64GiB\" (cpu is taken from this machine when not given)";
+
+impl Inventory {
+    /// The machine's devices: GPUs through the CUDA driver (none when there is no driver or it
+    /// fails; never panics), and `cpu` from `/proc/meminfo` (MemAvailable as free).
+    pub fn detect() -> Inventory {
+        let mut devices = detect_gpus();
+        devices.push(detect_cpu());
+        Inventory {
+            devices,
+            simulated: false,
+        }
+    }
+
+    /// A simulated inventory, e.g. `cuda:0=24GiB,cuda:1=12GiB/10GiB,cpu=64GiB` (total[/free]).
+    /// When `cpu` is not given it is taken from this machine.
+    pub fn simulate(spec: &str) -> Result<Inventory> {
+        let compact: String = spec.chars().filter(|c| !c.is_whitespace()).collect();
+        if compact.is_empty() {
+            return Err(Error::invalid(format!(
+                "device simulation {spec:?} is empty; {SIMULATE_FORMS}"
+            )));
+        }
+        let mut pieces: Vec<&str> = spec.split(',').collect();
+        if pieces.len() > 1 && pieces.last().is_some_and(|p| p.trim().is_empty()) {
+            pieces.pop();
+        }
+        let mut devices = Vec::new();
+        let mut seen = HashSet::new();
+        for piece in pieces {
+            let text = piece.trim();
+            let entry: String = piece.chars().filter(|c| !c.is_whitespace()).collect();
+            if entry.is_empty() {
+                return Err(Error::invalid(format!(
+                    "device simulation {spec:?} has an empty entry; {SIMULATE_FORMS}"
+                )));
+            }
+            let Some((dev, sizes)) = entry.split_once('=') else {
+                return Err(Error::invalid(format!(
+                    "device simulation entry {text:?} has no '='; {SIMULATE_FORMS}"
+                )));
+            };
+            let ctx = |e: Error| {
+                Error::invalid(format!("device simulation entry {text:?}: {}", e.message()))
+            };
+            let device: Device = dev.parse().map_err(ctx)?;
+            if !seen.insert(device) {
+                return Err(Error::invalid(format!(
+                    "device simulation entry {text:?} lists {device} a second time; each device may appear once"
+                )));
+            }
+            let (total_text, free_text) = match sizes.split_once('/') {
+                Some((t, f)) => (t, Some(f)),
+                None => (sizes, None),
+            };
+            let total = parse_bytes(total_text).map_err(ctx)?;
+            if total == 0 {
+                return Err(Error::invalid(format!(
+                    "device simulation entry {text:?}: total memory must be above 0; {SIMULATE_FORMS}"
+                )));
+            }
+            let free = match free_text {
+                Some(f) => parse_bytes(f).map_err(ctx)?,
+                None => total,
+            };
+            if free > total {
+                return Err(Error::invalid(format!(
+                    "device simulation entry {text:?}: free memory {} is more than total {}; free must be <= total",
+                    format_bytes(free),
+                    format_bytes(total)
+                )));
+            }
+            let name = match device {
+                Device::Cpu => "simulated CPU".to_string(),
+                Device::Cuda(i) => format!("simulated GPU {i}"),
+            };
+            devices.push(DeviceInfo {
+                device,
+                name,
+                total_bytes: total,
+                free_bytes: free,
+            });
+        }
+        if !seen.contains(&Device::Cpu) {
+            devices.push(detect_cpu());
+        }
+        devices.sort_by_key(|d| d.device.listing_key());
+        Ok(Inventory {
+            devices,
+            simulated: true,
+        })
+    }
+
+    pub fn get(&self, d: Device) -> Option<&DeviceInfo> {
+        self.devices.iter().find(|i| i.device == d)
+    }
+
+    pub fn has_gpu(&self) -> bool {
+        self.devices.iter().any(|i| i.device.is_gpu())
+    }
+
+    /// The devices' names joined for messages: `cuda:0, cuda:1, cpu`.
+    pub fn device_list(&self) -> String {
+        if self.devices.is_empty() {
+            return "(none)".to_string();
+        }
+        self.devices
+            .iter()
+            .map(|d| d.device.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// Looks a device up, or fails with `NotFound` naming the field and the available devices.
+    pub fn require(&self, d: Device, field: &str) -> Result<&DeviceInfo> {
+        self.get(d).ok_or_else(|| {
+            Error::new(
+                crate::ErrorKind::NotFound,
+                format!(
+                    "{field}: device {:?} does not exist{}; available devices are {}",
+                    d.to_string(),
+                    if self.simulated {
+                        " in the simulated inventory"
+                    } else {
+                        " on this machine"
+                    },
+                    self.device_list()
+                ),
+            )
+        })
+    }
+
+    /// `[{"device","name","total_bytes","free_bytes"}]`
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::Value::Array(
+            self.devices
+                .iter()
+                .map(|d| {
+                    serde_json::json!({
+                        "device": d.device.to_string(),
+                        "name": d.name,
+                        "total_bytes": d.total_bytes,
+                        "free_bytes": d.free_bytes,
+                    })
+                })
+                .collect(),
+        )
+    }
+
+    pub fn render_table(&self) -> String {
+        let mut out = String::new();
+        if self.simulated {
+            out.push_str("(simulated devices)\n");
+        }
+        let name_w = self
+            .devices
+            .iter()
+            .map(|d| d.name.chars().count())
+            .max()
+            .unwrap_or(0)
+            .max(4);
+        let _ = writeln!(
+            out,
+            "{:<8}  {:<name_w$}  {:>12}  {:>12}",
+            "device", "name", "total", "free"
+        );
+        for d in &self.devices {
+            let _ = writeln!(
+                out,
+                "{:<8}  {:<name_w$}  {:>12}  {:>12}",
+                d.device.to_string(),
+                d.name,
+                format_bytes(d.total_bytes),
+                format_bytes(d.free_bytes)
+            );
+        }
+        out
+    }
+}
+
+/// Parses `/proc/meminfo` text: (MemTotal, MemAvailable) in bytes.
+pub(crate) fn parse_meminfo(text: &str) -> Option<(u64, u64)> {
+    let field = |key: &str| -> Option<u64> {
+        let line = text.lines().find(|l| l.starts_with(key))?;
+        let rest = line[key.len()..].trim_start_matches(':').trim();
+        let mut parts = rest.split_whitespace();
+        let n: u64 = parts.next()?.parse().ok()?;
+        match parts.next() {
+            Some(u) if u.eq_ignore_ascii_case("kb") => n.checked_mul(1024),
+            None => Some(n),
+            Some(_) => None,
+        }
+    };
+    let total = field("MemTotal:")?;
+    let avail = field("MemAvailable:").or_else(|| field("MemFree:"))?;
+    Some((total, avail.min(total)))
+}
+
+fn cpu_model_name() -> Option<String> {
+    let text = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("model name"))?;
+    let name = line.split_once(':')?.1.trim();
+    (!name.is_empty()).then(|| name.to_string())
+}
+
+fn detect_cpu() -> DeviceInfo {
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| parse_meminfo(&t));
+    let (total, free, name) = match mem {
+        Some((t, f)) => (
+            t,
+            f,
+            cpu_model_name().unwrap_or_else(|| "system memory".into()),
+        ),
+        None => (
+            0,
+            0,
+            "system memory (unknown: /proc/meminfo unreadable)".into(),
+        ),
+    };
+    DeviceInfo {
+        device: Device::Cpu,
+        name,
+        total_bytes: total,
+        free_bytes: free,
+    }
+}
+
+type GpuContexts = Vec<(u32, Arc<cudarc::driver::CudaContext>, String)>;
+
+/// One primary context per GPU, created once per process (ONNX Runtime uses the same ones).
+fn gpu_contexts() -> &'static GpuContexts {
+    static CONTEXTS: OnceLock<GpuContexts> = OnceLock::new();
+    CONTEXTS.get_or_init(|| {
+        let probe = std::panic::catch_unwind(|| -> GpuContexts {
+            // SAFETY: only tries to dlopen the driver library.
+            if !unsafe { cudarc::driver::sys::is_culib_present() } {
+                tracing::debug!("no CUDA driver library: no GPUs");
+                return Vec::new();
+            }
+            let count = match cudarc::driver::CudaContext::device_count() {
+                Ok(n) => n.max(0),
+                Err(e) => {
+                    tracing::debug!("CUDA driver present but unusable ({e}): no GPUs");
+                    return Vec::new();
+                }
+            };
+            let mut out = Vec::new();
+            for i in 0..count {
+                match cudarc::driver::CudaContext::new(i as usize) {
+                    Ok(ctx) => {
+                        let name = ctx.name().unwrap_or_else(|_| format!("GPU {i}"));
+                        out.push((i as u32, ctx, name));
+                    }
+                    Err(e) => tracing::warn!("cuda:{i}: cannot open a context ({e}); skipped"),
+                }
+            }
+            out
+        });
+        probe.unwrap_or_else(|_| {
+            tracing::warn!(
+                "probing the CUDA driver panicked; treating the machine as having no GPUs"
+            );
+            Vec::new()
+        })
+    })
+}
+
+fn detect_gpus() -> Vec<DeviceInfo> {
+    let contexts = gpu_contexts();
+    let mut out = Vec::new();
+    for (i, ctx, name) in contexts {
+        let info = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| ctx.mem_get_info()));
+        match info {
+            Ok(Ok((free, total))) => out.push(DeviceInfo {
+                device: Device::Cuda(*i),
+                name: name.clone(),
+                total_bytes: total as u64,
+                free_bytes: free as u64,
+            }),
+            Ok(Err(e)) => tracing::warn!("cuda:{i}: cannot read its memory ({e}); skipped"),
+            Err(_) => tracing::warn!("cuda:{i}: reading its memory panicked; skipped"),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorKind;
+
+    const G: u64 = 1 << 30;
+
+    #[test]
+    fn simulate_forms() {
+        let inv = Inventory::simulate("cuda:0=24GiB, cuda:1=12GiB/10GiB ,cpu=64GiB").unwrap();
+        assert!(inv.simulated);
+        assert!(inv.has_gpu());
+        let devs: Vec<_> = inv.devices.iter().map(|d| d.device).collect();
+        assert_eq!(devs, vec![Device::Cuda(0), Device::Cuda(1), Device::Cpu]);
+        let c1 = inv.get(Device::Cuda(1)).unwrap();
+        assert_eq!((c1.total_bytes, c1.free_bytes), (12 * G, 10 * G));
+        let c0 = inv.get(Device::Cuda(0)).unwrap();
+        assert_eq!((c0.total_bytes, c0.free_bytes), (24 * G, 24 * G));
+        assert_eq!(inv.get(Device::Cpu).unwrap().total_bytes, 64 * G);
+        assert!(inv.get(Device::Cuda(2)).is_none());
+
+        // sorted, case-insensitive, trailing comma, cpu taken from the machine
+        let inv = Inventory::simulate("CUDA:1=8g,cuda:0=4gb,").unwrap();
+        let devs: Vec<_> = inv.devices.iter().map(|d| d.device).collect();
+        assert_eq!(devs, vec![Device::Cuda(0), Device::Cuda(1), Device::Cpu]);
+        assert_eq!(inv.get(Device::Cpu).unwrap(), &detect_cpu());
+
+        let inv = Inventory::simulate("cpu=16gb").unwrap();
+        assert!(!inv.has_gpu());
+        assert_eq!(inv.devices.len(), 1);
+    }
+
+    #[test]
+    fn simulate_errors() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("", "\"\"", "empty"),
+            ("cuda:0=4gb,,cpu=4gb", "cuda:0=4gb,,cpu=4gb", "empty entry"),
+            ("cuda:0", "\"cuda:0\"", "no '='"),
+            ("gpu=4gb", "\"gpu=4gb\"", "cuda:N"),
+            ("cuda:0=4", "\"cuda:0=4\"", "no unit"),
+            (
+                "cuda:0=4gb/8gb",
+                "\"cuda:0=4gb/8gb\"",
+                "free must be <= total",
+            ),
+            ("cuda:0=0gb", "\"cuda:0=0gb\"", "above 0"),
+            ("cuda:0=4gb,cuda:0=4gb", "\"cuda:0=4gb\"", "second time"),
+            ("cuda:0=4gb/", "\"cuda:0=4gb/\"", "empty"),
+            ("cuda:0=-4gb", "\"cuda:0=-4gb\"", "negative"),
+        ];
+        for (input, quoted, why) in cases {
+            let e = Inventory::simulate(input).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+            let m = e.message();
+            assert!(m.contains(quoted) && m.contains(why), "{input:?}: {m:?}");
+        }
+    }
+
+    #[test]
+    fn meminfo() {
+        let text = "MemTotal:       16318712 kB\nMemFree:         1000000 kB\nMemAvailable:   12000000 kB\n";
+        assert_eq!(
+            parse_meminfo(text),
+            Some((16318712 * 1024, 12000000 * 1024))
+        );
+        assert_eq!(
+            parse_meminfo("MemTotal: 10 kB\nMemFree: 5 kB\n"),
+            Some((10240, 5120))
+        );
+        assert_eq!(parse_meminfo("garbage"), None);
+    }
+
+    #[test]
+    fn detect_never_panics_and_has_cpu() {
+        let a = Inventory::detect();
+        let b = Inventory::detect();
+        assert!(!a.simulated);
+        assert!(a.get(Device::Cpu).is_some());
+        assert_eq!(a.devices.len(), b.devices.len());
+        assert!(a.devices.last().is_some_and(|d| d.device == Device::Cpu));
+    }
+
+    #[test]
+    fn json_and_table() {
+        let inv = Inventory::simulate("cuda:0=24GiB/20GiB,cpu=64GiB").unwrap();
+        let j = inv.to_json();
+        assert_eq!(j[0]["device"], "cuda:0");
+        assert_eq!(j[0]["total_bytes"], 24 * G);
+        assert_eq!(j[0]["free_bytes"], 20 * G);
+        assert_eq!(j[1]["device"], "cpu");
+        assert_eq!(j[1]["name"], "simulated CPU");
+        let t = inv.render_table();
+        assert!(t.contains("cuda:0") && t.contains("24.00 GiB") && t.contains("20.00 GiB"));
+    }
+
+    #[test]
+    fn require_lists_devices() {
+        let inv = Inventory::simulate("cuda:0=24GiB,cpu=64GiB").unwrap();
+        let e = inv.require(Device::Cuda(3), "donor_device").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::NotFound);
+        assert!(e.message().contains("\"cuda:3\""));
+        assert!(e.message().contains("cuda:0, cpu"));
+        assert!(e.message().contains("donor_device"));
+    }
+}

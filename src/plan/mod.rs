@@ -1,0 +1,19 @@
+//! The DisTorch2 planner (SPEC §5): device names and inventory, the expert allocation
+//! grammar, block placement (home and exec device per block), the fit check and the report.
+
+mod device;
+mod grammar;
+mod inventory;
+mod placement;
+mod report;
+mod units;
+
+pub use device::{Device, DonorPolicy};
+pub use grammar::{parse_allocations, AllocEntry, AllocKind, Allocation, Amount};
+pub use inventory::{DeviceInfo, Inventory};
+pub use placement::{plan, BlockSize, DeviceUse, LoaderOptions, Mode, PlacedBlock, Plan};
+pub use report::Segment;
+pub use units::{format_bytes, parse_bytes};
+
+#[cfg(test)]
+mod tests;
