@@ -1,29 +1,36 @@
-//! The loader every front end drives (CLI, YAML runs, C ABI): open a model, export its
-//! graphs (or reuse them), build the sessions, encode.
+//! The loader every front end drives (CLI, YAML runs, C ABI): open a model, plan it across
+//! the devices, export its graphs (or reuse them), build the sessions, encode. Loaded models
+//! are kept in a process-wide registry so `eject_models` can release the others (SPEC §5.6).
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use ndarray::ArrayView4;
 
 use crate::export::{self, Export, Granularity};
 use crate::model::Model;
-use crate::runtime::{Outputs, Pipeline, SessionOptions};
+use crate::plan::{self, BlockSize, Device, Inventory, LoaderOptions, Plan};
+use crate::runtime::{device, Outputs, Pipeline, StagePlan};
 use crate::{Error, ErrorKind, Result};
+
+/// Batch size the activation reserve of the fit check is sized for.
+pub const RESERVE_BATCH: u64 = 8;
 
 #[derive(Clone, Debug, Default)]
 pub struct LoadOptions {
-    /// A path to a `.safetensors` file.
+    /// A path to a `.safetensors` file (or a name in the model folders, see `job::models`).
     pub clip_vision: String,
+    /// The loader inputs of SPEC §1 and the donor policy.
+    pub loader: LoaderOptions,
+    /// Replaces the device inventory for planning (`cuda:0=24GiB,cpu=64GiB`).
+    pub simulate_devices: Option<String>,
     /// Root folder of exports; `None` = the default (see `export::default_graphs_root`).
     pub graphs_dir: Option<PathBuf>,
     pub granularity: Granularity,
-    pub session: SessionOptions,
-}
-
-pub struct ClipVision {
-    model: Arc<Model>,
-    pipeline: Pipeline,
+    /// Test hook: blocks (or `all`) run with their weights fed as inputs each pass, as
+    /// streamed blocks are, even when the plan keeps them resident.
+    pub force_streamed: Vec<String>,
 }
 
 /// Resolves `clip_vision` to a model file.
@@ -31,7 +38,7 @@ pub fn resolve_model(clip_vision: &str) -> Result<PathBuf> {
     let p = Path::new(clip_vision);
     if clip_vision.trim().is_empty() {
         return Err(Error::invalid(
-            "clip_vision is empty: give a .safetensors path",
+            "clip_vision is empty: give a .safetensors path or a model name",
         ));
     }
     if p.exists() {
@@ -43,23 +50,149 @@ pub fn resolve_model(clip_vision: &str) -> Result<PathBuf> {
     ))
 }
 
+/// Bytes the fit check keeps free for one batch of activations on each executing device.
+pub fn activation_reserve(model: &Model) -> u64 {
+    let c = &model.config;
+    let (t, d, i, h) = (
+        c.tokens as u64,
+        c.hidden_size as u64,
+        c.intermediate_size as u64,
+        c.num_heads as u64,
+    );
+    // A few hidden states, the MLP's wide activation and the attention scores, in f32.
+    RESERVE_BATCH * 4 * (4 * t * d + 2 * t * i + 2 * h * t * t)
+}
+
+/// The inventory for planning: simulated when asked, else what this machine has.
+pub fn inventory(simulate: Option<&str>) -> Result<Inventory> {
+    match simulate {
+        Some(spec) if !spec.trim().is_empty() => Inventory::simulate(spec),
+        _ => Ok(Inventory::detect()),
+    }
+}
+
+/// Plans `model` from its header alone.
+pub fn plan_model(model: &Model, loader: &LoaderOptions, inv: &Inventory) -> Result<Plan> {
+    let blocks: Vec<BlockSize> = model
+        .blocks
+        .iter()
+        .map(|b| BlockSize {
+            name: b.name.clone(),
+            bytes: b.bytes,
+        })
+        .collect();
+    plan::plan(&blocks, loader, inv, activation_reserve(model))
+}
+
+/// What a model needs to (re)build its sessions.
+struct Shared {
+    id: u64,
+    model: Arc<Model>,
+    export: Export,
+    plan: Plan,
+    stages: Vec<StagePlan>,
+    /// `None` while ejected; rebuilt on the next encode.
+    pipeline: RwLock<Option<Arc<Pipeline>>>,
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+static REGISTRY: Mutex<Vec<Weak<Shared>>> = Mutex::new(Vec::new());
+
+fn registry() -> std::sync::MutexGuard<'static, Vec<Weak<Shared>>> {
+    REGISTRY.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A loaded model. Cheap to share across threads; dropping the last handle frees it.
+pub struct ClipVision {
+    shared: Arc<Shared>,
+}
+
 impl ClipVision {
     pub fn load(opts: &LoadOptions) -> Result<ClipVision> {
         let path = resolve_model(&opts.clip_vision)?;
         let model = Arc::new(Model::open(&path)?);
+        let inv = inventory(opts.simulate_devices.as_deref())?;
+        let plan = plan_model(&model, &opts.loader, &inv)?;
+        for w in &plan.warnings {
+            tracing::warn!("plan: {w}");
+        }
+        // Fail before any export or session work when a device cannot run here.
+        for d in plan.exec_devices() {
+            device::check_usable(d)?;
+        }
+        let forced = |name: &str| opts.force_streamed.iter().any(|b| b == name || b == "all");
+        let stages: Vec<StagePlan> = plan
+            .blocks
+            .iter()
+            .map(|b| StagePlan {
+                exec: b.exec,
+                streamed: b.home != b.exec || forced(&b.name),
+            })
+            .collect();
         let export = export::export(&model, None, opts.graphs_dir.as_deref(), opts.granularity)?;
-        let pipeline = Pipeline::build(model.clone(), export, &opts.session)?;
-        Ok(ClipVision { model, pipeline })
+        if opts.loader.eject_models {
+            eject_others(plan.compute_device, None);
+        }
+        let pipeline = Pipeline::build(model.clone(), export.clone(), &stages)?;
+        let shared = Arc::new(Shared {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            model,
+            export,
+            plan,
+            stages,
+            pipeline: RwLock::new(Some(Arc::new(pipeline))),
+        });
+        let mut reg = registry();
+        reg.retain(|w| w.strong_count() > 0);
+        reg.push(Arc::downgrade(&shared));
+        Ok(ClipVision { shared })
     }
 
+    pub fn id(&self) -> u64 {
+        self.shared.id
+    }
     pub fn model(&self) -> &Model {
-        &self.model
+        &self.shared.model
     }
     pub fn export(&self) -> &Export {
-        self.pipeline.export()
+        &self.shared.export
     }
-    pub fn pipeline(&self) -> &Pipeline {
-        &self.pipeline
+    pub fn plan(&self) -> &Plan {
+        &self.shared.plan
+    }
+    /// True while the model's sessions are loaded (false after another model ejected it).
+    pub fn is_loaded(&self) -> bool {
+        self.shared
+            .pipeline
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+
+    /// The sessions, rebuilt first if another model ejected them.
+    pub fn pipeline(&self) -> Result<Arc<Pipeline>> {
+        if let Some(p) = self
+            .shared
+            .pipeline
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            return Ok(p.clone());
+        }
+        let mut slot = self.shared.pipeline.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = slot.as_ref() {
+            return Ok(p.clone());
+        }
+        tracing::info!(
+            "model {} was ejected from {}; reloading its sessions",
+            self.model().path().display(),
+            self.plan().compute_device
+        );
+        let s = &self.shared;
+        let p = Arc::new(Pipeline::build(s.model.clone(), s.export.clone(), &s.stages)?);
+        *slot = Some(p.clone());
+        Ok(p)
     }
 
     pub fn encode(
@@ -68,6 +201,30 @@ impl ClipVision {
         outputs: &[String],
         batch_size: usize,
     ) -> Result<Outputs> {
-        self.pipeline.encode(pixels, outputs, batch_size)
+        self.model().check_pixels(pixels.shape())?;
+        self.pipeline()?.encode(pixels, outputs, batch_size)
+    }
+}
+
+impl Shared {
+    fn uses(&self, d: Device) -> bool {
+        self.plan.blocks.iter().any(|b| b.home == d || b.exec == d)
+    }
+}
+
+/// Releases the sessions of every loaded model (but `keep`) that occupies `device`.
+fn eject_others(device: Device, keep: Option<u64>) {
+    let others: Vec<Arc<Shared>> = registry().iter().filter_map(Weak::upgrade).collect();
+    for s in others {
+        if Some(s.id) == keep || !s.uses(device) {
+            continue;
+        }
+        let mut slot = s.pipeline.write().unwrap_or_else(|e| e.into_inner());
+        if slot.take().is_some() {
+            tracing::info!(
+                "eject_models: released {} from {device}",
+                s.model.path().display()
+            );
+        }
     }
 }

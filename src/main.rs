@@ -6,9 +6,9 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use distorch_vision::export::{self, Granularity};
 use distorch_vision::job::output;
-use distorch_vision::loader::{resolve_model, ClipVision, LoadOptions};
+use distorch_vision::loader::{inventory, plan_model, resolve_model, ClipVision, LoadOptions};
 use distorch_vision::model::Model;
-use distorch_vision::runtime::SessionOptions;
+use distorch_vision::plan::{DonorPolicy, LoaderOptions};
 use distorch_vision::Result;
 
 #[derive(Parser)]
@@ -32,8 +32,63 @@ struct Common {
     ort_library: Option<PathBuf>,
 }
 
+/// The loader inputs of SPEC §1, with the same names.
+#[derive(Args, Clone)]
+struct LoaderArgs {
+    /// Compute device: `cpu` or `cuda:N` (default: cuda:0 when a GPU exists, else cpu).
+    #[arg(long)]
+    device: Option<String>,
+    /// GiB of weights to move off the compute device onto --donor-device (0.0–128.0).
+    #[arg(long, default_value_t = 4.0, allow_negative_numbers = true)]
+    virtual_vram_gb: f64,
+    /// Where moved weights live.
+    #[arg(long, default_value = "cpu")]
+    donor_device: String,
+    /// Explicit allocation, e.g. `cuda:0,60%;cuda:1,30%;cpu,10%` or `cuda:0,4gb;cpu,*`.
+    #[arg(long, default_value = "")]
+    expert_mode_allocations: String,
+    /// Release other loaded models from the compute device first (true/false).
+    #[arg(long, default_value = "true", action = clap::ArgAction::Set)]
+    eject_models: bool,
+    /// CPU-homed blocks on a GPU compute device: `stream` their weights, or `execute` on the CPU.
+    #[arg(long, default_value = "stream")]
+    donor_policy: String,
+    /// Replace the device inventory for planning: `cuda:0=24GiB,cuda:1=12GiB/10GiB,cpu=64GiB` (total[/free]).
+    #[arg(long)]
+    simulate_devices: Option<String>,
+}
+
+impl LoaderArgs {
+    fn options(&self) -> Result<LoaderOptions> {
+        Ok(LoaderOptions {
+            device: self.device.clone(),
+            virtual_vram_gb: self.virtual_vram_gb,
+            donor_device: self.donor_device.clone(),
+            expert_mode_allocations: self.expert_mode_allocations.clone(),
+            eject_models: self.eject_models,
+            donor_policy: self.donor_policy.parse::<DonorPolicy>()?,
+        })
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
+    /// List the devices this process sees (GPUs through the CUDA driver, and the CPU).
+    Devices {
+        #[arg(long)]
+        json: bool,
+        #[arg(long)]
+        simulate_devices: Option<String>,
+    },
+    /// Plan a model's placement across devices (reads only the header and config).
+    Plan {
+        #[arg(long)]
+        model: String,
+        #[command(flatten)]
+        loader: LoaderArgs,
+        #[arg(long)]
+        json: bool,
+    },
     /// Show a model's family, configuration, dtypes and blocks.
     Inspect {
         #[arg(long)]
@@ -64,9 +119,8 @@ enum Command {
         /// Output safetensors file.
         #[arg(long)]
         out: PathBuf,
-        /// Compute device (`cpu`).
-        #[arg(long, default_value = "cpu")]
-        device: String,
+        #[command(flatten)]
+        loader: LoaderArgs,
         #[arg(long, default_value_t = 8)]
         batch_size: usize,
         /// Comma-separated outputs (default: all the model has).
@@ -87,6 +141,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .without_time()
         .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     match run(cli) {
@@ -132,40 +187,55 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
+        Command::Devices {
+            json,
+            simulate_devices,
+        } => {
+            let inv = inventory(simulate_devices.as_deref())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&inv.to_json()).unwrap_or_default());
+            } else {
+                print!("{}", inv.render_table());
+            }
+            Ok(())
+        }
+        Command::Plan {
+            model,
+            loader,
+            json,
+        } => {
+            let m = Model::open(&resolve_model(&model)?)?;
+            let inv = inventory(loader.simulate_devices.as_deref())?;
+            let p = plan_model(&m, &loader.options()?, &inv)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&p.to_json()).unwrap_or_default());
+            } else {
+                print!("{}", p.render_table());
+            }
+            Ok(())
+        }
         Command::Encode {
             model,
             pixels,
             out,
-            device,
+            loader,
             batch_size,
             outputs,
             stream_blocks,
             common,
         } => {
             setup(&common)?;
-            if device.trim().to_ascii_lowercase() != "cpu" {
-                return Err(distorch_vision::Error::invalid(format!(
-                    "--device {device:?} is not available (valid: cpu)"
-                )));
-            }
             let t = std::time::Instant::now();
-            let m = Model::open(&resolve_model(&model)?)?;
-            let streamed = if stream_blocks.iter().any(|b| b == "all") {
-                m.blocks.iter().map(|b| b.name.clone()).collect()
-            } else {
-                stream_blocks
-            };
-            drop(m);
+            let px = output::read_pixels(&pixels)?;
             let cv = ClipVision::load(&LoadOptions {
                 clip_vision: model.clone(),
+                loader: loader.options()?,
+                simulate_devices: loader.simulate_devices.clone(),
                 graphs_dir: common.graphs_dir.clone(),
                 granularity: Granularity::Blocks,
-                session: SessionOptions {
-                    streamed_blocks: streamed,
-                },
+                force_streamed: stream_blocks,
             })?;
-            let px = output::read_pixels(&pixels)?;
-            cv.pipeline().check_pixels(px.shape())?;
+            cv.model().check_pixels(px.shape())?;
             let res = cv.encode(px.view(), &outputs, batch_size)?;
             let inputs = vec![pixels.display().to_string()];
             output::write_outputs(&out, &res, &inputs, &model)?;

@@ -210,6 +210,17 @@ impl Model {
         Ok(format!("{:032x}", xxhash_rust::xxh3::xxh3_128(bytes)))
     }
 
+    /// Checks that `shape` is `[B, 3, S, S]` pixels for this model.
+    pub fn check_pixels(&self, shape: &[usize]) -> Result<()> {
+        let s = self.config.image_size;
+        if shape.len() != 4 || shape[0] == 0 || shape[1] != 3 || shape[2] != s || shape[3] != s {
+            return Err(Error::invalid(format!(
+                "pixel tensor has shape {shape:?}; this model needs [B, 3, {s}, {s}] (NCHW, B ≥ 1)"
+            )));
+        }
+        Ok(())
+    }
+
     /// Outputs this model produces, in SPEC §3 order.
     pub fn output_names(&self) -> Vec<&'static str> {
         let mut v = vec![

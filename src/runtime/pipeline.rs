@@ -13,6 +13,7 @@ use prost::Message;
 use super::env::environment;
 use crate::export::{blocks, Export};
 use crate::model::{DType, Kind, Model};
+use crate::plan::Device;
 use crate::{Error, Result};
 
 pub const LAST_HIDDEN: &str = "last_hidden_state";
@@ -65,11 +66,12 @@ struct Stage {
     weight_inputs: Vec<String>,
 }
 
-/// How each block's session is built.
-#[derive(Clone, Debug, Default)]
-pub struct SessionOptions {
-    /// Blocks whose weights are graph inputs, fed from host memory on every pass.
-    pub streamed_blocks: Vec<String>,
+/// Where one block's session runs and whether its weights are streamed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StagePlan {
+    pub exec: Device,
+    /// Weights are graph inputs fed from host memory on every pass (home ≠ exec device).
+    pub streamed: bool,
 }
 
 pub struct Pipeline {
@@ -83,14 +85,22 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Pipeline {
-    /// Builds one session per block of `export`.
-    pub fn build(model: Arc<Model>, export: Export, opts: &SessionOptions) -> Result<Pipeline> {
+    /// Builds one session per block of `export`, each on its planned device.
+    pub fn build(model: Arc<Model>, export: Export, plan: &[StagePlan]) -> Result<Pipeline> {
         let env = environment()?;
+        if plan.len() != export.manifest.blocks.len() {
+            return Err(Error::runtime(format!(
+                "plan has {} blocks but the export has {}",
+                plan.len(),
+                export.manifest.blocks.len()
+            )));
+        }
         let mut stages = Vec::with_capacity(export.manifest.blocks.len());
-        for block in &export.manifest.blocks {
-            let streamed = opts.streamed_blocks.iter().any(|b| b == &block.name);
-            let mut builder =
+        for (block, sp) in export.manifest.blocks.iter().zip(plan) {
+            let streamed = sp.streamed;
+            let builder =
                 Session::builder(env)?.with_optimization_level(GraphOptimizationLevel::Level3)?;
+            let mut builder = super::device::register(builder, sp.exec)?;
             let (session, weight_inputs) = if streamed {
                 let (proto, weights) =
                     blocks::block_graph(&model, &block.name, crate::export::WEIGHTS_FILE, true);
@@ -102,7 +112,10 @@ impl Pipeline {
                 )
             };
             let session = session.map_err(|e| {
-                Error::runtime(format!("building the session of block {}: {e}", block.name))
+                Error::runtime(format!(
+                    "building the session of block {} on {}: {e}",
+                    block.name, sp.exec
+                ))
             })?;
             stages.push(Stage {
                 name: block.name.clone(),
@@ -129,17 +142,6 @@ impl Pipeline {
         self.stages.iter().map(|s| s.name.as_str()).collect()
     }
 
-    /// Checks that `pixels` is `[B, 3, S, S]` for this model.
-    pub fn check_pixels(&self, shape: &[usize]) -> Result<()> {
-        let s = self.model.config.image_size;
-        if shape.len() != 4 || shape[0] == 0 || shape[1] != 3 || shape[2] != s || shape[3] != s {
-            return Err(Error::invalid(format!(
-                "pixel tensor has shape {shape:?}; this model needs [B, 3, {s}, {s}] (NCHW, B ≥ 1)"
-            )));
-        }
-        Ok(())
-    }
-
     /// Encodes `pixels` in batches of `batch_size`, returning the requested outputs.
     pub fn encode(
         &self,
@@ -147,7 +149,7 @@ impl Pipeline {
         outputs: &[String],
         batch_size: usize,
     ) -> Result<Outputs> {
-        self.check_pixels(pixels.shape())?;
+        self.model.check_pixels(pixels.shape())?;
         let wanted = resolve_outputs(&self.model, outputs)?;
         let batch_size = batch_size.max(1);
         let mut parts: Vec<Vec<ArrayD<f32>>> = vec![Vec::new(); wanted.len()];
