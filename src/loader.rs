@@ -180,7 +180,11 @@ impl ClipVision {
         {
             return Ok(p.clone());
         }
-        let mut slot = self.shared.pipeline.write().unwrap_or_else(|e| e.into_inner());
+        let mut slot = self
+            .shared
+            .pipeline
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
         if let Some(p) = slot.as_ref() {
             return Ok(p.clone());
         }
@@ -190,7 +194,11 @@ impl ClipVision {
             self.plan().compute_device
         );
         let s = &self.shared;
-        let p = Arc::new(Pipeline::build(s.model.clone(), s.export.clone(), &s.stages)?);
+        let p = Arc::new(Pipeline::build(
+            s.model.clone(),
+            s.export.clone(),
+            &s.stages,
+        )?);
         *slot = Some(p.clone());
         Ok(p)
     }

@@ -193,7 +193,10 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let inv = inventory(simulate_devices.as_deref())?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&inv.to_json()).unwrap_or_default());
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&inv.to_json()).unwrap_or_default()
+                );
             } else {
                 print!("{}", inv.render_table());
             }
@@ -208,7 +211,10 @@ fn run(cli: Cli) -> Result<()> {
             let inv = inventory(loader.simulate_devices.as_deref())?;
             let p = plan_model(&m, &loader.options()?, &inv)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&p.to_json()).unwrap_or_default());
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&p.to_json()).unwrap_or_default()
+                );
             } else {
                 print!("{}", p.render_table());
             }

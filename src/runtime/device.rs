@@ -37,7 +37,11 @@ pub fn check_usable(device: Device) -> Result<()> {
             .collect();
         return err(format!(
             "the plan runs blocks on {device}, but there is no GPU {n} (this machine has {})",
-            if gpus.is_empty() { "no usable GPU".to_string() } else { gpus.join(", ") }
+            if gpus.is_empty() {
+                "no usable GPU".to_string()
+            } else {
+                gpus.join(", ")
+            }
         ));
     }
     if !cuda_provider_available()? {

@@ -178,9 +178,11 @@ impl Pipeline {
         let layers = c.num_layers;
         let wants = |n: &str| wanted.iter().any(|w| w == n);
         let siglip = c.kind == Kind::Siglip;
-        let need_penult = wants(PENULTIMATE) || wants(MM_PROJECTED);
         let need_head =
             wants(IMAGE_EMBEDS) || wants(MM_PROJECTED) || (siglip && wants(LAST_HIDDEN));
+        // LLaVA's head takes the penultimate state as a second input.
+        let head_takes_penult = self.stages.last().is_some_and(|s| s.inputs.len() > 1);
+        let need_penult = wants(PENULTIMATE) || (need_head && head_takes_penult);
         let run_layers = if need_head || wants(LAST_HIDDEN) {
             layers
         } else {

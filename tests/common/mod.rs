@@ -1,0 +1,99 @@
+//! Shared helpers of the integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use distorch_vision::model::SafeTensors;
+
+pub const FIXTURES: &[&str] = &[
+    "clip_quickgelu_f32",
+    "clip_gelu_f16",
+    "clip_bf16",
+    "open_clip_f32",
+    "siglip_f32",
+    "llava_f32",
+];
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    root().join("tests/fixtures/models").join(name)
+}
+
+pub fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_distorch-vision"))
+}
+
+/// A fresh temporary folder under target/, removed and recreated.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let d = root().join("target/test-tmp").join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("the binary runs")
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Every f32 tensor of a safetensors file, by name.
+pub fn read_tensors(path: &Path) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    let st = SafeTensors::open(path).unwrap();
+    st.tensors()
+        .iter()
+        .map(|(name, info)| {
+            let bytes = st.data(info).unwrap();
+            let v = bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            (name.clone(), info.shape.clone(), v)
+        })
+        .collect()
+}
+
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+/// Compares every tensor of `actual` with the same-named tensor of `expected`.
+pub fn assert_close(actual: &Path, expected: &Path, tol: f32) -> f32 {
+    let exp = read_tensors(expected);
+    let act = read_tensors(actual);
+    assert!(!act.is_empty(), "{} holds no tensors", actual.display());
+    let mut worst = 0.0f32;
+    for (name, shape, values) in &act {
+        let (_, eshape, evalues) = exp
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .unwrap_or_else(|| panic!("no expected tensor {name}"));
+        assert_eq!(shape, eshape, "{name}: shape");
+        let d = max_abs_diff(values, evalues);
+        assert!(
+            d <= tol,
+            "{name}: max |diff| {d} > {tol} ({})",
+            actual.display()
+        );
+        worst = worst.max(d);
+    }
+    worst
+}
+
+/// Writes a safetensors file from a raw header JSON and a data section (for broken files).
+pub fn write_raw_safetensors(path: &Path, header: &str, data_len: usize) {
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header.as_bytes());
+    bytes.extend(std::iter::repeat_n(0u8, data_len));
+    std::fs::write(path, bytes).unwrap();
+}

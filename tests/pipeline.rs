@@ -1,0 +1,210 @@
+//! Core pipeline parity: every fixture through the CLI and the library against Hugging Face
+//! references, the streamed (weights-as-inputs) variant, export reuse, and the exported
+//! graphs run by the stock onnxruntime Python package alone.
+
+mod common;
+
+use common::*;
+use distorch_vision::loader::{ClipVision, LoadOptions};
+use distorch_vision::plan::LoaderOptions;
+
+const TOL: f32 = 1e-4;
+
+fn cpu_options(model: &std::path::Path, graphs: &std::path::Path) -> LoadOptions {
+    LoadOptions {
+        clip_vision: model.display().to_string(),
+        loader: LoaderOptions {
+            device: Some("cpu".into()),
+            ..Default::default()
+        },
+        graphs_dir: Some(graphs.to_path_buf()),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn cli_encode_matches_hugging_face() {
+    let tmp = temp_dir("cli_encode");
+    for name in FIXTURES {
+        let f = fixture(name);
+        let out = tmp.join(format!("{name}.safetensors"));
+        let o = run(bin()
+            .args(["encode", "--model"])
+            .arg(f.join("model.safetensors"))
+            .arg("--pixels")
+            .arg(f.join("pixels.safetensors"))
+            .arg("--out")
+            .arg(&out)
+            .args(["--device", "cpu", "--graphs-dir"])
+            .arg(tmp.join("graphs")));
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+        let worst = assert_close(&out, &f.join("expected.safetensors"), TOL);
+        eprintln!("{name}: max |diff| {worst:.2e}");
+        // Every output the model has is written.
+        let names: Vec<String> = read_tensors(&out).into_iter().map(|t| t.0).collect();
+        let expected: Vec<String> = read_tensors(&f.join("expected.safetensors"))
+            .into_iter()
+            .map(|t| t.0)
+            .collect();
+        assert_eq!(names.len(), expected.len(), "{name}: {names:?}");
+    }
+}
+
+#[test]
+fn library_encode_matches_hugging_face_with_batches_and_subsets() {
+    let tmp = temp_dir("lib_encode");
+    for name in FIXTURES {
+        let f = fixture(name);
+        let cv = ClipVision::load(&cpu_options(&f.join("model.safetensors"), &tmp)).unwrap();
+        let px = distorch_vision::job::output::read_pixels(&f.join("pixels.safetensors")).unwrap();
+        let expected = read_tensors(&f.join("expected.safetensors"));
+        // Batch size 1 splits the pair; each output alone runs only the blocks it needs.
+        for (out_name, _, values) in &expected {
+            let res = cv.encode(px.view(), &[out_name.clone()], 1).unwrap();
+            assert_eq!(res.tensors.len(), 1);
+            let got: Vec<f32> = res.tensors[0].1.iter().copied().collect();
+            let d = max_abs_diff(&got, values);
+            assert!(d <= TOL, "{name}/{out_name}: {d}");
+        }
+    }
+}
+
+#[test]
+fn streamed_weights_variant_matches() {
+    // The graph variant whose weights are inputs fed from host memory each pass (used for
+    // blocks whose home is not their exec device) must compute the same thing.
+    let tmp = temp_dir("streamed");
+    for name in [
+        "clip_gelu_f16",
+        "clip_bf16",
+        "open_clip_f32",
+        "siglip_f32",
+        "llava_f32",
+    ] {
+        let f = fixture(name);
+        let mut opts = cpu_options(&f.join("model.safetensors"), &tmp);
+        opts.force_streamed = vec!["all".into()];
+        let cv = ClipVision::load(&opts).unwrap();
+        let px = distorch_vision::job::output::read_pixels(&f.join("pixels.safetensors")).unwrap();
+        let res = cv.encode(px.view(), &[], 8).unwrap();
+        for (out_name, _, values) in read_tensors(&f.join("expected.safetensors")) {
+            let got: Vec<f32> = res.get(&out_name).unwrap().iter().copied().collect();
+            let d = max_abs_diff(&got, &values);
+            assert!(d <= TOL, "{name}/{out_name}: {d}");
+        }
+    }
+}
+
+#[test]
+fn export_is_reused_and_shares_the_weights_file() {
+    let tmp = temp_dir("reuse");
+    let f = fixture("clip_quickgelu_f32");
+    let export = |extra: &[&str]| {
+        let o = run(bin()
+            .args(["export", "--model"])
+            .arg(f.join("model.safetensors"))
+            .arg("--graphs-dir")
+            .arg(&tmp)
+            .args(extra));
+        assert!(o.status.success(), "{}", stderr(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    assert!(export(&[]).starts_with("exported"));
+    assert!(export(&[]).starts_with("reused"));
+    let dirs: Vec<_> = std::fs::read_dir(&tmp)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    let dir = &dirs[0];
+    // The weights are a hard link to the original file, not a copy.
+    use std::os::unix::fs::MetadataExt;
+    let a = std::fs::metadata(f.join("model.safetensors")).unwrap();
+    let b = std::fs::metadata(dir.join("weights.safetensors")).unwrap();
+    assert_eq!((a.dev(), a.ino()), (b.dev(), b.ino()));
+    // Graph files hold no weights: each is far smaller than the weights it uses.
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+    let blocks = manifest["blocks"].as_array().unwrap();
+    let names: Vec<&str> = blocks.iter().map(|b| b["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["embed", "layer.00", "layer.01", "layer.02", "head"]);
+    for b in blocks {
+        let len = std::fs::metadata(dir.join(b["file"].as_str().unwrap()))
+            .unwrap()
+            .len();
+        assert!(len < b["bytes"].as_u64().unwrap(), "{b}");
+    }
+    // A manifest from an unfinished export is not trusted.
+    std::fs::remove_file(dir.join("layer.01.onnx")).unwrap();
+    assert!(export(&[]).starts_with("exported"));
+    // The whole-model graph is added on request.
+    assert!(export(&["--granularity", "whole"]).starts_with("exported"));
+    assert!(dir.join("whole.onnx").is_file());
+}
+
+#[test]
+fn exported_graphs_run_in_stock_onnxruntime() {
+    let tmp = temp_dir("stock_ort");
+    let site = root().join(".runtime/cpu");
+    assert!(
+        site.join("onnxruntime").is_dir(),
+        "the onnxruntime Python package is missing: run scripts/setup.sh"
+    );
+    for name in FIXTURES {
+        let f = fixture(name);
+        let dir = tmp.join(name);
+        let o = run(bin()
+            .args(["export", "--model"])
+            .arg(f.join("model.safetensors"))
+            .arg("--out")
+            .arg(&dir));
+        assert!(o.status.success(), "{}", stderr(&o));
+        let out = tmp.join(format!("{name}.safetensors"));
+        let o = run(std::process::Command::new("python3")
+            .arg(root().join("scripts/run_graphs.py"))
+            .arg(&dir)
+            .arg(f.join("pixels.safetensors"))
+            .arg(&out)
+            .env("PYTHONPATH", &site));
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+        let worst = assert_close(&out, &f.join("expected.safetensors"), TOL);
+        eprintln!("{name} (stock onnxruntime): max |diff| {worst:.2e}");
+    }
+}
+
+#[test]
+fn graphs_are_onnx_ir_10_or_lower_with_opset_21_or_lower() {
+    // Read back the first fields of a graph: ir_version (field 1) and opset (field 8).
+    use distorch_vision::export::onnx::ModelProto;
+    use prost::Message;
+    let tmp = temp_dir("ir_version");
+    let f = fixture("siglip_f32");
+    let o = run(bin()
+        .args(["export", "--model"])
+        .arg(f.join("model.safetensors"))
+        .arg("--out")
+        .arg(&tmp));
+    assert!(o.status.success());
+    for file in ["embed.onnx", "layer.00.onnx", "head.onnx"] {
+        let m = ModelProto::decode(&*std::fs::read(tmp.join(file)).unwrap()).unwrap();
+        assert!(m.ir_version <= 10);
+        assert!(m.opset_import.iter().all(|o| o.version <= 21));
+        let g = m.graph.unwrap();
+        // Batch is dynamic.
+        let dim = &g.input[0]
+            .r#type
+            .as_ref()
+            .unwrap()
+            .tensor_type
+            .as_ref()
+            .unwrap()
+            .shape
+            .as_ref()
+            .unwrap()
+            .dim[0];
+        assert!(matches!(
+            dim.value,
+            Some(distorch_vision::export::onnx::DimValue::DimParam(_))
+        ));
+    }
+}
