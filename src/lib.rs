@@ -2,5 +2,6 @@
 //! placed across GPUs and the CPU by a DisTorch2 planner.
 
 pub mod error;
+pub mod image;
 
 pub use error::{Error, ErrorKind, Result};
