@@ -16,6 +16,8 @@ use std::str::FromStr;
 
 use ndarray::Array4;
 
+use resize::try_zeroed;
+
 use crate::{Error, Result};
 
 pub use decode::{decode_bytes, decode_file, MAX_DECODE_ALLOC, MAX_DIMENSION};
@@ -217,15 +219,38 @@ pub fn preprocess_comfy_batch(
         .map_err(|e| Error::invalid(format!("image batch: {e}")))
 }
 
-fn try_zeroed(n: usize) -> Result<Vec<f32>> {
-    let mut v = Vec::new();
-    v.try_reserve_exact(n).map_err(|_| {
-        Error::invalid(format!(
-            "preprocess: cannot allocate {n} floats for the pixel tensor"
-        ))
-    })?;
-    v.resize(n, 0.0);
-    Ok(v)
+/// `F.interpolate(img, size=(out_h, out_w), mode="bicubic", antialias=True)` on an RGB image,
+/// exactly as PyTorch computes it on f32 (no quantisation, no normalisation).
+pub fn resize_bicubic_aa(img: &RgbImage, out_h: u32, out_w: u32) -> Result<RgbImage> {
+    let (h, w) = (img.height as usize, img.width as usize);
+    if h == 0 || w == 0 || out_h == 0 || out_w == 0 {
+        return Err(Error::invalid(format!(
+            "resize: {w}x{h} to {out_w}x{out_h}; every side must be at least 1 pixel"
+        )));
+    }
+    if h.checked_mul(w).and_then(|n| n.checked_mul(3)) != Some(img.data.len()) {
+        return Err(Error::invalid(format!(
+            "resize: image is {w}x{h} RGB but holds {} values",
+            img.data.len()
+        )));
+    }
+    (out_h as usize)
+        .checked_mul(out_w as usize)
+        .and_then(|n| n.checked_mul(3))
+        .ok_or_else(|| Error::invalid("resize: output size overflows"))?;
+    let src = resize::SrcView {
+        data: &img.data,
+        height: h,
+        width: w,
+        channels: 3,
+    };
+    let (oh, ow) = (out_h as usize, out_w as usize);
+    let data = resize::resize_window(src, oh, ow, 0..oh, 0..ow)?;
+    Ok(RgbImage {
+        width: out_w,
+        height: out_h,
+        data,
+    })
 }
 
 /// Python's `round()` of a float to an integer size, half to even, refusing absurd values.
@@ -272,7 +297,7 @@ fn preprocess_into(
         }
         let top = (nh - s) / 2;
         let left = (nw - s) / 2;
-        window = resize::resize_window(src, nh, nw, top..top + s, left..left + s);
+        window = resize::resize_window(src, nh, nw, top..top + s, left..left + s)?;
         (&window, 3)
     };
     let (data, c) = hwc;
