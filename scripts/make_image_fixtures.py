@@ -185,6 +185,21 @@ def make_images():
     frames = [Image.fromarray(pattern(30, 20, 22)).quantize(colors=128), Image.fromarray(pattern(30, 20, 23)).quantize(colors=128)]
     frames[0].save(os.path.join(OUT, "anim_30x20.gif"), save_all=True, append_images=frames[1:], duration=100, loop=0)
     files["anim_30x20.gif"] = {"lossless": True, "pixels": True}
+    # EXIF orientation outside JPEG: PNG eXIf chunk, WebP EXIF chunk, TIFF Orientation tag
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    save("exif6_27x18.png", Image.fromarray(pattern(27, 18, 26)), exif=exif.tobytes())
+    exif = Image.Exif()
+    exif[0x0112] = 8
+    save("exif8_27x18.webp", Image.fromarray(pattern(27, 18, 27)), lossless=True, exif=exif.tobytes())
+    save("exif5_21x34.tif", Image.fromarray(pattern(21, 34, 28)), tiffinfo={274: 5})
+    # more PIL modes: 1-bit, grey + alpha, GIF with a transparent palette entry
+    save("bilevel_19x11.png", Image.fromarray(pattern(19, 11, 29)[:, :, 0] > 127))
+    la = np.stack([pattern(22, 15, 30)[:, :, 0], pattern(22, 15, 31)[:, :, 0]], axis=-1)
+    save("la_22x15.png", Image.fromarray(la, mode="LA"))
+    tgif = Image.fromarray(pattern(30, 20, 32)).quantize(colors=32)
+    tgif.save(os.path.join(OUT, "transp_30x20.gif"), transparency=3)
+    files["transp_30x20.gif"] = {"lossless": True, "pixels": True}
     save("img_23x35.tif", Image.fromarray(pattern(23, 35, 24)))
     save("lzw_26x19.tiff", Image.fromarray(pattern(26, 19, 25)), compression="tiff_lzw")
     return files
