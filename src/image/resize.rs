@@ -188,7 +188,7 @@ pub(crate) fn resize_window(
             ch,
             aw: &aw,
         };
-        dispatch(|| pass.run(&mut tmp));
+        pass.run_best(&mut tmp);
     }
 
     // Height pass (skipped when the height is unchanged): nrows × ncols × 3.
@@ -205,7 +205,7 @@ pub(crate) fn resize_window(
         row_len,
         ah: &ah,
     };
-    dispatch(|| pass.run(&mut out));
+    pass.run_best(&mut out);
     Ok(out)
 }
 
@@ -222,24 +222,34 @@ fn plain_taps(rest: usize) -> usize {
     rest / 4 * 4
 }
 
-/// Runs `f` in a context compiled with hardware FMA when the CPU has it (the results are the
-/// same either way: `mul_add` is exactly rounded; only the speed differs).
-#[inline(always)]
-fn dispatch<F: FnOnce()>(f: F) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::is_x86_feature_detected!("fma") {
-            #[target_feature(enable = "fma")]
-            unsafe fn with_fma<F: FnOnce()>(f: F) {
-                f()
+/// Gives a pass a `run_best` that uses hardware FMA when the CPU has it. The results are the
+/// same either way (`mul_add` is exactly rounded); only the speed differs.
+macro_rules! fma_dispatch {
+    ($ty:ident) => {
+        impl $ty<'_> {
+            fn run_best(&self, out: &mut [f32]) {
+                #[cfg(target_arch = "x86_64")]
+                {
+                    if std::is_x86_feature_detected!("fma") {
+                        // SAFETY: the CPU supports FMA, checked just above.
+                        unsafe { self.run_fma(out) };
+                        return;
+                    }
+                }
+                self.run(out)
             }
-            // SAFETY: the CPU supports FMA, checked just above.
-            unsafe { with_fma(f) };
-            return;
+
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "fma")]
+            unsafe fn run_fma(&self, out: &mut [f32]) {
+                self.run(out)
+            }
         }
-    }
-    f()
+    };
 }
+
+fma_dispatch!(HPass);
+fma_dispatch!(VPass);
 
 /// The width pass: every row, every kept output column, three channels.
 struct HPass<'a> {
