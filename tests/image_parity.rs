@@ -249,7 +249,11 @@ fn resize_matches_torch_interpolate() {
             100.0 * exact as f64 / theirs.len() as f64
         );
         // Bit-identical: same weights, same operation order, same fused multiply-adds.
-        assert_eq!(exact, theirs.len(), "{file}: raw interpolation differs by up to {max}");
+        assert_eq!(
+            exact,
+            theirs.len(),
+            "{file}: raw interpolation differs by up to {max}"
+        );
     }
 }
 
