@@ -2,6 +2,15 @@
 //! `ImageOps.exif_transpose` applies the EXIF orientation, `convert("RGB")` makes 8-bit RGB
 //! (grey replicated, alpha dropped, 16-bit samples cut to their high byte), and numpy divides
 //! by 255 in f32.
+//!
+//! One deliberate difference: Pillow (10 and later) opens a 16-bit grey PNG as mode `I;16`,
+//! which ComfyUI's `if i.mode == 'I'` rescaling misses, so `convert("RGB")` clips every sample
+//! above 255 and such images arrive almost white. Here 16-bit grey keeps its high byte, like
+//! 16-bit RGB does in PIL.
+//!
+//! Known small differences: JPEG is decoded by zune-jpeg, not libjpeg-turbo, so pixels may
+//! differ by a few levels (up to 4/255 in the fixtures); only the first frame of an animation
+//! is used (ComfyUI stacks the frames of equal size into a batch).
 
 use std::io::Cursor;
 use std::path::Path;
@@ -49,6 +58,17 @@ pub fn decode_file(path: &Path) -> Result<RgbImage> {
 
 /// Decodes an image held in memory; `name` is used in error messages.
 pub fn decode_bytes(bytes: &[u8], name: &str) -> Result<RgbImage> {
+    // The decoders are fuzzed upstream and no input found here makes them panic; should one
+    // still do so on some hostile file, that file fails instead of the whole batch.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decode_inner(bytes, name)))
+        .unwrap_or_else(|_| {
+            Err(Error::invalid(format!(
+                "{name}: the image decoder failed on this file (corrupt or hostile data)"
+            )))
+        })
+}
+
+fn decode_inner(bytes: &[u8], name: &str) -> Result<RgbImage> {
     if bytes.is_empty() {
         return Err(Error::invalid(format!(
             "{name}: empty file (0 bytes), not an image"
