@@ -275,23 +275,32 @@ impl HPass<'_> {
         {
             for (k, dpx) in drow.chunks_exact_mut(3).enumerate() {
                 let (xmin, wts) = self.aw.taps(k);
-                for (d, &off) in dpx.iter_mut().zip(&self.ch) {
-                    *d = match wts.split_first() {
-                        Some((&w0, rest)) => {
-                            let base = &srow[xmin * c + off..];
-                            let split = plain_taps(rest.len());
-                            let mut acc = base[0] * w0;
-                            for (j, &wj) in rest[..split].iter().enumerate() {
-                                acc += base[(j + 1) * c] * wj;
-                            }
-                            for (j, &wj) in rest[split..].iter().enumerate() {
-                                acc = base[(split + j + 1) * c].mul_add(wj, acc);
-                            }
-                            acc
-                        }
-                        None => 0.0,
-                    };
+                let Some((&w0, rest)) = wts.split_first() else {
+                    dpx.fill(0.0);
+                    continue;
+                };
+                // The three channels side by side; each follows PyTorch's order exactly.
+                let [o0, o1, o2] = self.ch;
+                let px = &srow[xmin * c..(xmin + wts.len()) * c];
+                let mut pixels = px.chunks_exact(c);
+                let Some(p) = pixels.next() else {
+                    dpx.fill(0.0);
+                    continue;
+                };
+                let mut acc = [p[o0] * w0, p[o1] * w0, p[o2] * w0];
+                let split = plain_taps(rest.len());
+                let mut taps = pixels.zip(rest);
+                for (p, &wj) in (&mut taps).take(split) {
+                    acc[0] += p[o0] * wj;
+                    acc[1] += p[o1] * wj;
+                    acc[2] += p[o2] * wj;
                 }
+                for (p, &wj) in taps {
+                    acc[0] = p[o0].mul_add(wj, acc[0]);
+                    acc[1] = p[o1].mul_add(wj, acc[1]);
+                    acc[2] = p[o2].mul_add(wj, acc[2]);
+                }
+                dpx.copy_from_slice(&acc);
             }
         }
     }
