@@ -2,11 +2,12 @@
 //! placed across GPUs and the CPU by a DisTorch2 planner.
 
 pub mod error;
-pub mod plan;
-
-pub use error::{Error, ErrorKind, Result};
 pub mod export;
+pub mod image;
 pub mod job;
 pub mod loader;
 pub mod model;
+pub mod plan;
 pub mod runtime;
+
+pub use error::{Error, ErrorKind, Result};
