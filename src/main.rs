@@ -132,6 +132,29 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Throughput of the block pipeline against one whole-model session on the same weights.
+    Bench(BenchArgs),
+}
+
+/// Flags of `bench`.
+#[derive(Args)]
+struct BenchArgs {
+    #[arg(long)]
+    model: String,
+    #[command(flatten)]
+    loader: LoaderArgs,
+    #[arg(long, default_value_t = 8)]
+    batch_size: usize,
+    /// Timed iterations after one warm-up batch (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    iters: usize,
+    /// Skip the whole-model session (no split-overhead ratio).
+    #[arg(long)]
+    no_whole: bool,
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    common: Common,
 }
 
 fn main() -> ExitCode {
@@ -187,6 +210,7 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
+        Command::Bench(b) => bench(b),
         Command::Devices {
             json,
             simulate_devices,
@@ -259,6 +283,51 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn bench(b: BenchArgs) -> Result<()> {
+    setup(&b.common)?;
+    let opts = LoadOptions {
+        clip_vision: b.model.clone(),
+        loader: b.loader.options()?,
+        simulate_devices: b.loader.simulate_devices.clone(),
+        graphs_dir: b.common.graphs_dir.clone(),
+        ..Default::default()
+    };
+    let r = distorch_vision::runtime::bench::run(&opts, b.batch_size, b.iters, !b.no_whole)?;
+    if b.json {
+        println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+        return Ok(());
+    }
+    println!(
+        "model      {} ({}), batch {}, {} iterations, {} threads",
+        r.model, r.family, r.batch_size, r.iters, r.threads
+    );
+    let row = |name: &str, f: &distorch_vision::runtime::bench::Figures| {
+        println!(
+            "{name:<10} build {:>7.3} s  first output {:>7.3} s  {:>8.2} images/s  (median batch {:.3} s)",
+            f.session_build_s, f.first_output_s, f.images_per_s, f.median_batch_s
+        )
+    };
+    row("blocks", &r.blocks);
+    if let Some(w) = &r.whole {
+        row("whole", w);
+    }
+    if let Some(ratio) = r.split_ratio {
+        println!("split      blocks/whole throughput = {ratio:.3}");
+    }
+    println!(
+        "peak RSS   {} (model weights in the file: {})",
+        human(r.peak_rss_bytes),
+        human(r.model_bytes)
+    );
+    let blocks: Vec<String> = r
+        .per_block_median_ms
+        .iter()
+        .map(|(n, ms)| format!("{n} {ms:.2}"))
+        .collect();
+    println!("per block  median ms: {}", blocks.join(", "));
+    Ok(())
 }
 
 fn inspect(model: &str, json: bool) -> Result<()> {

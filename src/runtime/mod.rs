@@ -1,5 +1,6 @@
 //! ONNX Runtime: library discovery, the process environment, and the block runner.
 
+pub mod bench;
 pub mod device;
 pub mod env;
 pub mod library;

@@ -59,6 +59,8 @@ pub fn resolve_outputs(model: &Model, requested: &[String]) -> Result<Vec<String
 
 struct Stage {
     name: String,
+    /// Seconds of each run, recorded while profiling is on (`bench`).
+    times: Mutex<Vec<f64>>,
     session: Mutex<Session>,
     inputs: Vec<String>,
     outputs: Vec<String>,
@@ -78,6 +80,7 @@ pub struct Pipeline {
     model: Arc<Model>,
     export: Export,
     stages: Vec<Stage>,
+    profiling: std::sync::atomic::AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -119,6 +122,7 @@ impl Pipeline {
             })?;
             stages.push(Stage {
                 name: block.name.clone(),
+                times: Mutex::new(Vec::new()),
                 session: Mutex::new(session),
                 inputs: block.inputs.clone(),
                 outputs: block.outputs.clone(),
@@ -129,6 +133,7 @@ impl Pipeline {
             model,
             export,
             stages,
+            profiling: Default::default(),
         })
     }
 
@@ -138,6 +143,23 @@ impl Pipeline {
     pub fn export(&self) -> &Export {
         &self.export
     }
+    /// Starts (or stops) recording each block's run time, clearing what was recorded.
+    pub fn set_profiling(&self, on: bool) {
+        for st in &self.stages {
+            lock(&st.times).clear();
+        }
+        self.profiling
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Recorded run times (seconds) per block, in block order.
+    pub fn profile(&self) -> Vec<(String, Vec<f64>)> {
+        self.stages
+            .iter()
+            .map(|st| (st.name.clone(), lock(&st.times).clone()))
+            .collect()
+    }
+
     pub fn block_names(&self) -> Vec<&str> {
         self.stages.iter().map(|s| s.name.as_str()).collect()
     }
@@ -260,9 +282,13 @@ impl Pipeline {
             ));
         }
         let mut session = lock(&st.session);
+        let t = std::time::Instant::now();
         let mut out = session
             .run(named)
             .map_err(|e| Error::runtime(format!("block {}: {e}", st.name)))?;
+        if self.profiling.load(std::sync::atomic::Ordering::Relaxed) {
+            lock(&st.times).push(t.elapsed().as_secs_f64());
+        }
         st.outputs
             .iter()
             .map(|name| {

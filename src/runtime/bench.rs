@@ -1,0 +1,166 @@
+//! `bench`: the block pipeline against one whole-model session on the same weights and
+//! pixels, in one process, so the split overhead is a ratio rather than two noisy numbers.
+
+use std::time::Instant;
+
+use ndarray::Array4;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::session::Session;
+use ort::value::Tensor;
+use serde::Serialize;
+
+use super::environment;
+use crate::export::{self, Granularity};
+use crate::loader::{ClipVision, LoadOptions};
+use crate::{Error, Result};
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Figures {
+    pub session_build_s: f64,
+    pub first_output_s: f64,
+    pub images_per_s: f64,
+    pub median_batch_s: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchReport {
+    pub model: String,
+    pub family: String,
+    pub batch_size: usize,
+    pub iters: usize,
+    pub threads: usize,
+    pub blocks: Figures,
+    pub per_block_median_ms: Vec<(String, f64)>,
+    pub whole: Option<Figures>,
+    /// blocks images/s ÷ whole images/s.
+    pub split_ratio: Option<f64>,
+    pub peak_rss_bytes: u64,
+    pub model_bytes: u64,
+}
+
+pub fn median(v: &mut [f64]) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// Peak resident set size of this process (VmHWM).
+pub fn peak_rss() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Deterministic pseudo-random pixels in about [-2, 2] (xorshift; no RNG dependency).
+pub fn pixels(batch: usize, size: usize) -> Array4<f32> {
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    Array4::from_shape_fn((batch, 3, size, size), |_| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        ((state >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
+    })
+}
+
+/// Runs the benchmark: warm-up, then `iters` timed batches, for the blocks and (with
+/// `whole`) for one whole-model session.
+pub fn run(opts: &LoadOptions, batch: usize, iters: usize, whole: bool) -> Result<BenchReport> {
+    let batch = batch.max(1);
+    let iters = iters.max(1);
+    let mut opts = opts.clone();
+    if whole {
+        opts.granularity = Granularity::Whole;
+    }
+    let t = Instant::now();
+    let cv = ClipVision::load(&opts)?;
+    let build = t.elapsed().as_secs_f64();
+    let size = cv.model().config.image_size;
+    let px = pixels(batch, size);
+    let wanted: Vec<String> = Vec::new();
+    let t = Instant::now();
+    cv.encode(px.view(), &wanted, batch)?;
+    let first = t.elapsed().as_secs_f64();
+    let pipeline = cv.pipeline()?;
+    pipeline.set_profiling(true);
+    let mut times = Vec::new();
+    for _ in 0..iters {
+        let t = Instant::now();
+        cv.encode(px.view(), &wanted, batch)?;
+        times.push(t.elapsed().as_secs_f64());
+    }
+    let per_block = pipeline
+        .profile()
+        .into_iter()
+        .map(|(name, mut v)| (name, median(&mut v) * 1e3))
+        .collect();
+    pipeline.set_profiling(false);
+    let med = median(&mut times);
+    let blocks = Figures {
+        session_build_s: build,
+        first_output_s: first,
+        images_per_s: batch as f64 / med,
+        median_batch_s: med,
+    };
+    let whole_fig = if whole {
+        Some(run_whole(&cv, &px, iters)?)
+    } else {
+        None
+    };
+    Ok(BenchReport {
+        model: cv.model().path().display().to_string(),
+        family: cv.model().config.family.clone(),
+        batch_size: batch,
+        iters,
+        threads: std::env::var("DISTORCH_THREADS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        split_ratio: whole_fig
+            .as_ref()
+            .map(|w| blocks.images_per_s / w.images_per_s),
+        blocks,
+        per_block_median_ms: per_block,
+        whole: whole_fig,
+        peak_rss_bytes: peak_rss(),
+        model_bytes: cv.model().model_bytes(),
+    })
+}
+
+/// The same pixels through one session of `whole.onnx` (CPU).
+fn run_whole(cv: &ClipVision, px: &Array4<f32>, iters: usize) -> Result<Figures> {
+    let file = cv.export().dir.join(export::WHOLE_FILE);
+    let t = Instant::now();
+    let mut session = Session::builder(environment()?)?
+        .with_optimization_level(GraphOptimizationLevel::Level3)?
+        .commit_from_file(&file)
+        .map_err(|e| Error::runtime(format!("{}: {e}", file.display())))?;
+    let build = t.elapsed().as_secs_f64();
+    let mut once = || -> Result<f64> {
+        let input = Tensor::from_array(px.clone())?;
+        let t = Instant::now();
+        let out = session.run(ort::inputs![export::blocks::PIXELS => input])?;
+        drop(out);
+        Ok(t.elapsed().as_secs_f64())
+    };
+    let first = once()?;
+    let mut times = (0..iters).map(|_| once()).collect::<Result<Vec<_>>>()?;
+    let med = median(&mut times);
+    Ok(Figures {
+        session_build_s: build,
+        first_output_s: first,
+        images_per_s: px.shape()[0] as f64 / med,
+        median_batch_s: med,
+    })
+}
