@@ -555,3 +555,36 @@ fn eject_models_keeps_ejected_handles_usable() {
     assert_eq!(unsafe { (api.model_unload)(a) }, DV_OK);
     assert_eq!(unsafe { (api.model_unload)(b) }, DV_OK);
 }
+
+/// Found by the C host: on a LLaVA file, asking for `image_embeds` alone fails in the
+/// pipeline ("penultimate state missing"), because the head block also takes the
+/// penultimate state (for `mm_projected`) but `encode_batch` only keeps it when
+/// `penultimate_hidden_states` or `mm_projected` is requested. The CLI fails the same way
+/// (`encode --outputs image_embeds`). Fix belongs in src/runtime/pipeline.rs.
+#[test]
+#[ignore = "pipeline bug: LLaVA image_embeds alone (src/runtime/pipeline.rs need_penult)"]
+fn llava_image_embeds_alone() {
+    let api = api();
+    let h = api.load(&fixture("llava_f32").join("model.safetensors"));
+    let px = read_pixels("llava_f32");
+    let names = cstring("image_embeds");
+    let mut out = 0u64;
+    let st = unsafe {
+        (api.encode_pixels)(
+            h,
+            px.as_ptr(),
+            px.len(),
+            2,
+            3,
+            32,
+            32,
+            names.as_ptr(),
+            0,
+            &mut out,
+        )
+    };
+    assert_eq!(st, DV_OK, "{}", api.last_error());
+    let got = api.take_outputs(out);
+    assert_eq!(got.len(), 1);
+    assert_eq!(unsafe { (api.model_unload)(h) }, DV_OK);
+}
