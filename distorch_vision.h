@@ -5,8 +5,9 @@
  *
  * Conventions (they hold for every function below):
  * - Functions return a ::dv_status; ::DV_OK (0) is success. On failure a message is kept
- *   per thread for dv_last_error(), and every out-parameter is set to 0 / NULL. A
- *   successful call clears the message.
+ *   per thread for dv_last_error(), and every out-parameter that is a handle, string
+ *   or number is set to 0 / NULL (a ::dv_tensor the caller passed is left unchanged).
+ *   A successful call clears the message.
  * - No call ever unwinds or aborts because of bad input: NULL pointers, wrong buffer sizes,
  *   unknown or already freed handles are reported as status codes. Internal bugs are
  *   reported as ::DV_ERR_PANIC.

@@ -57,9 +57,13 @@ fn fixtures_match_the_cli_and_hugging_face() {
             .arg(graphs_dir())
             .arg("--ort-library")
             .arg(ort_library())
-            .status()
+            .output()
             .expect("run the CLI");
-        assert!(st.success(), "CLI encode of {m} failed");
+        assert!(
+            st.status.success(),
+            "CLI encode of {m} failed: {}",
+            String::from_utf8_lossy(&st.stderr)
+        );
         let cli = read_safetensors(&out);
         let expected = read_safetensors(&dir.join("expected.safetensors"));
 
@@ -586,5 +590,41 @@ fn llava_image_embeds_alone() {
     assert_eq!(st, DV_OK, "{}", api.last_error());
     let got = api.take_outputs(out);
     assert_eq!(got.len(), 1);
+    assert_eq!(unsafe { (api.model_unload)(h) }, DV_OK);
+}
+
+#[test]
+fn a_newer_callers_larger_options_struct_is_accepted() {
+    // A host built against a later header passes a longer struct; version-1 fields are read.
+    #[repr(C)]
+    struct Grown {
+        v1: LoadOptions,
+        added: [u64; 4],
+    }
+    let api = api();
+    let path = path_cstring(&fixture("siglip_f32").join("model.safetensors"));
+    let graphs = path_cstring(&graphs_dir());
+    let mut g: Grown = unsafe { std::mem::zeroed() };
+    let size = std::mem::size_of::<Grown>();
+    assert_eq!(unsafe { (api.load_options_init)(&mut g.v1, size) }, DV_OK);
+    assert_eq!(g.v1.struct_size, size);
+    assert_eq!(g.v1.virtual_vram_gb, 4.0);
+    assert_eq!(g.v1.eject_models, 1);
+    assert_eq!(g.added, [0; 4], "bytes past version 1 are not touched");
+    g.v1.clip_vision = path.as_ptr();
+    g.v1.graphs_dir = graphs.as_ptr();
+    g.v1.eject_models = 0;
+    let mut h = 0u64;
+    assert_eq!(
+        unsafe { (api.model_load)(&g.v1, &mut h) },
+        DV_OK,
+        "{}",
+        api.last_error()
+    );
+    let mut p: *mut c_char = std::ptr::null_mut();
+    assert_eq!(unsafe { (api.model_plan_json)(h, &mut p) }, DV_OK);
+    let plan: serde_json::Value = serde_json::from_str(&unsafe { api.take_string(p) }).unwrap();
+    // Default device: cuda:0 when a GPU exists, else cpu.
+    assert!(plan["compute_device"].is_string());
     assert_eq!(unsafe { (api.model_unload)(h) }, DV_OK);
 }

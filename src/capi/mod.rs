@@ -4,7 +4,8 @@
 //! - it returns a `dv_status` (or a static/borrowed string) and never unwinds: the body runs
 //!   inside `catch_unwind`, a panic becomes `DV_ERR_PANIC`;
 //! - on failure it stores a message for [`dv_last_error`] (per thread) and leaves every
-//!   out-parameter zeroed/NULL; on success the message is cleared;
+//!   handle/string/number out-parameter zeroed/NULL (a caller's `dv_tensor` is left as it
+//!   was); on success the message is cleared;
 //! - models and outputs are `u64` ids checked against a registry (see [`handles`]), so an
 //!   unknown, freed or unloaded id is `DV_ERR_INVALID_HANDLE`, never undefined behaviour;
 //! - buffers come with explicit element counts that must match the stated shape.
@@ -267,8 +268,14 @@ fn register_outputs(res: Outputs) -> u64 {
         .into_iter()
         .map(|(name, t)| {
             let shape = t.shape().iter().map(|&d| d as i64).collect();
+            let n = t.len();
             let data = if t.is_standard_layout() {
-                t.into_raw_vec_and_offset().0
+                // Contiguous: reuse the storage when the elements are all of it.
+                match t.into_raw_vec_and_offset() {
+                    (v, Some(0)) if v.len() == n => v,
+                    (v, Some(off)) => v[off..off + n].to_vec(),
+                    (_, None) => Vec::new(),
+                }
             } else {
                 t.iter().copied().collect()
             };
