@@ -167,8 +167,9 @@ dv_status dv_load_options_init(dv_load_options *opts, size_t struct_size);
 dv_status dv_model_load(const dv_load_options *opts, dv_model *model_out);
 
 /**
- * Unloads a model. Encodes already running on it finish first-come; the id is invalid as
- * soon as this returns. 0 is a no-op.
+ * Unloads a model. Encodes already running on it in other threads complete normally and
+ * the sessions are released when the last one ends; the id is invalid as soon as this
+ * returns. 0 is a no-op.
  * @return ::DV_ERR_INVALID_HANDLE for an unknown or already unloaded id.
  */
 dv_status dv_model_unload(dv_model model);

@@ -281,6 +281,19 @@ def main(argv=None):
     ap.add_argument("--graphs-dir")
     args = ap.parse_args(argv)
 
+    # Read the inputs first, so a missing file or PIL fails before any model work.
+    if args.pixels:
+        tensors = read_safetensors(args.pixels)
+        if len(tensors) != 1:
+            raise SystemExit(f"{args.pixels}: expected one tensor, found {len(tensors)}")
+        (dtype, shape, raw), = tensors.values()
+        if dtype != "F32" or len(shape) != 4:
+            raise SystemExit(f"{args.pixels}: need one F32 NCHW tensor, got {dtype} {shape}")
+    else:
+        groups = load_images(args.images)
+        if not groups:
+            raise SystemExit(f"{args.images}: no images ({', '.join(sorted(IMAGE_EXT))})")
+
     plugin = Plugin(args.plugin or find_plugin())
     plugin.init(args.ort_library)
     model = plugin.load(
@@ -294,17 +307,11 @@ def main(argv=None):
               f"{len(plan['blocks'])} blocks", file=sys.stderr)
         results = []  # [(label, [(name, shape, values)])]
         if args.pixels:
-            tensors = read_safetensors(args.pixels)
-            if len(tensors) != 1:
-                raise SystemExit(f"{args.pixels}: expected one tensor, found {len(tensors)}")
-            (dtype, shape, raw), = tensors.values()
-            if dtype != "F32" or len(shape) != 4:
-                raise SystemExit(f"{args.pixels}: need one F32 NCHW tensor, got {dtype} {shape}")
             buf = (C.c_float * (len(raw) // 4)).from_buffer_copy(raw)
             results.append((args.pixels.stem, plugin.encode_pixels(
                 model, buf, shape, args.outputs, args.batch_size)))
         else:
-            for (h, w), items in load_images(args.images).items():
+            for (h, w), items in groups.items():
                 if np is not None:
                     flat = np.ascontiguousarray(np.concatenate([v for _, v in items]), dtype=np.float32)
                     buf = (C.c_float * flat.size).from_buffer(flat)

@@ -628,3 +628,24 @@ fn a_newer_callers_larger_options_struct_is_accepted() {
     assert!(plan["compute_device"].is_string());
     assert_eq!(unsafe { (api.model_unload)(h) }, DV_OK);
 }
+
+#[test]
+fn a_cuda_device_without_a_gpu_is_refused_at_load() {
+    let api = api();
+    let mut d: *mut c_char = std::ptr::null_mut();
+    assert_eq!(unsafe { (api.list_devices)(&mut d) }, DV_OK);
+    let devices = unsafe { api.take_string(d) };
+    if devices.contains("cuda:0") {
+        eprintln!("this machine has a GPU; the refusal path is not reachable here");
+        return;
+    }
+    let cuda = cstring("cuda:0");
+    let (st, msg) = api
+        .load_with(
+            &fixture("clip_quickgelu_f32").join("model.safetensors"),
+            |o| o.device = cuda.as_ptr(),
+        )
+        .unwrap_err();
+    assert_ne!(st, DV_OK);
+    assert!(msg.contains("cuda:0"), "{msg}");
+}

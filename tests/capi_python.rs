@@ -69,3 +69,31 @@ fn python_ctypes_host_encodes_pixels() {
         }
     }
 }
+
+#[test]
+fn python_images_without_pil_fail_clearly() {
+    let has_pil = Command::new("python3")
+        .args(["-c", "import PIL"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if has_pil {
+        eprintln!("PIL is installed; the no-PIL message is not reachable here");
+        return;
+    }
+    let dir = fixture("clip_quickgelu_f32");
+    let out = Command::new("python3")
+        .arg(root().join("scripts/encode_with_plugin.py"))
+        .arg("--plugin")
+        .arg(plugin_path())
+        .arg("--model")
+        .arg(dir.join("model.safetensors"))
+        .arg("--images")
+        .arg(&dir)
+        .arg("--out")
+        .arg(std::env::temp_dir())
+        .output()
+        .expect("python3");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Pillow"), "{err}");
+}
