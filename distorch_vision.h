@@ -1,0 +1,242 @@
+/**
+ * @file distorch_vision.h
+ * @brief C ABI of the distorch-vision plugin: CLIP Vision encoders run as per-block ONNX
+ *        Runtime sessions, placed across GPUs and the CPU by a DisTorch2 planner.
+ *
+ * Conventions (they hold for every function below):
+ * - Functions return a ::dv_status; ::DV_OK (0) is success. On failure a message is kept
+ *   per thread for dv_last_error(), and every out-parameter that is a handle, string
+ *   or number is set to 0 / NULL (a ::dv_tensor the caller passed is left unchanged).
+ *   A successful call clears the message.
+ * - No call ever unwinds or aborts because of bad input: NULL pointers, wrong buffer sizes,
+ *   unknown or already freed handles are reported as status codes. Internal bugs are
+ *   reported as ::DV_ERR_PANIC.
+ * - Models (::dv_model) and outputs (::dv_outputs) are opaque 64-bit ids, never pointers.
+ *   0 is never a valid id. Ids are checked on every call and never reused, so a stale id
+ *   (after dv_model_unload() / dv_outputs_free()) gives ::DV_ERR_INVALID_HANDLE.
+ * - Every object the library returns has a free function: strings dv_string_free(),
+ *   models dv_model_unload(), outputs dv_outputs_free(). Free functions accept 0 / NULL
+ *   as a no-op and reject a second free with ::DV_ERR_INVALID_HANDLE.
+ * - All functions may be called from several threads at once. Several threads may encode
+ *   with the same model concurrently; different models run independently.
+ * - Strings passed in are NUL-terminated UTF-8 and only read during the call.
+ */
+#ifndef DISTORCH_VISION_H
+#define DISTORCH_VISION_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** ABI version of this header; compare with dv_abi_version() at run time. */
+#define DV_ABI_VERSION 1
+
+/** Status code returned by every function that can fail. */
+typedef int32_t dv_status;
+
+/** Status codes. */
+enum {
+    DV_OK = 0,                   /**< success */
+    DV_ERR_INVALID_ARGUMENT = 1, /**< a value is malformed or out of range */
+    DV_ERR_NOT_FOUND = 2,        /**< a file, model, device or output name does not exist */
+    DV_ERR_IO = 3,               /**< reading or writing a file failed */
+    DV_ERR_INVALID_MODEL = 4,    /**< the model file is broken or not a CLIP Vision model */
+    DV_ERR_DOES_NOT_FIT = 5,     /**< the plan does not fit the devices' memory */
+    DV_ERR_RUNTIME = 6,          /**< ONNX Runtime or CUDA is missing or refused the request */
+    DV_ERR_NULL_POINTER = 7,     /**< a required pointer argument is NULL */
+    DV_ERR_INVALID_HANDLE = 8,   /**< unknown, freed or unloaded model/outputs id or string */
+    DV_ERR_SIZE_MISMATCH = 9,    /**< a buffer's element count does not match its shape */
+    DV_ERR_STRUCT_SIZE = 10,     /**< a struct_size field is smaller than this library needs */
+    DV_ERR_PANIC = 11            /**< internal error (a bug); the library stays usable */
+};
+
+/** Crop modes of dv_encode_image() (SPEC §4). */
+enum {
+    DV_CROP_CENTER = 0, /**< scale the short side to the model size, crop the centre */
+    DV_CROP_NONE = 1    /**< resize to the model size, ignoring the aspect ratio */
+};
+
+/** Element types of output tensors. */
+enum {
+    DV_DTYPE_F32 = 1 /**< 32-bit IEEE float */
+};
+
+/** A loaded model: an opaque id (0 = none). Free with dv_model_unload(). */
+typedef uint64_t dv_model;
+
+/** The result of one encode: an opaque id (0 = none). Free with dv_outputs_free(). */
+typedef uint64_t dv_outputs;
+
+/**
+ * Options of dv_model_load(): the loader inputs of SPEC §1 and the model folders.
+ * Initialise with dv_load_options_init(), then set fields. Later versions only append
+ * fields; @c struct_size tells the library which version the caller was built with.
+ * The library only reads the strings during dv_model_load().
+ */
+typedef struct dv_load_options {
+    size_t struct_size;      /**< sizeof(dv_load_options); set by dv_load_options_init() */
+    const char *clip_vision; /**< required: path of a .safetensors CLIP Vision model */
+    const char *device;      /**< compute device "cpu" or "cuda:N"; NULL or "" = cuda:0 when a GPU exists, else cpu */
+    double virtual_vram_gb;  /**< GiB of weights moved from device to donor_device, 0.0–128.0; default 4.0 */
+    const char *donor_device; /**< where moved weights live; NULL = "cpu" */
+    const char *expert_mode_allocations; /**< e.g. "cuda:0,60%;cpu,*"; NULL or "" = not set */
+    int32_t eject_models;    /**< nonzero: release other loaded models from device first; default 1 */
+    const char *graphs_dir;  /**< root folder of exported graphs; NULL = the default */
+    const char *comfyui_path; /**< reserved (model-name lookup); NULL; currently ignored */
+    const char *extra_model_paths; /**< reserved (extra_model_paths.yaml); NULL; currently ignored */
+} dv_load_options;
+
+/**
+ * One output tensor, as filled by dv_outputs_get() / dv_outputs_get_index(). Set
+ * @c struct_size to sizeof(dv_tensor) before the call. All pointers are borrowed from the
+ * ::dv_outputs object and stay valid until dv_outputs_free() on it.
+ */
+typedef struct dv_tensor {
+    size_t struct_size;   /**< in: sizeof(dv_tensor) */
+    const char *name;     /**< output name, e.g. "image_embeds" */
+    const void *data;     /**< contiguous row-major elements */
+    int32_t dtype;        /**< ::DV_DTYPE_F32 */
+    size_t ndim;          /**< number of dimensions */
+    const int64_t *shape; /**< ndim sizes; shape[0] is the batch */
+    size_t numel;         /**< number of elements */
+    size_t nbytes;        /**< size of data in bytes */
+} dv_tensor;
+
+/** @return the library version ("0.1.0"); static storage, never free it. */
+const char *dv_version(void);
+
+/** @return the ABI version of the loaded library; equal to ::DV_ABI_VERSION when compatible. */
+uint32_t dv_abi_version(void);
+
+/** @return a static name for @p status ("DV_OK", "DV_ERR_NOT_FOUND", …); never NULL, never free it. */
+const char *dv_status_string(dv_status status);
+
+/**
+ * @return the message of the calling thread's last failed call ("" when the last call
+ * succeeded). Never NULL. Owned by the library; valid until the next dv_ call on this thread.
+ */
+const char *dv_last_error(void);
+
+/**
+ * Loads ONNX Runtime 1.31.1. Optional: the first load or encode does it with the default
+ * search (ORT_DYLIB_PATH, the checkout's .runtime/, the onnxruntime Python package).
+ * @param ort_library path of libonnxruntime (borrowed for the call), or NULL for the default search.
+ * @return ::DV_ERR_RUNTIME when the library cannot be found or loaded, ::DV_ERR_INVALID_ARGUMENT
+ *         when another path was already loaded in this process.
+ */
+dv_status dv_init(const char *ort_library);
+
+/**
+ * Lists the devices this process sees, as a JSON array of
+ * {"device","name","total_bytes","free_bytes",…}.
+ * @param json_out receives a NUL-terminated string owned by the caller: free it with dv_string_free().
+ */
+dv_status dv_list_devices(char **json_out);
+
+/**
+ * Frees a string returned by this library. NULL is a no-op.
+ * @return ::DV_ERR_INVALID_HANDLE when @p s was not returned by this library or was already freed.
+ */
+dv_status dv_string_free(char *s);
+
+/**
+ * Counts live objects (for leak checks). Each pointer may be NULL.
+ * @param models receives the number of loaded models
+ * @param outputs receives the number of outputs objects not yet freed
+ * @param strings receives the number of strings not yet freed
+ */
+dv_status dv_live_objects(size_t *models, size_t *outputs, size_t *strings);
+
+/**
+ * Fills @p opts with the SPEC §1 defaults (all strings NULL, virtual_vram_gb 4.0,
+ * eject_models 1) and sets opts->struct_size.
+ * @param opts caller-owned struct to fill
+ * @param struct_size the caller's sizeof(dv_load_options)
+ */
+dv_status dv_load_options_init(dv_load_options *opts, size_t struct_size);
+
+/**
+ * Loads a model: plans its blocks across the devices, exports (or reuses) its graphs and
+ * builds the sessions. Bad fields are reported here with a message naming them.
+ * @param opts read during the call only
+ * @param model_out receives the model id; free it with dv_model_unload()
+ */
+dv_status dv_model_load(const dv_load_options *opts, dv_model *model_out);
+
+/**
+ * Unloads a model. Encodes already running on it in other threads complete normally and
+ * the sessions are released when the last one ends; the id is invalid as soon as this
+ * returns. 0 is a no-op.
+ * @return ::DV_ERR_INVALID_HANDLE for an unknown or already unloaded id.
+ */
+dv_status dv_model_unload(dv_model model);
+
+/**
+ * The model's placement plan as JSON (SPEC §5.4: compute_device, mode, model_bytes,
+ * blocks, devices, warnings).
+ * @param json_out receives a string owned by the caller: free it with dv_string_free().
+ */
+dv_status dv_model_plan_json(dv_model model, char **json_out);
+
+/**
+ * @param size_out receives the model's input image size S (pixels are [B,3,S,S]).
+ */
+dv_status dv_model_image_size(dv_model model, uint32_t *size_out);
+
+/**
+ * Encodes preprocessed pixels (NCHW f32, exactly as the CLI's `encode --pixels`).
+ * @param pixels B×C×H×W floats, row-major; borrowed for the call
+ * @param count number of floats in @p pixels; must equal B·C·H·W (else ::DV_ERR_SIZE_MISMATCH)
+ * @param outputs NULL or "" for every output the model has, else comma-separated names
+ *        ("last_hidden_state,image_embeds,penultimate_hidden_states,mm_projected")
+ * @param batch_size images per forward pass; 0 = 8
+ * @param outputs_out receives the outputs id; free it with dv_outputs_free()
+ */
+dv_status dv_encode_pixels(dv_model model, const float *pixels, size_t count,
+                           size_t b, size_t c, size_t h, size_t w,
+                           const char *outputs, size_t batch_size,
+                           dv_outputs *outputs_out);
+
+/**
+ * Encodes a ComfyUI IMAGE buffer: preprocesses it (SPEC §4: drop alpha, resize, crop,
+ * quantise, normalise with the model's mean/std) and encodes.
+ * @param image B×H×W×C floats in 0..1, row-major, C = 3 or 4; borrowed for the call
+ * @param count number of floats in @p image; must equal B·H·W·C
+ * @param crop ::DV_CROP_CENTER or ::DV_CROP_NONE
+ * @param outputs, batch_size, outputs_out as dv_encode_pixels()
+ */
+dv_status dv_encode_image(dv_model model, const float *image, size_t count,
+                          size_t b, size_t h, size_t w, size_t c, int32_t crop,
+                          const char *outputs, size_t batch_size,
+                          dv_outputs *outputs_out);
+
+/** @param count_out receives the number of tensors in @p outputs. */
+dv_status dv_outputs_count(dv_outputs outputs, size_t *count_out);
+
+/**
+ * Looks up an output tensor by name.
+ * @param tensor_out caller-owned, struct_size set; its pointers are borrowed from @p outputs
+ * @return ::DV_ERR_NOT_FOUND when @p outputs has no tensor called @p name.
+ */
+dv_status dv_outputs_get(dv_outputs outputs, const char *name, dv_tensor *tensor_out);
+
+/**
+ * Looks up an output tensor by index, 0 ≤ index < dv_outputs_count() (SPEC §3 order).
+ * @param tensor_out as dv_outputs_get()
+ */
+dv_status dv_outputs_get_index(dv_outputs outputs, size_t index, dv_tensor *tensor_out);
+
+/**
+ * Frees an outputs object and every tensor pointer borrowed from it. 0 is a no-op.
+ * @return ::DV_ERR_INVALID_HANDLE for an unknown or already freed id.
+ */
+dv_status dv_outputs_free(dv_outputs outputs);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* DISTORCH_VISION_H */

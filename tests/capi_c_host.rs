@@ -1,0 +1,84 @@
+//! Compiles tests/c_host/host.c with the system C compiler against distorch_vision.h and
+//! runs it on fixtures: it dlopen()s the plugin, encodes, compares with expected values and
+//! checks the misuse paths (see the C file).
+
+#[path = "capi_common.rs"]
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+
+fn write_f32(path: &Path, values: &[f32]) {
+    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    std::fs::write(path, bytes).unwrap();
+}
+
+fn compile_host(dir: &Path) -> PathBuf {
+    let exe = dir.join("host");
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".to_string());
+    let out = Command::new(&cc)
+        .args([
+            "-std=c11",
+            "-D_GNU_SOURCE",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-O1",
+            "-I",
+        ])
+        .arg(root())
+        .arg(root().join("tests/c_host/host.c"))
+        .arg("-o")
+        .arg(&exe)
+        .args(["-ldl", "-lm"])
+        .output()
+        .unwrap_or_else(|e| panic!("running {cc}: {e}"));
+    assert!(
+        out.status.success(),
+        "compiling host.c failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    exe
+}
+
+#[test]
+fn c_host_encodes_fixtures_and_survives_misuse() {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("capi-c-host-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let exe = compile_host(&dir);
+    for m in ["clip_quickgelu_f32", "siglip_f32", "llava_f32"] {
+        let data = dir.join(m);
+        std::fs::create_dir_all(&data).unwrap();
+        let px = read_pixels(m);
+        write_f32(
+            &data.join("pixels.f32"),
+            px.as_standard_layout().as_slice().unwrap(),
+        );
+        let mut manifest = String::new();
+        for (name, shape, values) in read_safetensors(&fixture(m).join("expected.safetensors")) {
+            write_f32(&data.join(format!("{name}.f32")), &values);
+            let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+            manifest.push_str(&format!("{name} {} {}\n", shape.len(), dims.join(" ")));
+        }
+        std::fs::write(data.join("manifest.txt"), manifest).unwrap();
+        let out = Command::new(&exe)
+            .arg(plugin_path())
+            .arg(ort_library())
+            .arg(fixture(m).join("model.safetensors"))
+            .arg(graphs_dir())
+            .arg(&data)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "C host failed on {m}:\n{stdout}\n{stderr}"
+        );
+        assert!(stdout.trim_end().ends_with("OK"), "{stdout}");
+        eprintln!("{m}:\n{stdout}");
+    }
+}
