@@ -566,7 +566,6 @@ fn eject_models_keeps_ejected_handles_usable() {
 /// `penultimate_hidden_states` or `mm_projected` is requested. The CLI fails the same way
 /// (`encode --outputs image_embeds`). Fix belongs in src/runtime/pipeline.rs.
 #[test]
-#[ignore = "pipeline bug: LLaVA image_embeds alone (src/runtime/pipeline.rs need_penult)"]
 fn llava_image_embeds_alone() {
     let api = api();
     let h = api.load(&fixture("llava_f32").join("model.safetensors"));

@@ -60,7 +60,9 @@ fn library_encode_matches_hugging_face_with_batches_and_subsets() {
         let expected = read_tensors(&f.join("expected.safetensors"));
         // Batch size 1 splits the pair; each output alone runs only the blocks it needs.
         for (out_name, _, values) in &expected {
-            let res = cv.encode(px.view(), &[out_name.clone()], 1).unwrap();
+            let res = cv
+                .encode(px.view(), std::slice::from_ref(out_name), 1)
+                .unwrap();
             assert_eq!(res.tensors.len(), 1);
             let got: Vec<f32> = res.tensors[0].1.iter().copied().collect();
             let d = max_abs_diff(&got, values);

@@ -65,11 +65,8 @@ impl VisionConfig {
     }
     pub fn mean_std(&self) -> ([f32; 3], [f32; 3]) {
         match self.kind {
-            Kind::Clip => (
-                [0.48145466, 0.4578275, 0.40821073],
-                [0.26862954, 0.26130258, 0.27577711],
-            ),
-            Kind::Siglip => ([0.5; 3], [0.5; 3]),
+            Kind::Clip => (crate::image::CLIP_MEAN, crate::image::CLIP_STD),
+            Kind::Siglip => (crate::image::SIGLIP_MEAN, crate::image::SIGLIP_STD),
         }
     }
 
