@@ -189,17 +189,21 @@ fn embed(g: &mut GraphBuilder, pixels: &str) -> String {
     x
 }
 
-/// Pre-norm residual layer `l`: attention then MLP.
+/// Pre-norm residual layer `l`: attention then MLP. Inside, tokens are rows of a 2-D
+/// `[B·T, D]` matrix so every linear layer is one `Gemm` with `transB` on the weight as
+/// stored (no transposed copy of any weight is made, and the bias add is fused).
 fn layer(g: &mut GraphBuilder, l: usize, x: &str) -> String {
     let c = g.model().config.clone();
     let pre = format!("vision_model.encoder.layers.{l}");
     let (h, dh) = (c.num_heads as i64, c.head_dim() as i64);
-    let d = c.hidden_size as i64;
+    let (d, t) = (c.hidden_size as i64, c.tokens as i64);
 
-    let n1 = g.layer_norm(x, &format!("{pre}.layer_norm1"));
-    let split = g.const_i64(&[4], &[0, 0, h, dh]);
+    let rows = g.const_i64(&[2], &[-1, d]);
+    let x = g.op("Reshape", &[x, &rows], vec![]);
+    let n1 = g.layer_norm(&x, &format!("{pre}.layer_norm1"));
+    let split = g.const_i64(&[4], &[-1, t, h, dh]);
     let heads = |g: &mut GraphBuilder, proj: &str, perm: &[i64]| {
-        let y = g.linear(&n1, &format!("{pre}.self_attn.{proj}"), true);
+        let y = g.gemm(&n1, &format!("{pre}.self_attn.{proj}"), true);
         let y = g.op("Reshape", &[&y, &split], vec![]);
         g.op("Transpose", &[&y], vec![attr_ints("perm", perm)])
     };
@@ -212,16 +216,17 @@ fn layer(g: &mut GraphBuilder, l: usize, x: &str) -> String {
     let probs = g.op("Softmax", &[&scores], vec![attr_int("axis", -1)]);
     let ctx = g.op("MatMul", &[&probs, &v], vec![]);
     let ctx = g.op("Transpose", &[&ctx], vec![attr_ints("perm", &[0, 2, 1, 3])]);
-    let merge = g.const_i64(&[3], &[0, 0, d]);
-    let ctx = g.op("Reshape", &[&ctx, &merge], vec![]);
-    let attn = g.linear(&ctx, &format!("{pre}.self_attn.out_proj"), true);
-    let x = g.op("Add", &[x, &attn], vec![]);
+    let ctx = g.op("Reshape", &[&ctx, &rows], vec![]);
+    let attn = g.gemm(&ctx, &format!("{pre}.self_attn.out_proj"), true);
+    let x = g.op("Add", &[&x, &attn], vec![]);
 
     let n2 = g.layer_norm(&x, &format!("{pre}.layer_norm2"));
-    let f1 = g.linear(&n2, &format!("{pre}.mlp.fc1"), true);
+    let f1 = g.gemm(&n2, &format!("{pre}.mlp.fc1"), true);
     let a = activation(g, &f1, c.activation);
-    let f2 = g.linear(&a, &format!("{pre}.mlp.fc2"), true);
-    g.op("Add", &[&x, &f2], vec![])
+    let f2 = g.gemm(&a, &format!("{pre}.mlp.fc2"), true);
+    let y = g.op("Add", &[&x, &f2], vec![]);
+    let tokens = g.const_i64(&[3], &[-1, t, d]);
+    g.op("Reshape", &[&y, &tokens], vec![])
 }
 
 fn activation(g: &mut GraphBuilder, x: &str, act: Activation) -> String {
@@ -278,7 +283,7 @@ fn head(g: &mut GraphBuilder, x: &str, penult: Option<&str>) -> HeadOut {
             let zero = g.const_i64(&[], &[0]);
             let cls = g.op("Gather", &[x, &zero], vec![attr_int("axis", 1)]);
             let pooled = g.layer_norm(&cls, "vision_model.post_layernorm");
-            let embeds = g.linear(&pooled, "visual_projection", false);
+            let embeds = g.gemm(&pooled, "visual_projection", false);
             let projected = match (c.llava, penult) {
                 (true, Some(p)) => {
                     let (st, en, ax) = (

@@ -242,6 +242,19 @@ impl<'m> GraphBuilder<'m> {
         }
     }
 
+    /// `x · Wᵀ + b` for a 2-D `x`: one `Gemm` on the weight as stored in the file.
+    pub fn gemm(&mut self, x: &str, prefix: &str, bias: bool) -> String {
+        let key = format!("{prefix}.weight");
+        let w = self.raw_weight(&key);
+        let trans_b = i64::from(self.model.weight(&key).layout == Layout::OutIn);
+        let mut inputs = vec![x.to_string(), w];
+        if bias {
+            inputs.push(self.weight(&format!("{prefix}.bias")));
+        }
+        let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+        self.op("Gemm", &inputs, vec![attr_int("transB", trans_b)])
+    }
+
     pub fn layer_norm(&mut self, x: &str, prefix: &str) -> String {
         let eps = self.model.config.layer_norm_eps;
         let w = self.weight(&format!("{prefix}.weight"));

@@ -18,7 +18,7 @@ use crate::model::Model;
 use crate::{Error, ErrorKind, Result};
 
 /// Bumped whenever the graphs change, so old exports are rebuilt rather than reused.
-pub const EXPORT_FORMAT: u32 = 1;
+pub const EXPORT_FORMAT: u32 = 2;
 pub const WEIGHTS_FILE: &str = "weights.safetensors";
 pub const WHOLE_FILE: &str = "whole.onnx";
 
@@ -141,13 +141,13 @@ pub fn export(
     graphs_root: Option<&Path>,
     granularity: Granularity,
 ) -> Result<Export> {
-    let content_id = model.content_id()?;
+    let root = graphs_root
+        .map(Path::to_path_buf)
+        .unwrap_or_else(default_graphs_root);
+    let content_id = cached_content_id(model, &root)?;
     let dir = match out {
         Some(d) => d.to_path_buf(),
-        None => graphs_root
-            .map(Path::to_path_buf)
-            .unwrap_or_else(default_graphs_root)
-            .join(model_dir_name(model, &content_id)),
+        None => root.join(model_dir_name(model, &content_id)),
     };
     if let Some(found) = reusable(&dir, &content_id, granularity) {
         return Ok(Export {
@@ -206,6 +206,36 @@ pub fn export(
         manifest,
         reused: false,
     })
+}
+
+/// The model's content hash, remembered per file (device, inode, size, mtime) under
+/// `<root>/.ids/` so a cached export is found without reading the weights again.
+fn cached_content_id(model: &Model, root: &Path) -> Result<String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(model.path()).map_err(|e| Error::io(model.path(), e))?;
+    let stamp = format!(
+        "{}:{}:{}:{}.{}",
+        meta.dev(),
+        meta.ino(),
+        meta.len(),
+        meta.mtime(),
+        meta.mtime_nsec()
+    );
+    let key = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(stamp.as_bytes()));
+    let entry = root.join(".ids").join(key);
+    if let Ok(text) = std::fs::read_to_string(&entry) {
+        if let Some((s, id)) = text.trim().split_once(' ') {
+            if s == stamp && id.len() == 32 {
+                return Ok(id.to_string());
+            }
+        }
+    }
+    let id = model.content_id()?;
+    // A cache that cannot be written only costs a re-hash next time.
+    if std::fs::create_dir_all(entry.parent().unwrap_or(root)).is_ok() {
+        let _ = write_atomic(&entry, format!("{stamp} {id}\n").as_bytes());
+    }
+    Ok(id)
 }
 
 /// A finished export in `dir` for these contents, if there is one.
