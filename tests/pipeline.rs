@@ -116,6 +116,7 @@ fn export_is_reused_and_shares_the_weights_file() {
     let dirs: Vec<_> = std::fs::read_dir(&tmp)
         .unwrap()
         .map(|e| e.unwrap().path())
+        .filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
         .collect();
     assert_eq!(dirs.len(), 1, "{dirs:?}");
     let dir = &dirs[0];
