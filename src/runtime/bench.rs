@@ -34,6 +34,9 @@ pub struct BenchReport {
     pub whole: Option<Figures>,
     /// blocks images/s ÷ whole images/s.
     pub split_ratio: Option<f64>,
+    /// Peak RSS once the block pipeline has run (before the whole-model session exists).
+    pub blocks_peak_rss_bytes: u64,
+    /// Peak RSS of the process at the end (both sessions).
     pub peak_rss_bytes: u64,
     pub model_bytes: u64,
 }
@@ -113,6 +116,7 @@ pub fn run(opts: &LoadOptions, batch: usize, iters: usize, whole: bool) -> Resul
         images_per_s: batch as f64 / med,
         median_batch_s: med,
     };
+    let blocks_rss = peak_rss();
     let whole_fig = if whole {
         Some(run_whole(&cv, &px, iters)?)
     } else {
@@ -133,6 +137,7 @@ pub fn run(opts: &LoadOptions, batch: usize, iters: usize, whole: bool) -> Resul
         blocks,
         per_block_median_ms: per_block,
         whole: whole_fig,
+        blocks_peak_rss_bytes: blocks_rss,
         peak_rss_bytes: peak_rss(),
         model_bytes: cv.model().model_bytes(),
     })

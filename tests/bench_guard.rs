@@ -1,0 +1,37 @@
+//! A quick regression guard on a tiny model: the block pipeline must not be grossly slower
+//! than one whole-model session (it fails only below half, never on noise).
+
+mod common;
+
+use common::*;
+use distorch_vision::loader::LoadOptions;
+use distorch_vision::plan::LoaderOptions;
+
+#[test]
+fn block_pipeline_is_not_grossly_slower_than_the_whole_model() {
+    let tmp = temp_dir("bench_guard");
+    let opts = LoadOptions {
+        clip_vision: fixture("clip_gelu_f16")
+            .join("model.safetensors")
+            .display()
+            .to_string(),
+        loader: LoaderOptions {
+            device: Some("cpu".into()),
+            ..Default::default()
+        },
+        graphs_dir: Some(tmp),
+        ..Default::default()
+    };
+    let r = distorch_vision::runtime::bench::run(&opts, 8, 40, true).unwrap();
+    let ratio = r.split_ratio.unwrap();
+    eprintln!(
+        "blocks {:.0} img/s, whole {:.0} img/s, ratio {ratio:.3}",
+        r.blocks.images_per_s,
+        r.whole.as_ref().unwrap().images_per_s
+    );
+    assert!(
+        ratio > 0.5,
+        "block pipeline at {ratio:.3}× the whole-model session"
+    );
+    assert_eq!(r.per_block_median_ms.len(), 5);
+}
