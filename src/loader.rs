@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use ndarray::ArrayView4;
 
-use crate::export::{self, Export, Granularity};
+use crate::export::{self, ComputeDtype, Export, Granularity};
 use crate::model::Model;
 use crate::plan::{self, BlockSize, Device, Inventory, LoaderOptions, Plan};
 use crate::runtime::{device, Outputs, Pipeline, StagePlan};
@@ -28,6 +28,8 @@ pub struct LoadOptions {
     /// Root folder of exports; `None` = the default (see `export::default_graphs_root`).
     pub graphs_dir: Option<PathBuf>,
     pub granularity: Granularity,
+    /// Compute precision (`int8` runs on the CPU only).
+    pub dtype: ComputeDtype,
     /// Test hook: blocks (or `all`) run with their weights fed as inputs each pass, as
     /// streamed blocks are, even when the plan keeps them resident.
     pub force_streamed: Vec<String>,
@@ -129,7 +131,20 @@ impl ClipVision {
                 streamed: b.home != b.exec || forced(&b.name),
             })
             .collect();
-        let export = export::export(&model, None, opts.graphs_dir.as_deref(), opts.granularity)?;
+        if opts.dtype == ComputeDtype::Int8
+            && stages.iter().any(|s| s.exec != Device::Cpu || s.streamed)
+        {
+            return Err(Error::invalid(
+                "--dtype int8 runs on the CPU only: use --device cpu with no GPU placement",
+            ));
+        }
+        let export = export::export_with(
+            &model,
+            None,
+            opts.graphs_dir.as_deref(),
+            opts.granularity,
+            opts.dtype,
+        )?;
         if opts.loader.eject_models {
             eject_others(plan.compute_device, None);
         }

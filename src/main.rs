@@ -264,6 +264,7 @@ fn run(cli: Cli) -> Result<()> {
                 graphs_dir: common.graphs_dir.clone(),
                 granularity: Granularity::Blocks,
                 force_streamed: stream_blocks,
+                ..Default::default()
             })?;
             cv.model().check_pixels(px.shape())?;
             let res = cv.encode(px.view(), &outputs, batch_size)?;

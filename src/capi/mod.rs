@@ -491,7 +491,7 @@ unsafe fn load_options(o: &DvLoadOptions) -> R<LoadOptions> {
             .filter(|s| !s.is_empty())
             .map(PathBuf::from),
         granularity: Granularity::default(),
-        force_streamed: Vec::new(),
+        ..Default::default()
     })
 }
 

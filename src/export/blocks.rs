@@ -3,6 +3,7 @@
 
 use super::graph::{attr_int, attr_ints, Dim, GraphBuilder};
 use super::onnx::ModelProto;
+use super::quant::QuantSink;
 use crate::model::{Activation, Kind, Model};
 
 /// Graph inputs and outputs of one block, as listed in the manifest.
@@ -67,8 +68,28 @@ pub fn block_graph(
     weights_file: &str,
     weights_as_inputs: bool,
 ) -> (ModelProto, Vec<String>) {
+    let g = GraphBuilder::new(model, weights_file, weights_as_inputs);
+    let (proto, weight_inputs, _) = build_block(g, name);
+    (proto, weight_inputs)
+}
+
+/// The int8 graph of one block and its quantised weights (`<block>.q8`), if it has any.
+pub fn block_graph_int8(
+    model: &Model,
+    name: &str,
+    weights_file: &str,
+) -> crate::Result<(ModelProto, Option<QuantSink>)> {
+    let g = GraphBuilder::new(model, weights_file, false).with_quantization(&format!("{name}.q8"));
+    let (proto, _, quant) = build_block(g, name);
+    Ok((proto, quant?.filter(|q| !q.bytes.is_empty())))
+}
+
+fn build_block(
+    mut g: GraphBuilder,
+    name: &str,
+) -> (ModelProto, Vec<String>, crate::Result<Option<QuantSink>>) {
+    let model = g.model();
     let io = block_io(model, name);
-    let mut g = GraphBuilder::new(model, weights_file, weights_as_inputs);
     let c = &model.config;
     let outs: Vec<String> = match name {
         "embed" => {
@@ -107,7 +128,8 @@ pub fn block_graph(
         g.output(value, out, &dims);
     }
     let weight_inputs = g.weight_inputs().to_vec();
-    (g.finish(name), weight_inputs)
+    let quant = g.take_quantized();
+    (g.finish(name), weight_inputs, quant)
 }
 
 /// Every output of the model from one graph (`export --granularity whole`).

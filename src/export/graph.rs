@@ -30,6 +30,11 @@ pub struct GraphBuilder<'m> {
     weights: HashMap<String, String>,
     weight_inputs: Vec<String>,
     counter: usize,
+    /// Set for `--dtype int8`: the layers' linear weights are quantised into this sink.
+    quant: Option<super::quant::QuantSink>,
+    uses_ms_domain: bool,
+    /// The first failure while reading weights (builder methods return value names).
+    error: Option<crate::Error>,
 }
 
 pub fn attr_int(name: &str, i: i64) -> AttributeProto {
@@ -99,7 +104,19 @@ impl<'m> GraphBuilder<'m> {
             weights: HashMap::new(),
             weight_inputs: Vec::new(),
             counter: 0,
+            quant: None,
+            uses_ms_domain: false,
+            error: None,
         }
+    }
+
+    /// Quantises the layers' linear weights into a data file named `file` (int8 mode).
+    pub fn with_quantization(mut self, file: &str) -> Self {
+        self.quant = Some(super::quant::QuantSink {
+            file: file.into(),
+            bytes: Vec::new(),
+        });
+        self
     }
 
     pub fn model(&self) -> &'m Model {
@@ -242,8 +259,12 @@ impl<'m> GraphBuilder<'m> {
         }
     }
 
-    /// `x · Wᵀ + b` for a 2-D `x`: one `Gemm` on the weight as stored in the file.
+    /// `x · Wᵀ + b` for a 2-D `x`: one `Gemm` on the weight as stored in the file, or a
+    /// `DynamicQuantizeMatMul` on int8 weights in int8 mode.
     pub fn gemm(&mut self, x: &str, prefix: &str, bias: bool) -> String {
+        if self.quant.is_some() && prefix.starts_with("vision_model.encoder.layers.") {
+            return self.quantized_linear(x, prefix, bias);
+        }
         let key = format!("{prefix}.weight");
         let w = self.raw_weight(&key);
         let trans_b = i64::from(self.model.weight(&key).layout == Layout::OutIn);
@@ -253,6 +274,71 @@ impl<'m> GraphBuilder<'m> {
         }
         let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
         self.op("Gemm", &inputs, vec![attr_int("transB", trans_b)])
+    }
+
+    fn quantized_linear(&mut self, x: &str, prefix: &str, bias: bool) -> String {
+        let key = format!("{prefix}.weight");
+        let w = self.model.weight(&key).clone();
+        let (out, inp) = (w.info.shape[0], w.info.shape[1]);
+        let values = match self.model.weight_f32(&key) {
+            Ok(v) => v,
+            Err(e) => {
+                self.error.get_or_insert(e);
+                vec![0.0; out * inp]
+            }
+        };
+        let (q, scales) = super::quant::quantize_per_output(&values, out, inp);
+        let sink = self.quant.as_mut().expect("int8 mode");
+        let file = sink.file.clone();
+        let q_bytes: Vec<u8> = q.iter().map(|&v| v as u8).collect();
+        let (qo, ql) = sink.push(&q_bytes);
+        let s_bytes: Vec<u8> = scales.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let (so, sl) = sink.push(&s_bytes);
+        let external = |name: &str, dims: Vec<i64>, dtype: i32, off: u64, len: u64| TensorProto {
+            dims,
+            data_type: dtype,
+            name: name.into(),
+            external_data: vec![
+                entry("location", &file),
+                entry("offset", &off.to_string()),
+                entry("length", &len.to_string()),
+            ],
+            data_location: 1,
+            ..Default::default()
+        };
+        let (qn, sn) = (format!("{key}.int8"), format!("{key}.scale"));
+        self.initializers.push(external(
+            &qn,
+            vec![inp as i64, out as i64],
+            data_type::INT8,
+            qo,
+            ql,
+        ));
+        self.initializers
+            .push(external(&sn, vec![out as i64], data_type::FLOAT, so, sl));
+        let mut inputs = vec![x.to_string(), qn, sn, String::new()];
+        if bias {
+            inputs.push(self.weight(&format!("{prefix}.bias")));
+        }
+        self.uses_ms_domain = true;
+        let name = self.fresh("dqmatmul");
+        self.nodes.push(NodeProto {
+            input: inputs,
+            output: vec![name.clone()],
+            name: name.clone(),
+            op_type: "DynamicQuantizeMatMul".into(),
+            attribute: vec![],
+            domain: "com.microsoft".into(),
+        });
+        name
+    }
+
+    /// The quantised weights gathered so far (int8 mode), and any error met reading weights.
+    pub fn take_quantized(&mut self) -> crate::Result<Option<super::quant::QuantSink>> {
+        if let Some(e) = self.error.take() {
+            return Err(e);
+        }
+        Ok(self.quant.take())
     }
 
     pub fn layer_norm(&mut self, x: &str, prefix: &str) -> String {
@@ -274,10 +360,19 @@ impl<'m> GraphBuilder<'m> {
     pub fn finish(self, name: &str) -> ModelProto {
         ModelProto {
             ir_version: IR_VERSION,
-            opset_import: vec![OperatorSetIdProto {
-                domain: String::new(),
-                version: OPSET,
-            }],
+            opset_import: {
+                let mut v = vec![OperatorSetIdProto {
+                    domain: String::new(),
+                    version: OPSET,
+                }];
+                if self.uses_ms_domain {
+                    v.push(OperatorSetIdProto {
+                        domain: "com.microsoft".into(),
+                        version: 1,
+                    });
+                }
+                v
+            },
             producer_name: "distorch-vision".into(),
             producer_version: env!("CARGO_PKG_VERSION").into(),
             graph: Some(GraphProto {

@@ -6,6 +6,7 @@
 pub mod blocks;
 pub mod graph;
 pub mod onnx;
+pub mod quant;
 
 use std::path::{Path, PathBuf};
 
@@ -44,6 +45,30 @@ impl std::str::FromStr for Granularity {
     }
 }
 
+/// Compute precision of the exported graphs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ComputeDtype {
+    /// The reference: f32 compute on the file's values (SPEC §2.4).
+    #[default]
+    Fp32,
+    /// Layers' linear weights in int8 with activations quantised on the fly (CPU only).
+    Int8,
+}
+
+impl std::str::FromStr for ComputeDtype {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "fp32" | "f32" | "float32" => Ok(ComputeDtype::Fp32),
+            "int8" | "i8" => Ok(ComputeDtype::Int8),
+            _ => Err(Error::invalid(format!(
+                "--dtype {s:?} is not valid (valid: fp32, int8)"
+            ))),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct ManifestBlock {
     pub name: String,
@@ -63,6 +88,8 @@ pub struct ManifestWhole {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Manifest {
     pub format: u32,
+    #[serde(default)]
+    pub dtype: ComputeDtype,
     pub model_id: String,
     pub source: String,
     pub source_bytes: u64,
@@ -141,15 +168,29 @@ pub fn export(
     graphs_root: Option<&Path>,
     granularity: Granularity,
 ) -> Result<Export> {
+    export_with(model, out, graphs_root, granularity, ComputeDtype::Fp32)
+}
+
+/// `export` in a given compute precision (int8 graphs go to `<model-id>-int8/`).
+pub fn export_with(
+    model: &Model,
+    out: Option<&Path>,
+    graphs_root: Option<&Path>,
+    granularity: Granularity,
+    dtype: ComputeDtype,
+) -> Result<Export> {
     let root = graphs_root
         .map(Path::to_path_buf)
         .unwrap_or_else(default_graphs_root);
     let content_id = cached_content_id(model, &root)?;
     let dir = match out {
         Some(d) => d.to_path_buf(),
-        None => root.join(model_dir_name(model, &content_id)),
+        None => root.join(match dtype {
+            ComputeDtype::Fp32 => model_dir_name(model, &content_id),
+            ComputeDtype::Int8 => format!("{}-int8", model_dir_name(model, &content_id)),
+        }),
     };
-    if let Some(found) = reusable(&dir, &content_id, granularity) {
+    if let Some(found) = reusable(&dir, &content_id, granularity).filter(|m| m.dtype == dtype) {
         return Ok(Export {
             dir,
             manifest: found,
@@ -164,7 +205,16 @@ pub fn export(
 
     let mut blocks = Vec::new();
     for block in &model.blocks {
-        let (proto, _) = blocks::block_graph(model, &block.name, WEIGHTS_FILE, false);
+        let proto = match dtype {
+            ComputeDtype::Fp32 => blocks::block_graph(model, &block.name, WEIGHTS_FILE, false).0,
+            ComputeDtype::Int8 => {
+                let (proto, quant) = blocks::block_graph_int8(model, &block.name, WEIGHTS_FILE)?;
+                if let Some(q) = quant {
+                    write_atomic(&dir.join(&q.file), &q.bytes)?;
+                }
+                proto
+            }
+        };
         let file = format!("{}.onnx", block.name);
         write_atomic(&dir.join(&file), &proto.encode_to_vec())?;
         let io = blocks::block_io(model, &block.name);
@@ -176,7 +226,7 @@ pub fn export(
             bytes: block.bytes,
         });
     }
-    let whole = if granularity == Granularity::Whole {
+    let whole = if granularity == Granularity::Whole && dtype == ComputeDtype::Fp32 {
         let (proto, outputs) = blocks::whole_graph(model, WEIGHTS_FILE);
         write_atomic(&dir.join(WHOLE_FILE), &proto.encode_to_vec())?;
         Some(ManifestWhole {
@@ -189,6 +239,7 @@ pub fn export(
     };
     let manifest = Manifest {
         format: EXPORT_FORMAT,
+        dtype,
         model_id: content_id,
         source: model.path().display().to_string(),
         source_bytes: model.file.file_len(),

@@ -190,6 +190,29 @@ impl Model {
             .collect()
     }
 
+    /// A weight's values as f32 in the layout stored in the file (reads the data).
+    pub fn weight_f32(&self, key: &str) -> Result<Vec<f32>> {
+        let w = self
+            .keys
+            .get(key)
+            .ok_or_else(|| Error::model(format!("missing tensor {key}")))?;
+        let bytes = self.file.data(&w.info)?;
+        Ok(match w.info.dtype {
+            DType::F16 => bytes
+                .chunks_exact(2)
+                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            DType::BF16 => bytes
+                .chunks_exact(2)
+                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            _ => bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+        })
+    }
+
     /// Counts of weight bytes by dtype, for `inspect`.
     pub fn dtype_summary(&self) -> Vec<(&'static str, usize, u64)> {
         let mut by: std::collections::BTreeMap<&'static str, (usize, u64)> = Default::default();
