@@ -8,6 +8,7 @@ use distorch_vision::export::{self, Granularity};
 use distorch_vision::image::Crop;
 use distorch_vision::job::batch::{self, EncodeJob};
 use distorch_vision::job::models::ModelFolders;
+use distorch_vision::job::yaml;
 use distorch_vision::loader::{inventory, plan_model, resolve_model_in, ClipVision, LoadOptions};
 use distorch_vision::model::Model;
 use distorch_vision::plan::{DonorPolicy, LoaderOptions};
@@ -188,6 +189,12 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Run the jobs of a YAML file in order (see examples/).
+    Run {
+        file: PathBuf,
+        #[command(flatten)]
+        common: Common,
+    },
     /// List the clip_vision models in the model folders (--comfyui, COMFYUI_PATH, extra_model_paths.yaml).
     Models {
         #[arg(long)]
@@ -349,6 +356,19 @@ fn run(cli: Cli) -> Result<()> {
                 out.display(),
                 px.shape()
             );
+            Ok(())
+        }
+        Command::Run { file, common } => {
+            setup(&common)?;
+            let settings = yaml::RunSettings {
+                graphs_dir: common.graphs_dir.clone(),
+                model_folders: folders,
+                progress: true,
+                ..Default::default()
+            };
+            for line in yaml::run_file(&file, &settings)? {
+                eprintln!("{line}");
+            }
             Ok(())
         }
         Command::Models { json } => {

@@ -3,3 +3,4 @@
 pub mod batch;
 pub mod models;
 pub mod output;
+pub mod yaml;
