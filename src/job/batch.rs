@@ -625,8 +625,9 @@ impl Default for EncodeJob {
 pub const DEFAULT_SHARD_SIZE: usize = 1024;
 
 impl EncodeJob {
+    /// Sharded when `shard_size` is set, or a safetensors job's `out` is an existing folder.
     pub fn is_sharded(&self) -> bool {
-        self.shard_size.is_some() || self.out.is_dir()
+        self.shard_size.is_some() || (self.format == OutFormat::Safetensors && self.out.is_dir())
     }
 }
 
