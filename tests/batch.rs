@@ -165,7 +165,7 @@ fn encode_images_equals_encode_of_preprocessed_pixels() {
     let b = tmp.join("b.safetensors");
     let o = encode("--images", &files, &a);
     assert!(o.status.success(), "{}", stderr(&o));
-    let o = encode("--pixels", &[px.clone()], &b);
+    let o = encode("--pixels", std::slice::from_ref(&px), &b);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(read_tensors(&a), read_tensors(&b));
     assert_eq!(
