@@ -2,17 +2,18 @@
 //! the devices, export its graphs (or reuse them), build the sessions, encode. Loaded models
 //! are kept in a process-wide registry so `eject_models` can release the others (SPEC §5.6).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use ndarray::ArrayView4;
 
 use crate::export::{self, ComputeDtype, Export, Granularity};
+use crate::job::models::ModelFolders;
 use crate::model::Model;
 use crate::plan::{self, BlockSize, Device, Inventory, LoaderOptions, Plan};
 use crate::runtime::{device, Outputs, Pipeline, StagePlan};
-use crate::{Error, ErrorKind, Result};
+use crate::{Error, Result};
 
 /// Batch size the activation reserve of the fit check is sized for.
 pub const RESERVE_BATCH: u64 = 8;
@@ -33,23 +34,19 @@ pub struct LoadOptions {
     /// Test hook: blocks (or `all`) run with their weights fed as inputs each pass, as
     /// streamed blocks are, even when the plan keeps them resident.
     pub force_streamed: Vec<String>,
+    /// Folders a model name is looked up in (SPEC §2.5); the default uses `COMFYUI_PATH`.
+    pub model_folders: ModelFolders,
 }
 
-/// Resolves `clip_vision` to a model file.
+/// Resolves `clip_vision` to a model file: a path, else a name in the default model folders
+/// (`COMFYUI_PATH` and its `extra_model_paths.yaml`).
 pub fn resolve_model(clip_vision: &str) -> Result<PathBuf> {
-    let p = Path::new(clip_vision);
-    if clip_vision.trim().is_empty() {
-        return Err(Error::invalid(
-            "clip_vision is empty: give a .safetensors path or a model name",
-        ));
-    }
-    if p.exists() {
-        return Ok(p.to_path_buf());
-    }
-    Err(Error::new(
-        ErrorKind::NotFound,
-        format!("model {clip_vision:?} not found (no such file)"),
-    ))
+    resolve_model_in(clip_vision, &ModelFolders::default())
+}
+
+/// Resolves `clip_vision` to a model file: a path, else a name in `folders`.
+pub fn resolve_model_in(clip_vision: &str, folders: &ModelFolders) -> Result<PathBuf> {
+    folders.resolve(clip_vision)
 }
 
 /// Bytes the fit check keeps free for one batch of activations on each executing device.
@@ -111,7 +108,7 @@ pub struct ClipVision {
 
 impl ClipVision {
     pub fn load(opts: &LoadOptions) -> Result<ClipVision> {
-        let path = resolve_model(&opts.clip_vision)?;
+        let path = resolve_model_in(&opts.clip_vision, &opts.model_folders)?;
         let model = Arc::new(Model::open(&path)?);
         let inv = inventory(opts.simulate_devices.as_deref())?;
         let plan = plan_model(&model, &opts.loader, &inv)?;

@@ -4,9 +4,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use distorch_vision::export::{self, Granularity};
-use distorch_vision::job::output;
-use distorch_vision::loader::{inventory, plan_model, resolve_model, ClipVision, LoadOptions};
+use distorch_vision::export::{self, ComputeDtype, Granularity};
+use distorch_vision::image::Crop;
+use distorch_vision::job::batch::{self, EncodeJob};
+use distorch_vision::job::models::ModelFolders;
+use distorch_vision::job::yaml;
+use distorch_vision::loader::{inventory, plan_model, resolve_model_in, ClipVision, LoadOptions};
 use distorch_vision::model::Model;
 use distorch_vision::plan::{DonorPolicy, LoaderOptions};
 use distorch_vision::Result;
@@ -20,6 +23,25 @@ use distorch_vision::Result;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    folders: FolderArgs,
+}
+
+/// Where model names are looked up (SPEC §2.5).
+#[derive(Args, Clone)]
+struct FolderArgs {
+    /// ComfyUI folder whose models/clip_vision holds models (default: env COMFYUI_PATH).
+    #[arg(long, global = true)]
+    comfyui: Option<PathBuf>,
+    /// An extra_model_paths.yaml (default: <comfyui>/extra_model_paths.yaml when present).
+    #[arg(long, global = true)]
+    extra_model_paths: Option<PathBuf>,
+}
+
+impl FolderArgs {
+    fn folders(&self) -> ModelFolders {
+        ModelFolders::new(self.comfyui.clone(), self.extra_model_paths.clone())
+    }
 }
 
 #[derive(Args, Clone)]
@@ -72,6 +94,7 @@ impl LoaderArgs {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once
 enum Command {
     /// List the devices this process sees (GPUs through the CUDA driver, and the CPU).
     Devices {
@@ -109,16 +132,37 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
-    /// Encode preprocessed pixels into embeddings.
+    /// Encode images (or preprocessed pixels) into embeddings; sharded with --shard-size or a folder --out.
     Encode {
         #[arg(long)]
         model: String,
+        /// Image files and folders (folders expand recursively, sorted).
+        #[arg(long, num_args = 1.., conflicts_with = "pixels", required_unless_present = "pixels")]
+        images: Vec<PathBuf>,
         /// A safetensors file with one NCHW f32 tensor, used as is.
         #[arg(long)]
-        pixels: PathBuf,
-        /// Output safetensors file.
+        pixels: Option<PathBuf>,
+        /// `center` (default) or `none` (stretch).
+        #[arg(long, default_value = "center")]
+        crop: Crop,
+        /// Output safetensors file, or a folder of shards (sharded mode).
         #[arg(long)]
         out: PathBuf,
+        /// Rows per shard; turns on sharded mode (--out is then a folder).
+        #[arg(long)]
+        shard_size: Option<usize>,
+        /// Sharded mode: skip images already in finished shards of --out.
+        #[arg(long)]
+        resume: bool,
+        /// Sharded mode: abort on an unreadable image instead of skipping it.
+        #[arg(long)]
+        strict: bool,
+        /// Sharded mode: image decoder threads.
+        #[arg(long, default_value_t = 2)]
+        decode_threads: usize,
+        /// Test hook: sleep this many milliseconds after each encoded batch.
+        #[arg(long, default_value_t = 0, hide = true)]
+        throttle_ms: u64,
         #[command(flatten)]
         loader: LoaderArgs,
         #[arg(long, default_value_t = 8)]
@@ -129,8 +173,35 @@ enum Command {
         /// Test hook: run these blocks (comma-separated, or `all`) with their weights fed as inputs each pass.
         #[arg(long, value_delimiter = ',', hide = true)]
         stream_blocks: Vec<String>,
+        /// Compute precision: `fp32` (default, the reference) or `int8` (CPU, faster, approximate).
+        #[arg(long, default_value = "fp32")]
+        dtype: ComputeDtype,
         #[command(flatten)]
         common: Common,
+    },
+    /// Decode and preprocess images into one NCHW `pixel_values` tensor (safetensors).
+    Preprocess {
+        #[arg(long)]
+        model: String,
+        /// Image files and folders (folders expand recursively, sorted).
+        #[arg(long, num_args = 1.., required = true)]
+        images: Vec<PathBuf>,
+        /// `center` (default) or `none` (stretch).
+        #[arg(long, default_value = "center")]
+        crop: Crop,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Run the jobs of a YAML file in order (see examples/).
+    Run {
+        file: PathBuf,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// List the clip_vision models in the model folders (--comfyui, COMFYUI_PATH, extra_model_paths.yaml).
+    Models {
+        #[arg(long)]
+        json: bool,
     },
     /// Throughput of the block pipeline against one whole-model session on the same weights.
     Bench(BenchArgs),
@@ -153,6 +224,9 @@ struct BenchArgs {
     no_whole: bool,
     #[arg(long)]
     json: bool,
+    /// Compute precision: `fp32` (default, the reference) or `int8` (CPU, faster, approximate).
+    #[arg(long, default_value = "fp32")]
+    dtype: ComputeDtype,
     #[command(flatten)]
     common: Common,
 }
@@ -184,8 +258,9 @@ fn setup(common: &Common) -> Result<()> {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    let folders = cli.folders.folders();
     match cli.command {
-        Command::Inspect { model, json } => inspect(&model, json),
+        Command::Inspect { model, json } => inspect(&resolve_model_in(&model, &folders)?, json),
         Command::Export {
             model,
             out,
@@ -193,7 +268,7 @@ fn run(cli: Cli) -> Result<()> {
             common,
         } => {
             setup(&common)?;
-            let m = Model::open(&resolve_model(&model)?)?;
+            let m = Model::open(&resolve_model_in(&model, &folders)?)?;
             let t = std::time::Instant::now();
             let e = export::export(
                 &m,
@@ -231,7 +306,7 @@ fn run(cli: Cli) -> Result<()> {
             loader,
             json,
         } => {
-            let m = Model::open(&resolve_model(&model)?)?;
+            let m = Model::open(&resolve_model_in(&model, &folders)?)?;
             let inv = inventory(loader.simulate_devices.as_deref())?;
             let p = plan_model(&m, &loader.options()?, &inv)?;
             if json {
@@ -246,41 +321,111 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Encode {
             model,
+            images,
             pixels,
+            crop,
             out,
+            shard_size,
+            resume,
+            strict,
+            decode_threads,
+            throttle_ms,
             loader,
             batch_size,
             outputs,
             stream_blocks,
+            dtype,
             common,
         } => {
             setup(&common)?;
-            let t = std::time::Instant::now();
-            let px = output::read_pixels(&pixels)?;
+            let job = EncodeJob {
+                images,
+                pixels,
+                crop,
+                batch_size,
+                outputs,
+                out,
+                shard_size,
+                resume,
+                strict,
+                decode_threads,
+                throttle: std::time::Duration::from_millis(throttle_ms),
+                model_label: model.clone(),
+                ..Default::default()
+            };
+            if !job.is_sharded() && (resume || strict) {
+                return Err(distorch_vision::Error::invalid(
+                    "--resume and --strict apply to sharded encoding (--shard-size N, or --out FOLDER)",
+                ));
+            }
             let cv = ClipVision::load(&LoadOptions {
-                clip_vision: model.clone(),
+                clip_vision: model,
                 loader: loader.options()?,
                 simulate_devices: loader.simulate_devices.clone(),
                 graphs_dir: common.graphs_dir.clone(),
                 granularity: Granularity::Blocks,
                 force_streamed: stream_blocks,
+                model_folders: folders,
+                dtype,
                 ..Default::default()
             })?;
-            cv.model().check_pixels(px.shape())?;
-            let res = cv.encode(px.view(), &outputs, batch_size)?;
-            let inputs = vec![pixels.display().to_string()];
-            output::write_outputs(&out, &res, &inputs, &model)?;
+            let summary = batch::run_encode(&cv, &job)?;
+            eprintln!("{summary}");
+            Ok(())
+        }
+        Command::Preprocess {
+            model,
+            images,
+            crop,
+            out,
+        } => {
+            let m = Model::open(&resolve_model_in(&model, &folders)?)?;
+            let spec = batch::preprocess_spec(&m, crop);
+            let (px, sources) = batch::preprocess_inputs(&images, &spec)?;
+            batch::write_pixels(&out, &px, &sources, &model)?;
             eprintln!(
-                "encoded {} images into {} ({}) in {:.2} s",
-                px.shape()[0],
+                "preprocessed {} images into {} (pixel_values {:?})",
+                sources.len(),
                 out.display(),
-                res.tensors
-                    .iter()
-                    .map(|(n, t)| format!("{n} {:?}", t.shape()))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                t.elapsed().as_secs_f64()
+                px.shape()
             );
+            Ok(())
+        }
+        Command::Run { file, common } => {
+            setup(&common)?;
+            let settings = yaml::RunSettings {
+                graphs_dir: common.graphs_dir.clone(),
+                model_folders: folders,
+                progress: true,
+                ..Default::default()
+            };
+            for line in yaml::run_file(&file, &settings)? {
+                eprintln!("{line}");
+            }
+            Ok(())
+        }
+        Command::Models { json } => {
+            let list = folders.list()?;
+            if json {
+                let v = serde_json::json!({
+                    "folders": folders.folders()?.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
+                    "models": list,
+                });
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            } else {
+                let dirs = folders.folders()?;
+                if dirs.is_empty() {
+                    eprintln!("no model folders: pass --comfyui PATH, set COMFYUI_PATH, or give --extra-model-paths FILE");
+                }
+                for e in &list {
+                    println!(
+                        "{:<48} {:>12}  {}",
+                        e.name,
+                        human(e.bytes),
+                        e.path.display()
+                    );
+                }
+            }
             Ok(())
         }
     }
@@ -293,6 +438,7 @@ fn bench(b: BenchArgs) -> Result<()> {
         loader: b.loader.options()?,
         simulate_devices: b.loader.simulate_devices.clone(),
         graphs_dir: b.common.graphs_dir.clone(),
+        dtype: b.dtype,
         ..Default::default()
     };
     let r = distorch_vision::runtime::bench::run(&opts, b.batch_size, b.iters, !b.no_whole)?;
@@ -318,7 +464,8 @@ fn bench(b: BenchArgs) -> Result<()> {
         println!("split      blocks/whole throughput = {ratio:.3}");
     }
     println!(
-        "peak RSS   {} (model weights in the file: {})",
+        "peak RSS   {} after the blocks, {} in all (model weights in the file: {})",
+        human(r.blocks_peak_rss_bytes),
         human(r.peak_rss_bytes),
         human(r.model_bytes)
     );
@@ -331,8 +478,8 @@ fn bench(b: BenchArgs) -> Result<()> {
     Ok(())
 }
 
-fn inspect(model: &str, json: bool) -> Result<()> {
-    let m = Model::open(&resolve_model(model)?)?;
+fn inspect(model: &std::path::Path, json: bool) -> Result<()> {
+    let m = Model::open(model)?;
     let c = &m.config;
     if json {
         let v = serde_json::json!({

@@ -1,3 +1,6 @@
-//! Jobs: output files (and, with the batch-encoding issue, YAML runs and sharded writers).
+//! Jobs: output files, model folders, batch encoding and YAML runs.
 
+pub mod batch;
+pub mod models;
 pub mod output;
+pub mod yaml;

@@ -1,0 +1,754 @@
+//! Image files to pixels and embeddings: one-shot preprocessing (`preprocess`, `encode
+//! --images`) and sharded batch encoding at scale (decoding in parallel with inference,
+//! atomic shards, an index, resume).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use ndarray::{Array4, ArrayD, Axis};
+use serde::{Deserialize, Serialize};
+
+use crate::export::write_atomic;
+use crate::image::{self, Crop, PreprocessSpec};
+use crate::job::output;
+use crate::loader::ClipVision;
+use crate::model::Model;
+use crate::{Error, ErrorKind, Result};
+
+/// The preprocessing a model wants (its image size and mean/std), with `crop`.
+pub fn preprocess_spec(model: &Model, crop: Crop) -> PreprocessSpec {
+    let (mean, std) = model.config.mean_std();
+    PreprocessSpec {
+        size: model.config.image_size as u32,
+        mean,
+        std,
+        crop,
+    }
+}
+
+/// One file decoded and preprocessed to `3 × S × S` values. Errors name the file.
+pub fn preprocess_file(path: &Path, spec: &PreprocessSpec) -> Result<Vec<f32>> {
+    let img = image::decode_file(path)?;
+    image::preprocess(&img, spec).map_err(|e| e.context(path.display()))
+}
+
+/// Files (in the order given) to one NCHW tensor, and the source names in row order.
+pub fn preprocess_files(
+    paths: &[PathBuf],
+    spec: &PreprocessSpec,
+) -> Result<(Array4<f32>, Vec<String>)> {
+    let s = spec.size as usize;
+    let mut data = Vec::with_capacity(paths.len() * 3 * s * s);
+    let mut sources = Vec::with_capacity(paths.len());
+    for p in paths {
+        data.extend(preprocess_file(p, spec)?);
+        sources.push(p.display().to_string());
+    }
+    let px = Array4::from_shape_vec((paths.len(), 3, s, s), data)
+        .map_err(|e| Error::invalid(format!("preprocess: {e}")))?;
+    Ok((px, sources))
+}
+
+/// Files and folders (folders expand recursively, sorted) to pixels, as `preprocess_files`.
+pub fn preprocess_inputs(
+    inputs: &[PathBuf],
+    spec: &PreprocessSpec,
+) -> Result<(Array4<f32>, Vec<String>)> {
+    let files = image::expand_inputs(inputs)?;
+    if files.is_empty() {
+        return Err(Error::invalid(format!(
+            "no image files found in {}",
+            inputs
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    preprocess_files(&files, spec)
+}
+
+/// Writes pixels as a safetensors file with one tensor `pixel_values` (readable by
+/// `output::read_pixels`), the sources in row order in the metadata `inputs`.
+pub fn write_pixels(
+    path: &Path,
+    pixels: &Array4<f32>,
+    sources: &[String],
+    model: &str,
+) -> Result<()> {
+    let mut meta = HashMap::new();
+    meta.insert(
+        "inputs".to_string(),
+        serde_json::to_string(sources).unwrap_or_default(),
+    );
+    meta.insert("model".to_string(), model.to_string());
+    meta.insert(
+        "producer".to_string(),
+        format!("distorch-vision {}", env!("CARGO_PKG_VERSION")),
+    );
+    let t = vec![("pixel_values".to_string(), pixels.clone().into_dyn())];
+    let bytes = output::to_safetensors(&t, &meta)?;
+    create_parent(path)?;
+    write_atomic(path, &bytes)
+}
+
+fn create_parent(path: &Path) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    Ok(())
+}
+
+/// Name of the index file of a sharded output folder.
+pub const INDEX_FILE: &str = "index.json";
+
+/// Name of shard `n`.
+pub fn shard_name(n: usize) -> String {
+    format!("shard-{n:05}.safetensors")
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ShardEntry {
+    pub file: String,
+    pub rows: usize,
+    pub sources: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Skipped {
+    pub file: String,
+    pub reason: String,
+}
+
+/// `index.json` of a sharded output folder; rewritten atomically after each shard.
+#[derive(Clone, Debug, Serialize, Deserialize, Default)]
+pub struct ShardIndex {
+    pub model: String,
+    pub outputs: Vec<String>,
+    pub shard_size: usize,
+    pub shards: Vec<ShardEntry>,
+    /// Rows in all finished shards.
+    pub rows: usize,
+    pub skipped: Vec<Skipped>,
+    /// True once every input was encoded or skipped.
+    pub complete: bool,
+}
+
+impl ShardIndex {
+    pub fn read(dir: &Path) -> Result<Option<ShardIndex>> {
+        let p = dir.join(INDEX_FILE);
+        match std::fs::read(&p) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|e| Error::invalid(format!("{}: {e}", p.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(&p, e)),
+        }
+    }
+
+    fn write(&self, dir: &Path) -> Result<()> {
+        let bytes = serde_json::to_vec_pretty(self).unwrap_or_default();
+        write_atomic(&dir.join(INDEX_FILE), &bytes)
+    }
+}
+
+/// How a sharded run goes.
+#[derive(Clone, Debug)]
+pub struct ShardOptions {
+    pub out_dir: PathBuf,
+    pub shard_size: usize,
+    pub batch_size: usize,
+    /// Outputs to write (empty = all the model has).
+    pub outputs: Vec<String>,
+    pub resume: bool,
+    /// Abort on the first unreadable image instead of skipping it.
+    pub strict: bool,
+    pub decode_threads: usize,
+    /// Name recorded in the metadata and index.
+    pub model_label: String,
+    /// Test hook: sleep this long after each encoded batch.
+    pub throttle: Duration,
+    /// Progress on stderr.
+    pub progress: bool,
+}
+
+impl Default for ShardOptions {
+    fn default() -> Self {
+        ShardOptions {
+            out_dir: PathBuf::new(),
+            shard_size: 1024,
+            batch_size: 8,
+            outputs: Vec::new(),
+            resume: false,
+            strict: false,
+            decode_threads: 2,
+            model_label: String::new(),
+            throttle: Duration::ZERO,
+            progress: true,
+        }
+    }
+}
+
+/// What a sharded run did.
+#[derive(Clone, Debug)]
+pub struct ShardSummary {
+    /// Rows encoded by this run.
+    pub encoded: usize,
+    /// Rows already in finished shards (resume).
+    pub already_done: usize,
+    pub shards_written: usize,
+    pub skipped: Vec<Skipped>,
+    pub seconds: f64,
+}
+
+impl ShardSummary {
+    pub fn images_per_s(&self) -> f64 {
+        if self.seconds > 0.0 {
+            self.encoded as f64 / self.seconds
+        } else {
+            0.0
+        }
+    }
+}
+
+/// Progress on stderr: one updating line on a terminal, periodic plain lines otherwise.
+struct Progress {
+    total: usize,
+    start: Instant,
+    last: Instant,
+    tty: bool,
+    enabled: bool,
+}
+
+impl Progress {
+    fn new(total: usize, enabled: bool) -> Self {
+        let now = Instant::now();
+        Progress {
+            total,
+            start: now,
+            last: now,
+            tty: std::io::stderr().is_terminal(),
+            enabled,
+        }
+    }
+
+    fn update(&mut self, done: usize, force: bool) {
+        if !self.enabled {
+            return;
+        }
+        let every = if self.tty {
+            Duration::from_millis(200)
+        } else {
+            Duration::from_secs(5)
+        };
+        if !force && self.last.elapsed() < every {
+            return;
+        }
+        self.last = Instant::now();
+        let secs = self.start.elapsed().as_secs_f64();
+        let rate = if secs > 0.0 { done as f64 / secs } else { 0.0 };
+        let eta = if rate > 0.0 {
+            format!("{:.0} s", (self.total - done.min(self.total)) as f64 / rate)
+        } else {
+            "?".into()
+        };
+        let pct = if self.total > 0 {
+            100.0 * done as f64 / self.total as f64
+        } else {
+            100.0
+        };
+        let line = format!(
+            "{done}/{} images ({pct:.1}%), {rate:.1} images/s, ETA {eta}",
+            self.total
+        );
+        let mut err = std::io::stderr().lock();
+        if self.tty {
+            let _ = write!(err, "\r\x1b[2K{line}");
+        } else {
+            let _ = writeln!(err, "progress: {line}");
+        }
+        let _ = err.flush();
+    }
+
+    fn finish(&mut self, done: usize) {
+        self.update(done, true);
+        if self.enabled && self.tty {
+            eprintln!();
+        }
+    }
+}
+
+/// The shard being filled.
+#[derive(Default)]
+struct OpenShard {
+    sources: Vec<String>,
+    outputs: Vec<(String, Vec<ArrayD<f32>>)>,
+}
+
+impl OpenShard {
+    fn push(&mut self, res: crate::runtime::Outputs, sources: Vec<String>) {
+        if self.outputs.is_empty() {
+            self.outputs = res.tensors.into_iter().map(|(n, t)| (n, vec![t])).collect();
+        } else {
+            for ((_, acc), (_, t)) in self.outputs.iter_mut().zip(res.tensors) {
+                acc.push(t);
+            }
+        }
+        self.sources.extend(sources);
+    }
+}
+
+/// Encodes `files` into shards under `opts.out_dir` (see the module doc).
+pub fn encode_sharded(
+    cv: &ClipVision,
+    files: &[PathBuf],
+    spec: &PreprocessSpec,
+    opts: &ShardOptions,
+) -> Result<ShardSummary> {
+    if opts.shard_size == 0 {
+        return Err(Error::invalid("shard_size must be at least 1"));
+    }
+    if opts.batch_size == 0 {
+        return Err(Error::invalid("batch_size must be at least 1"));
+    }
+    let dir = &opts.out_dir;
+    if dir.is_file() {
+        return Err(Error::invalid(format!(
+            "{}: sharded output needs a folder, but this is a file",
+            dir.display()
+        )));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let outputs: Vec<String> = crate::runtime::resolve_outputs(cv.model(), &opts.outputs)?
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+
+    let mut index = match ShardIndex::read(dir)? {
+        Some(prev) if opts.resume => {
+            for s in &prev.shards {
+                if !dir.join(&s.file).is_file() {
+                    return Err(Error::new(
+                        ErrorKind::NotFound,
+                        format!(
+                            "{}: the index lists {} but the file is missing; cannot resume",
+                            dir.display(),
+                            s.file
+                        ),
+                    ));
+                }
+            }
+            if prev.outputs != outputs {
+                return Err(Error::invalid(format!(
+                    "{}: the previous run wrote outputs {:?}, this one asks for {:?}; cannot resume",
+                    dir.display(),
+                    prev.outputs,
+                    outputs
+                )));
+            }
+            prev
+        }
+        Some(_) => {
+            return Err(Error::invalid(format!(
+                "{} already holds a run ({INDEX_FILE}); pass --resume to continue it, or choose another folder",
+                dir.display()
+            )))
+        }
+        None => ShardIndex {
+            model: opts.model_label.clone(),
+            outputs: outputs.clone(),
+            shard_size: opts.shard_size,
+            ..Default::default()
+        },
+    };
+    // Leftover temporary files of a killed run.
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with("shard-") && name.contains(".tmp") || name.starts_with("index.tmp")
+            {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    let done: HashSet<&str> = index
+        .shards
+        .iter()
+        .flat_map(|s| s.sources.iter().map(String::as_str))
+        .collect();
+    let already_done = done.len();
+    let todo: Vec<PathBuf> = files
+        .iter()
+        .filter(|f| !done.contains(f.display().to_string().as_str()))
+        .cloned()
+        .collect();
+    drop(done);
+    // Files that failed before are tried again.
+    index
+        .skipped
+        .retain(|s| !todo.iter().any(|f| f.display().to_string() == s.file));
+    index.complete = false;
+    index.shard_size = opts.shard_size;
+
+    let start = Instant::now();
+    let mut progress = Progress::new(todo.len(), opts.progress);
+    let threads = opts.decode_threads.clamp(1, 64);
+    let capacity = (2 * opts.batch_size).clamp(4, 64);
+    let window = capacity + 2 * threads;
+    let next = AtomicUsize::new(0);
+    let consumed = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let (tx, rx) = mpsc::sync_channel::<(usize, Result<Vec<f32>>)>(capacity);
+
+    let mut encoded = 0usize;
+    let mut shards_written = 0usize;
+    let mut new_skipped: Vec<Skipped> = Vec::new();
+
+    let result: Result<()> = std::thread::scope(|scope| {
+        for _ in 0..threads {
+            let tx = tx.clone();
+            let (next, consumed, stop, todo) = (&next, &consumed, &stop, &todo);
+            scope.spawn(move || loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                if i >= todo.len() {
+                    return;
+                }
+                // Stay within a window of the consumer so memory stays flat.
+                while i >= consumed.load(Ordering::SeqCst) + window {
+                    if stop.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                if stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                let r = preprocess_file(&todo[i], spec);
+                if tx.send((i, r)).is_err() {
+                    return;
+                }
+            });
+        }
+        drop(tx);
+        let rx = rx;
+        let mut pending: BTreeMap<usize, Result<Vec<f32>>> = BTreeMap::new();
+        let mut shard = OpenShard::default();
+        let s = spec.size as usize;
+        let per = 3 * s * s;
+        let mut batch: Vec<f32> = Vec::with_capacity(opts.batch_size * per);
+        let mut batch_src: Vec<String> = Vec::new();
+        let mut processed = 0usize;
+        let run = (|| -> Result<()> {
+            let mut expect = 0usize;
+            while expect < todo.len() {
+                // The next item in order.
+                let item = loop {
+                    if let Some(r) = pending.remove(&expect) {
+                        break r;
+                    }
+                    match rx.recv() {
+                        Ok((i, r)) => {
+                            pending.insert(i, r);
+                        }
+                        Err(_) => {
+                            return Err(Error::runtime("batch: the image decoders stopped early"))
+                        }
+                    }
+                };
+                let path = &todo[expect];
+                expect += 1;
+                consumed.store(expect, Ordering::SeqCst);
+                processed += 1;
+                match item {
+                    Ok(v) => {
+                        batch.extend(v);
+                        batch_src.push(path.display().to_string());
+                    }
+                    Err(e) if opts.strict => {
+                        return Err(e.context("--strict: stopping at an unreadable image"));
+                    }
+                    Err(e) => {
+                        let sk = Skipped {
+                            file: path.display().to_string(),
+                            reason: e.message().to_string(),
+                        };
+                        index.skipped.push(sk.clone());
+                        new_skipped.push(sk);
+                    }
+                }
+                let room = opts.shard_size - shard.sources.len();
+                let last = expect == todo.len();
+                if batch_src.len() >= opts.batch_size.min(room) || (last && !batch_src.is_empty()) {
+                    let n = batch_src.len();
+                    let px = Array4::from_shape_vec((n, 3, s, s), std::mem::take(&mut batch))
+                        .map_err(|e| Error::runtime(format!("batch: {e}")))?;
+                    let res = cv.encode(px.view(), &outputs, opts.batch_size)?;
+                    shard.push(res, std::mem::take(&mut batch_src));
+                    encoded += n;
+                    if !opts.throttle.is_zero() {
+                        std::thread::sleep(opts.throttle);
+                    }
+                }
+                if shard.sources.len() == opts.shard_size || (last && !shard.sources.is_empty()) {
+                    write_shard(dir, &mut index, std::mem::take(&mut shard), opts)?;
+                    shards_written += 1;
+                }
+                progress.update(processed, false);
+            }
+            Ok(())
+        })();
+        stop.store(true, Ordering::SeqCst);
+        drop(rx);
+        run
+    });
+    progress.finish(encoded + new_skipped.len());
+    result?;
+    index.complete = true;
+    index.write(dir)?;
+    Ok(ShardSummary {
+        encoded,
+        already_done,
+        shards_written,
+        skipped: new_skipped,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+fn write_shard(
+    dir: &Path,
+    index: &mut ShardIndex,
+    shard: OpenShard,
+    opts: &ShardOptions,
+) -> Result<()> {
+    let n = index.shards.len();
+    let file = shard_name(n);
+    let mut tensors = Vec::with_capacity(shard.outputs.len());
+    for (name, parts) in shard.outputs {
+        let views: Vec<_> = parts.iter().map(|t| t.view()).collect();
+        let t = ndarray::concatenate(Axis(0), &views)
+            .map_err(|e| Error::runtime(format!("shard {file}: {name}: {e}")))?;
+        tensors.push((name, t));
+    }
+    let mut meta = HashMap::new();
+    meta.insert(
+        "inputs".to_string(),
+        serde_json::to_string(&shard.sources).unwrap_or_default(),
+    );
+    meta.insert("model".to_string(), opts.model_label.clone());
+    meta.insert("shard".to_string(), n.to_string());
+    meta.insert(
+        "producer".to_string(),
+        format!("distorch-vision {}", env!("CARGO_PKG_VERSION")),
+    );
+    let bytes = output::to_safetensors(&tensors, &meta)?;
+    write_atomic(&dir.join(&file), &bytes)?;
+    index.rows += shard.sources.len();
+    index.shards.push(ShardEntry {
+        file,
+        rows: shard.sources.len(),
+        sources: shard.sources,
+    });
+    index.write(dir)
+}
+
+/// Format of a one-file (not sharded) encode output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum OutFormat {
+    /// One safetensors file, the sources in its metadata.
+    #[default]
+    Safetensors,
+    /// A folder with one `<output>.npy` per output and `sources.json`.
+    Npy,
+}
+
+impl std::str::FromStr for OutFormat {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "safetensors" => Ok(OutFormat::Safetensors),
+            "npy" => Ok(OutFormat::Npy),
+            _ => Err(Error::invalid(format!(
+                "format: unknown value {s:?}; valid choices are \"safetensors\", \"npy\""
+            ))),
+        }
+    }
+}
+
+/// One encode job, as the CLI and YAML runs describe it.
+#[derive(Clone, Debug)]
+pub struct EncodeJob {
+    /// Files and folders (folders expand recursively, sorted).
+    pub images: Vec<PathBuf>,
+    /// A safetensors file of preprocessed NCHW pixels (rows come before `images`).
+    pub pixels: Option<PathBuf>,
+    pub crop: Crop,
+    pub batch_size: usize,
+    pub outputs: Vec<String>,
+    pub out: PathBuf,
+    pub format: OutFormat,
+    /// Sharded mode when set, or when `out` is an existing folder.
+    pub shard_size: Option<usize>,
+    pub resume: bool,
+    pub strict: bool,
+    pub decode_threads: usize,
+    pub throttle: Duration,
+    pub model_label: String,
+    pub progress: bool,
+}
+
+impl Default for EncodeJob {
+    fn default() -> Self {
+        EncodeJob {
+            images: Vec::new(),
+            pixels: None,
+            crop: Crop::Center,
+            batch_size: 8,
+            outputs: Vec::new(),
+            out: PathBuf::new(),
+            format: OutFormat::Safetensors,
+            shard_size: None,
+            resume: false,
+            strict: false,
+            decode_threads: 2,
+            throttle: Duration::ZERO,
+            model_label: String::new(),
+            progress: true,
+        }
+    }
+}
+
+/// Default shard size when sharded mode is chosen by `out` being a folder.
+pub const DEFAULT_SHARD_SIZE: usize = 1024;
+
+impl EncodeJob {
+    /// Sharded when `shard_size` is set, or a safetensors job's `out` is an existing folder.
+    pub fn is_sharded(&self) -> bool {
+        self.shard_size.is_some() || (self.format == OutFormat::Safetensors && self.out.is_dir())
+    }
+}
+
+/// Runs one encode job with a loaded model; returns a one-line summary.
+pub fn run_encode(cv: &ClipVision, job: &EncodeJob) -> Result<String> {
+    if job.images.is_empty() && job.pixels.is_none() {
+        return Err(Error::invalid("encode: give images or pixels as input"));
+    }
+    let t = Instant::now();
+    let spec = preprocess_spec(cv.model(), job.crop);
+    if job.is_sharded() {
+        if job.pixels.is_some() {
+            return Err(Error::invalid(
+                "sharded encoding (shard_size, or out is a folder) takes images, not pixels",
+            ));
+        }
+        if job.format != OutFormat::Safetensors {
+            return Err(Error::invalid(
+                "sharded encoding writes safetensors shards only",
+            ));
+        }
+        let files = image::expand_inputs(&job.images)?;
+        let opts = ShardOptions {
+            out_dir: job.out.clone(),
+            shard_size: job.shard_size.unwrap_or(DEFAULT_SHARD_SIZE),
+            batch_size: job.batch_size,
+            outputs: job.outputs.clone(),
+            resume: job.resume,
+            strict: job.strict,
+            decode_threads: job.decode_threads,
+            model_label: job.model_label.clone(),
+            throttle: job.throttle,
+            progress: job.progress,
+        };
+        let s = encode_sharded(cv, &files, &spec, &opts)?;
+        for sk in &s.skipped {
+            eprintln!("skipped {}: {}", sk.file, sk.reason);
+        }
+        return Ok(format!(
+            "encoded {} images ({} already done) into {} new shards in {} in {:.2} s ({:.1} images/s); {} skipped",
+            s.encoded,
+            s.already_done,
+            s.shards_written,
+            job.out.display(),
+            s.seconds,
+            s.images_per_s(),
+            s.skipped.len()
+        ));
+    }
+    let mut parts: Vec<Array4<f32>> = Vec::new();
+    let mut sources: Vec<String> = Vec::new();
+    if let Some(p) = &job.pixels {
+        let px = output::read_pixels(p)?;
+        if job.images.is_empty() {
+            sources.push(p.display().to_string());
+        } else {
+            sources.extend((0..px.shape()[0]).map(|i| format!("{}#{i}", p.display())));
+        }
+        parts.push(px);
+    }
+    if !job.images.is_empty() {
+        let (px, src) = preprocess_inputs(&job.images, &spec)?;
+        parts.push(px);
+        sources.extend(src);
+    }
+    let px = if parts.len() == 1 {
+        parts.pop().unwrap_or_default()
+    } else {
+        let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
+        ndarray::concatenate(Axis(0), &views)
+            .map_err(|e| Error::invalid(format!("pixels and images have different shapes: {e}")))?
+    };
+    cv.model().check_pixels(px.shape())?;
+    let res = cv.encode(px.view(), &job.outputs, job.batch_size)?;
+    match job.format {
+        OutFormat::Safetensors => {
+            output::write_outputs(&job.out, &res, &sources, &job.model_label)?
+        }
+        OutFormat::Npy => write_npy_dir(&job.out, &res, &sources)?,
+    }
+    Ok(format!(
+        "encoded {} images into {} ({}) in {:.2} s",
+        px.shape()[0],
+        job.out.display(),
+        res.tensors
+            .iter()
+            .map(|(n, t)| format!("{n} {:?}", t.shape()))
+            .collect::<Vec<_>>()
+            .join(", "),
+        t.elapsed().as_secs_f64()
+    ))
+}
+
+/// `.npy` bytes (version 1.0, little-endian f32, C order) of a tensor.
+pub fn npy_bytes(t: &ArrayD<f32>) -> Vec<u8> {
+    let shape = match t.shape() {
+        [n] => format!("({n},)"),
+        s => format!(
+            "({})",
+            s.iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}");
+    let unpadded = 10 + header.len() + 1;
+    header.push_str(&" ".repeat((64 - unpadded % 64) % 64));
+    header.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend((header.len() as u16).to_le_bytes());
+    out.extend(header.as_bytes());
+    out.extend(t.iter().flat_map(|v| v.to_le_bytes()));
+    out
+}
+
+fn write_npy_dir(dir: &Path, res: &crate::runtime::Outputs, sources: &[String]) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    for (name, t) in &res.tensors {
+        write_atomic(&dir.join(format!("{name}.npy")), &npy_bytes(t))?;
+    }
+    let src = serde_json::to_vec_pretty(sources).unwrap_or_default();
+    write_atomic(&dir.join("sources.json"), &src)
+}

@@ -1,0 +1,373 @@
+//! Model folders (SPEC §2.5): `<comfyui>/models/clip_vision` plus every `clip_vision:` entry of
+//! an `extra_model_paths.yaml`, and name resolution against them.
+
+use std::path::{Path, PathBuf};
+
+use crate::{Error, ErrorKind, Result};
+
+/// Model file extensions found in the folders.
+pub const MODEL_EXTENSIONS: [&str; 2] = ["safetensors", "sft"];
+
+/// Where to look for models by name. `comfyui: None` falls back to the `COMFYUI_PATH`
+/// environment variable; `extra_model_paths: None` to `<comfyui>/extra_model_paths.yaml`
+/// when that file exists.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ModelFolders {
+    pub comfyui: Option<PathBuf>,
+    pub extra_model_paths: Option<PathBuf>,
+}
+
+/// One model found in a folder.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ModelEntry {
+    /// Path relative to its folder, with `/`.
+    pub name: String,
+    pub path: PathBuf,
+    /// The folder it was found in.
+    pub folder: PathBuf,
+    pub bytes: u64,
+}
+
+impl ModelFolders {
+    pub fn new(comfyui: Option<PathBuf>, extra_model_paths: Option<PathBuf>) -> Self {
+        ModelFolders {
+            comfyui,
+            extra_model_paths,
+        }
+    }
+
+    fn comfyui_root(&self) -> Option<PathBuf> {
+        self.comfyui.clone().or_else(|| {
+            std::env::var_os("COMFYUI_PATH")
+                .filter(|v| !v.is_empty())
+                .map(|v| PathBuf::from(expand(&v.to_string_lossy())))
+        })
+    }
+
+    /// The clip_vision folders in search order (they need not exist).
+    pub fn folders(&self) -> Result<Vec<PathBuf>> {
+        let comfy = self.comfyui_root();
+        let yaml = match &self.extra_model_paths {
+            Some(p) => {
+                if !p.is_file() {
+                    return Err(Error::new(
+                        ErrorKind::NotFound,
+                        format!("extra model paths file {} not found", p.display()),
+                    ));
+                }
+                Some(p.clone())
+            }
+            None => comfy
+                .as_ref()
+                .map(|c| c.join("extra_model_paths.yaml"))
+                .filter(|p| p.is_file()),
+        };
+        let (first, rest) = match &yaml {
+            Some(y) => parse_extra_model_paths(y)?,
+            None => (Vec::new(), Vec::new()),
+        };
+        let mut out = first;
+        if let Some(c) = comfy {
+            out.push(c.join("models").join("clip_vision"));
+        }
+        out.extend(rest);
+        let mut seen = std::collections::HashSet::new();
+        out.retain(|p| seen.insert(p.clone()));
+        Ok(out)
+    }
+
+    /// Every model in the folders (first folder first, names sorted within a folder).
+    pub fn list(&self) -> Result<Vec<ModelEntry>> {
+        let mut out = Vec::new();
+        for folder in self.folders()? {
+            let mut found = Vec::new();
+            walk(&folder, &folder, &mut found, 0);
+            found.sort_by(|a: &ModelEntry, b| a.name.cmp(&b.name));
+            out.extend(found);
+        }
+        Ok(out)
+    }
+
+    /// A path that exists is used as is; otherwise `name` is looked up in the folders.
+    pub fn resolve(&self, name: &str) -> Result<PathBuf> {
+        if name.trim().is_empty() {
+            return Err(Error::invalid(
+                "clip_vision is empty: give a .safetensors path or a model name",
+            ));
+        }
+        let p = Path::new(name);
+        if p.exists() {
+            return Ok(p.to_path_buf());
+        }
+        let folders = self.folders()?;
+        let rel = name.replace('\\', "/");
+        for f in &folders {
+            let cand = f.join(&rel);
+            if cand.is_file() {
+                return Ok(cand);
+            }
+            for ext in MODEL_EXTENSIONS {
+                let c = f.join(format!("{rel}.{ext}"));
+                if c.is_file() {
+                    return Ok(c);
+                }
+            }
+        }
+        let names: Vec<String> = self.list()?.into_iter().map(|e| e.name).collect();
+        let close = close_matches(&rel, &names);
+        let mut msg = format!("model {name:?} not found (no such file");
+        if folders.is_empty() {
+            msg.push_str(
+                "; no model folders configured: pass --comfyui PATH, set COMFYUI_PATH, or give --extra-model-paths FILE)",
+            );
+        } else {
+            msg.push_str(&format!(
+                ", and no such name in {})",
+                folders
+                    .iter()
+                    .map(|f| f.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+            if close.is_empty() {
+                msg.push_str(&format!("; {} models are available", names.len()));
+            } else {
+                msg.push_str(&format!("; did you mean {}?", close.join(", ")));
+            }
+        }
+        Err(Error::new(ErrorKind::NotFound, msg))
+    }
+}
+
+fn walk(root: &Path, dir: &Path, out: &mut Vec<ModelEntry>, depth: usize) {
+    if depth > 32 {
+        return;
+    }
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let path = e.path();
+        let Ok(meta) = std::fs::metadata(&path) else {
+            continue;
+        };
+        if meta.is_dir() {
+            walk(root, &path, out, depth + 1);
+        } else if meta.is_file()
+            && path
+                .extension()
+                .and_then(|x| x.to_str())
+                .is_some_and(|x| MODEL_EXTENSIONS.iter().any(|m| x.eq_ignore_ascii_case(m)))
+        {
+            let rel = path.strip_prefix(root).unwrap_or(&path);
+            let name = rel
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join("/");
+            out.push(ModelEntry {
+                name,
+                path: path.clone(),
+                folder: root.to_path_buf(),
+                bytes: meta.len(),
+            });
+        }
+    }
+}
+
+/// `~` and `$VAR` / `${VAR}` expanded (unknown variables are left as written).
+pub fn expand(s: &str) -> String {
+    let s = s.trim();
+    let home = || std::env::var("HOME").unwrap_or_default();
+    let s = if s == "~" {
+        home()
+    } else if let Some(rest) = s.strip_prefix("~/") {
+        format!("{}/{rest}", home())
+    } else {
+        s.to_string()
+    };
+    let mut out = String::new();
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'$' {
+            let (name, end) = if b.get(i + 1) == Some(&b'{') {
+                match s[i + 2..].find('}') {
+                    Some(j) => (&s[i + 2..i + 2 + j], i + 3 + j),
+                    None => ("", i + 1),
+                }
+            } else {
+                let j = s[i + 1..]
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .map_or(s.len(), |j| i + 1 + j);
+                (&s[i + 1..j], j)
+            };
+            match (!name.is_empty())
+                .then(|| std::env::var(name).ok())
+                .flatten()
+            {
+                Some(v) => {
+                    out.push_str(&v);
+                    i = end;
+                    continue;
+                }
+                None => {
+                    if name.is_empty() {
+                        out.push('$');
+                        i += 1;
+                    } else {
+                        out.push_str(&s[i..end]);
+                        i = end;
+                    }
+                    continue;
+                }
+            }
+        }
+        let c = s[i..].chars().next().unwrap_or('\0');
+        out.push(c);
+        i += c.len_utf8();
+    }
+    out
+}
+
+/// The clip_vision folders of an `extra_model_paths.yaml`: (`is_default` sections, others).
+pub fn parse_extra_model_paths(path: &Path) -> Result<(Vec<PathBuf>, Vec<PathBuf>)> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let doc: serde_yaml::Value = serde_yaml::from_str(&text)
+        .map_err(|e| Error::invalid(format!("{}: {}", path.display(), e)))?;
+    let yaml_dir = path
+        .parent()
+        .map(|d| {
+            if d.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                d
+            }
+        })
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    let yaml_dir = std::fs::canonicalize(&yaml_dir).unwrap_or(yaml_dir);
+    let (mut first, mut rest) = (Vec::new(), Vec::new());
+    let serde_yaml::Value::Mapping(top) = doc else {
+        if doc.is_null() {
+            return Ok((first, rest));
+        }
+        return Err(Error::invalid(format!(
+            "{}: expected a mapping of sections at the top level",
+            path.display()
+        )));
+    };
+    for (section, body) in top {
+        let serde_yaml::Value::Mapping(body) = body else {
+            continue;
+        };
+        let get = |k: &str| body.get(serde_yaml::Value::String(k.into()));
+        let base = get("base_path").and_then(|v| v.as_str()).map(|b| {
+            let b = PathBuf::from(expand(b));
+            if b.is_absolute() {
+                b
+            } else {
+                yaml_dir.join(b)
+            }
+        });
+        let is_default = get("is_default").and_then(|v| v.as_bool()).unwrap_or(false);
+        let Some(entry) = get("clip_vision") else {
+            continue;
+        };
+        let Some(entry) = entry.as_str() else {
+            return Err(Error::invalid(format!(
+                "{}: section {:?}: clip_vision must be a string (one path per line)",
+                path.display(),
+                section.as_str().unwrap_or("?")
+            )));
+        };
+        for line in entry.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            let p = PathBuf::from(expand(line));
+            let full = match &base {
+                Some(b) if !p.is_absolute() => b.join(p),
+                None if !p.is_absolute() => yaml_dir.join(p),
+                _ => p,
+            };
+            if is_default {
+                first.push(full);
+            } else {
+                rest.push(full);
+            }
+        }
+    }
+    Ok((first, rest))
+}
+
+/// Levenshtein distance over chars.
+pub fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// Names close to `name` (by edit distance, or one containing the other), best first, at most 5.
+pub fn close_matches(name: &str, names: &[String]) -> Vec<String> {
+    let strip = |s: &str| {
+        let l = s.to_lowercase();
+        MODEL_EXTENSIONS
+            .iter()
+            .find_map(|e| l.strip_suffix(&format!(".{e}")).map(str::to_string))
+            .unwrap_or(l)
+    };
+    let q = strip(name);
+    let mut scored: Vec<(usize, &String)> = names
+        .iter()
+        .filter_map(|n| {
+            let c = strip(n);
+            let base = c.rsplit('/').next().unwrap_or(&c).to_string();
+            let d = edit_distance(&q, &c).min(edit_distance(&q, &base));
+            let limit = (q.chars().count() / 3).max(2);
+            if d <= limit {
+                Some((d, n))
+            } else if !q.is_empty() && (c.contains(&q) || q.contains(&base)) {
+                Some((limit + 1, n))
+            } else {
+                None
+            }
+        })
+        .collect();
+    scored.sort();
+    scored.into_iter().take(5).map(|(_, n)| n.clone()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn distance_and_matches() {
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        let names = vec![
+            "clip_vision_h.safetensors".to_string(),
+            "sub/siglip.sft".to_string(),
+            "other.safetensors".to_string(),
+        ];
+        assert_eq!(
+            close_matches("clip_vison_h", &names),
+            vec![names[0].clone()]
+        );
+        assert_eq!(close_matches("siglip", &names), vec![names[1].clone()]);
+    }
+
+    #[test]
+    fn expands_variables() {
+        std::env::set_var("DV_TEST_VAR", "abc");
+        assert_eq!(expand("$DV_TEST_VAR/x/${DV_TEST_VAR}"), "abc/x/abc");
+        assert_eq!(expand("$DV_NOPE_NOT_SET/x"), "$DV_NOPE_NOT_SET/x");
+    }
+}

@@ -1,0 +1,331 @@
+//! YAML run files: one job (a mapping) or `jobs: [...]`, run in order. Keys are the loader
+//! inputs of SPEC §1 with the same names plus the job's inputs and outputs; unknown keys and
+//! wrong types are errors with line and column. Paths are relative to the YAML file. Jobs of
+//! one file share loaded models.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::export::Granularity;
+use crate::image::Crop;
+use crate::job::batch::{self, EncodeJob, OutFormat};
+use crate::job::models::ModelFolders;
+use crate::loader::{ClipVision, LoadOptions};
+use crate::plan::{DonorPolicy, LoaderOptions};
+use crate::{Error, Result};
+
+fn default_vram() -> f64 {
+    4.0
+}
+fn default_donor() -> String {
+    "cpu".into()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_policy() -> String {
+    "stream".into()
+}
+fn default_crop() -> String {
+    "center".into()
+}
+fn default_batch() -> usize {
+    8
+}
+fn default_format() -> String {
+    "safetensors".into()
+}
+fn default_threads() -> usize {
+    2
+}
+
+/// What a job reads.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Inputs {
+    /// Image files and folders (folders expand recursively, sorted).
+    #[serde(default)]
+    pub images: Vec<PathBuf>,
+    /// A safetensors file of preprocessed NCHW pixels.
+    #[serde(default)]
+    pub pixels: Option<PathBuf>,
+}
+
+/// One job of a run file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    /// A label for messages.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The model: a path or a name in the model folders.
+    #[serde(alias = "model")]
+    pub clip_vision: String,
+    #[serde(default)]
+    pub device: Option<String>,
+    #[serde(default = "default_vram")]
+    pub virtual_vram_gb: f64,
+    #[serde(default = "default_donor")]
+    pub donor_device: String,
+    #[serde(default)]
+    pub expert_mode_allocations: String,
+    #[serde(default = "default_true")]
+    pub eject_models: bool,
+    #[serde(default = "default_policy")]
+    pub donor_policy: String,
+    /// Compute precision: `fp32` (default) or `int8` (CPU).
+    #[serde(default)]
+    pub dtype: Option<String>,
+    #[serde(default)]
+    pub simulate_devices: Option<String>,
+    #[serde(default)]
+    pub graphs_dir: Option<PathBuf>,
+    /// ComfyUI folder for model names (default: env COMFYUI_PATH).
+    #[serde(default)]
+    pub comfyui: Option<PathBuf>,
+    #[serde(default)]
+    pub extra_model_paths: Option<PathBuf>,
+    pub inputs: Inputs,
+    #[serde(default = "default_crop")]
+    pub crop: String,
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+    /// Outputs to write (default: all the model has).
+    #[serde(default)]
+    pub outputs: Vec<String>,
+    /// `safetensors` (default) or `npy` (a folder of `.npy` files).
+    #[serde(default = "default_format")]
+    pub format: String,
+    pub out: PathBuf,
+    #[serde(default)]
+    pub shard_size: Option<usize>,
+    #[serde(default)]
+    pub resume: bool,
+    #[serde(default)]
+    pub strict: bool,
+    #[serde(default = "default_threads")]
+    pub decode_threads: usize,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JobsFile {
+    jobs: Vec<JobSpec>,
+}
+
+fn located(path: &Path, e: serde_yaml::Error) -> Error {
+    // serde_yaml appends " at line L column C" to its message; put the location first.
+    let msg = e.to_string();
+    match e.location() {
+        Some(l) => {
+            let suffix = format!(" at line {} column {}", l.line(), l.column());
+            let m = msg.strip_suffix(&suffix).unwrap_or(&msg);
+            Error::invalid(format!(
+                "{}:{}:{}: {m}",
+                path.display(),
+                l.line(),
+                l.column()
+            ))
+        }
+        None => Error::invalid(format!("{}: {msg}", path.display())),
+    }
+}
+
+/// Parses a run file's text; `path` names it in errors.
+pub fn parse(text: &str, path: &Path) -> Result<Vec<JobSpec>> {
+    let value: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| located(path, e))?;
+    let has_jobs = value
+        .as_mapping()
+        .is_some_and(|m| m.contains_key(serde_yaml::Value::String("jobs".into())));
+    if has_jobs {
+        Ok(serde_yaml::from_str::<JobsFile>(text)
+            .map_err(|e| located(path, e))?
+            .jobs)
+    } else {
+        Ok(vec![
+            serde_yaml::from_str::<JobSpec>(text).map_err(|e| located(path, e))?
+        ])
+    }
+}
+
+/// Reads and parses a run file.
+pub fn load(path: &Path) -> Result<Vec<JobSpec>> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    parse(&text, path)
+}
+
+fn rel(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+/// A model name stays a name unless it resolves as a path relative to the YAML file.
+fn model_ref(base: &Path, m: &str) -> String {
+    let p = Path::new(m);
+    if !p.is_absolute() && base.join(p).exists() {
+        base.join(p).display().to_string()
+    } else {
+        m.to_string()
+    }
+}
+
+/// Settings a run shares with the caller (CLI flags).
+#[derive(Clone, Debug, Default)]
+pub struct RunSettings {
+    pub graphs_dir: Option<PathBuf>,
+    pub model_folders: ModelFolders,
+    pub progress: bool,
+    /// Test hook: sleep after each encoded batch (sharded jobs).
+    pub throttle: Duration,
+}
+
+impl JobSpec {
+    /// Loader options, the cache key's other half.
+    pub fn load_options(&self, base: &Path, settings: &RunSettings) -> Result<LoadOptions> {
+        let folders = ModelFolders {
+            comfyui: self
+                .comfyui
+                .as_ref()
+                .map(|p| rel(base, p))
+                .or_else(|| settings.model_folders.comfyui.clone()),
+            extra_model_paths: self
+                .extra_model_paths
+                .as_ref()
+                .map(|p| rel(base, p))
+                .or_else(|| settings.model_folders.extra_model_paths.clone()),
+        };
+        Ok(LoadOptions {
+            clip_vision: model_ref(base, &self.clip_vision),
+            loader: LoaderOptions {
+                device: self.device.clone(),
+                virtual_vram_gb: self.virtual_vram_gb,
+                donor_device: self.donor_device.clone(),
+                expert_mode_allocations: self.expert_mode_allocations.clone(),
+                eject_models: self.eject_models,
+                donor_policy: self.donor_policy.parse::<DonorPolicy>()?,
+            },
+            simulate_devices: self.simulate_devices.clone(),
+            graphs_dir: self
+                .graphs_dir
+                .as_ref()
+                .map(|p| rel(base, p))
+                .or_else(|| settings.graphs_dir.clone()),
+            granularity: Granularity::Blocks,
+            dtype: match &self.dtype {
+                Some(d) => d.parse()?,
+                None => Default::default(),
+            },
+            force_streamed: Vec::new(),
+            model_folders: folders,
+        })
+    }
+
+    /// The encode job, paths made relative to `base`.
+    pub fn encode_job(&self, base: &Path, settings: &RunSettings) -> Result<EncodeJob> {
+        let crop: Crop = self.crop.parse()?;
+        let format: OutFormat = self.format.parse()?;
+        if self.inputs.images.is_empty() && self.inputs.pixels.is_none() {
+            return Err(Error::invalid(
+                "inputs: give images (a list of files and folders) and/or pixels (a safetensors file)",
+            ));
+        }
+        Ok(EncodeJob {
+            images: self.inputs.images.iter().map(|p| rel(base, p)).collect(),
+            pixels: self.inputs.pixels.as_ref().map(|p| rel(base, p)),
+            crop,
+            batch_size: self.batch_size,
+            outputs: self.outputs.clone(),
+            out: rel(base, &self.out),
+            format,
+            shard_size: self.shard_size,
+            resume: self.resume,
+            strict: self.strict,
+            decode_threads: self.decode_threads,
+            throttle: settings.throttle,
+            model_label: self.clip_vision.clone(),
+            progress: settings.progress,
+        })
+    }
+}
+
+/// Runs every job of `path` in order; loaded models are shared between jobs with the same
+/// file and loader options. Returns one summary line per job.
+pub fn run_file(path: &Path, settings: &RunSettings) -> Result<Vec<String>> {
+    let jobs = load(path)?;
+    let base = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    let mut cache: HashMap<String, Arc<ClipVision>> = HashMap::new();
+    let mut out = Vec::new();
+    for (i, job) in jobs.iter().enumerate() {
+        let label = job.name.clone().unwrap_or_else(|| format!("job {}", i + 1));
+        let r = (|| -> Result<String> {
+            let opts = job.load_options(&base, settings)?;
+            let ej = job.encode_job(&base, settings)?;
+            let file = crate::loader::resolve_model_in(&opts.clip_vision, &opts.model_folders)?;
+            let file = std::fs::canonicalize(&file).unwrap_or(file);
+            let key = format!(
+                "{}|{:?}|{:?}|{:?}",
+                file.display(),
+                opts.loader,
+                opts.simulate_devices,
+                opts.graphs_dir
+            );
+            let cv = match cache.get(&key) {
+                Some(cv) => {
+                    tracing::info!("{label}: reusing the loaded model {}", file.display());
+                    cv.clone()
+                }
+                None => {
+                    let mut o = opts.clone();
+                    o.clip_vision = file.display().to_string();
+                    let cv = Arc::new(ClipVision::load(&o)?);
+                    cache.insert(key, cv.clone());
+                    cv
+                }
+            };
+            batch::run_encode(&cv, &ej)
+        })();
+        match r {
+            Ok(s) => out.push(format!("{label}: {s}")),
+            Err(e) => return Err(e.context(format!("{}: {label}", path.display()))),
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_key_has_line_and_column() {
+        let text = "clip_vision: m.safetensors\ninputs:\n  images: [a.png]\nout: o.safetensors\nbatchsize: 3\n";
+        let e = parse(text, Path::new("r.yaml")).unwrap_err();
+        assert!(
+            e.message()
+                .starts_with("r.yaml:5:1: unknown field `batchsize`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn jobs_list_and_wrong_type() {
+        let text = "jobs:\n  - clip_vision: m\n    inputs: {images: [a]}\n    out: o\n  - clip_vision: m\n    inputs: {images: [a]}\n    out: o\n    batch_size: many\n";
+        let e = parse(text, Path::new("r.yaml")).unwrap_err();
+        assert!(e.message().starts_with("r.yaml:8:17: "), "{e}");
+        let ok = "jobs:\n  - model: m\n    inputs: {pixels: p}\n    out: o\n";
+        let jobs = parse(ok, Path::new("r.yaml")).unwrap();
+        assert_eq!(jobs.len(), 1);
+        assert_eq!(jobs[0].clip_vision, "m");
+    }
+}

@@ -1,0 +1,363 @@
+//! Preprocessing and batch encoding through the CLI: `preprocess`, `encode --images`, sharded
+//! encoding with a run killed midway and resumed, unreadable images (skipped / `--strict`).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::*;
+use distorch_vision::image::Crop;
+use distorch_vision::job::batch::{preprocess_file, preprocess_spec, ShardIndex};
+use distorch_vision::model::{Model, SafeTensors};
+
+fn clip() -> PathBuf {
+    fixture("clip_quickgelu_f32").join("model.safetensors")
+}
+
+fn images_dir() -> PathBuf {
+    root().join("tests/fixtures/images")
+}
+
+/// Metadata `inputs` of a safetensors file.
+fn sources(path: &Path) -> Vec<String> {
+    let st = SafeTensors::open(path).unwrap();
+    serde_json::from_str(&st.metadata()["inputs"]).unwrap()
+}
+
+fn tensor<'a>(
+    t: &'a [(String, Vec<usize>, Vec<f32>)],
+    name: &str,
+) -> &'a (String, Vec<usize>, Vec<f32>) {
+    t.iter().find(|x| x.0 == name).unwrap()
+}
+
+/// `n` small generated PNGs (48×40, distinct content) in `dir`.
+fn make_images(dir: &Path, n: usize) -> Vec<PathBuf> {
+    std::fs::create_dir_all(dir).unwrap();
+    (0..n)
+        .map(|i| {
+            let img = ::image::RgbImage::from_fn(48, 40, |x, y| {
+                ::image::Rgb([
+                    ((x * 5 + i as u32 * 7) % 256) as u8,
+                    ((y * 3 + i as u32 * 13) % 256) as u8,
+                    ((x * y + i as u32) % 256) as u8,
+                ])
+            });
+            let p = dir.join(format!("img_{i:04}.png"));
+            img.save(&p).unwrap();
+            p
+        })
+        .collect()
+}
+
+#[test]
+fn preprocess_cli_equals_library_per_file_in_order() {
+    let tmp = temp_dir("preprocess_cli");
+    let files = [
+        images_dir().join("portrait_45x77.png"),
+        images_dir().join("plain_64x48.jpg"),
+        images_dir().join("rgba_33x50.png"),
+    ];
+    for (crop, model) in [
+        (Crop::Center, clip()),
+        (Crop::None, fixture("siglip_f32").join("model.safetensors")),
+    ] {
+        let out = tmp.join(format!("px_{crop}.safetensors"));
+        let o = run(bin()
+            .args(["preprocess", "--model"])
+            .arg(&model)
+            .arg("--images")
+            .args(&files)
+            .args(["--crop", crop.as_str(), "--out"])
+            .arg(&out));
+        assert!(o.status.success(), "{}", stderr(&o));
+        let t = read_tensors(&out);
+        assert_eq!(t.len(), 1);
+        assert_eq!(t[0].0, "pixel_values");
+        assert_eq!(t[0].1, vec![3, 3, 32, 32]);
+        let spec = preprocess_spec(&Model::open(&model).unwrap(), crop);
+        for (i, f) in files.iter().enumerate() {
+            let want = preprocess_file(f, &spec).unwrap();
+            assert_eq!(
+                &t[0].2[i * 3072..(i + 1) * 3072],
+                &want[..],
+                "{}",
+                f.display()
+            );
+        }
+        let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+        assert_eq!(sources(&out), names);
+        // The pixels file is what `encode --pixels` takes.
+        distorch_vision::job::output::read_pixels(&out).unwrap();
+    }
+}
+
+#[test]
+fn folders_expand_recursively_sorted_after_files_in_given_order() {
+    let tmp = temp_dir("preprocess_folders");
+    let d = tmp.join("imgs");
+    std::fs::create_dir_all(d.join("b/deeper")).unwrap();
+    std::fs::create_dir_all(d.join("a")).unwrap();
+    for (src, dst) in [
+        ("up_20x13.png", "z.png"),
+        ("grey_40x30.png", "b/deeper/x.PNG"),
+        ("plain_64x48.jpg", "a/m.jpg"),
+        ("exact_32x32.png", "b/c.png"),
+    ] {
+        std::fs::copy(images_dir().join(src), d.join(dst)).unwrap();
+    }
+    std::fs::write(d.join("notes.txt"), "not an image").unwrap();
+    let single = images_dir().join("la_22x15.png");
+    let out = tmp.join("px.safetensors");
+    let o = run(bin()
+        .args(["preprocess", "--model"])
+        .arg(clip())
+        .arg("--images")
+        .arg(&single)
+        .arg(&d)
+        .arg("--out")
+        .arg(&out));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let want: Vec<String> = [
+        single,
+        d.join("a/m.jpg"),
+        d.join("b/c.png"),
+        d.join("b/deeper/x.PNG"),
+        d.join("z.png"),
+    ]
+    .iter()
+    .map(|p| p.display().to_string())
+    .collect();
+    assert_eq!(sources(&out), want);
+    assert_eq!(read_tensors(&out)[0].1[0], 5);
+}
+
+#[test]
+fn encode_images_equals_encode_of_preprocessed_pixels() {
+    let tmp = temp_dir("encode_images");
+    let files = [
+        images_dir().join("landscape_131x33.png"),
+        images_dir().join("exif6_40x24.jpg"),
+    ];
+    let px = tmp.join("px.safetensors");
+    let o = run(bin()
+        .args(["preprocess", "--model"])
+        .arg(clip())
+        .arg("--images")
+        .args(&files)
+        .arg("--out")
+        .arg(&px));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let graphs = tmp.join("graphs");
+    let encode = |input: &str, paths: &[PathBuf], out: &Path| {
+        run(bin()
+            .args(["encode", "--model"])
+            .arg(clip())
+            .arg(input)
+            .args(paths)
+            .arg("--out")
+            .arg(out)
+            .args(["--device", "cpu", "--graphs-dir"])
+            .arg(&graphs))
+    };
+    let a = tmp.join("a.safetensors");
+    let b = tmp.join("b.safetensors");
+    let o = encode("--images", &files, &a);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = encode("--pixels", std::slice::from_ref(&px), &b);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(read_tensors(&a), read_tensors(&b));
+    assert_eq!(
+        sources(&a),
+        files
+            .iter()
+            .map(|f| f.display().to_string())
+            .collect::<Vec<_>>()
+    );
+    // Exactly one of --images and --pixels.
+    let o = run(bin()
+        .args(["encode", "--model"])
+        .arg(clip())
+        .arg("--out")
+        .arg(tmp.join("c.safetensors")));
+    assert!(!o.status.success());
+    let o = run(bin()
+        .args(["encode", "--model"])
+        .arg(clip())
+        .arg("--images")
+        .arg(&files[0])
+        .arg("--pixels")
+        .arg(&px)
+        .arg("--out")
+        .arg(tmp.join("c.safetensors")));
+    assert!(!o.status.success());
+}
+
+fn sharded_cmd(images: &Path, out: &Path, graphs: &Path) -> std::process::Command {
+    let mut c = bin();
+    c.args(["encode", "--model"])
+        .arg(clip())
+        .arg("--images")
+        .arg(images)
+        .arg("--out")
+        .arg(out)
+        .args(["--device", "cpu", "--graphs-dir"])
+        .arg(graphs);
+    c
+}
+
+/// Every shard of `out`: rows match the index, metadata sources match the index.
+fn check_shards(out: &Path) -> (ShardIndex, Vec<String>) {
+    let index = ShardIndex::read(out).unwrap().expect("index.json");
+    let mut all = Vec::new();
+    for (n, s) in index.shards.iter().enumerate() {
+        assert_eq!(s.file, format!("shard-{n:05}.safetensors"));
+        let p = out.join(&s.file);
+        assert_eq!(sources(&p), s.sources, "{}", s.file);
+        let t = read_tensors(&p);
+        for (name, shape, _) in &t {
+            assert_eq!(shape[0], s.rows, "{}: {name}", s.file);
+        }
+        assert_eq!(s.sources.len(), s.rows);
+        all.extend(s.sources.clone());
+    }
+    assert_eq!(index.rows, all.len());
+    (index, all)
+}
+
+#[test]
+fn sharded_run_killed_midway_resumes_without_duplicates_or_gaps() {
+    let tmp = temp_dir("shard_resume");
+    let files = make_images(&tmp.join("imgs"), 200);
+    let out = tmp.join("out");
+    let graphs = tmp.join("graphs");
+    // Warm the graph export so the timed run starts encoding at once.
+    let o = run(sharded_cmd(&files[0], &tmp.join("warm"), &graphs).args(["--shard-size", "1"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    let mut child = sharded_cmd(&tmp.join("imgs"), &out, &graphs)
+        .args([
+            "--shard-size",
+            "20",
+            "--batch-size",
+            "4",
+            "--throttle-ms",
+            "40",
+        ])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while !out.join("shard-00001.safetensors").exists() {
+        assert!(t.elapsed() < Duration::from_secs(60), "no shard appeared");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "finished before it was killed"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let (index, done) = check_shards(&out);
+    assert!(!index.complete);
+    assert!(done.len() < 200, "the run finished before the kill");
+    assert_eq!(done.len() % 20, 0);
+
+    // Without --resume the folder is refused.
+    let o = run(sharded_cmd(&tmp.join("imgs"), &out, &graphs).args(["--shard-size", "20"]));
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("--resume"), "{}", stderr(&o));
+
+    let o = run(sharded_cmd(&tmp.join("imgs"), &out, &graphs).args([
+        "--shard-size",
+        "20",
+        "--batch-size",
+        "4",
+        "--resume",
+    ]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (index, all) = check_shards(&out);
+    assert!(index.complete);
+    let want: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+    assert_eq!(all, want, "every image once, in order");
+    assert_eq!(index.shards.len(), 10);
+
+    // Rows are the same embeddings a one-shot encode gives.
+    let one = tmp.join("one.safetensors");
+    let o = run(bin()
+        .args(["encode", "--model"])
+        .arg(clip())
+        .arg("--images")
+        .args(&files[..3])
+        .arg("--out")
+        .arg(&one)
+        .args(["--device", "cpu", "--graphs-dir"])
+        .arg(&graphs));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let a = read_tensors(&one);
+    let b = read_tensors(&out.join("shard-00000.safetensors"));
+    let (ea, eb) = (tensor(&a, "image_embeds"), tensor(&b, "image_embeds"));
+    let w = ea.1[1];
+    assert!(max_abs_diff(&ea.2, &eb.2[..3 * w]) < 1e-5);
+
+    // Resuming a finished run does nothing.
+    let o =
+        run(sharded_cmd(&tmp.join("imgs"), &out, &graphs).args(["--shard-size", "20", "--resume"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(check_shards(&out).1, want);
+}
+
+#[test]
+fn unreadable_images_are_skipped_and_reported_or_abort_with_strict() {
+    let tmp = temp_dir("shard_corrupt");
+    let dir = tmp.join("imgs");
+    let files = make_images(&dir, 12);
+    std::fs::write(dir.join("img_0003b.png"), b"definitely not a png").unwrap();
+    let good = std::fs::read(&files[0]).unwrap();
+    std::fs::write(dir.join("img_0007b.png"), &good[..good.len() / 2]).unwrap();
+    let graphs = tmp.join("graphs");
+    let out = tmp.join("out");
+    let o = run(sharded_cmd(&dir, &out, &graphs).args(["--shard-size", "5"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("2 skipped"), "{err}");
+    assert!(
+        err.contains("img_0003b.png") && err.contains("img_0007b.png"),
+        "{err}"
+    );
+    let (index, all) = check_shards(&out);
+    assert_eq!(all.len(), 12);
+    assert_eq!(
+        index.shards.iter().map(|s| s.rows).collect::<Vec<_>>(),
+        [5, 5, 2]
+    );
+    let skipped: Vec<&str> = index.skipped.iter().map(|s| s.file.as_str()).collect();
+    assert_eq!(skipped.len(), 2);
+    assert!(skipped[0].ends_with("img_0003b.png") && skipped[1].ends_with("img_0007b.png"));
+    assert!(index.skipped.iter().all(|s| !s.reason.is_empty()));
+
+    let o = run(sharded_cmd(&dir, &tmp.join("strict"), &graphs).args([
+        "--shard-size",
+        "5",
+        "--strict",
+    ]));
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    let line = err.lines().find(|l| l.starts_with("error: ")).unwrap();
+    assert!(line.contains("img_0003b.png"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+
+    // One-shot (not sharded) encoding fails on the unreadable file, naming it.
+    let o = run(bin()
+        .args(["encode", "--model"])
+        .arg(clip())
+        .arg("--images")
+        .arg(&dir)
+        .arg("--out")
+        .arg(tmp.join("one.safetensors"))
+        .args(["--device", "cpu", "--graphs-dir"])
+        .arg(&graphs));
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("img_0003b.png"), "{}", stderr(&o));
+}

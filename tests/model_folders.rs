@@ -1,0 +1,173 @@
+//! Model names resolved against model folders (SPEC §2.5): `--comfyui`, `COMFYUI_PATH`,
+//! `extra_model_paths.yaml` with `base_path`, `~`, env vars, `|` lists and `is_default`.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+
+fn place(dst: &Path) {
+    std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
+    let f = fixture("clip_quickgelu_f32");
+    std::fs::copy(f.join("model.safetensors"), dst).unwrap();
+    // The tiny fixture needs its config.json beside it.
+    std::fs::copy(f.join("config.json"), dst.with_file_name("config.json")).unwrap();
+}
+
+fn models_json(cmd: &mut std::process::Command) -> serde_json::Value {
+    let o = run(cmd.args(["models", "--json"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+fn names(v: &serde_json::Value) -> Vec<String> {
+    v["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn comfyui_folder_lists_and_resolves_names() {
+    let tmp = temp_dir("folders_comfy");
+    let comfy = tmp.join("ComfyUI");
+    let cv = comfy.join("models/clip_vision");
+    place(&cv.join("clip_vision_g.safetensors"));
+    place(&cv.join("sub/dir/tiny.sft"));
+    std::fs::write(cv.join("readme.txt"), "x").unwrap();
+    let v = models_json(bin().arg("--comfyui").arg(&comfy));
+    assert_eq!(names(&v), ["clip_vision_g.safetensors", "sub/dir/tiny.sft"]);
+
+    // By flag, and by COMFYUI_PATH; with or without the extension.
+    for name in ["sub/dir/tiny.sft", "sub/dir/tiny", "clip_vision_g"] {
+        let o = run(bin()
+            .args(["inspect", "--json", "--model", name, "--comfyui"])
+            .arg(&comfy));
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+        let o = run(bin()
+            .env("COMFYUI_PATH", &comfy)
+            .args(["plan", "--model", name, "--device", "cpu"]));
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+    }
+    // An unknown name lists close matches.
+    let o = run(bin()
+        .args(["inspect", "--model", "clip_vison_g", "--comfyui"])
+        .arg(&comfy));
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.starts_with("error: model \"clip_vison_g\" not found"),
+        "{err}"
+    );
+    assert!(
+        err.contains("did you mean clip_vision_g.safetensors"),
+        "{err}"
+    );
+    let o = run(bin()
+        .args(["inspect", "--model", "tiny", "--comfyui"])
+        .arg(&comfy));
+    assert!(stderr(&o).contains("sub/dir/tiny.sft"), "{}", stderr(&o));
+    // A path still wins over the folders.
+    let o = run(bin()
+        .args(["inspect", "--model"])
+        .arg(fixture("siglip_f32").join("model.safetensors"))
+        .arg("--comfyui")
+        .arg(&comfy));
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn extra_model_paths_yaml_base_path_home_env_and_block_lists() {
+    let tmp = temp_dir("folders_extra");
+    let home = tmp.join("home");
+    let comfy = tmp.join("ComfyUI");
+    place(&comfy.join("models/clip_vision/own.safetensors"));
+    // Section a: relative base_path, `|` list of two folders.
+    place(&tmp.join("cfg/rel_base/vision1/a1.safetensors"));
+    place(&tmp.join("cfg/rel_base/vision2/a2.sft"));
+    // Section b: `~` base path, is_default (searched first).
+    place(&home.join("models/clip/b.safetensors"));
+    // Section c: no base path, an env var.
+    place(&tmp.join("env_dir/cv/c.safetensors"));
+    let yaml = tmp.join("cfg/extra_model_paths.yaml");
+    std::fs::write(
+        &yaml,
+        "a1111:\n  base_path: rel_base\n  clip_vision: |\n    vision1\n    vision2\n  checkpoints: models/Stable-diffusion\n\
+         mine:\n  base_path: ~/models\n  is_default: true\n  clip_vision: clip\n\
+         other:\n  clip_vision: ${DV_TEST_ROOT}/env_dir/cv\n",
+    )
+    .unwrap();
+    let v = models_json(
+        bin()
+            .env("HOME", &home)
+            .env("DV_TEST_ROOT", &tmp)
+            .arg("--comfyui")
+            .arg(&comfy)
+            .arg("--extra-model-paths")
+            .arg(&yaml),
+    );
+    assert_eq!(
+        names(&v),
+        [
+            "b.safetensors",
+            "own.safetensors",
+            "a1.safetensors",
+            "a2.sft",
+            "c.safetensors"
+        ]
+    );
+    let folders: Vec<String> = v["folders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(folders[0], home.join("models/clip").display().to_string());
+    assert!(folders[2].ends_with("cfg/rel_base/vision1"), "{folders:?}");
+    for name in ["a2", "b", "c.safetensors", "own"] {
+        let o = run(bin()
+            .env("HOME", &home)
+            .env("DV_TEST_ROOT", &tmp)
+            .args(["inspect", "--model", name, "--comfyui"])
+            .arg(&comfy)
+            .arg("--extra-model-paths")
+            .arg(&yaml));
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+    }
+    // Found as <comfyui>/extra_model_paths.yaml when not given.
+    std::fs::copy(&yaml, comfy.join("extra_model_paths.yaml")).unwrap();
+    place(&comfy.join("rel_base/vision1/in_comfy.safetensors"));
+    let v = models_json(
+        bin()
+            .env("HOME", &home)
+            .env("DV_TEST_ROOT", &tmp)
+            .arg("--comfyui")
+            .arg(&comfy),
+    );
+    assert!(
+        names(&v).contains(&"in_comfy.safetensors".to_string()),
+        "{v}"
+    );
+}
+
+#[test]
+fn library_resolution_keeps_the_old_signature() {
+    // `loader::resolve_model(&str)` and `LoadOptions { .. Default::default() }` still work.
+    let p = fixture("clip_quickgelu_f32").join("model.safetensors");
+    let got = distorch_vision::loader::resolve_model(&p.display().to_string()).unwrap();
+    assert_eq!(got, p);
+    let tmp = temp_dir("folders_lib");
+    place(&tmp.join("models/clip_vision/x/y.safetensors"));
+    let folders = distorch_vision::job::models::ModelFolders::new(Some(tmp.clone()), None);
+    let got = distorch_vision::loader::resolve_model_in("x/y", &folders).unwrap();
+    assert_eq!(got, tmp.join("models/clip_vision/x/y.safetensors"));
+    let o = distorch_vision::loader::LoadOptions {
+        clip_vision: "x/y.safetensors".into(),
+        model_folders: folders,
+        ..Default::default()
+    };
+    assert!(distorch_vision::loader::resolve_model_in(&o.clip_vision, &o.model_folders).is_ok());
+}
