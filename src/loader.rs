@@ -214,6 +214,23 @@ impl ClipVision {
     }
 }
 
+// --- gpu ---
+impl ClipVision {
+    /// Like [`ClipVision::encode`], with the images cut into micro-batches of `micro` that
+    /// flow through the plan's device segments concurrently (`runtime::microbatch`).
+    pub fn encode_micro(
+        &self,
+        pixels: ArrayView4<f32>,
+        outputs: &[String],
+        micro: usize,
+    ) -> Result<Outputs> {
+        self.model().check_pixels(pixels.shape())?;
+        let p = self.pipeline()?;
+        crate::runtime::microbatch::encode(&p, pixels, outputs, micro, None)
+    }
+}
+// --- end gpu ---
+
 impl Shared {
     fn uses(&self, d: Device) -> bool {
         self.plan.blocks.iter().any(|b| b.home == d || b.exec == d)

@@ -131,10 +131,39 @@ enum Command {
         stream_blocks: Vec<String>,
         #[command(flatten)]
         common: Common,
+        #[command(flatten)]
+        gpu: GpuArgs,
     },
     /// Throughput of the block pipeline against one whole-model session on the same weights.
     Bench(BenchArgs),
 }
+
+// --- gpu ---
+/// Compute options of the GPU path.
+#[derive(Args, Clone)]
+struct GpuArgs {
+    /// Compute dtype: `fp32` (default) or `fp16` (CUDA only; not implemented yet).
+    #[arg(long, default_value = "fp32")]
+    dtype: String,
+    /// Cut the images into micro-batches of N that flow through the device segments concurrently.
+    #[arg(long)]
+    micro_batch: Option<usize>,
+}
+
+impl GpuArgs {
+    /// Refuses a dtype the plan's devices cannot run, before anything is loaded.
+    fn check(&self, model: &str, loader: &LoaderArgs) -> Result<()> {
+        let dtype: distorch_vision::runtime::dtype::ComputeDtype = self.dtype.parse()?;
+        if dtype == distorch_vision::runtime::dtype::ComputeDtype::Fp32 {
+            return Ok(());
+        }
+        let m = Model::open(&resolve_model(model)?)?;
+        let inv = inventory(loader.simulate_devices.as_deref())?;
+        let p = plan_model(&m, &loader.options()?, &inv)?;
+        distorch_vision::runtime::dtype::check(dtype, &p.exec_devices())
+    }
+}
+// --- end gpu ---
 
 /// Flags of `bench`.
 #[derive(Args)]
@@ -155,6 +184,8 @@ struct BenchArgs {
     json: bool,
     #[command(flatten)]
     common: Common,
+    #[command(flatten)]
+    gpu: GpuArgs,
 }
 
 fn main() -> ExitCode {
@@ -216,13 +247,15 @@ fn run(cli: Cli) -> Result<()> {
             simulate_devices,
         } => {
             let inv = inventory(simulate_devices.as_deref())?;
+            // gpu: the CUDA provider's status (usable, or why not) beside the inventory.
+            let cuda = distorch_vision::runtime::cuda::provider_status();
             if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&inv.to_json()).unwrap_or_default()
-                );
+                // {"devices": [...inventory...], "cuda_provider": {...}}
+                let v = serde_json::json!({"devices": inv.to_json(), "cuda_provider": cuda});
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
             } else {
                 print!("{}", inv.render_table());
+                println!("{}", cuda.render_line());
             }
             Ok(())
         }
@@ -253,8 +286,10 @@ fn run(cli: Cli) -> Result<()> {
             outputs,
             stream_blocks,
             common,
+            gpu,
         } => {
             setup(&common)?;
+            gpu.check(&model, &loader)?;
             let t = std::time::Instant::now();
             let px = output::read_pixels(&pixels)?;
             let cv = ClipVision::load(&LoadOptions {
@@ -266,7 +301,10 @@ fn run(cli: Cli) -> Result<()> {
                 force_streamed: stream_blocks,
             })?;
             cv.model().check_pixels(px.shape())?;
-            let res = cv.encode(px.view(), &outputs, batch_size)?;
+            let res = match gpu.micro_batch {
+                Some(m) => cv.encode_micro(px.view(), &outputs, m)?,
+                None => cv.encode(px.view(), &outputs, batch_size)?,
+            };
             let inputs = vec![pixels.display().to_string()];
             output::write_outputs(&out, &res, &inputs, &model)?;
             eprintln!(
@@ -287,6 +325,7 @@ fn run(cli: Cli) -> Result<()> {
 
 fn bench(b: BenchArgs) -> Result<()> {
     setup(&b.common)?;
+    b.gpu.check(&b.model, &b.loader)?;
     let opts = LoadOptions {
         clip_vision: b.model.clone(),
         loader: b.loader.options()?,
@@ -294,7 +333,13 @@ fn bench(b: BenchArgs) -> Result<()> {
         graphs_dir: b.common.graphs_dir.clone(),
         ..Default::default()
     };
-    let r = distorch_vision::runtime::bench::run(&opts, b.batch_size, b.iters, !b.no_whole)?;
+    let r = distorch_vision::runtime::bench::run_micro(
+        &opts,
+        b.batch_size,
+        b.iters,
+        !b.no_whole,
+        b.gpu.micro_batch,
+    )?;
     if b.json {
         println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
         return Ok(());
@@ -327,6 +372,12 @@ fn bench(b: BenchArgs) -> Result<()> {
         .map(|(n, ms)| format!("{n} {ms:.2}"))
         .collect();
     println!("per block  median ms: {}", blocks.join(", "));
+    println!(
+        "streamed   {} per pass{}",
+        human(r.streamed_bytes_per_pass),
+        r.micro_batch
+            .map_or(String::new(), |m| format!(", micro-batch {m}"))
+    );
     Ok(())
 }
 

@@ -36,6 +36,14 @@ pub struct BenchReport {
     pub split_ratio: Option<f64>,
     pub peak_rss_bytes: u64,
     pub model_bytes: u64,
+    // --- gpu ---
+    /// Weight bytes uploaded host → GPU on every pass (CPU-homed blocks executed on a GPU).
+    pub streamed_bytes_per_pass: u64,
+    /// Micro-batch size of the timed passes (`--micro-batch`), if any.
+    pub micro_batch: Option<usize>,
+    /// Device copies made during the whole run, by kind (GPU plans only).
+    pub device_copies: std::collections::BTreeMap<String, u64>,
+    // --- end gpu ---
 }
 
 pub fn median(v: &mut [f64]) -> f64 {
@@ -77,6 +85,17 @@ pub fn pixels(batch: usize, size: usize) -> Array4<f32> {
 /// Runs the benchmark: warm-up, then `iters` timed batches, for the blocks and (with
 /// `whole`) for one whole-model session.
 pub fn run(opts: &LoadOptions, batch: usize, iters: usize, whole: bool) -> Result<BenchReport> {
+    run_micro(opts, batch, iters, whole, None)
+}
+
+/// [`run`], with the timed passes cut into micro-batches of `micro` (`--micro-batch`).
+pub fn run_micro(
+    opts: &LoadOptions,
+    batch: usize,
+    iters: usize,
+    whole: bool,
+    micro: Option<usize>,
+) -> Result<BenchReport> {
     let batch = batch.max(1);
     let iters = iters.max(1);
     let mut opts = opts.clone();
@@ -89,15 +108,21 @@ pub fn run(opts: &LoadOptions, batch: usize, iters: usize, whole: bool) -> Resul
     let size = cv.model().config.image_size;
     let px = pixels(batch, size);
     let wanted: Vec<String> = Vec::new();
+    let encode = |cv: &ClipVision| -> Result<()> {
+        match micro {
+            Some(m) => cv.encode_micro(px.view(), &wanted, m).map(drop),
+            None => cv.encode(px.view(), &wanted, batch).map(drop),
+        }
+    };
     let t = Instant::now();
-    cv.encode(px.view(), &wanted, batch)?;
+    encode(&cv)?;
     let first = t.elapsed().as_secs_f64();
     let pipeline = cv.pipeline()?;
     pipeline.set_profiling(true);
     let mut times = Vec::new();
     for _ in 0..iters {
         let t = Instant::now();
-        cv.encode(px.view(), &wanted, batch)?;
+        encode(&cv)?;
         times.push(t.elapsed().as_secs_f64());
     }
     let per_block = pipeline
@@ -135,6 +160,13 @@ pub fn run(opts: &LoadOptions, batch: usize, iters: usize, whole: bool) -> Resul
         whole: whole_fig,
         peak_rss_bytes: peak_rss(),
         model_bytes: cv.model().model_bytes(),
+        streamed_bytes_per_pass: pipeline.streamed_bytes_per_pass(),
+        micro_batch: micro,
+        device_copies: pipeline
+            .copy_counts()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
     })
 }
 
