@@ -134,3 +134,18 @@ fn cli_micro_batch_matches_the_references() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert_close(&out, &f.join("expected.safetensors"), 1e-4);
 }
+
+#[test]
+fn gpu_check_script_exits_cleanly_without_a_gpu() {
+    if !no_driver_here() {
+        return; // on a GPU machine the script runs the real checks (minutes)
+    }
+    let o = run(std::process::Command::new("bash")
+        .arg(root().join("scripts/gpu_check.sh"))
+        .env("DV_BIN", env!("CARGO_BIN_EXE_distorch-vision")));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}\n{}", stderr(&o));
+    assert!(out.contains("CUDA provider: not usable"), "{out}");
+    assert!(out.contains("not checked"), "{out}");
+    assert!(out.contains("CUDA fp32 parity"), "{out}");
+}
