@@ -260,3 +260,45 @@ impl GpuRunner {
         })?
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worker_runs_borrowing_closures_in_order_and_survives_panics() {
+        let w = DeviceWorker::spawn("test").unwrap();
+        let data = [1, 2, 3];
+        let sum = w.run(|| data.iter().sum::<i32>()).unwrap();
+        assert_eq!(sum, 6);
+        let tid = w
+            .run(|| std::thread::current().name().map(String::from))
+            .unwrap();
+        assert_eq!(tid.as_deref(), Some("dv-test"));
+        let r = w.run(|| -> i32 { panic!("boom") });
+        assert!(r.is_err());
+        assert_eq!(w.run(|| 7).unwrap(), 7);
+    }
+
+    /// The identity-session copy `Value::to` works inside our environment (with its global
+    /// thread pool): checked host → host here; host ↔ GPU only on a GPU machine.
+    #[test]
+    fn identity_copy_works_with_the_global_thread_pool() {
+        if crate::runtime::environment().is_err() {
+            return; // no ONNX Runtime library in this test environment
+        }
+        let t = ort::value::Tensor::from_array(([2usize, 3], vec![1f32, 2., 3., 4., 5., 6.]))
+            .unwrap()
+            .into_dyn();
+        assert_eq!(value_device(&t), None);
+        let c = t
+            .view()
+            .downcast::<ort::value::DynTensorValueType>()
+            .unwrap()
+            .to(AllocationDevice::CPU, 0)
+            .unwrap()
+            .into_dyn();
+        let (_, v) = c.try_extract_tensor::<f32>().unwrap();
+        assert_eq!(v, &[1., 2., 3., 4., 5., 6.]);
+    }
+}

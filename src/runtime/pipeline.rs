@@ -393,7 +393,7 @@ impl Pipeline {
                     .iter()
                     .map(|k| {
                         self.model.weight(k).info.shape.iter().product::<usize>() as u64
-                            * self.model.weight(k).info.dtype.size() as u64
+                            * self.model.weight(k).info.dtype.size()
                     })
                     .sum(),
             })
