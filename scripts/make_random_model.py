@@ -2,7 +2,7 @@
 """Writes a random-weight CLIP vision tower of a given shape (HF layout + config.json), for
 benchmarks. Needs only numpy.
 
-    python3 scripts/make_random_model.py OUT_DIR --shape vit-b-16|vit-l-14 [--dtype f32|f16]
+    python3 scripts/make_random_model.py OUT_DIR --shape vit-b-16|vit-l-14|vit-h-14 [--dtype f32|f16]
 """
 import argparse
 import json
@@ -15,6 +15,9 @@ SHAPES = {
                      patch_size=16, image_size=224, projection_dim=512),
     "vit-l-14": dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
                      patch_size=14, image_size=224, projection_dim=768),
+    # ViT-H/14 (SPEC §2.1 row 2), exact-erf gelu; about 632 M parameters (2.4 GiB f32, 1.2 GiB f16).
+    "vit-h-14": dict(hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=16,
+                     patch_size=14, image_size=224, projection_dim=1024, hidden_act="gelu"),
 }
 
 
@@ -67,6 +70,6 @@ if __name__ == "__main__":
     os.makedirs(a.out, exist_ok=True)
     save(os.path.join(a.out, "model.safetensors"),
          tensors(c, np.random.default_rng(0), np.float32 if a.dtype == "f32" else np.float16))
-    cfg = dict(c, model_type="clip_vision_model", hidden_act="quick_gelu", layer_norm_eps=1e-5)
+    cfg = dict(dict(hidden_act="quick_gelu"), **c, model_type="clip_vision_model", layer_norm_eps=1e-5)
     json.dump(cfg, open(os.path.join(a.out, "config.json"), "w"), indent=2)
     print(f"{a.out}: {a.shape} {a.dtype}")

@@ -31,6 +31,9 @@ pub struct LoadOptions {
     pub granularity: Granularity,
     /// Compute precision (`int8` runs on the CPU only).
     pub dtype: ComputeDtype,
+    /// Cut encodes into micro-batches of N that flow through the device segments
+    /// concurrently (`--micro-batch`).
+    pub micro_batch: Option<usize>,
     /// Test hook: blocks (or `all`) run with their weights fed as inputs each pass, as
     /// streamed blocks are, even when the plan keeps them resident.
     pub force_streamed: Vec<String>,
@@ -90,6 +93,7 @@ struct Shared {
     export: Export,
     plan: Plan,
     stages: Vec<StagePlan>,
+    micro_batch: Option<usize>,
     /// `None` while ejected; rebuilt on the next encode.
     pipeline: RwLock<Option<Arc<Pipeline>>>,
 }
@@ -128,12 +132,14 @@ impl ClipVision {
                 streamed: b.home != b.exec || forced(&b.name),
             })
             .collect();
-        if opts.dtype == ComputeDtype::Int8
-            && stages.iter().any(|s| s.exec != Device::Cpu || s.streamed)
-        {
+        crate::runtime::dtype::check(opts.dtype, &plan.exec_devices())?;
+        if opts.dtype == ComputeDtype::Int8 && stages.iter().any(|s| s.streamed) {
             return Err(Error::invalid(
-                "--dtype int8 runs on the CPU only: use --device cpu with no GPU placement",
+                "dtype: int8 has no streamed-weights variant; use --dtype fp32",
             ));
+        }
+        if opts.micro_batch == Some(0) {
+            return Err(Error::invalid("--micro-batch must be at least 1"));
         }
         let export = export::export_with(
             &model,
@@ -152,6 +158,7 @@ impl ClipVision {
             export,
             plan,
             stages,
+            micro_batch: opts.micro_batch,
             pipeline: RwLock::new(Some(Arc::new(pipeline))),
         });
         let mut reg = registry();
@@ -222,9 +229,29 @@ impl ClipVision {
         batch_size: usize,
     ) -> Result<Outputs> {
         self.model().check_pixels(pixels.shape())?;
-        self.pipeline()?.encode(pixels, outputs, batch_size)
+        match self.shared.micro_batch {
+            Some(m) => self.encode_micro(pixels, outputs, m),
+            None => self.pipeline()?.encode(pixels, outputs, batch_size),
+        }
     }
 }
+
+// --- gpu ---
+impl ClipVision {
+    /// Like [`ClipVision::encode`], with the images cut into micro-batches of `micro` that
+    /// flow through the plan's device segments concurrently (`runtime::microbatch`).
+    pub fn encode_micro(
+        &self,
+        pixels: ArrayView4<f32>,
+        outputs: &[String],
+        micro: usize,
+    ) -> Result<Outputs> {
+        self.model().check_pixels(pixels.shape())?;
+        let p = self.pipeline()?;
+        crate::runtime::microbatch::encode(&p, pixels, outputs, micro, None)
+    }
+}
+// --- end gpu ---
 
 impl Shared {
     fn uses(&self, d: Device) -> bool {

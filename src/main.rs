@@ -173,11 +173,13 @@ enum Command {
         /// Test hook: run these blocks (comma-separated, or `all`) with their weights fed as inputs each pass.
         #[arg(long, value_delimiter = ',', hide = true)]
         stream_blocks: Vec<String>,
-        /// Compute precision: `fp32` (default, the reference) or `int8` (CPU, faster, approximate).
+        /// Compute precision: `fp32` (default, the reference), `int8` (CPU, approximate), `fp16` (CUDA; not implemented yet).
         #[arg(long, default_value = "fp32")]
         dtype: ComputeDtype,
         #[command(flatten)]
         common: Common,
+        #[command(flatten)]
+        gpu: GpuArgs,
     },
     /// Decode and preprocess images into one NCHW `pixel_values` tensor (safetensors).
     Preprocess {
@@ -207,6 +209,14 @@ enum Command {
     Bench(BenchArgs),
 }
 
+/// Options of the GPU path.
+#[derive(Args, Clone)]
+struct GpuArgs {
+    /// Cut the images into micro-batches of N that flow through the device segments concurrently.
+    #[arg(long)]
+    micro_batch: Option<usize>,
+}
+
 /// Flags of `bench`.
 #[derive(Args)]
 struct BenchArgs {
@@ -224,11 +234,13 @@ struct BenchArgs {
     no_whole: bool,
     #[arg(long)]
     json: bool,
-    /// Compute precision: `fp32` (default, the reference) or `int8` (CPU, faster, approximate).
+    /// Compute precision: `fp32` (default, the reference), `int8` (CPU, approximate), `fp16` (CUDA; not implemented yet).
     #[arg(long, default_value = "fp32")]
     dtype: ComputeDtype,
     #[command(flatten)]
     common: Common,
+    #[command(flatten)]
+    gpu: GpuArgs,
 }
 
 fn main() -> ExitCode {
@@ -291,13 +303,15 @@ fn run(cli: Cli) -> Result<()> {
             simulate_devices,
         } => {
             let inv = inventory(simulate_devices.as_deref())?;
+            // gpu: the CUDA provider's status (usable, or why not) beside the inventory.
+            let cuda = distorch_vision::runtime::cuda::provider_status();
             if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&inv.to_json()).unwrap_or_default()
-                );
+                // {"devices": [...inventory...], "cuda_provider": {...}}
+                let v = serde_json::json!({"devices": inv.to_json(), "cuda_provider": cuda});
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
             } else {
                 print!("{}", inv.render_table());
+                println!("{}", cuda.render_line());
             }
             Ok(())
         }
@@ -336,6 +350,7 @@ fn run(cli: Cli) -> Result<()> {
             stream_blocks,
             dtype,
             common,
+            gpu,
         } => {
             setup(&common)?;
             let job = EncodeJob {
@@ -367,6 +382,7 @@ fn run(cli: Cli) -> Result<()> {
                 force_streamed: stream_blocks,
                 model_folders: folders,
                 dtype,
+                micro_batch: gpu.micro_batch,
                 ..Default::default()
             })?;
             let summary = batch::run_encode(&cv, &job)?;
@@ -441,7 +457,13 @@ fn bench(b: BenchArgs) -> Result<()> {
         dtype: b.dtype,
         ..Default::default()
     };
-    let r = distorch_vision::runtime::bench::run(&opts, b.batch_size, b.iters, !b.no_whole)?;
+    let r = distorch_vision::runtime::bench::run_micro(
+        &opts,
+        b.batch_size,
+        b.iters,
+        !b.no_whole,
+        b.gpu.micro_batch,
+    )?;
     if b.json {
         println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
         return Ok(());
@@ -475,6 +497,12 @@ fn bench(b: BenchArgs) -> Result<()> {
         .map(|(n, ms)| format!("{n} {ms:.2}"))
         .collect();
     println!("per block  median ms: {}", blocks.join(", "));
+    println!(
+        "streamed   {} per pass{}",
+        human(r.streamed_bytes_per_pass),
+        r.micro_batch
+            .map_or(String::new(), |m| format!(", micro-batch {m}"))
+    );
     Ok(())
 }
 

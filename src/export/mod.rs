@@ -54,6 +54,8 @@ pub enum ComputeDtype {
     Fp32,
     /// Layers' linear weights in int8 with activations quantised on the fly (CPU only).
     Int8,
+    /// Reduced precision on CUDA (not implemented yet: refused with a clear error).
+    Fp16,
 }
 
 impl std::str::FromStr for ComputeDtype {
@@ -62,8 +64,9 @@ impl std::str::FromStr for ComputeDtype {
         match s.trim().to_ascii_lowercase().as_str() {
             "fp32" | "f32" | "float32" => Ok(ComputeDtype::Fp32),
             "int8" | "i8" => Ok(ComputeDtype::Int8),
+            "fp16" | "f16" | "float16" | "half" => Ok(ComputeDtype::Fp16),
             _ => Err(Error::invalid(format!(
-                "--dtype {s:?} is not valid (valid: fp32, int8)"
+                "dtype: unknown compute dtype {s:?} (valid: fp32, int8, fp16)"
             ))),
         }
     }
@@ -187,7 +190,9 @@ pub fn export_with(
         Some(d) => d.to_path_buf(),
         None => root.join(match dtype {
             ComputeDtype::Fp32 => model_dir_name(model, &content_id),
-            ComputeDtype::Int8 => format!("{}-int8", model_dir_name(model, &content_id)),
+            ComputeDtype::Int8 | ComputeDtype::Fp16 => {
+                format!("{}-int8", model_dir_name(model, &content_id))
+            }
         }),
     };
     if let Some(found) = reusable(&dir, &content_id, granularity).filter(|m| m.dtype == dtype) {
@@ -206,7 +211,9 @@ pub fn export_with(
     let mut blocks = Vec::new();
     for block in &model.blocks {
         let proto = match dtype {
-            ComputeDtype::Fp32 => blocks::block_graph(model, &block.name, WEIGHTS_FILE, false).0,
+            ComputeDtype::Fp32 | ComputeDtype::Fp16 => {
+                blocks::block_graph(model, &block.name, WEIGHTS_FILE, false).0
+            }
             ComputeDtype::Int8 => {
                 let (proto, quant) = blocks::block_graph_int8(model, &block.name, WEIGHTS_FILE)?;
                 if let Some(q) = quant {

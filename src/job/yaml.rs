@@ -80,6 +80,9 @@ pub struct JobSpec {
     /// Compute precision: `fp32` (default) or `int8` (CPU).
     #[serde(default)]
     pub dtype: Option<String>,
+    /// Micro-batches of N flowing through the device segments concurrently.
+    #[serde(default)]
+    pub micro_batch: Option<usize>,
     #[serde(default)]
     pub simulate_devices: Option<String>,
     #[serde(default)]
@@ -222,6 +225,7 @@ impl JobSpec {
                 Some(d) => d.parse()?,
                 None => Default::default(),
             },
+            micro_batch: self.micro_batch,
             force_streamed: Vec::new(),
             model_folders: folders,
         })

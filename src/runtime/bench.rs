@@ -39,6 +39,14 @@ pub struct BenchReport {
     /// Peak RSS of the process at the end (both sessions).
     pub peak_rss_bytes: u64,
     pub model_bytes: u64,
+    // --- gpu ---
+    /// Weight bytes uploaded host → GPU on every pass (CPU-homed blocks executed on a GPU).
+    pub streamed_bytes_per_pass: u64,
+    /// Micro-batch size of the timed passes (`--micro-batch`), if any.
+    pub micro_batch: Option<usize>,
+    /// Device copies made during the whole run, by kind (GPU plans only).
+    pub device_copies: std::collections::BTreeMap<String, u64>,
+    // --- end gpu ---
 }
 
 pub fn median(v: &mut [f64]) -> f64 {
@@ -80,6 +88,17 @@ pub fn pixels(batch: usize, size: usize) -> Array4<f32> {
 /// Runs the benchmark: warm-up, then `iters` timed batches, for the blocks and (with
 /// `whole`) for one whole-model session.
 pub fn run(opts: &LoadOptions, batch: usize, iters: usize, whole: bool) -> Result<BenchReport> {
+    run_micro(opts, batch, iters, whole, None)
+}
+
+/// [`run`], with the timed passes cut into micro-batches of `micro` (`--micro-batch`).
+pub fn run_micro(
+    opts: &LoadOptions,
+    batch: usize,
+    iters: usize,
+    whole: bool,
+    micro: Option<usize>,
+) -> Result<BenchReport> {
     let batch = batch.max(1);
     let iters = iters.max(1);
     let mut opts = opts.clone();
@@ -92,16 +111,34 @@ pub fn run(opts: &LoadOptions, batch: usize, iters: usize, whole: bool) -> Resul
     let size = cv.model().config.image_size;
     let px = pixels(batch, size);
     let wanted: Vec<String> = Vec::new();
+    let encode = |cv: &ClipVision| -> Result<()> {
+        match micro {
+            Some(m) => cv.encode_micro(px.view(), &wanted, m).map(drop),
+            None => cv.encode(px.view(), &wanted, batch).map(drop),
+        }
+    };
     let t = Instant::now();
-    cv.encode(px.view(), &wanted, batch)?;
+    encode(&cv)?;
     let first = t.elapsed().as_secs_f64();
+    let blocks_rss = peak_rss();
+    // The whole-model session is timed interleaved with the blocks, iteration by iteration,
+    // so drift in the machine's speed falls on both sides of the ratio alike.
+    let mut whole_session = if whole {
+        Some(WholeSession::build(&cv, &px)?)
+    } else {
+        None
+    };
     let pipeline = cv.pipeline()?;
     pipeline.set_profiling(true);
     let mut times = Vec::new();
+    let mut whole_times = Vec::new();
     for _ in 0..iters {
         let t = Instant::now();
-        cv.encode(px.view(), &wanted, batch)?;
+        encode(&cv)?;
         times.push(t.elapsed().as_secs_f64());
+        if let Some(w) = whole_session.as_mut() {
+            whole_times.push(w.run()?);
+        }
     }
     let per_block = pipeline
         .profile()
@@ -116,12 +153,15 @@ pub fn run(opts: &LoadOptions, batch: usize, iters: usize, whole: bool) -> Resul
         images_per_s: batch as f64 / med,
         median_batch_s: med,
     };
-    let blocks_rss = peak_rss();
-    let whole_fig = if whole {
-        Some(run_whole(&cv, &px, iters)?)
-    } else {
-        None
-    };
+    let whole_fig = whole_session.map(|w| {
+        let med = median(&mut whole_times);
+        Figures {
+            session_build_s: w.build_s,
+            first_output_s: w.first_s,
+            images_per_s: batch as f64 / med,
+            median_batch_s: med,
+        }
+    });
     Ok(BenchReport {
         model: cv.model().path().display().to_string(),
         family: cv.model().config.family.clone(),
@@ -140,32 +180,51 @@ pub fn run(opts: &LoadOptions, batch: usize, iters: usize, whole: bool) -> Resul
         blocks_peak_rss_bytes: blocks_rss,
         peak_rss_bytes: peak_rss(),
         model_bytes: cv.model().model_bytes(),
+        streamed_bytes_per_pass: pipeline.streamed_bytes_per_pass(),
+        micro_batch: micro,
+        device_copies: pipeline
+            .copy_counts()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
     })
 }
 
-/// The same pixels through one session of `whole.onnx` (CPU).
-fn run_whole(cv: &ClipVision, px: &Array4<f32>, iters: usize) -> Result<Figures> {
-    let file = cv.export().dir.join(export::WHOLE_FILE);
-    let t = Instant::now();
-    let mut session = Session::builder(environment()?)?
-        .with_optimization_level(GraphOptimizationLevel::Level3)?
-        .commit_from_file(&file)
-        .map_err(|e| Error::runtime(format!("{}: {e}", file.display())))?;
-    let build = t.elapsed().as_secs_f64();
-    let mut once = || -> Result<f64> {
-        let input = Tensor::from_array(px.clone())?;
+/// One session of `whole.onnx` (CPU) on the same pixels.
+struct WholeSession {
+    session: Session,
+    px: Array4<f32>,
+    build_s: f64,
+    first_s: f64,
+}
+
+impl WholeSession {
+    fn build(cv: &ClipVision, px: &Array4<f32>) -> Result<WholeSession> {
+        let file = cv.export().dir.join(export::WHOLE_FILE);
         let t = Instant::now();
-        let out = session.run(ort::inputs![export::blocks::PIXELS => input])?;
+        let session = Session::builder(environment()?)?
+            .with_optimization_level(GraphOptimizationLevel::Level3)?
+            .with_env_allocators()?
+            .commit_from_file(&file)
+            .map_err(|e| Error::runtime(format!("{}: {e}", file.display())))?;
+        let mut w = WholeSession {
+            session,
+            px: px.clone(),
+            build_s: t.elapsed().as_secs_f64(),
+            first_s: 0.0,
+        };
+        w.first_s = w.run()?;
+        Ok(w)
+    }
+
+    /// One timed pass (the input copy included, as the pipeline's encode includes it).
+    fn run(&mut self) -> Result<f64> {
+        let t = Instant::now();
+        let input = Tensor::from_array(self.px.clone())?;
+        let out = self
+            .session
+            .run(ort::inputs![export::blocks::PIXELS => input])?;
         drop(out);
         Ok(t.elapsed().as_secs_f64())
-    };
-    let first = once()?;
-    let mut times = (0..iters).map(|_| once()).collect::<Result<Vec<_>>>()?;
-    let med = median(&mut times);
-    Ok(Figures {
-        session_build_s: build,
-        first_output_s: first,
-        images_per_s: px.shape()[0] as f64 / med,
-        median_batch_s: med,
-    })
+    }
 }

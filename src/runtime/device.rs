@@ -52,6 +52,8 @@ pub fn check_usable(device: Device) -> Result<()> {
             "the plan runs blocks on {device}, but the ONNX Runtime build at {lib} has no CUDA execution provider; install the GPU build with `scripts/setup.sh --gpu` (onnxruntime-gpu==1.31.1)"
         ));
     }
+    // gpu: the CUDA/cuDNN libraries the provider links against must load (see runtime::cuda).
+    super::cuda::require_libraries()?;
     Ok(())
 }
 
@@ -61,6 +63,8 @@ pub fn register(builder: SessionBuilder, device: Device) -> Result<SessionBuilde
     match device {
         Device::Cpu => Ok(builder),
         Device::Cuda(n) => {
+            // gpu: preload CUDA 13 / cuDNN 9 with RTLD_GLOBAL before the provider is loaded.
+            super::cuda::preload();
             let cuda = ep::CUDA::default()
                 .with_device_id(n as i32)
                 .with_tf32(false)

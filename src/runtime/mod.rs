@@ -1,9 +1,14 @@
 //! ONNX Runtime: library discovery, the process environment, and the block runner.
 
 pub mod bench;
+pub mod cuda;
 pub mod device;
+pub mod dtype;
 pub mod env;
+pub mod gpu_runner;
 pub mod library;
+pub mod microbatch;
+pub mod pinned;
 pub mod pipeline;
 
 pub use env::{environment, set_library_path};

@@ -66,6 +66,11 @@ struct Stage {
     outputs: Vec<String>,
     /// Weights fed as inputs each pass (streaming variant); empty for resident weights.
     weight_inputs: Vec<String>,
+    // --- gpu ---
+    exec: Device,
+    /// Streamed weights of a GPU-executed block, in pinned host memory.
+    pinned: Option<super::pinned::PinnedWeights>,
+    // --- end gpu ---
 }
 
 /// Where one block's session runs and whether its weights are streamed.
@@ -81,6 +86,8 @@ pub struct Pipeline {
     export: Export,
     stages: Vec<Stage>,
     profiling: std::sync::atomic::AtomicBool,
+    /// gpu: worker threads of the GPUs this plan executes on; `None` for CPU-only plans.
+    gpu: Option<super::gpu_runner::GpuRunner>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -101,8 +108,9 @@ impl Pipeline {
         let mut stages = Vec::with_capacity(export.manifest.blocks.len());
         for (block, sp) in export.manifest.blocks.iter().zip(plan) {
             let streamed = sp.streamed;
-            let builder =
-                Session::builder(env)?.with_optimization_level(GraphOptimizationLevel::Level3)?;
+            let builder = Session::builder(env)?
+                .with_optimization_level(GraphOptimizationLevel::Level3)?
+                .with_env_allocators()?;
             let mut builder = super::device::register(builder, sp.exec)?;
             let (session, weight_inputs) = if streamed {
                 let (proto, weights) =
@@ -120,6 +128,13 @@ impl Pipeline {
                     block.name, sp.exec
                 ))
             })?;
+            // gpu: streamed weights of a GPU block go to pinned host memory once, here.
+            let pinned = match sp.exec {
+                Device::Cuda(n) if !weight_inputs.is_empty() => {
+                    pin_weights(&model, n, &weight_inputs, &block.name)
+                }
+                _ => None,
+            };
             stages.push(Stage {
                 name: block.name.clone(),
                 times: Mutex::new(Vec::new()),
@@ -127,13 +142,17 @@ impl Pipeline {
                 inputs: block.inputs.clone(),
                 outputs: block.outputs.clone(),
                 weight_inputs,
+                exec: sp.exec,
+                pinned,
             });
         }
+        let gpu = super::gpu_runner::GpuRunner::for_devices(plan.iter().map(|p| p.exec))?;
         Ok(Pipeline {
             model,
             export,
             stages,
             profiling: Default::default(),
+            gpu,
         })
     }
 
@@ -241,8 +260,13 @@ impl Pipeline {
             }
             head_out = self.run_values(head, args)?;
         }
-        let extract =
-            |v: &DynValue| -> Result<ArrayD<f32>> { Ok(v.try_extract_array::<f32>()?.to_owned()) };
+        let extract = |v: &DynValue| -> Result<ArrayD<f32>> {
+            // gpu: device-resident outputs come back to the host here, at the end.
+            if let Some(h) = self.host_copy(v)? {
+                return Ok(h.try_extract_array::<f32>()?.to_owned());
+            }
+            Ok(v.try_extract_array::<f32>()?.to_owned())
+        };
         let mut tensors = Vec::new();
         for name in wanted {
             let t = match (name.as_str(), siglip) {
@@ -273,6 +297,19 @@ impl Pipeline {
     /// Runs one block: activation inputs in order, then its streamed weights if any.
     fn run_values(&self, stage: usize, mut args: Vec<SessionInputValue>) -> Result<Vec<DynValue>> {
         let st = &self.stages[stage];
+        // --- gpu ---
+        if let (Device::Cuda(n), Some(gpu)) = (st.exec, self.gpu.as_ref()) {
+            return self.run_gpu(stage, n, gpu, args);
+        }
+        if self.gpu.is_some() {
+            // A CPU-executed block after GPU blocks: its inputs come to the host first.
+            for a in args.iter_mut() {
+                if let Some(h) = self.host_copy(a)? {
+                    *a = SessionInputValue::from(h);
+                }
+            }
+        }
+        // --- end gpu ---
         let mut named: Vec<(String, SessionInputValue)> =
             st.inputs.iter().cloned().zip(args.drain(..)).collect();
         for key in &st.weight_inputs {
@@ -297,6 +334,105 @@ impl Pipeline {
             })
             .collect()
     }
+
+    // --- gpu ---
+    /// `v` copied to host memory when it lives on a GPU; `None` when already on the host.
+    fn host_copy(&self, v: &DynValue) -> Result<Option<DynValue>> {
+        match &self.gpu {
+            Some(g) => g.to_host(v),
+            None => Ok(None),
+        }
+    }
+
+    /// Runs a GPU-executed block on its GPU's worker thread, outputs left on the GPU.
+    fn run_gpu(
+        &self,
+        stage: usize,
+        n: u32,
+        gpu: &super::gpu_runner::GpuRunner,
+        args: Vec<SessionInputValue>,
+    ) -> Result<Vec<DynValue>> {
+        let st = &self.stages[stage];
+        let mut named: Vec<(String, &DynValue)> = st
+            .inputs
+            .iter()
+            .cloned()
+            .zip(args.iter().map(|a| &**a))
+            .collect();
+        let pinned = match &st.pinned {
+            Some(p) => p.tensors()?,
+            None => Vec::new(),
+        };
+        let unpinned: Vec<(String, DynValue)> = if st.pinned.is_none() {
+            st.weight_inputs
+                .iter()
+                .map(|k| Ok((k.clone(), self.weight_tensor(k)?)))
+                .collect::<Result<_>>()?
+        } else {
+            Vec::new()
+        };
+        named.extend(pinned.iter().map(|(k, v)| (k.clone(), &**v)));
+        named.extend(unpinned.iter().map(|(k, v)| (k.clone(), v)));
+        let t = std::time::Instant::now();
+        let out = gpu.run_stage(n, &st.name, &st.session, named, &st.outputs)?;
+        if self.profiling.load(std::sync::atomic::Ordering::Relaxed) {
+            lock(&st.times).push(t.elapsed().as_secs_f64());
+        }
+        Ok(out)
+    }
+
+    /// Bytes of weights uploaded from host memory to a GPU on every full pass (blocks homed
+    /// on the CPU and executed on a GPU, donor policy `stream`).
+    pub fn streamed_bytes_per_pass(&self) -> u64 {
+        self.stages
+            .iter()
+            .filter(|s| s.exec.is_gpu())
+            .map(|s| match &s.pinned {
+                Some(p) => p.bytes(),
+                None => s
+                    .weight_inputs
+                    .iter()
+                    .map(|k| {
+                        self.model.weight(k).info.shape.iter().product::<usize>() as u64
+                            * self.model.weight(k).info.dtype.size()
+                    })
+                    .sum(),
+            })
+            .sum()
+    }
+
+    /// Number of blocks (sessions).
+    pub(crate) fn stage_count(&self) -> usize {
+        self.stages.len()
+    }
+    /// Where block `i` executes.
+    pub(crate) fn stage_exec(&self, i: usize) -> Device {
+        self.stages[i].exec
+    }
+    /// Activation inputs of block `i` (LLaVA's head takes two).
+    pub(crate) fn stage_input_count(&self, i: usize) -> usize {
+        self.stages[i].inputs.len()
+    }
+    /// Runs block `i` (for the micro-batch runner).
+    pub(crate) fn run_stage(&self, i: usize, args: Vec<&DynValue>) -> Result<Vec<DynValue>> {
+        self.run_values(i, args.into_iter().map(SessionInputValue::from).collect())
+    }
+    /// `v` as a host f32 array (copied off its GPU first when it lives on one).
+    pub(crate) fn extract_host(&self, v: &DynValue) -> Result<ArrayD<f32>> {
+        if let Some(h) = self.host_copy(v)? {
+            return Ok(h.try_extract_array::<f32>()?.to_owned());
+        }
+        Ok(v.try_extract_array::<f32>()?.to_owned())
+    }
+
+    /// Copies between devices made so far (GPU plans only), by kind.
+    pub fn copy_counts(&self) -> std::collections::BTreeMap<&'static str, u64> {
+        self.gpu
+            .as_ref()
+            .map(|g| g.copy_counts())
+            .unwrap_or_default()
+    }
+    // --- end gpu ---
 
     /// A weight copied from the mapped file into a tensor of its own dtype.
     fn weight_tensor(&self, key: &str) -> Result<DynValue> {
@@ -330,3 +466,43 @@ fn le_values<T>(bytes: &[u8], f: impl Fn(&[u8]) -> T) -> Vec<T> {
     let n = std::mem::size_of::<T>();
     bytes.chunks_exact(n).map(f).collect()
 }
+
+// --- gpu ---
+/// Pinned host copies of a GPU block's streamed weights; `None` (weights then come from
+/// ordinary host memory each pass) when pinning fails, with a warning.
+fn pin_weights(
+    model: &Model,
+    device: u32,
+    keys: &[String],
+    block: &str,
+) -> Option<super::pinned::PinnedWeights> {
+    let mut sources = Vec::with_capacity(keys.len());
+    for key in keys {
+        let w = model.weight(key);
+        let bytes = match model.file.data(&w.info) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!("block {block}: {e}; streaming from pageable memory");
+                return None;
+            }
+        };
+        let mut shape: Vec<i64> = w.info.shape.iter().map(|&d| d as i64).collect();
+        if w.layout == crate::model::Layout::InOut {
+            shape.reverse();
+        }
+        sources.push(super::pinned::WeightSource {
+            name: key.clone(),
+            dtype: w.info.dtype,
+            shape,
+            bytes,
+        });
+    }
+    match super::pinned::PinnedWeights::new(device, sources) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            tracing::warn!("block {block}: {e}; streaming from pageable memory");
+            None
+        }
+    }
+}
+// --- end gpu ---

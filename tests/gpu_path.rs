@@ -1,0 +1,151 @@
+//! The GPU path's pieces that can be checked without a GPU: the CUDA provider status on a
+//! machine without a driver, the refusal of fp16 on the CPU, and the micro-batch runner's
+//! threading machinery (segments on the CPU give the same outputs as the plain runner).
+
+mod common;
+
+use common::*;
+use distorch_vision::loader::{ClipVision, LoadOptions};
+use distorch_vision::plan::LoaderOptions;
+
+fn no_driver_here() -> bool {
+    !distorch_vision::runtime::cuda::provider_status().driver
+}
+
+#[test]
+fn provider_status_says_why_not_usable() {
+    let st = distorch_vision::runtime::cuda::provider_status();
+    if st.usable {
+        return; // a GPU machine with the GPU build: nothing to refuse
+    }
+    let reason = st.reason.clone().unwrap_or_default();
+    assert!(!reason.is_empty());
+    if !st.driver {
+        assert!(reason.contains("no CUDA driver"), "{reason}");
+        assert_eq!(st.gpus, 0);
+    }
+    let o = run(bin().args(["devices"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("CUDA provider: not usable"), "{text}");
+    let o = run(bin().args(["devices", "--json"]));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["cuda_provider"]["usable"], false);
+    assert!(v["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|d| d["device"] == "cpu"));
+    if no_driver_here() {
+        assert!(v["cuda_provider"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no CUDA driver"));
+    }
+}
+
+#[test]
+fn fp16_on_the_cpu_is_a_clear_error() {
+    let f = fixture("clip_quickgelu_f32");
+    let tmp = temp_dir("gpu_fp16");
+    let o = run(bin()
+        .args(["encode", "--model"])
+        .arg(f.join("model.safetensors"))
+        .arg("--pixels")
+        .arg(f.join("pixels.safetensors"))
+        .arg("--out")
+        .arg(tmp.join("out.safetensors"))
+        .args(["--device", "cpu", "--dtype", "fp16"]));
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(e.contains("fp16") && e.contains("CUDA"), "{e}");
+    assert!(!e.contains("panicked"), "{e}");
+    let o = run(bin()
+        .args(["encode", "--model"])
+        .arg(f.join("model.safetensors"))
+        .arg("--pixels")
+        .arg(f.join("pixels.safetensors"))
+        .arg("--out")
+        .arg(tmp.join("out.safetensors"))
+        .args(["--device", "cpu", "--dtype", "int4"]));
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("valid: fp32, fp16"), "{}", stderr(&o));
+}
+
+#[test]
+fn micro_batches_through_segment_threads_match_the_plain_runner() {
+    let tmp = temp_dir("gpu_micro");
+    for name in FIXTURES {
+        let f = fixture(name);
+        let cv = ClipVision::load(&LoadOptions {
+            clip_vision: f.join("model.safetensors").display().to_string(),
+            loader: LoaderOptions {
+                device: Some("cpu".into()),
+                ..Default::default()
+            },
+            graphs_dir: Some(tmp.clone()),
+            ..Default::default()
+        })
+        .unwrap();
+        let px = distorch_vision::job::output::read_pixels(&f.join("pixels.safetensors")).unwrap();
+        let plain = cv.encode(px.view(), &[], 8).unwrap();
+        let p = cv.pipeline().unwrap();
+        // Segments of at most 2 blocks: several threads with channels between them.
+        for (micro, seg) in [(1, Some(2)), (2, Some(1)), (1, None)] {
+            let m = distorch_vision::runtime::microbatch::encode(&p, px.view(), &[], micro, seg)
+                .unwrap();
+            assert_eq!(m.tensors.len(), plain.tensors.len(), "{name}");
+            for ((n1, a), (n2, b)) in plain.tensors.iter().zip(&m.tensors) {
+                assert_eq!(n1, n2);
+                assert_eq!(a.shape(), b.shape(), "{name}/{n1}");
+                let a: Vec<f32> = a.iter().copied().collect();
+                let b: Vec<f32> = b.iter().copied().collect();
+                let d = max_abs_diff(&a, &b);
+                assert!(d <= 1e-5, "{name}/{n1} micro {micro} seg {seg:?}: {d}");
+            }
+        }
+        // Each output alone (only the blocks it needs run).
+        let expected = read_tensors(&f.join("expected.safetensors"));
+        for (out_name, _, values) in &expected {
+            let m = cv
+                .encode_micro(px.view(), std::slice::from_ref(out_name), 1)
+                .unwrap();
+            let got: Vec<f32> = m.tensors[0].1.iter().copied().collect();
+            let d = max_abs_diff(&got, values);
+            assert!(d <= 1e-4, "{name}/{out_name}: {d}");
+        }
+    }
+}
+
+#[test]
+fn cli_micro_batch_matches_the_references() {
+    let f = fixture("llava_f32");
+    let tmp = temp_dir("gpu_micro_cli");
+    let out = tmp.join("out.safetensors");
+    let o = run(bin()
+        .args(["encode", "--model"])
+        .arg(f.join("model.safetensors"))
+        .arg("--pixels")
+        .arg(f.join("pixels.safetensors"))
+        .arg("--out")
+        .arg(&out)
+        .args(["--device", "cpu", "--micro-batch", "1", "--graphs-dir"])
+        .arg(tmp.join("graphs")));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_close(&out, &f.join("expected.safetensors"), 1e-4);
+}
+
+#[test]
+fn gpu_check_script_exits_cleanly_without_a_gpu() {
+    if !no_driver_here() {
+        return; // on a GPU machine the script runs the real checks (minutes)
+    }
+    let o = run(std::process::Command::new("bash")
+        .arg(root().join("scripts/gpu_check.sh"))
+        .env("DV_BIN", env!("CARGO_BIN_EXE_distorch-vision")));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}\n{}", stderr(&o));
+    assert!(out.contains("CUDA provider: not usable"), "{out}");
+    assert!(out.contains("not checked"), "{out}");
+    assert!(out.contains("CUDA fp32 parity"), "{out}");
+}
