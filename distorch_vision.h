@@ -85,8 +85,8 @@ typedef struct dv_load_options {
     const char *expert_mode_allocations; /**< e.g. "cuda:0,60%;cpu,*"; NULL or "" = not set */
     int32_t eject_models;    /**< nonzero: release other loaded models from device first; default 1 */
     const char *graphs_dir;  /**< root folder of exported graphs; NULL = the default */
-    const char *comfyui_path; /**< reserved (model-name lookup); NULL; currently ignored */
-    const char *extra_model_paths; /**< reserved (extra_model_paths.yaml); NULL; currently ignored */
+    const char *comfyui_path; /**< ComfyUI folder whose models/clip_vision resolves a model name in clip_vision; NULL = COMFYUI_PATH; borrowed */
+    const char *extra_model_paths; /**< an extra_model_paths.yaml whose clip_vision: entries are searched too; NULL = none; borrowed */
 } dv_load_options;
 
 /**

@@ -467,15 +467,19 @@ unsafe fn load_options(o: &DvLoadOptions) -> R<LoadOptions> {
     let clip_vision =
         opt_str(o.clip_vision, "clip_vision")?.ok_or_else(|| Fail::null("clip_vision"))?;
     let defaults = LoaderOptions::default();
-    for (p, field) in [
-        (o.comfyui_path, "comfyui_path"),
-        (o.extra_model_paths, "extra_model_paths"),
-    ] {
-        if opt_str(p, field)?.is_some_and(|s| !s.is_empty()) {
-            tracing::warn!("{field} is reserved and not used yet; clip_vision must be a path");
-        }
+    let folder = |p, field| -> R<Option<PathBuf>> {
+        Ok(opt_str(p, field)?.filter(|s| !s.is_empty()).map(PathBuf::from))
+    };
+    // Unset folders fall back to what the CLI uses (COMFYUI_PATH).
+    let mut model_folders = crate::job::models::ModelFolders::default();
+    if let Some(c) = folder(o.comfyui_path, "comfyui_path")? {
+        model_folders.comfyui = Some(c);
+    }
+    if let Some(e) = folder(o.extra_model_paths, "extra_model_paths")? {
+        model_folders.extra_model_paths = Some(e);
     }
     Ok(LoadOptions {
+        model_folders,
         clip_vision,
         loader: LoaderOptions {
             device: opt_str(o.device, "device")?.filter(|s| !s.trim().is_empty()),
