@@ -119,6 +119,7 @@ impl ClipVision {
         for w in &plan.warnings {
             tracing::warn!("plan: {w}");
         }
+        crate::runtime::dtype::check(opts.dtype, &plan.exec_devices())?;
         // Fail before any export or session work when a device cannot run here.
         for d in plan.exec_devices() {
             device::check_usable(d)?;
@@ -132,7 +133,6 @@ impl ClipVision {
                 streamed: b.home != b.exec || forced(&b.name),
             })
             .collect();
-        crate::runtime::dtype::check(opts.dtype, &plan.exec_devices())?;
         if opts.dtype == ComputeDtype::Int8 && stages.iter().any(|s| s.streamed) {
             return Err(Error::invalid(
                 "dtype: int8 has no streamed-weights variant; use --dtype fp32",

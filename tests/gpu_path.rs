@@ -69,7 +69,11 @@ fn fp16_on_the_cpu_is_a_clear_error() {
         .arg(tmp.join("out.safetensors"))
         .args(["--device", "cpu", "--dtype", "int4"]));
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("valid: fp32, int8, fp16"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("valid: fp32, int8, fp16"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]

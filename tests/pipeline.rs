@@ -211,3 +211,38 @@ fn graphs_are_onnx_ir_10_or_lower_with_opset_21_or_lower() {
         ));
     }
 }
+
+#[test]
+fn int8_embeddings_stay_close_to_fp32() {
+    use distorch_vision::export::ComputeDtype;
+    let tmp = temp_dir("int8");
+    for name in FIXTURES {
+        let f = fixture(name);
+        let mut opts = cpu_options(&f.join("model.safetensors"), &tmp);
+        opts.dtype = ComputeDtype::Int8;
+        let cv = ClipVision::load(&opts).unwrap();
+        let px = distorch_vision::job::output::read_pixels(&f.join("pixels.safetensors")).unwrap();
+        let res = cv.encode(px.view(), &["image_embeds".into()], 8).unwrap();
+        let got = res.get("image_embeds").unwrap();
+        let expected = read_tensors(&f.join("expected.safetensors"));
+        let want = &expected.iter().find(|t| t.0 == "image_embeds").unwrap().2;
+        let rows = got.shape()[0];
+        let n = want.len() / rows;
+        let got: Vec<f32> = got.iter().copied().collect();
+        for r in 0..rows {
+            let (a, b) = (&got[r * n..(r + 1) * n], &want[r * n..(r + 1) * n]);
+            let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+            let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
+            let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
+            let cos = dot / (na * nb);
+            assert!(cos >= 0.999, "{name} row {r}: cosine {cos}");
+        }
+    }
+    // int8 is CPU-only: a GPU plan is refused before anything loads.
+    let mut opts = cpu_options(&fixture("clip_bf16").join("model.safetensors"), &tmp);
+    opts.dtype = ComputeDtype::Int8;
+    opts.loader.device = Some("cuda:0".into());
+    opts.simulate_devices = Some("cuda:0=24GiB".into());
+    let e = ClipVision::load(&opts).err().unwrap().to_string();
+    assert!(e.contains("int8"), "{e}");
+}

@@ -468,7 +468,9 @@ unsafe fn load_options(o: &DvLoadOptions) -> R<LoadOptions> {
         opt_str(o.clip_vision, "clip_vision")?.ok_or_else(|| Fail::null("clip_vision"))?;
     let defaults = LoaderOptions::default();
     let folder = |p, field| -> R<Option<PathBuf>> {
-        Ok(opt_str(p, field)?.filter(|s| !s.is_empty()).map(PathBuf::from))
+        Ok(opt_str(p, field)?
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from))
     };
     // Unset folders fall back to what the CLI uses (COMFYUI_PATH).
     let mut model_folders = crate::job::models::ModelFolders::default();
