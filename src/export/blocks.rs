@@ -211,18 +211,20 @@ fn embed(g: &mut GraphBuilder, pixels: &str) -> String {
     x
 }
 
-/// Pre-norm residual layer `l`: attention then MLP. Inside, tokens are rows of a 2-D
-/// `[B·T, D]` matrix so every linear layer is one `Gemm` with `transB` on the weight as
-/// stored (no transposed copy of any weight is made, and the bias add is fused).
+/// Pre-norm residual layer `l`: attention then MLP. Every linear layer is one `Gemm` on
+/// the weight as stored (`transB`: no transposed copy of any weight, the bias add fused), on
+/// tokens as rows of a 2-D `[B·T, D]` view. The residual stream stays `[B, T, D]`, so the
+/// graph input is never copied and the views are free reshapes of intermediates.
 fn layer(g: &mut GraphBuilder, l: usize, x: &str) -> String {
     let c = g.model().config.clone();
     let pre = format!("vision_model.encoder.layers.{l}");
     let (h, dh) = (c.num_heads as i64, c.head_dim() as i64);
     let (d, t) = (c.hidden_size as i64, c.tokens as i64);
-
     let rows = g.const_i64(&[2], &[-1, d]);
-    let x = g.op("Reshape", &[x, &rows], vec![]);
-    let n1 = g.layer_norm(&x, &format!("{pre}.layer_norm1"));
+    let tokens = g.const_i64(&[3], &[-1, t, d]);
+
+    let n1 = g.layer_norm(x, &format!("{pre}.layer_norm1"));
+    let n1 = g.op("Reshape", &[&n1, &rows], vec![]);
     let split = g.const_i64(&[4], &[-1, t, h, dh]);
     let heads = |g: &mut GraphBuilder, proj: &str, perm: &[i64]| {
         let y = g.gemm(&n1, &format!("{pre}.self_attn.{proj}"), true);
@@ -240,15 +242,16 @@ fn layer(g: &mut GraphBuilder, l: usize, x: &str) -> String {
     let ctx = g.op("Transpose", &[&ctx], vec![attr_ints("perm", &[0, 2, 1, 3])]);
     let ctx = g.op("Reshape", &[&ctx, &rows], vec![]);
     let attn = g.gemm(&ctx, &format!("{pre}.self_attn.out_proj"), true);
-    let x = g.op("Add", &[&x, &attn], vec![]);
+    let attn = g.op("Reshape", &[&attn, &tokens], vec![]);
+    let x = g.op("Add", &[x, &attn], vec![]);
 
     let n2 = g.layer_norm(&x, &format!("{pre}.layer_norm2"));
+    let n2 = g.op("Reshape", &[&n2, &rows], vec![]);
     let f1 = g.gemm(&n2, &format!("{pre}.mlp.fc1"), true);
     let a = activation(g, &f1, c.activation);
     let f2 = g.gemm(&a, &format!("{pre}.mlp.fc2"), true);
-    let y = g.op("Add", &[&x, &f2], vec![]);
-    let tokens = g.const_i64(&[3], &[-1, t, d]);
-    g.op("Reshape", &[&y, &tokens], vec![])
+    let f2 = g.op("Reshape", &[&f2, &tokens], vec![]);
+    g.op("Add", &[&x, &f2], vec![])
 }
 
 fn activation(g: &mut GraphBuilder, x: &str, act: Activation) -> String {

@@ -230,8 +230,12 @@ impl Pipeline {
             layers - 1
         };
 
-        let input: DynValue = Tensor::from_array(pixels.to_owned())?.into_dyn();
-        let mut h = self.run(0, vec![input])?.remove(0);
+        // The pixels are handed to ONNX Runtime in place (a batch chunk is contiguous).
+        let pixels = pixels.as_standard_layout();
+        let input = ort::value::TensorRef::from_array_view(pixels.view())?;
+        let mut h = self
+            .run_values(0, vec![SessionInputValue::from(input)])?
+            .remove(0);
         let mut penult: Option<DynValue> = None;
         for l in 0..run_layers {
             let next = self.run_ref(1 + l, &h)?.remove(0);
@@ -283,11 +287,6 @@ impl Pipeline {
             tensors.push((name.clone(), t));
         }
         Ok(Outputs { tensors })
-    }
-
-    fn run(&self, stage: usize, inputs: Vec<DynValue>) -> Result<Vec<DynValue>> {
-        let args = inputs.into_iter().map(SessionInputValue::from).collect();
-        self.run_values(stage, args)
     }
 
     fn run_ref(&self, stage: usize, input: &DynValue) -> Result<Vec<DynValue>> {
