@@ -383,7 +383,6 @@ fn run(cli: Cli) -> Result<()> {
                 model_folders: folders,
                 dtype,
                 micro_batch: gpu.micro_batch,
-                ..Default::default()
             })?;
             let summary = batch::run_encode(&cv, &job)?;
             eprintln!("{summary}");
