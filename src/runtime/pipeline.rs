@@ -105,47 +105,44 @@ impl Pipeline {
                 export.manifest.blocks.len()
             )));
         }
-        let mut stages = Vec::with_capacity(export.manifest.blocks.len());
-        for (block, sp) in export.manifest.blocks.iter().zip(plan) {
-            let streamed = sp.streamed;
-            let builder = Session::builder(env)?
-                .with_optimization_level(GraphOptimizationLevel::Level3)?
-                .with_env_allocators()?;
-            let mut builder = super::device::register(builder, sp.exec)?;
-            let (session, weight_inputs) = if streamed {
-                let (proto, weights) =
-                    blocks::block_graph(&model, &block.name, crate::export::WEIGHTS_FILE, true);
-                (builder.commit_from_memory(&proto.encode_to_vec()), weights)
-            } else {
-                (
-                    builder.commit_from_file(export.dir.join(&block.file)),
-                    Vec::new(),
-                )
-            };
-            let session = session.map_err(|e| {
-                Error::runtime(format!(
-                    "building the session of block {} on {}: {e}",
-                    block.name, sp.exec
-                ))
-            })?;
-            // gpu: streamed weights of a GPU block go to pinned host memory once, here.
-            let pinned = match sp.exec {
-                Device::Cuda(n) if !weight_inputs.is_empty() => {
-                    pin_weights(&model, n, &weight_inputs, &block.name)
+        let n = export.manifest.blocks.len();
+        let build = |i: usize| build_stage(env, &model, &export, i, plan[i]);
+        // CPU sessions are built on every core at once (most of a large model's load time is
+        // ONNX Runtime folding and pre-packing weights, one session at a time); GPU sessions are
+        // built in order on this thread, as ONNX Runtime's CUDA provider prefers.
+        let workers = std::thread::available_parallelism()
+            .map_or(1, |w| w.get())
+            .min(n);
+        let stages: Vec<Stage> = if workers > 1 && plan.iter().all(|p| p.exec == Device::Cpu) {
+            let mut slots: Vec<Option<Result<Stage>>> = (0..n).map(|_| None).collect();
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = (0..workers)
+                    .map(|w| {
+                        let build = &build;
+                        scope.spawn(move || {
+                            (w..n)
+                                .step_by(workers)
+                                .map(|i| (i, build(i)))
+                                .collect::<Vec<_>>()
+                        })
+                    })
+                    .collect();
+                for h in handles {
+                    let built = h.join().unwrap_or_else(|_| {
+                        vec![(0, Err(Error::runtime("building a session panicked")))]
+                    });
+                    for (i, r) in built {
+                        slots[i] = Some(r);
+                    }
                 }
-                _ => None,
-            };
-            stages.push(Stage {
-                name: block.name.clone(),
-                times: Mutex::new(Vec::new()),
-                session: Mutex::new(session),
-                inputs: block.inputs.clone(),
-                outputs: block.outputs.clone(),
-                weight_inputs,
-                exec: sp.exec,
-                pinned,
             });
-        }
+            slots
+                .into_iter()
+                .map(|s| s.unwrap_or_else(|| Err(Error::runtime("a session was not built"))))
+                .collect::<Result<_>>()?
+        } else {
+            (0..n).map(build).collect::<Result<_>>()?
+        };
         let gpu = super::gpu_runner::GpuRunner::for_devices(plan.iter().map(|p| p.exec))?;
         Ok(Pipeline {
             model,
@@ -459,6 +456,55 @@ impl Pipeline {
             .into_dyn(),
         })
     }
+}
+
+/// Builds the session of block `i` on its planned device.
+fn build_stage(
+    env: &ort::environment::Environment,
+    model: &Arc<Model>,
+    export: &Export,
+    i: usize,
+    sp: StagePlan,
+) -> Result<Stage> {
+    let block = &export.manifest.blocks[i];
+    let streamed = sp.streamed;
+    let builder = Session::builder(env)?
+        .with_optimization_level(GraphOptimizationLevel::Level3)?
+        .with_env_allocators()?;
+    let mut builder = super::device::register(builder, sp.exec)?;
+    let (session, weight_inputs) = if streamed {
+        let (proto, weights) =
+            blocks::block_graph(model, &block.name, crate::export::WEIGHTS_FILE, true);
+        (builder.commit_from_memory(&proto.encode_to_vec()), weights)
+    } else {
+        (
+            builder.commit_from_file(export.dir.join(&block.file)),
+            Vec::new(),
+        )
+    };
+    let session = session.map_err(|e| {
+        Error::runtime(format!(
+            "building the session of block {} on {}: {e}",
+            block.name, sp.exec
+        ))
+    })?;
+    // gpu: streamed weights of a GPU block go to pinned host memory once, here.
+    let pinned = match sp.exec {
+        Device::Cuda(n) if !weight_inputs.is_empty() => {
+            pin_weights(model, n, &weight_inputs, &block.name)
+        }
+        _ => None,
+    };
+    Ok(Stage {
+        name: block.name.clone(),
+        times: Mutex::new(Vec::new()),
+        session: Mutex::new(session),
+        inputs: block.inputs.clone(),
+        outputs: block.outputs.clone(),
+        weight_inputs,
+        exec: sp.exec,
+        pinned,
+    })
 }
 
 fn le_values<T>(bytes: &[u8], f: impl Fn(&[u8]) -> T) -> Vec<T> {
