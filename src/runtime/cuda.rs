@@ -141,17 +141,9 @@ pub fn search_dirs() -> Vec<PathBuf> {
 fn python_nvidia_dir() -> Option<PathBuf> {
     static DIR: OnceLock<Option<PathBuf>> = OnceLock::new();
     DIR.get_or_init(|| {
-        let out = std::process::Command::new("python3")
-            .args([
-                "-c",
-                "import importlib.util as u;s=u.find_spec('nvidia');print(list(s.submodule_search_locations)[0] if s and s.submodule_search_locations else '')",
-            ])
-            .stdin(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .output()
-            .ok()?;
-        let dir = String::from_utf8(out.stdout).ok()?.trim().to_string();
-        (!dir.is_empty()).then(|| PathBuf::from(dir))
+        super::library::python_path(
+            "import importlib.util as u;s=u.find_spec('nvidia');print(list(s.submodule_search_locations)[0] if s and s.submodule_search_locations else '')",
+        )
     })
     .clone()
 }

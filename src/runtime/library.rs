@@ -75,11 +75,15 @@ pub fn candidates(explicit: Option<&Path>) -> Vec<(String, PathBuf)> {
 
 /// Where `python3` finds `onnxruntime`, if it does.
 fn python_package_dir() -> Option<PathBuf> {
+    python_path(
+        "import importlib.util,os;s=importlib.util.find_spec('onnxruntime');print(os.path.dirname(s.origin) if s else '')",
+    )
+}
+
+/// The folder a `python3 -c` snippet prints, if python3 exists and prints one.
+pub(crate) fn python_path(code: &str) -> Option<PathBuf> {
     let out = std::process::Command::new("python3")
-        .args([
-            "-c",
-            "import importlib.util,os;s=importlib.util.find_spec('onnxruntime');print(os.path.dirname(s.origin) if s else '')",
-        ])
+        .args(["-c", code])
         .stdin(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .output()
