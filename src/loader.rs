@@ -61,8 +61,12 @@ pub fn activation_reserve(model: &Model) -> u64 {
         c.intermediate_size as u64,
         c.num_heads as u64,
     );
-    // A few hidden states, the MLP's wide activation and the attention scores, in f32.
-    RESERVE_BATCH * 4 * (4 * t * d + 2 * t * i + 2 * h * t * t)
+    // A few hidden states, the MLP's wide activation and the attention scores, in f32
+    // (saturating: a hostile config must not wrap around to a tiny reserve).
+    let per_image = (4 * t * d)
+        .saturating_add(2u64.saturating_mul(t).saturating_mul(i))
+        .saturating_add(2u64.saturating_mul(h).saturating_mul(t).saturating_mul(t));
+    per_image.saturating_mul(RESERVE_BATCH * 4)
 }
 
 /// The inventory for planning: simulated when asked, else what this machine has.

@@ -242,6 +242,24 @@ fn bad_configs_paths_and_families() {
     )
     .unwrap();
     expect_error(&encode_args(&m, &px, &out), "not divisible");
+    std::fs::write(
+        m.with_file_name("config.json"),
+        r#"{"model_type":"clip_vision_model","hidden_size":32,"patch_size":0}"#,
+    )
+    .unwrap();
+    expect_error(
+        &encode_args(&m, &px, &out),
+        "patch_size = 0 is out of range",
+    );
+    std::fs::write(
+        m.with_file_name("config.json"),
+        r#"{"model_type":"clip_vision_model","hidden_size":32,"image_size":65536,"patch_size":64}"#,
+    )
+    .unwrap();
+    expect_error(
+        &encode_args(&m, &px, &out),
+        "image_size = 65536 is out of range",
+    );
     std::fs::write(m.with_file_name("config.json"), r#"{"model_type":"bert"}"#).unwrap();
     expect_error(&encode_args(&m, &px, &out), "not a vision tower");
 
@@ -363,4 +381,35 @@ fn bad_loader_values() {
         &with(&["--device", "cuda:0", "--simulate-devices", "cuda:0=24GiB"]),
         "no CUDA driver",
     );
+}
+
+#[test]
+fn huge_batch_sizes_do_not_abort() {
+    let tmp = temp_dir("huge_batch");
+    let model = fixture("clip_quickgelu_f32").join("model.safetensors");
+    let images = root().join("tests/fixtures/images/exact_32x32.png");
+    for (i, batch) in ["100000000", "10000000000000000"].iter().enumerate() {
+        let out = tmp.join(format!("shards{i}"));
+        let o = Command::new("timeout")
+            .arg("60")
+            .arg(env!("CARGO_BIN_EXE_distorch-vision"))
+            .args([
+                "encode",
+                "--device",
+                "cpu",
+                "--shard-size",
+                "4",
+                "--batch-size",
+                batch,
+                "--model",
+            ])
+            .arg(&model)
+            .arg("--images")
+            .arg(&images)
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "batch {batch}: {}", stderr(&o));
+    }
 }

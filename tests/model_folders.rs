@@ -171,3 +171,35 @@ fn library_resolution_keeps_the_old_signature() {
     };
     assert!(distorch_vision::loader::resolve_model_in(&o.clip_vision, &o.model_folders).is_ok());
 }
+
+#[test]
+fn symlink_loops_in_model_folders_end() {
+    let tmp = temp_dir("folders_loop");
+    let comfy = tmp.join("ComfyUI");
+    let cv = comfy.join("models/clip_vision");
+    place(&cv.join("real/model.safetensors"));
+    for link in ["a", "b", "c"] {
+        std::os::unix::fs::symlink(".", cv.join(link)).unwrap();
+    }
+    let o = run(std::process::Command::new("timeout")
+        .arg("30")
+        .arg(env!("CARGO_BIN_EXE_distorch-vision"))
+        .arg("--comfyui")
+        .arg(&comfy)
+        .args(["models", "--json"]));
+    assert_ne!(o.status.code(), Some(124), "listing looped");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        names(&v).contains(&"real/model.safetensors".to_string()),
+        "{v}"
+    );
+    // An unknown name (which lists every model for suggestions) ends too.
+    let o = run(std::process::Command::new("timeout")
+        .arg("30")
+        .arg(env!("CARGO_BIN_EXE_distorch-vision"))
+        .args(["inspect", "--model", "nothing-like-it", "--comfyui"])
+        .arg(&comfy));
+    assert_ne!(o.status.code(), Some(124), "resolution looped");
+    assert!(!o.status.success());
+}

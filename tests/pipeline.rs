@@ -246,3 +246,49 @@ fn int8_embeddings_stay_close_to_fp32() {
     let e = ClipVision::load(&opts).err().unwrap().to_string();
     assert!(e.contains("int8"), "{e}");
 }
+
+#[test]
+fn a_changed_config_or_a_broken_id_cache_is_not_trusted() {
+    let tmp = temp_dir("config_change");
+    let model_dir = tmp.join("model");
+    std::fs::create_dir_all(&model_dir).unwrap();
+    let f = fixture("clip_quickgelu_f32");
+    for file in ["model.safetensors", "config.json"] {
+        std::fs::copy(f.join(file), model_dir.join(file)).unwrap();
+    }
+    let encode = |out: &str| {
+        let o = run(bin()
+            .args(["encode", "--device", "cpu", "--model"])
+            .arg(model_dir.join("model.safetensors"))
+            .arg("--pixels")
+            .arg(f.join("pixels.safetensors"))
+            .arg("--out")
+            .arg(tmp.join(out))
+            .arg("--graphs-dir")
+            .arg(tmp.join("graphs")));
+        assert!(o.status.success(), "{}", stderr(&o));
+        read_tensors(&tmp.join(out))
+    };
+    let before = encode("a.safetensors");
+    // Same weights, another activation: the cached graphs must not be reused.
+    let cfg = std::fs::read_to_string(model_dir.join("config.json")).unwrap();
+    std::fs::write(
+        model_dir.join("config.json"),
+        cfg.replace("\"quick_gelu\"", "\"gelu\""),
+    )
+    .unwrap();
+    let after = encode("b.safetensors");
+    assert_ne!(
+        before[0].2, after[0].2,
+        "outputs did not change with the config"
+    );
+    // A corrupt content-id cache entry is ignored, never trusted or sliced.
+    for e in std::fs::read_dir(tmp.join("graphs/.ids")).unwrap() {
+        let p = e.unwrap().path();
+        let text = std::fs::read_to_string(&p).unwrap();
+        let stamp = text.split(' ').next().unwrap().to_string();
+        std::fs::write(&p, format!("{stamp} €€€€€€€€€€../../../abcd\n")).unwrap();
+    }
+    let again = encode("c.safetensors");
+    assert_eq!(after[0].2, again[0].2);
+}

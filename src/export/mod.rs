@@ -195,7 +195,9 @@ pub fn export_with(
             }
         }),
     };
-    if let Some(found) = reusable(&dir, &content_id, granularity).filter(|m| m.dtype == dtype) {
+    if let Some(found) =
+        reusable(model, &dir, &content_id, granularity).filter(|m| m.dtype == dtype)
+    {
         return Ok(Export {
             dir,
             manifest: found,
@@ -208,7 +210,6 @@ pub fn export_with(
     let _ = std::fs::remove_file(&manifest_path);
     link_weights(model.path(), &dir.join(WEIGHTS_FILE))?;
 
-    let mut blocks = Vec::new();
     for block in &model.blocks {
         let proto = match dtype {
             ComputeDtype::Fp32 | ComputeDtype::Fp16 => {
@@ -222,17 +223,9 @@ pub fn export_with(
                 proto
             }
         };
-        let file = format!("{}.onnx", block.name);
-        write_atomic(&dir.join(&file), &proto.encode_to_vec())?;
-        let io = blocks::block_io(model, &block.name);
-        blocks.push(ManifestBlock {
-            name: block.name.clone(),
-            file,
-            inputs: io.inputs,
-            outputs: io.outputs,
-            bytes: block.bytes,
-        });
+        write_atomic(&dir.join(block_file(&block.name)), &proto.encode_to_vec())?;
     }
+    let blocks = manifest_blocks(model);
     let whole = if granularity == Granularity::Whole && dtype == ComputeDtype::Fp32 {
         let (proto, outputs) = blocks::whole_graph(model, WEIGHTS_FILE);
         write_atomic(&dir.join(WHOLE_FILE), &proto.encode_to_vec())?;
@@ -283,7 +276,8 @@ fn cached_content_id(model: &Model, root: &Path) -> Result<String> {
     let entry = root.join(".ids").join(key);
     if let Ok(text) = std::fs::read_to_string(&entry) {
         if let Some((s, id)) = text.trim().split_once(' ') {
-            if s == stamp && id.len() == 32 {
+            let hex = id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit());
+            if s == stamp && hex {
                 return Ok(id.to_string());
             }
         }
@@ -297,11 +291,21 @@ fn cached_content_id(model: &Model, root: &Path) -> Result<String> {
 }
 
 /// A finished export in `dir` for these contents, if there is one.
-fn reusable(dir: &Path, content_id: &str, granularity: Granularity) -> Option<Manifest> {
+/// The export must match this model as it is now: the same weights, the same configuration
+/// (a config.json edited beside unchanged weights changes the graphs) and the same blocks.
+fn reusable(
+    model: &Model,
+    dir: &Path,
+    content_id: &str,
+    granularity: Granularity,
+) -> Option<Manifest> {
     let text = std::fs::read(dir.join("manifest.json")).ok()?;
     let m: Manifest = serde_json::from_slice(&text).ok()?;
     let complete = m.format == EXPORT_FORMAT
         && m.model_id == content_id
+        && m.weights == WEIGHTS_FILE
+        && serde_json::to_value(&model.config).ok()? == m.config
+        && m.blocks == manifest_blocks(model)
         && std::fs::metadata(dir.join(&m.weights)).ok()?.len() == m.source_bytes
         && m.blocks.iter().all(|b| dir.join(&b.file).is_file())
         && (granularity == Granularity::Blocks
@@ -309,6 +313,28 @@ fn reusable(dir: &Path, content_id: &str, granularity: Granularity) -> Option<Ma
                 .as_ref()
                 .is_some_and(|w| dir.join(&w.file).is_file()));
     complete.then_some(m)
+}
+
+fn block_file(name: &str) -> String {
+    format!("{name}.onnx")
+}
+
+/// The manifest's block list for `model`: names, files, inputs and outputs in order.
+fn manifest_blocks(model: &Model) -> Vec<ManifestBlock> {
+    model
+        .blocks
+        .iter()
+        .map(|block| {
+            let io = blocks::block_io(model, &block.name);
+            ManifestBlock {
+                name: block.name.clone(),
+                file: block_file(&block.name),
+                inputs: io.inputs,
+                outputs: io.outputs,
+                bytes: block.bytes,
+            }
+        })
+        .collect()
 }
 
 /// Puts the weights beside the graphs: a hard link (ONNX Runtime refuses external data that

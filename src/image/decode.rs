@@ -163,6 +163,16 @@ fn to_rgb_f32(img: &DynamicImage, name: &str) -> Result<RgbImage> {
         .checked_mul(h as usize)
         .and_then(|n| n.checked_mul(3))
         .ok_or_else(|| Error::invalid(format!("{name}: image {w}x{h} is too large")))?;
+    // The f32 copy is 12 bytes a pixel (plus the u8 RGB copy for most formats): bound it by
+    // the same budget as the decoder, so one huge image cannot take several GiB per thread.
+    if (n as u64).saturating_mul(4) > MAX_DECODE_ALLOC {
+        return Err(Error::invalid(format!(
+            "{name}: refused a {w}x{h} image: its f32 pixels would need {} MiB (limit {} MiB, about {} megapixels)",
+            (n as u64 * 4) >> 20,
+            MAX_DECODE_ALLOC >> 20,
+            MAX_DECODE_ALLOC / 12 / 1_000_000
+        )));
+    }
     let mut data = Vec::new();
     data.try_reserve_exact(n).map_err(|_| {
         Error::invalid(format!(

@@ -42,7 +42,14 @@ pub fn preprocess_files(
     spec: &PreprocessSpec,
 ) -> Result<(Array4<f32>, Vec<String>)> {
     let s = spec.size as usize;
-    let mut data = Vec::with_capacity(paths.len() * 3 * s * s);
+    let mut data: Vec<f32> = Vec::new();
+    let total = paths.len().checked_mul(3 * s * s);
+    if total.is_none_or(|n| data.try_reserve_exact(n).is_err()) {
+        return Err(Error::invalid(format!(
+            "{} images of {s}×{s} pixels do not fit in memory at once; encode them in shards (--shard-size N)",
+            paths.len()
+        )));
+    }
     let mut sources = Vec::with_capacity(paths.len());
     for p in paths {
         data.extend(preprocess_file(p, spec)?);
@@ -438,8 +445,9 @@ pub fn encode_sharded(
         let mut pending: BTreeMap<usize, Result<Vec<f32>>> = BTreeMap::new();
         let mut shard = OpenShard::default();
         let s = spec.size as usize;
-        let per = 3 * s * s;
-        let mut batch: Vec<f32> = Vec::with_capacity(opts.batch_size * per);
+        // Grows with the batch; reserving batch_size rows up front would let a huge
+        // --batch-size abort the process.
+        let mut batch: Vec<f32> = Vec::new();
         let mut batch_src: Vec<String> = Vec::new();
         let mut processed = 0usize;
         let run = (|| -> Result<()> {

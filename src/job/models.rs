@@ -140,7 +140,21 @@ impl ModelFolders {
 }
 
 fn walk(root: &Path, dir: &Path, out: &mut Vec<ModelEntry>, depth: usize) {
+    walk_seen(root, dir, out, depth, &mut std::collections::HashSet::new());
+}
+
+/// Recursive listing; `seen` holds canonical folders already visited so symlink loops end.
+fn walk_seen(
+    root: &Path,
+    dir: &Path,
+    out: &mut Vec<ModelEntry>,
+    depth: usize,
+    seen: &mut std::collections::HashSet<PathBuf>,
+) {
     if depth > 32 {
+        return;
+    }
+    if !dir.canonicalize().is_ok_and(|c| seen.insert(c)) {
         return;
     }
     let Ok(rd) = std::fs::read_dir(dir) else {
@@ -152,7 +166,7 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<ModelEntry>, depth: usize) {
             continue;
         };
         if meta.is_dir() {
-            walk(root, &path, out, depth + 1);
+            walk_seen(root, &path, out, depth + 1, seen);
         } else if meta.is_file()
             && path
                 .extension()

@@ -71,18 +71,20 @@ impl VisionConfig {
     }
 
     fn validate(&self) -> Result<()> {
+        // Generous bounds (bigG is 1664 wide, 48 layers, 8192 MLP; SigLIP 512 px) that keep
+        // every size computed from them far from overflow.
         let positive = [
-            ("hidden_size", self.hidden_size),
-            ("num_hidden_layers", self.num_layers),
-            ("num_attention_heads", self.num_heads),
-            ("intermediate_size", self.intermediate_size),
-            ("patch_size", self.patch_size),
-            ("image_size", self.image_size),
+            ("hidden_size", self.hidden_size, 1 << 16),
+            ("num_hidden_layers", self.num_layers, 1000),
+            ("num_attention_heads", self.num_heads, 1 << 10),
+            ("intermediate_size", self.intermediate_size, 1 << 18),
+            ("patch_size", self.patch_size, 1 << 10),
+            ("image_size", self.image_size, 4096),
         ];
-        for (name, v) in positive {
-            if v == 0 || v > 1 << 20 {
+        for (name, v, max) in positive {
+            if v == 0 || v > max {
                 return Err(Error::model(format!(
-                    "{name} = {v} is out of range (1..=1048576)"
+                    "{name} = {v} is out of range (1..={max})"
                 )));
             }
         }
@@ -123,8 +125,9 @@ pub fn detect(weights: &Path, keys: &Keys) -> Result<VisionConfig> {
     } else {
         from_table(keys, llava)?
     };
-    cfg.tokens = (cfg.image_size / cfg.patch_size).pow(2) + usize::from(cfg.kind == Kind::Clip);
+    // Ranges first: the token count divides by the patch size.
     cfg.validate()?;
+    cfg.tokens = (cfg.image_size / cfg.patch_size).pow(2) + usize::from(cfg.kind == Kind::Clip);
     Ok(cfg)
 }
 

@@ -10,11 +10,14 @@ use super::library;
 use crate::{Error, ErrorKind, Result};
 
 static EXPLICIT: Mutex<Option<PathBuf>> = Mutex::new(None);
-static ENV: OnceLock<std::result::Result<(Environment, PathBuf), Error>> = OnceLock::new();
+/// Set once creation succeeds. A failure is not kept: after a wrong path, a later call
+/// (say after `dv_init` names the right library) tries again.
+static ENV: OnceLock<(Environment, PathBuf)> = OnceLock::new();
+static INIT: Mutex<()> = Mutex::new(());
 
 /// Names the ONNX Runtime library to load; must come before the first session.
 pub fn set_library_path(path: &Path) -> Result<()> {
-    if let Some(Ok((_, loaded))) = ENV.get() {
+    if let Some((_, loaded)) = ENV.get() {
         if loaded != path {
             return Err(Error::invalid(format!(
                 "ONNX Runtime is already loaded from {}; it cannot be switched to {} in the same process",
@@ -39,43 +42,51 @@ fn threads() -> usize {
 
 /// The environment, created on first use.
 pub fn environment() -> Result<&'static Environment> {
-    let r = ENV.get_or_init(|| {
-        let explicit = EXPLICIT.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let path = library::find(explicit.as_deref())?;
-        let builder = ort::init_from(&path).map_err(|e| {
-            Error::new(
-                ErrorKind::Runtime,
-                format!(
-                    "cannot load ONNX Runtime from {}: {e}; {}",
-                    path.display(),
-                    library::INSTALL_HINT
-                ),
-            )
-        })?;
-        let pool = GlobalThreadPoolOptions::default()
-            .with_intra_threads(threads())?
-            .with_inter_threads(1)?;
-        let env = builder
-            .with_name("distorch-vision")
-            .with_telemetry(false)
-            .with_global_thread_pool(pool)
-            .build()?;
-        register_shared_cpu_arena(&env)?;
-        tracing::debug!("ONNX Runtime loaded from {}", path.display());
-        Ok((env, path))
-    });
-    match r {
-        Ok((env, _)) => Ok(env),
-        Err(e) => Err(e.clone()),
+    if let Some((env, _)) = ENV.get() {
+        return Ok(env);
     }
+    let _init = INIT.lock().unwrap_or_else(|e| e.into_inner());
+    if ENV.get().is_none() {
+        let created = create()?;
+        let _ = ENV.set(created);
+    }
+    ENV.get()
+        .map(|(env, _)| env)
+        .ok_or_else(|| Error::runtime("the ONNX Runtime environment could not be kept"))
+}
+
+fn create() -> Result<(Environment, PathBuf)> {
+    let explicit = EXPLICIT.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let path = library::find(explicit.as_deref())?;
+    let builder = ort::init_from(&path).map_err(|e| {
+        Error::new(
+            ErrorKind::Runtime,
+            format!(
+                "cannot load ONNX Runtime from {}: {e}; {}",
+                path.display(),
+                library::INSTALL_HINT
+            ),
+        )
+    })?;
+    let pool = GlobalThreadPoolOptions::default()
+        .with_intra_threads(threads())?
+        .with_inter_threads(1)?;
+    let env = builder
+        .with_name("distorch-vision")
+        .with_telemetry(false)
+        .with_global_thread_pool(pool)
+        .build()?;
+    // Without the shared arena each session keeps its own: more memory, same results.
+    if let Err(e) = register_shared_cpu_arena(&env) {
+        tracing::warn!("{e}");
+    }
+    tracing::debug!("ONNX Runtime loaded from {}", path.display());
+    Ok((env, path))
 }
 
 /// The library file in use, once loaded.
 pub fn loaded_library() -> Option<&'static Path> {
-    match ENV.get() {
-        Some(Ok((_, p))) => Some(p),
-        _ => None,
-    }
+    ENV.get().map(|(_, p)| p.as_path())
 }
 
 /// Registers one CPU arena in the environment for every session (`session.use_env_allocators`):

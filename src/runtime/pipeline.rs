@@ -268,17 +268,22 @@ impl Pipeline {
             }
             Ok(v.try_extract_array::<f32>()?.to_owned())
         };
+        let head = |i: usize| {
+            head_out.get(i).ok_or_else(|| {
+                Error::runtime(format!("the head block gave {} outputs", head_out.len()))
+            })
+        };
         let mut tensors = Vec::new();
         for name in wanted {
             let t = match (name.as_str(), siglip) {
                 (LAST_HIDDEN, false) => extract(&h)?,
-                (LAST_HIDDEN, true) | (IMAGE_EMBEDS, _) => extract(&head_out[0])?,
+                (LAST_HIDDEN, true) | (IMAGE_EMBEDS, _) => extract(head(0)?)?,
                 (PENULTIMATE, _) => extract(
                     penult
                         .as_ref()
                         .ok_or_else(|| Error::runtime("penultimate state missing"))?,
                 )?,
-                (MM_PROJECTED, _) => extract(&head_out[1])?,
+                (MM_PROJECTED, _) => extract(head(1)?)?,
                 (other, _) => return Err(Error::invalid(format!("unknown output {other:?}"))),
             };
             tensors.push((name.clone(), t));
