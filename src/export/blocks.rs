@@ -16,11 +16,6 @@ pub struct BlockIo {
 
 pub const PIXELS: &str = "pixel_values";
 
-/// Names of every block, in order.
-pub fn block_names(model: &Model) -> Vec<String> {
-    model.blocks.iter().map(|b| b.name.clone()).collect()
-}
-
 /// Inputs and outputs of block `name`.
 pub fn block_io(model: &Model, name: &str) -> BlockIo {
     let v = |s: &[&str]| s.iter().map(|s| s.to_string()).collect();

@@ -114,16 +114,6 @@ pub struct Export {
     pub reused: bool,
 }
 
-impl Export {
-    pub fn block_path(&self, name: &str) -> Option<PathBuf> {
-        self.manifest
-            .blocks
-            .iter()
-            .find(|b| b.name == name)
-            .map(|b| self.dir.join(&b.file))
-    }
-}
-
 /// Where exports go when no folder is given: `graphs/` of the project when the program runs
 /// from a checkout, else a per-user cache folder.
 pub fn default_graphs_root() -> PathBuf {
