@@ -213,13 +213,45 @@ fn embed(g: &mut GraphBuilder, pixels: &str) -> String {
 fn layer(g: &mut GraphBuilder, l: usize, x: &str) -> String {
     let c = g.model().config.clone();
     let pre = format!("vision_model.encoder.layers.{l}");
-    let (h, dh) = (c.num_heads as i64, c.head_dim() as i64);
     let (d, t) = (c.hidden_size as i64, c.tokens as i64);
     let rows = g.const_i64(&[2], &[-1, d]);
     let tokens = g.const_i64(&[3], &[-1, t, d]);
 
     let n1 = g.layer_norm(x, &format!("{pre}.layer_norm1"));
-    let n1 = g.op("Reshape", &[&n1, &rows], vec![]);
+    let ctx = if g.quantizing() {
+        attention_unfused(g, &pre, &n1, &c)
+    } else {
+        // ONNX Runtime's fused attention: one packed q/k/v projection, softmax(q·kᵀ/√d)·v.
+        let (w, b) = g.packed_qkv(&format!("{pre}.self_attn"));
+        let heads = attr_int("num_heads", c.num_heads as i64);
+        let ctx = g.op_ms("Attention", &[&n1, &w, &b], vec![heads]);
+        g.op("Reshape", &[&ctx, &rows], vec![])
+    };
+    let attn = g.gemm(&ctx, &format!("{pre}.self_attn.out_proj"), true);
+    let attn = g.op("Reshape", &[&attn, &tokens], vec![]);
+    let x = g.op("Add", &[x, &attn], vec![]);
+
+    let n2 = g.layer_norm(&x, &format!("{pre}.layer_norm2"));
+    let n2 = g.op("Reshape", &[&n2, &rows], vec![]);
+    let f1 = g.gemm(&n2, &format!("{pre}.mlp.fc1"), true);
+    let a = activation(g, &f1, c.activation);
+    let f2 = g.gemm(&a, &format!("{pre}.mlp.fc2"), true);
+    let f2 = g.op("Reshape", &[&f2, &tokens], vec![]);
+    g.op("Add", &[&x, &f2], vec![])
+}
+
+/// Attention as plain ONNX ops on separate q/k/v projections (int8 mode, where each
+/// projection is a quantised matmul). Returns the context as `[B·T, D]` rows.
+fn attention_unfused(
+    g: &mut GraphBuilder,
+    pre: &str,
+    n1: &str,
+    c: &crate::model::VisionConfig,
+) -> String {
+    let (h, dh) = (c.num_heads as i64, c.head_dim() as i64);
+    let (d, t) = (c.hidden_size as i64, c.tokens as i64);
+    let rows = g.const_i64(&[2], &[-1, d]);
+    let n1 = g.op("Reshape", &[n1, &rows], vec![]);
     let split = g.const_i64(&[4], &[-1, t, h, dh]);
     let heads = |g: &mut GraphBuilder, proj: &str, perm: &[i64]| {
         let y = g.gemm(&n1, &format!("{pre}.self_attn.{proj}"), true);
@@ -235,18 +267,7 @@ fn layer(g: &mut GraphBuilder, l: usize, x: &str) -> String {
     let probs = g.op("Softmax", &[&scores], vec![attr_int("axis", -1)]);
     let ctx = g.op("MatMul", &[&probs, &v], vec![]);
     let ctx = g.op("Transpose", &[&ctx], vec![attr_ints("perm", &[0, 2, 1, 3])]);
-    let ctx = g.op("Reshape", &[&ctx, &rows], vec![]);
-    let attn = g.gemm(&ctx, &format!("{pre}.self_attn.out_proj"), true);
-    let attn = g.op("Reshape", &[&attn, &tokens], vec![]);
-    let x = g.op("Add", &[x, &attn], vec![]);
-
-    let n2 = g.layer_norm(&x, &format!("{pre}.layer_norm2"));
-    let n2 = g.op("Reshape", &[&n2, &rows], vec![]);
-    let f1 = g.gemm(&n2, &format!("{pre}.mlp.fc1"), true);
-    let a = activation(g, &f1, c.activation);
-    let f2 = g.gemm(&a, &format!("{pre}.mlp.fc2"), true);
-    let f2 = g.op("Reshape", &[&f2, &tokens], vec![]);
-    g.op("Add", &[&x, &f2], vec![])
+    g.op("Reshape", &[&ctx, &rows], vec![])
 }
 
 fn activation(g: &mut GraphBuilder, x: &str, act: Activation) -> String {

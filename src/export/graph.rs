@@ -149,6 +149,22 @@ impl<'m> GraphBuilder<'m> {
 
     /// Adds a node with one output and returns that output's name.
     pub fn op(&mut self, op: &str, inputs: &[&str], attrs: Vec<AttributeProto>) -> String {
+        self.op_in("", op, inputs, attrs)
+    }
+
+    /// A node of ONNX Runtime's `com.microsoft` contrib domain (in every stock build).
+    pub fn op_ms(&mut self, op: &str, inputs: &[&str], attrs: Vec<AttributeProto>) -> String {
+        self.uses_ms_domain = true;
+        self.op_in("com.microsoft", op, inputs, attrs)
+    }
+
+    fn op_in(
+        &mut self,
+        domain: &str,
+        op: &str,
+        inputs: &[&str],
+        attrs: Vec<AttributeProto>,
+    ) -> String {
         let out = self.fresh(&op.to_lowercase());
         self.nodes.push(NodeProto {
             input: inputs.iter().map(|s| s.to_string()).collect(),
@@ -156,9 +172,43 @@ impl<'m> GraphBuilder<'m> {
             name: out.clone(),
             op_type: op.into(),
             attribute: attrs,
-            domain: String::new(),
+            domain: domain.into(),
         });
         out
+    }
+
+    /// True in int8 mode, where the layers' linear weights are quantised.
+    pub fn quantizing(&self) -> bool {
+        self.quant.is_some()
+    }
+
+    /// The packed `[D, 3D]` q/k/v weight and `[3D]` bias of `com.microsoft.Attention`, made
+    /// from the three projections as stored (ONNX Runtime folds the Concat and Transpose
+    /// once when the session is built).
+    pub fn packed_qkv(&mut self, attn_prefix: &str) -> (String, String) {
+        let part = |g: &mut Self, proj: &str, what: &str| {
+            g.raw_weight(&format!("{attn_prefix}.{proj}.{what}"))
+        };
+        let ws: Vec<String> = ["q_proj", "k_proj", "v_proj"]
+            .iter()
+            .map(|p| part(self, p, "weight"))
+            .collect();
+        let bs: Vec<String> = ["q_proj", "k_proj", "v_proj"]
+            .iter()
+            .map(|p| part(self, p, "bias"))
+            .collect();
+        let w = self.op(
+            "Concat",
+            &[&ws[0], &ws[1], &ws[2]],
+            vec![attr_int("axis", 0)],
+        );
+        let w = self.op("Transpose", &[&w], vec![attr_ints("perm", &[1, 0])]);
+        let b = self.op(
+            "Concat",
+            &[&bs[0], &bs[1], &bs[2]],
+            vec![attr_int("axis", 0)],
+        );
+        (w, b)
     }
 
     pub fn const_f32(&mut self, dims: &[i64], values: &[f32]) -> String {

@@ -19,7 +19,7 @@ use crate::model::Model;
 use crate::{Error, ErrorKind, Result};
 
 /// Bumped whenever the graphs change, so old exports are rebuilt rather than reused.
-pub const EXPORT_FORMAT: u32 = 3;
+pub const EXPORT_FORMAT: u32 = 4;
 pub const WEIGHTS_FILE: &str = "weights.safetensors";
 pub const WHOLE_FILE: &str = "whole.onnx";
 
