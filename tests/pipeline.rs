@@ -292,3 +292,44 @@ fn a_changed_config_or_a_broken_id_cache_is_not_trusted() {
     let again = encode("c.safetensors");
     assert_eq!(after[0].2, again[0].2);
 }
+
+#[test]
+fn a_tampered_manifest_is_rebuilt_not_trusted() {
+    let tmp = temp_dir("tampered");
+    let f = fixture("llava_f32");
+    let encode = || {
+        run(bin()
+            .args(["encode", "--device", "cpu", "--model"])
+            .arg(f.join("model.safetensors"))
+            .arg("--pixels")
+            .arg(f.join("pixels.safetensors"))
+            .arg("--out")
+            .arg(tmp.join("out.safetensors"))
+            .arg("--graphs-dir")
+            .arg(tmp.join("graphs")))
+    };
+    assert!(encode().status.success());
+    let dir = std::fs::read_dir(tmp.join("graphs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.join("manifest.json").is_file())
+        .unwrap();
+    let m = std::fs::read_to_string(dir.join("manifest.json")).unwrap();
+    std::fs::write(
+        dir.join("manifest.json"),
+        m.replace("\"mm_projected\"\n      ]", "]")
+            .replace(",\n        \"mm_projected\"", ""),
+    )
+    .unwrap();
+    assert_ne!(
+        std::fs::read_to_string(dir.join("manifest.json")).unwrap(),
+        m
+    );
+    let o = encode();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_close(
+        &tmp.join("out.safetensors"),
+        &f.join("expected.safetensors"),
+        TOL,
+    );
+}
