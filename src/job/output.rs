@@ -32,11 +32,7 @@ pub fn read_pixels(path: &Path) -> Result<Array4<f32>> {
             info.shape
         )));
     }
-    let bytes = st.data(info)?;
-    let values: Vec<f32> = bytes
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
+    let values = DType::F32.to_f32(st.data(info)?).unwrap_or_default();
     let s = &info.shape;
     Array4::from_shape_vec((s[0], s[1], s[2], s[3]), values)
         .map_err(|e| Error::invalid(format!("{}: {e}", path.display())))

@@ -197,19 +197,11 @@ impl Model {
             .get(key)
             .ok_or_else(|| Error::model(format!("missing tensor {key}")))?;
         let bytes = self.file.data(&w.info)?;
-        Ok(match w.info.dtype {
-            DType::F16 => bytes
-                .chunks_exact(2)
-                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            DType::BF16 => bytes
-                .chunks_exact(2)
-                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            _ => bytes
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
+        w.info.dtype.to_f32(bytes).ok_or_else(|| {
+            Error::model(format!(
+                "tensor {key} is {}, not a float",
+                w.info.dtype.name()
+            ))
         })
     }
 

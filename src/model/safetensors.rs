@@ -64,6 +64,26 @@ impl DType {
             DType::Bool => "BOOL",
         }
     }
+    /// Little-endian `bytes` of this float dtype as f32 values (f16/bf16 upcast exactly);
+    /// `None` for a dtype that is not a weight float.
+    pub fn to_f32(self, bytes: &[u8]) -> Option<Vec<f32>> {
+        Some(match self {
+            DType::F16 => bytes
+                .chunks_exact(2)
+                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            DType::BF16 => bytes
+                .chunks_exact(2)
+                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            DType::F32 => bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+            _ => return None,
+        })
+    }
+
     /// Floating types a model weight may have (SPEC §2.4).
     pub fn is_weight_float(self) -> bool {
         matches!(self, DType::F32 | DType::F16 | DType::BF16)

@@ -166,10 +166,7 @@ pub fn run_micro(
         family: cv.model().config.family.clone(),
         batch_size: batch,
         iters,
-        threads: std::env::var("DISTORCH_THREADS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        threads: super::env::threads(),
         split_ratio: whole_fig
             .as_ref()
             .map(|w| blocks.images_per_s / w.images_per_s),

@@ -32,7 +32,7 @@ pub fn set_library_path(path: &Path) -> Result<()> {
 }
 
 /// Threads of the shared pool: `DISTORCH_THREADS`, else every core.
-fn threads() -> usize {
+pub(crate) fn threads() -> usize {
     std::env::var("DISTORCH_THREADS")
         .ok()
         .and_then(|v| v.parse().ok())
