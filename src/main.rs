@@ -490,6 +490,15 @@ fn bench(b: BenchArgs) -> Result<()> {
         human(r.peak_rss_bytes),
         human(r.model_bytes)
     );
+    println!(
+        "RSS budget {} (1.25 × fp32 weights + one batch's activations): blocks {}",
+        human(r.rss_budget_bytes),
+        if r.blocks_peak_rss_bytes <= r.rss_budget_bytes {
+            "within"
+        } else {
+            "OVER"
+        }
+    );
     let blocks: Vec<String> = r
         .per_block_median_ms
         .iter()

@@ -76,6 +76,16 @@ impl Model {
         self.blocks.iter().map(|b| b.bytes).sum()
     }
 
+    /// Bytes of the block weights at 4 bytes an element: what fp32 sessions hold, whatever
+    /// the file's dtype.
+    pub fn fp32_weight_bytes(&self) -> u64 {
+        self.blocks
+            .iter()
+            .flat_map(|b| &b.weights)
+            .map(|k| 4 * self.weight(k).info.shape.iter().product::<usize>() as u64)
+            .sum()
+    }
+
     /// Checks every tensor the family needs (presence, shape, float dtype) and groups them into blocks.
     fn check_and_list_blocks(&mut self) -> Result<Vec<Block>> {
         let c = &self.config;

@@ -38,6 +38,9 @@ pub struct BenchReport {
     /// Peak RSS of the process at the end (both sessions).
     pub peak_rss_bytes: u64,
     pub model_bytes: u64,
+    /// What the blocks' peak RSS should stay under: 1.25 × the fp32 weight bytes plus
+    /// [`activation_bytes`] for this batch.
+    pub rss_budget_bytes: u64,
     // --- gpu ---
     /// Weight bytes uploaded host → GPU on every pass (CPU-homed blocks executed on a GPU).
     pub streamed_bytes_per_pass: u64,
@@ -71,6 +74,15 @@ pub fn peak_rss() -> u64 {
                 .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
         })
         .map_or(0, |kb| kb * 1024)
+}
+
+/// An upper estimate of the fp32 activations one transformer layer holds at once for
+/// `batch` images: its input, Q, K, V and the attention output (5 × hidden), the attention
+/// probabilities (heads × tokens) and the MLP's hidden layer before and after the
+/// activation (2 × intermediate), per token.
+pub fn activation_bytes(c: &crate::model::VisionConfig, batch: usize) -> u64 {
+    let per_token = 5 * c.hidden_size + c.num_heads * c.tokens + 2 * c.intermediate_size;
+    (4 * batch * c.tokens * per_token) as u64
 }
 
 /// Deterministic pseudo-random pixels in about [-2, 2] (xorshift; no RNG dependency).
@@ -176,6 +188,8 @@ pub fn run_micro(
         blocks_peak_rss_bytes: blocks_rss,
         peak_rss_bytes: peak_rss(),
         model_bytes: cv.model().model_bytes(),
+        rss_budget_bytes: cv.model().fp32_weight_bytes() * 5 / 4
+            + activation_bytes(&cv.model().config, batch),
         streamed_bytes_per_pass: pipeline.streamed_bytes_per_pass(),
         micro_batch: micro,
         device_copies: pipeline

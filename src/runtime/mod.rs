@@ -6,6 +6,7 @@ pub mod device;
 pub mod dtype;
 pub mod env;
 pub mod gpu_runner;
+pub mod heap;
 pub mod library;
 pub mod microbatch;
 pub mod pinned;
