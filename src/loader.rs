@@ -123,7 +123,9 @@ impl ClipVision {
         for w in &plan.warnings {
             tracing::warn!("plan: {w}");
         }
-        crate::runtime::dtype::check(opts.dtype, &plan.exec_devices())?;
+        if let Some(w) = crate::runtime::dtype::check(opts.dtype, &plan.exec_devices())? {
+            tracing::warn!("{w}");
+        }
         // Fail before any export or session work when a device cannot run here.
         for d in plan.exec_devices() {
             device::check_usable(d)?;

@@ -333,3 +333,64 @@ fn a_tampered_manifest_is_rebuilt_not_trusted() {
         TOL,
     );
 }
+
+/// Cosine similarity of two equally long rows.
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
+    dot / (na * nb)
+}
+
+#[test]
+fn fp16_compute_stays_within_the_stated_tolerance() {
+    // The fp16 graphs (f16 weights and activations inside each block) run here on ONNX
+    // Runtime's CPU kernels; on CUDA the same graphs run on f16 kernels. README states the
+    // tolerance: per image, cosine ≥ 0.999 against fp32 and max |diff| ≤ 2 % of the
+    // output's largest magnitude, for every output.
+    use distorch_vision::export::ComputeDtype;
+    let tmp = temp_dir("fp16");
+    // Every fixture in resident blocks, and two with every block's weights streamed (the
+    // weights-as-inputs variant casts file dtype → f16 inside the graph).
+    let runs = FIXTURES
+        .iter()
+        .map(|n| (*n, false))
+        .chain([("clip_bf16", true), ("llava_f32", true)]);
+    for (name, streamed) in runs {
+        let f = fixture(name);
+        let mut opts = cpu_options(&f.join("model.safetensors"), &tmp);
+        opts.dtype = ComputeDtype::Fp16;
+        if streamed {
+            opts.force_streamed = vec!["all".into()];
+        }
+        let cv = ClipVision::load(&opts).unwrap();
+        let px = distorch_vision::job::output::read_pixels(&f.join("pixels.safetensors")).unwrap();
+        let res = cv.encode(px.view(), &[], 8).unwrap();
+        let mut largest = 0f32;
+        for (out_name, _, want) in read_tensors(&f.join("expected.safetensors")) {
+            let got = res.get(&out_name).unwrap();
+            let rows = got.shape()[0];
+            let got: Vec<f32> = got.iter().copied().collect();
+            assert_eq!(got.len(), want.len(), "{name}/{out_name}");
+            let n = want.len() / rows;
+            let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let rel = max_abs_diff(&got, &want) / scale;
+            let worst_cos = (0..rows)
+                .map(|r| cosine(&got[r * n..(r + 1) * n], &want[r * n..(r + 1) * n]))
+                .fold(1f32, f32::min);
+            eprintln!(
+                "{name}{}/{out_name}: max |diff| / max |ref| {rel:.2e}, min cosine {worst_cos:.6}",
+                if streamed { " (streamed)" } else { "" }
+            );
+            assert!(worst_cos >= 0.999, "{name}/{out_name}: cosine {worst_cos}");
+            assert!(rel <= 0.02, "{name}/{out_name}: relative diff {rel}");
+            largest = largest.max(rel);
+        }
+        // fp32 compute lands within 1e-5 of the reference here; f16 rounding shows as ~1e-3.
+        // Below 1e-4 the blocks did not compute in f16 at all.
+        assert!(
+            largest > 1e-4,
+            "{name}: no f16 rounding visible ({largest:.1e})"
+        );
+    }
+}

@@ -4,6 +4,7 @@
 use super::graph::{attr_int, attr_ints, Dim, GraphBuilder};
 use super::onnx::ModelProto;
 use super::quant::QuantSink;
+use super::ComputeDtype;
 use crate::model::{Activation, Kind, Model};
 
 /// Graph inputs and outputs of one block, as listed in the manifest.
@@ -55,17 +56,32 @@ fn output_dims(model: &Model, output: &str) -> Vec<Dim> {
     }
 }
 
-/// Builds the graph of one block. With `weights_as_inputs`, its weights are graph inputs
-/// (after the activations) instead of external initializers.
+/// Builds the graph of one block computing in `dtype` (fp32 or fp16; int8 graphs come from
+/// [`block_graph_int8`]). With `weights_as_inputs`, its weights are graph inputs (after the
+/// activations, in the file's dtype) instead of external initializers.
 pub fn block_graph(
     model: &Model,
     name: &str,
     weights_file: &str,
     weights_as_inputs: bool,
+    dtype: ComputeDtype,
 ) -> (ModelProto, Vec<String>) {
-    let g = GraphBuilder::new(model, weights_file, weights_as_inputs);
+    let g = builder(model, weights_file, weights_as_inputs, dtype);
     let (proto, weight_inputs, _) = build_block(g, name);
     (proto, weight_inputs)
+}
+
+fn builder<'m>(
+    model: &'m Model,
+    weights_file: &str,
+    weights_as_inputs: bool,
+    dtype: ComputeDtype,
+) -> GraphBuilder<'m> {
+    let g = GraphBuilder::new(model, weights_file, weights_as_inputs);
+    match dtype {
+        ComputeDtype::Fp16 => g.with_fp16_compute(),
+        ComputeDtype::Fp32 | ComputeDtype::Int8 => g,
+    }
 }
 
 /// The int8 graph of one block and its quantised weights (`<block>.q8`), if it has any.
@@ -127,10 +143,15 @@ fn build_block(
     (g.finish(name), weight_inputs, quant)
 }
 
-/// Every output of the model from one graph (`export --granularity whole`).
-pub fn whole_graph(model: &Model, weights_file: &str) -> (ModelProto, Vec<String>) {
+/// Every output of the model from one graph (`export --granularity whole`), computing in
+/// `dtype` (fp32 or fp16).
+pub fn whole_graph(
+    model: &Model,
+    weights_file: &str,
+    dtype: ComputeDtype,
+) -> (ModelProto, Vec<String>) {
     let c = &model.config;
-    let mut g = GraphBuilder::new(model, weights_file, false);
+    let mut g = builder(model, weights_file, false, dtype);
     let s = c.image_size;
     let x = g.input(
         PIXELS,

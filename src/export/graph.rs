@@ -26,13 +26,16 @@ pub struct GraphBuilder<'m> {
     initializers: Vec<TensorProto>,
     inputs: Vec<ValueInfoProto>,
     outputs: Vec<ValueInfoProto>,
-    /// HF key -> name of its f32 value, so a weight is declared once.
+    /// HF key -> name of its value in the compute type, so a weight is declared once.
     weights: HashMap<String, String>,
     weight_inputs: Vec<String>,
     counter: usize,
     /// Set for `--dtype int8`: the layers' linear weights are quantised into this sink.
     quant: Option<super::quant::QuantSink>,
     uses_ms_domain: bool,
+    /// Element type of the activations and weights inside the graph: FLOAT, or FLOAT16 in
+    /// fp16 mode (graph inputs and outputs stay f32 either way).
+    compute: i32,
     /// The first failure while reading weights (builder methods return value names).
     error: Option<crate::Error>,
 }
@@ -106,8 +109,18 @@ impl<'m> GraphBuilder<'m> {
             counter: 0,
             quant: None,
             uses_ms_domain: false,
+            compute: data_type::FLOAT,
             error: None,
         }
+    }
+
+    /// fp16 compute: weights and activations are f16 inside the graph; the f32 inputs are
+    /// cast on the way in and the outputs back to f32 on the way out, so blocks of either
+    /// precision plug into the same runner. LayerNormalization keeps its statistics in f32
+    /// (its default `stash_type`).
+    pub fn with_fp16_compute(mut self) -> Self {
+        self.compute = data_type::FLOAT16;
+        self
     }
 
     /// Quantises the layers' linear weights into a data file named `file` (int8 mode).
@@ -128,23 +141,45 @@ impl<'m> GraphBuilder<'m> {
         format!("{hint}_{}", self.counter)
     }
 
+    /// Declares an f32 graph input and returns the value the graph computes on (the input
+    /// cast to the compute type in fp16 mode).
     pub fn input(&mut self, name: &str, dims: &[Dim]) -> String {
         self.inputs.push(value_info(name, data_type::FLOAT, dims));
-        name.to_string()
+        self.cast_to(name, self.compute)
     }
 
-    /// Declares `value` as a graph output named `name` (through an Identity when renamed).
+    /// Declares `value` as an f32 graph output named `name` (through an Identity when
+    /// renamed, a Cast from f16 in fp16 mode).
     pub fn output(&mut self, value: &str, name: &str, dims: &[Dim]) {
-        if value != name {
+        let (op, attribute) = if self.compute == data_type::FLOAT {
+            ("Identity", vec![])
+        } else {
+            ("Cast", vec![attr_int("to", data_type::FLOAT as i64)])
+        };
+        if value != name || op == "Cast" {
             self.nodes.push(NodeProto {
                 input: vec![value.into()],
                 output: vec![name.into()],
                 name: format!("out_{name}"),
-                op_type: "Identity".into(),
+                op_type: op.into(),
+                attribute,
                 ..Default::default()
             });
         }
         self.outputs.push(value_info(name, data_type::FLOAT, dims));
+    }
+
+    /// `value` (of element type `from`) as element type `to`: itself, or a Cast.
+    fn cast(&mut self, value: &str, from: i32, to: i32) -> String {
+        if from == to {
+            value.to_string()
+        } else {
+            self.op("Cast", &[value], vec![attr_int("to", to as i64)])
+        }
+    }
+
+    fn cast_to(&mut self, f32_value: &str, to: i32) -> String {
+        self.cast(f32_value, data_type::FLOAT, to)
     }
 
     /// Adds a node with one output and returns that output's name.
@@ -211,13 +246,20 @@ impl<'m> GraphBuilder<'m> {
         (w, b)
     }
 
-    pub fn const_f32(&mut self, dims: &[i64], values: &[f32]) -> String {
+    /// A constant of the compute type (f32, or f16 in fp16 mode).
+    pub fn const_float(&mut self, dims: &[i64], values: &[f32]) -> String {
         let name = self.fresh("const");
+        let raw_data = if self.compute == data_type::FLOAT16 {
+            let h = values.iter().map(|&v| half::f16::from_f32(v));
+            h.flat_map(|v| v.to_le_bytes()).collect()
+        } else {
+            values.iter().flat_map(|v| v.to_le_bytes()).collect()
+        };
         self.initializers.push(TensorProto {
             dims: dims.to_vec(),
-            data_type: data_type::FLOAT,
+            data_type: self.compute,
             name: name.clone(),
-            raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            raw_data,
             ..Default::default()
         });
         name
@@ -236,10 +278,10 @@ impl<'m> GraphBuilder<'m> {
     }
 
     pub fn scalar(&mut self, v: f32) -> String {
-        self.const_f32(&[], &[v])
+        self.const_float(&[], &[v])
     }
 
-    /// The weight `key` as an f32 value, in the layout stored in the file.
+    /// The weight `key` as a value of the compute type, in the layout stored in the file.
     fn raw_weight(&mut self, key: &str) -> String {
         if let Some(v) = self.weights.get(key) {
             return v.clone();
@@ -268,16 +310,9 @@ impl<'m> GraphBuilder<'m> {
                 ..Default::default()
             });
         }
-        // Reduced-precision weights stay in the file's dtype; compute is f32 (SPEC §2.4).
-        let value = if dtype == data_type::FLOAT {
-            key.to_string()
-        } else {
-            self.op(
-                "Cast",
-                &[key],
-                vec![attr_int("to", data_type::FLOAT as i64)],
-            )
-        };
+        // Weights stay in the file's dtype on disk; ONNX Runtime folds the Cast to the compute
+        // type (f32 by default, SPEC §2.4) once, when the session is built.
+        let value = self.cast(key, dtype, self.compute);
         self.weights.insert(key.to_string(), value.clone());
         value
     }

@@ -77,7 +77,7 @@ pub struct JobSpec {
     pub eject_models: bool,
     #[serde(default = "default_policy")]
     pub donor_policy: String,
-    /// Compute precision: `fp32` (default) or `int8` (CPU).
+    /// Compute precision: `fp32` (default), `int8` (CPU) or `fp16` (CUDA).
     #[serde(default)]
     pub dtype: Option<String>,
     /// Micro-batches of N flowing through the device segments concurrently.
