@@ -173,7 +173,7 @@ enum Command {
         /// Test hook: run these blocks (comma-separated, or `all`) with their weights fed as inputs each pass.
         #[arg(long, value_delimiter = ',', hide = true)]
         stream_blocks: Vec<String>,
-        /// Compute precision: `fp32` (default, the reference), `int8` (CPU, approximate), `fp16` (CUDA; not implemented yet).
+        /// Compute precision: `fp32` (default, the reference), `int8` (CPU, approximate), `fp16` (for CUDA; runs on the CPU only to check results).
         #[arg(long, default_value = "fp32")]
         dtype: ComputeDtype,
         #[command(flatten)]
@@ -234,7 +234,7 @@ struct BenchArgs {
     no_whole: bool,
     #[arg(long)]
     json: bool,
-    /// Compute precision: `fp32` (default, the reference), `int8` (CPU, approximate), `fp16` (CUDA; not implemented yet).
+    /// Compute precision: `fp32` (default, the reference), `int8` (CPU, approximate), `fp16` (for CUDA; runs on the CPU only to check results).
     #[arg(long, default_value = "fp32")]
     dtype: ComputeDtype,
     #[command(flatten)]
@@ -511,6 +511,18 @@ fn bench(b: BenchArgs) -> Result<()> {
         r.micro_batch
             .map_or(String::new(), |m| format!(", micro-batch {m}"))
     );
+    let u = &r.uploads;
+    if let Some(overlap) = u.overlap() {
+        let per = |x: f64| x / r.iters as f64 * 1e3;
+        println!(
+            "uploads    {} in {} copies; per pass: copy {:.1} ms, host waited {:.1} ms; overlap {:.0} %",
+            human(u.bytes),
+            u.uploads,
+            per(u.copy_s),
+            per(u.stall_s),
+            overlap * 100.0
+        );
+    }
     Ok(())
 }
 

@@ -44,6 +44,9 @@ pub struct BenchReport {
     // --- gpu ---
     /// Weight bytes uploaded host → GPU on every pass (CPU-homed blocks executed on a GPU).
     pub streamed_bytes_per_pass: u64,
+    /// Uploads through the staging double buffer over the timed passes (all zero when
+    /// nothing is streamed, or streamed without a staging).
+    pub uploads: super::staging::UploadStats,
     /// Micro-batch size of the timed passes (`--micro-batch`), if any.
     pub micro_batch: Option<usize>,
     /// Device copies made during the whole run, by kind (GPU plans only).
@@ -141,6 +144,7 @@ pub fn run_micro(
     };
     let pipeline = cv.pipeline()?;
     pipeline.set_profiling(true);
+    pipeline.reset_upload_stats();
     let mut times = Vec::new();
     let mut whole_times = Vec::new();
     for _ in 0..iters {
@@ -191,6 +195,7 @@ pub fn run_micro(
         rss_budget_bytes: cv.model().fp32_weight_bytes() * 5 / 4
             + activation_bytes(&cv.model().config, batch),
         streamed_bytes_per_pass: pipeline.streamed_bytes_per_pass(),
+        uploads: pipeline.upload_stats(),
         micro_batch: micro,
         device_copies: pipeline
             .copy_counts()

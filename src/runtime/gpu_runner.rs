@@ -23,6 +23,8 @@ use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::Session;
 use ort::value::DynValue;
 
+use super::pinned::PinnedWeights;
+use super::staging::Staging;
 use crate::plan::Device;
 use crate::{Error, Result};
 
@@ -115,6 +117,15 @@ pub fn value_device(v: &DynValue) -> Option<u32> {
 
 fn p2p_enabled() -> bool {
     std::env::var("DISTORCH_P2P").map_or(true, |v| v != "0")
+}
+
+/// A block whose streamed weights go through a [`Staging`] double buffer.
+pub struct Staged<'a> {
+    pub staging: &'a Mutex<Staging>,
+    pub stage: usize,
+    pub weights: &'a PinnedWeights,
+    /// The streamed block expected to run next on this GPU, to prefetch.
+    pub next: Option<(usize, &'a PinnedWeights)>,
 }
 
 /// The worker threads of the GPUs a pipeline uses.
@@ -218,7 +229,9 @@ impl GpuRunner {
 
     /// Runs one block's session on GPU `n`: inputs bound (host values are uploaded, values
     /// on another GPU copied first), every output bound to cuda:`n` memory. Returns the
-    /// outputs in the order of `outputs`, resident on the GPU.
+    /// outputs in the order of `outputs`, resident on the GPU. With `staged`, the block's
+    /// streamed weights are bound from the staging buffer and the next streamed block's
+    /// upload starts before this one runs.
     pub fn run_stage(
         &self,
         n: u32,
@@ -226,6 +239,7 @@ impl GpuRunner {
         session: &Mutex<Session>,
         inputs: Vec<(String, &DynValue)>,
         outputs: &[String],
+        staged: Option<Staged<'_>>,
     ) -> Result<Vec<DynValue>> {
         // Cross-GPU hand-offs first (they run on the source GPU's thread).
         let mut moved: Vec<(String, Option<DynValue>)> = Vec::with_capacity(inputs.len());
@@ -240,6 +254,22 @@ impl GpuRunner {
             let mut binding = session.create_binding()?;
             for ((name, v), (_, m)) in inputs.iter().zip(&moved) {
                 binding.bind_input(name.as_str(), m.as_ref().unwrap_or(v))?;
+            }
+            let mut staging = staged
+                .as_ref()
+                .map(|s| s.staging.lock().unwrap_or_else(|e| e.into_inner()));
+            let views = match (&staged, staging.as_mut()) {
+                (Some(s), Some(g)) => {
+                    let slot = g.ensure(s.stage, s.weights)?;
+                    if let Some((next, w)) = s.next {
+                        g.prefetch(next, w, s.stage)?;
+                    }
+                    g.views(slot, s.weights)?
+                }
+                _ => Vec::new(),
+            };
+            for (name, v) in &views {
+                binding.bind_input(name.as_str(), &**v)?;
             }
             let mem = cuda_memory(n)?;
             for o in outputs {

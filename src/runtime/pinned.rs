@@ -3,9 +3,10 @@
 //! ONNX Runtime uploads them to the GPU; from pinned memory that upload is a DMA copy at
 //! full PCIe speed instead of a staged copy from pageable memory.
 //!
-//! This is the simple correct version of streaming: the upload of block i+1's weights does
-//! NOT yet overlap block i's compute (no side stream, no double buffer); the copy happens
-//! on ORT's stream when the block's inputs are bound and synchronised.
+//! Each pass `staging` copies them into one of two device buffers on a side stream, the
+//! next block's copy overlapping the current block's compute. Without a staging (its device
+//! buffers could not be allocated) they are bound as host inputs and ONNX Runtime uploads
+//! them on its own stream, without overlap.
 //!
 //! UNVERIFIED: nothing here has run on a GPU; the allocation goes through the CUDA driver
 //! (cudarc), which this development machine does not have.
@@ -26,6 +27,16 @@ struct Buffer {
     data: PinnedHostSlice<u8>,
     /// The buffer's address (fixed for its life; read once after the initial fill).
     ptr: *mut u8,
+    /// Bytes of the weight (the allocation is at least 1 byte).
+    len: usize,
+}
+
+/// One pinned weight, as the staging uploads see it.
+pub struct Part<'a> {
+    pub name: &'a str,
+    pub dtype: DType,
+    pub shape: &'a [i64],
+    pub bytes: &'a [u8],
 }
 
 // SAFETY: `ptr` points into `data`, which is Send + Sync; it is only read from.
@@ -73,9 +84,21 @@ impl PinnedWeights {
                 shape: w.shape,
                 data,
                 ptr,
+                len: w.bytes.len(),
             });
         }
         Ok(PinnedWeights { buffers, _ctx: ctx })
+    }
+
+    /// The weights in input order.
+    pub fn parts(&self) -> impl Iterator<Item = Part<'_>> {
+        self.buffers.iter().map(|b| Part {
+            name: &b.name,
+            dtype: b.dtype,
+            shape: &b.shape,
+            // SAFETY: `ptr` addresses `len` initialised bytes of `data`, never written again.
+            bytes: unsafe { std::slice::from_raw_parts(b.ptr, b.len) },
+        })
     }
 
     /// Bytes held (= bytes uploaded per pass).

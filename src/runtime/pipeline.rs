@@ -88,6 +88,10 @@ pub struct Pipeline {
     profiling: std::sync::atomic::AtomicBool,
     /// gpu: worker threads of the GPUs this plan executes on; `None` for CPU-only plans.
     gpu: Option<super::gpu_runner::GpuRunner>,
+    /// gpu: double-buffered uploads of streamed weights, per GPU.
+    staging: std::collections::BTreeMap<u32, Mutex<super::staging::Staging>>,
+    /// gpu: for each streamed GPU block, the streamed block to prefetch while it runs.
+    next_streamed: Vec<Option<usize>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -150,12 +154,15 @@ impl Pipeline {
             (0..n).map(build).collect::<Result<_>>()?
         };
         let gpu = super::gpu_runner::GpuRunner::for_devices(plan.iter().map(|p| p.exec))?;
+        let (staging, next_streamed) = staging_for(&stages);
         Ok(Pipeline {
             model,
             export,
             stages,
             profiling: Default::default(),
             gpu,
+            staging,
+            next_streamed,
         })
     }
 
@@ -366,9 +373,22 @@ impl Pipeline {
             .cloned()
             .zip(args.iter().map(|a| &**a))
             .collect();
-        let pinned = match &st.pinned {
-            Some(p) => p.tensors()?,
-            None => Vec::new(),
+        let staged = match (&st.pinned, self.staging.get(&n)) {
+            (Some(weights), Some(staging)) => Some(super::gpu_runner::Staged {
+                staging,
+                stage,
+                weights,
+                next: self.next_streamed[stage].and_then(|j| {
+                    let w = self.stages[j].pinned.as_ref()?;
+                    Some((j, w))
+                }),
+            }),
+            _ => None,
+        };
+        // Without a staging buffer, pinned weights are bound as host inputs for ORT to upload.
+        let pinned = match (&st.pinned, &staged) {
+            (Some(p), None) => p.tensors()?,
+            _ => Vec::new(),
         };
         let unpinned: Vec<(String, DynValue)> = if st.pinned.is_none() {
             st.weight_inputs
@@ -381,7 +401,7 @@ impl Pipeline {
         named.extend(pinned.iter().map(|(k, v)| (k.clone(), &**v)));
         named.extend(unpinned.iter().map(|(k, v)| (k.clone(), v)));
         let t = std::time::Instant::now();
-        let out = gpu.run_stage(n, &st.name, &st.session, named, &st.outputs)?;
+        let out = gpu.run_stage(n, &st.name, &st.session, named, &st.outputs, staged)?;
         if self.profiling.load(std::sync::atomic::Ordering::Relaxed) {
             lock(&st.times).push(t.elapsed().as_secs_f64());
         }
@@ -406,6 +426,21 @@ impl Pipeline {
                     .sum(),
             })
             .sum()
+    }
+
+    /// Uploads of streamed weights through the staging buffers since the last reset.
+    pub fn upload_stats(&self) -> super::staging::UploadStats {
+        let mut total = super::staging::UploadStats::default();
+        for s in self.staging.values() {
+            total.add(&lock(s).stats());
+        }
+        total
+    }
+
+    pub fn reset_upload_stats(&self) {
+        for s in self.staging.values() {
+            lock(s).reset_stats();
+        }
     }
 
     /// Number of blocks (sessions).
@@ -488,8 +523,13 @@ fn build_stage(
         .with_memory_pattern(sp.exec.is_gpu())?;
     let mut builder = super::device::register(builder, sp.exec)?;
     let (session, weight_inputs) = if streamed {
-        let (proto, weights) =
-            blocks::block_graph(model, &block.name, crate::export::WEIGHTS_FILE, true);
+        let (proto, weights) = blocks::block_graph(
+            model,
+            &block.name,
+            crate::export::WEIGHTS_FILE,
+            true,
+            export.manifest.dtype,
+        );
         (builder.commit_from_memory(&proto.encode_to_vec()), weights)
     } else {
         (
@@ -528,6 +568,52 @@ fn le_values<T>(bytes: &[u8], f: impl Fn(&[u8]) -> T) -> Vec<T> {
 }
 
 // --- gpu ---
+/// A double-buffered staging per GPU that executes streamed blocks, and for each such block
+/// the streamed block after it on the same GPU (wrapping to the first: the next batch).
+/// A GPU whose staging cannot be made falls back to ORT's own uploads, with a warning.
+#[allow(clippy::type_complexity)]
+fn staging_for(
+    stages: &[Stage],
+) -> (
+    std::collections::BTreeMap<u32, Mutex<super::staging::Staging>>,
+    Vec<Option<usize>>,
+) {
+    use super::staging::{layout, Staging};
+    let mut next = vec![None; stages.len()];
+    let mut map = std::collections::BTreeMap::new();
+    let mut gpus: Vec<u32> = stages
+        .iter()
+        .filter(|s| s.pinned.is_some())
+        .filter_map(|s| match s.exec {
+            Device::Cuda(n) => Some(n),
+            Device::Cpu => None,
+        })
+        .collect();
+    gpus.sort_unstable();
+    gpus.dedup();
+    for n in gpus {
+        let on_n: Vec<usize> = (0..stages.len())
+            .filter(|&i| stages[i].exec == Device::Cuda(n) && stages[i].pinned.is_some())
+            .collect();
+        let capacity = on_n
+            .iter()
+            .filter_map(|&i| stages[i].pinned.as_ref())
+            .map(|p| layout(p.parts().map(|w| w.bytes.len())).1)
+            .max()
+            .unwrap_or(0);
+        match Staging::new(n, capacity) {
+            Ok(s) => {
+                map.insert(n, Mutex::new(s));
+                for (k, &i) in on_n.iter().enumerate() {
+                    next[i] = Some(on_n[(k + 1) % on_n.len()]);
+                }
+            }
+            Err(e) => tracing::warn!("{e}; streamed weights are uploaded without overlap"),
+        }
+    }
+    (map, next)
+}
+
 /// Pinned host copies of a GPU block's streamed weights; `None` (weights then come from
 /// ordinary host memory each pass) when pinning fails, with a warning.
 fn pin_weights(
