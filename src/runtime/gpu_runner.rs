@@ -119,6 +119,33 @@ fn p2p_enabled() -> bool {
     std::env::var("DISTORCH_P2P").map_or(true, |v| v != "0")
 }
 
+/// Binds a view of memory we own (a staging buffer) as it is. `IoBinding::bind_input` would
+/// clone a borrowed tensor that is already on the session's device (one identity-session
+/// copy per weight per pass), which is exactly the copy staging exists to avoid.
+fn bind_in_place(
+    binding: &mut ort::session::IoBinding,
+    name: &str,
+    value: &ort::value::ValueRefMut<'_, ort::value::DynValueTypeMarker>,
+) -> Result<()> {
+    use ort::AsPointer;
+    let name = std::ffi::CString::new(name)
+        .map_err(|_| Error::runtime(format!("input name {name:?} has a NUL byte")))?;
+    let api = ort::api();
+    // SAFETY: both pointers are live ORT objects; ORT keeps its own reference to the value
+    // (not to our buffer's contents) until the inputs are cleared, which the caller does
+    // before the buffer can be reused.
+    let status = unsafe { (api.BindInput)(binding.ptr_mut(), name.as_ptr(), value.ptr()) };
+    if status.0.is_null() {
+        return Ok(());
+    }
+    // SAFETY: a non-null status owns a NUL-terminated message until released.
+    let msg = unsafe { std::ffi::CStr::from_ptr((api.GetErrorMessage)(status.0)) }
+        .to_string_lossy()
+        .into_owned();
+    unsafe { (api.ReleaseStatus)(status.0) };
+    Err(Error::runtime(format!("binding {name:?}: {msg}")))
+}
+
 /// A block whose streamed weights go through a [`Staging`] double buffer.
 pub struct Staged<'a> {
     pub staging: &'a Mutex<Staging>,
@@ -258,35 +285,44 @@ impl GpuRunner {
             let mut staging = staged
                 .as_ref()
                 .map(|s| s.staging.lock().unwrap_or_else(|e| e.into_inner()));
-            let views = match (&staged, staging.as_mut()) {
-                (Some(s), Some(g)) => {
-                    let slot = g.ensure(s.stage, s.weights)?;
-                    if let Some((next, w)) = s.next {
-                        g.prefetch(next, w, s.stage)?;
-                    }
-                    g.views(slot, s.weights)?
+            if let (Some(s), Some(g)) = (&staged, staging.as_mut()) {
+                let slot = g.ensure(s.stage, s.weights)?;
+                // The binding keeps its own reference to each view's tensor, so the views
+                // themselves can go right away.
+                for (name, v) in &g.views(slot, s.weights)? {
+                    bind_in_place(&mut binding, name, v)?;
                 }
-                _ => Vec::new(),
-            };
-            for (name, v) in &views {
-                binding.bind_input(name.as_str(), &**v)?;
             }
             let mem = cuda_memory(n)?;
             for o in outputs {
                 binding.bind_output_to_device(o.as_str(), &mem)?;
             }
+            // ORT's input synchronisation is a whole-device synchronise (CUDA provider's
+            // Sync), so the next block's upload starts only after it, to overlap this run.
             binding.synchronize_inputs()?;
-            let mut out = session
-                .run_binding(&binding)
-                .map_err(|e| Error::runtime(format!("block {block} on cuda:{n}: {e}")))?;
-            let mut vals = Vec::with_capacity(outputs.len());
-            for o in outputs {
-                let v = out
-                    .remove(o.as_str())
-                    .ok_or_else(|| Error::runtime(format!("block {block} gave no {o}")))?;
-                vals.push(v);
+            if let (Some(s), Some(g)) = (&staged, staging.as_mut()) {
+                if let Some((next, w)) = s.next {
+                    if let Err(e) = g.prefetch(next, w, s.stage) {
+                        // Only an optimisation: the next block uploads when it runs.
+                        tracing::warn!("block {block}: prefetching the next weights: {e}");
+                    }
+                }
             }
-            Ok(vals)
+            let vals: Result<Vec<DynValue>> = match session.run_binding(&binding) {
+                Ok(mut out) => outputs
+                    .iter()
+                    .map(|o| {
+                        out.remove(o.as_str())
+                            .ok_or_else(|| Error::runtime(format!("block {block} gave no {o}")))
+                    })
+                    .collect(),
+                Err(e) => Err(Error::runtime(format!("block {block} on cuda:{n}: {e}"))),
+            };
+            // The staging buffer may be overwritten once its lock is released; the binding
+            // must not keep referring to it.
+            binding.clear_inputs();
+            drop(staging);
+            vals
         })?
     }
 }

@@ -130,7 +130,13 @@ impl PinnedWeights {
                     DType::BF16 => {
                         TensorRefMut::<half::bf16>::from_raw(info.clone(), p, shape)?.into_dyn()
                     }
-                    _ => TensorRefMut::<f32>::from_raw(info.clone(), p, shape)?.into_dyn(),
+                    DType::F32 => TensorRefMut::<f32>::from_raw(info.clone(), p, shape)?.into_dyn(),
+                    other => {
+                        return Err(Error::runtime(format!(
+                            "streamed weight {}: dtype {other:?} is not a float weight",
+                            b.name
+                        )))
+                    }
                 }
             };
             out.push((b.name.clone(), v));

@@ -138,16 +138,12 @@ impl Staging {
                     "cuMemAlloc",
                     device,
                 )?;
-                check(
-                    sys::cuEventCreate(&mut slot.start, 0),
-                    "cuEventCreate",
-                    device,
-                )?;
-                check(
-                    sys::cuEventCreate(&mut slot.done, 0),
-                    "cuEventCreate",
-                    device,
-                )?;
+                // Blocking sync: the host sleeps on a copy instead of spinning a core.
+                let flags = sys::CUevent_flags::CU_EVENT_BLOCKING_SYNC as u32;
+                let start = sys::cuEventCreate(&mut slot.start, flags);
+                check(start, "cuEventCreate", device)?;
+                let done = sys::cuEventCreate(&mut slot.done, flags);
+                check(done, "cuEventCreate", device)?;
             }
         }
         Ok(staging)
@@ -185,11 +181,10 @@ impl Staging {
         let slot = match self.slots.iter().position(|s| s.holds == Some(stage)) {
             Some(i) => i,
             None => {
-                // Prefer a slot nobody asked for; else the older one.
-                let i = self
-                    .slots
-                    .iter()
-                    .position(|s| s.holds.is_none())
+                // Prefer an empty slot, then one whose copy was already used (keeping a
+                // prefetch that has not run yet), then slot 0.
+                let i = (self.slots.iter().position(|s| s.holds.is_none()))
+                    .or_else(|| self.slots.iter().position(|s| !s.pending))
                     .unwrap_or(0);
                 self.upload(i, stage, weights)?;
                 i
@@ -243,7 +238,15 @@ impl Staging {
                     DType::BF16 => {
                         TensorRefMut::<half::bf16>::from_raw(mem.clone(), ptr, shape)?.into_dyn()
                     }
-                    _ => TensorRefMut::<f32>::from_raw(mem.clone(), ptr, shape)?.into_dyn(),
+                    DType::F32 => {
+                        TensorRefMut::<f32>::from_raw(mem.clone(), ptr, shape)?.into_dyn()
+                    }
+                    other => {
+                        return Err(Error::runtime(format!(
+                            "streamed weight {}: dtype {other:?} is not a float weight",
+                            p.name
+                        )))
+                    }
                 }
             };
             out.push((p.name.to_string(), v));
@@ -264,7 +267,9 @@ impl Staging {
             .map_err(|e| Error::runtime(format!("staging on cuda:{}: {e}", self.device)))?;
         let (dev, stream) = (self.device, self.stream);
         let s = &mut self.slots[slot];
+        // Until every copy is queued the slot holds nothing usable.
         s.holds = None;
+        s.pending = false;
         // SAFETY: sources are pinned host buffers that outlive the pipeline; destinations lie
         // inside this slot (offsets + sizes ≤ capacity, checked above); all handles are ours.
         unsafe {
