@@ -82,14 +82,16 @@ pub struct StagePlan {
 }
 
 pub struct Pipeline {
+    /// gpu: double-buffered uploads of streamed weights, per GPU. Declared (so dropped)
+    /// before `stages`: dropping a staging waits for its copies, which read the stages'
+    /// pinned host memory.
+    staging: std::collections::BTreeMap<u32, Mutex<super::staging::Staging>>,
     model: Arc<Model>,
     export: Export,
     stages: Vec<Stage>,
     profiling: std::sync::atomic::AtomicBool,
     /// gpu: worker threads of the GPUs this plan executes on; `None` for CPU-only plans.
     gpu: Option<super::gpu_runner::GpuRunner>,
-    /// gpu: double-buffered uploads of streamed weights, per GPU.
-    staging: std::collections::BTreeMap<u32, Mutex<super::staging::Staging>>,
     /// gpu: for each streamed GPU block, the streamed block to prefetch while it runs.
     next_streamed: Vec<Option<usize>>,
 }
