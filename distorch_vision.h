@@ -87,6 +87,8 @@ typedef struct dv_load_options {
     const char *graphs_dir;  /**< root folder of exported graphs; NULL = the default */
     const char *comfyui_path; /**< ComfyUI folder whose models/clip_vision resolves a model name in clip_vision; NULL = COMFYUI_PATH; borrowed */
     const char *extra_model_paths; /**< an extra_model_paths.yaml whose clip_vision: entries are searched too; NULL = none; borrowed */
+    /* version 2 */
+    const char *dtype;       /**< compute precision: "fp32" (default, ComfyUI parity), "fp16" (CUDA), "int8" (CPU); NULL or "" = fp32; borrowed */
 } dv_load_options;
 
 /**

@@ -29,8 +29,8 @@ machine="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) 
 [ -f BENCHMARKS.md ] || printf '# Benchmarks\n\nRows appended by `scripts/bench.sh`; medians of timed batches after one warm-up.\n' > BENCHMARKS.md
 {
   printf '\n## %s — %s\n\n' "$(date -u +%Y-%m-%d)" "$machine"
-  printf '| model | file | batch | blocks img/s | whole img/s | blocks/whole | torch img/s | blocks/torch | load s | first output s | blocks peak RSS MiB |\n'
-  printf '|---|---|---|---|---|---|---|---|---|---|---|\n'
+  printf '| model | file | batch | blocks img/s | whole img/s | blocks/whole | torch img/s | blocks/torch | load s | first output s | blocks peak RSS MiB | RSS budget MiB |\n'
+  printf '|---|---|---|---|---|---|---|---|---|---|---|---|\n'
 } >> BENCHMARKS.md
 for shape in $shapes; do
   for dtype in $dtypes; do
@@ -52,7 +52,7 @@ fmt = lambda v, f="{:.2f}": "–" if v is None else f.format(v)
 print(f"| {os.environ['SHAPE']} | {os.environ['DTYPE']} | {o['batch_size']} | {b['images_per_s']:.2f} | "
       f"{fmt(w.get('images_per_s'))} | {fmt(o.get('split_ratio'), '{:.3f}')} | {fmt(t)} | "
       f"{fmt(b['images_per_s'] / t if t else None, '{:.3f}')} | {b['session_build_s']:.2f} | "
-      f"{b['first_output_s']:.2f} | {o['blocks_peak_rss_bytes'] / 2**20:.0f} |")
+      f"{b['first_output_s']:.2f} | {o['blocks_peak_rss_bytes'] / 2**20:.0f} | {o['rss_budget_bytes'] / 2**20:.0f} |")
 PY
     done
   done

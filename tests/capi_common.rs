@@ -18,7 +18,8 @@ pub const DV_ERR_STRUCT_SIZE: Status = 10;
 pub const DV_CROP_CENTER: i32 = 0;
 pub const DV_CROP_NONE: i32 = 1;
 
-/// `dv_load_options` as a C host declares it.
+/// `dv_load_options` as a C host built against version 1 of the header declares it (the
+/// tests run as such an older host; `LoadOptionsV2` is the current one).
 #[repr(C)]
 pub struct LoadOptions {
     pub struct_size: usize,
@@ -31,6 +32,13 @@ pub struct LoadOptions {
     pub graphs_dir: *const c_char,
     pub comfyui_path: *const c_char,
     pub extra_model_paths: *const c_char,
+}
+
+/// `dv_load_options` version 2: version 1 plus `dtype`.
+#[repr(C)]
+pub struct LoadOptionsV2 {
+    pub v1: LoadOptions,
+    pub dtype: *const c_char,
 }
 
 /// `dv_tensor`.

@@ -4,7 +4,7 @@
 #[path = "capi_common.rs"]
 mod common;
 
-use std::ffi::{c_char, CStr};
+use std::ffi::{c_char, CStr, CString};
 use std::process::Command;
 
 use common::*;
@@ -609,7 +609,8 @@ fn a_newer_callers_larger_options_struct_is_accepted() {
     assert_eq!(g.v1.struct_size, size);
     assert_eq!(g.v1.virtual_vram_gb, 4.0);
     assert_eq!(g.v1.eject_models, 1);
-    assert_eq!(g.added, [0; 4], "bytes past version 1 are not touched");
+    // Version 2 writes its one added field (dtype = NULL); nothing past it is touched.
+    assert_eq!(g.added, [0; 4], "bytes past the library's version are not touched");
     g.v1.clip_vision = path.as_ptr();
     g.v1.graphs_dir = graphs.as_ptr();
     g.v1.eject_models = 0;
@@ -647,4 +648,49 @@ fn a_cuda_device_without_a_gpu_is_refused_at_load() {
         .unwrap_err();
     assert_ne!(st, DV_OK);
     assert!(msg.contains("cuda:0"), "{msg}");
+}
+
+#[test]
+fn a_version_2_options_struct_chooses_the_compute_dtype() {
+    let api = api();
+    let model = fixture("clip_quickgelu_f32").join("model.safetensors");
+    let path = path_cstring(&model);
+    let graphs = path_cstring(&graphs_dir());
+    let cpu = cstring("cpu");
+    let load = |dtype: &CString| -> Result<u64, (Status, String)> {
+        let mut o: LoadOptionsV2 = unsafe { std::mem::zeroed() };
+        let size = std::mem::size_of::<LoadOptionsV2>();
+        let st = unsafe { (api.load_options_init)(&mut o.v1, size) };
+        assert_eq!(st, DV_OK, "{}", api.last_error());
+        assert_eq!(o.v1.struct_size, size);
+        assert!(o.dtype.is_null(), "dtype defaults to NULL (fp32)");
+        o.v1.clip_vision = path.as_ptr();
+        o.v1.device = cpu.as_ptr();
+        o.v1.graphs_dir = graphs.as_ptr();
+        o.v1.eject_models = 0;
+        o.dtype = dtype.as_ptr();
+        let mut h = 0u64;
+        let opts = (&o as *const LoadOptionsV2).cast::<LoadOptions>();
+        match unsafe { (api.model_load)(opts, &mut h) } {
+            DV_OK => Ok(h),
+            st => Err((st, api.last_error())),
+        }
+    };
+    let px = read_pixels("clip_quickgelu_f32");
+    let embeds = |h: u64| -> Vec<f32> {
+        let out = api.encode_pixels_vec(h, &px);
+        assert_eq!(unsafe { (api.model_unload)(h) }, DV_OK);
+        out.into_iter()
+            .find(|t| t.0 == "image_embeds")
+            .expect("image_embeds")
+            .2
+    };
+    let fp32 = embeds(load(&cstring("")).unwrap());
+    let int8 = embeds(load(&cstring("int8")).unwrap());
+    // int8 is an approximation: close to fp32, yet not the same numbers.
+    let d = max_abs_diff(&fp32, &int8);
+    assert!(d > 1e-6 && d < 0.1, "int8 vs fp32: {d}");
+    let (st, msg) = load(&cstring("int4")).unwrap_err();
+    assert_eq!(st, DV_ERR_INVALID_ARGUMENT, "{msg}");
+    assert!(msg.contains("valid: fp32, int8, fp16"), "{msg}");
 }

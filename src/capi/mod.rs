@@ -49,7 +49,8 @@ pub const DV_ERR_PANIC: DvStatus = 11;
 /// `DV_DTYPE_F32`: the only dtype outputs have today.
 pub const DV_DTYPE_F32: i32 = 1;
 
-/// `dv_load_options` (version 1 layout; later versions only append fields).
+/// `dv_load_options`. Versions only append fields; `struct_size` says which the caller has:
+/// version 1 ends after `extra_model_paths`, version 2 adds `dtype`.
 #[repr(C)]
 pub struct DvLoadOptions {
     pub struct_size: usize,
@@ -62,7 +63,12 @@ pub struct DvLoadOptions {
     pub graphs_dir: *const c_char,
     pub comfyui_path: *const c_char,
     pub extra_model_paths: *const c_char,
+    // --- version 2 ---
+    pub dtype: *const c_char,
 }
+
+/// Size of a version-1 `dv_load_options`, the smallest accepted.
+const LOAD_OPTIONS_V1: usize = std::mem::offset_of!(DvLoadOptions, dtype);
 
 /// `dv_tensor` (version 1 layout).
 #[repr(C)]
@@ -165,6 +171,13 @@ fn guard(f: impl FnOnce() -> R) -> DvStatus {
 }
 
 /// Writes `value` to an out-parameter that was already checked for NULL.
+/// Writes the first `size` bytes of `value` (a caller's older, shorter struct version).
+fn put_prefix<T>(out: *mut T, size: usize, value: T) {
+    let n = size.min(std::mem::size_of::<T>());
+    // SAFETY: the caller checked `out` for NULL; the C contract makes `size` bytes writable.
+    unsafe { std::ptr::copy_nonoverlapping((&value as *const T).cast::<u8>(), out.cast::<u8>(), n) }
+}
+
 fn put<T>(out: *mut T, value: T) {
     // SAFETY: every caller checked `out` for NULL; the C contract makes it writable.
     unsafe { out.write(value) }
@@ -432,7 +445,7 @@ pub unsafe extern "C" fn dv_load_options_init(
         if opts.is_null() {
             return Err(Fail::null("opts"));
         }
-        let v1 = std::mem::size_of::<DvLoadOptions>();
+        let v1 = LOAD_OPTIONS_V1;
         if struct_size < v1 {
             return Err(Fail::new(
                 DV_ERR_STRUCT_SIZE,
@@ -440,8 +453,9 @@ pub unsafe extern "C" fn dv_load_options_init(
             ));
         }
         let d = LoaderOptions::default();
-        put(
+        put_prefix(
             opts,
+            struct_size,
             DvLoadOptions {
                 struct_size,
                 clip_vision: std::ptr::null(),
@@ -453,6 +467,7 @@ pub unsafe extern "C" fn dv_load_options_init(
                 graphs_dir: std::ptr::null(),
                 comfyui_path: std::ptr::null(),
                 extra_model_paths: std::ptr::null(),
+                dtype: std::ptr::null(),
             },
         );
         Ok(())
@@ -462,7 +477,7 @@ pub unsafe extern "C" fn dv_load_options_init(
 /// Converts the C options into the loader's, field by field (SPEC §1 names).
 ///
 /// # Safety
-/// `o` points to a readable version-1 `dv_load_options` whose strings are NULL or valid.
+/// `o` is a whole `dv_load_options` (absent newer fields zeroed) whose strings are NULL or valid.
 unsafe fn load_options(o: &DvLoadOptions) -> R<LoadOptions> {
     let clip_vision =
         opt_str(o.clip_vision, "clip_vision")?.ok_or_else(|| Fail::null("clip_vision"))?;
@@ -497,6 +512,10 @@ unsafe fn load_options(o: &DvLoadOptions) -> R<LoadOptions> {
             .filter(|s| !s.is_empty())
             .map(PathBuf::from),
         granularity: Granularity::default(),
+        dtype: match opt_str(o.dtype, "dtype")?.filter(|s| !s.trim().is_empty()) {
+            Some(d) => d.parse()?,
+            None => Default::default(),
+        },
         ..Default::default()
     })
 }
@@ -523,14 +542,23 @@ pub unsafe extern "C" fn dv_model_load(
         }
         // Read the size first: only then is it known how much of the struct is there.
         let size = std::ptr::read_unaligned(opts.cast::<usize>());
-        let v1 = std::mem::size_of::<DvLoadOptions>();
+        let v1 = LOAD_OPTIONS_V1;
         if size < v1 {
             return Err(Fail::new(
                 DV_ERR_STRUCT_SIZE,
                 format!("opts->struct_size is {size}; this library needs at least {v1} (call dv_load_options_init first)"),
             ));
         }
-        let lo = load_options(&*opts)?;
+        // Only the caller's version is read; fields it does not have stay NULL (defaults).
+        // SAFETY: all-zero is a valid DvLoadOptions (null pointers, zero numbers), and the
+        // C contract makes `size` bytes of `opts` readable.
+        let mut o: DvLoadOptions = std::mem::zeroed();
+        std::ptr::copy_nonoverlapping(
+            opts.cast::<u8>(),
+            (&mut o as *mut DvLoadOptions).cast::<u8>(),
+            size.min(std::mem::size_of::<DvLoadOptions>()),
+        );
+        let lo = load_options(&o)?;
         let cv = ClipVision::load(&lo)?;
         put(model_out, handles::insert_model(cv));
         Ok(())
