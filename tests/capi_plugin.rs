@@ -610,7 +610,10 @@ fn a_newer_callers_larger_options_struct_is_accepted() {
     assert_eq!(g.v1.virtual_vram_gb, 4.0);
     assert_eq!(g.v1.eject_models, 1);
     // Version 2 writes its one added field (dtype = NULL); nothing past it is touched.
-    assert_eq!(g.added, [0; 4], "bytes past the library's version are not touched");
+    assert_eq!(
+        g.added, [0; 4],
+        "bytes past the library's version are not touched"
+    );
     g.v1.clip_vision = path.as_ptr();
     g.v1.graphs_dir = graphs.as_ptr();
     g.v1.eject_models = 0;
@@ -693,4 +696,38 @@ fn a_version_2_options_struct_chooses_the_compute_dtype() {
     let (st, msg) = load(&cstring("int4")).unwrap_err();
     assert_eq!(st, DV_ERR_INVALID_ARGUMENT, "{msg}");
     assert!(msg.contains("valid: fp32, int8, fp16"), "{msg}");
+}
+
+#[test]
+fn a_struct_size_ending_inside_a_field_reads_only_whole_versions() {
+    // A size between version 1 and version 2 ends inside `dtype`: the library must treat
+    // the caller as version 1 and neither read nor write the partial field.
+    #[repr(C)]
+    struct Odd {
+        v1: LoadOptions,
+        tail: [u8; 8],
+    }
+    let api = api();
+    let path = path_cstring(&fixture("siglip_f32").join("model.safetensors"));
+    let graphs = path_cstring(&graphs_dir());
+    let cpu = cstring("cpu");
+    let mut o: Odd = unsafe { std::mem::zeroed() };
+    o.tail = [0xAB; 8];
+    let size = std::mem::size_of::<LoadOptions>() + 4;
+    assert_eq!(unsafe { (api.load_options_init)(&mut o.v1, size) }, DV_OK);
+    assert_eq!(o.v1.struct_size, size);
+    assert_eq!(o.tail, [0xAB; 8], "no partial field written");
+    o.v1.clip_vision = path.as_ptr();
+    o.v1.device = cpu.as_ptr();
+    o.v1.graphs_dir = graphs.as_ptr();
+    o.v1.eject_models = 0;
+    let mut h = 0u64;
+    // 0xABAB_ABAB as half a pointer would crash if it were read.
+    assert_eq!(
+        unsafe { (api.model_load)(&o.v1, &mut h) },
+        DV_OK,
+        "{}",
+        api.last_error()
+    );
+    assert_eq!(unsafe { (api.model_unload)(h) }, DV_OK);
 }

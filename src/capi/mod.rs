@@ -70,6 +70,17 @@ pub struct DvLoadOptions {
 /// Size of a version-1 `dv_load_options`, the smallest accepted.
 const LOAD_OPTIONS_V1: usize = std::mem::offset_of!(DvLoadOptions, dtype);
 
+/// Bytes of `dv_load_options` this library reads or writes for a caller's `struct_size`:
+/// whole versions only, so a size that ends inside a field never exposes half a pointer.
+fn load_options_bytes(struct_size: usize) -> usize {
+    let v2 = std::mem::size_of::<DvLoadOptions>();
+    if struct_size >= v2 {
+        v2
+    } else {
+        LOAD_OPTIONS_V1
+    }
+}
+
 /// `dv_tensor` (version 1 layout).
 #[repr(C)]
 pub struct DvTensor {
@@ -455,7 +466,7 @@ pub unsafe extern "C" fn dv_load_options_init(
         let d = LoaderOptions::default();
         put_prefix(
             opts,
-            struct_size,
+            load_options_bytes(struct_size),
             DvLoadOptions {
                 struct_size,
                 clip_vision: std::ptr::null(),
@@ -556,7 +567,7 @@ pub unsafe extern "C" fn dv_model_load(
         std::ptr::copy_nonoverlapping(
             opts.cast::<u8>(),
             (&mut o as *mut DvLoadOptions).cast::<u8>(),
-            size.min(std::mem::size_of::<DvLoadOptions>()),
+            load_options_bytes(size),
         );
         let lo = load_options(&o)?;
         let cv = ClipVision::load(&lo)?;
