@@ -107,15 +107,19 @@ fn register_shared_cpu_arena(env: &Environment) -> Result<()> {
     let status = unsafe {
         (api.CreateAndRegisterAllocator)(env.ptr().cast_mut(), mem.ptr(), std::ptr::null())
     };
+    check_status(status, "registering the shared CPU allocator")
+}
+
+/// An `OrtStatus` from a raw C API call as a result (`what` names the call in the error).
+pub(crate) fn check_status(status: ort::sys::OrtStatusPtr, what: &str) -> Result<()> {
     if status.0.is_null() {
         return Ok(());
     }
-    // SAFETY: a non-null status owns a NUL-terminated message until released.
+    let api = ort::api();
+    // SAFETY: a non-null status owns a NUL-terminated message until released, once.
     let msg = unsafe { std::ffi::CStr::from_ptr((api.GetErrorMessage)(status.0)) }
         .to_string_lossy()
         .into_owned();
     unsafe { (api.ReleaseStatus)(status.0) };
-    Err(Error::runtime(format!(
-        "registering the shared CPU allocator: {msg}"
-    )))
+    Err(Error::runtime(format!("{what}: {msg}")))
 }

@@ -135,15 +135,7 @@ fn bind_in_place(
     // (not to our buffer's contents) until the inputs are cleared, which the caller does
     // before the buffer can be reused.
     let status = unsafe { (api.BindInput)(binding.ptr_mut(), name.as_ptr(), value.ptr()) };
-    if status.0.is_null() {
-        return Ok(());
-    }
-    // SAFETY: a non-null status owns a NUL-terminated message until released.
-    let msg = unsafe { std::ffi::CStr::from_ptr((api.GetErrorMessage)(status.0)) }
-        .to_string_lossy()
-        .into_owned();
-    unsafe { (api.ReleaseStatus)(status.0) };
-    Err(Error::runtime(format!("binding {name:?}: {msg}")))
+    super::env::check_status(status, &format!("binding {name:?}"))
 }
 
 /// A block whose streamed weights go through a [`Staging`] double buffer.

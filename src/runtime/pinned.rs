@@ -118,29 +118,39 @@ impl PinnedWeights {
         )?;
         let mut out = Vec::with_capacity(self.buffers.len());
         for b in &self.buffers {
-            let shape = ort::value::Shape::new(b.shape.iter().copied());
-            let p = b.ptr.cast::<std::ffi::c_void>();
             // SAFETY: the buffer holds exactly `shape` elements of `dtype` and outlives the
             // returned views (they borrow `self`).
-            let v = unsafe {
-                match b.dtype {
-                    DType::F16 => {
-                        TensorRefMut::<half::f16>::from_raw(info.clone(), p, shape)?.into_dyn()
-                    }
-                    DType::BF16 => {
-                        TensorRefMut::<half::bf16>::from_raw(info.clone(), p, shape)?.into_dyn()
-                    }
-                    DType::F32 => TensorRefMut::<f32>::from_raw(info.clone(), p, shape)?.into_dyn(),
-                    other => {
-                        return Err(Error::runtime(format!(
-                            "streamed weight {}: dtype {other:?} is not a float weight",
-                            b.name
-                        )))
-                    }
-                }
-            };
+            let v = unsafe { weight_view(&info, b.ptr.cast(), b.dtype, &b.shape, &b.name)? };
             out.push((b.name.clone(), v));
         }
         Ok(out)
     }
+}
+
+/// A tensor view of a weight's bytes at `ptr` in the memory `info` names.
+///
+/// # Safety
+/// `ptr` addresses `shape` elements of `dtype` in that memory, valid for `'a`.
+pub(crate) unsafe fn weight_view<'a>(
+    info: &MemoryInfo,
+    ptr: *mut std::ffi::c_void,
+    dtype: DType,
+    shape: &[i64],
+    name: &str,
+) -> Result<ValueRefMut<'a, DynValueTypeMarker>> {
+    let shape = ort::value::Shape::new(shape.iter().copied());
+    let info = info.clone();
+    // SAFETY: as the caller promises.
+    Ok(unsafe {
+        match dtype {
+            DType::F16 => TensorRefMut::<half::f16>::from_raw(info, ptr, shape)?.into_dyn(),
+            DType::BF16 => TensorRefMut::<half::bf16>::from_raw(info, ptr, shape)?.into_dyn(),
+            DType::F32 => TensorRefMut::<f32>::from_raw(info, ptr, shape)?.into_dyn(),
+            other => {
+                return Err(Error::runtime(format!(
+                    "streamed weight {name}: dtype {other:?} is not a float weight"
+                )))
+            }
+        }
+    })
 }

@@ -21,10 +21,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use cudarc::driver::{sys, CudaContext};
-use ort::value::{DynValueTypeMarker, TensorRefMut, ValueRefMut};
+use ort::value::{DynValueTypeMarker, ValueRefMut};
 
-use super::pinned::PinnedWeights;
-use crate::model::DType;
+use super::pinned::{weight_view, PinnedWeights};
 use crate::{Error, Result};
 
 /// Device allocations are handed out at this alignment (cudaMalloc's own guarantee).
@@ -227,28 +226,9 @@ impl Staging {
         let mut out = Vec::new();
         for (p, off) in weights.parts().zip(offsets) {
             let ptr = (base + off as u64) as usize as *mut std::ffi::c_void;
-            let shape = ort::value::Shape::new(p.shape.iter().copied());
             // SAFETY: the slot holds exactly these bytes at this offset (same layout as the
             // upload) and lives as long as `self`, which the views borrow.
-            let v = unsafe {
-                match p.dtype {
-                    DType::F16 => {
-                        TensorRefMut::<half::f16>::from_raw(mem.clone(), ptr, shape)?.into_dyn()
-                    }
-                    DType::BF16 => {
-                        TensorRefMut::<half::bf16>::from_raw(mem.clone(), ptr, shape)?.into_dyn()
-                    }
-                    DType::F32 => {
-                        TensorRefMut::<f32>::from_raw(mem.clone(), ptr, shape)?.into_dyn()
-                    }
-                    other => {
-                        return Err(Error::runtime(format!(
-                            "streamed weight {}: dtype {other:?} is not a float weight",
-                            p.name
-                        )))
-                    }
-                }
-            };
+            let v = unsafe { weight_view(&mem, ptr, p.dtype, p.shape, p.name)? };
             out.push((p.name.to_string(), v));
         }
         Ok(out)
