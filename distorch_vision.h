@@ -74,6 +74,9 @@ typedef uint64_t dv_outputs;
  * Options of dv_model_load(): the loader inputs of SPEC §1 and the model folders.
  * Initialise with dv_load_options_init(), then set fields. Later versions only append
  * fields; @c struct_size tells the library which version the caller was built with.
+ * Version 1 ends after @c extra_model_paths; version 2 adds @c dtype. A library older than
+ * the caller's header ignores fields it does not know: to tell, set @c dtype to a non-NULL
+ * sentinel before dv_load_options_init(); a library that knows version 2 resets it to NULL.
  * The library only reads the strings during dv_model_load().
  */
 typedef struct dv_load_options {

@@ -604,16 +604,20 @@ fn a_newer_callers_larger_options_struct_is_accepted() {
     let path = path_cstring(&fixture("siglip_f32").join("model.safetensors"));
     let graphs = path_cstring(&graphs_dir());
     let mut g: Grown = unsafe { std::mem::zeroed() };
+    g.added = [0xABAB_ABAB_ABAB_ABAB; 4];
     let size = std::mem::size_of::<Grown>();
     assert_eq!(unsafe { (api.load_options_init)(&mut g.v1, size) }, DV_OK);
     assert_eq!(g.v1.struct_size, size);
     assert_eq!(g.v1.virtual_vram_gb, 4.0);
     assert_eq!(g.v1.eject_models, 1);
     // Version 2 writes its one added field (dtype = NULL); nothing past it is touched.
+    assert_eq!(g.added[0], 0, "dtype initialised to NULL");
     assert_eq!(
-        g.added, [0; 4],
+        g.added[1..],
+        [0xABAB_ABAB_ABAB_ABAB; 3],
         "bytes past the library's version are not touched"
     );
+    // A newer caller's fields beyond version 2 are its own; they must not be read.
     g.v1.clip_vision = path.as_ptr();
     g.v1.graphs_dir = graphs.as_ptr();
     g.v1.eject_models = 0;

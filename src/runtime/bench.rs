@@ -84,8 +84,8 @@ pub fn peak_rss() -> u64 {
 /// probabilities (heads × tokens) and the MLP's hidden layer before and after the
 /// activation (2 × intermediate), per token.
 pub fn activation_bytes(c: &crate::model::VisionConfig, batch: usize) -> u64 {
-    let per_token = 5 * c.hidden_size + c.num_heads * c.tokens + 2 * c.intermediate_size;
-    (4 * batch * c.tokens * per_token) as u64
+    let per_token = (5 * c.hidden_size + c.num_heads * c.tokens + 2 * c.intermediate_size) as u64;
+    (4 * batch as u64 * c.tokens as u64).saturating_mul(per_token)
 }
 
 /// Deterministic pseudo-random pixels in about [-2, 2] (xorshift; no RNG dependency).
