@@ -394,3 +394,36 @@ fn fp16_compute_stays_within_the_stated_tolerance() {
         );
     }
 }
+
+#[test]
+fn fp16_streamed_graphs_take_f16_weights_whatever_the_file_holds() {
+    // Half the bytes of an f32 or bf16 file cross to the GPU each pass.
+    use distorch_vision::export::onnx::data_type;
+    use distorch_vision::export::{blocks, ComputeDtype};
+    for name in ["llava_f32", "clip_bf16", "clip_gelu_f16"] {
+        let model =
+            distorch_vision::model::Model::open(&fixture(name).join("model.safetensors")).unwrap();
+        for block in &model.blocks {
+            let elem = |dtype| {
+                let (proto, weights) = blocks::block_graph(&model, &block.name, "w", true, dtype);
+                assert!(!weights.is_empty(), "{name}/{}", block.name);
+                let graph = proto.graph.unwrap();
+                weights
+                    .iter()
+                    .map(|w| {
+                        let vi = graph.input.iter().find(|i| &i.name == w).unwrap();
+                        vi.r#type.clone().unwrap().tensor_type.unwrap().elem_type
+                    })
+                    .collect::<Vec<_>>()
+            };
+            assert!(elem(ComputeDtype::Fp16)
+                .iter()
+                .all(|&t| t == data_type::FLOAT16));
+            // fp32 graphs take the file's dtype as it is.
+            let fp32 = elem(ComputeDtype::Fp32);
+            if name == "llava_f32" {
+                assert!(fp32.iter().all(|&t| t == data_type::FLOAT), "{name}");
+            }
+        }
+    }
+}

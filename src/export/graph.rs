@@ -291,8 +291,14 @@ impl<'m> GraphBuilder<'m> {
         if w.layout == Layout::InOut {
             dims.reverse();
         }
-        let dtype = onnx_dtype(w.info.dtype);
+        let mut dtype = onnx_dtype(w.info.dtype);
         if self.weights_as_inputs {
+            // Streamed weights of an fp16 graph are fed as f16 whatever the file holds: half
+            // the bytes of an f32 file cross to the GPU each pass (the runner converts them
+            // once, when it pins them).
+            if self.compute == data_type::FLOAT16 {
+                dtype = data_type::FLOAT16;
+            }
             let fixed: Vec<Dim> = dims.iter().map(|&d| Dim::Fixed(d as usize)).collect();
             self.inputs.push(value_info(key, dtype, &fixed));
             self.weight_inputs.push(key.to_string());

@@ -49,12 +49,12 @@ pub struct PinnedWeights {
     _ctx: Arc<CudaContext>,
 }
 
-/// One weight to pin: input name, dtype as stored, shape as the graph expects, raw bytes.
+/// One weight to pin: input name, dtype and shape as the graph takes it, little-endian bytes.
 pub struct WeightSource<'a> {
     pub name: String,
     pub dtype: DType,
     pub shape: Vec<i64>,
-    pub bytes: &'a [u8],
+    pub bytes: std::borrow::Cow<'a, [u8]>,
 }
 
 impl PinnedWeights {
@@ -76,7 +76,7 @@ impl PinnedWeights {
             }
             .map_err(|e| err(e.to_string()))?;
             let slice = data.as_mut_slice().map_err(|e| err(e.to_string()))?;
-            slice[..w.bytes.len()].copy_from_slice(w.bytes);
+            slice[..w.bytes.len()].copy_from_slice(&w.bytes);
             let ptr = slice.as_mut_ptr();
             buffers.push(Buffer {
                 name: w.name,

@@ -351,6 +351,11 @@ impl Pipeline {
             .collect()
     }
 
+    /// The graphs compute in f16 (their streamed weights are fed as f16).
+    fn fp16(&self) -> bool {
+        self.export.manifest.dtype == crate::export::ComputeDtype::Fp16
+    }
+
     // --- gpu ---
     /// `v` copied to host memory when it lives on a GPU; `None` when already on the host.
     fn host_copy(&self, v: &DynValue) -> Result<Option<DynValue>> {
@@ -422,8 +427,9 @@ impl Pipeline {
                     .weight_inputs
                     .iter()
                     .map(|k| {
-                        self.model.weight(k).info.shape.iter().product::<usize>() as u64
-                            * self.model.weight(k).info.dtype.size()
+                        let info = &self.model.weight(k).info;
+                        let size = if self.fp16() { 2 } else { info.dtype.size() };
+                        info.shape.iter().product::<usize>() as u64 * size
                     })
                     .sum(),
             })
@@ -478,15 +484,11 @@ impl Pipeline {
     }
     // --- end gpu ---
 
-    /// A weight copied from the mapped file into a tensor of its own dtype.
+    /// A streamed weight as the graph takes it, copied from the mapped file.
     fn weight_tensor(&self, key: &str) -> Result<DynValue> {
-        let w = self.model.weight(key);
-        let bytes = self.model.file.data(&w.info)?;
-        let mut shape: Vec<i64> = w.info.shape.iter().map(|&d| d as i64).collect();
-        if w.layout == crate::model::Layout::InOut {
-            shape.reverse();
-        }
-        Ok(match w.info.dtype {
+        let (dtype, bytes, shape) = streamed_weight(&self.model, key, self.fp16())?;
+        let bytes = &bytes[..];
+        Ok(match dtype {
             DType::F16 => Tensor::from_array((
                 shape,
                 le_values(bytes, |b| half::f16::from_le_bytes([b[0], b[1]])),
@@ -548,7 +550,8 @@ fn build_stage(
     // gpu: streamed weights of a GPU block go to pinned host memory once, here.
     let pinned = match sp.exec {
         Device::Cuda(n) if !weight_inputs.is_empty() => {
-            pin_weights(model, n, &weight_inputs, &block.name)
+            let fp16 = export.manifest.dtype == crate::export::ComputeDtype::Fp16;
+            pin_weights(model, n, &weight_inputs, &block.name, fp16)
         }
         _ => None,
     };
@@ -562,6 +565,36 @@ fn build_stage(
         exec: sp.exec,
         pinned,
     })
+}
+
+/// A streamed weight as its graph input takes it: dtype, little-endian bytes and shape. The
+/// file's bytes as they are, or (`fp16` graphs) converted to f16 when the file holds
+/// another float type.
+fn streamed_weight<'m>(
+    model: &'m Model,
+    key: &str,
+    fp16: bool,
+) -> Result<(DType, std::borrow::Cow<'m, [u8]>, Vec<i64>)> {
+    let w = model.weight(key);
+    let bytes = model.file.data(&w.info)?;
+    let mut shape: Vec<i64> = w.info.shape.iter().map(|&d| d as i64).collect();
+    if w.layout == crate::model::Layout::InOut {
+        shape.reverse();
+    }
+    if !fp16 || w.info.dtype == DType::F16 {
+        return Ok((w.info.dtype, bytes.into(), shape));
+    }
+    let values = w.info.dtype.to_f32(bytes).ok_or_else(|| {
+        Error::invalid(format!(
+            "weight {key}: {:?} is not a float type",
+            w.info.dtype
+        ))
+    })?;
+    let f16: Vec<u8> = values
+        .iter()
+        .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
+        .collect();
+    Ok((DType::F16, f16.into(), shape))
 }
 
 fn le_values<T>(bytes: &[u8], f: impl Fn(&[u8]) -> T) -> Vec<T> {
@@ -623,24 +656,20 @@ fn pin_weights(
     device: u32,
     keys: &[String],
     block: &str,
+    fp16: bool,
 ) -> Option<super::pinned::PinnedWeights> {
     let mut sources = Vec::with_capacity(keys.len());
     for key in keys {
-        let w = model.weight(key);
-        let bytes = match model.file.data(&w.info) {
-            Ok(b) => b,
+        let (dtype, bytes, shape) = match streamed_weight(model, key, fp16) {
+            Ok(w) => w,
             Err(e) => {
                 tracing::warn!("block {block}: {e}; streaming from pageable memory");
                 return None;
             }
         };
-        let mut shape: Vec<i64> = w.info.shape.iter().map(|&d| d as i64).collect();
-        if w.layout == crate::model::Layout::InOut {
-            shape.reverse();
-        }
         sources.push(super::pinned::WeightSource {
             name: key.clone(),
-            dtype: w.info.dtype,
+            dtype,
             shape,
             bytes,
         });
