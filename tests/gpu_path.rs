@@ -49,16 +49,19 @@ fn fp16_on_the_cpu_runs_with_a_warning() {
     // fp16 is meant for CUDA; on the CPU it runs (for checking) and says so.
     let f = fixture("clip_quickgelu_f32");
     let tmp = temp_dir("gpu_fp16");
-    let o = run(bin()
-        .args(["encode", "--model"])
-        .arg(f.join("model.safetensors"))
-        .arg("--pixels")
-        .arg(f.join("pixels.safetensors"))
-        .arg("--out")
-        .arg(tmp.join("out.safetensors"))
-        .arg("--graphs-dir")
-        .arg(tmp.join("graphs"))
-        .args(["--device", "cpu", "--dtype", "fp16"]));
+    let encode = |dtype: &str| {
+        run(bin()
+            .args(["encode", "--model"])
+            .arg(f.join("model.safetensors"))
+            .arg("--pixels")
+            .arg(f.join("pixels.safetensors"))
+            .arg("--out")
+            .arg(tmp.join("out.safetensors"))
+            .arg("--graphs-dir")
+            .arg(tmp.join("graphs"))
+            .args(["--device", "cpu", "--dtype", dtype]))
+    };
+    let o = encode("fp16");
     assert!(o.status.success(), "{}", stderr(&o));
     let e = stderr(&o);
     assert!(e.contains("fp16 is meant for CUDA"), "{e}");
@@ -69,14 +72,7 @@ fn fp16_on_the_cpu_runs_with_a_warning() {
         .map(|d| d.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert!(dirs.iter().any(|d| d.ends_with("-fp16")), "{dirs:?}");
-    let o = run(bin()
-        .args(["encode", "--model"])
-        .arg(f.join("model.safetensors"))
-        .arg("--pixels")
-        .arg(f.join("pixels.safetensors"))
-        .arg("--out")
-        .arg(tmp.join("out.safetensors"))
-        .args(["--device", "cpu", "--dtype", "int4"]));
+    let o = encode("int4");
     assert!(!o.status.success());
     assert!(
         stderr(&o).contains("valid: fp32, int8, fp16"),

@@ -230,11 +230,7 @@ fn int8_embeddings_stay_close_to_fp32() {
         let n = want.len() / rows;
         let got: Vec<f32> = got.iter().copied().collect();
         for r in 0..rows {
-            let (a, b) = (&got[r * n..(r + 1) * n], &want[r * n..(r + 1) * n]);
-            let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
-            let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
-            let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
-            let cos = dot / (na * nb);
+            let cos = cosine(&got[r * n..(r + 1) * n], &want[r * n..(r + 1) * n]);
             assert!(cos >= 0.999, "{name} row {r}: cosine {cos}");
         }
     }

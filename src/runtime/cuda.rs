@@ -316,15 +316,7 @@ pub fn provider_status() -> CudaStatus {
             ort_library.as_deref().unwrap_or("?")
         ))
     } else if !missing.is_empty() {
-        Some(format!(
-            "CUDA libraries missing: {} (looked in {} and the system linker path; `scripts/setup.sh --gpu` installs them, or set DISTORCH_CUDA_LIB_DIRS)",
-            missing.join(", "),
-            search_dirs()
-                .iter()
-                .map(|d| d.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))
+        Some(missing_message(&missing))
     } else {
         None
     };
@@ -345,18 +337,20 @@ pub fn require_libraries() -> Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
-    Err(Error::new(
-        ErrorKind::Runtime,
-        format!(
-            "CUDA libraries missing: {} (looked in {} and the system linker path; run `scripts/setup.sh --gpu` or set DISTORCH_CUDA_LIB_DIRS)",
-            missing.join(", "),
-            search_dirs()
-                .iter()
-                .map(|d| d.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    ))
+    Err(Error::new(ErrorKind::Runtime, missing_message(&missing)))
+}
+
+/// Names the missing CUDA libraries, where they were looked for, and the fix.
+fn missing_message(missing: &[impl AsRef<str>]) -> String {
+    let dirs: Vec<String> = search_dirs()
+        .iter()
+        .map(|d| d.display().to_string())
+        .collect();
+    format!(
+        "CUDA libraries missing: {} (looked in {} and the system linker path; `scripts/setup.sh --gpu` installs them, or set DISTORCH_CUDA_LIB_DIRS)",
+        missing.iter().map(AsRef::as_ref).collect::<Vec<&str>>().join(", "),
+        dirs.join(", ")
+    )
 }
 
 #[cfg(test)]
