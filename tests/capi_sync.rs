@@ -2,25 +2,35 @@
 //! src/capi/, the declarations of distorch_vision.h, and plugin.toml's symbol list; checks
 //! the built library exports every listed symbol, and the node's inputs match SPEC §1.
 
-#[path = "capi_common.rs"]
 mod common;
 
 use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 
-use common::*;
+use common::capi::*;
+
+/// Every `.rs` file under `dir`, at any depth (a submodule folder must not hide an export).
+fn rust_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(rust_files(&path));
+        } else if path.extension().and_then(|e| e.to_str()) == Some("rs") {
+            out.push(path);
+        }
+    }
+    out
+}
 
 /// `name → normalised signature` of the Rust exports.
 fn rust_exports() -> Vec<(String, String)> {
     let mut out = Vec::new();
-    for entry in std::fs::read_dir(root().join("src/capi")).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().and_then(|e| e.to_str()) != Some("rs") {
-            continue;
-        }
+    for path in rust_files(&root().join("src/capi")) {
         let text = std::fs::read_to_string(&path).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         for (i, line) in lines.iter().enumerate() {
-            if line.trim() != "#[no_mangle]" {
+            if !matches!(line.trim(), "#[no_mangle]" | "#[unsafe(no_mangle)]") {
                 continue;
             }
             // The signature: from the `fn` line (after attributes) to the opening brace.
