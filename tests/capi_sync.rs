@@ -291,3 +291,64 @@ fn node_inputs_are_spec_section_1() {
         assert!(listed.contains(&enc["function"].as_str().unwrap()));
     }
 }
+
+/// The one C program of docs/c-abi.md that has a `main`: the guide's example.
+fn docs_c_example() -> String {
+    let guide = std::fs::read_to_string(root().join("docs/c-abi.md")).expect("docs/c-abi.md");
+    let blocks: Vec<&str> = guide
+        .split("```c\n")
+        .skip(1)
+        .map(|b| b.split("\n```").next().unwrap())
+        .filter(|b| b.contains("int main("))
+        .collect();
+    assert_eq!(
+        blocks.len(),
+        1,
+        "docs/c-abi.md: expected one C example with a main()"
+    );
+    blocks[0].to_string()
+}
+
+#[test]
+fn the_c_guide_example_compiles_against_the_header_and_runs() {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("docs-c-example");
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = dir.join("encode_one.c");
+    std::fs::write(&src, docs_c_example()).unwrap();
+    let exe = dir.join("encode_one");
+    // Linked against the built plugin by name, as a C program would be: every function the
+    // example calls must exist with the header's prototype.
+    let lib_dir = plugin_path().parent().unwrap().to_path_buf();
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".to_string());
+    let out = std::process::Command::new(&cc)
+        .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-pedantic", "-I"])
+        .arg(root())
+        .arg(&src)
+        .arg("-o")
+        .arg(&exe)
+        .arg("-L")
+        .arg(&lib_dir)
+        .arg("-ldistorch_vision")
+        .arg(format!("-Wl,-rpath,{}", lib_dir.display()))
+        .output()
+        .unwrap_or_else(|e| panic!("running {cc}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cc} failed on the docs/c-abi.md example:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = std::process::Command::new(&exe)
+        .arg(fixture("clip_quickgelu_f32").join("model.safetensors"))
+        .env("DISTORCH_GRAPHS_DIR", graphs_dir())
+        .env("ORT_DYLIB_PATH", ort_library())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "the example failed: {stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(stdout.contains("\"compute_device\":\"cpu\""), "{stdout}");
+    assert!(stdout.contains("image_embeds [1, 16]:"), "{stdout}");
+}
