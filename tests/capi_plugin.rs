@@ -1,13 +1,12 @@
 //! The C ABI driven as a host would: the built cdylib loaded with libloading, fixtures
 //! encoded and compared with the CLI and with Hugging Face's outputs; misuse; threads.
 
-#[path = "capi_common.rs"]
 mod common;
 
 use std::ffi::{c_char, CStr, CString};
 use std::process::Command;
 
-use common::*;
+use common::capi::*;
 
 #[test]
 fn versions_and_status_names() {
