@@ -242,10 +242,16 @@ pub struct RunIdentity {
 impl RunIdentity {
     fn of(cv: &ClipVision, spec: &PreprocessSpec) -> RunIdentity {
         let m = &cv.export().manifest;
+        let mut config = serde_json::to_value(&cv.model().config).unwrap_or_default();
+        // Labels, not sizes: moving a config.json into a sidecar changes no row.
+        if let Some(o) = config.as_object_mut() {
+            o.remove("source");
+            o.remove("family");
+        }
         RunIdentity {
             model_id: m.model_id.clone(),
             family: cv.model().config.family.clone(),
-            config: serde_json::to_value(&cv.model().config).unwrap_or_default(),
+            config,
             crop: spec.crop.as_str().to_string(),
             dtype: m.dtype,
         }
@@ -471,6 +477,9 @@ impl Progress {
     }
 
     fn finish(&mut self, done: usize) {
+        if self.total == 0 {
+            return;
+        }
         self.update(done, true);
         if self.enabled && self.tty {
             eprintln!();
