@@ -423,6 +423,15 @@ fn run(cli: Cli) -> Result<()> {
             out,
             strict,
         } => {
+            if out
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("npy"))
+            {
+                return Err(distorch_vision::Error::invalid(format!(
+                    "--out {}: preprocess writes safetensors (what encode --pixels reads); name it .safetensors",
+                    out.display()
+                )));
+            }
             let m = Model::open(&resolve_model_in(&model, &folders)?)?;
             let spec = batch::preprocess_spec(&m, crop);
             let (px, sources, skipped) = if strict {

@@ -549,7 +549,7 @@ fn ctrl_c_keeps_finished_rows_and_resume_completes_without_duplicates() {
     let (index, done) = check_shards(&out);
     assert!(!index.complete);
     assert_eq!(done.len(), n, "the finished rows are all kept");
-    assert!(n > 20 && n < 200, "{n}");
+    assert!((20..200).contains(&n), "{n}");
 
     let o = run(sharded_cmd(&tmp.join("imgs"), &out, &graphs).args([
         "--shard-size",
@@ -668,6 +668,16 @@ fn pixels_record_their_preprocessing_and_a_mismatch_warns() {
             .arg(tmp.join(format!("{name}.safetensors"))));
         assert!(o.status.success(), "{}", stderr(&o));
     }
+    // A .npy name would hide safetensors bytes: refused.
+    let o = run(bin()
+        .args(["preprocess", "--model"])
+        .arg(clip())
+        .arg("--images")
+        .arg(&img)
+        .arg("--out")
+        .arg(tmp.join("px.npy")));
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains(".safetensors"), "{}", stderr(&o));
     let meta = SafeTensors::open(&tmp.join("siglip.safetensors"))
         .unwrap()
         .metadata()
