@@ -199,7 +199,8 @@ fn sidecar(weights: &Path) -> Option<std::path::PathBuf> {
 
 /// Whether a configuration describes this file: the shapes that the sizes fix (patch
 /// embedding, position table, MLP width, projection), the layer count and the family's
-/// class token. Names the first mismatch.
+/// class token. Names the first mismatch. A tensor the file names otherwise (another
+/// family's layout) cannot be compared and is left to the block check of `Model::open`.
 fn fits(cfg: &VisionConfig, keys: &Keys) -> Result<()> {
     let (d, p) = (cfg.hidden_size, cfg.patch_size);
     let layer = |i: usize| format!("vision_model.encoder.layers.{i}.mlp.fc1.weight");
@@ -218,19 +219,18 @@ fn fits(cfg: &VisionConfig, keys: &Keys) -> Result<()> {
         want.push(("visual_projection.weight".into(), vec![proj, d]));
     }
     for (key, shape) in want {
-        match keys.shape(&key) {
-            Some(s) if s == shape.as_slice() => {}
-            Some(s) => {
-                return Err(Error::model(format!(
-                    "its sizes need {key} of shape {shape:?}, the file has {s:?}"
-                )))
-            }
-            None => {
-                return Err(Error::model(format!(
-                    "its sizes need {key} of shape {shape:?}, the file has none"
-                )))
-            }
+        if let Some(s) = keys.shape(&key).filter(|s| *s != shape.as_slice()) {
+            return Err(Error::model(format!(
+                "its sizes need {key} of shape {shape:?}, the file has {s:?}"
+            )));
         }
+    }
+    let layers_named = keys.contains(&layer(0));
+    if layers_named && !keys.contains(&layer(cfg.num_layers - 1)) {
+        return Err(Error::model(format!(
+            "it says {} layers, the file has fewer",
+            cfg.num_layers
+        )));
     }
     if keys.contains(&layer(cfg.num_layers)) {
         return Err(Error::model(format!(
@@ -239,7 +239,7 @@ fn fits(cfg: &VisionConfig, keys: &Keys) -> Result<()> {
         )));
     }
     let class = keys.contains("vision_model.embeddings.class_embedding");
-    if class != (cfg.kind == Kind::Clip) {
+    if (cfg.kind == Kind::Clip && !class) || (cfg.kind == Kind::Siglip && class) {
         return Err(Error::model(format!(
             "it describes a {:?} tower, but the file {} a class token",
             cfg.kind,
