@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::export::write_atomic;
 use crate::image::{self, Crop, PreprocessSpec};
 use crate::job::output;
+use crate::job::summary::{self, EncodeSummary, OutputShape};
 use crate::loader::ClipVision;
 use crate::model::Model;
 use crate::{Error, ErrorKind, Result};
@@ -639,8 +640,8 @@ impl EncodeJob {
     }
 }
 
-/// Runs one encode job with a loaded model; returns a one-line summary.
-pub fn run_encode(cv: &ClipVision, job: &EncodeJob) -> Result<String> {
+/// Runs one encode job with a loaded model; returns its summary (a line via `Display`).
+pub fn run_encode(cv: &ClipVision, job: &EncodeJob) -> Result<EncodeSummary> {
     if job.images.is_empty() && job.pixels.is_none() {
         return Err(Error::invalid("encode: give images or pixels as input"));
     }
@@ -674,7 +675,7 @@ pub fn run_encode(cv: &ClipVision, job: &EncodeJob) -> Result<String> {
         for sk in &s.skipped {
             eprintln!("skipped {}: {}", sk.file, sk.reason);
         }
-        return Ok(format!(
+        let line = format!(
             "encoded {} images ({} already done) into {} new shards in {} in {:.2} s ({:.1} images/s); {} skipped",
             s.encoded,
             s.already_done,
@@ -683,7 +684,18 @@ pub fn run_encode(cv: &ClipVision, job: &EncodeJob) -> Result<String> {
             s.seconds,
             s.images_per_s(),
             s.skipped.len()
-        ));
+        );
+        return Ok(EncodeSummary {
+            out: job.out.clone(),
+            encoded: s.encoded,
+            already_done: Some(s.already_done),
+            shards_written: Some(s.shards_written),
+            images_per_s: s.images_per_s(),
+            skipped: s.skipped,
+            outputs: Vec::new(),
+            seconds: s.seconds,
+            line,
+        });
     }
     let mut parts: Vec<Array4<f32>> = Vec::new();
     let mut sources: Vec<String> = Vec::new();
@@ -716,7 +728,8 @@ pub fn run_encode(cv: &ClipVision, job: &EncodeJob) -> Result<String> {
         }
         OutFormat::Npy => write_npy_dir(&job.out, &res, &sources)?,
     }
-    Ok(format!(
+    let seconds = t.elapsed().as_secs_f64();
+    let line = format!(
         "encoded {} images into {} ({}) in {:.2} s",
         px.shape()[0],
         job.out.display(),
@@ -725,8 +738,26 @@ pub fn run_encode(cv: &ClipVision, job: &EncodeJob) -> Result<String> {
             .map(|(n, t)| format!("{n} {:?}", t.shape()))
             .collect::<Vec<_>>()
             .join(", "),
-        t.elapsed().as_secs_f64()
-    ))
+        seconds
+    );
+    Ok(EncodeSummary {
+        out: job.out.clone(),
+        encoded: px.shape()[0],
+        already_done: None,
+        shards_written: None,
+        skipped: Vec::new(),
+        outputs: res
+            .tensors
+            .iter()
+            .map(|(n, t)| OutputShape {
+                name: n.clone(),
+                shape: t.shape().to_vec(),
+            })
+            .collect(),
+        seconds,
+        images_per_s: summary::rate(px.shape()[0], seconds),
+        line,
+    })
 }
 
 /// `.npy` bytes (version 1.0, little-endian f32, C order) of a tensor.

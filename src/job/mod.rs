@@ -3,4 +3,5 @@
 pub mod batch;
 pub mod models;
 pub mod output;
+pub mod summary;
 pub mod yaml;
