@@ -812,3 +812,51 @@ fn human(b: u64) -> String {
         format!("{b} B")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_flag_and_verb_is_described_and_every_verb_has_an_example() {
+        let cli = Cli::command();
+        let mut missing = Vec::new();
+        for sub in cli.get_subcommands() {
+            if sub.get_name() == "help" {
+                continue;
+            }
+            if sub.get_about().is_none() {
+                missing.push(format!("{}: no description", sub.get_name()));
+            }
+            let example = sub.get_after_help().map(|h| h.to_string());
+            if !example.is_some_and(|h| h.contains("distorch-vision ")) {
+                missing.push(format!("{}: no example", sub.get_name()));
+            }
+            for arg in sub.get_arguments() {
+                let builtin = matches!(arg.get_id().as_str(), "help" | "version");
+                if !arg.is_hide_set() && !builtin && arg.get_help().is_none() {
+                    missing.push(format!("{} {}: no help", sub.get_name(), arg.get_id()));
+                }
+            }
+        }
+        assert!(missing.is_empty(), "{missing:#?}");
+    }
+
+    #[test]
+    fn onnx_runtime_is_capped_at_warn_unless_named() {
+        assert_eq!(cap_ort("info"), "info,ort=warn");
+        assert_eq!(
+            cap_ort("warn,distorch_vision=debug"),
+            "warn,distorch_vision=debug"
+        );
+        assert_eq!(cap_ort("debug,ort=info"), "debug,ort=info");
+        assert_eq!(
+            cap_ort("trace,ort::logging=trace"),
+            "trace,ort::logging=trace"
+        );
+        assert_eq!(cap_ort("error"), "error");
+        // `ortho` is another crate, not ONNX Runtime.
+        assert_eq!(cap_ort("info,ortho=debug"), "info,ortho=debug,ort=warn");
+    }
+}

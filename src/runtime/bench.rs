@@ -281,3 +281,16 @@ impl WholeSession {
         Ok(t.elapsed().as_secs_f64())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::rss_verdict;
+
+    #[test]
+    fn a_budget_below_the_runtime_footprint_is_not_a_verdict() {
+        let mib = 1u64 << 20;
+        assert_eq!(rss_verdict(300 * mib, 2 * mib, 80 * mib), "not_applicable");
+        assert_eq!(rss_verdict(300 * mib, 400 * mib, 80 * mib), "within");
+        assert_eq!(rss_verdict(500 * mib, 400 * mib, 80 * mib), "over");
+    }
+}
