@@ -23,8 +23,9 @@ Logging (on stderr):
   -v / -vv / -vvv     info / debug / trace;  -q errors only (no progress or summaries either)
   DISTORCH_LOG=FILTER a tracing filter, e.g. `info` or `warn,distorch_vision=debug`
   RUST_LOG=FILTER     used when DISTORCH_LOG is not set
-  Precedence: -v/-q, then DISTORCH_LOG, then RUST_LOG, then `warn`. ONNX Runtime's own messages
-  (target `ort`) stay at warn unless the filter names `ort`, e.g. DISTORCH_LOG=info,ort=info.
+  Precedence: -v/-q, then DISTORCH_LOG, then RUST_LOG, then `warn,ort=error`. ONNX Runtime's own
+  messages (target `ort`) stay at warn or quieter unless the filter names `ort`, e.g.
+  DISTORCH_LOG=info,ort=info.
 
 Errors: exit status 1 and one `error: ...` line on stderr (2 for a bad command line). With --json
 the error is also printed on stdout as one object: {\"error\": {\"kind\": ..., \"message\": ...}}.
@@ -285,7 +286,7 @@ enum Command {
         after_help = "Examples:\n  distorch-vision models --comfyui ~/ComfyUI\n  distorch-vision models --extra-model-paths ~/ComfyUI/extra_model_paths.yaml --json"
     )]
     Models {
-        /// Print {"folders": [...], "models": [...], "skipped": [...]} as JSON.
+        /// Print {"folders", "searched", "models", "skipped"} as JSON (models with name, path, bytes, family).
         #[arg(long)]
         json: bool,
     },
@@ -398,14 +399,16 @@ impl Command {
     }
 }
 
-/// The tracing filter: -v/-q, else DISTORCH_LOG, else RUST_LOG, else `warn`; ONNX Runtime's
-/// messages (target `ort`) capped at warn unless the filter names `ort`.
+/// The tracing filter: -v/-q, else DISTORCH_LOG, else RUST_LOG, else `warn,ort=error`; ONNX
+/// Runtime's messages (target `ort`) capped at warn unless the filter names `ort`.
 fn log_filter(v: &Verbosity) -> String {
     let env = |name: &str| std::env::var(name).ok().filter(|s| !s.trim().is_empty());
     let base = match (v.verbose, v.quiet) {
         (0, 0) => env("DISTORCH_LOG")
             .or_else(|| env("RUST_LOG"))
-            .unwrap_or_else(|| "warn".into()),
+            // ONNX Runtime's warnings (e.g. one per CUDA session about node placement) only
+            // when asked for.
+            .unwrap_or_else(|| "warn,ort=error".into()),
         (0, _) => "error".into(),
         (1, _) => "info".into(),
         (2, _) => "debug".into(),
