@@ -219,10 +219,31 @@ fn models_lists_only_vision_towers_with_their_family() {
     for f in ["model.safetensors", "config.json"] {
         std::fs::copy(fixture("siglip_f32").join(f), sig.join(f)).unwrap();
     }
+    // A vision tower that cannot load (too small for the key table, no config.json beside
+    // it) is listed, with the reason instead of a family.
+    std::fs::create_dir_all(cv.join("nocfg")).unwrap();
+    std::fs::copy(
+        fixture("clip_quickgelu_f32").join("model.safetensors"),
+        cv.join("nocfg/tiny.safetensors"),
+    )
+    .unwrap();
     let v = models_json(bin().arg("--comfyui").arg(&comfy));
-    assert_eq!(names(&v), ["clip_l.safetensors", "sig/model.safetensors"]);
+    assert_eq!(
+        names(&v),
+        [
+            "clip_l.safetensors",
+            "nocfg/tiny.safetensors",
+            "sig/model.safetensors"
+        ]
+    );
     for m in v["models"].as_array().unwrap() {
-        assert!(m["family"].as_str().is_some_and(|f| !f.is_empty()), "{m}");
+        if m["name"] == "nocfg/tiny.safetensors" {
+            assert!(m["family"].is_null(), "{m}");
+            assert!(m["problem"].as_str().is_some_and(|p| !p.is_empty()), "{m}");
+        } else {
+            assert!(m["family"].as_str().is_some_and(|f| !f.is_empty()), "{m}");
+            assert!(m.get("problem").is_none(), "{m}");
+        }
     }
     let skipped: Vec<&str> = v["skipped"]
         .as_array()

@@ -195,19 +195,19 @@ impl ModelFolders {
             walk(&folder, &folder, &mut found, 0);
             found.sort_by(|a: &ModelEntry, b| a.name.cmp(&b.name));
             for mut e in found {
-                match vision_tower_family(&e.path) {
-                    Ok(Some(family)) => {
+                match vision_tower(&e.path) {
+                    Tower::Loads(family) => {
                         e.family = Some(family);
                         out.models.push(e);
                     }
-                    Ok(None) => out.skipped.push(SkippedFile {
-                        path: e.path,
-                        reason: "no vision tower keys (patch embedding) in its header".into(),
-                    }),
-                    Err(problem) => {
+                    Tower::Broken(problem) => {
                         e.problem = Some(problem);
                         out.models.push(e);
                     }
+                    Tower::Not(reason) => out.skipped.push(SkippedFile {
+                        path: e.path,
+                        reason,
+                    }),
                 }
             }
         }
@@ -333,21 +333,31 @@ const VISION_TOWER_KEYS: [&str; 2] = [
     "embeddings.patch_embeddings.projection.weight",
 ];
 
-/// `Ok(Some(family))` for a loadable vision tower, `Ok(None)` for a file that is not one
-/// (or not a safetensors file at all), `Err(why)` for a vision tower that cannot be loaded.
-/// Reads the header and config only.
-pub fn vision_tower_family(path: &Path) -> std::result::Result<Option<String>, String> {
-    let Ok(file) = crate::model::SafeTensors::open(path) else {
-        return Ok(None);
+/// What a model-named file is.
+pub enum Tower {
+    /// A vision tower that loads, with its family.
+    Loads(String),
+    /// A vision tower that cannot be loaded, with why.
+    Broken(String),
+    /// Not a vision tower (or not a safetensors file), with why.
+    Not(String),
+}
+
+/// Classifies a file from its header (and config); never reads the weights.
+pub fn vision_tower(path: &Path) -> Tower {
+    let file = match crate::model::SafeTensors::open(path) {
+        Ok(f) => f,
+        Err(e) => return Tower::Not(e.message().to_string()),
     };
     let keys = crate::model::Keys::from_file(&file);
     if !VISION_TOWER_KEYS.iter().any(|k| keys.contains(k)) {
-        return Ok(None);
+        return Tower::Not("no vision tower keys (patch embedding) in its header".into());
     }
     drop(file);
-    crate::model::Model::open(path)
-        .map(|m| Some(m.config.family.clone()))
-        .map_err(|e| e.message().to_string())
+    match crate::model::Model::open(path) {
+        Ok(m) => Tower::Loads(m.config.family.clone()),
+        Err(e) => Tower::Broken(e.message().to_string()),
+    }
 }
 
 /// `~` and `$VAR` / `${VAR}` expanded (unknown variables are left as written).
