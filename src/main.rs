@@ -597,7 +597,6 @@ fn run(cli: Cli) -> Result<()> {
                 throttle: std::time::Duration::from_millis(throttle_ms),
                 model_label: model.clone(),
                 progress: !quiet,
-                ..Default::default()
             };
             if !job.is_sharded() && resume {
                 return Err(Error::invalid(
