@@ -309,3 +309,23 @@ def test_interpreter_exits_cleanly_after_use(library_path, tmp_path):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "(1, 16)" in r.stdout
+
+
+def test_python_m_cli_encodes_and_reports_errors(library_path, tmp_path):
+    name = "llava_f32"
+    px = tmp_path / "px.npy"
+    np.save(px, pixels_of(name))
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "python"))
+    model = str(fixture(name) / "model.safetensors")
+    r = subprocess.run([sys.executable, "-m", "distorch_vision", "encode", model, "--device", "cpu",
+                        "--pixels", str(px), "--out", str(tmp_path / "o.npz")],
+                       capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "mm_projected [2, 16, 48]" in r.stdout
+    got = np.load(tmp_path / "o.npz")
+    expected = load_file(str(fixture(name) / "expected.safetensors"))
+    for k, v in expected.items():
+        assert max_diff(got[k], v) <= TOL
+    r = subprocess.run([sys.executable, "-m", "distorch_vision", "plan", model, "--device", "tpu:1"],
+                       capture_output=True, text=True, env=env)
+    assert r.returncode == 1 and "DV_ERR_INVALID_ARGUMENT" in r.stderr and "tpu:1" in r.stderr, r.stderr
