@@ -329,3 +329,40 @@ def test_python_m_cli_encodes_and_reports_errors(library_path, tmp_path):
     r = subprocess.run([sys.executable, "-m", "distorch_vision", "plan", model, "--device", "tpu:1"],
                        capture_output=True, text=True, env=env)
     assert r.returncode == 1 and "DV_ERR_INVALID_ARGUMENT" in r.stderr and "tpu:1" in r.stderr, r.stderr
+
+
+def test_exit_hook_calls_dv_shutdown_once_when_exported():
+    from types import SimpleNamespace
+
+    from distorch_vision.library import Library
+
+    calls = []
+    fake = object.__new__(Library)
+    fake.cdll = SimpleNamespace(dv_shutdown=lambda: calls.append(1) or 0)
+    fake.shut_down = False
+    fake.shutdown()
+    fake.shutdown()
+    assert calls == [1] and fake.shut_down
+    older = object.__new__(Library)  # a library without dv_shutdown: the hook does nothing
+    older.cdll = SimpleNamespace()
+    older.shut_down = False
+    older.shutdown()
+    assert older.shut_down
+
+
+def test_exit_hook_is_registered_when_the_library_loads(library_path):
+    code = textwrap.dedent(f"""
+        import atexit, sys
+        sys.path.insert(0, {str(ROOT / 'python')!r})
+        registered = []
+        real = atexit.register
+        atexit.register = lambda f, *a, **k: (registered.append(f), real(f, *a, **k))[1]
+        import distorch_vision as dv
+        assert not registered, "registered before the library was used"
+        dv.devices()
+        from distorch_vision import library
+        print([f == library.lib().shutdown for f in registered])
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[True]", r.stdout

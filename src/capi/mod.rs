@@ -643,7 +643,8 @@ pub unsafe extern "C" fn dv_model_outputs_json(model: u64, json_out: *mut *mut c
         if json_out.is_null() {
             return Err(Fail::null("json_out"));
         }
-        let names = self::model(model)?.model().output_names();
+        // The same resolution an encode with no names does, so the two never disagree.
+        let names = crate::runtime::resolve_outputs(self::model(model)?.model(), &[])?;
         let json = serde_json::to_string(&names)
             .map_err(|e| Fail::new(DV_ERR_RUNTIME, format!("serialising the output names: {e}")))?;
         put(json_out, handles::string_into_raw(json));
