@@ -223,6 +223,21 @@ dv_status dv_model_unload(dv_model model);
 dv_status dv_model_plan_json(dv_model model, char **json_out);
 
 /**
+ * The model's placement plan as the table the CLI's `plan` prints (devices with budget,
+ * assigned GiB and share; segments with home and exec devices), for a host's log.
+ * @param text_out receives a string owned by the caller: free it with dv_string_free().
+ */
+dv_status dv_model_plan_text(dv_model model, char **text_out);
+
+/**
+ * The outputs an encode returns when @c outputs is NULL or "", as a JSON array of names in
+ * SPEC §3 order (e.g. ["last_hidden_state","image_embeds","penultimate_hidden_states"]).
+ * Outputs computed only on request are not listed.
+ * @param json_out receives a string owned by the caller: free it with dv_string_free().
+ */
+dv_status dv_model_outputs_json(dv_model model, char **json_out);
+
+/**
  * @param size_out receives the model's input image size S (pixels are [B,3,S,S]).
  */
 dv_status dv_model_image_size(dv_model model, uint32_t *size_out);

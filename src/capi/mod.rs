@@ -660,6 +660,49 @@ pub unsafe extern "C" fn dv_model_plan_json(model: u64, json_out: *mut *mut c_ch
     })
 }
 
+/// `dv_status dv_model_plan_text(dv_model model, char **text_out)`: the plan table the CLI's
+/// `plan` prints (SPEC §5.4), for hosts that log it at load time as DisTorch does.
+///
+/// # Safety
+/// `text_out` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn dv_model_plan_text(model: u64, text_out: *mut *mut c_char) -> DvStatus {
+    if !text_out.is_null() {
+        put(text_out, std::ptr::null_mut());
+    }
+    guard(|| {
+        if text_out.is_null() {
+            return Err(Fail::null("text_out"));
+        }
+        let table = self::model(model)?.plan().render_table();
+        put(text_out, handles::string_into_raw(table));
+        Ok(())
+    })
+}
+
+/// `dv_status dv_model_outputs_json(dv_model model, char **json_out)`: the names an encode
+/// returns when it asks for no outputs in particular, as a JSON array in SPEC §3 order.
+///
+/// # Safety
+/// `json_out` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn dv_model_outputs_json(model: u64, json_out: *mut *mut c_char) -> DvStatus {
+    if !json_out.is_null() {
+        put(json_out, std::ptr::null_mut());
+    }
+    guard(|| {
+        if json_out.is_null() {
+            return Err(Fail::null("json_out"));
+        }
+        // The same resolution an encode with no names does, so the two never disagree.
+        let names = crate::runtime::resolve_outputs(self::model(model)?.model(), &[])?;
+        let json = serde_json::to_string(&names)
+            .map_err(|e| Fail::new(DV_ERR_RUNTIME, format!("serialising the output names: {e}")))?;
+        put(json_out, handles::string_into_raw(json));
+        Ok(())
+    })
+}
+
 /// `dv_status dv_model_image_size(dv_model model, uint32_t *size_out)`.
 ///
 /// # Safety
