@@ -207,14 +207,17 @@ main() {
   provider=$(dirname "${ORT_DYLIB_PATH:-/nonexistent/x}")/libonnxruntime_providers_cuda.so
   if [ -f "$provider" ]; then
     # Where the binary looks (runtime::cuda): DISTORCH_CUDA_LIB_DIRS, python3's nvidia
-    # wheels, then the system linker path.
-    local dirs needed missing_libs=() n found
+    # wheels, then the system linker path (LD_LIBRARY_PATH, ld.so.cache, default folders).
+    local dirs needed missing_libs=() n found ldc
     dirs=$(
       [ -n "${DISTORCH_CUDA_LIB_DIRS:-}" ] && tr ':' '\n' <<<"$DISTORCH_CUDA_LIB_DIRS"
       "$py" -c 'import glob, os, nvidia
 for p in nvidia.__path__:
     for d in sorted(glob.glob(os.path.join(p, "*", "lib"))): print(d)' 2>/dev/null
-      dirname "$provider")
+      dirname "$provider"
+      [ -n "${LD_LIBRARY_PATH:-}" ] && tr ':' '\n' <<<"$LD_LIBRARY_PATH"
+      printf '%s\n' /lib/x86_64-linux-gnu /usr/lib/x86_64-linux-gnu /lib64 /usr/lib64 /lib /usr/lib)
+    ldc=$(command -v ldconfig || ls /sbin/ldconfig /usr/sbin/ldconfig 2>/dev/null | head -1)
     if command -v readelf >/dev/null; then
       needed=$(readelf -d "$provider" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p')
     else
@@ -223,7 +226,7 @@ for p in nvidia.__path__:
     echo "NEEDED by $(basename "$provider"):"
     for n in $needed; do
       found=$(while read -r d; do [ -e "$d/$n" ] && { echo "$d"; break; }; done <<<"$dirs")
-      [ -n "$found" ] || found=$(ldconfig -p 2>/dev/null | awk -v n="$n" '$1 == n { print "ldconfig: " $NF; exit }')
+      [ -n "$found" ] || [ -z "$ldc" ] || found=$("$ldc" -p 2>/dev/null | awk -v n="$n" '$1 == n { print "ld.so.cache: " $NF; exit }')
       printf '  %-28s %s\n' "$n" "${found:-NOT FOUND}"
       [ -n "$found" ] || missing_libs+=("$n")
     done
@@ -276,7 +279,7 @@ EOF
   # ---------------------------------------------------------------- 3. parity
   budget_section $([ "$quick" = 1 ] && echo 75 || echo 150)
   section "3. parity on the fixtures"
-  local fail=0 n_ok=0 n_bad=0 n_err=0 n_skip=0 worst32=0 worst16=0 cos16=1 f fx rc
+  local fail=0 n_ok=0 n_bad=0 n_err=0 n_skip=0 worst32=0 worst16=0 cos16=1 n32=0 n16=0 f fx rc
   # check LABEL CANDIDATE REF TOL [rel]: compares, counts, keeps the worst figures.
   check() {
     local label=$1 r
@@ -288,9 +291,11 @@ EOF
     [ -n "$r" ] || { echo "    ERROR: $(tail -1 "$tmp/res")"; n_err=$((n_err + 1)); fail=1; return; }
     if [ "$ok" = 0 ]; then n_ok=$((n_ok + 1)); else n_bad=$((n_bad + 1)); fail=1; fi
     if [ -n "${5:-}" ]; then
+      n16=$((n16 + 1))
       worst16=$(awk -v a="$worst16" -v b="${r% *}" 'BEGIN { print (b > a) ? b : a }')
       cos16=$(awk -v a="$cos16" -v b="${r#* }" 'BEGIN { print (b < a) ? b : a }')
     else
+      n32=$((n32 + 1))
       worst32=$(awk -v a="$worst32" -v b="${r% *}" 'BEGIN { print (b > a) ? b : a }')
     fi
   }
@@ -332,7 +337,7 @@ EOF
   else
     echo "  plugin: not run (no $plugin, or no CPU reference)"; note "the C ABI plugin (no $plugin)"
   fi
-  summ parity "$n_ok OK, $n_bad FAIL, $n_err ERROR, $n_skip skipped; CPU refs $refs; worst fp32 |diff| $worst32; fp16 worst rel $worst16, min cosine $cos16"
+  summ parity "$n_ok OK, $n_bad FAIL, $n_err ERROR, $n_skip skipped; CPU refs $refs$([ "$n32" = 0 ] || echo "; fp32 ($n32) worst |diff| $worst32")$([ "$n16" = 0 ] || echo "; fp16 ($n16) worst |diff|/max $worst16, min cosine $cos16")"
 
   if [ "$usable" != True ]; then
     for item in "CUDA fp32 parity vs CPU on the fixtures (<= 1e-3), resident and streamed" "fp16 on CUDA" \
@@ -446,6 +451,7 @@ print("%d of %d blocks (%s..%s, %.2f GiB) homed on the CPU, %s" % (len(off), len
 
 main 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
+[ -s "$results" ] || rm -f "$results"
 {
   printf '\n== summary: gpu_check.sh --%s, %d s; exit %d; whole log %s ==\n' "$mode" "$SECONDS" "$rc" "$log"
   cat "$tmp/summary"

@@ -181,7 +181,7 @@ fn gpu_check_script_exits_cleanly_without_a_gpu() {
     assert!(out.contains("CUDA fp32 parity"), "{out}");
     // The CPU references ran with this runtime, on every fixture.
     let fixtures = std::fs::read_dir(root().join("tests/fixtures/models")).unwrap().count();
-    assert!(out.contains(&format!("CPU refs {fixtures};")), "{out}");
+    assert!(out.contains(&format!("CPU refs {fixtures}")), "{out}");
     assert_summary_last(&out);
     let log = std::fs::read_to_string(out_dir.join("gpu_check.log")).unwrap();
     assert!(log.trim_end().ends_with(out.trim_end().lines().last().unwrap()), "{log}");
