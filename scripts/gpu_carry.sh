@@ -164,7 +164,9 @@ for i in "${!calls[@]}"; do
     cmd=$copy
     t=120
   else
-    cmd="$copy && GPU_CARRY=$remote DV_BIN=$remote/distorch-vision scripts/gpu_check.sh --quick"
+    # gpu_check.sh checks SHA256SUMS itself, and runs even when a copy failed, so that its
+    # summary says what is missing or corrupt.
+    cmd="mkdir -p $remote && cp $(printf "$carry/%s " "${files[@]}")$remote/; GPU_CARRY=$remote DV_BIN=$remote/distorch-vision scripts/gpu_check.sh --quick"
     t=600
   fi
   echo

@@ -140,7 +140,10 @@ main() {
     if [ ${#missing[@]} -gt 0 ] || [ ${#bad[@]} -gt 0 ]; then
       [ ${#missing[@]} -eq 0 ] || echo "missing: ${missing[*]} (on a device lease: the machine was fresh at some call; carry again from the first call)"
       [ ${#bad[@]} -eq 0 ] || echo "corrupt: ${bad[*]} (rebuild with scripts/gpu_carry.sh and carry again)"
-      summ carry "FAILED: ${missing[*]:+missing ${missing[*]}; }${bad[*]:+corrupt ${bad[*]}}"
+      local what=()
+      [ ${#missing[@]} -eq 0 ] || what+=("missing ${missing[*]}")
+      [ ${#bad[@]} -eq 0 ] || what+=("corrupt ${bad[*]}")
+      summ carry "FAILED: $(IFS=';'; echo "${what[*]}" | sed 's/;/; /g')"
       return 3
     fi
     mkdir -p "$capi"
