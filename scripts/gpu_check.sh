@@ -139,7 +139,7 @@ main() {
     done < "$carry/SHA256SUMS"
     if [ ${#missing[@]} -gt 0 ] || [ ${#bad[@]} -gt 0 ]; then
       [ ${#missing[@]} -eq 0 ] || echo "missing: ${missing[*]} (on a device lease: the machine was fresh at some call; carry again from the first call)"
-      [ ${#bad[@]} -eq 0 ] || echo "corrupt: ${bad[*]} (rebuild with scripts/gpu_carry.sh and carry again)"
+      [ ${#bad[@]} -eq 0 ] || echo "corrupt: ${bad[*]} (carry it again; if it stays corrupt, rebuild with scripts/gpu_carry.sh)"
       local what=()
       [ ${#missing[@]} -eq 0 ] || what+=("missing ${missing[*]}")
       [ ${#bad[@]} -eq 0 ] || what+=("corrupt ${bad[*]}")
