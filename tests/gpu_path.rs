@@ -5,9 +5,9 @@
 mod common;
 
 use common::*;
-use std::process::Output;
 use distorch_vision::loader::{ClipVision, LoadOptions};
 use distorch_vision::plan::LoaderOptions;
+use std::process::Output;
 
 fn no_driver_here() -> bool {
     !distorch_vision::runtime::cuda::provider_status().driver
@@ -162,10 +162,17 @@ fn gpu_check(name: &str, carry: &std::path::Path) -> (Output, String, std::path:
 
 /// The summary comes last: its closing `result:` line is the output's last line.
 fn assert_summary_last(out: &str) {
-    let last = out.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+    let last = out
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
     assert!(last.starts_with("result: "), "last line: {last}\n{out}");
     let summary = out.rfind("== summary: gpu_check.sh").expect("a summary");
-    assert!(out[summary..].contains("provider") || out[summary..].contains("carry"), "{out}");
+    assert!(
+        out[summary..].contains("provider") || out[summary..].contains("carry"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -180,11 +187,17 @@ fn gpu_check_script_exits_cleanly_without_a_gpu() {
     assert!(out.contains("not checked"), "{out}");
     assert!(out.contains("CUDA fp32 parity"), "{out}");
     // The CPU references ran with this runtime, on every fixture.
-    let fixtures = std::fs::read_dir(root().join("tests/fixtures/models")).unwrap().count();
+    let fixtures = std::fs::read_dir(root().join("tests/fixtures/models"))
+        .unwrap()
+        .count();
     assert!(out.contains(&format!("CPU refs {fixtures}")), "{out}");
     assert_summary_last(&out);
     let log = std::fs::read_to_string(out_dir.join("gpu_check.log")).unwrap();
-    assert!(log.trim_end().ends_with(out.trim_end().lines().last().unwrap()), "{log}");
+    assert!(
+        log.trim_end()
+            .ends_with(out.trim_end().lines().last().unwrap()),
+        "{log}"
+    );
 }
 
 #[test]
