@@ -12,7 +12,7 @@
 #
 # Sections, in order, with their time budgets (--quick / --full). A run that would not fit in
 # its section's budget, or in the whole budget (DV_GPU_CHECK_BUDGET_S: 330 s / 570 s), is
-# skipped and listed under "not checked"; every run has its own timeout.
+# skipped, and its row in the summary says so; every run has its own timeout.
 #   1. carry: when $GPU_CARRY (default .gpu-carry) holds parts, SHA256SUMS checked first, then
 #      the GPU build reassembled into $GPU_RUNTIME (default .runtime/gpu) with zstd, else xz,
 #      else python3's lzma, and checked again                           ~30 s (not cut)
@@ -22,13 +22,13 @@
 #      CUDA fp32 resident and all blocks streamed (max |diff| <= 1e-3); CUDA fp16 resident
 #      (per-image cosine >= 0.999, max |diff| <= 2 % of the largest output); the C ABI plugin
 #      on one fixture. --full adds fp16 streamed, --micro-batch 1, and a 2-GPU split when
-#      there are two GPUs                                                75 s / 150 s
+#      there are two GPUs                                               100 s / 150 s
 #   4. ViT-H/14-shaped random model (f16 file, fp32 compute unless fp16), batch 8 then 1
 #      (--full: 1, 8, 32): resident fp32; resident fp16; "vv1 stream" = --virtual-vram-gb 1:
 #      1 GiB of the 1.18 GiB of weights (for this model the planner homes 28 of its 34 blocks,
 #      embed..layer.26, on the CPU) uploaded to the GPU from pinned memory every pass;
 #      "vv1 execute" = the same 28 blocks run on the CPU instead (--donor-policy execute).
-#      The plan's own count is printed with each row.                   120 s / 225 s
+#      The plan's own count is printed with each row.                   110 s / 225 s
 #   5. micro-batching: batch 32 on a plan with two exec segments (--virtual-vram-gb 0.05
 #      --donor-policy execute: embed + layer.00 on the CPU, the rest on cuda:0), without and
 #      with --micro-batch 8, so the CPU/GPU overlap shows as a speed-up     45 s / 60 s
@@ -42,6 +42,8 @@
 # Environment: DV_BIN (the binary; default $GPU_CARRY/distorch-vision, then
 # target/release/distorch-vision, else built with cargo), DV_PLUGIN (the C ABI library;
 # default beside DV_BIN), PYTHON, GPU_CARRY, GPU_RUNTIME, ORT_DYLIB_PATH, OUT.
+# DV_GPU_CHECK_DRY_RUN=1 rehearses the script itself without a GPU: every "CUDA" run goes to
+# the CPU (model shape DV_GPU_CHECK_SHAPE, default vit-b-16); its figures mean nothing.
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -56,6 +58,9 @@ for a in "$@"; do
   esac
 done
 mode=$([ "$quick" = 1 ] && echo quick || echo full)
+dry=${DV_GPU_CHECK_DRY_RUN:-0}
+dev=cuda:0; shape=vit-h-14; tdev=cuda
+if [ "$dry" = 1 ]; then dev=cpu; shape=${DV_GPU_CHECK_SHAPE:-vit-b-16}; tdev=cpu; mode="$mode DRY RUN on the CPU"; fi
 budget=${DV_GPU_CHECK_BUDGET_S:-$([ "$quick" = 1 ] && echo 330 || echo 570)}
 case "$budget" in ''|*[!0-9]*) echo "gpu_check.sh: DV_GPU_CHECK_BUDGET_S must be whole seconds, not '$budget'" >&2; exit 2 ;; esac
 outdir=${OUT:-$root/target}
@@ -248,6 +253,10 @@ for p in nvidia.__path__:
   reason=$(printf '%s' "$status" | "$py" -c 'import json,sys;print(json.load(sys.stdin)["cuda_provider"].get("reason") or "")' 2>/dev/null || echo "devices --json failed")
   if [ "$usable" = True ]; then summ provider "CUDA provider: usable ($gpus GPU)"
   else summ provider "CUDA provider: not usable: ${reason:-unknown}"; fi
+  if [ "$dry" = 1 ]; then
+    echo "DRY RUN: the CUDA rows below run on the CPU (--device cpu); no GPU figure comes from this run"
+    summ dry-run "every CUDA row ran on the CPU: no GPU figures"; usable=True; gpus=1
+  fi
 
   # Compares two output files: prints the worst |diff| per tensor; exit 1 above the tolerance.
   cat > "$tmp/cmp.py" <<'EOF'
@@ -280,7 +289,7 @@ print(f"RESULT {worst:.2e} {cmin:.6f}", file=sys.stderr); sys.exit(not ok)
 EOF
 
   # ---------------------------------------------------------------- 3. parity
-  budget_section $([ "$quick" = 1 ] && echo 75 || echo 150)
+  budget_section $([ "$quick" = 1 ] && echo 100 || echo 150)
   section "3. parity on the fixtures"
   local fail=0 n_ok=0 n_bad=0 n_err=0 n_skip=0 worst32=0 worst16=0 cos16=1 n32=0 n16=0 f fx rc
   # check LABEL CANDIDATE REF TOL [rel]: compares, counts, keeps the worst figures.
@@ -318,7 +327,7 @@ EOF
     for r in "${runs[@]}"; do
       IFS='|' read -r label tol rel args <<<"$r"
       # shellcheck disable=SC2086
-      if enc --out "$tmp/$name.cuda.safetensors" --device cuda:0 $args; then
+      if enc --out "$tmp/$name.cuda.safetensors" --device "$dev" $args; then
         check "$name CUDA $label" "$tmp/$name.cuda.safetensors" "$tmp/$name.cpu.safetensors" "$tol" $rel
       else
         rc=$?; echo "  $name CUDA $label: $(why $rc)"
@@ -330,7 +339,7 @@ EOF
   # The C ABI plugin (as a Python host loads it) on one fixture.
   fx=tests/fixtures/models/clip_quickgelu_f32
   local pdev=cpu
-  [ "$usable" = True ] && pdev=cuda:0
+  [ "$usable" = True ] && pdev=$dev
   if [ -f "$plugin" ] && [ -f "$tmp/clip_quickgelu_f32.cpu.safetensors" ]; then
     if timed 60 10 "$py" scripts/encode_with_plugin.py --plugin "$plugin" ${ORT_DYLIB_PATH:+--ort-library "$ORT_DYLIB_PATH"} \
         --model "$fx/model.safetensors" --pixels "$fx/pixels.safetensors" --out "$tmp/plugin" --device "$pdev" \
@@ -359,11 +368,11 @@ EOF
   [ "$gpus" -ge 2 ] || note "cross-GPU hand-off (this machine has $gpus GPU)"
 
   # ---------------------------------------------------------------- 4. ViT-H
-  budget_section $([ "$quick" = 1 ] && echo 120 || echo 225)
-  section "4. ViT-H/14-shaped random model"
-  local vith=$tmp/vit-h-14 iters batches b mode label args out
-  if ! timed 90 20 "$py" scripts/make_random_model.py "$vith" --shape vit-h-14 --dtype f16 2>"$tmp/err"; then
-    echo "cannot generate the model: $(why $?)"; summ vit-h "not run: cannot generate the model"; note "ViT-H/14 rows"; return 1
+  budget_section $([ "$quick" = 1 ] && echo 110 || echo 225)
+  section "4. $shape-shaped random model"
+  local vith=$tmp/$shape iters batches b mode label args out
+  if ! timed 90 20 "$py" scripts/make_random_model.py "$vith" --shape "$shape" --dtype f16 2>"$tmp/err"; then
+    echo "cannot generate the model: $(why $?)"; summ "$shape" "not run: cannot generate the model"; note "ViT-H/14 rows"; return 1
   fi
   iters=$([ "$quick" = 1 ] && echo 2 || echo 3)
   batches=$([ "$quick" = 1 ] && echo "8 1" || echo "1 8 32")
@@ -384,11 +393,12 @@ with open(sys.argv[3], "w") as f:
 EOF
   # The plan behind a row, in words: how many blocks are homed where, and where they run.
   plan_words() {
-    "$bin" plan --model "$vith/model.safetensors" --device cuda:0 --json "$@" 2>/dev/null | "$py" -c '
+    "$bin" plan --model "$vith/model.safetensors" --device "$dev" --json "$@" 2>/dev/null | DEV=$dev "$py" -c '
 import json, sys
 b = json.load(sys.stdin)["blocks"]; off = [x for x in b if x["home"] == "cpu"]
-if not off: print("all %d blocks on cuda:0" % len(b)); sys.exit()
-how = "streamed to cuda:0" if all(x["exec"] != "cpu" for x in off) else "run on the CPU"
+import os; dev = os.environ["DEV"]
+if not off: print("all %d blocks on %s" % (len(b), dev)); sys.exit()
+how = "streamed to " + dev if all(x["exec"] != "cpu" for x in off) else "run on the CPU"
 print("%d of %d blocks (%s..%s, %.2f GiB) homed on the CPU, %s" % (len(off), len(b), off[0]["name"], off[-1]["name"], sum(x["bytes"] for x in off) / 2**30, how))' || echo "plan unavailable"
   }
   echo "vv1 stream:  $(plan_words --virtual-vram-gb 1)"
@@ -402,7 +412,7 @@ print("%d of %d blocks (%s..%s, %.2f GiB) homed on the CPU, %s" % (len(off), len
       label=${mode%%:*}; args=${mode#*:}
       [ "$b" = 32 ] && [ "$label" = "vv1 execute" ] && continue   # minutes of CPU time
       # shellcheck disable=SC2086
-      if out=$(bench --device cuda:0 --batch-size "$b" $args); then
+      if out=$(bench --device "$dev" --batch-size "$b" $args); then
         printf '  %-16s' "$label"; printf '%s' "$out" | "$py" "$tmp/summ.py" "$results" "$label b$b" "$tmp/ips"
         row="$row $label $(cat "$tmp/ips");"
       else
@@ -410,25 +420,26 @@ print("%d of %d blocks (%s..%s, %.2f GiB) homed on the CPU, %s" % (len(off), len
         [ $rc = 125 ] || fail=1
       fi
     done
-    summ vit-h "$row (images/s)"
+    summ "$shape" "${row%;} (images/s)"
   done
 
   # ---------------------------------------------------------------- 5. micro-batching
   budget_section $([ "$quick" = 1 ] && echo 45 || echo 60)
   section "5. micro-batching on two exec segments"
-  local mb_args="--virtual-vram-gb 0.05 --donor-policy execute" one two
-  echo "plan: $(plan_words $mb_args)"
+  local mb_args="--virtual-vram-gb 0.05 --donor-policy execute" one two mb_plan
+  mb_plan=$(plan_words $mb_args)
+  echo "plan: $mb_plan"
   one=""; two=""
   # shellcheck disable=SC2086
-  if out=$(bench --device cuda:0 --batch-size 32 $mb_args); then
+  if out=$(bench --device "$dev" --batch-size 32 $mb_args); then
     printf '  %-16s' "no micro-batch"; printf '%s' "$out" | "$py" "$tmp/summ.py" "$results" "2 segments b32" "$tmp/ips"; one=$(cat "$tmp/ips")
   else rc=$?; echo "  no micro-batch: $(why $rc)"; [ $rc = 125 ] || fail=1; fi
   # shellcheck disable=SC2086
-  if [ -n "$one" ] && out=$(bench --device cuda:0 --batch-size 32 $mb_args --micro-batch 8); then
+  if [ -n "$one" ] && out=$(bench --device "$dev" --batch-size 32 $mb_args --micro-batch 8); then
     printf '  %-16s' "micro-batch 8"; printf '%s' "$out" | "$py" "$tmp/summ.py" "$results" "2 segments b32 micro-batch 8" "$tmp/ips"; two=$(cat "$tmp/ips")
   elif [ -n "$one" ]; then rc=$?; echo "  micro-batch 8: $(why $rc)"; [ $rc = 125 ] || fail=1; fi
   if [ -n "$one" ] && [ -n "$two" ]; then
-    summ micro-batch "batch 32, embed+layer.00 on CPU then cuda:0: $one -> $two images/s with --micro-batch 8 (x$(awk -v a="$one" -v b="$two" 'BEGIN { printf "%.2f", b / a }'))"
+    summ micro-batch "batch 32 ($mb_plan): $one -> $two images/s with --micro-batch 8 (x$(awk -v a="$one" -v b="$two" 'BEGIN { printf "%.2f", b / a }'))"
   else
     summ micro-batch "not measured (see the log)"; note "micro-batch pipelining across CPU and GPU segments"
   fi
@@ -440,15 +451,15 @@ print("%d of %d blocks (%s..%s, %.2f GiB) homed on the CPU, %s" % (len(off), len
   row=""
   for b in $batches; do
     for dt in fp32 fp16; do
-      if t=$(timed 120 20 "$py" scripts/bench_torch.py "$vith" --device cuda --dtype "$dt" --batch-size "$b" --iters "$iters" 2>&1); then
-        printf '  %-22s%s\n' "pytorch cuda $dt b$b" "$t"; row="$row $dt b$b: $(printf '%s' "$t" | tail -1 | cut -c1-40);"
+      if t=$(timed 120 20 "$py" scripts/bench_torch.py "$vith" --device "$tdev" --dtype "$dt" --batch-size "$b" --iters "$iters" 2>&1); then
+        printf '  %-22s%s\n' "pytorch $tdev $dt b$b" "$t"; row="$row $dt b$b: $(printf '%s' "$t" | tail -1 | cut -c1-40);"
       else
         rc=$?; printf '  %-22s %s %s\n' "pytorch $dt b$b" "$(why $rc)" "$(printf '%s' "$t" | tail -1)"
         row="$row $dt b$b: $(why $rc | cut -c1-24);"
       fi
     done
   done
-  summ pytorch "${row:- not run}"
+  row=${row%;}; summ pytorch "${row:- not run}"
   return "$fail"
 }
 
