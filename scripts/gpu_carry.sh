@@ -28,7 +28,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --no-build) build=0 ;;
     --limit-mib) limit_mib=${2:?--limit-mib needs a number}; shift ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "gpu_carry.sh: unknown option $1 (valid: --no-build, --limit-mib N)" >&2; exit 2 ;;
   esac
   shift
@@ -45,7 +45,7 @@ remote=/tmp/dv-gpu-carry   # where each call on the GPU machine collects the par
 mkdir -p "$dl"
 git check-ignore -q "$carry" || { echo "gpu_carry.sh: $carry is not git-ignored; it would travel with the tree" >&2; exit 1; }
 
-# --- 1. the wheel (any CPython tag: the libraries inside are the same) ---
+# --- 1. the wheel (any CPython tag: only its native libraries are used, which do not link libpython) ---
 whl=$(ls "$dl"/onnxruntime_gpu-"$version"-*.whl 2>/dev/null | head -1 || true)
 if [ -z "$whl" ]; then
   echo "downloading onnxruntime-gpu==$version (about 256 MB)"
