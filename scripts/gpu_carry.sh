@@ -176,7 +176,8 @@ for i in "${!calls[@]}"; do
   echo "      command=\"$cmd\")"
 done
 echo
-echo "The last call writes its whole log to \$OUT/gpu_check.log and prints a summary last."
+echo "The last call writes its whole log to \$OUT/gpu_check.log and prints a summary last; hand the"
+echo "machine back afterwards unless another call follows at once (files stay only while it is warm)."
 if [ "$over" = 1 ]; then
   echo "gpu_carry.sh: a call exceeds ${limit_mib} MiB; make the tree smaller or lower the piece size" >&2
   exit 1
