@@ -7,6 +7,7 @@ mod common;
 use common::*;
 use distorch_vision::loader::{ClipVision, LoadOptions};
 use distorch_vision::plan::LoaderOptions;
+use std::process::Output;
 
 fn no_driver_here() -> bool {
     !distorch_vision::runtime::cuda::provider_status().driver
@@ -144,17 +145,75 @@ fn cli_micro_batch_matches_the_references() {
     assert_close(&out, &f.join("expected.safetensors"), 1e-4);
 }
 
+/// Runs scripts/gpu_check.sh with `carry` as GPU_CARRY and a fresh OUT; numpy for its
+/// comparisons comes from the CPU runtime's folder (as in capi_python).
+fn gpu_check(name: &str, carry: &std::path::Path) -> (Output, String, std::path::PathBuf) {
+    let out_dir = temp_dir(&format!("{name}_out"));
+    let o = run(std::process::Command::new("bash")
+        .arg(root().join("scripts/gpu_check.sh"))
+        .env("DV_BIN", env!("CARGO_BIN_EXE_distorch-vision"))
+        .env("GPU_CARRY", carry)
+        .env("GPU_RUNTIME", carry.join("runtime"))
+        .env("OUT", &out_dir)
+        .env("PYTHONPATH", root().join(".runtime/cpu")));
+    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+    (o, stdout, out_dir)
+}
+
+/// The summary comes last: its closing `result:` line is the output's last line.
+fn assert_summary_last(out: &str) {
+    let last = out
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
+    assert!(last.starts_with("result: "), "last line: {last}\n{out}");
+    let summary = out.rfind("== summary: gpu_check.sh").expect("a summary");
+    assert!(
+        out[summary..].contains("provider") || out[summary..].contains("carry"),
+        "{out}"
+    );
+}
+
 #[test]
 fn gpu_check_script_exits_cleanly_without_a_gpu() {
     if !no_driver_here() {
         return; // on a GPU machine the script runs the real checks (minutes)
     }
-    let o = run(std::process::Command::new("bash")
-        .arg(root().join("scripts/gpu_check.sh"))
-        .env("DV_BIN", env!("CARGO_BIN_EXE_distorch-vision")));
-    let out = String::from_utf8_lossy(&o.stdout);
+    let carry = temp_dir("gpu_check_no_carry"); // empty: nothing to reassemble
+    let (o, out, out_dir) = gpu_check("gpu_check_no_gpu", &carry);
     assert!(o.status.success(), "{out}\n{}", stderr(&o));
     assert!(out.contains("CUDA provider: not usable"), "{out}");
     assert!(out.contains("not checked"), "{out}");
     assert!(out.contains("CUDA fp32 parity"), "{out}");
+    // The CPU references ran with this runtime, on every fixture.
+    let fixtures = std::fs::read_dir(root().join("tests/fixtures/models"))
+        .unwrap()
+        .count();
+    assert!(out.contains(&format!("CPU refs {fixtures}")), "{out}");
+    assert_summary_last(&out);
+    let log = std::fs::read_to_string(out_dir.join("gpu_check.log")).unwrap();
+    assert!(
+        log.trim_end()
+            .ends_with(out.trim_end().lines().last().unwrap()),
+        "{log}"
+    );
+}
+
+#[test]
+fn gpu_check_script_fails_on_a_broken_carry() {
+    let carry = temp_dir("gpu_check_broken_carry");
+    std::fs::write(carry.join("cuda.so.xz.part-aa"), b"corrupted").unwrap();
+    let sums = format!(
+        "{}  cuda.so.xz.part-aa\n{}  cuda.so.xz.part-ab\n{}  capi/libonnxruntime_providers_cuda.so\n",
+        "0".repeat(64),
+        "1".repeat(64),
+        "2".repeat(64)
+    );
+    std::fs::write(carry.join("SHA256SUMS"), sums).unwrap();
+    let (o, out, _) = gpu_check("gpu_check_broken", &carry);
+    assert_eq!(o.status.code(), Some(3), "{out}\n{}", stderr(&o));
+    assert!(out.contains("missing: cuda.so.xz.part-ab"), "{out}");
+    assert!(out.contains("corrupt: cuda.so.xz.part-aa"), "{out}");
+    assert_summary_last(&out);
 }

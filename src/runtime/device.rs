@@ -58,19 +58,48 @@ pub fn check_usable(device: Device) -> Result<()> {
 }
 
 /// Registers `device`'s execution provider on a session builder. CUDA registration must not
-/// fall back to the CPU silently, and keeps TF32 off for fp32 parity.
+/// fall back to the CPU silently. CPU sessions get no provider options at all.
 pub fn register(builder: SessionBuilder, device: Device) -> Result<SessionBuilder> {
     match device {
         Device::Cpu => Ok(builder),
         Device::Cuda(n) => {
             // gpu: preload CUDA 13 / cuDNN 9 with RTLD_GLOBAL before the provider is loaded.
             super::cuda::preload();
-            let cuda = ep::CUDA::default()
-                .with_device_id(n as i32)
-                .with_tf32(false)
-                .build()
-                .error_on_failure();
+            let cuda = cuda_options(n).build().error_on_failure();
             Ok(builder.with_execution_providers([cuda])?)
+        }
+    }
+}
+
+/// The CUDA provider's options for GPU `n`. TF32 off for fp32 parity. Each block is its own
+/// session with its own CUDA arena (34 for ViT-H): growing each by exactly what is asked
+/// rather than to the next power of two keeps the unused tails from adding up, and a
+/// heuristic cuDNN convolution choice skips the exhaustive benchmark that would run for
+/// every new input shape (the patch embedding is the only convolution).
+fn cuda_options(n: u32) -> ep::CUDA {
+    ep::CUDA::default()
+        .with_device_id(n as i32)
+        .with_tf32(false)
+        .with_arena_extend_strategy(ep::ArenaExtendStrategy::SameAsRequested)
+        .with_conv_algorithm_search(ep::cuda::ConvAlgorithmSearch::Heuristic)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cuda_options_set_arena_and_conv_search() {
+        // The option strings ONNX Runtime's CUDA provider parses (unknown values fail there).
+        let opts = format!("{:?}", cuda_options(1));
+        for kv in [
+            ("device_id", "1"),
+            ("use_tf32", "false"), // ORT parses "false" and "0" alike
+            ("arena_extend_strategy", "kSameAsRequested"),
+            ("cudnn_conv_algo_search", "HEURISTIC"),
+        ] {
+            let pair = format!("{:?}: {:?}", kv.0, kv.1);
+            assert!(opts.contains(&pair), "{pair} not in {opts}");
         }
     }
 }
