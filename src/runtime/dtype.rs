@@ -6,6 +6,8 @@
 //! CUDA's f16, but it lets the fp16 graphs be checked on machines without a GPU. So it is
 //! allowed there with a warning rather than refused.
 
+use ort::session::builder::SessionBuilder;
+
 use crate::plan::Device;
 use crate::{Error, Result};
 
@@ -25,6 +27,18 @@ pub fn check(dtype: ComputeDtype, exec: &[Device]) -> Result<Option<String>> {
         )),
         ComputeDtype::Fp16 => Ok(None),
     }
+}
+
+/// Session settings `dtype` needs. int8: ONNX Runtime's u8×s8 kernels for x86 CPUs without
+/// VNNI (SSE4.1, AVX2, AVX-512 without VNNI) add pairs of products in saturating 16-bit
+/// lanes (`vpmaddubsw`), which clips large activations (cosine 0.9975 against fp32 on an
+/// AVX2-only CPU). `session.x64quantprecision` makes ONNX Runtime rewrite the weights to u8
+/// and use its exact u8×u8 kernels on those CPUs only; VNNI CPUs keep their u8×s8 kernels.
+pub fn configure(builder: SessionBuilder, dtype: ComputeDtype) -> Result<SessionBuilder> {
+    Ok(match dtype {
+        ComputeDtype::Int8 => builder.with_precise_qmm()?,
+        ComputeDtype::Fp32 | ComputeDtype::Fp16 => builder,
+    })
 }
 
 #[cfg(test)]
