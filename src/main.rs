@@ -60,9 +60,9 @@ struct LoaderArgs {
     /// Compute device: `cpu` or `cuda:N` (default: cuda:0 when a GPU exists, else cpu).
     #[arg(long)]
     device: Option<String>,
-    /// GiB of weights to move off the compute device onto --donor-device (0.0–128.0).
-    #[arg(long, default_value_t = 4.0, allow_negative_numbers = true)]
-    virtual_vram_gb: f64,
+    /// GiB of weights to move off the compute device onto --donor-device (0.0–128.0) [default: 4].
+    #[arg(long, allow_negative_numbers = true)]
+    virtual_vram_gb: Option<f64>,
     /// Where moved weights live.
     #[arg(long, default_value = "cpu")]
     donor_device: String,
@@ -105,7 +105,7 @@ enum Command {
     },
     /// Plan a model's placement across devices (reads only the header and config).
     Plan {
-        #[arg(long)]
+        #[arg(long, visible_aliases = ["clip-vision", "clip-name"])]
         model: String,
         #[command(flatten)]
         loader: LoaderArgs,
@@ -114,14 +114,14 @@ enum Command {
     },
     /// Show a model's family, configuration, dtypes and blocks.
     Inspect {
-        #[arg(long)]
+        #[arg(long, visible_aliases = ["clip-vision", "clip-name"])]
         model: String,
         #[arg(long)]
         json: bool,
     },
     /// Write one ONNX graph per block (and a manifest) for a model.
     Export {
-        #[arg(long)]
+        #[arg(long, visible_aliases = ["clip-vision", "clip-name"])]
         model: String,
         /// Output folder (default: <graphs-dir>/<model-id>/).
         #[arg(long)]
@@ -134,7 +134,7 @@ enum Command {
     },
     /// Encode images (or preprocessed pixels) into embeddings; sharded with --shard-size or a folder --out.
     Encode {
-        #[arg(long)]
+        #[arg(long, visible_aliases = ["clip-vision", "clip-name"])]
         model: String,
         /// Image files and folders (folders expand recursively, sorted).
         #[arg(long, num_args = 1.., conflicts_with = "pixels", required_unless_present = "pixels")]
@@ -183,7 +183,7 @@ enum Command {
     },
     /// Decode and preprocess images into one NCHW `pixel_values` tensor (safetensors).
     Preprocess {
-        #[arg(long)]
+        #[arg(long, visible_aliases = ["clip-vision", "clip-name"])]
         model: String,
         /// Image files and folders (folders expand recursively, sorted).
         #[arg(long, num_args = 1.., required = true)]
@@ -220,7 +220,7 @@ struct GpuArgs {
 /// Flags of `bench`.
 #[derive(Args)]
 struct BenchArgs {
-    #[arg(long)]
+    #[arg(long, visible_aliases = ["clip-vision", "clip-name"])]
     model: String,
     #[command(flatten)]
     loader: LoaderArgs,

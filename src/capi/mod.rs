@@ -25,7 +25,7 @@ use ndarray::ArrayView4;
 
 use crate::export::Granularity;
 use crate::loader::{ClipVision, LoadOptions};
-use crate::plan::{Inventory, LoaderOptions};
+use crate::plan::{Inventory, LoaderOptions, DEFAULT_VIRTUAL_VRAM_GB};
 use crate::runtime::Outputs;
 use crate::{Error, ErrorKind};
 
@@ -471,7 +471,7 @@ pub unsafe extern "C" fn dv_load_options_init(
                 struct_size,
                 clip_vision: std::ptr::null(),
                 device: std::ptr::null(),
-                virtual_vram_gb: d.virtual_vram_gb,
+                virtual_vram_gb: d.virtual_vram(),
                 donor_device: std::ptr::null(),
                 expert_mode_allocations: std::ptr::null(),
                 eject_models: i32::from(d.eject_models),
@@ -511,7 +511,9 @@ unsafe fn load_options(o: &DvLoadOptions) -> R<LoadOptions> {
         clip_vision,
         loader: LoaderOptions {
             device: opt_str(o.device, "device")?.filter(|s| !s.trim().is_empty()),
-            virtual_vram_gb: o.virtual_vram_gb,
+            // A host's field always holds a number: the default reads as "not set".
+            virtual_vram_gb: (o.virtual_vram_gb != DEFAULT_VIRTUAL_VRAM_GB)
+                .then_some(o.virtual_vram_gb),
             donor_device: opt_str(o.donor_device, "donor_device")?.unwrap_or(defaults.donor_device),
             expert_mode_allocations: opt_str(o.expert_mode_allocations, "expert_mode_allocations")?
                 .unwrap_or_default(),
