@@ -98,9 +98,9 @@ typedef uint64_t dv_outputs;
  */
 typedef struct dv_load_options {
     size_t struct_size;      /**< sizeof(dv_load_options); set by dv_load_options_init() */
-    const char *clip_vision; /**< required: path of a .safetensors CLIP Vision model */
+    const char *clip_vision; /**< required: path of a .safetensors CLIP Vision model, or a name in the model folders (ComfyUI's own CLIPVisionLoader calls this input clip_name) */
     const char *device;      /**< compute device "cpu" or "cuda:N"; NULL or "" = cuda:0 when a GPU exists, else cpu */
-    double virtual_vram_gb;  /**< GiB of weights moved from device to donor_device, 0.0–128.0; default 4.0 */
+    double virtual_vram_gb;  /**< GiB of weights moved from device to donor_device, 0.0–128.0; default 4.0. A host's field always holds a number, so exactly 4.0 (the default) counts as "not set": with expert_mode_allocations it is then ignored without a warning; any other value counts as set */
     const char *donor_device; /**< where moved weights live; NULL = "cpu" */
     const char *expert_mode_allocations; /**< e.g. "cuda:0,60%;cpu,*"; NULL or "" = not set */
     int32_t eject_models;    /**< nonzero: release other loaded models from device first; default 1 */

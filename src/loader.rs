@@ -2,7 +2,7 @@
 //! the devices, export its graphs (or reuse them), build the sessions, encode. Loaded models
 //! are kept in a process-wide registry so `eject_models` can release the others (SPEC §5.6).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 
@@ -13,7 +13,7 @@ use crate::job::models::ModelFolders;
 use crate::model::Model;
 use crate::plan::{self, BlockSize, Device, Inventory, LoaderOptions, Plan};
 use crate::runtime::{device, Outputs, Pipeline, StagePlan};
-use crate::{Error, Result};
+use crate::{Error, ErrorKind, Result};
 
 /// Batch size the activation reserve of the fit check is sized for.
 pub const RESERVE_BATCH: u64 = 8;
@@ -39,6 +39,69 @@ pub struct LoadOptions {
     pub force_streamed: Vec<String>,
     /// Folders a model name is looked up in (SPEC §2.5); the default uses `COMFYUI_PATH`.
     pub model_folders: ModelFolders,
+}
+
+/// Everything that makes one loaded model differ from another: two loads with equal keys
+/// give the same sessions and outputs, so a loaded model may serve both (YAML runs).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct LoadKey {
+    /// The model file, canonical.
+    pub file: PathBuf,
+    pub device: Option<String>,
+    /// `virtual_vram_gb` as bits (f64 has no `Eq`); `None` = not set.
+    pub virtual_vram_gb: Option<u64>,
+    pub donor_device: String,
+    pub expert_mode_allocations: String,
+    pub eject_models: bool,
+    pub donor_policy: crate::plan::DonorPolicy,
+    pub simulate_devices: Option<String>,
+    pub graphs_dir: Option<PathBuf>,
+    pub granularity: Granularity,
+    pub dtype: ComputeDtype,
+    pub micro_batch: Option<usize>,
+    pub force_streamed: Vec<String>,
+}
+
+impl LoadOptions {
+    /// The cache key of these options for the resolved model `file`. Every field is named
+    /// (no `..`), so a new option cannot be left out of the key by accident.
+    pub fn key(&self, file: &Path) -> LoadKey {
+        let LoadOptions {
+            clip_vision: _,
+            loader,
+            simulate_devices,
+            graphs_dir,
+            granularity,
+            dtype,
+            micro_batch,
+            force_streamed,
+            // Only used to find the file, which the key holds.
+            model_folders: _,
+        } = self;
+        let LoaderOptions {
+            device,
+            virtual_vram_gb,
+            donor_device,
+            expert_mode_allocations,
+            eject_models,
+            donor_policy,
+        } = loader;
+        LoadKey {
+            file: std::fs::canonicalize(file).unwrap_or_else(|_| file.to_path_buf()),
+            device: device.clone(),
+            virtual_vram_gb: virtual_vram_gb.map(f64::to_bits),
+            donor_device: donor_device.clone(),
+            expert_mode_allocations: expert_mode_allocations.clone(),
+            eject_models: *eject_models,
+            donor_policy: *donor_policy,
+            simulate_devices: simulate_devices.clone(),
+            graphs_dir: graphs_dir.clone(),
+            granularity: *granularity,
+            dtype: *dtype,
+            micro_batch: *micro_batch,
+            force_streamed: force_streamed.clone(),
+        }
+    }
 }
 
 /// Resolves `clip_vision` to a model file: a path, else a name in the default model folders
@@ -118,8 +181,21 @@ impl ClipVision {
     pub fn load(opts: &LoadOptions) -> Result<ClipVision> {
         let path = resolve_model_in(&opts.clip_vision, &opts.model_folders)?;
         let model = Arc::new(Model::open(&path)?);
-        let inv = inventory(opts.simulate_devices.as_deref())?;
-        let plan = plan_model(&model, &opts.loader, &inv)?;
+        let sim = opts.simulate_devices.as_deref();
+        // SPEC §5.6: the fit check counts what ejecting frees. Plan first against what the
+        // loaded models hold; only a plan that does not fit ejects before checking again, so
+        // a load that fails for another reason (a bad option) leaves the others loaded.
+        let plan = match plan_model(&model, &opts.loader, &load_inventory(sim)?) {
+            Err(e) if e.kind() == ErrorKind::DoesNotFit && opts.loader.eject_models => {
+                let compute = plan::compute_device(&opts.loader, &load_inventory(sim)?)?;
+                if eject_others(compute, None) == 0 {
+                    return Err(e);
+                }
+                crate::runtime::heap::release_free();
+                plan_model(&model, &opts.loader, &load_inventory(sim)?)?
+            }
+            r => r?,
+        };
         for w in &plan.warnings {
             tracing::warn!("plan: {w}");
         }
@@ -187,11 +263,7 @@ impl ClipVision {
     }
     /// True while the model's sessions are loaded (false after another model ejected it).
     pub fn is_loaded(&self) -> bool {
-        self.shared
-            .pipeline
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_some()
+        self.shared.is_loaded()
     }
 
     /// The sessions, rebuilt first if another model ejected them.
@@ -260,24 +332,104 @@ impl ClipVision {
 // --- end gpu ---
 
 impl Shared {
+    fn is_loaded(&self) -> bool {
+        self.pipeline
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+
     fn uses(&self, d: Device) -> bool {
         self.plan.blocks.iter().any(|b| b.home == d || b.exec == d)
     }
 }
 
-/// Releases the sessions of every loaded model (but `keep`) that occupies `device`.
-fn eject_others(device: Device, keep: Option<u64>) {
+/// The inventory a load plans against. A real device's free memory already falls as this
+/// process loads models; a simulated one knows nothing of them, so the resident bytes the
+/// loaded (not ejected) models' plans put on it are taken off its free bytes.
+fn load_inventory(simulate: Option<&str>) -> Result<Inventory> {
+    let mut inv = inventory(simulate)?;
+    if inv.simulated {
+        let loaded: Vec<Arc<Shared>> = registry().iter().filter_map(Weak::upgrade).collect();
+        for s in loaded.iter().filter(|s| s.is_loaded()) {
+            for d in &s.plan.devices {
+                inv.hold(d.device, d.resident_bytes);
+            }
+        }
+    }
+    Ok(inv)
+}
+
+/// Releases the sessions of every loaded model (but `keep`) that occupies `device`;
+/// returns how many were released.
+fn eject_others(device: Device, keep: Option<u64>) -> usize {
     let others: Vec<Arc<Shared>> = registry().iter().filter_map(Weak::upgrade).collect();
+    let mut released = 0;
     for s in others {
         if Some(s.id) == keep || !s.uses(device) {
             continue;
         }
         let mut slot = s.pipeline.write().unwrap_or_else(|e| e.into_inner());
         if slot.take().is_some() {
+            released += 1;
             tracing::info!(
                 "eject_models: released {} from {device}",
                 s.model.path().display()
             );
         }
+    }
+    released
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cache_key_changes_with_every_option_that_changes_the_model() {
+        let file = Path::new("m.safetensors");
+        let base = LoadOptions::default();
+        assert_eq!(base.key(file), base.clone().key(file));
+        let changed: Vec<LoadOptions> = vec![
+            LoadOptions {
+                dtype: ComputeDtype::Int8,
+                ..base.clone()
+            },
+            LoadOptions {
+                micro_batch: Some(2),
+                ..base.clone()
+            },
+            LoadOptions {
+                granularity: Granularity::Whole,
+                ..base.clone()
+            },
+            LoadOptions {
+                force_streamed: vec!["all".into()],
+                ..base.clone()
+            },
+            LoadOptions {
+                loader: LoaderOptions {
+                    virtual_vram_gb: Some(4.0),
+                    ..Default::default()
+                },
+                ..base.clone()
+            },
+            LoadOptions {
+                loader: LoaderOptions {
+                    donor_policy: crate::plan::DonorPolicy::Execute,
+                    ..Default::default()
+                },
+                ..base.clone()
+            },
+        ];
+        for c in &changed {
+            assert_ne!(c.key(file), base.key(file), "{c:?}");
+        }
+        // The name and folders only find the file; the key holds the file itself.
+        let renamed = LoadOptions {
+            clip_vision: "another name".into(),
+            ..base.clone()
+        };
+        assert_eq!(renamed.key(file), base.key(file));
     }
 }

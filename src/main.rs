@@ -99,9 +99,9 @@ struct LoaderArgs {
     /// Compute device: `cpu` or `cuda:N` (default: cuda:0 when a GPU exists, else cpu).
     #[arg(long)]
     device: Option<String>,
-    /// GiB of weights to move off the compute device onto --donor-device (0.0–128.0).
-    #[arg(long, default_value_t = 4.0, allow_negative_numbers = true)]
-    virtual_vram_gb: f64,
+    /// GiB of weights to move off the compute device onto --donor-device (0.0–128.0) [default: 4].
+    #[arg(long, allow_negative_numbers = true)]
+    virtual_vram_gb: Option<f64>,
     /// Where moved weights live.
     #[arg(long, default_value = "cpu")]
     donor_device: String,
@@ -153,7 +153,7 @@ enum Command {
     )]
     Plan {
         /// The model: a .safetensors path, or a name in the model folders (see `models`).
-        #[arg(long, value_name = "NAME|PATH")]
+        #[arg(long, value_name = "NAME|PATH", visible_aliases = ["clip-vision", "clip-name"])]
         model: String,
         #[command(flatten)]
         loader: LoaderArgs,
@@ -167,7 +167,7 @@ enum Command {
     )]
     Inspect {
         /// The model: a .safetensors path, or a name in the model folders (see `models`).
-        #[arg(long, value_name = "NAME|PATH")]
+        #[arg(long, value_name = "NAME|PATH", visible_aliases = ["clip-vision", "clip-name"])]
         model: String,
         /// Print everything as one JSON object.
         #[arg(long, help_heading = "Output")]
@@ -179,7 +179,7 @@ enum Command {
     )]
     Export {
         /// The model: a .safetensors path, or a name in the model folders (see `models`).
-        #[arg(long, value_name = "NAME|PATH")]
+        #[arg(long, value_name = "NAME|PATH", visible_aliases = ["clip-vision", "clip-name"])]
         model: String,
         /// Output folder (default: <graphs-dir>/<model-id>/).
         #[arg(long, help_heading = "Output")]
@@ -196,7 +196,7 @@ enum Command {
     )]
     Encode {
         /// The model: a .safetensors path, or a name in the model folders (see `models`).
-        #[arg(long, value_name = "NAME|PATH")]
+        #[arg(long, value_name = "NAME|PATH", visible_aliases = ["clip-vision", "clip-name"])]
         model: String,
         /// Image files and folders (folders expand recursively, sorted).
         #[arg(long, num_args = 1.., conflicts_with = "pixels", required_unless_present = "pixels", help_heading = "Input")]
@@ -258,7 +258,7 @@ enum Command {
     )]
     Preprocess {
         /// The model whose image size and mean/std to use: a path, or a name in the model folders.
-        #[arg(long, value_name = "NAME|PATH")]
+        #[arg(long, value_name = "NAME|PATH", visible_aliases = ["clip-vision", "clip-name"])]
         model: String,
         /// Image files and folders (folders expand recursively, sorted).
         #[arg(long, num_args = 1.., required = true)]
@@ -320,7 +320,7 @@ struct GpuArgs {
 #[derive(Args)]
 struct BenchArgs {
     /// The model: a .safetensors path, or a name in the model folders (see `models`).
-    #[arg(long, value_name = "NAME|PATH")]
+    #[arg(long, value_name = "NAME|PATH", visible_aliases = ["clip-vision", "clip-name"])]
     model: String,
     #[command(flatten)]
     loader: LoaderArgs,

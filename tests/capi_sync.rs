@@ -264,7 +264,7 @@ fn node_inputs_are_spec_section_1() {
     assert_eq!(get("device")["type"].as_str(), Some("STRING"));
     let v = get("virtual_vram_gb");
     assert_eq!(v["type"].as_str(), Some("FLOAT"));
-    assert_eq!(v["default"].as_float(), Some(d.virtual_vram_gb));
+    assert_eq!(v["default"].as_float(), Some(d.virtual_vram()));
     assert_eq!(v["min"].as_float(), Some(0.0));
     assert_eq!(v["max"].as_float(), Some(128.0));
     assert_eq!(

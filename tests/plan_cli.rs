@@ -291,3 +291,63 @@ fn devices_lists_the_machine_and_simulations() {
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert!(v.to_string().contains("cuda:1"));
 }
+
+#[test]
+fn leftover_goes_to_cpu_and_adjustments_are_said() {
+    let m = vit_h("leftover");
+    // The example: 256 MiB on each GPU of a 1.2 GiB model; the rest homes on cpu.
+    let p = plan(
+        &m,
+        &[
+            "--device",
+            "cuda:0",
+            "--expert-mode-allocations",
+            "cuda:0,256mb;cuda:1,256mb",
+        ],
+    );
+    let h = homes(&p);
+    let (n0, n1) = (count(&p, "cuda:0"), count(&p, "cuda:1"));
+    assert!(n0 > 0 && n1 > 0 && n0 + n1 < h.len());
+    assert!(h[n0 + n1..].iter().all(|x| x.1 == "cpu" && x.2 == "cuda:0"));
+    for d in p["devices"].as_array().unwrap() {
+        if d["device"] != "cpu" {
+            assert!(d["assigned_bytes"].as_u64().unwrap() <= 256 << 20, "{d}");
+        }
+    }
+    let warnings = p["warnings"].to_string();
+    assert!(
+        warnings.contains("..head") && warnings.contains("placed on cpu"),
+        "{warnings}"
+    );
+    // `--clip-name` (ComfyUI's name for the model input) is an alias of `--model`; the
+    // default virtual_vram_gb is not reported as ignored, a value the user wrote is.
+    let expert = [
+        "plan",
+        "--json",
+        "--simulate-devices",
+        DEVICES,
+        "--expert-mode-allocations",
+        "cuda:0,50%;cpu,*",
+    ];
+    let o = run(bin().args(expert).arg("--clip-name").arg(&m));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let p: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        p["warnings"].as_array().unwrap().len(),
+        0,
+        "{}",
+        p["warnings"]
+    );
+    let o = run(bin()
+        .args(expert)
+        .args(["--virtual-vram-gb", "4", "--model"])
+        .arg(&m));
+    let p: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        p["warnings"]
+            .to_string()
+            .contains("virtual_vram_gb = 4 was ignored"),
+        "{}",
+        p["warnings"]
+    );
+}

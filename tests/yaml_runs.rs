@@ -226,3 +226,57 @@ fn run_json_summarises_each_job() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["error"]["kind"], "not_found", "{v}");
 }
+
+#[test]
+fn jobs_share_a_loaded_model_only_when_every_loader_option_matches() {
+    let tmp = temp_dir("yaml_cache_key");
+    let f = fixture("clip_quickgelu_f32");
+    let job = |out: &str, extra: &str| {
+        format!(
+            "  - clip_name: {}\n    device: cpu\n    graphs_dir: graphs\n    inputs: {{pixels: {}}}\n    out: {out}\n{extra}",
+            f.join("model.safetensors").display(),
+            f.join("pixels.safetensors").display()
+        )
+    };
+    let yaml = tmp.join("run.yaml");
+    std::fs::write(
+        &yaml,
+        format!(
+            "jobs:\n{}{}{}{}",
+            job("fp32.safetensors", ""),
+            job("int8.safetensors", "    dtype: int8\n"),
+            job("again.safetensors", ""),
+            job("micro.safetensors", "    micro_batch: 1\n"),
+        ),
+    )
+    .unwrap();
+    let o = run(bin()
+        .arg("run")
+        .arg(&yaml)
+        .env("DISTORCH_LOG", "info,ort=error"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let embeds = |name: &str| -> Vec<f32> {
+        read_tensors(&tmp.join(name))
+            .into_iter()
+            .find(|t| t.0 == "image_embeds")
+            .expect("image_embeds")
+            .2
+    };
+    // Job 2 asked for int8: it must not get job 1's fp32 model.
+    let (fp32, int8) = (embeds("fp32.safetensors"), embeds("int8.safetensors"));
+    let d = max_abs_diff(&fp32, &int8);
+    assert!(
+        d > 1e-6,
+        "the int8 job returned fp32 outputs (max diff {d})"
+    );
+    assert_eq!(fp32, embeds("again.safetensors"));
+    assert!(max_abs_diff(&fp32, &embeds("micro.safetensors")) < 1e-5);
+    // Only job 3 (identical to job 1) reuses a loaded model; int8 and micro_batch load anew.
+    let err = stderr(&o);
+    let reused: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("reusing the loaded model"))
+        .collect();
+    assert_eq!(reused.len(), 1, "{err}");
+    assert!(reused[0].contains("job 3"), "{err}");
+}

@@ -25,7 +25,7 @@ use ndarray::ArrayView4;
 
 use crate::export::Granularity;
 use crate::loader::{ClipVision, LoadOptions};
-use crate::plan::{Inventory, LoaderOptions};
+use crate::plan::{Inventory, LoaderOptions, DEFAULT_VIRTUAL_VRAM_GB};
 use crate::runtime::Outputs;
 use crate::{Error, ErrorKind};
 
@@ -54,8 +54,10 @@ pub const DV_DTYPE_F32: i32 = 1;
 #[repr(C)]
 pub struct DvLoadOptions {
     pub struct_size: usize,
+    /// The model (ComfyUI's CLIPVisionLoader calls this input `clip_name`).
     pub clip_vision: *const c_char,
     pub device: *const c_char,
+    /// Exactly the default (4.0) counts as not set (see `distorch_vision.h`).
     pub virtual_vram_gb: f64,
     pub donor_device: *const c_char,
     pub expert_mode_allocations: *const c_char,
@@ -525,7 +527,7 @@ pub unsafe extern "C" fn dv_load_options_init(
                 struct_size,
                 clip_vision: std::ptr::null(),
                 device: std::ptr::null(),
-                virtual_vram_gb: d.virtual_vram_gb,
+                virtual_vram_gb: d.virtual_vram(),
                 donor_device: std::ptr::null(),
                 expert_mode_allocations: std::ptr::null(),
                 eject_models: i32::from(d.eject_models),
@@ -555,7 +557,9 @@ unsafe fn load_options(o: &DvLoadOptions) -> R<LoadOptions> {
         clip_vision,
         loader: LoaderOptions {
             device: opt_str(o.device, "device")?.filter(|s| !s.trim().is_empty()),
-            virtual_vram_gb: o.virtual_vram_gb,
+            // A host's field always holds a number: the default reads as "not set".
+            virtual_vram_gb: (o.virtual_vram_gb != DEFAULT_VIRTUAL_VRAM_GB)
+                .then_some(o.virtual_vram_gb),
             donor_device: opt_str(o.donor_device, "donor_device")?.unwrap_or(defaults.donor_device),
             expert_mode_allocations: opt_str(o.expert_mode_allocations, "expert_mode_allocations")?
                 .unwrap_or_default(),
@@ -959,5 +963,24 @@ mod tests {
         codes.dedup();
         assert_eq!(codes.len(), kinds.len());
         assert!(!codes.contains(&DV_OK));
+    }
+
+    #[test]
+    fn virtual_vram_gb_at_its_default_counts_as_not_set() {
+        let model = CString::new("m.safetensors").unwrap();
+        let mut o: DvLoadOptions = unsafe { std::mem::zeroed() };
+        let size = std::mem::size_of::<DvLoadOptions>();
+        assert_eq!(unsafe { dv_load_options_init(&mut o, size) }, DV_OK);
+        assert_eq!(o.virtual_vram_gb, DEFAULT_VIRTUAL_VRAM_GB);
+        o.clip_vision = model.as_ptr();
+        let read = |o: &DvLoadOptions| match unsafe { load_options(o) } {
+            Ok(l) => l.loader.virtual_vram_gb,
+            Err(f) => panic!("{}", f.message),
+        };
+        assert_eq!(read(&o), None);
+        o.virtual_vram_gb = 8.0;
+        assert_eq!(read(&o), Some(8.0));
+        o.virtual_vram_gb = 0.0;
+        assert_eq!(read(&o), Some(0.0));
     }
 }

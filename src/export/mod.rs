@@ -23,7 +23,7 @@ pub const EXPORT_FORMAT: u32 = 4;
 pub const WEIGHTS_FILE: &str = "weights.safetensors";
 pub const WHOLE_FILE: &str = "whole.onnx";
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum Granularity {
     /// One graph per block (always written).
     #[default]
@@ -46,7 +46,7 @@ impl std::str::FromStr for Granularity {
 }
 
 /// Compute precision of the exported graphs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ComputeDtype {
     /// The reference: f32 compute on the file's values (SPEC §2.4).

@@ -15,13 +15,10 @@ use crate::image::Crop;
 use crate::job::batch::{self, EncodeJob, OutFormat};
 use crate::job::models::ModelFolders;
 use crate::job::summary::EncodeSummary;
-use crate::loader::{ClipVision, LoadOptions};
+use crate::loader::{ClipVision, LoadKey, LoadOptions};
 use crate::plan::{DonorPolicy, LoaderOptions};
 use crate::{Error, Result};
 
-fn default_vram() -> f64 {
-    4.0
-}
 fn default_donor() -> String {
     "cpu".into()
 }
@@ -64,12 +61,14 @@ pub struct JobSpec {
     #[serde(default)]
     pub name: Option<String>,
     /// The model: a path or a name in the model folders.
-    #[serde(alias = "model")]
+    /// `clip_name` is what ComfyUI's own CLIPVisionLoader calls it.
+    #[serde(alias = "model", alias = "clip_name")]
     pub clip_vision: String,
     #[serde(default)]
     pub device: Option<String>,
-    #[serde(default = "default_vram")]
-    pub virtual_vram_gb: f64,
+    /// `None` when the file does not set it (the default applies, quietly).
+    #[serde(default)]
+    pub virtual_vram_gb: Option<f64>,
     #[serde(default = "default_donor")]
     pub donor_device: String,
     #[serde(default)]
@@ -355,7 +354,7 @@ pub fn run_file(path: &Path, settings: &RunSettings) -> Result<Vec<JobResult>> {
     let jobs = load(path)?;
     check_jobs(path, &jobs, settings)?;
     let base = base_dir(path);
-    let mut cache: HashMap<String, Arc<ClipVision>> = HashMap::new();
+    let mut cache: HashMap<LoadKey, Arc<ClipVision>> = HashMap::new();
     let mut out = Vec::new();
     for (i, job) in jobs.iter().enumerate() {
         let label = job_label(job, i);
@@ -364,13 +363,8 @@ pub fn run_file(path: &Path, settings: &RunSettings) -> Result<Vec<JobResult>> {
             let ej = job.encode_job(&base, settings)?;
             let file = crate::loader::resolve_model_in(&opts.clip_vision, &opts.model_folders)?;
             let file = std::fs::canonicalize(&file).unwrap_or(file);
-            let key = format!(
-                "{}|{:?}|{:?}|{:?}",
-                file.display(),
-                opts.loader,
-                opts.simulate_devices,
-                opts.graphs_dir
-            );
+            // Every option that changes the loaded model (dtype, micro_batch, ...) is in it.
+            let key = opts.key(&file);
             let cv = match cache.get(&key) {
                 Some(cv) => {
                     tracing::info!("{label}: reusing the loaded model {}", file.display());

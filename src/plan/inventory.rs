@@ -23,6 +23,8 @@ pub struct Inventory {
     pub devices: Vec<DeviceInfo>,
     /// True when built by [`Inventory::simulate`].
     pub simulated: bool,
+    /// The devices whose figures came from the simulation string (not from this machine).
+    pub simulated_devices: Vec<Device>,
 }
 
 const SIMULATE_FORMS: &str = "write comma-separated entries \"device=total\" or \"device=total/free\" with binary units, e.g. \"cuda:0=24GiB,cuda:1=12GiB/10GiB,cpu=64GiB\" (cpu is taken from this machine when not given)";
@@ -36,6 +38,7 @@ impl Inventory {
         Inventory {
             devices,
             simulated: false,
+            simulated_devices: Vec::new(),
         }
     }
 
@@ -108,6 +111,8 @@ impl Inventory {
                 free_bytes: free,
             });
         }
+        let mut simulated_devices: Vec<Device> = devices.iter().map(|d| d.device).collect();
+        simulated_devices.sort_by_key(|d| d.listing_key());
         if !seen.contains(&Device::Cpu) {
             devices.push(detect_cpu());
         }
@@ -115,7 +120,19 @@ impl Inventory {
         Ok(Inventory {
             devices,
             simulated: true,
+            simulated_devices,
         })
+    }
+
+    /// Takes `bytes` this process already holds on `d` off its free memory, for a simulated
+    /// device only: a real device's free memory already reflects them.
+    pub fn hold(&mut self, d: Device, bytes: u64) {
+        if !self.simulated_devices.contains(&d) {
+            return;
+        }
+        if let Some(info) = self.devices.iter_mut().find(|i| i.device == d) {
+            info.free_bytes = info.free_bytes.saturating_sub(bytes);
+        }
     }
 
     pub fn get(&self, d: Device) -> Option<&DeviceInfo> {

@@ -11,7 +11,10 @@ mod units;
 pub use device::{Device, DonorPolicy};
 pub use grammar::{parse_allocations, AllocEntry, AllocKind, Allocation, Amount};
 pub use inventory::{DeviceInfo, Inventory};
-pub use placement::{plan, BlockSize, DeviceUse, LoaderOptions, Mode, PlacedBlock, Plan};
+pub use placement::{
+    compute_device, plan, BlockSize, DeviceUse, LoaderOptions, Mode, PlacedBlock, Plan,
+    DEFAULT_VIRTUAL_VRAM_GB,
+};
 pub use report::Segment;
 pub use units::{format_bytes, parse_bytes};
 

@@ -28,8 +28,9 @@ impl BlockSize {
 pub struct LoaderOptions {
     /// The compute device; `None` = `cuda:0` when the inventory has a GPU, else `cpu`.
     pub device: Option<String>,
-    /// GiB of weights to move onto `donor_device`; 0.0..=128.0.
-    pub virtual_vram_gb: f64,
+    /// GiB of weights to move onto `donor_device`; 0.0..=128.0. `None`: the user did not set
+    /// it, so [`DEFAULT_VIRTUAL_VRAM_GB`] applies and no warning says it was ignored.
+    pub virtual_vram_gb: Option<f64>,
     pub donor_device: String,
     /// SPEC §5.2; empty (or only whitespace) = not set.
     pub expert_mode_allocations: String,
@@ -38,11 +39,21 @@ pub struct LoaderOptions {
     pub donor_policy: DonorPolicy,
 }
 
+/// `virtual_vram_gb` when the user does not set it (DisTorch2's default).
+pub const DEFAULT_VIRTUAL_VRAM_GB: f64 = 4.0;
+
+impl LoaderOptions {
+    /// The `virtual_vram_gb` in effect: the user's, else the default.
+    pub fn virtual_vram(&self) -> f64 {
+        self.virtual_vram_gb.unwrap_or(DEFAULT_VIRTUAL_VRAM_GB)
+    }
+}
+
 impl Default for LoaderOptions {
     fn default() -> Self {
         LoaderOptions {
             device: None,
-            virtual_vram_gb: 4.0,
+            virtual_vram_gb: None,
             donor_device: "cpu".to_string(),
             expert_mode_allocations: String::new(),
             eject_models: true,
@@ -154,6 +165,12 @@ fn block_range(blocks: &[BlockSize], start: usize, end: usize) -> String {
     }
 }
 
+/// A percentage for messages: at most two decimals, no trailing zeros.
+fn round_percent(p: f64) -> String {
+    let s = format!("{p:.2}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
 /// Sums bytes; the caller has checked that the whole model's sum fits in u64.
 fn sum_bytes(blocks: &[BlockSize]) -> u64 {
     blocks.iter().fold(0u64, |a, b| a.saturating_add(b.bytes))
@@ -234,6 +251,18 @@ pub(crate) fn budget_ends(blocks: &[BlockSize], budgets: &[Option<u64>]) -> Vec<
     ends
 }
 
+/// The compute device `opts` asks for (`device`, or its default) after checking it exists.
+pub fn compute_device(opts: &LoaderOptions, inv: &Inventory) -> Result<Device> {
+    match &opts.device {
+        Some(s) => parse_device_field(s, "device", inv),
+        None => {
+            let d = default_device(inv);
+            inv.require(d, "device")?;
+            Ok(d)
+        }
+    }
+}
+
 /// Places `blocks` per SPEC §5.3 and checks that the result fits.
 pub fn plan(
     blocks: &[BlockSize],
@@ -241,20 +270,13 @@ pub fn plan(
     inv: &Inventory,
     activation_reserve_bytes: u64,
 ) -> Result<Plan> {
-    let v = opts.virtual_vram_gb;
+    let v = opts.virtual_vram();
     if !(v.is_finite() && (0.0..=128.0).contains(&v)) {
         return Err(Error::invalid(format!(
             "virtual_vram_gb: {v} is out of range; valid values are 0.0 to 128.0 (GiB)"
         )));
     }
-    let compute = match &opts.device {
-        Some(s) => parse_device_field(s, "device", inv)?,
-        None => {
-            let d = default_device(inv);
-            inv.require(d, "device")?;
-            d
-        }
-    };
+    let compute = compute_device(opts, inv)?;
     let donor = parse_device_field(&opts.donor_device, "donor_device", inv)?;
     if blocks.is_empty() {
         return Err(Error::invalid(
@@ -294,7 +316,8 @@ pub fn plan(
                     )
                 })?;
         }
-        if v > 0.0 {
+        // Only a value the user wrote is worth a word; the default is ignored silently.
+        if opts.virtual_vram_gb.is_some_and(|v| v > 0.0) {
             warnings.push(format!(
                 "virtual_vram_gb = {v} was ignored for placement: expert_mode_allocations decides alone"
             ));
@@ -310,6 +333,19 @@ pub fn plan(
                     })
                     .collect();
                 let sum: f64 = shares.iter().sum();
+                if sum > 0.0 && (sum - 100.0).abs() > 1e-6 {
+                    let scaled: Vec<String> = alloc
+                        .entries
+                        .iter()
+                        .zip(&shares)
+                        .map(|(e, s)| format!("{} {}%", e.device, round_percent(s / sum * 100.0)))
+                        .collect();
+                    warnings.push(format!(
+                        "the ratio shares add up to {}%, not 100%; they were rescaled to {}",
+                        round_percent(sum),
+                        scaled.join(", ")
+                    ));
+                }
                 for (e, s) in alloc.entries.iter().zip(&shares) {
                     budgets.push((
                         e.device,
@@ -324,7 +360,18 @@ pub fn plan(
                 for e in &alloc.entries {
                     let total = inv.get(e.device).map(|d| d.total_bytes).unwrap_or(0);
                     let budget = match e.amount {
-                        Amount::Bytes(x) => Some(x),
+                        Amount::Bytes(x) => {
+                            if x > total {
+                                warnings.push(format!(
+                                    "{} (entry {:?}): the budget {} is more than the device's {} of memory; it can hold at most that",
+                                    e.device,
+                                    e.text,
+                                    format_bytes(x),
+                                    format_bytes(total)
+                                ));
+                            }
+                            Some(x)
+                        }
                         Amount::Fraction(f) => Some(((f * total as f64).floor() as u64).min(total)),
                         _ => None,
                     };
@@ -348,9 +395,14 @@ pub fn plan(
             }
             start = end;
         }
+        // The remainder goes to cpu, DisTorch's default `*`, never onto a GPU beyond the
+        // budget the user wrote; the fit check below fails if cpu cannot hold it.
         if start < n {
+            for h in &mut homes[start..n] {
+                *h = Device::Cpu;
+            }
             warnings.push(format!(
-                "blocks {} ({}) fit no device's budget and were placed on the compute device {compute}",
+                "blocks {} ({}) fit no device's budget and were placed on cpu",
                 block_range(blocks, start, n),
                 format_bytes(sum_bytes(&blocks[start..]))
             ));
@@ -362,7 +414,15 @@ pub fn plan(
         }
     } else if v > 0.0 && donor != compute {
         let donor_total = inv.get(donor).map(|d| d.total_bytes).unwrap_or(0);
-        let limit = ((v * (1u64 << 30) as f64) as u64).min(donor_total);
+        let asked = (v * (1u64 << 30) as f64) as u64;
+        if asked > donor_total {
+            warnings.push(format!(
+                "virtual_vram_gb = {v} ({}) is more than {donor}'s {} of memory; at most that moves there",
+                format_bytes(asked),
+                format_bytes(donor_total)
+            ));
+        }
+        let limit = asked.min(donor_total);
         let k = prefix.iter().rposition(|&c| c <= limit).unwrap_or(0);
         for h in &mut homes[..k] {
             *h = donor;
@@ -384,6 +444,13 @@ pub fn plan(
         }
         Mode::VirtualVram
     } else {
+        // donor = device means "no donor". Said aloud when the user asked for virtual VRAM
+        // or named a GPU donor (the default donor is cpu, so a CPU-only default run is quiet).
+        if v > 0.0 && donor == compute && (opts.virtual_vram_gb.is_some() || donor.is_gpu()) {
+            warnings.push(format!(
+                "donor_device {donor} is the compute device, so virtual_vram_gb = {v} moves nothing: every block stays on {compute}; name another donor_device to move weights off it"
+            ));
+        }
         Mode::None
     };
 

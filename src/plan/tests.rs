@@ -28,7 +28,7 @@ fn inv() -> Inventory {
 fn opts(device: &str, vram: f64, donor: &str, expert: &str) -> LoaderOptions {
     LoaderOptions {
         device: Some(device.to_string()),
-        virtual_vram_gb: vram,
+        virtual_vram_gb: Some(vram),
         donor_device: donor.to_string(),
         expert_mode_allocations: expert.to_string(),
         ..LoaderOptions::default()
@@ -69,7 +69,8 @@ fn model_shape() {
 fn defaults() {
     let d = LoaderOptions::default();
     assert_eq!(d.device, None);
-    assert_eq!(d.virtual_vram_gb, 4.0);
+    assert_eq!(d.virtual_vram_gb, None);
+    assert_eq!(d.virtual_vram(), 4.0);
     assert_eq!(d.donor_device, "cpu");
     assert_eq!(d.expert_mode_allocations, "");
     assert!(d.eject_models);
@@ -304,7 +305,7 @@ fn bytes_small_budgets() {
 }
 
 #[test]
-fn bytes_overflow_goes_to_compute_device() {
+fn bytes_overflow_goes_to_cpu() {
     let p = plan(
         &vit_h(),
         &opts("cuda:0", 0.0, "cpu", "cuda:0,100mb;cuda:1,100mb"),
@@ -317,13 +318,13 @@ fn bytes_overflow_goes_to_compute_device() {
         vec![
             seg("embed", "layer.01", 3, C0, C0),
             seg("layer.02", "layer.03", 2, C1, C1),
-            seg("layer.04", "head", 29, C0, C0),
+            seg("layer.04", "head", 29, CPU, C0),
         ]
     );
     assert!(
-        p.warnings
-            .iter()
-            .any(|w| w.contains("layer.04..head") && w.contains("fit no device")),
+        p.warnings.iter().any(|w| w.contains("layer.04..head")
+            && w.contains("fit no device")
+            && w.contains("cpu")),
         "{:?}",
         p.warnings
     );
@@ -493,7 +494,7 @@ fn input_errors_name_field_and_choices() {
 fn default_device_without_cuda0() {
     let inv = Inventory::simulate("cuda:1=24GiB,cpu=64GiB").unwrap();
     let o = LoaderOptions {
-        virtual_vram_gb: 0.0,
+        virtual_vram_gb: Some(0.0),
         ..LoaderOptions::default()
     };
     let p = plan(&vit_h(), &o, &inv, 0).unwrap();
@@ -598,4 +599,117 @@ fn render_smoke() {
     .unwrap_err();
     println!("{e}");
     assert!(e.message().contains("needs 1.43 GiB"));
+}
+
+#[test]
+fn bytes_leftover_never_goes_beyond_a_gpu_budget() {
+    // 1.18 GiB of ViT-H, 256 MiB on each GPU: the rest homes on cpu (streamed to cuda:0).
+    let p = plan(
+        &vit_h(),
+        &opts("cuda:0", 0.0, "cpu", "cuda:0,256mb;cuda:1,256mb"),
+        &inv(),
+        0,
+    )
+    .unwrap();
+    for d in &p.devices {
+        if let Some(b) = d.budget_bytes {
+            assert!(d.assigned_bytes <= b, "{} over its budget", d.device);
+        }
+    }
+    let on_cpu: Vec<&PlacedBlock> = p.blocks.iter().filter(|b| b.home == CPU).collect();
+    assert!(!on_cpu.is_empty());
+    assert_eq!(on_cpu.last().unwrap().name, "head");
+    assert!(on_cpu.iter().all(|b| b.exec == C0));
+    assert!(
+        p.warnings
+            .iter()
+            .any(|w| w.contains("..head") && w.contains("placed on cpu")),
+        "{:?}",
+        p.warnings
+    );
+    // When cpu cannot hold the rest either, planning fails naming cpu; it never spills onto
+    // the GPUs, however much they have free.
+    let small_cpu = Inventory::simulate("cuda:0=24GiB,cuda:1=12GiB,cpu=512MiB").unwrap();
+    let e = plan(
+        &vit_h(),
+        &opts("cuda:0", 0.0, "cpu", "cuda:0,256mb;cuda:1,256mb"),
+        &small_cpu,
+        0,
+    )
+    .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::DoesNotFit, "{e}");
+    assert!(e.message().contains("cpu needs"), "{e}");
+}
+
+#[test]
+fn silent_adjustments_are_said() {
+    let warned = |p: &Plan, needle: &str| p.warnings.iter().any(|w| w.contains(needle));
+    // Ratio shares that do not add up to 100 are rescaled, and the report says so.
+    let p = plan(
+        &vit_h(),
+        &opts("cuda:0", 0.0, "cpu", "cuda:0,30%;cuda:1,30%"),
+        &inv(),
+        0,
+    )
+    .unwrap();
+    assert!(
+        warned(&p, "add up to 60%") && warned(&p, "cuda:0 50%, cuda:1 50%"),
+        "{:?}",
+        p.warnings
+    );
+    for exact in ["cuda:0,60%;cuda:1,40%", "cuda:0,33.3%;cpu,*"] {
+        let p = plan(&vit_h(), &opts("cuda:0", 0.0, "cpu", exact), &inv(), 0).unwrap();
+        assert!(p.warnings.is_empty(), "{exact}: {:?}", p.warnings);
+    }
+    // A bytes budget above the device's memory.
+    let p = plan(
+        &vit_h(),
+        &opts("cuda:0", 0.0, "cpu", "cuda:1,20gb;cpu,*"),
+        &inv(),
+        0,
+    )
+    .unwrap();
+    assert!(
+        warned(&p, "more than the device's 12.00 GiB"),
+        "{:?}",
+        p.warnings
+    );
+    // Virtual VRAM above the donor's memory.
+    let small = Inventory::simulate("cuda:0=24GiB,cuda:1=2GiB,cpu=64GiB").unwrap();
+    let p = plan(&vit_h(), &opts("cuda:0", 8.0, "cuda:1", ""), &small, 0).unwrap();
+    assert!(
+        warned(&p, "more than cuda:1's 2.00 GiB"),
+        "{:?}",
+        p.warnings
+    );
+    // donor_device = device means no donor.
+    let p = plan(&vit_h(), &opts("cuda:0", 2.0, "cuda:0", ""), &inv(), 0).unwrap();
+    assert_eq!(p.mode, Mode::None);
+    assert!(
+        warned(&p, "donor_device cuda:0 is the compute device"),
+        "{:?}",
+        p.warnings
+    );
+    // ... but a CPU-only run on the defaults (donor cpu = device cpu) stays quiet.
+    let cpu_only = Inventory::simulate("cpu=64GiB").unwrap();
+    let p = plan(&vit_h(), &LoaderOptions::default(), &cpu_only, 0).unwrap();
+    assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+    // virtual_vram_gb is "ignored" only when the user set it.
+    let unset = LoaderOptions {
+        device: Some("cuda:0".into()),
+        expert_mode_allocations: "cuda:0,50%;cpu,*".into(),
+        ..LoaderOptions::default()
+    };
+    let p = plan(&vit_h(), &unset, &inv(), 0).unwrap();
+    assert!(!warned(&p, "virtual_vram_gb"), "{:?}", p.warnings);
+    let set = LoaderOptions {
+        virtual_vram_gb: Some(4.0),
+        ..unset
+    };
+    let p = plan(&vit_h(), &set, &inv(), 0).unwrap();
+    assert!(
+        warned(&p, "virtual_vram_gb = 4 was ignored"),
+        "{:?}",
+        p.warnings
+    );
 }

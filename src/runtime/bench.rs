@@ -252,9 +252,10 @@ impl WholeSession {
     fn build(cv: &ClipVision, px: &Array4<f32>) -> Result<WholeSession> {
         let file = cv.export().dir.join(export::WHOLE_FILE);
         let t = Instant::now();
-        let session = Session::builder(environment()?)?
+        let builder = Session::builder(environment()?)?
             .with_optimization_level(GraphOptimizationLevel::Level3)?
-            .with_env_allocators()?
+            .with_env_allocators()?;
+        let session = super::dtype::configure(builder, cv.export().manifest.dtype)?
             .commit_from_file(&file)
             .map_err(|e| Error::runtime(format!("{}: {e}", file.display())))?;
         let mut w = WholeSession {

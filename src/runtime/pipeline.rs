@@ -525,6 +525,7 @@ fn build_stage(
         // shared arena, next to the other sessions' patterns (+33 MB for ViT-B at batch 8,
         // no speed gained); the arena already reuses freed tensors across blocks.
         .with_memory_pattern(sp.exec.is_gpu())?;
+    let builder = super::dtype::configure(builder, export.manifest.dtype)?;
     let mut builder = super::device::register(builder, sp.exec)?;
     let (session, weight_inputs) = if streamed {
         let (proto, weights) = blocks::block_graph(
