@@ -1,5 +1,6 @@
 //! The vision tower's hyper-parameters: from a `config.json` beside the weights when there
-//! is one (ours), else from the family table of SPEC §2.1, detected by which keys exist.
+//! is one (ours), else from the family tables of SPEC §2.1 and §2.1b, detected by which keys
+//! exist.
 
 use std::path::Path;
 
@@ -13,6 +14,27 @@ use crate::{Error, Result};
 pub enum Kind {
     Clip,
     Siglip,
+    /// DINOv2 in its original key layout (SPEC §2.1b).
+    Dinov2,
+}
+
+impl Kind {
+    /// The token table starts with a class token (CLIP's `class_embedding`, DINOv2's `cls_token`).
+    pub fn has_class_token(self) -> bool {
+        matches!(self, Kind::Clip | Kind::Dinov2)
+    }
+}
+
+/// The layers' feed-forward block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mlp {
+    /// `fc2(act(fc1(x)))`.
+    Standard,
+    /// DINOv2's SwiGLU: `weights_out(silu(a) ⊙ b)`, with `a, b` the two halves of
+    /// `weights_in(x)` (each `intermediate_size` wide).
+    #[serde(rename = "swiglu")]
+    SwiGlu,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -44,11 +66,13 @@ pub struct VisionConfig {
     pub hidden_size: usize,
     pub num_layers: usize,
     pub num_heads: usize,
+    /// Width of the MLP's hidden layer (for SwiGLU: of each half).
     pub intermediate_size: usize,
     pub activation: Activation,
+    pub mlp: Mlp,
     pub patch_size: usize,
     pub image_size: usize,
-    /// Positions in the table: patches, plus the class token for CLIP.
+    /// Positions in the table: ⌊S/P⌋² patches, plus the class token (CLIP, DINOv2).
     pub tokens: usize,
     /// CLIP `visual_projection` width.
     pub projection_dim: Option<usize>,
@@ -67,7 +91,13 @@ impl VisionConfig {
         match self.kind {
             Kind::Clip => (crate::image::CLIP_MEAN, crate::image::CLIP_STD),
             Kind::Siglip => (crate::image::SIGLIP_MEAN, crate::image::SIGLIP_STD),
+            Kind::Dinov2 => (crate::image::IMAGENET_MEAN, crate::image::IMAGENET_STD),
         }
+    }
+
+    /// Patches per side: the stride-P convolution drops a remainder of S (SPEC §2.1).
+    pub fn grid(&self) -> usize {
+        self.image_size / self.patch_size
     }
 
     fn validate(&self) -> Result<()> {
@@ -94,9 +124,10 @@ impl VisionConfig {
                 self.hidden_size, self.num_heads
             )));
         }
-        if self.image_size % self.patch_size != 0 {
+        // S need not be a multiple of P (so400m/14-384: 27 patches, 6 pixels dropped).
+        if self.image_size < self.patch_size {
             return Err(Error::model(format!(
-                "image_size {} is not a multiple of patch_size {}",
+                "image_size {} is smaller than patch_size {}: no patch fits",
                 self.image_size, self.patch_size
             )));
         }
@@ -127,7 +158,7 @@ pub fn detect(weights: &Path, keys: &Keys) -> Result<VisionConfig> {
     };
     // Ranges first: the token count divides by the patch size.
     cfg.validate()?;
-    cfg.tokens = (cfg.image_size / cfg.patch_size).pow(2) + usize::from(cfg.kind == Kind::Clip);
+    cfg.tokens = cfg.grid().pow(2) + usize::from(cfg.kind.has_class_token());
     Ok(cfg)
 }
 
@@ -149,6 +180,7 @@ fn from_table(keys: &Keys, llava: bool) -> Result<VisionConfig> {
         num_heads: 16,
         intermediate_size: i,
         activation: Activation::Gelu,
+        mlp: Mlp::Standard,
         patch_size: 14,
         image_size: image,
         tokens: 0,
@@ -180,6 +212,7 @@ fn from_table(keys: &Keys, llava: bool) -> Result<VisionConfig> {
                 num_heads: 16,
                 intermediate_size: 4304,
                 activation: Activation::GeluTanh,
+                mlp: Mlp::Standard,
                 patch_size: patch,
                 image_size: image,
                 tokens: 0,
@@ -197,12 +230,37 @@ fn from_table(keys: &Keys, llava: bool) -> Result<VisionConfig> {
             c.activation = Activation::QuickGelu;
             c
         }
+    } else if keys.contains("encoder.layer.39.layer_scale2.lambda1") {
+        dinov2("DINOv2 giant/14", 1536, 40, 24, 4096, Mlp::SwiGlu)
+    } else if keys.contains("encoder.layer.23.layer_scale2.lambda1") {
+        dinov2("DINOv2 large/14", 1024, 24, 16, 4096, Mlp::Standard)
     } else {
         return Err(Error::model(
-            "no known CLIP Vision family matches this file: looked for vision_model.encoder.layers.{47,30,22}.layer_norm1.weight (or the open_clip visual.transformer.resblocks.* layout); for other sizes put a Hugging Face config.json beside the weights",
+            "no known CLIP Vision family matches this file: looked for vision_model.encoder.layers.{47,30,22}.layer_norm1.weight (or the open_clip visual.transformer.resblocks.* layout) and DINOv2's encoder.layer.{39,23}.layer_scale2.lambda1; for other sizes put a Hugging Face config.json beside the weights",
         ));
     };
     Ok(cfg)
+}
+
+/// A DINOv2 row of SPEC §2.1b: 518 px, patch 14, eps 1e-6, exact gelu in the plain MLP.
+fn dinov2(family: &str, d: usize, layers: usize, heads: usize, i: usize, mlp: Mlp) -> VisionConfig {
+    VisionConfig {
+        family: family.into(),
+        kind: Kind::Dinov2,
+        hidden_size: d,
+        num_layers: layers,
+        num_heads: heads,
+        intermediate_size: i,
+        activation: Activation::Gelu,
+        mlp,
+        patch_size: 14,
+        image_size: 518,
+        tokens: 0,
+        projection_dim: None,
+        layer_norm_eps: 1e-6,
+        llava: false,
+        source: "key table".into(),
+    }
 }
 
 fn from_config_json(path: &Path, keys: &Keys, llava: bool) -> Result<VisionConfig> {
@@ -230,27 +288,20 @@ fn from_config_json(path: &Path, keys: &Keys, llava: bool) -> Result<VisionConfi
     let kind = match model_type {
         "clip_vision_model" | "clip" | "llava" => Kind::Clip,
         "siglip_vision_model" | "siglip" => Kind::Siglip,
+        "dinov2" => return dinov2_config(vision, &bad),
         "" if keys.contains("vision_model.embeddings.class_embedding") => Kind::Clip,
         "" => Kind::Siglip,
         other => {
             return Err(bad(format!(
-                "model_type {other:?} is not a vision tower (valid: clip_vision_model, siglip_vision_model, clip, siglip)"
+                "model_type {other:?} is not a vision tower (valid: clip_vision_model, siglip_vision_model, clip, siglip, dinov2)"
             )))
         }
     };
-    let int = |name: &str, default: usize| -> Result<usize> {
-        match vision.get(name) {
-            None | Some(serde_json::Value::Null) => Ok(default),
-            Some(v) => v
-                .as_u64()
-                .and_then(|v| usize::try_from(v).ok())
-                .ok_or_else(|| bad(format!("{name} must be a positive integer, got {v}"))),
-        }
-    };
+    let int = |name: &str, default: usize| json_int(vision, name, default, &bad);
     // Defaults are those of transformers' CLIPVisionConfig / SiglipVisionConfig.
     let (act_default, patch_default, proj_default, eps_default) = match kind {
         Kind::Clip => ("quick_gelu", 32, Some(512), 1e-5),
-        Kind::Siglip => ("gelu_pytorch_tanh", 16, None, 1e-5),
+        Kind::Siglip | Kind::Dinov2 => ("gelu_pytorch_tanh", 16, None, 1e-5),
     };
     let act = match vision.get("hidden_act") {
         None => act_default,
@@ -266,7 +317,7 @@ fn from_config_json(path: &Path, keys: &Keys, llava: bool) -> Result<VisionConfi
             as f32,
     };
     let projection_dim = match kind {
-        Kind::Siglip => None,
+        Kind::Siglip | Kind::Dinov2 => None,
         Kind::Clip => {
             let from = |o: &serde_json::Map<String, serde_json::Value>| {
                 o.get("projection_dim").and_then(|v| v.as_u64())
@@ -288,6 +339,7 @@ fn from_config_json(path: &Path, keys: &Keys, llava: bool) -> Result<VisionConfi
                 Kind::Clip if llava => "LLaVA CLIP",
                 Kind::Clip => "CLIP",
                 Kind::Siglip => "SigLIP",
+                Kind::Dinov2 => "DINOv2",
             }
         ),
         kind,
@@ -296,12 +348,88 @@ fn from_config_json(path: &Path, keys: &Keys, llava: bool) -> Result<VisionConfi
         num_heads: int("num_attention_heads", 12)?,
         intermediate_size: int("intermediate_size", 3072)?,
         activation: Activation::parse(act).map_err(|e| e.context(path.display()))?,
+        mlp: Mlp::Standard,
         patch_size: int("patch_size", patch_default)?,
         image_size: int("image_size", 224)?,
         tokens: 0,
         projection_dim,
         layer_norm_eps: eps,
         llava: llava && kind == Kind::Clip,
+        source: "config.json".into(),
+    })
+}
+
+type Json = serde_json::Map<String, serde_json::Value>;
+
+fn json_int(o: &Json, name: &str, default: usize, bad: &dyn Fn(String) -> Error) -> Result<usize> {
+    match o.get(name) {
+        None | Some(serde_json::Value::Null) => Ok(default),
+        Some(v) => v
+            .as_u64()
+            .and_then(|v| usize::try_from(v).ok())
+            .ok_or_else(|| bad(format!("{name} must be a positive integer, got {v}"))),
+    }
+}
+
+/// A Hugging Face `Dinov2Config` (defaults as in transformers). The MLP width comes from
+/// `mlp_ratio` as `Dinov2MLP` / `Dinov2SwiGLUFFN` compute it.
+fn dinov2_config(o: &Json, bad: &dyn Fn(String) -> Error) -> Result<VisionConfig> {
+    let int = |name: &str, default: usize| json_int(o, name, default, bad);
+    let flag = |name: &str, default: bool| match o.get(name) {
+        None | Some(serde_json::Value::Null) => Ok(default),
+        Some(v) => v
+            .as_bool()
+            .ok_or_else(|| bad(format!("{name} must be true or false, got {v}"))),
+    };
+    let number = |name: &str, default: f64| match o.get(name) {
+        None | Some(serde_json::Value::Null) => Ok(default),
+        Some(v) => v
+            .as_f64()
+            .filter(|x| x.is_finite())
+            .ok_or_else(|| bad(format!("{name} must be a number, got {v}"))),
+    };
+    if !flag("qkv_bias", true)? {
+        return Err(bad(
+            "qkv_bias = false is not supported (DINOv2 files carry query/key/value biases)".into(),
+        ));
+    }
+    let hidden = int("hidden_size", 768)?;
+    let ratio = number("mlp_ratio", 4.0)?;
+    if !(ratio > 0.0 && ratio <= 64.0) {
+        return Err(bad(format!("mlp_ratio = {ratio} is out of range (0, 64]")));
+    }
+    let plain = (hidden as f64 * ratio) as usize;
+    let swiglu = flag("use_swiglu_ffn", false)?;
+    let (mlp, intermediate) = if swiglu {
+        // Two thirds of the plain width, rounded up to a multiple of 8.
+        (
+            Mlp::SwiGlu,
+            ((plain as f64 * 2.0 / 3.0) as usize + 7) / 8 * 8,
+        )
+    } else {
+        (Mlp::Standard, plain)
+    };
+    let act = match o.get("hidden_act") {
+        None => "gelu",
+        Some(v) => v
+            .as_str()
+            .ok_or_else(|| bad(format!("hidden_act must be a string, got {v}")))?,
+    };
+    Ok(VisionConfig {
+        family: "DINOv2 (config.json)".into(),
+        kind: Kind::Dinov2,
+        hidden_size: hidden,
+        num_layers: int("num_hidden_layers", 12)?,
+        num_heads: int("num_attention_heads", 12)?,
+        intermediate_size: intermediate,
+        activation: Activation::parse(act).map_err(|e| bad(e.to_string()))?,
+        mlp,
+        patch_size: int("patch_size", 14)?,
+        image_size: int("image_size", 224)?,
+        tokens: 0,
+        projection_dim: None,
+        layer_norm_eps: number("layer_norm_eps", 1e-6)? as f32,
+        llava: false,
         source: "config.json".into(),
     })
 }

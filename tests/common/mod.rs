@@ -13,7 +13,13 @@ pub const FIXTURES: &[&str] = &[
     "open_clip_f32",
     "siglip_f32",
     "llava_f32",
+    "siglip_s36_p8_f32",
+    "dinov2_swiglu_f32",
+    "dinov2_gelu_f32",
 ];
+
+/// Outputs computed only when asked for; fixtures' `expected.safetensors` may hold them.
+pub const ON_REQUEST: &[&str] = &["all_hidden_states"];
 
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
