@@ -167,7 +167,8 @@ enum Command {
         loader: LoaderArgs,
         #[arg(long, default_value_t = 8)]
         batch_size: usize,
-        /// Comma-separated outputs (default: all the model has).
+        /// Comma-separated outputs (default: all the model has but all_hidden_states, which is
+        /// computed only when named here).
         #[arg(long, value_delimiter = ',')]
         outputs: Vec<String>,
         /// Test hook: run these blocks (comma-separated, or `all`) with their weights fed as inputs each pass.
@@ -538,6 +539,7 @@ fn inspect(model: &std::path::Path, json: bool) -> Result<()> {
             "model_bytes": m.model_bytes(),
             "dtypes": m.dtype_summary().iter().map(|(d, n, b)| serde_json::json!({"dtype": d, "tensors": n, "bytes": b})).collect::<Vec<_>>(),
             "outputs": m.output_names(),
+            "outputs_on_request": m.on_request_output_names(),
             "blocks": m.blocks.iter().map(|b| serde_json::json!({"name": b.name, "bytes": b.bytes, "tensors": b.weights.len()})).collect::<Vec<_>>(),
         });
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
@@ -560,7 +562,11 @@ fn inspect(model: &std::path::Path, json: bool) -> Result<()> {
         .map(|(d, n, b)| format!("{d}: {n} tensors, {}", human(*b)))
         .collect();
     println!("dtypes    {}", dtypes.join("; "));
-    println!("outputs   {}", m.output_names().join(", "));
+    println!(
+        "outputs   {} (on request: {})",
+        m.output_names().join(", "),
+        m.on_request_output_names().join(", ")
+    );
     println!(
         "blocks    {} ({} in all)",
         m.blocks.len(),
