@@ -404,7 +404,7 @@ fn dinov2_config(o: &Json, bad: &dyn Fn(String) -> Error) -> Result<VisionConfig
         // Two thirds of the plain width, rounded up to a multiple of 8.
         (
             Mlp::SwiGlu,
-            ((plain as f64 * 2.0 / 3.0) as usize + 7) / 8 * 8,
+            ((plain as f64 * 2.0 / 3.0) as usize).div_ceil(8) * 8,
         )
     } else {
         (Mlp::Standard, plain)
@@ -432,4 +432,65 @@ fn dinov2_config(o: &Json, bad: &dyn Fn(String) -> Error) -> Result<VisionConfig
         llava: false,
         source: "config.json".into(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dino(json: serde_json::Value) -> Result<VisionConfig> {
+        let o = json.as_object().unwrap().clone();
+        dinov2_config(&o, &|m| Error::model(m))
+    }
+
+    #[test]
+    fn dinov2_config_json_sizes_follow_transformers() {
+        // facebook/dinov2-giant: SwiGLU with 2/3 of 4·1536, rounded up to a multiple of 8.
+        let g = dino(
+            serde_json::json!({"model_type": "dinov2", "hidden_size": 1536,
+            "num_hidden_layers": 40, "num_attention_heads": 24, "mlp_ratio": 4,
+            "use_swiglu_ffn": true, "image_size": 518}),
+        )
+        .unwrap();
+        assert_eq!((g.mlp, g.intermediate_size), (Mlp::SwiGlu, 4096));
+        assert_eq!((g.patch_size, g.layer_norm_eps), (14, 1e-6));
+        // Defaults of Dinov2Config (base size), plain MLP.
+        let b = dino(serde_json::json!({"model_type": "dinov2"})).unwrap();
+        assert_eq!((b.hidden_size, b.num_layers, b.num_heads), (768, 12, 12));
+        assert_eq!(
+            (b.mlp, b.intermediate_size, b.image_size),
+            (Mlp::Standard, 3072, 224)
+        );
+        assert_eq!(b.activation, Activation::Gelu);
+        assert_eq!(b.kind, Kind::Dinov2);
+        // A fractional ratio truncates as Python's int() does.
+        let f = dino(serde_json::json!({"hidden_size": 100, "mlp_ratio": 2.5})).unwrap();
+        assert_eq!(f.intermediate_size, 250);
+    }
+
+    #[test]
+    fn dinov2_config_json_errors_name_the_field() {
+        let e = dino(serde_json::json!({"qkv_bias": false})).unwrap_err();
+        assert!(e.message().contains("qkv_bias"), "{e}");
+        let e = dino(serde_json::json!({"mlp_ratio": "four"})).unwrap_err();
+        assert!(e.message().contains("mlp_ratio"), "{e}");
+        let e = dino(serde_json::json!({"mlp_ratio": -1})).unwrap_err();
+        assert!(e.message().contains("mlp_ratio"), "{e}");
+        let e = dino(serde_json::json!({"use_swiglu_ffn": "yes"})).unwrap_err();
+        assert!(e.message().contains("use_swiglu_ffn"), "{e}");
+        let e = dino(serde_json::json!({"hidden_act": "relu6"})).unwrap_err();
+        assert!(e.message().contains("relu6"), "{e}");
+    }
+
+    #[test]
+    fn tokens_drop_the_remainder_and_a_patch_must_fit() {
+        let mut c = dinov2("t", 64, 2, 4, 128, Mlp::Standard);
+        c.image_size = 384;
+        c.patch_size = 14;
+        c.validate().unwrap();
+        assert_eq!(c.grid(), 27);
+        c.image_size = 10;
+        let e = c.validate().unwrap_err();
+        assert!(e.message().contains("smaller than patch_size"), "{e}");
+    }
 }
