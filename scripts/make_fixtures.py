@@ -21,7 +21,8 @@ from safetensors.torch import save_file
 
 try:
     from transformers import (CLIPVisionConfig, CLIPVisionModelWithProjection, Dinov2Config,
-                              Dinov2Model, SiglipVisionConfig, SiglipVisionModel)
+                              Dinov2Model, DINOv3ViTConfig, DINOv3ViTModel, SiglipVisionConfig,
+                              SiglipVisionModel)
 except ImportError:
     sys.exit("make_fixtures.py needs transformers: python3 -m pip install torch transformers")
 
@@ -222,6 +223,45 @@ def dinov2_case(name, seed, swiglu, image_size):
     write(name, state, config, expected, px)
 
 
+def dinov3_case(name, seed, gated, image_size):
+    """DINOv3 with the key names ComfyUI's clip_vision files have (`layer.N.…`, `norm`; transformers
+    5 nests the layers under `model.`). As for DINOv2, the reference is the model transformers
+    loads from the written file."""
+    import tempfile
+    cfg = DINOv3ViTConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
+                          image_size=image_size, patch_size=8, num_register_tokens=4, use_gated_mlp=gated,
+                          hidden_act="silu" if gated else "gelu", attn_implementation="eager")
+    model = DINOv3ViTModel(cfg).eval()
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "norm" in n:
+                p.copy_((1.0 if n.endswith("weight") else 0.0) + 0.1 * torch.randn(p.shape, generator=g))
+            elif "lambda1" in n:
+                p.copy_(1.0 + 0.2 * torch.randn(p.shape, generator=g))
+            else:
+                p.copy_(0.2 * torch.randn(p.shape, generator=g))
+    state = {(k[len("model."):] if k.startswith("model.layer.") else k): v for k, v in model.state_dict().items()}
+    assert "layer.0.attention.q_proj.weight" in state and "layer.0.attention.k_proj.bias" not in state
+    assert "norm.weight" in state and "embeddings.register_tokens" in state
+    config = {k: cfg.to_dict()[k] for k in ["model_type", "hidden_size", "intermediate_size", "num_hidden_layers",
+                                            "num_attention_heads", "image_size", "patch_size", "hidden_act",
+                                            "layer_norm_eps", "use_gated_mlp", "num_register_tokens", "rope_theta"]}
+    with tempfile.TemporaryDirectory() as tmp:
+        save_file({k: v.contiguous() for k, v in state.items()}, os.path.join(tmp, "model.safetensors"))
+        with open(os.path.join(tmp, "config.json"), "w") as f:
+            json.dump(config, f)
+        ref = DINOv3ViTModel.from_pretrained(tmp, attn_implementation="eager").eval()
+    for k, v in model.state_dict().items():
+        assert torch.equal(ref.state_dict()[k], v), f"transformers loaded {k} differently"
+    px = pixels(image_size, seed + 7)
+    with torch.no_grad():
+        out = ref(pixel_values=px, output_hidden_states=True)
+    expected = {"last_hidden_state": out.last_hidden_state, "image_embeds": out.pooler_output,
+                "penultimate_hidden_states": out.hidden_states[-2], "all_hidden_states": all_hidden(out)}
+    write(name, state, config, expected, px)
+
+
 CASES = {
     "clip_quickgelu_f32": lambda: clip_case("clip_quickgelu_f32", "quick_gelu", torch.float32, 1),
     "clip_gelu_f16": lambda: clip_case("clip_gelu_f16", "gelu", torch.float16, 2),
@@ -234,6 +274,8 @@ CASES = {
     "siglip_s36_p8_f32": lambda: siglip_case("siglip_s36_p8_f32", 7, image_size=36, with_all_hidden=True),
     "dinov2_swiglu_f32": lambda: dinov2_case("dinov2_swiglu_f32", 8, swiglu=True, image_size=32),
     "dinov2_gelu_f32": lambda: dinov2_case("dinov2_gelu_f32", 9, swiglu=False, image_size=36),
+    "dinov3_gelu_f32": lambda: dinov3_case("dinov3_gelu_f32", 10, gated=False, image_size=32),
+    "dinov3_gated_f32": lambda: dinov3_case("dinov3_gated_f32", 11, gated=True, image_size=36),
 }
 
 

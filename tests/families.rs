@@ -115,6 +115,49 @@ fn dinov2(d: usize, layers: usize, hidden: usize, swiglu: bool) -> Tensors {
     t
 }
 
+/// DINOv3 as ComfyUI's clip_vision files hold it (`layer.N.…`, no key bias, 4 registers).
+fn dinov3(d: usize, layers: usize, hidden: usize, gated: bool) -> Tensors {
+    let mut t: Tensors = vec![
+        ("embeddings.cls_token".into(), vec![1, 1, d]),
+        ("embeddings.mask_token".into(), vec![1, 1, d]),
+        ("embeddings.register_tokens".into(), vec![1, 4, d]),
+        (
+            "embeddings.patch_embeddings.weight".into(),
+            vec![d, 3, 16, 16],
+        ),
+        ("embeddings.patch_embeddings.bias".into(), vec![d]),
+        ("norm.weight".into(), vec![d]),
+        ("norm.bias".into(), vec![d]),
+    ];
+    for l in 0..layers {
+        let p = format!("layer.{l}.");
+        for n in ["norm1", "norm2"] {
+            t.push((format!("{p}{n}.weight"), vec![d]));
+            t.push((format!("{p}{n}.bias"), vec![d]));
+        }
+        for n in ["q_proj", "k_proj", "v_proj", "o_proj"] {
+            t.push((format!("{p}attention.{n}.weight"), vec![d, d]));
+            if n != "k_proj" {
+                t.push((format!("{p}attention.{n}.bias"), vec![d]));
+            }
+        }
+        let ins: &[&str] = if gated {
+            &["gate_proj", "up_proj"]
+        } else {
+            &["up_proj"]
+        };
+        for n in ins {
+            t.push((format!("{p}mlp.{n}.weight"), vec![hidden, d]));
+            t.push((format!("{p}mlp.{n}.bias"), vec![hidden]));
+        }
+        t.push((format!("{p}mlp.down_proj.weight"), vec![d, hidden]));
+        t.push((format!("{p}mlp.down_proj.bias"), vec![d]));
+        t.push((format!("{p}layer_scale1.lambda1"), vec![d]));
+        t.push((format!("{p}layer_scale2.lambda1"), vec![d]));
+    }
+    t
+}
+
 fn clip(d: usize, layers: usize, mlp: usize, positions: usize, proj: usize) -> Tensors {
     vit(&Vit {
         siglip: false,
@@ -199,6 +242,17 @@ fn every_key_table_family_is_detected_from_keys_alone() {
             dinov2(1536, 40, 4096, true),
             ("DINOv2 giant/14", [1536, 40, 24, 518, 14, 1370]),
         ),
+        // 1 + 4 registers + (1024/16)², and + (224/16)².
+        (
+            "dinov3_vith",
+            dinov3(1280, 32, 5120, true),
+            ("DINOv3 ViT-H+/16", [1280, 32, 20, 1024, 16, 4101]),
+        ),
+        (
+            "dinov3_large",
+            dinov3(1024, 24, 4096, false),
+            ("DINOv3 large/16", [1024, 24, 16, 224, 16, 201]),
+        ),
     ];
     for (tag, tensors, (family, [d, layers, heads, s, p, tokens])) in cases {
         let v = inspect(&sparse(tag, &tensors));
@@ -211,9 +265,10 @@ fn every_key_table_family_is_detected_from_keys_alone() {
         assert_eq!(c["image_size"], s, "{tag}");
         assert_eq!(c["patch_size"], p, "{tag}");
         assert_eq!(c["tokens"], tokens, "{tag}");
-        // ⌊S/P⌋² patches (+ the class token but for SigLIP).
+        // ⌊S/P⌋² patches (+ the class token but for SigLIP, + DINOv3's 4 registers).
         let class = u64::from(!tag.starts_with("so400m"));
-        assert_eq!((s / p).pow(2) + class, tokens, "{tag}");
+        let registers = if tag.starts_with("dinov3") { 4 } else { 0 };
+        assert_eq!((s / p).pow(2) + class + registers, tokens, "{tag}");
         assert_eq!(
             v["blocks"].as_array().unwrap().len() as u64,
             layers + 2,
@@ -234,6 +289,8 @@ fn every_key_table_family_is_detected_from_keys_alone() {
         );
         let (mean, eps) = if tag.starts_with("dinov2") {
             (0.485, 1e-6)
+        } else if tag.starts_with("dinov3") {
+            (0.485, 1e-5)
         } else if tag.starts_with("so400m") {
             (0.5, 1e-5)
         } else {
@@ -247,6 +304,11 @@ fn every_key_table_family_is_detected_from_keys_alone() {
             distorch_vision::model::Model::open(&sparse(&format!("{tag}_lib"), &tensors)).unwrap();
         assert!((m.config.mean_std().0[0] - mean).abs() < 1e-7, "{tag}");
     }
+    // DINOv3 ViT-H+'s gated MLP (silu) and no key bias.
+    let v = inspect(&sparse("dinov3_vith_mlp", &dinov3(1280, 32, 5120, true)));
+    assert_eq!(v["config"]["mlp"], "gated");
+    assert_eq!(v["config"]["activation"], "silu");
+    assert_eq!(v["config"]["registers"], 4);
     // SwiGLU widths of the giant: weights_in [2·4096, D].
     let v = inspect(&sparse("dinov2_giant_mlp", &dinov2(1536, 40, 4096, true)));
     assert_eq!(v["config"]["mlp"], "swiglu");

@@ -24,7 +24,7 @@ pub fn block_io(model: &Model, name: &str) -> BlockIo {
         "embed" => (v(&[PIXELS]), v(&["embeddings"])),
         "head" => match model.config.kind {
             Kind::Siglip => (v(&["hidden_states"]), v(&["last_hidden_state"])),
-            Kind::Dinov2 => (
+            Kind::Dinov2 | Kind::Dinov3 => (
                 v(&["hidden_states"]),
                 v(&["last_hidden_state", "image_embeds"]),
             ),
@@ -235,11 +235,23 @@ fn embed(g: &mut GraphBuilder, pixels: &str) -> String {
         let tail = g.const_i64(&[2], &[1, d]);
         let target = g.op("Concat", &[&b, &tail], vec![attr_int("axis", 0)]);
         let cls_b = g.op("Expand", &[&cls3, &target], vec![]);
-        x = g.op("Concat", &[&cls_b, &x], vec![attr_int("axis", 1)]);
+        let mut parts = vec![cls_b];
+        if let Some(r) = names.registers.filter(|_| c.registers > 0) {
+            // DINOv3: [1, R, D] → [B, R, D], after the class token.
+            let r = g.weight(r);
+            let tail = g.const_i64(&[2], &[c.registers as i64, d]);
+            let target = g.op("Concat", &[&b, &tail], vec![attr_int("axis", 0)]);
+            parts.push(g.op("Expand", &[&r, &target], vec![]));
+        }
+        parts.push(x);
+        let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+        x = g.op("Concat", &parts, vec![attr_int("axis", 1)]);
     }
-    // [T, D], or DINOv2's [1, T, D]: either broadcasts over the batch.
-    let pos = g.weight(names.positions);
-    x = g.op("Add", &[&x, &pos], vec![]);
+    // [T, D], or DINOv2's [1, T, D]: either broadcasts over the batch. DINOv3 has none.
+    if let Some(pos) = names.positions {
+        let pos = g.weight(pos);
+        x = g.op("Add", &[&x, &pos], vec![]);
+    }
     if let Some(n) = names.pre_norm {
         x = g.layer_norm(&x, n);
     }
@@ -251,8 +263,9 @@ fn embed(g: &mut GraphBuilder, pixels: &str) -> String {
 /// tokens as rows of a 2-D `[B·T, D]` view. The residual stream stays `[B, T, D]`, so the
 /// graph input is never copied and the views are free reshapes of intermediates.
 ///
-/// DINOv2 scales each branch per channel (`lambda1`) before adding it, and its giant size
-/// has a SwiGLU MLP.
+/// DINOv2 and DINOv3 scale each branch per channel (`lambda1`) before adding it; DINOv2
+/// giant has a SwiGLU MLP, DINOv3 ViT-H+ a gated one, and DINOv3 rotates q and k of the
+/// patch tokens (RoPE), which the fused attention cannot do.
 fn layer(g: &mut GraphBuilder, l: usize, x: &str) -> String {
     let c = g.model().config.clone();
     let n = names::layer(c.kind, c.mlp, l);
@@ -261,7 +274,7 @@ fn layer(g: &mut GraphBuilder, l: usize, x: &str) -> String {
     let tokens = g.const_i64(&[3], &[-1, t, d]);
 
     let n1 = g.layer_norm(x, &n.norm1);
-    let ctx = if g.quantizing() {
+    let ctx = if g.quantizing() || c.kind == Kind::Dinov3 {
         attention_unfused(g, &n, &n1, &c)
     } else {
         // ONNX Runtime's fused attention: one packed q/k/v projection, softmax(q·kᵀ/√d)·v.
@@ -283,6 +296,13 @@ fn layer(g: &mut GraphBuilder, l: usize, x: &str) -> String {
     let f1 = g.gemm(&n2, &n.mlp_in, true);
     let a = match c.mlp {
         Mlp::Standard => activation(g, &f1, c.activation),
+        Mlp::Gated => {
+            // act(gate_proj(x)) ⊙ up_proj(x).
+            let gate = n.mlp_gate.as_deref().unwrap_or_default();
+            let gate = g.gemm(&n2, gate, true);
+            let gate = activation(g, &gate, c.activation);
+            g.op("Mul", &[&gate, &f1], vec![])
+        }
         Mlp::SwiGlu => {
             // silu(first half) ⊙ second half.
             let half = g.const_i64(&[2], &[c.intermediate_size as i64; 2]);
@@ -314,14 +334,20 @@ fn attention_unfused(
     let rows = g.const_i64(&[2], &[-1, d]);
     let n1 = g.op("Reshape", &[n1, &rows], vec![]);
     let split = g.const_i64(&[4], &[-1, t, h, dh]);
-    let heads = |g: &mut GraphBuilder, proj: &str, perm: &[i64]| {
-        let y = g.gemm(&n1, proj, true);
+    let heads = |g: &mut GraphBuilder, proj: &str, bias: bool| {
+        let y = g.gemm(&n1, proj, bias);
         let y = g.op("Reshape", &[&y, &split], vec![]);
-        g.op("Transpose", &[&y], vec![attr_ints("perm", perm)])
+        g.op("Transpose", &[&y], vec![attr_ints("perm", &[0, 2, 1, 3])]) // [B,H,T,dh]
     };
-    let q = heads(g, &names.query, &[0, 2, 1, 3]); // [B,H,T,dh]
-    let k = heads(g, &names.key, &[0, 2, 3, 1]); // [B,H,dh,T]
-    let v = heads(g, &names.value, &[0, 2, 1, 3]); // [B,H,T,dh]
+    let mut q = heads(g, &names.query, true);
+    let mut k = heads(g, &names.key, names.key_bias);
+    let v = heads(g, &names.value, true);
+    if c.kind == Kind::Dinov3 {
+        let (cos, sin) = rope_tables(g, c);
+        q = rope(g, &q, &cos, &sin, c);
+        k = rope(g, &k, &cos, &sin, c);
+    }
+    let k = g.op("Transpose", &[&k], vec![attr_ints("perm", &[0, 1, 3, 2])]); // [B,H,dh,T]
     let scale = g.scalar(1.0 / (dh as f32).sqrt());
     let qs = g.op("Mul", &[&q, &scale], vec![]);
     let scores = g.op("MatMul", &[&qs, &k], vec![]);
@@ -331,8 +357,70 @@ fn attention_unfused(
     g.op("Reshape", &[&ctx, &rows], vec![])
 }
 
+/// DINOv3's RoPE tables `[patches, dh]` (cos, sin), as transformers computes them: patch
+/// centres normalised to [-1, 1] (row, column), `2π · coord · θ^(-4i/dh)` for each axis, the
+/// two axes' angles side by side and the whole tiled twice.
+fn rope_tables(g: &mut GraphBuilder, c: &crate::model::VisionConfig) -> (String, String) {
+    let (n, dh) = (c.grid(), c.head_dim());
+    let inv_freq: Vec<f32> = (0..dh / 4)
+        .map(|i| 1.0 / c.rope_theta.powf((4 * i) as f32 / dh as f32))
+        .collect();
+    let coord = |i: usize| 2.0 * ((i as f32 + 0.5) / n as f32) - 1.0;
+    let tau = (2.0 * std::f64::consts::PI) as f32;
+    let (mut cos, mut sin) = (Vec::new(), Vec::new());
+    for row in 0..n {
+        for col in 0..n {
+            let mut angles = Vec::with_capacity(dh);
+            for axis in [coord(row), coord(col)] {
+                angles.extend(inv_freq.iter().map(|f| tau * axis * f));
+            }
+            let half = angles.clone();
+            angles.extend(half);
+            cos.extend(angles.iter().map(|a| a.cos()));
+            sin.extend(angles.iter().map(|a| a.sin()));
+        }
+    }
+    let dims = [(n * n) as i64, dh as i64];
+    (g.const_float(&dims, &cos), g.const_float(&dims, &sin))
+}
+
+/// `x · cos + rotate_half(x) · sin` on the patch tokens of `x` `[B, H, T, dh]`; the class and
+/// register tokens before them are left as they are.
+fn rope(
+    g: &mut GraphBuilder,
+    x: &str,
+    cos: &str,
+    sin: &str,
+    c: &crate::model::VisionConfig,
+) -> String {
+    let (t, dh) = (c.tokens as i64, c.head_dim() as i64);
+    let prefix = (c.tokens - c.grid().pow(2)) as i64;
+    let slice = |g: &mut GraphBuilder, x: &str, axis: i64, from: i64, to: i64| {
+        let (st, en, ax) = (
+            g.const_i64(&[1], &[from]),
+            g.const_i64(&[1], &[to]),
+            g.const_i64(&[1], &[axis]),
+        );
+        g.op("Slice", &[x, &st, &en, &ax], vec![])
+    };
+    let head = slice(g, x, 2, 0, prefix);
+    let p = slice(g, x, 2, prefix, t);
+    let lo = slice(g, &p, 3, 0, dh / 2);
+    let hi = slice(g, &p, 3, dh / 2, dh);
+    let neg = g.op("Neg", &[&hi], vec![]);
+    let rot = g.op("Concat", &[&neg, &lo], vec![attr_int("axis", 3)]);
+    let a = g.op("Mul", &[&p, cos], vec![]);
+    let b = g.op("Mul", &[&rot, sin], vec![]);
+    let p = g.op("Add", &[&a, &b], vec![]);
+    g.op("Concat", &[&head, &p], vec![attr_int("axis", 2)])
+}
+
 fn activation(g: &mut GraphBuilder, x: &str, act: Activation) -> String {
     match act {
+        Activation::Silu => {
+            let s = g.op("Sigmoid", &[x], vec![]);
+            g.op("Mul", &[x, &s], vec![])
+        }
         Activation::QuickGelu => {
             let k = g.scalar(1.702);
             let kx = g.op("Mul", &[x, &k], vec![]);
@@ -375,8 +463,8 @@ fn head(g: &mut GraphBuilder, x: &str, penult: Option<&str>) -> Vec<String> {
     match c.kind {
         // SigLIP: post-LN of every token.
         Kind::Siglip => vec![g.layer_norm(x, norm)],
-        // DINOv2: the final norm of every token, and its class token as the pooled output.
-        Kind::Dinov2 => {
+        // DINOv2, DINOv3: the final norm of every token, and its class token as the pooled output.
+        Kind::Dinov2 | Kind::Dinov3 => {
             let all = g.layer_norm(x, norm);
             let zero = g.const_i64(&[], &[0]);
             let cls = g.op("Gather", &[&all, &zero], vec![attr_int("axis", 1)]);

@@ -16,12 +16,19 @@ pub enum Kind {
     Siglip,
     /// DINOv2 in its original key layout (SPEC §2.1b).
     Dinov2,
+    /// DINOv3 ViT (SPEC §2.1b): register tokens, RoPE on the patch tokens, no position table.
+    Dinov3,
 }
 
 impl Kind {
     /// The token table starts with a class token (CLIP's `class_embedding`, DINOv2's `cls_token`).
     pub fn has_class_token(self) -> bool {
-        matches!(self, Kind::Clip | Kind::Dinov2)
+        matches!(self, Kind::Clip | Kind::Dinov2 | Kind::Dinov3)
+    }
+
+    /// DINOv2 and DINOv3: layer scales, the final norm over every token, the class token pooled.
+    pub fn is_dino(self) -> bool {
+        matches!(self, Kind::Dinov2 | Kind::Dinov3)
     }
 }
 
@@ -35,6 +42,8 @@ pub enum Mlp {
     /// `weights_in(x)` (each `intermediate_size` wide).
     #[serde(rename = "swiglu")]
     SwiGlu,
+    /// DINOv3's gated MLP: `down_proj(act(gate_proj(x)) ⊙ up_proj(x))`, separate tensors.
+    Gated,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -43,6 +52,7 @@ pub enum Activation {
     QuickGelu,
     Gelu,
     GeluTanh,
+    Silu,
 }
 
 impl Activation {
@@ -51,8 +61,9 @@ impl Activation {
             "quick_gelu" => Ok(Activation::QuickGelu),
             "gelu" => Ok(Activation::Gelu),
             "gelu_pytorch_tanh" | "gelu_tanh" | "gelu_new" => Ok(Activation::GeluTanh),
+            "silu" | "swish" => Ok(Activation::Silu),
             other => Err(Error::model(format!(
-                "hidden_act {other:?} is not supported (valid: quick_gelu, gelu, gelu_pytorch_tanh)"
+                "hidden_act {other:?} is not supported (valid: quick_gelu, gelu, gelu_pytorch_tanh, silu)"
             ))),
         }
     }
@@ -72,10 +83,14 @@ pub struct VisionConfig {
     pub mlp: Mlp,
     pub patch_size: usize,
     pub image_size: usize,
-    /// Positions in the table: ⌊S/P⌋² patches, plus the class token (CLIP, DINOv2).
+    /// Tokens: ⌊S/P⌋² patches, plus the class token (CLIP, DINOv2, DINOv3) and registers.
     pub tokens: usize,
     /// CLIP `visual_projection` width.
     pub projection_dim: Option<usize>,
+    /// DINOv3's register tokens, after the class token.
+    pub registers: usize,
+    /// DINOv3's RoPE base; 0 for the families with a position table.
+    pub rope_theta: f32,
     pub layer_norm_eps: f32,
     /// The file carries LLaVA's `multi_modal_projector`.
     pub llava: bool,
@@ -91,7 +106,9 @@ impl VisionConfig {
         match self.kind {
             Kind::Clip => (crate::image::CLIP_MEAN, crate::image::CLIP_STD),
             Kind::Siglip => (crate::image::SIGLIP_MEAN, crate::image::SIGLIP_STD),
-            Kind::Dinov2 => (crate::image::IMAGENET_MEAN, crate::image::IMAGENET_STD),
+            Kind::Dinov2 | Kind::Dinov3 => {
+                (crate::image::IMAGENET_MEAN, crate::image::IMAGENET_STD)
+            }
         }
     }
 
@@ -131,6 +148,19 @@ impl VisionConfig {
                 self.image_size, self.patch_size
             )));
         }
+        if self.registers > 64 {
+            return Err(Error::model(format!(
+                "num_register_tokens = {} is out of range (0..=64)",
+                self.registers
+            )));
+        }
+        if self.kind == Kind::Dinov3 && (self.head_dim() % 4 != 0 || !(self.rope_theta > 1.0)) {
+            return Err(Error::model(format!(
+                "DINOv3 RoPE needs a head size divisible by 4 and rope_theta > 1 (head size {}, rope_theta {})",
+                self.head_dim(),
+                self.rope_theta
+            )));
+        }
         if self.num_layers < 2 {
             return Err(Error::model(format!(
                 "num_hidden_layers = {} but at least 2 are needed (penultimate_hidden_states)",
@@ -158,7 +188,7 @@ pub fn detect(weights: &Path, keys: &Keys) -> Result<VisionConfig> {
     };
     // Ranges first: the token count divides by the patch size.
     cfg.validate()?;
-    cfg.tokens = cfg.grid().pow(2) + usize::from(cfg.kind.has_class_token());
+    cfg.tokens = cfg.grid().pow(2) + usize::from(cfg.kind.has_class_token()) + cfg.registers;
     Ok(cfg)
 }
 
@@ -185,6 +215,8 @@ fn from_table(keys: &Keys, llava: bool) -> Result<VisionConfig> {
         image_size: image,
         tokens: 0,
         projection_dim: Some(proj),
+        registers: 0,
+        rope_theta: 0.0,
         layer_norm_eps: 1e-5,
         llava,
         source: "key table".into(),
@@ -217,6 +249,8 @@ fn from_table(keys: &Keys, llava: bool) -> Result<VisionConfig> {
                 image_size: image,
                 tokens: 0,
                 projection_dim: None,
+                registers: 0,
+                rope_theta: 0.0,
                 layer_norm_eps: 1e-5,
                 llava: false,
                 source: "key table".into(),
@@ -234,12 +268,55 @@ fn from_table(keys: &Keys, llava: bool) -> Result<VisionConfig> {
         dinov2("DINOv2 giant/14", 1536, 40, 24, 4096, Mlp::SwiGlu)
     } else if keys.contains("encoder.layer.23.layer_scale2.lambda1") {
         dinov2("DINOv2 large/14", 1024, 24, 16, 4096, Mlp::Standard)
+    } else if keys.contains("layer.0.mlp.gate_proj.weight")
+        && keys.contains("layer.31.norm1.weight")
+    {
+        // ComfyUI's DINOV3_VITH_CONFIG: SwiGLU-gated, 1024 px.
+        dinov3("DINOv3 ViT-H+/16", 1280, 32, 20, 5120, Mlp::Gated, 1024)
+    } else if keys.contains("layer.23.attention.o_proj.bias") {
+        // ComfyUI's dino3_large.json: plain GELU MLP, 224 px.
+        dinov3("DINOv3 large/16", 1024, 24, 16, 4096, Mlp::Standard, 224)
     } else {
         return Err(Error::model(
-            "no known CLIP Vision family matches this file: looked for vision_model.encoder.layers.{47,30,22}.layer_norm1.weight (or the open_clip visual.transformer.resblocks.* layout) and DINOv2's encoder.layer.{39,23}.layer_scale2.lambda1; for other sizes put a Hugging Face config.json beside the weights",
+            "no known CLIP Vision family matches this file: looked for vision_model.encoder.layers.{47,30,22}.layer_norm1.weight (or the open_clip visual.transformer.resblocks.* layout) DINOv2's encoder.layer.{39,23}.layer_scale2.lambda1 and DINOv3's layer.0.mlp.gate_proj.weight + layer.31.norm1.weight or layer.23.attention.o_proj.bias; for other sizes put a Hugging Face config.json beside the weights",
         ));
     };
     Ok(cfg)
+}
+
+/// A DINOv3 row of SPEC §2.1b: patch 16, 4 registers, RoPE base 100, eps 1e-5.
+fn dinov3(
+    family: &str,
+    d: usize,
+    layers: usize,
+    heads: usize,
+    i: usize,
+    mlp: Mlp,
+    image: usize,
+) -> VisionConfig {
+    VisionConfig {
+        family: family.into(),
+        kind: Kind::Dinov3,
+        hidden_size: d,
+        num_layers: layers,
+        num_heads: heads,
+        intermediate_size: i,
+        activation: if mlp == Mlp::Gated {
+            Activation::Silu
+        } else {
+            Activation::Gelu
+        },
+        mlp,
+        patch_size: 16,
+        image_size: image,
+        tokens: 0,
+        projection_dim: None,
+        registers: 4,
+        rope_theta: 100.0,
+        layer_norm_eps: 1e-5,
+        llava: false,
+        source: "key table".into(),
+    }
 }
 
 /// A DINOv2 row of SPEC §2.1b: 518 px, patch 14, eps 1e-6, exact gelu in the plain MLP.
@@ -257,6 +334,8 @@ fn dinov2(family: &str, d: usize, layers: usize, heads: usize, i: usize, mlp: Ml
         image_size: 518,
         tokens: 0,
         projection_dim: None,
+        registers: 0,
+        rope_theta: 0.0,
         layer_norm_eps: 1e-6,
         llava: false,
         source: "key table".into(),
@@ -289,11 +368,12 @@ fn from_config_json(path: &Path, keys: &Keys, llava: bool) -> Result<VisionConfi
         "clip_vision_model" | "clip" | "llava" => Kind::Clip,
         "siglip_vision_model" | "siglip" => Kind::Siglip,
         "dinov2" => return dinov2_config(vision, &bad),
+        "dinov3_vit" | "dinov3" => return dinov3_config(vision, &bad),
         "" if keys.contains("vision_model.embeddings.class_embedding") => Kind::Clip,
         "" => Kind::Siglip,
         other => {
             return Err(bad(format!(
-                "model_type {other:?} is not a vision tower (valid: clip_vision_model, siglip_vision_model, clip, siglip, dinov2)"
+                "model_type {other:?} is not a vision tower (valid: clip_vision_model, siglip_vision_model, clip, siglip, dinov2, dinov3_vit)"
             )))
         }
     };
@@ -301,7 +381,7 @@ fn from_config_json(path: &Path, keys: &Keys, llava: bool) -> Result<VisionConfi
     // Defaults are those of transformers' CLIPVisionConfig / SiglipVisionConfig.
     let (act_default, patch_default, proj_default, eps_default) = match kind {
         Kind::Clip => ("quick_gelu", 32, Some(512), 1e-5),
-        Kind::Siglip | Kind::Dinov2 => ("gelu_pytorch_tanh", 16, None, 1e-5),
+        Kind::Siglip | Kind::Dinov2 | Kind::Dinov3 => ("gelu_pytorch_tanh", 16, None, 1e-5),
     };
     let act = match vision.get("hidden_act") {
         None => act_default,
@@ -317,7 +397,7 @@ fn from_config_json(path: &Path, keys: &Keys, llava: bool) -> Result<VisionConfi
             as f32,
     };
     let projection_dim = match kind {
-        Kind::Siglip | Kind::Dinov2 => None,
+        Kind::Siglip | Kind::Dinov2 | Kind::Dinov3 => None,
         Kind::Clip => {
             let from = |o: &serde_json::Map<String, serde_json::Value>| {
                 o.get("projection_dim").and_then(|v| v.as_u64())
@@ -340,6 +420,7 @@ fn from_config_json(path: &Path, keys: &Keys, llava: bool) -> Result<VisionConfi
                 Kind::Clip => "CLIP",
                 Kind::Siglip => "SigLIP",
                 Kind::Dinov2 => "DINOv2",
+                Kind::Dinov3 => "DINOv3",
             }
         ),
         kind,
@@ -353,6 +434,8 @@ fn from_config_json(path: &Path, keys: &Keys, llava: bool) -> Result<VisionConfi
         image_size: int("image_size", 224)?,
         tokens: 0,
         projection_dim,
+        registers: 0,
+        rope_theta: 0.0,
         layer_norm_eps: eps,
         llava: llava && kind == Kind::Clip,
         source: "config.json".into(),
@@ -428,7 +511,68 @@ fn dinov2_config(o: &Json, bad: &dyn Fn(String) -> Error) -> Result<VisionConfig
         image_size: int("image_size", 224)?,
         tokens: 0,
         projection_dim: None,
+        registers: 0,
+        rope_theta: 0.0,
         layer_norm_eps: number("layer_norm_eps", 1e-6)? as f32,
+        llava: false,
+        source: "config.json".into(),
+    })
+}
+
+/// A Hugging Face `DINOv3ViTConfig` (defaults as in transformers). Only the bias layout of the
+/// released checkpoints (no key bias, every other linear biased) is supported.
+fn dinov3_config(o: &Json, bad: &dyn Fn(String) -> Error) -> Result<VisionConfig> {
+    let int = |name: &str, default: usize| json_int(o, name, default, bad);
+    let flag = |name: &str, default: bool| match o.get(name) {
+        None | Some(serde_json::Value::Null) => Ok(default),
+        Some(v) => v
+            .as_bool()
+            .ok_or_else(|| bad(format!("{name} must be true or false, got {v}"))),
+    };
+    for (name, want) in [
+        ("query_bias", true),
+        ("key_bias", false),
+        ("value_bias", true),
+        ("proj_bias", true),
+        ("mlp_bias", true),
+    ] {
+        if flag(name, want)? != want {
+            return Err(bad(format!(
+                "{name} = {} is not supported (DINOv3 files have {name} = {want})",
+                !want
+            )));
+        }
+    }
+    let number = |name: &str, default: f64| match o.get(name) {
+        None | Some(serde_json::Value::Null) => Ok(default),
+        Some(v) => v
+            .as_f64()
+            .filter(|x| x.is_finite())
+            .ok_or_else(|| bad(format!("{name} must be a number, got {v}"))),
+    };
+    let gated = flag("use_gated_mlp", false)?;
+    let act = match o.get("hidden_act") {
+        None => "gelu",
+        Some(v) => v
+            .as_str()
+            .ok_or_else(|| bad(format!("hidden_act must be a string, got {v}")))?,
+    };
+    Ok(VisionConfig {
+        family: "DINOv3 (config.json)".into(),
+        kind: Kind::Dinov3,
+        hidden_size: int("hidden_size", 384)?,
+        num_layers: int("num_hidden_layers", 12)?,
+        num_heads: int("num_attention_heads", 6)?,
+        intermediate_size: int("intermediate_size", 1536)?,
+        activation: Activation::parse(act).map_err(|e| bad(e.to_string()))?,
+        mlp: if gated { Mlp::Gated } else { Mlp::Standard },
+        patch_size: int("patch_size", 16)?,
+        image_size: int("image_size", 224)?,
+        tokens: 0,
+        projection_dim: None,
+        registers: int("num_register_tokens", 0)?,
+        rope_theta: number("rope_theta", 100.0)? as f32,
+        layer_norm_eps: number("layer_norm_eps", 1e-5)? as f32,
         llava: false,
         source: "config.json".into(),
     })
@@ -480,6 +624,36 @@ mod tests {
         assert!(e.message().contains("use_swiglu_ffn"), "{e}");
         let e = dino(serde_json::json!({"hidden_act": "relu6"})).unwrap_err();
         assert!(e.message().contains("relu6"), "{e}");
+    }
+
+    #[test]
+    fn dinov3_config_json_defaults_and_bias_layout() {
+        let o = |v: serde_json::Value| v.as_object().unwrap().clone();
+        let bad = |m: String| Error::model(m);
+        let c = dinov3_config(&o(serde_json::json!({"model_type": "dinov3_vit"})), &bad).unwrap();
+        assert_eq!((c.hidden_size, c.num_layers, c.num_heads), (384, 12, 6));
+        assert_eq!(
+            (c.intermediate_size, c.registers, c.patch_size),
+            (1536, 0, 16)
+        );
+        assert_eq!(
+            (c.mlp, c.activation, c.rope_theta),
+            (Mlp::Standard, Activation::Gelu, 100.0)
+        );
+        let g = dinov3_config(
+            &o(serde_json::json!({"use_gated_mlp": true, "hidden_act": "silu", "num_register_tokens": 4})),
+            &bad,
+        )
+        .unwrap();
+        assert_eq!(
+            (g.mlp, g.activation, g.registers),
+            (Mlp::Gated, Activation::Silu, 4)
+        );
+        let e = dinov3_config(&o(serde_json::json!({"key_bias": true})), &bad).unwrap_err();
+        assert!(e.message().contains("key_bias"), "{e}");
+        let mut c = dinov3("t", 64, 2, 4, 128, Mlp::Standard, 32);
+        c.num_heads = 32; // head size 2: RoPE needs a multiple of 4
+        assert!(c.validate().unwrap_err().message().contains("RoPE"));
     }
 
     #[test]

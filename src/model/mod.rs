@@ -93,18 +93,18 @@ impl Model {
     fn check_and_list_blocks(&mut self) -> Result<Vec<Block>> {
         let c = &self.config;
         let (d, i_sz, p, t) = (c.hidden_size, c.intermediate_size, c.patch_size, c.tokens);
-        let dino = c.kind == config::Kind::Dinov2;
+        // DINOv2 and DINOv3 keep a leading batch axis on their tables.
+        let dino = c.kind.is_dino();
         let mut blocks = Vec::new();
 
         let e = names::embed(c.kind);
-        let mut embed: Vec<(String, Vec<usize>)> = vec![
-            (e.patch_weight.into(), vec![d, 3, p, p]),
-            // DINOv2 keeps a leading batch axis on its tables.
-            (
-                e.positions.into(),
-                if dino { vec![1, t, d] } else { vec![t, d] },
-            ),
-        ];
+        let mut embed: Vec<(String, Vec<usize>)> = vec![(e.patch_weight.into(), vec![d, 3, p, p])];
+        if let Some(pos) = e.positions {
+            embed.push((pos.into(), if dino { vec![1, t, d] } else { vec![t, d] }));
+        }
+        if let Some(r) = e.registers.filter(|_| c.registers > 0) {
+            embed.push((r.into(), vec![1, c.registers, d]));
+        }
         if let Some(b) = e.patch_bias {
             embed.push((b.into(), vec![d]));
         }
@@ -119,7 +119,7 @@ impl Model {
 
         // SwiGLU's `weights_in` holds both halves.
         let mlp_rows = match c.mlp {
-            config::Mlp::Standard => i_sz,
+            config::Mlp::Standard | config::Mlp::Gated => i_sz,
             config::Mlp::SwiGlu => 2 * i_sz,
         };
         for l in 0..c.num_layers {
@@ -131,10 +131,14 @@ impl Model {
             }
             for proj in [&n.query, &n.key, &n.value, &n.out] {
                 w.push((format!("{proj}.weight"), vec![d, d]));
-                w.push((format!("{proj}.bias"), vec![d]));
+                if proj != &n.key || n.key_bias {
+                    w.push((format!("{proj}.bias"), vec![d]));
+                }
             }
-            w.push((format!("{}.weight", n.mlp_in), vec![mlp_rows, d]));
-            w.push((format!("{}.bias", n.mlp_in), vec![mlp_rows]));
+            for m in std::iter::once(&n.mlp_in).chain(&n.mlp_gate) {
+                w.push((format!("{m}.weight"), vec![mlp_rows, d]));
+                w.push((format!("{m}.bias"), vec![mlp_rows]));
+            }
             w.push((format!("{}.weight", n.mlp_out), vec![d, i_sz]));
             w.push((format!("{}.bias", n.mlp_out), vec![d]));
             for s in [&n.scale1, &n.scale2].into_iter().flatten() {

@@ -16,6 +16,8 @@ pub const FIXTURES: &[&str] = &[
     "siglip_s36_p8_f32",
     "dinov2_swiglu_f32",
     "dinov2_gelu_f32",
+    "dinov3_gelu_f32",
+    "dinov3_gated_f32",
 ];
 
 /// Outputs computed only when asked for; fixtures' `expected.safetensors` may hold them.
