@@ -154,7 +154,8 @@ impl VisionConfig {
                 self.registers
             )));
         }
-        if self.kind == Kind::Dinov3 && (self.head_dim() % 4 != 0 || !(self.rope_theta > 1.0)) {
+        let rope_ok = self.rope_theta.is_finite() && self.rope_theta > 1.0;
+        if self.kind == Kind::Dinov3 && (self.head_dim() % 4 != 0 || !rope_ok) {
             return Err(Error::model(format!(
                 "DINOv3 RoPE needs a head size divisible by 4 and rope_theta > 1 (head size {}, rope_theta {})",
                 self.head_dim(),
