@@ -5,5 +5,10 @@
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
+# Habits first, warnings denied (they need no ONNX Runtime; clippy and rustdoc share the
+# dependency checks): formatting, lints, documentation.
+cargo fmt --check
+cargo clippy --all-targets -- -D warnings
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps
 scripts/setup.sh --no-build
 cargo test --all-targets 2>&1

@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use distorch_vision::export::{self, ComputeDtype, Granularity};
 use distorch_vision::image::Crop;
-use distorch_vision::job::batch::{self, EncodeJob};
+use distorch_vision::job::batch::{self, EncodeJob, OutFormat};
+use distorch_vision::job::interrupt;
 use distorch_vision::job::models::ModelFolders;
 use distorch_vision::job::yaml;
 use distorch_vision::loader::{inventory, plan_model, resolve_model_in, ClipVision, LoadOptions};
@@ -145,16 +146,21 @@ enum Command {
         /// `center` (default) or `none` (stretch).
         #[arg(long, default_value = "center")]
         crop: Crop,
-        /// Output safetensors file, or a folder of shards (sharded mode).
+        /// Output file (or, with --format npy, a folder), or a folder of shards (sharded mode).
         #[arg(long)]
         out: PathBuf,
+        /// `safetensors`, or `npy`: --out x.npy writes one .npy (one output; row sources in
+        /// x.sources.json), another --out a folder of <output>.npy and sources.json.
+        /// Default: npy when --out ends in .npy, else safetensors.
+        #[arg(long)]
+        format: Option<OutFormat>,
         /// Rows per shard; turns on sharded mode (--out is then a folder).
         #[arg(long)]
         shard_size: Option<usize>,
-        /// Sharded mode: skip images already in finished shards of --out.
+        /// Sharded mode: skip images already in finished shards of --out (same model, outputs, crop and dtype).
         #[arg(long)]
         resume: bool,
-        /// Sharded mode: abort on an unreadable image instead of skipping it.
+        /// Abort on an unreadable image instead of skipping it (and listing it).
         #[arg(long)]
         strict: bool,
         /// Sharded mode: image decoder threads.
@@ -192,8 +198,12 @@ enum Command {
         /// `center` (default) or `none` (stretch).
         #[arg(long, default_value = "center")]
         crop: Crop,
+        /// Output safetensors file (pixel_values; sources and preprocessing in its metadata).
         #[arg(long)]
         out: PathBuf,
+        /// Abort on an unreadable image instead of skipping it (and listing it).
+        #[arg(long)]
+        strict: bool,
     },
     /// Run the jobs of a YAML file in order (see examples/).
     Run {
@@ -254,8 +264,14 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
+    // Sharded runs stop cleanly on Ctrl-C / SIGTERM (see job::interrupt).
+    interrupt::enable();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if interrupt::requested() => {
+            eprintln!("{e}");
+            ExitCode::from(130)
+        }
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
@@ -340,6 +356,7 @@ fn run(cli: Cli) -> Result<()> {
             pixels,
             crop,
             out,
+            format,
             shard_size,
             resume,
             strict,
@@ -354,6 +371,16 @@ fn run(cli: Cli) -> Result<()> {
             gpu,
         } => {
             setup(&common)?;
+            let format = format.unwrap_or(
+                if out
+                    .extension()
+                    .is_some_and(|e| e.eq_ignore_ascii_case("npy"))
+                {
+                    OutFormat::Npy
+                } else {
+                    OutFormat::Safetensors
+                },
+            );
             let job = EncodeJob {
                 images,
                 pixels,
@@ -361,6 +388,7 @@ fn run(cli: Cli) -> Result<()> {
                 batch_size,
                 outputs,
                 out,
+                format,
                 shard_size,
                 resume,
                 strict,
@@ -369,9 +397,9 @@ fn run(cli: Cli) -> Result<()> {
                 model_label: model.clone(),
                 ..Default::default()
             };
-            if !job.is_sharded() && (resume || strict) {
+            if !job.is_sharded() && resume {
                 return Err(distorch_vision::Error::invalid(
-                    "--resume and --strict apply to sharded encoding (--shard-size N, or --out FOLDER)",
+                    "--resume applies to sharded encoding (--shard-size N, or --out FOLDER)",
                 ));
             }
             let cv = ClipVision::load(&LoadOptions {
@@ -394,16 +422,38 @@ fn run(cli: Cli) -> Result<()> {
             images,
             crop,
             out,
+            strict,
         } => {
+            if out
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("npy"))
+            {
+                return Err(distorch_vision::Error::invalid(format!(
+                    "--out {}: preprocess writes safetensors (what encode --pixels reads); name it .safetensors",
+                    out.display()
+                )));
+            }
             let m = Model::open(&resolve_model_in(&model, &folders)?)?;
             let spec = batch::preprocess_spec(&m, crop);
-            let (px, sources) = batch::preprocess_inputs(&images, &spec)?;
-            batch::write_pixels(&out, &px, &sources, &model)?;
+            let (px, sources, skipped) = if strict {
+                let (px, src) = batch::preprocess_inputs(&images, &spec)
+                    .map_err(|e| e.context("--strict: stopping at an unreadable image"))?;
+                (px, src, Vec::new())
+            } else {
+                batch::preprocess_inputs_skipping(&images, &spec)?
+            };
+            batch::print_skipped(&skipped);
+            batch::write_pixels(&out, &px, &sources, &model, &spec)?;
             eprintln!(
-                "preprocessed {} images into {} (pixel_values {:?})",
+                "preprocessed {} images into {} (pixel_values {:?}){}",
                 sources.len(),
                 out.display(),
-                px.shape()
+                px.shape(),
+                if skipped.is_empty() {
+                    String::new()
+                } else {
+                    format!("; {} skipped", skipped.len())
+                }
             );
             Ok(())
         }

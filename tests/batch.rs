@@ -326,6 +326,11 @@ fn unreadable_images_are_skipped_and_reported_or_abort_with_strict() {
         err.contains("img_0003b.png") && err.contains("img_0007b.png"),
         "{err}"
     );
+    // The skip lines name each file once (the reason does not repeat the path).
+    assert_eq!(err.lines().filter(|l| l.starts_with("skipped ")).count(), 2);
+    for line in err.lines().filter(|l| l.starts_with("skipped ")) {
+        assert_eq!(line.matches("img_000").count(), 1, "{line}");
+    }
     let (index, all) = check_shards(&out);
     assert_eq!(all.len(), 12);
     assert_eq!(
@@ -348,16 +353,357 @@ fn unreadable_images_are_skipped_and_reported_or_abort_with_strict() {
     assert!(line.contains("img_0003b.png"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 
-    // One-shot (not sharded) encoding fails on the unreadable file, naming it.
+    // One-shot (not sharded) encoding skips and lists them the same way...
+    let one = tmp.join("one.safetensors");
     let o = run(bin()
         .args(["encode", "--model"])
         .arg(clip())
         .arg("--images")
         .arg(&dir)
         .arg("--out")
-        .arg(tmp.join("one.safetensors"))
+        .arg(&one)
+        .args(["--device", "cpu", "--graphs-dir"])
+        .arg(&graphs));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("2 skipped"), "{err}");
+    let skip_lines: Vec<&str> = err.lines().filter(|l| l.starts_with("skipped ")).collect();
+    assert_eq!(skip_lines.len(), 2, "{err}");
+    assert!(skip_lines[0].contains("img_0003b.png") && skip_lines[1].contains("img_0007b.png"));
+    let want: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+    assert_eq!(sources(&one), want);
+    assert_eq!(read_tensors(&one)[0].1[0], 12);
+    // ...and --strict aborts there, naming the file.
+    let o = run(bin()
+        .args(["encode", "--strict", "--model"])
+        .arg(clip())
+        .arg("--images")
+        .arg(&dir)
+        .arg("--out")
+        .arg(tmp.join("strict.safetensors"))
         .args(["--device", "cpu", "--graphs-dir"])
         .arg(&graphs));
     assert!(!o.status.success());
     assert!(stderr(&o).contains("img_0003b.png"), "{}", stderr(&o));
+    assert!(!tmp.join("strict.safetensors").exists());
+}
+
+/// The index after a sharded run, read back.
+fn index_of(out: &Path) -> ShardIndex {
+    ShardIndex::read(out).unwrap().expect("index.json")
+}
+
+#[test]
+fn resume_refuses_another_model_crop_or_outputs_naming_the_difference() {
+    let tmp = temp_dir("resume_identity");
+    let imgs = tmp.join("imgs");
+    make_images(&imgs, 6);
+    let graphs = tmp.join("graphs");
+    let out = tmp.join("out");
+    let o = run(sharded_cmd(&imgs, &out, &graphs).args(["--shard-size", "4"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let before = std::fs::read(out.join("index.json")).unwrap();
+    let id = index_of(&out)
+        .identity
+        .expect("the index records the run's identity");
+    assert_eq!(id.crop, "center");
+    assert_eq!(id.model_id.len(), 32);
+
+    // Another model with the same sizes and outputs (different weights, GELU).
+    let other = fixture("clip_gelu_f16").join("model.safetensors");
+    let refused = |extra: &[&str], model: &Path, needles: &[&str]| {
+        let o = run(bin()
+            .args(["encode", "--model"])
+            .arg(model)
+            .arg("--images")
+            .arg(&imgs)
+            .arg("--out")
+            .arg(&out)
+            .args(["--device", "cpu", "--graphs-dir"])
+            .arg(&graphs)
+            .args(["--shard-size", "4", "--resume"])
+            .args(extra));
+        assert!(!o.status.success(), "{extra:?} was accepted");
+        let err = stderr(&o);
+        for n in needles {
+            assert!(err.contains(n), "{n:?} not in {err}");
+        }
+        assert_eq!(std::fs::read(out.join("index.json")).unwrap(), before);
+    };
+    refused(&[], &other, &["cannot resume", "model:", "clip_gelu_f16"]);
+    refused(
+        &["--crop", "none"],
+        &clip(),
+        &["crop: center before, none now"],
+    );
+    refused(
+        &["--outputs", "image_embeds"],
+        &clip(),
+        &["outputs:", "image_embeds"],
+    );
+    // Model and crop at once: both named.
+    refused(&["--crop", "none"], &other, &["model:", "crop:"]);
+    // The same settings resume: nothing left to do, said plainly.
+    let o = run(sharded_cmd(&imgs, &out, &graphs).args(["--shard-size", "4", "--resume"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("nothing to encode: all 6 images are already in 2 shards"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn resume_recognises_the_same_images_spelled_differently() {
+    let tmp = temp_dir("resume_spelling");
+    let files = make_images(&tmp.join("imgs"), 12);
+    let graphs = tmp.join("graphs");
+    std::fs::create_dir_all(tmp.join("elsewhere/deeper")).unwrap();
+    // The first run: five files, spelled relative to tmp/elsewhere.
+    let first: Vec<String> = (0..5).map(|i| format!("../imgs/img_{i:04}.png")).collect();
+    let o = run(bin()
+        .current_dir(tmp.join("elsewhere"))
+        .args(["encode", "--model"])
+        .arg(clip())
+        .arg("--images")
+        .args(&first)
+        .args(["--out", "../out", "--shard-size", "4", "--device", "cpu"])
+        .arg("--graphs-dir")
+        .arg(&graphs));
+    assert!(o.status.success(), "{}", stderr(&o));
+    // The resume: the whole folder, absolute, from another folder, plus one file again.
+    let o = run(bin()
+        .current_dir(tmp.join("elsewhere/deeper"))
+        .args(["encode", "--model"])
+        .arg(clip())
+        .arg("--images")
+        .arg(tmp.join("imgs"))
+        .arg("../../imgs/./img_0003.png")
+        .arg("--out")
+        .arg(tmp.join("out"))
+        .args(["--shard-size", "4", "--device", "cpu", "--resume"])
+        .arg("--graphs-dir")
+        .arg(&graphs));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("encoded 7 images"), "{err}");
+    assert!(err.contains("5 were already there"), "{err}");
+    let (index, all) = check_shards(&tmp.join("out"));
+    assert!(index.complete);
+    assert_eq!(all.len(), 12, "{all:?}");
+    // Each image once, spelled as given by the run that encoded it.
+    let mut want: Vec<String> = first.clone();
+    want.extend(files[5..].iter().map(|f| f.display().to_string()));
+    assert_eq!(all, want);
+    let keys: Vec<String> = index.shards.iter().flat_map(|s| s.keys.clone()).collect();
+    let canonical: Vec<String> = files
+        .iter()
+        .map(|f| std::fs::canonicalize(f).unwrap().display().to_string())
+        .collect();
+    assert_eq!(keys, canonical);
+}
+
+#[test]
+fn ctrl_c_keeps_finished_rows_and_resume_completes_without_duplicates() {
+    let tmp = temp_dir("shard_sigint");
+    let files = make_images(&tmp.join("imgs"), 200);
+    let out = tmp.join("out");
+    let graphs = tmp.join("graphs");
+    // Warm the graph export so the timed run starts encoding at once.
+    let o = run(sharded_cmd(&files[0], &tmp.join("warm"), &graphs).args(["--shard-size", "1"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // 50 batches of 4, 40 ms apart at least: the run lasts seconds; the signal comes once the
+    // first shard exists and the second is under way.
+    let child = sharded_cmd(&tmp.join("imgs"), &out, &graphs)
+        .args([
+            "--shard-size",
+            "20",
+            "--batch-size",
+            "4",
+            "--throttle-ms",
+            "40",
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while !out.join("shard-00000.safetensors").exists() {
+        assert!(t.elapsed() < Duration::from_secs(60), "no shard appeared");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    // SAFETY: signals our own child process.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let o = child.wait_with_output().unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(130), "{err}");
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("stopped at "))
+        .unwrap_or_else(|| panic!("no stop line in {err}"));
+    let n: usize = line["stopped at ".len()..line.find('/').unwrap()]
+        .parse()
+        .unwrap();
+    assert!(line.contains("/200; rerun with --resume"), "{line}");
+    let (index, done) = check_shards(&out);
+    assert!(!index.complete);
+    assert_eq!(done.len(), n, "the finished rows are all kept");
+    assert!((20..200).contains(&n), "{n}");
+
+    let o = run(sharded_cmd(&tmp.join("imgs"), &out, &graphs).args([
+        "--shard-size",
+        "20",
+        "--batch-size",
+        "4",
+        "--resume",
+    ]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!("encoded {} images", 200 - n)),
+        "{}",
+        stderr(&o)
+    );
+    let (index, all) = check_shards(&out);
+    assert!(index.complete);
+    let want: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+    assert_eq!(all, want, "every image once, in order");
+}
+
+/// Shape of a `.npy` file, and its f32 values.
+fn read_npy(path: &Path) -> (Vec<usize>, Vec<f32>) {
+    let b = std::fs::read(path).unwrap();
+    assert_eq!(&b[..8], b"\x93NUMPY\x01\x00");
+    let hlen = u16::from_le_bytes([b[8], b[9]]) as usize;
+    let header = std::str::from_utf8(&b[10..10 + hlen]).unwrap();
+    assert!(header.contains("'descr': '<f4'"), "{header}");
+    let shape = &header[header.find("'shape': (").unwrap() + 10..];
+    let shape: Vec<usize> = shape[..shape.find(')').unwrap()]
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| s.trim().parse().unwrap())
+        .collect();
+    let data = b[10 + hlen..]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    (shape, data)
+}
+
+#[test]
+fn npy_output_is_real_npy_or_refused_plainly() {
+    let tmp = temp_dir("encode_npy");
+    let files = [
+        images_dir().join("landscape_131x33.png"),
+        images_dir().join("exif6_40x24.jpg"),
+    ];
+    let graphs = tmp.join("graphs");
+    let encode = |out: &Path, extra: &[&str]| {
+        run(bin()
+            .args(["encode", "--model"])
+            .arg(clip())
+            .arg("--images")
+            .args(&files)
+            .arg("--out")
+            .arg(out)
+            .args(["--device", "cpu", "--graphs-dir"])
+            .arg(&graphs)
+            .args(extra))
+    };
+    let st = tmp.join("ref.safetensors");
+    let o = encode(&st, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let reference = read_tensors(&st);
+
+    // x.npy with every output: one .npy cannot hold them; said before any work.
+    let npy = tmp.join("emb.npy");
+    let o = encode(&npy, &[]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("one .npy file") && err.contains("image_embeds") && err.contains("--outputs"),
+        "{err}"
+    );
+    assert!(!npy.exists());
+    // One output: a real .npy (inferred from the name), sources beside it.
+    let o = encode(&npy, &["--outputs", "image_embeds"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (shape, data) = read_npy(&npy);
+    let want = tensor(&reference, "image_embeds");
+    assert_eq!(shape, want.1);
+    assert_eq!(data, want.2);
+    let src: Vec<String> =
+        serde_json::from_slice(&std::fs::read(tmp.join("emb.sources.json")).unwrap()).unwrap();
+    assert_eq!(src.len(), 2);
+    // Safetensors bytes under a .npy name are refused.
+    let o = encode(&tmp.join("x.npy"), &["--format", "safetensors"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("--format npy"), "{}", stderr(&o));
+    assert!(!tmp.join("x.npy").exists());
+    // --format npy with a folder: one .npy per output.
+    let o = encode(&tmp.join("npy_dir"), &["--format", "npy"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for (name, shape, values) in &reference {
+        let (s, v) = read_npy(&tmp.join("npy_dir").join(format!("{name}.npy")));
+        assert_eq!((&s, &v), (shape, values), "{name}");
+    }
+    let o = encode(&tmp.join("bad"), &["--format", "parquet"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("safetensors"), "{}", stderr(&o));
+}
+
+#[test]
+fn pixels_record_their_preprocessing_and_a_mismatch_warns() {
+    let tmp = temp_dir("pixels_meta");
+    let img = images_dir().join("plain_64x48.jpg");
+    let siglip = fixture("siglip_f32").join("model.safetensors");
+    let graphs = tmp.join("graphs");
+    for (name, model) in [("clip", clip()), ("siglip", siglip)] {
+        let o = run(bin()
+            .args(["preprocess", "--crop", "none", "--model"])
+            .arg(&model)
+            .arg("--images")
+            .arg(&img)
+            .arg("--out")
+            .arg(tmp.join(format!("{name}.safetensors"))));
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    // A .npy name would hide safetensors bytes: refused.
+    let o = run(bin()
+        .args(["preprocess", "--model"])
+        .arg(clip())
+        .arg("--images")
+        .arg(&img)
+        .arg("--out")
+        .arg(tmp.join("px.npy")));
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains(".safetensors"), "{}", stderr(&o));
+    let meta = SafeTensors::open(&tmp.join("siglip.safetensors"))
+        .unwrap()
+        .metadata()
+        .clone();
+    assert_eq!(meta["image_size"], "32");
+    assert_eq!(meta["crop"], "none");
+    assert_eq!(meta["mean"], "[0.5,0.5,0.5]");
+    assert_eq!(meta["std"], "[0.5,0.5,0.5]");
+    let encode = |px: &str| {
+        let o = run(bin()
+            .args(["encode", "--model"])
+            .arg(clip())
+            .arg("--pixels")
+            .arg(tmp.join(px))
+            .arg("--out")
+            .arg(tmp.join("out.safetensors"))
+            .args(["--device", "cpu", "--graphs-dir"])
+            .arg(&graphs));
+        assert!(o.status.success(), "{}", stderr(&o));
+        stderr(&o)
+    };
+    let err = encode("clip.safetensors");
+    assert!(!err.contains("preprocessed for another model"), "{err}");
+    let err = encode("siglip.safetensors");
+    assert!(
+        err.contains("preprocessed for another model") && err.contains("mean [0.5, 0.5, 0.5]"),
+        "{err}"
+    );
 }

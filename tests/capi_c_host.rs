@@ -2,13 +2,12 @@
 //! runs it on fixtures: it dlopen()s the plugin, encodes, compares with expected values and
 //! checks the misuse paths (see the C file).
 
-#[path = "capi_common.rs"]
 mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::*;
+use common::capi::*;
 
 fn write_f32(path: &Path, values: &[f32]) {
     let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();

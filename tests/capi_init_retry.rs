@@ -1,12 +1,11 @@
 //! A failed `dv_init` (wrong library path) does not poison the process: a later `dv_init`
 //! with the right path works. Its own test binary, so ONNX Runtime starts unloaded.
 
-#[path = "capi_common.rs"]
 mod common;
 
 use std::ffi::{c_char, CStr};
 
-use common::*;
+use common::capi::*;
 
 #[test]
 fn dv_init_recovers_from_a_wrong_library_path() {

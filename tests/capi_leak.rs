@@ -2,12 +2,11 @@
 //! objects stay behind and the resident set stays roughly flat. Its own test binary, so
 //! no other test's allocations move the RSS.
 
-#[path = "capi_common.rs"]
 mod common;
 
 use std::ffi::c_char;
 
-use common::*;
+use common::capi::*;
 
 fn cycle(api: &Api, model: &std::path::Path, px: &ndarray::Array4<f32>) {
     let h = api.load(model);

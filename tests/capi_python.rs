@@ -1,13 +1,12 @@
 //! scripts/encode_with_plugin.py (ctypes) drives the plugin: with numpy (from the
 //! checkout's .runtime/cpu) and without it, on a fixture's pixels; outputs match Hugging Face.
 
-#[path = "capi_common.rs"]
 mod common;
 
 use std::path::PathBuf;
 use std::process::Command;
 
-use common::*;
+use common::capi::*;
 
 fn run_script(model: &str, out: &PathBuf, with_numpy: bool) -> std::process::Output {
     let dir = fixture(model);

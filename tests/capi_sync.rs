@@ -2,25 +2,35 @@
 //! src/capi/, the declarations of distorch_vision.h, and plugin.toml's symbol list; checks
 //! the built library exports every listed symbol, and the node's inputs match SPEC §1.
 
-#[path = "capi_common.rs"]
 mod common;
 
 use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 
-use common::*;
+use common::capi::*;
+
+/// Every `.rs` file under `dir`, at any depth (a submodule folder must not hide an export).
+fn rust_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(rust_files(&path));
+        } else if path.extension().and_then(|e| e.to_str()) == Some("rs") {
+            out.push(path);
+        }
+    }
+    out
+}
 
 /// `name → normalised signature` of the Rust exports.
 fn rust_exports() -> Vec<(String, String)> {
     let mut out = Vec::new();
-    for entry in std::fs::read_dir(root().join("src/capi")).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().and_then(|e| e.to_str()) != Some("rs") {
-            continue;
-        }
+    for path in rust_files(&root().join("src/capi")) {
         let text = std::fs::read_to_string(&path).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         for (i, line) in lines.iter().enumerate() {
-            if line.trim() != "#[no_mangle]" {
+            if !matches!(line.trim(), "#[no_mangle]" | "#[unsafe(no_mangle)]") {
                 continue;
             }
             // The signature: from the `fn` line (after attributes) to the opening brace.
@@ -280,4 +290,65 @@ fn node_inputs_are_spec_section_1() {
     for enc in node["encodes"].as_array().unwrap() {
         assert!(listed.contains(&enc["function"].as_str().unwrap()));
     }
+}
+
+/// The one C program of docs/c-abi.md that has a `main`: the guide's example.
+fn docs_c_example() -> String {
+    let guide = std::fs::read_to_string(root().join("docs/c-abi.md")).expect("docs/c-abi.md");
+    let blocks: Vec<&str> = guide
+        .split("```c\n")
+        .skip(1)
+        .map(|b| b.split("\n```").next().unwrap())
+        .filter(|b| b.contains("int main("))
+        .collect();
+    assert_eq!(
+        blocks.len(),
+        1,
+        "docs/c-abi.md: expected one C example with a main()"
+    );
+    blocks[0].to_string()
+}
+
+#[test]
+fn the_c_guide_example_compiles_against_the_header_and_runs() {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("docs-c-example");
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = dir.join("encode_one.c");
+    std::fs::write(&src, docs_c_example()).unwrap();
+    let exe = dir.join("encode_one");
+    // Linked against the built plugin by name, as a C program would be: every function the
+    // example calls must exist with the header's prototype.
+    let lib_dir = plugin_path().parent().unwrap().to_path_buf();
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".to_string());
+    let out = std::process::Command::new(&cc)
+        .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-pedantic", "-I"])
+        .arg(root())
+        .arg(&src)
+        .arg("-o")
+        .arg(&exe)
+        .arg("-L")
+        .arg(&lib_dir)
+        .arg("-ldistorch_vision")
+        .arg(format!("-Wl,-rpath,{}", lib_dir.display()))
+        .output()
+        .unwrap_or_else(|e| panic!("running {cc}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cc} failed on the docs/c-abi.md example:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = std::process::Command::new(&exe)
+        .arg(fixture("clip_quickgelu_f32").join("model.safetensors"))
+        .env("DISTORCH_GRAPHS_DIR", graphs_dir())
+        .env("ORT_DYLIB_PATH", ort_library())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "the example failed: {stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(stdout.contains("\"compute_device\":\"cpu\""), "{stdout}");
+    assert!(stdout.contains("image_embeds [1, 16]:"), "{stdout}");
 }

@@ -203,3 +203,223 @@ fn symlink_loops_in_model_folders_end() {
     assert_ne!(o.status.code(), Some(124), "resolution looped");
     assert!(!o.status.success());
 }
+
+/// Encodes `name` (looked up in `comfy`) on the CPU from the fixture's pixels into `out`.
+fn encode_named(comfy: &Path, name: &str, fixture_name: &str, graphs: &Path, out: &Path) {
+    let o = run(bin()
+        .args(["encode", "--device", "cpu", "--model", name, "--comfyui"])
+        .arg(comfy)
+        .arg("--pixels")
+        .arg(fixture(fixture_name).join("pixels.safetensors"))
+        .arg("--out")
+        .arg(out)
+        .arg("--graphs-dir")
+        .arg(graphs));
+    assert!(o.status.success(), "{name}: {}", stderr(&o));
+    assert_close(
+        out,
+        &fixture(fixture_name).join("expected.safetensors"),
+        1e-4,
+    );
+}
+
+#[test]
+fn symlinked_models_encode_and_broken_cached_exports_are_rebuilt() {
+    let tmp = temp_dir("folders_symlinks");
+    let store = tmp.join("store");
+    place(&store.join("model.safetensors"));
+    let cv = tmp.join("ComfyUI/models/clip_vision");
+    std::fs::create_dir_all(&cv).unwrap();
+    // A symlinked folder, and a (relative) symlinked file with its own config beside it.
+    std::os::unix::fs::symlink(&store, cv.join("linked")).unwrap();
+    std::os::unix::fs::symlink(
+        "../../../store/model.safetensors",
+        cv.join("tiny.safetensors"),
+    )
+    .unwrap();
+    std::fs::copy(
+        fixture("clip_quickgelu_f32").join("config.json"),
+        cv.join("tiny.config.json"),
+    )
+    .unwrap();
+    let comfy = tmp.join("ComfyUI");
+    let graphs = tmp.join("graphs");
+    encode_named(
+        &comfy,
+        "linked/model",
+        "clip_quickgelu_f32",
+        &graphs,
+        &tmp.join("a.st"),
+    );
+    encode_named(
+        &comfy,
+        "tiny",
+        "clip_quickgelu_f32",
+        &graphs,
+        &tmp.join("b.st"),
+    );
+
+    // An export cached by an older version holds a hard link to the symlink itself: it is
+    // detected and rebuilt rather than handed to ONNX Runtime.
+    let export = std::fs::read_dir(&graphs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("tiny-")
+        })
+        .expect("the export of tiny");
+    let weights = export.join("weights.safetensors");
+    assert!(std::fs::symlink_metadata(&weights).unwrap().is_file());
+    std::fs::remove_file(&weights).unwrap();
+    std::fs::hard_link(cv.join("tiny.safetensors"), &weights).unwrap();
+    assert!(std::fs::symlink_metadata(&weights).unwrap().is_symlink());
+    encode_named(
+        &comfy,
+        "tiny",
+        "clip_quickgelu_f32",
+        &graphs,
+        &tmp.join("c.st"),
+    );
+    assert!(std::fs::symlink_metadata(&weights).unwrap().is_file());
+}
+
+/// A sparse stock ViT-L/14 f16 file (only the header takes disk space): the key table's shapes.
+fn vit_l(path: &Path) {
+    let (d, i, layers) = (1024usize, 4096usize, 24usize);
+    let mut tensors: Vec<(String, Vec<usize>)> = vec![
+        ("vision_model.embeddings.class_embedding".into(), vec![d]),
+        (
+            "vision_model.embeddings.patch_embedding.weight".into(),
+            vec![d, 3, 14, 14],
+        ),
+        (
+            "vision_model.embeddings.position_embedding.weight".into(),
+            vec![257, d],
+        ),
+        ("vision_model.pre_layrnorm.weight".into(), vec![d]),
+        ("vision_model.pre_layrnorm.bias".into(), vec![d]),
+    ];
+    for l in 0..layers {
+        let p = format!("vision_model.encoder.layers.{l}.");
+        for n in ["layer_norm1", "layer_norm2"] {
+            tensors.push((format!("{p}{n}.weight"), vec![d]));
+            tensors.push((format!("{p}{n}.bias"), vec![d]));
+        }
+        for n in ["q_proj", "k_proj", "v_proj", "out_proj"] {
+            tensors.push((format!("{p}self_attn.{n}.weight"), vec![d, d]));
+            tensors.push((format!("{p}self_attn.{n}.bias"), vec![d]));
+        }
+        tensors.push((format!("{p}mlp.fc1.weight"), vec![i, d]));
+        tensors.push((format!("{p}mlp.fc1.bias"), vec![i]));
+        tensors.push((format!("{p}mlp.fc2.weight"), vec![d, i]));
+        tensors.push((format!("{p}mlp.fc2.bias"), vec![d]));
+    }
+    tensors.push(("vision_model.post_layernorm.weight".into(), vec![d]));
+    tensors.push(("vision_model.post_layernorm.bias".into(), vec![d]));
+    tensors.push(("visual_projection.weight".into(), vec![768, d]));
+    let mut header = serde_json::Map::new();
+    let mut offset = 0usize;
+    for (name, shape) in &tensors {
+        let n = shape.iter().product::<usize>() * 2;
+        header.insert(
+            name.clone(),
+            serde_json::json!({"dtype": "F16", "shape": shape, "data_offsets": [offset, offset + n]}),
+        );
+        offset += n;
+    }
+    let h = serde_json::to_vec(&header).unwrap();
+    let mut bytes = (h.len() as u64).to_le_bytes().to_vec();
+    bytes.extend(h);
+    let header_len = bytes.len() as u64;
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, bytes).unwrap();
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.set_len(header_len + offset as u64).unwrap();
+}
+
+fn inspect_json(comfy: &Path, name: &str) -> (serde_json::Value, String) {
+    let o = run(bin()
+        .args(["inspect", "--json", "--model", name, "--comfyui"])
+        .arg(comfy));
+    assert!(o.status.success(), "{name}: {}", stderr(&o));
+    (serde_json::from_slice(&o.stdout).unwrap(), stderr(&o))
+}
+
+#[test]
+fn per_model_sidecars_and_a_folder_config_that_fits_only_some_files() {
+    let tmp = temp_dir("folders_sidecar");
+    let comfy = tmp.join("ComfyUI");
+    let cv = comfy.join("models/clip_vision");
+    // A flat folder: a stock ViT-L beside a custom model whose config.json is folder-wide.
+    place(&cv.join("custom.safetensors"));
+    vit_l(&cv.join("vit-l.safetensors"));
+    let (v, err) = inspect_json(&comfy, "vit-l");
+    assert_eq!(v["family"], "ViT-L/14", "{v}");
+    assert_eq!(v["config"]["source"], "key table");
+    assert!(
+        err.contains("config.json")
+            && err.contains("not used")
+            && err.contains("vit-l.config.json"),
+        "{err}"
+    );
+    let o = run(bin()
+        .args(["plan", "--device", "cpu", "--model", "vit-l", "--comfyui"])
+        .arg(&comfy));
+    assert!(o.status.success(), "{}", stderr(&o));
+    // The custom model still gets the folder's config.json, silently.
+    let (v, err) = inspect_json(&comfy, "custom");
+    assert_eq!(v["config"]["source"], "config.json", "{v}");
+    assert_eq!(v["config"]["hidden_size"], 32);
+    assert!(!err.contains("not used"), "{err}");
+    let graphs = tmp.join("graphs");
+    encode_named(
+        &comfy,
+        "custom",
+        "clip_quickgelu_f32",
+        &graphs,
+        &tmp.join("a.st"),
+    );
+
+    // Per-model sidecars: <name>.json and <name>.config.json win over the folder's file.
+    for (name, sidecar, fx) in [
+        ("sig", "sig.json", "siglip_f32"),
+        ("gelu", "gelu.config.json", "clip_gelu_f16"),
+    ] {
+        std::fs::copy(
+            fixture(fx).join("model.safetensors"),
+            cv.join(format!("{name}.safetensors")),
+        )
+        .unwrap();
+        std::fs::copy(fixture(fx).join("config.json"), cv.join(sidecar)).unwrap();
+        let (v, err) = inspect_json(&comfy, name);
+        assert_eq!(v["config"]["source"], sidecar, "{v}");
+        assert!(!err.contains("not used"), "{err}");
+        encode_named(&comfy, name, fx, &graphs, &tmp.join(format!("{name}.st")));
+    }
+    // A sidecar names this one file: its mistakes are errors, never skipped.
+    std::fs::write(cv.join("gelu.config.json"), r#"{"hidden_size": 48}"#).unwrap();
+    let o = run(bin()
+        .args(["inspect", "--model", "gelu", "--comfyui"])
+        .arg(&comfy));
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("gelu.config.json"), "{}", stderr(&o));
+
+    // A folder config.json that fits nothing, beside a file no family matches: both reasons.
+    std::fs::write(
+        cv.join("config.json"),
+        r#"{"model_type":"clip_vision_model","hidden_size":64,"num_attention_heads":4}"#,
+    )
+    .unwrap();
+    let o = run(bin()
+        .args(["inspect", "--model", "custom", "--comfyui"])
+        .arg(&comfy));
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("config.json") && err.contains("no known CLIP Vision family"),
+        "{err}"
+    );
+}

@@ -296,13 +296,20 @@ fn reusable(
         && m.weights == WEIGHTS_FILE
         && serde_json::to_value(&model.config).ok()? == m.config
         && m.blocks == manifest_blocks(model)
-        && std::fs::metadata(dir.join(&m.weights)).ok()?.len() == m.source_bytes
+        && weights_file_ok(&dir.join(&m.weights), m.source_bytes)
         && m.blocks.iter().all(|b| dir.join(&b.file).is_file())
         && (granularity == Granularity::Blocks
             || m.whole
                 .as_ref()
                 .is_some_and(|w| dir.join(&w.file).is_file()));
     complete.then_some(m)
+}
+
+/// The export's weights are a regular file of the model's size. Older versions hard-linked a
+/// symlinked model's *link* rather than its file: such an export holds a symlink there, which
+/// ONNX Runtime refuses (the target lies outside the export), so it is rebuilt.
+fn weights_file_ok(path: &Path, bytes: u64) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_file() && m.len() == bytes)
 }
 
 fn block_file(name: &str) -> String {
@@ -329,10 +336,14 @@ fn manifest_blocks(model: &Model) -> Vec<ManifestBlock> {
 
 /// Puts the weights beside the graphs: a hard link (ONNX Runtime refuses external data that
 /// resolves outside the graph's folder, symlinks included), or a copy across filesystems.
+/// A symlinked model is resolved first: `link()` does not follow a symlink, and a hard link to
+/// the link itself would point outside the export.
 fn link_weights(source: &Path, target: &Path) -> Result<()> {
-    if let (Ok(a), Ok(b)) = (std::fs::metadata(source), std::fs::metadata(target)) {
+    let real = std::fs::canonicalize(source).map_err(|e| Error::io(source, e))?;
+    let source = real.as_path();
+    if let (Ok(a), Ok(b)) = (std::fs::metadata(source), std::fs::symlink_metadata(target)) {
         use std::os::unix::fs::MetadataExt;
-        if a.dev() == b.dev() && a.ino() == b.ino() {
+        if b.file_type().is_file() && a.dev() == b.dev() && a.ino() == b.ino() {
             return Ok(());
         }
     }

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::export::write_atomic;
 use crate::image::{self, Crop, PreprocessSpec};
-use crate::job::output;
+use crate::job::{interrupt, output};
 use crate::loader::ClipVision;
 use crate::model::Model;
 use crate::{Error, ErrorKind, Result};
@@ -60,6 +60,37 @@ pub fn preprocess_files(
     Ok((px, sources))
 }
 
+/// Files (in the order given) to one NCHW tensor, skipping the files that cannot be read:
+/// the pixels, the sources in row order and the skipped files with their reasons.
+pub fn preprocess_files_skipping(
+    paths: &[PathBuf],
+    spec: &PreprocessSpec,
+) -> Result<(Array4<f32>, Vec<String>, Vec<Skipped>)> {
+    let s = spec.size as usize;
+    let mut data: Vec<f32> = Vec::new();
+    let total = paths.len().checked_mul(3 * s * s);
+    if total.is_none_or(|n| data.try_reserve_exact(n).is_err()) {
+        return Err(Error::invalid(format!(
+            "{} images of {s}×{s} pixels do not fit in memory at once; encode them in shards (--shard-size N)",
+            paths.len()
+        )));
+    }
+    let mut sources = Vec::with_capacity(paths.len());
+    let mut skipped = Vec::new();
+    for p in paths {
+        match preprocess_file(p, spec) {
+            Ok(v) => {
+                data.extend(v);
+                sources.push(p.display().to_string());
+            }
+            Err(e) => skipped.push(Skipped::new(p, &e)),
+        }
+    }
+    let px = Array4::from_shape_vec((sources.len(), 3, s, s), data)
+        .map_err(|e| Error::invalid(format!("preprocess: {e}")))?;
+    Ok((px, sources, skipped))
+}
+
 /// Files and folders (folders expand recursively, sorted) to pixels, as `preprocess_files`.
 pub fn preprocess_inputs(
     inputs: &[PathBuf],
@@ -79,15 +110,45 @@ pub fn preprocess_inputs(
     preprocess_files(&files, spec)
 }
 
+/// Files and folders to pixels, as `preprocess_files_skipping`; an error when none is readable.
+pub fn preprocess_inputs_skipping(
+    inputs: &[PathBuf],
+    spec: &PreprocessSpec,
+) -> Result<(Array4<f32>, Vec<String>, Vec<Skipped>)> {
+    let files = image::expand_inputs(inputs)?;
+    let (px, sources, skipped) = preprocess_files_skipping(&files, spec)?;
+    if sources.is_empty() {
+        return Err(match skipped.first() {
+            Some(first) => Error::invalid(format!(
+                "none of the {} image files could be read (the first, {}: {})",
+                skipped.len(),
+                first.file,
+                first.reason
+            )),
+            None => Error::invalid(format!(
+                "no image files found in {}",
+                inputs
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        });
+    }
+    Ok((px, sources, skipped))
+}
+
 /// Writes pixels as a safetensors file with one tensor `pixel_values` (readable by
-/// `output::read_pixels`), the sources in row order in the metadata `inputs`.
+/// `output::read_pixels`), the sources in row order in the metadata `inputs`, and the
+/// preprocessing (size, crop, mean, std) that `encode --pixels` checks against its model.
 pub fn write_pixels(
     path: &Path,
     pixels: &Array4<f32>,
     sources: &[String],
     model: &str,
+    spec: &PreprocessSpec,
 ) -> Result<()> {
-    let mut meta = HashMap::new();
+    let mut meta = output::pixels_metadata(spec);
     meta.insert(
         "inputs".to_string(),
         serde_json::to_string(sources).unwrap_or_default(),
@@ -122,19 +183,145 @@ pub fn shard_name(n: usize) -> String {
 pub struct ShardEntry {
     pub file: String,
     pub rows: usize,
+    /// The files of the rows, spelled as the user gave them.
     pub sources: Vec<String>,
+    /// The same files as canonical absolute paths: what `--resume` compares, so that
+    /// `../imgs` and `/data/imgs` are the same images. Absent in older indexes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Skipped {
     pub file: String,
     pub reason: String,
+    /// Canonical path (see `ShardEntry::keys`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub key: String,
+}
+
+impl Skipped {
+    /// `file` could not be read because of `e`; the reason without the file name it repeats.
+    pub fn new(file: &Path, e: &Error) -> Skipped {
+        let name = file.display().to_string();
+        let msg = e.message();
+        let reason = msg
+            .strip_prefix(name.as_str())
+            .and_then(|r| r.strip_prefix(": "))
+            .unwrap_or(msg)
+            .to_string();
+        Skipped {
+            file: name,
+            reason,
+            key: source_key(file),
+        }
+    }
+}
+
+/// The canonical absolute path of an input (lexically absolute when it no longer exists).
+pub fn source_key(p: &Path) -> String {
+    std::fs::canonicalize(p)
+        .or_else(|_| std::path::absolute(p))
+        .unwrap_or_else(|_| p.to_path_buf())
+        .display()
+        .to_string()
+}
+
+/// What decides the rows of a sharded run: a resume must match it exactly.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct RunIdentity {
+    /// Content hash of the model's weights (the export's model id).
+    pub model_id: String,
+    pub family: String,
+    /// The model's configuration (sizes, activation, image size; ours or the family table's).
+    pub config: serde_json::Value,
+    pub crop: String,
+    pub dtype: crate::export::ComputeDtype,
+}
+
+impl RunIdentity {
+    fn of(cv: &ClipVision, spec: &PreprocessSpec) -> RunIdentity {
+        let m = &cv.export().manifest;
+        let mut config = serde_json::to_value(&cv.model().config).unwrap_or_default();
+        // Labels, not sizes: moving a config.json into a sidecar changes no row.
+        if let Some(o) = config.as_object_mut() {
+            o.remove("source");
+            o.remove("family");
+        }
+        RunIdentity {
+            model_id: m.model_id.clone(),
+            family: cv.model().config.family.clone(),
+            config,
+            crop: spec.crop.as_str().to_string(),
+            dtype: m.dtype,
+        }
+    }
+
+    /// Each way `now` differs from `self` (the earlier run), for a person.
+    fn differences(&self, now: &RunIdentity, prev_model: &str, model: &str) -> Vec<String> {
+        let mut d = Vec::new();
+        if self.model_id != now.model_id {
+            d.push(format!(
+                "model: it was encoded with {prev_model} ({}, weights {}), this run uses {model} ({}, weights {})",
+                self.family,
+                short(&self.model_id),
+                now.family,
+                short(&now.model_id)
+            ));
+        } else if self.config != now.config {
+            let (a, b) = (self.config.as_object(), now.config.as_object());
+            let keys: Vec<String> = match (a, b) {
+                (Some(a), Some(b)) => a
+                    .keys()
+                    .chain(b.keys().filter(|k| !a.contains_key(*k)))
+                    .filter(|k| a.get(*k) != b.get(*k))
+                    .map(|k| {
+                        let show = |v: Option<&serde_json::Value>| {
+                            v.map_or("(none)".to_string(), |v| v.to_string())
+                        };
+                        format!("{k} {} -> {}", show(a.get(k)), show(b.get(k)))
+                    })
+                    .collect(),
+                _ => vec!["(not comparable)".into()],
+            };
+            d.push(format!(
+                "model configuration (same weights): {}",
+                keys.join(", ")
+            ));
+        }
+        if self.crop != now.crop {
+            d.push(format!("crop: {} before, {} now", self.crop, now.crop));
+        }
+        if self.dtype != now.dtype {
+            d.push(format!(
+                "dtype: {} before, {} now",
+                dtype_name(self.dtype),
+                dtype_name(now.dtype)
+            ));
+        }
+        d
+    }
+}
+
+fn short(id: &str) -> &str {
+    id.get(..16).unwrap_or(id)
+}
+
+fn dtype_name(d: crate::export::ComputeDtype) -> String {
+    serde_json::to_value(d)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
 }
 
 /// `index.json` of a sharded output folder; rewritten atomically after each shard.
 #[derive(Clone, Debug, Serialize, Deserialize, Default)]
 pub struct ShardIndex {
+    /// The model as the user named it (for people; `identity` is what is compared).
     pub model: String,
+    /// What decides the rows; absent in indexes written by older versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<RunIdentity>,
     pub outputs: Vec<String>,
     pub shard_size: usize,
     pub shards: Vec<ShardEntry>,
@@ -210,6 +397,14 @@ pub struct ShardSummary {
     pub shards_written: usize,
     pub skipped: Vec<Skipped>,
     pub seconds: f64,
+    /// Input files of the run (M of "stopped at N/M").
+    pub total: usize,
+    /// Rows in all finished shards, this run's and earlier ones'.
+    pub rows: usize,
+    /// Finished shards in the folder.
+    pub shards: usize,
+    /// A caught SIGINT/SIGTERM stopped the run early (see `interrupt`).
+    pub stopped: bool,
 }
 
 impl ShardSummary {
@@ -282,6 +477,9 @@ impl Progress {
     }
 
     fn finish(&mut self, done: usize) {
+        if self.total == 0 {
+            return;
+        }
         self.update(done, true);
         if self.enabled && self.tty {
             eprintln!();
@@ -293,11 +491,13 @@ impl Progress {
 #[derive(Default)]
 struct OpenShard {
     sources: Vec<String>,
+    keys: Vec<String>,
     outputs: Vec<(String, Vec<ArrayD<f32>>)>,
 }
 
 impl OpenShard {
-    fn push(&mut self, res: crate::runtime::Outputs, sources: Vec<String>) {
+    fn push(&mut self, res: crate::runtime::Outputs, sources: Vec<String>, keys: Vec<String>) {
+        self.keys.extend(keys);
         if self.outputs.is_empty() {
             self.outputs = res.tensors.into_iter().map(|(n, t)| (n, vec![t])).collect();
         } else {
@@ -335,6 +535,7 @@ pub fn encode_sharded(
         .map(|s| s.to_string())
         .collect();
 
+    let identity = RunIdentity::of(cv, spec);
     let mut index = match ShardIndex::read(dir)? {
         Some(prev) if opts.resume => {
             for s in &prev.shards {
@@ -349,12 +550,28 @@ pub fn encode_sharded(
                     ));
                 }
             }
+            let mut diff = match &prev.identity {
+                Some(p) => p.differences(&identity, &prev.model, &opts.model_label),
+                None => {
+                    tracing::warn!(
+                        "{}: {INDEX_FILE} was written by an older version and does not record which model, crop and dtype made its rows; resuming without checking them",
+                        dir.display()
+                    );
+                    Vec::new()
+                }
+            };
             if prev.outputs != outputs {
+                diff.push(format!(
+                    "outputs: {} before, {} now",
+                    prev.outputs.join(","),
+                    outputs.join(",")
+                ));
+            }
+            if !diff.is_empty() {
                 return Err(Error::invalid(format!(
-                    "{}: the previous run wrote outputs {:?}, this one asks for {:?}; cannot resume",
+                    "{}: cannot resume: this run would add rows unlike those already there ({}); use the same settings, or another output folder",
                     dir.display(),
-                    prev.outputs,
-                    outputs
+                    diff.join("; ")
                 )));
             }
             prev
@@ -372,6 +589,7 @@ pub fn encode_sharded(
             ..Default::default()
         },
     };
+    index.identity = Some(identity);
     // Leftover temporary files of a killed run.
     if let Ok(rd) = std::fs::read_dir(dir) {
         for e in rd.flatten() {
@@ -382,22 +600,37 @@ pub fn encode_sharded(
             }
         }
     }
-    let done: HashSet<&str> = index
-        .shards
-        .iter()
-        .flat_map(|s| s.sources.iter().map(String::as_str))
-        .collect();
-    let already_done = done.len();
-    let todo: Vec<PathBuf> = files
-        .iter()
-        .filter(|f| !done.contains(f.display().to_string().as_str()))
-        .cloned()
-        .collect();
+    // Finished rows by canonical path, whatever the spelling of either run.
+    let mut done: HashSet<String> = HashSet::new();
+    for s in &index.shards {
+        if s.keys.len() == s.sources.len() {
+            done.extend(s.keys.iter().cloned());
+        } else {
+            // An older index: its spellings, resolved from here.
+            done.extend(s.sources.iter().map(|f| source_key(Path::new(f))));
+        }
+    }
+    let already_done = index.rows;
+    let mut todo: Vec<(PathBuf, String)> = Vec::new();
+    for f in files {
+        let key = source_key(f);
+        // A file given twice (or seen in a finished shard) is encoded once.
+        if done.insert(key.clone()) {
+            todo.push((f.clone(), key));
+        }
+    }
     drop(done);
     // Files that failed before are tried again.
-    index
-        .skipped
-        .retain(|s| !todo.iter().any(|f| f.display().to_string() == s.file));
+    let retry: HashSet<&str> = todo.iter().map(|(_, k)| k.as_str()).collect();
+    index.skipped.retain(|s| {
+        let key = if s.key.is_empty() {
+            source_key(Path::new(&s.file))
+        } else {
+            s.key.clone()
+        };
+        !retry.contains(key.as_str())
+    });
+    drop(retry);
     index.complete = false;
     index.shard_size = opts.shard_size;
 
@@ -414,6 +647,9 @@ pub fn encode_sharded(
     let mut encoded = 0usize;
     let mut shards_written = 0usize;
     let mut new_skipped: Vec<Skipped> = Vec::new();
+    let mut stopped = false;
+    // SIGINT/SIGTERM stop the loop below between batches (when the program opted in).
+    let signals = interrupt::Guard::install();
 
     let result: Result<()> = std::thread::scope(|scope| {
         for _ in 0..threads {
@@ -434,7 +670,7 @@ pub fn encode_sharded(
                 if stop.load(Ordering::SeqCst) {
                     return;
                 }
-                let r = preprocess_file(&todo[i], spec);
+                let r = preprocess_file(&todo[i].0, spec);
                 if tx.send((i, r)).is_err() {
                     return;
                 }
@@ -449,10 +685,20 @@ pub fn encode_sharded(
         // --batch-size abort the process.
         let mut batch: Vec<f32> = Vec::new();
         let mut batch_src: Vec<String> = Vec::new();
+        let mut batch_keys: Vec<String> = Vec::new();
         let mut processed = 0usize;
         let run = (|| -> Result<()> {
             let mut expect = 0usize;
             while expect < todo.len() {
+                if interrupt::requested() {
+                    // Keep what is encoded; decoded rows not yet encoded are redone on resume.
+                    stopped = true;
+                    if !shard.sources.is_empty() {
+                        write_shard(dir, &mut index, std::mem::take(&mut shard), opts)?;
+                        shards_written += 1;
+                    }
+                    return Ok(());
+                }
                 // The next item in order.
                 let item = loop {
                     if let Some(r) = pending.remove(&expect) {
@@ -467,7 +713,7 @@ pub fn encode_sharded(
                         }
                     }
                 };
-                let path = &todo[expect];
+                let (path, key) = &todo[expect];
                 expect += 1;
                 consumed.store(expect, Ordering::SeqCst);
                 processed += 1;
@@ -475,15 +721,13 @@ pub fn encode_sharded(
                     Ok(v) => {
                         batch.extend(v);
                         batch_src.push(path.display().to_string());
+                        batch_keys.push(key.clone());
                     }
                     Err(e) if opts.strict => {
                         return Err(e.context("--strict: stopping at an unreadable image"));
                     }
                     Err(e) => {
-                        let sk = Skipped {
-                            file: path.display().to_string(),
-                            reason: e.message().to_string(),
-                        };
+                        let sk = Skipped::new(path, &e);
                         index.skipped.push(sk.clone());
                         new_skipped.push(sk);
                     }
@@ -495,7 +739,11 @@ pub fn encode_sharded(
                     let px = Array4::from_shape_vec((n, 3, s, s), std::mem::take(&mut batch))
                         .map_err(|e| Error::runtime(format!("batch: {e}")))?;
                     let res = cv.encode(px.view(), &outputs, opts.batch_size)?;
-                    shard.push(res, std::mem::take(&mut batch_src));
+                    shard.push(
+                        res,
+                        std::mem::take(&mut batch_src),
+                        std::mem::take(&mut batch_keys),
+                    );
                     encoded += n;
                     if !opts.throttle.is_zero() {
                         std::thread::sleep(opts.throttle);
@@ -513,9 +761,10 @@ pub fn encode_sharded(
         drop(rx);
         run
     });
+    drop(signals);
     progress.finish(encoded + new_skipped.len());
     result?;
-    index.complete = true;
+    index.complete = !stopped;
     index.write(dir)?;
     Ok(ShardSummary {
         encoded,
@@ -523,6 +772,10 @@ pub fn encode_sharded(
         shards_written,
         skipped: new_skipped,
         seconds: start.elapsed().as_secs_f64(),
+        total: files.len(),
+        rows: index.rows,
+        shards: index.shards.len(),
+        stopped,
     })
 }
 
@@ -559,6 +812,7 @@ fn write_shard(
         file,
         rows: shard.sources.len(),
         sources: shard.sources,
+        keys: shard.keys,
     });
     index.write(dir)
 }
@@ -639,13 +893,36 @@ impl EncodeJob {
     }
 }
 
+/// True when `out` names one `.npy` file rather than a folder.
+fn is_npy_file(out: &Path) -> bool {
+    out.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("npy"))
+}
+
+/// Where the sources of a one-file `.npy` output go: `x.npy` -> `x.sources.json`.
+pub fn npy_sources_path(out: &Path) -> PathBuf {
+    out.with_extension("sources.json")
+}
+
 /// Runs one encode job with a loaded model; returns a one-line summary.
+///
+/// Sharded: unreadable images are skipped and listed (`strict` aborts); a caught SIGINT or
+/// SIGTERM (see `interrupt`) keeps the finished rows and returns an error saying where it
+/// stopped. One file: unreadable images are skipped and listed the same way. Format `npy`
+/// writes `out` as one `.npy` (exactly one output; sources in `<out>.sources.json`) when it
+/// ends in `.npy`, else a folder of `<output>.npy` and `sources.json`.
 pub fn run_encode(cv: &ClipVision, job: &EncodeJob) -> Result<String> {
     if job.images.is_empty() && job.pixels.is_none() {
         return Err(Error::invalid("encode: give images or pixels as input"));
     }
     let t = Instant::now();
     let spec = preprocess_spec(cv.model(), job.crop);
+    if job.format == OutFormat::Safetensors && is_npy_file(&job.out) {
+        return Err(Error::invalid(format!(
+            "out {} ends in .npy but the format is safetensors; choose format npy (--format npy), or a .safetensors name",
+            job.out.display()
+        )));
+    }
     if job.is_sharded() {
         if job.pixels.is_some() {
             return Err(Error::invalid(
@@ -671,24 +948,67 @@ pub fn run_encode(cv: &ClipVision, job: &EncodeJob) -> Result<String> {
             progress: job.progress,
         };
         let s = encode_sharded(cv, &files, &spec, &opts)?;
-        for sk in &s.skipped {
-            eprintln!("skipped {}: {}", sk.file, sk.reason);
+        print_skipped(&s.skipped);
+        let out = job.out.display();
+        if s.stopped {
+            return Err(Error::runtime(format!(
+                "stopped at {}/{}; rerun with --resume to encode the rest ({} images are in {} finished shards in {out})",
+                s.rows, s.total, s.rows, s.shards
+            )));
         }
+        if s.encoded == 0 && s.skipped.is_empty() && s.already_done > 0 {
+            return Ok(format!(
+                "nothing to encode: all {} images are already in {} shards in {out}",
+                s.already_done, s.shards
+            ));
+        }
+        let earlier = if s.already_done > 0 {
+            format!(
+                "; {} were already there from an earlier run, {} rows in all",
+                s.already_done, s.rows
+            )
+        } else {
+            String::new()
+        };
         return Ok(format!(
-            "encoded {} images ({} already done) into {} new shards in {} in {:.2} s ({:.1} images/s); {} skipped",
+            "encoded {} images into {} new shards in {out} in {:.2} s ({:.1} images/s){earlier}; {} skipped",
             s.encoded,
-            s.already_done,
             s.shards_written,
-            job.out.display(),
             s.seconds,
             s.images_per_s(),
             s.skipped.len()
         ));
     }
+    // One output file: check what it can hold before any work.
+    let npy_file = job.format == OutFormat::Npy && is_npy_file(&job.out);
+    if npy_file {
+        let names = crate::runtime::resolve_outputs(cv.model(), &job.outputs)?;
+        if names.len() != 1 {
+            return Err(Error::invalid(format!(
+                "out {} is one .npy file, which holds one array, but {} outputs are asked for ({}); pick one with --outputs NAME, or give a folder as out for one .npy per output",
+                job.out.display(),
+                names.len(),
+                names.join(", ")
+            )));
+        }
+    }
     let mut parts: Vec<Array4<f32>> = Vec::new();
     let mut sources: Vec<String> = Vec::new();
+    let mut skipped: Vec<Skipped> = Vec::new();
     if let Some(p) = &job.pixels {
         let px = output::read_pixels(p)?;
+        let diff = output::pixels_mismatch(p, &spec)?;
+        if !diff.is_empty() {
+            tracing::warn!(
+                "{}: these pixels were preprocessed for another model ({}); {} expects image size {}, mean {:?}, std {:?}: the embeddings will be off (run preprocess with this model)",
+                p.display(),
+                diff.join("; "),
+                cv.model().config.family,
+                spec.size,
+                spec.mean,
+                spec.std
+            );
+        }
         if job.images.is_empty() {
             sources.push(p.display().to_string());
         } else {
@@ -697,10 +1017,18 @@ pub fn run_encode(cv: &ClipVision, job: &EncodeJob) -> Result<String> {
         parts.push(px);
     }
     if !job.images.is_empty() {
-        let (px, src) = preprocess_inputs(&job.images, &spec)?;
+        let (px, src) = if job.strict {
+            preprocess_inputs(&job.images, &spec)
+                .map_err(|e| e.context("--strict: stopping at an unreadable image"))?
+        } else {
+            let (px, src, sk) = preprocess_inputs_skipping(&job.images, &spec)?;
+            skipped = sk;
+            (px, src)
+        };
         parts.push(px);
         sources.extend(src);
     }
+    print_skipped(&skipped);
     let px = if parts.len() == 1 {
         parts.pop().unwrap_or_default()
     } else {
@@ -714,10 +1042,20 @@ pub fn run_encode(cv: &ClipVision, job: &EncodeJob) -> Result<String> {
         OutFormat::Safetensors => {
             output::write_outputs(&job.out, &res, &sources, &job.model_label)?
         }
+        OutFormat::Npy if npy_file => {
+            create_parent(&job.out)?;
+            let (_, t) = res
+                .tensors
+                .first()
+                .ok_or_else(|| Error::runtime("encode returned no output"))?;
+            write_atomic(&job.out, &npy_bytes(t))?;
+            let src = serde_json::to_vec_pretty(&sources).unwrap_or_default();
+            write_atomic(&npy_sources_path(&job.out), &src)?;
+        }
         OutFormat::Npy => write_npy_dir(&job.out, &res, &sources)?,
     }
     Ok(format!(
-        "encoded {} images into {} ({}) in {:.2} s",
+        "encoded {} images into {} ({}) in {:.2} s{}",
         px.shape()[0],
         job.out.display(),
         res.tensors
@@ -725,8 +1063,20 @@ pub fn run_encode(cv: &ClipVision, job: &EncodeJob) -> Result<String> {
             .map(|(n, t)| format!("{n} {:?}", t.shape()))
             .collect::<Vec<_>>()
             .join(", "),
-        t.elapsed().as_secs_f64()
+        t.elapsed().as_secs_f64(),
+        if skipped.is_empty() {
+            String::new()
+        } else {
+            format!("; {} skipped", skipped.len())
+        }
     ))
+}
+
+/// One line per unreadable image on stderr.
+pub fn print_skipped(skipped: &[Skipped]) {
+    for sk in skipped {
+        eprintln!("skipped {}: {}", sk.file, sk.reason);
+    }
 }
 
 /// `.npy` bytes (version 1.0, little-endian f32, C order) of a tensor.

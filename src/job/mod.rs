@@ -1,6 +1,7 @@
 //! Jobs: output files, model folders, batch encoding and YAML runs.
 
 pub mod batch;
+pub mod interrupt;
 pub mod models;
 pub mod output;
 pub mod yaml;

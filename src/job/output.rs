@@ -6,6 +6,7 @@ use std::path::Path;
 use ndarray::Array4;
 
 use crate::export::write_atomic;
+use crate::image::PreprocessSpec;
 use crate::model::{DType, SafeTensors};
 use crate::runtime::Outputs;
 use crate::{Error, Result};
@@ -36,6 +37,42 @@ pub fn read_pixels(path: &Path) -> Result<Array4<f32>> {
     let s = &info.shape;
     Array4::from_shape_vec((s[0], s[1], s[2], s[3]), values)
         .map_err(|e| Error::invalid(format!("{}: {e}", path.display())))
+}
+
+/// Metadata of a pixels file recording how it was made (size, crop, mean, std).
+pub fn pixels_metadata(spec: &PreprocessSpec) -> HashMap<String, String> {
+    let json = |v: &[f32; 3]| serde_json::to_string(v).unwrap_or_default();
+    HashMap::from([
+        ("image_size".to_string(), spec.size.to_string()),
+        ("crop".to_string(), spec.crop.as_str().to_string()),
+        ("mean".to_string(), json(&spec.mean)),
+        ("std".to_string(), json(&spec.std)),
+    ])
+}
+
+/// How the preprocessing recorded in a pixels file differs from `want` (the model's), one
+/// line per difference; empty when it matches or the file records none (made elsewhere).
+/// The crop is not compared: a model does not decide it.
+pub fn pixels_mismatch(path: &Path, want: &PreprocessSpec) -> Result<Vec<String>> {
+    let st = SafeTensors::open(path)?;
+    let meta = st.metadata();
+    let mut diff = Vec::new();
+    if let Some(size) = meta.get("image_size") {
+        if size.trim() != want.size.to_string() {
+            diff.push(format!("image size {size}, the model takes {}", want.size));
+        }
+    }
+    for (key, have) in [("mean", want.mean), ("std", want.std)] {
+        let Some(text) = meta.get(key) else { continue };
+        match serde_json::from_str::<[f32; 3]>(text) {
+            Ok(v) if v.iter().zip(have).all(|(a, b)| (a - b).abs() <= 1e-6) => {}
+            Ok(v) => diff.push(format!("{key} {v:?}, the model uses {have:?}")),
+            Err(_) => diff.push(format!(
+                "{key} {text:?} (unreadable), the model uses {have:?}"
+            )),
+        }
+    }
+    Ok(diff)
 }
 
 /// Serialises tensors (f32) with string metadata into safetensors bytes.

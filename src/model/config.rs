@@ -1,6 +1,6 @@
-//! The vision tower's hyper-parameters: from a `config.json` beside the weights when there
-//! is one (ours), else from the family tables of SPEC §2.1 and §2.1b, detected by which keys
-//! exist.
+//! The vision tower's hyper-parameters: from a config file beside the weights when there is
+//! one that fits (ours; see `detect`), else from the family tables of SPEC §2.1 and §2.1b,
+//! detected by which keys exist.
 
 use std::path::Path;
 
@@ -178,19 +178,136 @@ impl VisionConfig {
     }
 }
 
-/// Builds the configuration: `config.json` beside `weights` wins, else the family table.
+/// Builds the configuration. Model folders are flat (one `clip_vision` folder holds many
+/// models), so the choice goes: a per-model sidecar `<name>.config.json` or `<name>.json`
+/// beside `<name>.safetensors` wins; a folder-wide `config.json` is used only when it fits
+/// this file's tensors (else the family table, with a warning); else the family table.
 pub fn detect(weights: &Path, keys: &Keys) -> Result<VisionConfig> {
     let llava = keys.contains("multi_modal_projector.linear_1.bias");
-    let cfg_path = weights.with_file_name("config.json");
-    let mut cfg = if cfg_path.is_file() {
-        from_config_json(&cfg_path, keys, llava)?
+    let mut cfg = if let Some(sidecar) = sidecar(weights) {
+        // Named for this file: its errors are the user's to fix, never skipped.
+        let mut cfg = from_config_json(&sidecar, keys, llava)?;
+        finish(&mut cfg).map_err(|e| e.context(sidecar.display()))?;
+        // Name the file that was read, in the family shown and in shape errors.
+        cfg.source = file_name(&sidecar);
+        cfg.family = cfg.family.replace("config.json", &cfg.source);
+        cfg
     } else {
-        from_table(keys, llava)?
+        let folder = weights.with_file_name("config.json");
+        if folder.is_file() {
+            let fitted = from_config_json(&folder, keys, llava).and_then(|mut cfg| {
+                finish(&mut cfg).map_err(|e| e.context(folder.display()))?;
+                fits(&cfg, keys).map_err(|e| e.context(folder.display()))?;
+                Ok(cfg)
+            });
+            match fitted {
+                Ok(cfg) => cfg,
+                Err(why) => match from_table(keys, llava) {
+                    Ok(cfg) => {
+                        tracing::warn!(
+                            "{}: not used for {} ({why}); using the {} key table instead (a {} beside the file configures it alone)",
+                            folder.display(),
+                            weights.display(),
+                            cfg.family,
+                            sidecar_names(weights)[0]
+                        );
+                        cfg
+                    }
+                    Err(table) => {
+                        return Err(Error::model(format!(
+                            "{why}; without that config.json: {table}"
+                        )))
+                    }
+                },
+            }
+        } else {
+            from_table(keys, llava)?
+        }
     };
-    // Ranges first: the token count divides by the patch size.
+    finish(&mut cfg)?;
+    Ok(cfg)
+}
+
+/// Validates ranges, then sets the token count (which divides by the patch size).
+fn finish(cfg: &mut VisionConfig) -> Result<()> {
     cfg.validate()?;
     cfg.tokens = cfg.grid().pow(2) + usize::from(cfg.kind.has_class_token()) + cfg.registers;
-    Ok(cfg)
+    Ok(())
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// `<name>.config.json` and `<name>.json` for `<name>.safetensors`, in order of preference.
+fn sidecar_names(weights: &Path) -> [String; 2] {
+    let stem = weights
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    [format!("{stem}.config.json"), format!("{stem}.json")]
+}
+
+/// The per-model config file beside `weights`, if there is one.
+fn sidecar(weights: &Path) -> Option<std::path::PathBuf> {
+    sidecar_names(weights)
+        .into_iter()
+        .map(|n| weights.with_file_name(n))
+        .find(|p| p.is_file())
+}
+
+/// Whether a configuration describes this file: the shapes that the sizes fix (patch
+/// embedding, position table, MLP width, projection), the layer count and the family's
+/// class token. Names the first mismatch. A tensor the file names otherwise (another
+/// family's layout) cannot be compared and is left to the block check of `Model::open`.
+fn fits(cfg: &VisionConfig, keys: &Keys) -> Result<()> {
+    let (d, p) = (cfg.hidden_size, cfg.patch_size);
+    let layer = |i: usize| format!("vision_model.encoder.layers.{i}.mlp.fc1.weight");
+    let mut want: Vec<(String, Vec<usize>)> = vec![
+        (
+            "vision_model.embeddings.patch_embedding.weight".into(),
+            vec![d, 3, p, p],
+        ),
+        (
+            "vision_model.embeddings.position_embedding.weight".into(),
+            vec![cfg.tokens, d],
+        ),
+        (layer(cfg.num_layers - 1), vec![cfg.intermediate_size, d]),
+    ];
+    if let (Kind::Clip, Some(proj)) = (cfg.kind, cfg.projection_dim) {
+        want.push(("visual_projection.weight".into(), vec![proj, d]));
+    }
+    for (key, shape) in want {
+        if let Some(s) = keys.shape(&key).filter(|s| *s != shape.as_slice()) {
+            return Err(Error::model(format!(
+                "its sizes need {key} of shape {shape:?}, the file has {s:?}"
+            )));
+        }
+    }
+    let layers_named = keys.contains(&layer(0));
+    if layers_named && !keys.contains(&layer(cfg.num_layers - 1)) {
+        return Err(Error::model(format!(
+            "it says {} layers, the file has fewer",
+            cfg.num_layers
+        )));
+    }
+    if keys.contains(&layer(cfg.num_layers)) {
+        return Err(Error::model(format!(
+            "it says {} layers, the file has more",
+            cfg.num_layers
+        )));
+    }
+    let class = keys.contains("vision_model.embeddings.class_embedding");
+    if (cfg.kind == Kind::Clip && !class) || (cfg.kind == Kind::Siglip && class) {
+        return Err(Error::model(format!(
+            "it describes a {:?} tower, but the file {} a class token",
+            cfg.kind,
+            if class { "has" } else { "lacks" }
+        )));
+    }
+    Ok(())
 }
 
 fn from_table(keys: &Keys, llava: bool) -> Result<VisionConfig> {

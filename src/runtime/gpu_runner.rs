@@ -8,7 +8,7 @@
 //! - An input on another GPU is copied device to device (ORT's identity-session copy,
 //!   `Value::to`) and the copy's `memory_info().device_id()` is checked; when it does not
 //!   land on the right GPU, or `DISTORCH_P2P=0`, it goes through host memory instead.
-//! - Host round-trips happen only at the ends ([`to_host`]) and at CPU-executed blocks.
+//! - Host round-trips happen only at the ends ([`GpuRunner::to_host`]) and at CPU-executed blocks.
 //!
 //! CPU-only plans never create a [`GpuRunner`] and never come here.
 //!

@@ -1,5 +1,7 @@
-//! Shared helpers of the integration tests.
+//! Shared helpers of the integration tests; `capi` holds what the `capi_*` tests share.
 #![allow(dead_code)]
+
+pub mod capi;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

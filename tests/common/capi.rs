@@ -1,11 +1,15 @@
 //! Shared by the `capi_*` tests: loads the built plugin the way a host would (libloading,
-//! the library name from plugin.toml) and wraps the C functions. Included with
-//! `#[path = "capi_common.rs"] mod common;`; built alone it has no tests.
-#![allow(dead_code)]
+//! the library name from plugin.toml) and wraps the C functions. A test uses it with
+//! `mod common;` and `use common::capi::*;` (the paths and fixtures come from `common`).
 
 use std::ffi::{c_char, CStr, CString};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
+
+// The paths and fixtures every capi test needs, so one `use common::capi::*` suffices; a
+// binary that does not use them all must not warn.
+#[allow(unused_imports)]
+pub use super::{fixture, max_abs_diff, root, FIXTURES};
 
 pub type Status = i32;
 pub const DV_OK: Status = 0;
@@ -115,10 +119,6 @@ pub struct Api {
     pub outputs_free: unsafe extern "C" fn(u64) -> Status,
 }
 
-pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 pub fn plugin_toml() -> toml::Value {
     let text = std::fs::read_to_string(root().join("plugin.toml")).expect("plugin.toml");
     toml::from_str(&text).expect("plugin.toml parses")
@@ -157,19 +157,6 @@ pub fn ort_library() -> PathBuf {
 pub fn graphs_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("capi-graphs")
 }
-
-pub fn fixture(name: &str) -> PathBuf {
-    root().join("tests/fixtures/models").join(name)
-}
-
-pub const FIXTURES: &[&str] = &[
-    "clip_quickgelu_f32",
-    "clip_gelu_f16",
-    "clip_bf16",
-    "open_clip_f32",
-    "siglip_f32",
-    "llava_f32",
-];
 
 pub fn cstring(s: impl AsRef<str>) -> CString {
     CString::new(s.as_ref()).expect("no NUL")
@@ -360,14 +347,6 @@ pub fn read_safetensors(path: &Path) -> Vec<(String, Vec<usize>, Vec<f32>)> {
 pub fn read_pixels(model: &str) -> ndarray::Array4<f32> {
     distorch_vision::job::output::read_pixels(&fixture(model).join("pixels.safetensors"))
         .expect("pixels")
-}
-
-pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 /// VmRSS of this process in KiB.

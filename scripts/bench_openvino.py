@@ -1,0 +1,86 @@
+#!/usr/bin/env python3
+"""OpenVINO on the same weights, graph, pixel shapes and thread count as `distorch-vision bench`:
+prints the median images/s. It runs our own `--granularity whole` ONNX export (one graph, the
+same operators ONNX Runtime gets), compiled by OpenVINO's CPU plugin with an f32 precision hint
+(on CPUs with bf16 or AMX units OpenVINO would otherwise compute in bf16, which is not a
+like-for-like comparison) and the batch fixed, as a user tuning OpenVINO would. openvino is
+optional:
+
+    python3 -m pip install openvino numpy
+    python3 scripts/bench_openvino.py MODEL_DIR [--batch-size 8] [--iters 5] [--threads N] [--json]
+        [--precision f32|bf16] [--graphs DIR] [--bin target/release/distorch-vision]
+
+MODEL_DIR holds model.safetensors + config.json (scripts/make_random_model.py). The export is
+made with the project's binary into --graphs (reused when present).
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+try:
+    import numpy as np
+    import openvino as ov
+except ImportError as e:
+    print(f"bench_openvino.py: {e.name} is not installed; install with "
+          "`python3 -m pip install openvino numpy` to get the OpenVINO baseline")
+    sys.exit(0)
+
+ap = argparse.ArgumentParser()
+ap.add_argument("model_dir")
+ap.add_argument("--batch-size", type=int, default=8)
+ap.add_argument("--iters", type=int, default=5)
+ap.add_argument("--threads", type=int, default=int(os.environ.get("DISTORCH_THREADS", os.cpu_count())))
+ap.add_argument("--precision", choices=["f32", "bf16"], default="f32")
+ap.add_argument("--graphs", default=None, help="export folder (default MODEL_DIR/ov-whole)")
+ap.add_argument("--bin", default="target/release/distorch-vision")
+ap.add_argument("--json", action="store_true")
+a = ap.parse_args()
+
+graphs = a.graphs or os.path.join(a.model_dir, "ov-whole")
+manifest = os.path.join(graphs, "manifest.json")
+if not os.path.isfile(manifest) or not json.load(open(manifest)).get("whole"):
+    subprocess.run([a.bin, "export", "--model", os.path.join(a.model_dir, "model.safetensors"),
+                    "--granularity", "whole", "--out", graphs], check=True, stdout=subprocess.DEVNULL)
+whole = os.path.join(graphs, json.load(open(manifest))["whole"]["file"])
+cfg = json.load(open(os.path.join(a.model_dir, "config.json")))
+s = cfg.get("vision_config", cfg)["image_size"]
+
+core = ov.Core()
+t0 = time.perf_counter()
+model = core.read_model(whole)
+model.reshape({"pixel_values": [a.batch_size, 3, s, s]})
+compiled = core.compile_model(model, "CPU", {
+    "INFERENCE_NUM_THREADS": a.threads,
+    "INFERENCE_PRECISION_HINT": a.precision,
+    "PERFORMANCE_HINT": "LATENCY",
+    "NUM_STREAMS": 1,
+})
+build_s = time.perf_counter() - t0
+request = compiled.create_infer_request()
+# The same random pixels bench_torch.py uses in shape and range (uniform -2..2).
+px = np.random.default_rng(0).uniform(-2, 2, (a.batch_size, 3, s, s)).astype(np.float32)
+
+
+def run():
+    request.infer({"pixel_values": px})
+    # Outputs are copied out, as `distorch-vision encode` hands its outputs to the caller.
+    return [np.array(request.get_output_tensor(i).data) for i in range(len(compiled.outputs))]
+
+
+run()
+times = []
+for _ in range(a.iters):
+    t = time.perf_counter()
+    run()
+    times.append(time.perf_counter() - t)
+med = statistics.median(times)
+r = {"openvino": ov.__version__.split("-")[0], "precision": compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
+     if hasattr(compiled.get_property("INFERENCE_PRECISION_HINT"), "to_string") else str(compiled.get_property("INFERENCE_PRECISION_HINT")),
+     "threads": a.threads, "batch_size": a.batch_size, "iters": a.iters, "build_s": build_s,
+     "median_batch_s": med, "images_per_s": a.batch_size / med}
+print(json.dumps(r) if a.json else f"openvino {r['openvino']}: {r['images_per_s']:.2f} images/s "
+      f"(batch {a.batch_size}, {r['precision']}, {a.threads} threads, median of {a.iters})")
