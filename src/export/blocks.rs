@@ -274,8 +274,10 @@ fn layer(g: &mut GraphBuilder, l: usize, x: &str) -> String {
     let tokens = g.const_i64(&[3], &[-1, t, d]);
 
     let n1 = g.layer_norm(x, &n.norm1);
-    let ctx = if g.quantizing() || c.kind == Kind::Dinov3 {
+    let ctx = if g.quantizing() {
         attention_unfused(g, &n, &n1, &c)
+    } else if c.kind == Kind::Dinov3 {
+        attention_rotary(g, &n, &n1, &c)
     } else {
         // ONNX Runtime's fused attention: one packed q/k/v projection, softmax(q·kᵀ/√d)·v.
         let (w, b) = g.packed_qkv([&n.query, &n.key, &n.value]);
@@ -334,19 +336,18 @@ fn attention_unfused(
     let rows = g.const_i64(&[2], &[-1, d]);
     let n1 = g.op("Reshape", &[n1, &rows], vec![]);
     let split = g.const_i64(&[4], &[-1, t, h, dh]);
-    let heads = |g: &mut GraphBuilder, proj: &str, bias: bool| {
+    let tables = (c.kind == Kind::Dinov3).then(|| rope_tables(g, c));
+    let heads = |g: &mut GraphBuilder, proj: &str, bias: bool, rotate: bool| {
         let y = g.gemm(&n1, proj, bias);
-        let y = g.op("Reshape", &[&y, &split], vec![]);
+        let mut y = g.op("Reshape", &[&y, &split], vec![]); // [B,T,H,dh]
+        if let (true, Some((cos, sin))) = (rotate, &tables) {
+            y = rope(g, &y, cos, sin, c);
+        }
         g.op("Transpose", &[&y], vec![attr_ints("perm", &[0, 2, 1, 3])]) // [B,H,T,dh]
     };
-    let mut q = heads(g, &names.query, true);
-    let mut k = heads(g, &names.key, names.key_bias);
-    let v = heads(g, &names.value, true);
-    if c.kind == Kind::Dinov3 {
-        let (cos, sin) = rope_tables(g, c);
-        q = rope(g, &q, &cos, &sin, c);
-        k = rope(g, &k, &cos, &sin, c);
-    }
+    let q = heads(g, &names.query, true, true);
+    let k = heads(g, &names.key, names.key_bias, true);
+    let v = heads(g, &names.value, true, false);
     let k = g.op("Transpose", &[&k], vec![attr_ints("perm", &[0, 1, 3, 2])]); // [B,H,dh,T]
     let scale = g.scalar(1.0 / (dh as f32).sqrt());
     let qs = g.op("Mul", &[&q, &scale], vec![]);
@@ -357,7 +358,41 @@ fn attention_unfused(
     g.op("Reshape", &[&ctx, &rows], vec![])
 }
 
-/// DINOv3's RoPE tables `[patches, dh]` (cos, sin), as transformers computes them: patch
+/// DINOv3's attention: q and k rotated (RoPE) by plain ops, then ONNX Runtime's
+/// `MultiHeadAttention` (memory-efficient kernels, no `[T, T]` scores per head in memory on
+/// CUDA). Returns the context as `[B·T, D]` rows.
+fn attention_rotary(
+    g: &mut GraphBuilder,
+    names: &names::LayerNames,
+    n1: &str,
+    c: &crate::model::VisionConfig,
+) -> String {
+    let (h, dh) = (c.num_heads as i64, c.head_dim() as i64);
+    let (d, t) = (c.hidden_size as i64, c.tokens as i64);
+    let rows = g.const_i64(&[2], &[-1, d]);
+    let n1 = g.op("Reshape", &[n1, &rows], vec![]);
+    let split = g.const_i64(&[4], &[-1, t, h, dh]);
+    let tokens = g.const_i64(&[3], &[-1, t, d]);
+    let (cos, sin) = rope_tables(g, c);
+    let project = |g: &mut GraphBuilder, proj: &str, bias: bool, rotate: bool| {
+        let y = g.gemm(&n1, proj, bias);
+        let y = if rotate {
+            let y = g.op("Reshape", &[&y, &split], vec![]); // [B,T,H,dh]
+            rope(g, &y, &cos, &sin, c)
+        } else {
+            y
+        };
+        g.op("Reshape", &[&y, &tokens], vec![]) // [B,T,D]
+    };
+    let q = project(g, &names.query, true, true);
+    let k = project(g, &names.key, names.key_bias, true);
+    let v = project(g, &names.value, true, false);
+    let heads = attr_int("num_heads", c.num_heads as i64);
+    let ctx = g.op_ms("MultiHeadAttention", &[&q, &k, &v], vec![heads]);
+    g.op("Reshape", &[&ctx, &rows], vec![])
+}
+
+/// DINOv3's RoPE tables `[patches, 1, dh]` (cos, sin; the 1 broadcasts over heads), as transformers computes them: patch
 /// centres normalised to [-1, 1] (row, column), `2π · coord · θ^(-4i/dh)` for each axis, the
 /// two axes' angles side by side and the whole tiled twice.
 fn rope_tables(g: &mut GraphBuilder, c: &crate::model::VisionConfig) -> (String, String) {
@@ -380,11 +415,11 @@ fn rope_tables(g: &mut GraphBuilder, c: &crate::model::VisionConfig) -> (String,
             sin.extend(angles.iter().map(|a| a.sin()));
         }
     }
-    let dims = [(n * n) as i64, dh as i64];
+    let dims = [(n * n) as i64, 1, dh as i64];
     (g.const_float(&dims, &cos), g.const_float(&dims, &sin))
 }
 
-/// `x · cos + rotate_half(x) · sin` on the patch tokens of `x` `[B, H, T, dh]`; the class and
+/// `x · cos + rotate_half(x) · sin` on the patch tokens of `x` `[B, T, H, dh]`; the class and
 /// register tokens before them are left as they are.
 fn rope(
     g: &mut GraphBuilder,
@@ -403,8 +438,8 @@ fn rope(
         );
         g.op("Slice", &[x, &st, &en, &ax], vec![])
     };
-    let head = slice(g, x, 2, 0, prefix);
-    let p = slice(g, x, 2, prefix, t);
+    let head = slice(g, x, 1, 0, prefix);
+    let p = slice(g, x, 1, prefix, t);
     let lo = slice(g, &p, 3, 0, dh / 2);
     let hi = slice(g, &p, 3, dh / 2, dh);
     let neg = g.op("Neg", &[&hi], vec![]);
@@ -412,7 +447,7 @@ fn rope(
     let a = g.op("Mul", &[&p, cos], vec![]);
     let b = g.op("Mul", &[&rot, sin], vec![]);
     let p = g.op("Add", &[&a, &b], vec![]);
-    g.op("Concat", &[&head, &p], vec![attr_int("axis", 2)])
+    g.op("Concat", &[&head, &p], vec![attr_int("axis", 1)])
 }
 
 fn activation(g: &mut GraphBuilder, x: &str, act: Activation) -> String {
