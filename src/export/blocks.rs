@@ -358,9 +358,9 @@ fn attention_unfused(
     g.op("Reshape", &[&ctx, &rows], vec![])
 }
 
-/// DINOv3's attention: q and k rotated (RoPE) by plain ops, then ONNX Runtime's
-/// `MultiHeadAttention` (memory-efficient kernels, no `[T, T]` scores per head in memory on
-/// CUDA). Returns the context as `[B·T, D]` rows.
+/// DINOv3's attention: q and k rotated (RoPE) by plain ops, then ONNX Runtime's fused
+/// `MultiHeadAttention` (its memory-efficient kernels where it has them; ViT-H+ at 1024 px has
+/// 4101 tokens). Returns the context as `[B·T, D]` rows.
 fn attention_rotary(
     g: &mut GraphBuilder,
     names: &names::LayerNames,
