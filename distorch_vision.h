@@ -20,6 +20,22 @@
  * - All functions may be called from several threads at once. Several threads may encode
  *   with the same model concurrently; different models run independently.
  * - Strings passed in are NUL-terminated UTF-8 and only read during the call.
+ *
+ * Building and linking a host (Linux):
+ * - Either load the plugin at run time (what tests/c_host/host.c does):
+ *     cc -I<checkout> host.c -ldl                      then dlopen("…/libdistorch_vision.so")
+ *   and bind each function with dlsym(), typed as `__typeof__(dv_model_load) *`.
+ * - Or link it at build time, with an rpath so the host finds it without LD_LIBRARY_PATH:
+ *     cc -I<checkout> host.c -L<checkout>/target/release -ldistorch_vision \
+ *        -Wl,-rpath,'$ORIGIN'          (library copied beside the host executable), or
+ *        -Wl,-rpath,<checkout>/target/release
+ *   (macOS: libdistorch_vision.dylib and -Wl,-rpath,@loader_path.)
+ * - ONNX Runtime 1.31.1 is not linked: the plugin dlopen()s it on dv_init() or the first
+ *   load, from the path given to dv_init(), else ORT_DYLIB_PATH, else the checkout's
+ *   .runtime/ folder (when the plugin was built in one), else libonnxruntime.so.1.31.1 in
+ *   the plugin library's own folder, else the installed onnxruntime Python package. To ship
+ *   a host, copy libonnxruntime.so.1.31.1 (and, for CUDA, libonnxruntime_providers_*.so)
+ *   beside libdistorch_vision.so.
  */
 #ifndef DISTORCH_VISION_H
 #define DISTORCH_VISION_H
@@ -74,9 +90,10 @@ typedef uint64_t dv_outputs;
  * Options of dv_model_load(): the loader inputs of SPEC §1 and the model folders.
  * Initialise with dv_load_options_init(), then set fields. Later versions only append
  * fields; @c struct_size tells the library which version the caller was built with.
- * Version 1 ends after @c extra_model_paths; version 2 adds @c dtype. A library older than
- * the caller's header ignores fields it does not know: to tell, set @c dtype to a non-NULL
- * sentinel before dv_load_options_init(); a library that knows version 2 resets it to NULL.
+ * Version 1 ends after @c extra_model_paths; version 2 adds @c dtype; version 3 adds
+ * @c donor_policy. A library older than the caller's header ignores fields it does not know:
+ * to tell, set the newest field you need to a non-NULL sentinel before
+ * dv_load_options_init(); a library that knows that version resets it to NULL.
  * The library only reads the strings during dv_model_load().
  */
 typedef struct dv_load_options {
@@ -92,6 +109,8 @@ typedef struct dv_load_options {
     const char *extra_model_paths; /**< an extra_model_paths.yaml whose clip_vision: entries are searched too; NULL = none; borrowed */
     /* version 2 */
     const char *dtype;       /**< compute precision: "fp32" (default, ComfyUI parity), "fp16" (CUDA), "int8" (CPU); NULL or "" = fp32; borrowed */
+    /* version 3 */
+    const char *donor_policy; /**< blocks homed on cpu while device is a GPU: "stream" their weights to the GPU each pass (default, as DisTorch) or "execute" them on the CPU; NULL or "" = stream; borrowed */
 } dv_load_options;
 
 /**
@@ -156,6 +175,23 @@ dv_status dv_string_free(char *s);
 dv_status dv_live_objects(size_t *models, size_t *outputs, size_t *strings);
 
 /**
+ * Lists the models a host can offer for @c clip_vision (a model dropdown): every vision
+ * tower in the model folders, found as dv_model_load() resolves names (SPEC §2.5), as JSON:
+ * {"folders": [path, …], "searched": [{"path","exists"}],
+ *  "models": [{"name","path","folder","bytes","family","problem"?}],
+ *  "skipped": [{"path","reason"}]}.
+ * "name" is what to pass as clip_vision; "family" is null and "problem" says why when a
+ * file looks like a vision tower but cannot be loaded; "skipped" lists .safetensors files
+ * that are not vision towers. No folders, or none with models, is success with an empty list.
+ * @param comfyui_path ComfyUI folder whose models/clip_vision is searched; NULL or "" = COMFYUI_PATH
+ * @param extra_model_paths an extra_model_paths.yaml; NULL or "" = <comfyui>/extra_model_paths.yaml when present
+ * @param json_out receives a NUL-terminated string owned by the caller: free it with dv_string_free().
+ * @return ::DV_ERR_NOT_FOUND when @p extra_model_paths names a missing file,
+ *         ::DV_ERR_INVALID_ARGUMENT when it cannot be parsed.
+ */
+dv_status dv_list_models(const char *comfyui_path, const char *extra_model_paths, char **json_out);
+
+/**
  * Fills @p opts with the SPEC §1 defaults (all strings NULL, virtual_vram_gb 4.0,
  * eject_models 1) and sets opts->struct_size.
  * @param opts caller-owned struct to fill
@@ -185,6 +221,21 @@ dv_status dv_model_unload(dv_model model);
  * @param json_out receives a string owned by the caller: free it with dv_string_free().
  */
 dv_status dv_model_plan_json(dv_model model, char **json_out);
+
+/**
+ * The model's placement plan as the table the CLI's `plan` prints (devices with budget,
+ * assigned GiB and share; segments with home and exec devices), for a host's log.
+ * @param text_out receives a string owned by the caller: free it with dv_string_free().
+ */
+dv_status dv_model_plan_text(dv_model model, char **text_out);
+
+/**
+ * The outputs an encode returns when @c outputs is NULL or "", as a JSON array of names in
+ * SPEC §3 order (e.g. ["last_hidden_state","image_embeds","penultimate_hidden_states"]).
+ * Outputs computed only on request are not listed.
+ * @param json_out receives a string owned by the caller: free it with dv_string_free().
+ */
+dv_status dv_model_outputs_json(dv_model model, char **json_out);
 
 /**
  * @param size_out receives the model's input image size S (pixels are [B,3,S,S]).

@@ -43,6 +43,7 @@ class LoadOptions(C.Structure):
         ("comfyui_path", C.c_char_p),
         ("extra_model_paths", C.c_char_p),
         ("dtype", C.c_char_p),  # version 2
+        ("donor_policy", C.c_char_p),  # version 3
     ]
 
 
@@ -142,7 +143,8 @@ class Plugin:
         o = LoadOptions()
         self.check(self.lib.dv_load_options_init(C.byref(o), C.sizeof(o)), "options")
         o.clip_vision = str(clip_vision).encode()
-        for k in ("device", "donor_device", "expert_mode_allocations", "graphs_dir", "dtype"):
+        for k in ("device", "donor_device", "expert_mode_allocations", "graphs_dir", "dtype",
+                  "donor_policy"):
             if kw.get(k) is not None:
                 setattr(o, k, str(kw[k]).encode())
         if kw.get("virtual_vram_gb") is not None:
@@ -281,6 +283,7 @@ def main(argv=None):
     ap.add_argument("--eject-models", choices=["true", "false"])
     ap.add_argument("--graphs-dir")
     ap.add_argument("--dtype", choices=["fp32", "fp16", "int8"])
+    ap.add_argument("--donor-policy", choices=["stream", "execute"])
     args = ap.parse_args(argv)
 
     # Read the inputs first, so a missing file or PIL fails before any model work.
@@ -302,7 +305,7 @@ def main(argv=None):
         args.model, device=args.device, virtual_vram_gb=args.virtual_vram_gb,
         donor_device=args.donor_device, expert_mode_allocations=args.expert_mode_allocations,
         eject_models=None if args.eject_models is None else args.eject_models == "true",
-        graphs_dir=args.graphs_dir, dtype=args.dtype)
+        graphs_dir=args.graphs_dir, dtype=args.dtype, donor_policy=args.donor_policy)
     try:
         plan = plugin.plan(model)
         print(f"model {args.model}: compute device {plan['compute_device']}, mode {plan['mode']}, "

@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
 # Runs every test on a fresh machine: installs the ONNX Runtime library (scripts/setup.sh),
 # then the Rust unit and integration tests (which also run the exported graphs through the
-# stock onnxruntime Python package, and the C and Python plugin hosts).
+# stock onnxruntime Python package, and the C and Python plugin hosts), then the Python
+# package and ComfyUI node tests (pytest) in a virtual environment made from
+# python/requirements-test.txt and cached in ~/.cache/distorch-vision/venv-<hash>.
+#
+# The Python tests load the debug library and CLI that `cargo test` has just built (no second,
+# optimised compile of the crate: the tests check results, and ONNX Runtime does the math).
+# DISTORCH_TEST_VENV=DIR uses an existing environment instead of the cached one.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -12,3 +18,33 @@ cargo clippy --all-targets -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps
 scripts/setup.sh --no-build
 cargo test --all-targets 2>&1
+
+# --- Python: the package over the C ABI, and the ComfyUI node -------------------------------
+req="$root/python/requirements-test.txt"
+py=${PYTHON:-python3}
+if [ -n "${DISTORCH_TEST_VENV:-}" ]; then
+  venv=$DISTORCH_TEST_VENV
+else
+  hash=$(sha256sum "$req" | cut -c1-12)
+  venv="${XDG_CACHE_HOME:-$HOME/.cache}/distorch-vision/venv-$hash"
+  # A venv is complete only once its marker exists; an interrupted one is made again.
+  if [ ! -f "$venv/.complete" ]; then
+    echo "test: creating the Python test environment $venv (from $req)"
+    mkdir -p "$(dirname "$venv")"
+    rm -rf "$venv"
+    "$py" -m venv "$venv" || { echo "test: '$py -m venv' failed; install Python ≥ 3.9 with venv" >&2; exit 1; }
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$req" || {
+      echo "test: installing $req into $venv failed (network? see pip's message above)" >&2; exit 1; }
+    touch "$venv/.complete"
+  else
+    echo "test: reusing the Python test environment $venv"
+  fi
+fi
+
+# Uplift the debug cdylib and CLI that cargo test built (a no-op compile).
+cargo build --lib --bins --quiet
+target=${CARGO_TARGET_DIR:-$root/target}
+case "$target" in /*) ;; *) target="$root/$target" ;; esac
+export DISTORCH_VISION_LIBRARY="$target/debug/libdistorch_vision.so"
+export DISTORCH_VISION_CLI="$target/debug/distorch-vision"
+"$venv/bin/python" -m pytest "$root/python/tests" -q

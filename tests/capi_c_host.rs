@@ -63,21 +63,43 @@ fn c_host_encodes_fixtures_and_survives_misuse() {
             manifest.push_str(&format!("{name} {} {}\n", shape.len(), dims.join(" ")));
         }
         std::fs::write(data.join("manifest.txt"), manifest).unwrap();
-        let out = Command::new(&exe)
+        // The model by path, and (a host's model dropdown) by name in a ComfyUI tree that
+        // also holds a file that is not a vision tower.
+        let comfy = data.join("ComfyUI");
+        let cv = comfy.join("models/clip_vision");
+        std::fs::create_dir_all(&cv).unwrap();
+        for (from, to) in [
+            ("model.safetensors", format!("{m}.safetensors")),
+            ("config.json", "config.json".into()),
+            ("expected.safetensors", "expected.safetensors".into()),
+        ] {
+            std::fs::copy(fixture(m).join(from), cv.join(to)).unwrap();
+        }
+        let mut runs = vec![Command::new(&exe), Command::new(&exe)];
+        runs[0]
             .arg(plugin_path())
             .arg(ort_library())
-            .arg(fixture(m).join("model.safetensors"))
-            .arg(graphs_dir())
-            .arg(&data)
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            out.status.success(),
-            "C host failed on {m}:\n{stdout}\n{stderr}"
-        );
-        assert!(stdout.trim_end().ends_with("OK"), "{stdout}");
-        eprintln!("{m}:\n{stdout}");
+            .arg(fixture(m).join("model.safetensors"));
+        runs[1]
+            .arg(plugin_path())
+            .arg(ort_library())
+            .arg(format!("{m}.safetensors"));
+        for (i, cmd) in runs.iter_mut().enumerate() {
+            cmd.arg(graphs_dir()).arg(&data);
+            if i == 1 {
+                cmd.arg(&comfy);
+            }
+        }
+        for mut cmd in runs {
+            let out = cmd.output().unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                out.status.success(),
+                "C host failed on {m}:\n{stdout}\n{stderr}"
+            );
+            assert!(stdout.trim_end().ends_with("OK"), "{stdout}");
+            eprintln!("{m}:\n{stdout}");
+        }
     }
 }

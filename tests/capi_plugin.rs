@@ -658,14 +658,19 @@ fn a_newer_callers_larger_options_struct_is_accepted() {
     assert_eq!(g.v1.struct_size, size);
     assert_eq!(g.v1.virtual_vram_gb, 4.0);
     assert_eq!(g.v1.eject_models, 1);
-    // Version 2 writes its one added field (dtype = NULL); nothing past it is touched.
-    assert_eq!(g.added[0], 0, "dtype initialised to NULL");
+    // Versions 2 and 3 write their added fields (dtype, donor_policy = NULL); nothing past
+    // them is touched.
     assert_eq!(
-        g.added[1..],
-        [0xABAB_ABAB_ABAB_ABAB; 3],
+        g.added[..2],
+        [0, 0],
+        "dtype and donor_policy initialised to NULL"
+    );
+    assert_eq!(
+        g.added[2..],
+        [0xABAB_ABAB_ABAB_ABAB; 2],
         "bytes past the library's version are not touched"
     );
-    // A newer caller's fields beyond version 2 are its own; they must not be read.
+    // A newer caller's fields beyond version 3 are its own; they must not be read.
     g.v1.clip_vision = path.as_ptr();
     g.v1.graphs_dir = graphs.as_ptr();
     g.v1.eject_models = 0;
@@ -782,4 +787,176 @@ fn a_struct_size_ending_inside_a_field_reads_only_whole_versions() {
         api.last_error()
     );
     assert_eq!(unsafe { (api.model_unload)(h) }, DV_OK);
+}
+
+/// Loads the quickgelu fixture on the CPU through a version-3 struct with `donor_policy`.
+fn load_v3(api: &Api, policy: Option<&str>) -> Result<u64, (Status, String)> {
+    let path = path_cstring(&fixture("clip_quickgelu_f32").join("model.safetensors"));
+    let graphs = path_cstring(&graphs_dir());
+    let cpu = cstring("cpu");
+    let policy = policy.map(cstring);
+    let mut o: LoadOptionsV3 = unsafe { std::mem::zeroed() };
+    o.donor_policy = c"sentinel".as_ptr();
+    let size = std::mem::size_of::<LoadOptionsV3>();
+    assert_eq!(
+        unsafe { (api.load_options_init)(&mut o.v2.v1, size) },
+        DV_OK
+    );
+    assert_eq!(o.v2.v1.struct_size, size);
+    assert!(
+        o.donor_policy.is_null(),
+        "a library that knows version 3 resets donor_policy to NULL"
+    );
+    o.v2.v1.clip_vision = path.as_ptr();
+    o.v2.v1.device = cpu.as_ptr();
+    o.v2.v1.graphs_dir = graphs.as_ptr();
+    o.v2.v1.eject_models = 0;
+    o.donor_policy = policy.as_ref().map_or(std::ptr::null(), |p| p.as_ptr());
+    let mut h = 0u64;
+    let opts = (&o as *const LoadOptionsV3).cast::<LoadOptions>();
+    match unsafe { (api.model_load)(opts, &mut h) } {
+        DV_OK => Ok(h),
+        st => Err((st, api.last_error())),
+    }
+}
+
+fn plan_policy(api: &Api, h: u64) -> String {
+    let mut p: *mut c_char = std::ptr::null_mut();
+    assert_eq!(unsafe { (api.model_plan_json)(h, &mut p) }, DV_OK);
+    let plan: serde_json::Value = serde_json::from_str(&unsafe { api.take_string(p) }).unwrap();
+    assert_eq!(unsafe { (api.model_unload)(h) }, DV_OK);
+    plan["donor_policy"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn a_version_3_options_struct_chooses_the_donor_policy() {
+    let api = api();
+    assert_eq!(
+        plan_policy(api, load_v3(api, Some("execute")).unwrap()),
+        "execute"
+    );
+    assert_eq!(
+        plan_policy(api, load_v3(api, Some(" Stream ")).unwrap()),
+        "stream"
+    );
+    // NULL and "" are the default.
+    assert_eq!(plan_policy(api, load_v3(api, None).unwrap()), "stream");
+    assert_eq!(plan_policy(api, load_v3(api, Some("")).unwrap()), "stream");
+    let (st, msg) = load_v3(api, Some("sideways")).unwrap_err();
+    assert_eq!(st, DV_ERR_INVALID_ARGUMENT, "{msg}");
+    assert!(
+        msg.starts_with("donor_policy: ") && msg.contains("\"stream\" and \"execute\""),
+        "{msg}"
+    );
+}
+
+#[test]
+fn a_version_2_caller_never_has_donor_policy_read() {
+    // A version-2 struct followed by bytes that would be a wild pointer as donor_policy.
+    #[repr(C)]
+    struct V2Host {
+        v2: LoadOptionsV2,
+        tail: usize,
+    }
+    let api = api();
+    let path = path_cstring(&fixture("clip_quickgelu_f32").join("model.safetensors"));
+    let graphs = path_cstring(&graphs_dir());
+    let cpu = cstring("cpu");
+    let mut o: V2Host = unsafe { std::mem::zeroed() };
+    o.tail = 0xABAB_ABAB_ABAB_ABAB;
+    let size = std::mem::size_of::<LoadOptionsV2>();
+    assert_eq!(
+        unsafe { (api.load_options_init)(&mut o.v2.v1, size) },
+        DV_OK
+    );
+    assert_eq!(
+        o.tail, 0xABAB_ABAB_ABAB_ABAB,
+        "version 3's field not written"
+    );
+    o.v2.v1.clip_vision = path.as_ptr();
+    o.v2.v1.device = cpu.as_ptr();
+    o.v2.v1.graphs_dir = graphs.as_ptr();
+    o.v2.v1.eject_models = 0;
+    let mut h = 0u64;
+    assert_eq!(
+        unsafe { (api.model_load)(&o.v2.v1, &mut h) },
+        DV_OK,
+        "{}",
+        api.last_error()
+    );
+    assert_eq!(plan_policy(api, h), "stream");
+}
+
+#[test]
+fn list_models_names_what_load_resolves() {
+    let api = api();
+    let tmp = tempdir("list_models");
+    let cv = tmp.join("ComfyUI/models/clip_vision");
+    std::fs::create_dir_all(cv.join("sub")).unwrap();
+    for f in ["model.safetensors", "config.json"] {
+        std::fs::copy(
+            fixture("clip_quickgelu_f32").join(f),
+            cv.join("sub").join(f),
+        )
+        .unwrap();
+    }
+    std::fs::copy(
+        fixture("clip_quickgelu_f32").join("expected.safetensors"),
+        cv.join("sub/expected.safetensors"),
+    )
+    .unwrap();
+    let comfy = path_cstring(&tmp.join("ComfyUI"));
+    let list = |comfy: *const c_char,
+                extra: *const c_char|
+     -> Result<serde_json::Value, (Status, String)> {
+        let mut sentinel: c_char = 0;
+        let mut p: *mut c_char = &mut sentinel;
+        match unsafe { (api.list_models)(comfy, extra, &mut p) } {
+            DV_OK => Ok(serde_json::from_str(&unsafe { api.take_string(p) }).unwrap()),
+            st => {
+                assert!(p.is_null(), "json_out NULL on failure");
+                Err((st, api.last_error()))
+            }
+        }
+    };
+    let v = list(comfy.as_ptr(), std::ptr::null()).unwrap();
+    let models = v["models"].as_array().unwrap();
+    assert_eq!(models.len(), 1, "{v}");
+    assert_eq!(models[0]["name"], "sub/model.safetensors");
+    assert!(models[0]["family"].is_string(), "{v}");
+    assert_eq!(v["skipped"].as_array().unwrap().len(), 1, "{v}");
+    // The name loads through the same folders.
+    let name = cstring(models[0]["name"].as_str().unwrap());
+    let h = api
+        .load_with(std::path::Path::new("unused"), |o| {
+            o.clip_vision = name.as_ptr();
+            o.comfyui_path = comfy.as_ptr();
+        })
+        .unwrap();
+    assert_eq!(unsafe { (api.model_unload)(h) }, DV_OK);
+    // An extra_model_paths.yaml adds its folders.
+    let extra_dir = tmp.join("elsewhere");
+    std::fs::create_dir_all(&extra_dir).unwrap();
+    for f in ["model.safetensors", "config.json"] {
+        std::fs::copy(fixture("siglip_f32").join(f), extra_dir.join(f)).unwrap();
+    }
+    let yaml = tmp.join("extra.yaml");
+    std::fs::write(&yaml, "mine:\n  clip_vision: elsewhere\n").unwrap();
+    let yaml_c = path_cstring(&yaml);
+    let v = list(comfy.as_ptr(), yaml_c.as_ptr()).unwrap();
+    assert_eq!(v["models"].as_array().unwrap().len(), 2, "{v}");
+    // No folders at all: success with an empty list (a host shows an empty dropdown).
+    let nowhere = path_cstring(&tmp.join("nowhere"));
+    let v = list(nowhere.as_ptr(), c"".as_ptr()).unwrap();
+    assert!(v["models"].as_array().unwrap().is_empty());
+    assert_eq!(v["searched"][0]["exists"], false);
+    // A missing extra_model_paths file and a NULL json_out are errors.
+    let missing = path_cstring(&tmp.join("missing.yaml"));
+    let (st, msg) = list(comfy.as_ptr(), missing.as_ptr()).unwrap_err();
+    assert_eq!(st, DV_ERR_NOT_FOUND, "{msg}");
+    assert!(msg.contains("missing.yaml"), "{msg}");
+    assert_eq!(
+        unsafe { (api.list_models)(comfy.as_ptr(), std::ptr::null(), std::ptr::null_mut()) },
+        DV_ERR_NULL_POINTER
+    );
 }

@@ -238,6 +238,7 @@ fn node_inputs_are_spec_section_1() {
         .expect("the loader node");
     let inputs = node["inputs"].as_array().unwrap();
     let names: Vec<&str> = inputs.iter().map(|i| i["name"].as_str().unwrap()).collect();
+    // SPEC §1 first, in its order; then the options of later dv_load_options versions.
     assert_eq!(
         names,
         [
@@ -246,7 +247,9 @@ fn node_inputs_are_spec_section_1() {
             "virtual_vram_gb",
             "donor_device",
             "expert_mode_allocations",
-            "eject_models"
+            "eject_models",
+            "dtype",
+            "donor_policy"
         ]
     );
     let get = |n: &str| {
@@ -275,6 +278,47 @@ fn node_inputs_are_spec_section_1() {
     let e = get("eject_models");
     assert_eq!(e["type"].as_str(), Some("BOOLEAN"));
     assert_eq!(e["default"].as_bool(), Some(d.eject_models));
+    // The extra inputs: defaults are the library's, every choice parses, the header has the
+    // field, and the options version that added it is stated.
+    let dtype = get("dtype");
+    assert_eq!(
+        dtype["default"].as_str(),
+        Some(format!("{:?}", distorch_vision::export::ComputeDtype::default()).to_lowercase())
+            .as_deref()
+    );
+    for c in dtype["choices"].as_array().unwrap() {
+        c.as_str()
+            .unwrap()
+            .parse::<distorch_vision::export::ComputeDtype>()
+            .unwrap();
+    }
+    let policy = get("donor_policy");
+    assert_eq!(
+        policy["default"].as_str(),
+        Some(d.donor_policy.as_str()),
+        "donor_policy default"
+    );
+    for c in policy["choices"].as_array().unwrap() {
+        c.as_str()
+            .unwrap()
+            .parse::<distorch_vision::plan::DonorPolicy>()
+            .unwrap();
+    }
+    let header = std::fs::read_to_string(root().join("distorch_vision.h")).unwrap();
+    for (field, version) in [("dtype", 2), ("donor_policy", 3)] {
+        assert_eq!(
+            get(field)["since_options_version"].as_integer(),
+            Some(version)
+        );
+        assert!(header.contains(&format!(
+            "    /* version {version} */\n    const char *{field};"
+        )));
+    }
+    // The model list comes from a function the library exports.
+    assert_eq!(
+        get("clip_vision")["choices_from"].as_str(),
+        Some("dv_list_models")
+    );
     let outs = node["outputs"].as_array().unwrap();
     assert_eq!(outs[0]["type"].as_str(), Some("CLIP_VISION"));
     // The functions the node names exist.

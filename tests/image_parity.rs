@@ -600,3 +600,44 @@ fn corrupted_bytes_never_panic() {
         }
     }
 }
+
+#[test]
+fn palette_tiffs_decode_as_pillow_does() {
+    // Reference pixels from Pillow (scripts/make_palette_tiff_fixtures.py).
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiff");
+    for name in ["palette_lzw_24x16.tif", "palette_raw_16colours_19x13.tif"] {
+        let path = dir.join(name);
+        let meta: Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.join(format!("{name}.rgb.json"))).unwrap(),
+        )
+        .unwrap();
+        let want = std::fs::read(dir.join(format!("{name}.rgb"))).unwrap();
+        let img = decode_file(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (img.height as u64, img.width as u64),
+            (
+                meta["height"].as_u64().unwrap(),
+                meta["width"].as_u64().unwrap()
+            ),
+            "{name}"
+        );
+        let got: Vec<u8> = img.data.iter().map(|v| (v * 255.0).round() as u8).collect();
+        assert_eq!(got, want, "{name}: pixels differ from Pillow's");
+        // Any truncation is an error or a sane image, never a panic.
+        let bytes = std::fs::read(&path).unwrap();
+        for n in (0..bytes.len()).step_by(7) {
+            if let Ok(img) = decode_bytes(&bytes[..n], name) {
+                assert_eq!(img.data.len(), (img.width * img.height * 3) as usize);
+            }
+        }
+    }
+}
+
+#[test]
+fn decoder_messages_stay_on_one_line() {
+    // An APP0 marker with a length below 2: zune-jpeg's message ends in a newline.
+    let e = decode_bytes(b"\xff\xd8\xff\xe0\x00\x01\x00\x00", "bad.jpg").unwrap_err();
+    assert!(!e.message().contains('\n'), "{e:?}");
+    assert!(!e.message().contains("\\n"), "{e:?}");
+    assert!(e.message().contains("invalid length:1"), "{e}");
+}

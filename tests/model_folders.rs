@@ -423,3 +423,118 @@ fn per_model_sidecars_and_a_folder_config_that_fits_only_some_files() {
         "{err}"
     );
 }
+
+#[test]
+fn models_lists_only_vision_towers_with_their_family() {
+    let tmp = temp_dir("folders_towers");
+    let comfy = tmp.join("ComfyUI");
+    let cv = comfy.join("models/clip_vision");
+    place(&cv.join("clip_l.safetensors"));
+    // A test's reference outputs and pixels beside it: safetensors, but no vision tower.
+    for f in ["expected.safetensors", "pixels.safetensors"] {
+        std::fs::copy(fixture("clip_quickgelu_f32").join(f), cv.join(f)).unwrap();
+    }
+    let sig = cv.join("sig");
+    std::fs::create_dir_all(&sig).unwrap();
+    for f in ["model.safetensors", "config.json"] {
+        std::fs::copy(fixture("siglip_f32").join(f), sig.join(f)).unwrap();
+    }
+    // A vision tower that cannot load (too small for the key table, no config.json beside
+    // it) is listed, with the reason instead of a family.
+    std::fs::create_dir_all(cv.join("nocfg")).unwrap();
+    std::fs::copy(
+        fixture("clip_quickgelu_f32").join("model.safetensors"),
+        cv.join("nocfg/tiny.safetensors"),
+    )
+    .unwrap();
+    let v = models_json(bin().arg("--comfyui").arg(&comfy));
+    assert_eq!(
+        names(&v),
+        [
+            "clip_l.safetensors",
+            "nocfg/tiny.safetensors",
+            "sig/model.safetensors"
+        ]
+    );
+    for m in v["models"].as_array().unwrap() {
+        if m["name"] == "nocfg/tiny.safetensors" {
+            assert!(m["family"].is_null(), "{m}");
+            assert!(m["problem"].as_str().is_some_and(|p| !p.is_empty()), "{m}");
+        } else {
+            assert!(m["family"].as_str().is_some_and(|f| !f.is_empty()), "{m}");
+            assert!(m.get("problem").is_none(), "{m}");
+        }
+    }
+    let skipped: Vec<&str> = v["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(skipped.len(), 2, "{v}");
+    assert!(skipped.iter().any(|p| p.ends_with("expected.safetensors")));
+    // The table shows the family; the files left out are counted on stderr.
+    let o = run(bin().arg("--comfyui").arg(&comfy).arg("models"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let table = String::from_utf8_lossy(&o.stdout);
+    assert!(!table.contains("expected.safetensors"), "{table}");
+    assert!(table.contains("sig/model.safetensors"), "{table}");
+    assert!(stderr(&o).contains("2 other"), "{}", stderr(&o));
+}
+
+#[test]
+fn models_that_finds_nothing_says_what_was_searched() {
+    let tmp = temp_dir("folders_nothing");
+    let comfy = tmp.join("NotComfy");
+    std::fs::create_dir_all(&comfy).unwrap();
+    let o = run(bin().arg("--comfyui").arg(&comfy).arg("models"));
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.starts_with("error: no clip_vision models found"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "{} (does not exist)",
+            comfy.join("models/clip_vision").display()
+        )),
+        "{err}"
+    );
+    // Pointing --comfyui at the models folder itself gets a hint.
+    let models = tmp.join("C/models");
+    place(&models.join("clip_vision/m.safetensors"));
+    let o = run(bin().arg("--comfyui").arg(&models).arg("models"));
+    assert!(
+        stderr(&o).contains(&format!("did you mean {}?", tmp.join("C").display())),
+        "{}",
+        stderr(&o)
+    );
+    // Under --json the error is one object on stdout.
+    let o = run(bin()
+        .arg("--comfyui")
+        .arg(&comfy)
+        .args(["models", "--json"]));
+    assert_eq!(o.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["error"]["kind"], "not_found", "{v}");
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("does not exist"));
+    // A folder that exists but holds no vision tower says so too.
+    let empty = tmp.join("E/models/clip_vision");
+    std::fs::create_dir_all(&empty).unwrap();
+    std::fs::copy(
+        fixture("clip_quickgelu_f32").join("expected.safetensors"),
+        empty.join("expected.safetensors"),
+    )
+    .unwrap();
+    let o = run(bin().arg("--comfyui").arg(tmp.join("E")).arg("models"));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("1 .safetensors/.sft file(s) there are not vision towers"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -127,6 +127,106 @@ fn errors_name_line_and_column() {
     assert!(err.contains("crop: unknown value \"middle\""), "{err}");
 }
 
+/// A ComfyUI tree with one model (`clip_l.safetensors`) and a folder of two images.
+fn comfy_and_images(tmp: &Path) {
+    let cv = tmp.join("ComfyUI/models/clip_vision");
+    std::fs::create_dir_all(&cv).unwrap();
+    for (from, to) in [
+        ("model.safetensors", "clip_l.safetensors"),
+        ("config.json", "config.json"),
+    ] {
+        std::fs::copy(fixture("clip_quickgelu_f32").join(from), cv.join(to)).unwrap();
+    }
+    std::fs::create_dir_all(tmp.join("imgs")).unwrap();
+    for f in ["plain_64x48.jpg", "portrait_45x77.png"] {
+        std::fs::copy(
+            root().join("tests/fixtures/images").join(f),
+            tmp.join("imgs").join(f),
+        )
+        .unwrap();
+    }
+}
+
+#[test]
+fn every_job_is_checked_before_the_first_runs() {
+    let tmp = temp_dir("yaml_precheck");
+    comfy_and_images(&tmp);
+    let yaml = tmp.join("run.yaml");
+    std::fs::write(
+        &yaml,
+        "jobs:\n  - clip_vision: clip_l\n    comfyui: ComfyUI\n    device: cpu\n    graphs_dir: graphs\n    inputs: {images: [imgs]}\n    out: first.safetensors\n\
+         \n  - name: typo\n    clip_vision: clip_k\n    comfyui: ComfyUI\n    device: cpu\n    inputs: {images: [imgs]}\n    out: second.safetensors\n\
+         \n  - name: bad outputs\n    clip_vision: clip_l\n    comfyui: ComfyUI\n    device: cpu\n    inputs: {images: [imgs]}\n    outputs: [image_embedz]\n    out: third.safetensors\n",
+    )
+    .unwrap();
+    let o = run_yaml(&yaml);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("2 of 3 jobs have errors, so none was run"),
+        "{err}"
+    );
+    // The unknown model gets the CLI's suggestions.
+    assert!(
+        err.contains("typo: model \"clip_k\" not found")
+            && err.contains("did you mean clip_l.safetensors?"),
+        "{err}"
+    );
+    assert!(
+        err.contains("bad outputs: unknown output \"image_embedz\""),
+        "{err}"
+    );
+    assert!(
+        !tmp.join("first.safetensors").exists(),
+        "job 1 ran before the others were checked"
+    );
+    // A missing input is found before anything runs as well.
+    std::fs::write(
+        &yaml,
+        "jobs:\n  - clip_vision: clip_l\n    comfyui: ComfyUI\n    device: cpu\n    graphs_dir: graphs\n    inputs: {images: [imgs]}\n    out: first.safetensors\n\
+         \n  - clip_vision: clip_l\n    comfyui: ComfyUI\n    device: cpu\n    inputs: {images: [no_such_folder]}\n    out: second.safetensors\n",
+    )
+    .unwrap();
+    let err = stderr(&run_yaml(&yaml));
+    assert!(
+        err.contains("job 2: input") && err.contains("no_such_folder does not exist"),
+        "{err}"
+    );
+    assert!(!tmp.join("first.safetensors").exists());
+}
+
+#[test]
+fn run_json_summarises_each_job() {
+    let tmp = temp_dir("yaml_json");
+    comfy_and_images(&tmp);
+    let yaml = tmp.join("run.yaml");
+    std::fs::write(
+        &yaml,
+        "jobs:\n  - name: one\n    clip_vision: clip_l\n    comfyui: ComfyUI\n    device: cpu\n    graphs_dir: graphs\n    inputs: {images: [imgs]}\n    outputs: [image_embeds]\n    out: one.safetensors\n\
+         \n  - clip_vision: clip_l\n    comfyui: ComfyUI\n    device: cpu\n    graphs_dir: graphs\n    inputs: {images: [imgs]}\n    out: shards\n    shard_size: 1\n",
+    )
+    .unwrap();
+    let o = run(bin().arg("run").arg(&yaml).arg("--json"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let jobs = v["jobs"].as_array().unwrap();
+    assert_eq!(jobs.len(), 2, "{v}");
+    assert_eq!(jobs[0]["job"], "one");
+    assert_eq!(jobs[0]["encoded"], 2);
+    assert_eq!(jobs[0]["outputs"][0]["name"], "image_embeds");
+    assert_eq!(jobs[0]["outputs"][0]["shape"][0], 2);
+    assert_eq!(jobs[1]["job"], "job 2");
+    assert_eq!(jobs[1]["encoded"], 2);
+    assert_eq!(jobs[1]["shards_written"], 2);
+    assert!(jobs[1]["skipped"].as_array().unwrap().is_empty());
+    // A failing run under --json: one error object on stdout, non-zero exit.
+    let o = run(bin().arg("run").arg(tmp.join("missing.yaml")).arg("--json"));
+    assert_eq!(o.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["error"]["kind"], "not_found", "{v}");
+}
+
 #[test]
 fn yaml_outputs_can_ask_for_all_hidden_states() {
     let tmp = temp_dir("yaml_all_hidden");

@@ -50,7 +50,7 @@ pub const DV_ERR_PANIC: DvStatus = 11;
 pub const DV_DTYPE_F32: i32 = 1;
 
 /// `dv_load_options`. Versions only append fields; `struct_size` says which the caller has:
-/// version 1 ends after `extra_model_paths`, version 2 adds `dtype`.
+/// version 1 ends after `extra_model_paths`, version 2 adds `dtype`, version 3 `donor_policy`.
 #[repr(C)]
 pub struct DvLoadOptions {
     pub struct_size: usize,
@@ -65,17 +65,23 @@ pub struct DvLoadOptions {
     pub extra_model_paths: *const c_char,
     // --- version 2 ---
     pub dtype: *const c_char,
+    // --- version 3 ---
+    pub donor_policy: *const c_char,
 }
 
 /// Size of a version-1 `dv_load_options`, the smallest accepted.
 const LOAD_OPTIONS_V1: usize = std::mem::offset_of!(DvLoadOptions, dtype);
+/// Size of a version-2 `dv_load_options` (through `dtype`).
+const LOAD_OPTIONS_V2: usize = std::mem::offset_of!(DvLoadOptions, donor_policy);
 
 /// Bytes of `dv_load_options` this library reads or writes for a caller's `struct_size`:
 /// whole versions only, so a size that ends inside a field never exposes half a pointer.
 fn load_options_bytes(struct_size: usize) -> usize {
-    let v2 = std::mem::size_of::<DvLoadOptions>();
-    if struct_size >= v2 {
-        v2
+    let v3 = std::mem::size_of::<DvLoadOptions>();
+    if struct_size >= v3 {
+        v3
+    } else if struct_size >= LOAD_OPTIONS_V2 {
+        LOAD_OPTIONS_V2
     } else {
         LOAD_OPTIONS_V1
     }
@@ -439,6 +445,54 @@ pub unsafe extern "C" fn dv_live_objects(
     })
 }
 
+/// `dv_status dv_list_models(const char *comfyui_path, const char *extra_model_paths, char **json_out)`:
+/// the models a `clip_vision` name can refer to, as the model folders resolve them (the
+/// CLI's `models --json`). An empty list is success.
+///
+/// # Safety
+/// `comfyui_path` and `extra_model_paths` are NULL or NUL-terminated strings; `json_out` is
+/// NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn dv_list_models(
+    comfyui_path: *const c_char,
+    extra_model_paths: *const c_char,
+    json_out: *mut *mut c_char,
+) -> DvStatus {
+    if !json_out.is_null() {
+        put(json_out, std::ptr::null_mut());
+    }
+    guard(|| {
+        if json_out.is_null() {
+            return Err(Fail::null("json_out"));
+        }
+        let folders = model_folders(comfyui_path, extra_model_paths)?;
+        let json = serde_json::to_string(&folders.listing()?.to_json())
+            .map_err(|e| Fail::new(DV_ERR_RUNTIME, format!("serialising models: {e}")))?;
+        put(json_out, handles::string_into_raw(json));
+        Ok(())
+    })
+}
+
+/// The model folders of `comfyui_path` / `extra_model_paths` (NULL or "" = unset: the
+/// ComfyUI folder then falls back to COMFYUI_PATH, as on the command line).
+///
+/// # Safety
+/// Both are NULL or NUL-terminated strings.
+unsafe fn model_folders(
+    comfyui_path: *const c_char,
+    extra_model_paths: *const c_char,
+) -> R<crate::job::models::ModelFolders> {
+    let folder = |p, field| -> R<Option<PathBuf>> {
+        Ok(opt_str(p, field)?
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from))
+    };
+    Ok(crate::job::models::ModelFolders::new(
+        folder(comfyui_path, "comfyui_path")?,
+        folder(extra_model_paths, "extra_model_paths")?,
+    ))
+}
+
 // ---------------------------------------------------------------------------------------
 // Models
 
@@ -479,6 +533,7 @@ pub unsafe extern "C" fn dv_load_options_init(
                 comfyui_path: std::ptr::null(),
                 extra_model_paths: std::ptr::null(),
                 dtype: std::ptr::null(),
+                donor_policy: std::ptr::null(),
             },
         );
         Ok(())
@@ -493,19 +548,8 @@ unsafe fn load_options(o: &DvLoadOptions) -> R<LoadOptions> {
     let clip_vision =
         opt_str(o.clip_vision, "clip_vision")?.ok_or_else(|| Fail::null("clip_vision"))?;
     let defaults = LoaderOptions::default();
-    let folder = |p, field| -> R<Option<PathBuf>> {
-        Ok(opt_str(p, field)?
-            .filter(|s| !s.is_empty())
-            .map(PathBuf::from))
-    };
     // Unset folders fall back to what the CLI uses (COMFYUI_PATH).
-    let mut model_folders = crate::job::models::ModelFolders::default();
-    if let Some(c) = folder(o.comfyui_path, "comfyui_path")? {
-        model_folders.comfyui = Some(c);
-    }
-    if let Some(e) = folder(o.extra_model_paths, "extra_model_paths")? {
-        model_folders.extra_model_paths = Some(e);
-    }
+    let model_folders = model_folders(o.comfyui_path, o.extra_model_paths)?;
     Ok(LoadOptions {
         model_folders,
         clip_vision,
@@ -516,7 +560,14 @@ unsafe fn load_options(o: &DvLoadOptions) -> R<LoadOptions> {
             expert_mode_allocations: opt_str(o.expert_mode_allocations, "expert_mode_allocations")?
                 .unwrap_or_default(),
             eject_models: o.eject_models != 0,
-            donor_policy: defaults.donor_policy,
+            donor_policy: match opt_str(o.donor_policy, "donor_policy")?
+                .filter(|s| !s.trim().is_empty())
+            {
+                Some(p) => p
+                    .parse()
+                    .map_err(|e: Error| Fail::from(e.context("donor_policy")))?,
+                None => defaults.donor_policy,
+            },
         },
         simulate_devices: None,
         graphs_dir: opt_str(o.graphs_dir, "graphs_dir")?
@@ -604,6 +655,49 @@ pub unsafe extern "C" fn dv_model_plan_json(model: u64, json_out: *mut *mut c_ch
         let cv = self::model(model)?;
         let json = serde_json::to_string(&cv.plan().to_json())
             .map_err(|e| Fail::new(DV_ERR_RUNTIME, format!("serialising the plan: {e}")))?;
+        put(json_out, handles::string_into_raw(json));
+        Ok(())
+    })
+}
+
+/// `dv_status dv_model_plan_text(dv_model model, char **text_out)`: the plan table the CLI's
+/// `plan` prints (SPEC §5.4), for hosts that log it at load time as DisTorch does.
+///
+/// # Safety
+/// `text_out` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn dv_model_plan_text(model: u64, text_out: *mut *mut c_char) -> DvStatus {
+    if !text_out.is_null() {
+        put(text_out, std::ptr::null_mut());
+    }
+    guard(|| {
+        if text_out.is_null() {
+            return Err(Fail::null("text_out"));
+        }
+        let table = self::model(model)?.plan().render_table();
+        put(text_out, handles::string_into_raw(table));
+        Ok(())
+    })
+}
+
+/// `dv_status dv_model_outputs_json(dv_model model, char **json_out)`: the names an encode
+/// returns when it asks for no outputs in particular, as a JSON array in SPEC §3 order.
+///
+/// # Safety
+/// `json_out` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn dv_model_outputs_json(model: u64, json_out: *mut *mut c_char) -> DvStatus {
+    if !json_out.is_null() {
+        put(json_out, std::ptr::null_mut());
+    }
+    guard(|| {
+        if json_out.is_null() {
+            return Err(Fail::null("json_out"));
+        }
+        // The same resolution an encode with no names does, so the two never disagree.
+        let names = crate::runtime::resolve_outputs(self::model(model)?.model(), &[])?;
+        let json = serde_json::to_string(&names)
+            .map_err(|e| Fail::new(DV_ERR_RUNTIME, format!("serialising the output names: {e}")))?;
         put(json_out, handles::string_into_raw(json));
         Ok(())
     })

@@ -27,7 +27,7 @@ pub const MAX_DIMENSION: u32 = 16384;
 /// The most memory a decoder may allocate for one image (1 GiB).
 pub const MAX_DECODE_ALLOC: u64 = 1 << 30;
 
-const SUPPORTED: &str = "PNG, JPEG, WebP, BMP, GIF, TIFF";
+const SUPPORTED: &str = "PNG, JPEG, WebP, BMP, GIF, TIFF (grey, RGB, RGBA, CMYK, 8-bit palette)";
 
 fn limits() -> Limits {
     let mut l = Limits::default();
@@ -83,6 +83,11 @@ fn decode_inner(bytes: &[u8], name: &str) -> Result<RgbImage> {
         )));
     };
     let fmt_name = format!("{format:?}");
+    if format == ::image::ImageFormat::Tiff {
+        if let Some(img) = super::tiff_palette::decode(bytes, name)? {
+            return to_rgb_f32(&img, name);
+        }
+    }
     let mut reader = reader;
     reader.limits(limits());
     let mut decoder = reader
@@ -105,7 +110,7 @@ fn decode_inner(bytes: &[u8], name: &str) -> Result<RgbImage> {
     to_rgb_f32(&img, name)
 }
 
-fn check_dimensions(name: &str, w: u32, h: u32) -> Result<()> {
+pub(super) fn check_dimensions(name: &str, w: u32, h: u32) -> Result<()> {
     if w == 0 || h == 0 {
         return Err(Error::invalid(format!(
             "{name}: image is {w}x{h}; both sides must be at least 1 pixel"
@@ -120,7 +125,19 @@ fn check_dimensions(name: &str, w: u32, h: u32) -> Result<()> {
     Ok(())
 }
 
+/// A decoder's message on one line: some put newlines in theirs (zune-jpeg's "Found a
+/// marker with invalid length:N\n"), which would split one error over several lines.
+pub(super) fn one_line(msg: &str) -> String {
+    // image quotes some decoder messages with Debug, so the newline arrives escaped.
+    msg.replace("\\n\"", "\"")
+        .replace("\\n", " ")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn image_error(e: ImageError, name: &str, format: &str, bytes: &[u8]) -> Error {
+    let text = one_line(&e.to_string());
     match &e {
         ImageError::Limits(le) => {
             // Say what the file claims, read from its header without limits (no pixel data is
@@ -147,12 +164,16 @@ fn image_error(e: ImageError, name: &str, format: &str, bytes: &[u8]) -> Error {
             ))
         }
         ImageError::Unsupported(_) => Error::invalid(format!(
-            "{name}: unsupported {format} variant: {e} (supported formats: {SUPPORTED})"
+            "{name}: unsupported {format} variant: {text} (supported formats: {SUPPORTED})"
         )),
         ImageError::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
-            Error::invalid(format!("{name}: truncated or corrupt {format} file: {e}"))
+            Error::invalid(format!(
+                "{name}: truncated or corrupt {format} file: {text}"
+            ))
         }
-        _ => Error::invalid(format!("{name}: corrupt or unreadable {format} file: {e}")),
+        _ => Error::invalid(format!(
+            "{name}: corrupt or unreadable {format} file: {text}"
+        )),
     }
 }
 

@@ -10,6 +10,7 @@
 mod decode;
 mod inputs;
 mod resize;
+mod tiff_palette;
 
 use std::fmt;
 use std::str::FromStr;

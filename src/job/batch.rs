@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::export::write_atomic;
 use crate::image::{self, Crop, PreprocessSpec};
+use crate::job::summary::{self, EncodeSummary, OutputShape};
 use crate::job::{interrupt, output};
 use crate::loader::ClipVision;
 use crate::model::Model;
@@ -904,14 +905,14 @@ pub fn npy_sources_path(out: &Path) -> PathBuf {
     out.with_extension("sources.json")
 }
 
-/// Runs one encode job with a loaded model; returns a one-line summary.
+/// Runs one encode job with a loaded model; returns its summary (a line via `Display`).
 ///
 /// Sharded: unreadable images are skipped and listed (`strict` aborts); a caught SIGINT or
 /// SIGTERM (see `interrupt`) keeps the finished rows and returns an error saying where it
 /// stopped. One file: unreadable images are skipped and listed the same way. Format `npy`
 /// writes `out` as one `.npy` (exactly one output; sources in `<out>.sources.json`) when it
 /// ends in `.npy`, else a folder of `<output>.npy` and `sources.json`.
-pub fn run_encode(cv: &ClipVision, job: &EncodeJob) -> Result<String> {
+pub fn run_encode(cv: &ClipVision, job: &EncodeJob) -> Result<EncodeSummary> {
     if job.images.is_empty() && job.pixels.is_none() {
         return Err(Error::invalid("encode: give images or pixels as input"));
     }
@@ -956,28 +957,40 @@ pub fn run_encode(cv: &ClipVision, job: &EncodeJob) -> Result<String> {
                 s.rows, s.total, s.rows, s.shards
             )));
         }
-        if s.encoded == 0 && s.skipped.is_empty() && s.already_done > 0 {
-            return Ok(format!(
+        let line = if s.encoded == 0 && s.skipped.is_empty() && s.already_done > 0 {
+            format!(
                 "nothing to encode: all {} images are already in {} shards in {out}",
                 s.already_done, s.shards
-            ));
-        }
-        let earlier = if s.already_done > 0 {
-            format!(
-                "; {} were already there from an earlier run, {} rows in all",
-                s.already_done, s.rows
             )
         } else {
-            String::new()
+            let earlier = if s.already_done > 0 {
+                format!(
+                    "; {} were already there from an earlier run, {} rows in all",
+                    s.already_done, s.rows
+                )
+            } else {
+                String::new()
+            };
+            format!(
+                "encoded {} images into {} new shards in {out} in {:.2} s ({:.1} images/s){earlier}; {} skipped",
+                s.encoded,
+                s.shards_written,
+                s.seconds,
+                s.images_per_s(),
+                s.skipped.len()
+            )
         };
-        return Ok(format!(
-            "encoded {} images into {} new shards in {out} in {:.2} s ({:.1} images/s){earlier}; {} skipped",
-            s.encoded,
-            s.shards_written,
-            s.seconds,
-            s.images_per_s(),
-            s.skipped.len()
-        ));
+        return Ok(EncodeSummary {
+            out: job.out.clone(),
+            encoded: s.encoded,
+            already_done: Some(s.already_done),
+            shards_written: Some(s.shards_written),
+            images_per_s: s.images_per_s(),
+            skipped: s.skipped,
+            outputs: Vec::new(),
+            seconds: s.seconds,
+            line,
+        });
     }
     // One output file: check what it can hold before any work.
     let npy_file = job.format == OutFormat::Npy && is_npy_file(&job.out);
@@ -1054,7 +1067,8 @@ pub fn run_encode(cv: &ClipVision, job: &EncodeJob) -> Result<String> {
         }
         OutFormat::Npy => write_npy_dir(&job.out, &res, &sources)?,
     }
-    Ok(format!(
+    let seconds = t.elapsed().as_secs_f64();
+    let line = format!(
         "encoded {} images into {} ({}) in {:.2} s{}",
         px.shape()[0],
         job.out.display(),
@@ -1063,13 +1077,31 @@ pub fn run_encode(cv: &ClipVision, job: &EncodeJob) -> Result<String> {
             .map(|(n, t)| format!("{n} {:?}", t.shape()))
             .collect::<Vec<_>>()
             .join(", "),
-        t.elapsed().as_secs_f64(),
+        seconds,
         if skipped.is_empty() {
             String::new()
         } else {
             format!("; {} skipped", skipped.len())
         }
-    ))
+    );
+    Ok(EncodeSummary {
+        out: job.out.clone(),
+        encoded: px.shape()[0],
+        already_done: None,
+        shards_written: None,
+        skipped,
+        outputs: res
+            .tensors
+            .iter()
+            .map(|(n, t)| OutputShape {
+                name: n.clone(),
+                shape: t.shape().to_vec(),
+            })
+            .collect(),
+        seconds,
+        images_per_s: summary::rate(px.shape()[0], seconds),
+        line,
+    })
 }
 
 /// One line per unreadable image on stderr.

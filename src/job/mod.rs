@@ -4,4 +4,5 @@ pub mod batch;
 pub mod interrupt;
 pub mod models;
 pub mod output;
+pub mod summary;
 pub mod yaml;

@@ -20,12 +20,112 @@ pub struct ModelFolders {
 /// One model found in a folder.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct ModelEntry {
-    /// Path relative to its folder, with `/`.
+    /// Path relative to its folder, with `/`: what `clip_vision` / `--model` accepts.
     pub name: String,
     pub path: PathBuf,
     /// The folder it was found in.
     pub folder: PathBuf,
     pub bytes: u64,
+    /// The family its header (and config) gives, e.g. "ViT-H/14"; None when it cannot be
+    /// loaded, and `problem` says why.
+    pub family: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+}
+
+/// A model-file-named file that is not a vision tower (e.g. a test's `expected.safetensors`).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct SkippedFile {
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+/// A model folder and whether it exists.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct SearchedFolder {
+    pub path: PathBuf,
+    pub exists: bool,
+}
+
+/// What a listing found: the models, the files passed over, and the folders searched.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Listing {
+    pub folders: Vec<SearchedFolder>,
+    pub models: Vec<ModelEntry>,
+    pub skipped: Vec<SkippedFile>,
+}
+
+impl Listing {
+    /// `{"folders": [path, ...], "searched": [{"path", "exists"}], "models": [{"name", "path",
+    /// "folder", "bytes", "family", "problem"?}], "skipped": [{"path", "reason"}]}`: what
+    /// `models --json` prints and `dv_list_models` returns.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "folders": self.folders.iter().map(|f| f.path.display().to_string()).collect::<Vec<_>>(),
+            "searched": self.folders,
+            "models": self.models,
+            "skipped": self.skipped,
+        })
+    }
+
+    /// One line for a listing without models: what was searched and what was there.
+    pub fn nothing_found(&self) -> String {
+        if self.folders.is_empty() {
+            return "no model folders configured: pass --comfyui PATH (the ComfyUI folder that holds models/), set COMFYUI_PATH, or give --extra-model-paths FILE".into();
+        }
+        let searched: Vec<String> = self
+            .folders
+            .iter()
+            .map(|f| {
+                if f.exists {
+                    f.path.display().to_string()
+                } else {
+                    format!("{} (does not exist)", f.path.display())
+                }
+            })
+            .collect();
+        let mut msg = format!(
+            "no clip_vision models found; searched {}",
+            searched.join(", ")
+        );
+        if !self.skipped.is_empty() {
+            msg.push_str(&format!(
+                "; {} .safetensors/.sft file(s) there are not vision towers (e.g. {}: {})",
+                self.skipped.len(),
+                self.skipped[0].path.display(),
+                self.skipped[0].reason
+            ));
+        }
+        if let Some(hint) = self
+            .folders
+            .iter()
+            .find_map(|f| misplaced_root_hint(&f.path))
+        {
+            msg.push_str(&format!("; {hint}"));
+        }
+        msg
+    }
+}
+
+/// For `<root>/models/clip_vision` that does not exist: a hint when `root` itself looks like
+/// the clip_vision or models folder (a common mistake with --comfyui).
+fn misplaced_root_hint(folder: &Path) -> Option<String> {
+    if folder.exists() || !folder.ends_with("models/clip_vision") {
+        return None;
+    }
+    let root = folder.parent()?.parent()?;
+    let name = root.file_name()?.to_string_lossy();
+    let parent = if name == "clip_vision" {
+        root.parent()?.parent()?
+    } else if name == "models" {
+        root.parent()?
+    } else {
+        return None;
+    };
+    Some(format!(
+        "--comfyui takes the ComfyUI folder itself: did you mean {}?",
+        parent.display()
+    ))
 }
 
 impl ModelFolders {
@@ -78,12 +178,38 @@ impl ModelFolders {
 
     /// Every model in the folders (first folder first, names sorted within a folder).
     pub fn list(&self) -> Result<Vec<ModelEntry>> {
-        let mut out = Vec::new();
+        Ok(self.listing()?.models)
+    }
+
+    /// The models in the folders (first folder first, names sorted within a folder), the
+    /// model-named files that are not vision towers, and the folders searched. Reads each
+    /// file's header (and config), never its weights.
+    pub fn listing(&self) -> Result<Listing> {
+        let mut out = Listing::default();
         for folder in self.folders()? {
+            out.folders.push(SearchedFolder {
+                exists: folder.is_dir(),
+                path: folder.clone(),
+            });
             let mut found = Vec::new();
             walk(&folder, &folder, &mut found, 0);
             found.sort_by(|a: &ModelEntry, b| a.name.cmp(&b.name));
-            out.extend(found);
+            for mut e in found {
+                match vision_tower(&e.path) {
+                    Tower::Loads(family) => {
+                        e.family = Some(family);
+                        out.models.push(e);
+                    }
+                    Tower::Broken(problem) => {
+                        e.problem = Some(problem);
+                        out.models.push(e);
+                    }
+                    Tower::Not(reason) => out.skipped.push(SkippedFile {
+                        path: e.path,
+                        reason,
+                    }),
+                }
+            }
         }
         Ok(out)
     }
@@ -130,7 +256,16 @@ impl ModelFolders {
                     .join(", ")
             ));
             if close.is_empty() {
-                msg.push_str(&format!("; {} models are available", names.len()));
+                if names.is_empty() {
+                    msg.push_str("; those folders hold no models");
+                } else if names.len() <= 8 {
+                    msg.push_str(&format!("; available: {}", names.join(", ")));
+                } else {
+                    msg.push_str(&format!(
+                        "; {} models are available (see `distorch-vision models`)",
+                        names.len()
+                    ));
+                }
             } else {
                 msg.push_str(&format!("; did you mean {}?", close.join(", ")));
             }
@@ -184,8 +319,44 @@ fn walk_seen(
                 path: path.clone(),
                 folder: root.to_path_buf(),
                 bytes: meta.len(),
+                family: None,
+                problem: None,
             });
         }
+    }
+}
+
+/// Keys whose presence (after open_clip names are mapped to Hugging Face ones) marks a
+/// vision tower: the patch embedding of CLIP/SigLIP, and of DINOv2/v3 (SPEC §2.1b).
+const VISION_TOWER_KEYS: [&str; 2] = [
+    "vision_model.embeddings.patch_embedding.weight",
+    "embeddings.patch_embeddings.projection.weight",
+];
+
+/// What a model-named file is.
+pub enum Tower {
+    /// A vision tower that loads, with its family.
+    Loads(String),
+    /// A vision tower that cannot be loaded, with why.
+    Broken(String),
+    /// Not a vision tower (or not a safetensors file), with why.
+    Not(String),
+}
+
+/// Classifies a file from its header (and config); never reads the weights.
+pub fn vision_tower(path: &Path) -> Tower {
+    let file = match crate::model::SafeTensors::open(path) {
+        Ok(f) => f,
+        Err(e) => return Tower::Not(e.message().to_string()),
+    };
+    let keys = crate::model::Keys::from_file(&file);
+    if !VISION_TOWER_KEYS.iter().any(|k| keys.contains(k)) {
+        return Tower::Not("no vision tower keys (patch embedding) in its header".into());
+    }
+    drop(file);
+    match crate::model::Model::open(path) {
+        Ok(m) => Tower::Loads(m.config.family.clone()),
+        Err(e) => Tower::Broken(e.message().to_string()),
     }
 }
 
@@ -339,12 +510,15 @@ pub fn close_matches(name: &str, names: &[String]) -> Vec<String> {
             .unwrap_or(l)
     };
     let q = strip(name);
+    let q_base = q.rsplit('/').next().unwrap_or(&q).to_string();
     let mut scored: Vec<(usize, &String)> = names
         .iter()
         .filter_map(|n| {
             let c = strip(n);
             let base = c.rsplit('/').next().unwrap_or(&c).to_string();
-            let d = edit_distance(&q, &c).min(edit_distance(&q, &base));
+            let d = edit_distance(&q, &c)
+                .min(edit_distance(&q, &base))
+                .min(edit_distance(&q_base, &base));
             let limit = (q.chars().count() / 3).max(2);
             if d <= limit {
                 Some((d, n))

@@ -1,7 +1,7 @@
 //! YAML run files: one job (a mapping) or `jobs: [...]`, run in order. Keys are the loader
 //! inputs of SPEC §1 with the same names plus the job's inputs and outputs; unknown keys and
-//! wrong types are errors with line and column. Paths are relative to the YAML file. Jobs of
-//! one file share loaded models.
+//! wrong types are errors with line and column. Paths are relative to the YAML file. Every
+//! job is checked before the first runs ([`check_jobs`]); jobs of one file share loaded models.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -14,6 +14,7 @@ use crate::export::Granularity;
 use crate::image::Crop;
 use crate::job::batch::{self, EncodeJob, OutFormat};
 use crate::job::models::ModelFolders;
+use crate::job::summary::EncodeSummary;
 use crate::loader::{ClipVision, LoadOptions};
 use crate::plan::{DonorPolicy, LoaderOptions};
 use crate::{Error, Result};
@@ -260,20 +261,106 @@ impl JobSpec {
     }
 }
 
-/// Runs every job of `path` in order; loaded models are shared between jobs with the same
-/// file and loader options. Returns one summary line per job.
-pub fn run_file(path: &Path, settings: &RunSettings) -> Result<Vec<String>> {
-    let jobs = load(path)?;
-    let base = path
-        .parent()
+/// What one job of a run file did.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct JobResult {
+    /// The job's `name`, or "job N".
+    pub job: String,
+    #[serde(flatten)]
+    pub summary: EncodeSummary,
+}
+
+impl std::fmt::Display for JobResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.job, self.summary)
+    }
+}
+
+fn job_label(job: &JobSpec, i: usize) -> String {
+    job.name.clone().unwrap_or_else(|| format!("job {}", i + 1))
+}
+
+/// Checks one job without loading anything: its options, its inputs exist, its model
+/// resolves (with suggestions) and opens, the outputs it asks for exist, and its plan
+/// (devices, allocation string) is valid. Whether the plan fits memory is left to the load,
+/// which knows what ejecting other models frees.
+pub fn check_job(job: &JobSpec, base: &Path, settings: &RunSettings) -> Result<()> {
+    let opts = job.load_options(base, settings)?;
+    let ej = job.encode_job(base, settings)?;
+    for p in ej.images.iter().chain(ej.pixels.iter()) {
+        if !p.exists() {
+            return Err(Error::new(
+                crate::ErrorKind::NotFound,
+                format!("input {} does not exist", p.display()),
+            ));
+        }
+    }
+    let file = crate::loader::resolve_model_in(&opts.clip_vision, &opts.model_folders)?;
+    let model = crate::model::Model::open(&file)?;
+    crate::runtime::resolve_outputs(&model, &ej.outputs)?;
+    let inv = crate::loader::inventory(opts.simulate_devices.as_deref())?;
+    match crate::loader::plan_model(&model, &opts.loader, &inv) {
+        Ok(plan) => {
+            crate::runtime::dtype::check(opts.dtype, &plan.exec_devices())?;
+        }
+        Err(e) if e.kind() == crate::ErrorKind::DoesNotFit => {}
+        Err(e) => return Err(e),
+    }
+    Ok(())
+}
+
+/// Checks every job of a run file (see [`check_job`]); one error lists every job that failed.
+pub fn check_jobs(path: &Path, jobs: &[JobSpec], settings: &RunSettings) -> Result<()> {
+    let base = base_dir(path);
+    let mut failed: Vec<(String, Error)> = Vec::new();
+    for (i, job) in jobs.iter().enumerate() {
+        if let Err(e) = check_job(job, &base, settings) {
+            failed.push((job_label(job, i), e));
+        }
+    }
+    match failed.len() {
+        0 => Ok(()),
+        1 if jobs.len() == 1 => {
+            let (label, e) = failed.remove(0);
+            Err(e.context(format!("{}: {label}", path.display())))
+        }
+        n => {
+            let kind = failed[0].1.kind();
+            let list: Vec<String> = failed
+                .iter()
+                .map(|(label, e)| format!("{label}: {e}"))
+                .collect();
+            Err(Error::new(
+                kind,
+                format!(
+                    "{}: {n} of {} jobs have errors, so none was run; {}",
+                    path.display(),
+                    jobs.len(),
+                    list.join("; ")
+                ),
+            ))
+        }
+    }
+}
+
+fn base_dir(path: &Path) -> PathBuf {
+    path.parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."))
-        .to_path_buf();
+        .to_path_buf()
+}
+
+/// Runs every job of `path` in order, after checking them all ([`check_jobs`]); loaded
+/// models are shared between jobs with the same file and loader options.
+pub fn run_file(path: &Path, settings: &RunSettings) -> Result<Vec<JobResult>> {
+    let jobs = load(path)?;
+    check_jobs(path, &jobs, settings)?;
+    let base = base_dir(path);
     let mut cache: HashMap<String, Arc<ClipVision>> = HashMap::new();
     let mut out = Vec::new();
     for (i, job) in jobs.iter().enumerate() {
-        let label = job.name.clone().unwrap_or_else(|| format!("job {}", i + 1));
-        let r = (|| -> Result<String> {
+        let label = job_label(job, i);
+        let r = (|| -> Result<EncodeSummary> {
             let opts = job.load_options(&base, settings)?;
             let ej = job.encode_job(&base, settings)?;
             let file = crate::loader::resolve_model_in(&opts.clip_vision, &opts.model_folders)?;
@@ -301,7 +388,10 @@ pub fn run_file(path: &Path, settings: &RunSettings) -> Result<Vec<String>> {
             batch::run_encode(&cv, &ej)
         })();
         match r {
-            Ok(s) => out.push(format!("{label}: {s}")),
+            Ok(summary) => out.push(JobResult {
+                job: label,
+                summary,
+            }),
             Err(e) => return Err(e.context(format!("{}: {label}", path.display()))),
         }
     }

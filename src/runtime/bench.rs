@@ -41,6 +41,11 @@ pub struct BenchReport {
     /// What the blocks' peak RSS should stay under: 1.25 × the fp32 weight bytes plus
     /// [`activation_bytes`] for this batch.
     pub rss_budget_bytes: u64,
+    /// RSS once ONNX Runtime is loaded, before the model: the runtime's own footprint.
+    pub baseline_rss_bytes: u64,
+    /// `within` / `over` the budget, or `not_applicable` when the budget is below the
+    /// runtime's own footprint (tiny models), where the comparison means nothing.
+    pub rss_verdict: String,
     // --- gpu ---
     /// Weight bytes uploaded host → GPU on every pass (CPU-homed blocks executed on a GPU).
     pub streamed_bytes_per_pass: u64,
@@ -77,6 +82,31 @@ pub fn peak_rss() -> u64 {
                 .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
         })
         .map_or(0, |kb| kb * 1024)
+}
+
+/// Resident set size of this process now (VmRSS).
+pub fn current_rss() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// The budget holds the model's weights and activations, not the runtime itself: when it is
+/// smaller than what the process held before the model was loaded, "over" would only say
+/// the model is tiny.
+pub fn rss_verdict(peak: u64, budget: u64, baseline: u64) -> &'static str {
+    if budget < baseline {
+        "not_applicable"
+    } else if peak <= budget {
+        "within"
+    } else {
+        "over"
+    }
 }
 
 /// An upper estimate of the fp32 activations one transformer layer holds at once for
@@ -119,6 +149,8 @@ pub fn run_micro(
     if whole {
         opts.granularity = Granularity::Whole;
     }
+    environment()?;
+    let baseline_rss = current_rss();
     let t = Instant::now();
     let cv = ClipVision::load(&opts)?;
     let build = t.elapsed().as_secs_f64();
@@ -177,7 +209,11 @@ pub fn run_micro(
             median_batch_s: med,
         }
     });
+    let rss_budget =
+        cv.model().fp32_weight_bytes() * 5 / 4 + activation_bytes(&cv.model().config, batch);
     Ok(BenchReport {
+        rss_verdict: rss_verdict(blocks_rss, rss_budget, baseline_rss).into(),
+        baseline_rss_bytes: baseline_rss,
         model: cv.model().path().display().to_string(),
         family: cv.model().config.family.clone(),
         batch_size: batch,
@@ -192,8 +228,7 @@ pub fn run_micro(
         blocks_peak_rss_bytes: blocks_rss,
         peak_rss_bytes: peak_rss(),
         model_bytes: cv.model().model_bytes(),
-        rss_budget_bytes: cv.model().fp32_weight_bytes() * 5 / 4
-            + activation_bytes(&cv.model().config, batch),
+        rss_budget_bytes: rss_budget,
         streamed_bytes_per_pass: pipeline.streamed_bytes_per_pass(),
         uploads: pipeline.upload_stats(),
         micro_batch: micro,
@@ -244,5 +279,18 @@ impl WholeSession {
             let _owned = v.try_extract_array::<f32>()?.to_owned();
         }
         Ok(t.elapsed().as_secs_f64())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rss_verdict;
+
+    #[test]
+    fn a_budget_below_the_runtime_footprint_is_not_a_verdict() {
+        let mib = 1u64 << 20;
+        assert_eq!(rss_verdict(300 * mib, 2 * mib, 80 * mib), "not_applicable");
+        assert_eq!(rss_verdict(300 * mib, 400 * mib, 80 * mib), "within");
+        assert_eq!(rss_verdict(500 * mib, 400 * mib, 80 * mib), "over");
     }
 }

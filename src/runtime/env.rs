@@ -76,12 +76,32 @@ fn create() -> Result<(Environment, PathBuf)> {
         .with_telemetry(false)
         .with_global_thread_pool(pool)
         .build()?;
+    // ort's logger asks ONNX Runtime for every message (verbose) and filters in tracing:
+    // lower ONNX Runtime's own level to what the tracing filter lets through for `ort`, so
+    // the session dumps of its info/verbose levels are never even formatted.
+    env.set_log_level(ort_log_level());
     // Without the shared arena each session keeps its own: more memory, same results.
     if let Err(e) = register_shared_cpu_arena(&env) {
         tracing::warn!("{e}");
     }
     tracing::debug!("ONNX Runtime loaded from {}", path.display());
     Ok((env, path))
+}
+
+/// The most verbose ONNX Runtime level whose messages the tracing filter would show (ort
+/// forwards them under the target `ort::logging`); `Error` when no subscriber listens.
+fn ort_log_level() -> ort::logging::LogLevel {
+    use ort::logging::LogLevel;
+    use tracing::Level;
+    if tracing::enabled!(target: "ort::logging", Level::TRACE) {
+        LogLevel::Verbose
+    } else if tracing::enabled!(target: "ort::logging", Level::INFO) {
+        LogLevel::Info
+    } else if tracing::enabled!(target: "ort::logging", Level::WARN) {
+        LogLevel::Warning
+    } else {
+        LogLevel::Error
+    }
 }
 
 /// The library file in use, once loaded.

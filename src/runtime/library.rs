@@ -11,6 +11,20 @@ pub const INSTALL_HINT: &str = "run `scripts/setup.sh` in the distorch-vision ch
 /// The folder holding this code: the executable's, or the shared library's when a host
 /// loaded us as a plugin.
 pub fn own_dir() -> Option<PathBuf> {
+    own_file()?.parent().map(Path::to_path_buf)
+}
+
+/// Whether this code runs as a shared library (a plugin a host loaded) rather than as part
+/// of the executable (the CLI, a Rust program linking the rlib).
+pub fn is_plugin() -> bool {
+    let exe = std::env::current_exe()
+        .ok()
+        .map(|p| p.canonicalize().unwrap_or(p));
+    own_file().is_some_and(|f| Some(&f) != exe.as_ref())
+}
+
+/// The file this code was loaded from (canonical).
+fn own_file() -> Option<PathBuf> {
     let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
     let addr = own_dir as *const libc::c_void;
     // SAFETY: dladdr only reads the loader's tables for an address inside this object.
@@ -22,8 +36,7 @@ pub fn own_dir() -> Option<PathBuf> {
     } else {
         std::env::current_exe().ok()?
     };
-    let path = path.canonicalize().unwrap_or(path);
-    path.parent().map(Path::to_path_buf)
+    Some(path.canonicalize().unwrap_or(path))
 }
 
 /// The distorch-vision checkout this program was built in, when it runs from one
@@ -62,7 +75,12 @@ pub fn candidates(explicit: Option<&Path>) -> Vec<(String, PathBuf)> {
         }
     }
     if let Some(dir) = own_dir() {
-        out.push(("the program's folder".into(), dir.join(ORT_LIB)));
+        let whose = if is_plugin() {
+            "the folder of the distorch-vision library itself"
+        } else {
+            "the program's folder"
+        };
+        out.push((whose.into(), dir.join(ORT_LIB)));
     }
     if let Some(dir) = python_package_dir() {
         out.push((

@@ -3,7 +3,9 @@
  * function through the prototypes of distorch_vision.h, encodes a fixture, checks the
  * outputs against expected values, and exercises the misuse paths.
  *
- * usage: host PLUGIN.so ORT_LIBRARY MODEL.safetensors GRAPHS_DIR DATA_DIR
+ * usage: host PLUGIN.so ORT_LIBRARY MODEL GRAPHS_DIR DATA_DIR [COMFYUI_DIR]
+ *   MODEL                        a .safetensors path, or (with COMFYUI_DIR) a model name:
+ *                                dv_list_models() must list it, and it is loaded by name
  *   DATA_DIR/pixels.f32          raw little-endian f32, [2,3,S,S]
  *   DATA_DIR/manifest.txt        lines "name ndim d0 d1 ..." for each expected output
  *   DATA_DIR/<name>.f32          raw expected values
@@ -36,7 +38,7 @@ static int failures = 0;
     X(dv_load_options_init) X(dv_model_load) X(dv_model_unload)               \
     X(dv_model_plan_json) X(dv_model_image_size) X(dv_encode_pixels)          \
     X(dv_encode_image) X(dv_outputs_count) X(dv_outputs_get)                  \
-    X(dv_outputs_get_index) X(dv_outputs_free)
+    X(dv_outputs_get_index) X(dv_outputs_free) X(dv_list_models)
 
 #define DECLARE(name) static __typeof__(name) *p_##name;
 API(DECLARE)
@@ -58,12 +60,13 @@ static float *read_f32(const char *path, size_t *count) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 6) {
-        fprintf(stderr, "usage: %s PLUGIN ORT_LIBRARY MODEL GRAPHS_DIR DATA_DIR\n", argv[0]);
+    if (argc != 6 && argc != 7) {
+        fprintf(stderr, "usage: %s PLUGIN ORT_LIBRARY MODEL GRAPHS_DIR DATA_DIR [COMFYUI_DIR]\n", argv[0]);
         return 2;
     }
     const char *plugin = argv[1], *ort = argv[2], *model_path = argv[3];
     const char *graphs = argv[4], *data_dir = argv[5];
+    const char *comfyui = argc == 7 ? argv[6] : NULL;
     char path[4096];
 
     void *lib = dlopen(plugin, RTLD_NOW | RTLD_LOCAL);
@@ -93,13 +96,39 @@ int main(int argc, char **argv) {
     CHECK(p_dv_string_free(json) == DV_OK, "free devices");
     CHECK(p_dv_string_free(json) == DV_ERR_INVALID_HANDLE, "double free of a string");
 
+    if (comfyui) {
+        /* A model dropdown: the names dv_model_load() resolves, vision towers only. */
+        char quoted[1024];
+        snprintf(quoted, sizeof quoted, "\"name\":\"%s\"", model_path);
+        st = p_dv_list_models(comfyui, NULL, &json);
+        CHECK(st == DV_OK && json, "list models: %s", p_dv_last_error());
+        if (json) {
+            printf("models: %.200s...\n", json);
+            CHECK(strstr(json, quoted) != NULL, "%s not listed", model_path);
+            const char *models = strstr(json, "\"models\"");
+            const char *skipped = strstr(json, "\"skipped\"");
+            const char *expected = strstr(json, "expected.safetensors");
+            CHECK(models && skipped && expected, "models, skipped, expected.safetensors");
+            /* expected.safetensors is not a vision tower: only under "skipped". */
+            CHECK(expected && skipped && (skipped < models ? expected > skipped && expected < models
+                                                           : expected > skipped),
+                  "expected.safetensors listed as a model");
+        }
+        CHECK(p_dv_string_free(json) == DV_OK, "free models");
+        json = NULL;
+    }
+
     dv_load_options opts;
+    opts.donor_policy = "sentinel";
     CHECK(p_dv_load_options_init(&opts, sizeof opts) == DV_OK, "options init");
     CHECK(opts.virtual_vram_gb == 4.0 && opts.eject_models == 1, "defaults");
+    CHECK(opts.dtype == NULL && opts.donor_policy == NULL, "version 3 fields reset");
     opts.clip_vision = model_path;
+    opts.comfyui_path = comfyui;
     opts.device = "cpu";
     opts.graphs_dir = graphs;
     opts.eject_models = 0;
+    opts.donor_policy = "execute";
     dv_model model = 0;
     st = p_dv_model_load(&opts, &model);
     CHECK(st == DV_OK && model != 0, "load: %s", p_dv_last_error());
@@ -107,6 +136,7 @@ int main(int argc, char **argv) {
 
     st = p_dv_model_plan_json(model, &json);
     CHECK(st == DV_OK && strstr(json, "\"compute_device\""), "plan");
+    CHECK(st == DV_OK && strstr(json, "\"donor_policy\":\"execute\""), "donor_policy in the plan");
     printf("plan: %.120s...\n", json);
     p_dv_string_free(json);
 

@@ -45,6 +45,13 @@ pub struct LoadOptionsV2 {
     pub dtype: *const c_char,
 }
 
+/// `dv_load_options` version 3: version 2 plus `donor_policy`.
+#[repr(C)]
+pub struct LoadOptionsV3 {
+    pub v2: LoadOptionsV2,
+    pub donor_policy: *const c_char,
+}
+
 /// `dv_tensor`.
 #[repr(C)]
 pub struct Tensor {
@@ -117,6 +124,7 @@ pub struct Api {
     pub outputs_get: unsafe extern "C" fn(u64, *const c_char, *mut Tensor) -> Status,
     pub outputs_get_index: unsafe extern "C" fn(u64, usize, *mut Tensor) -> Status,
     pub outputs_free: unsafe extern "C" fn(u64) -> Status,
+    pub list_models: unsafe extern "C" fn(*const c_char, *const c_char, *mut *mut c_char) -> Status,
 }
 
 pub fn plugin_toml() -> toml::Value {
@@ -201,6 +209,7 @@ pub fn api() -> &'static Api {
             outputs_get: sym!("dv_outputs_get"),
             outputs_get_index: sym!("dv_outputs_get_index"),
             outputs_free: sym!("dv_outputs_free"),
+            list_models: sym!("dv_list_models"),
         };
         let ort = path_cstring(&ort_library());
         let st = unsafe { (api.init)(ort.as_ptr()) };

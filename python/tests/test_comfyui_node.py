@@ -1,0 +1,326 @@
+"""The ComfyUI node, imported by path as ComfyUI imports custom nodes, with stand-ins for the
+ComfyUI APIs it uses (folder_paths, comfy.model_management), driven the way ComfyUI's own
+consumers read a CLIP_VISION output. Every output is compared with HF transformers run on
+ComfyUI's preprocessing (re-done in torch) of the same IMAGE."""
+
+import importlib.util
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from reference import ROOT, comfy_preprocess, hf_outputs, max_diff, mean_std, random_image
+
+STANDINS = Path(__file__).resolve().parent / "comfy_standins"
+sys.path.insert(0, str(STANDINS))
+
+import comfy.model_management as mm  # noqa: E402  (the stand-in)
+
+TOL = 1e-4
+NODE_ID = "CLIPVisionLoaderDisTorch2MultiGPU"
+
+
+@pytest.fixture(scope="module")
+def node_package(tmp_path_factory):
+    """comfyui/ linked into a custom_nodes folder and imported as ComfyUI's load_custom_node does."""
+    custom_nodes = tmp_path_factory.mktemp("custom_nodes")
+    link = custom_nodes / "distorch-vision"
+    link.symlink_to(ROOT / "comfyui", target_is_directory=True)
+    spec = importlib.util.spec_from_file_location(link.name, os.path.join(link, "__init__.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[link.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def loader(node_package):
+    return node_package.NODE_CLASS_MAPPINGS[NODE_ID]()
+
+
+def load(loader, name, **widgets):
+    """Runs the node as ComfyUI's executor does: FUNCTION called with the inputs as keywords."""
+    inputs = dict(clip_name=f"{name}/model.safetensors", device="cpu", virtual_vram_gb=4.0,
+                  donor_device="cpu", expert_mode_allocations="", eject_models=False)
+    inputs.update(widgets)
+    (clip_vision,) = getattr(loader, type(loader).FUNCTION)(**inputs)
+    return clip_vision
+
+
+def reference(name, image, crop):
+    mean, std = mean_std(name)
+    return hf_outputs(name, comfy_preprocess(image, 32, mean, std, crop=crop))
+
+
+# ------------------------------------------------------------------------------ ComfyUI's consumers,
+# reading the output the way each node does (written for these tests).
+
+def clip_vision_encode(clip_vision, image, crop):
+    """CLIPVisionEncode.encode: crop combo "center"/"none" → encode_image(image, crop=bool)."""
+    return (clip_vision.encode_image(image, crop=crop == "center"),)
+
+
+def unclip_conditioning(conditioning, clip_vision_output, strength, noise_augmentation):
+    """unCLIPConditioning.apply_adm: appends to each entry's "unclip_conditioning" list."""
+    out = []
+    for txt, opts in conditioning:
+        opts = dict(opts)
+        entry = {"clip_vision_output": clip_vision_output, "strength": strength,
+                 "noise_augmentation": noise_augmentation}
+        opts["unclip_conditioning"] = opts.get("unclip_conditioning", []) + [entry]
+        out.append([txt, opts])
+    return (out,)
+
+
+def unclip_adm_rows(unclip_conditioning):
+    """What the unCLIP model reads: every image's image_embeds row, scaled by strength."""
+    return [row * u["strength"] for u in unclip_conditioning
+            for row in u["clip_vision_output"].image_embeds]
+
+
+class ReduxLikeStyleModel:
+    """A style model as Flux Redux is: an MLP over the SigLIP last_hidden_state tokens."""
+
+    def __init__(self, d, txt_dim=24):
+        g = torch.Generator().manual_seed(11)
+        self.up = torch.randn((d, 3 * d), generator=g) * 0.1
+        self.down = torch.randn((3 * d, txt_dim), generator=g) * 0.1
+
+    def get_cond(self, clip_vision_output):
+        return self.mlp(clip_vision_output.last_hidden_state)
+
+    def mlp(self, x):
+        return torch.nn.functional.silu(x @ self.up) @ self.down
+
+
+def style_model_apply(conditioning, style_model, clip_vision_output, strength):
+    """StyleModelApply (multiply): the image tokens appended to the text tokens."""
+    cond = style_model.get_cond(clip_vision_output).flatten(start_dim=0, end_dim=1).unsqueeze(dim=0)
+    cond = cond * strength
+    return ([[torch.cat((txt, cond), dim=1), dict(opts)] for txt, opts in conditioning],)
+
+
+class _Output:  # what WanImageToVideo builds when it joins start and end images
+    pass
+
+
+def wan_image_to_video_clip_fea(start, end=None):
+    """WanImageToVideo: the output (or start+end joined on the token axis) goes into the
+    conditioning; the Wan model reads penultimate_hidden_states as clip_fea."""
+    cvo = start
+    if end is not None:
+        cvo = _Output()
+        cvo.penultimate_hidden_states = torch.cat(
+            [start.penultimate_hidden_states, end.penultimate_hidden_states], dim=-2)
+    positive = [[torch.zeros(1, 4, 8), {"clip_vision_output": cvo}]]
+    return positive[0][1]["clip_vision_output"].penultimate_hidden_states
+
+
+class FakeHunyuanClip:
+    """Records what TextEncodeHunyuanVideo_ImageToVideo passes to tokenize."""
+
+    def tokenize(self, text, llama_template=None, image_embeds=None, image_interleave=None):
+        self.image_embeds, self.image_interleave = image_embeds, image_interleave
+        return {"text": text}
+
+
+def hunyuan_i2v_text_encode(clip, clip_vision_output, prompt, image_interleave):
+    return clip.tokenize(prompt, llama_template="<template>",
+                         image_embeds=clip_vision_output.mm_projected,
+                         image_interleave=image_interleave)
+
+
+# ------------------------------------------------------------------------------ registration
+
+def test_node_registers_with_the_seeds_inputs(node_package):
+    assert node_package.NODE_DISPLAY_NAME_MAPPINGS[NODE_ID] == "Load CLIP Vision (DisTorch2, MultiGPU)"
+    cls = node_package.NODE_CLASS_MAPPINGS[NODE_ID]
+    assert cls.RETURN_TYPES == ("CLIP_VISION",) and cls.CATEGORY == "multigpu/distorch_2"
+    types = cls.INPUT_TYPES()
+    assert list(types["required"]) == ["clip_name"]
+    assert "clip_quickgelu_f32/model.safetensors" in types["required"]["clip_name"][0]
+    opt = types["optional"]
+    assert list(opt) == ["device", "virtual_vram_gb", "donor_device", "expert_mode_allocations",
+                         "eject_models"]
+    devices = opt["device"][0]
+    assert "cpu" in devices and opt["device"][1]["default"] in devices
+    assert opt["donor_device"][0] == devices and opt["donor_device"][1]["default"] == "cpu"
+    assert opt["virtual_vram_gb"][0] == "FLOAT"
+    assert {k: opt["virtual_vram_gb"][1][k] for k in ("default", "min", "max", "step")} == \
+        {"default": 4.0, "min": 0.0, "max": 128.0, "step": 0.1}
+    assert opt["expert_mode_allocations"][0] == "STRING" and opt["expert_mode_allocations"][1]["default"] == ""
+    assert opt["eject_models"][0] == "BOOLEAN" and opt["eject_models"][1]["default"] is True
+
+
+def test_node_finds_the_package_of_its_checkout(tmp_path):
+    """Linked into custom_nodes with nothing installed, the node imports ../python."""
+    link = tmp_path / "custom_nodes" / "distorch-vision"
+    link.parent.mkdir()
+    link.symlink_to(ROOT / "comfyui", target_is_directory=True)
+    code = textwrap.dedent(f"""
+        import importlib.util, sys
+        spec = importlib.util.spec_from_file_location("distorch-vision", {str(link / '__init__.py')!r})
+        m = importlib.util.module_from_spec(spec); sys.modules["distorch-vision"] = m
+        spec.loader.exec_module(m)
+        import distorch_vision
+        print(sorted(m.NODE_CLASS_MAPPINGS), distorch_vision.__file__)
+    """)
+    env = dict(os.environ, PYTHONPATH=str(STANDINS))
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert NODE_ID in r.stdout and str(ROOT / "python" / "distorch_vision") in r.stdout, r.stdout
+
+
+# ------------------------------------------------------------------------------ consumers
+
+@pytest.mark.parametrize("crop", ["center", "none"])
+@pytest.mark.parametrize("name", ["clip_quickgelu_f32", "siglip_f32", "llava_f32", "clip_gelu_f16"])
+def test_clip_vision_encode_matches_hf_on_comfy_preprocessing(loader, name, crop):
+    cv = load(loader, name)
+    image = random_image(2, 45, 61, seed=1)  # not square: center crop and stretch differ
+    (out,) = clip_vision_encode(cv, image, crop)
+    ref = reference(name, image, crop=crop == "center")
+    for k in ("last_hidden_state", "image_embeds", "penultimate_hidden_states"):
+        assert isinstance(out[k], torch.Tensor) and out[k] is getattr(out, k)
+        assert out[k].device == mm.intermediate_device()
+        d = max_diff(out[k], ref[k])
+        print(f"{name}/{crop}/{k}: max |diff| vs HF on torch preprocessing = {d:.2e}")
+        assert d <= TOL, f"{name}/{crop}/{k}: {d}"
+    if "mm_projected" in ref:
+        assert max_diff(out.mm_projected, ref["mm_projected"]) <= TOL
+    else:
+        assert out.mm_projected is None and out["mm_projected"] is None
+    assert out.image_sizes == [torch.Size((3, 32, 32))] * 2
+
+
+def test_unclip_conditioning_reads_image_embeds(loader):
+    name = "clip_quickgelu_f32"
+    image = random_image(3, 50, 40, seed=2)
+    (out,) = clip_vision_encode(load(loader, name), image, "center")
+    conditioning = [[torch.zeros(1, 77, 8), {}]]
+    (c,) = unclip_conditioning(conditioning, out, strength=0.7, noise_augmentation=0.0)
+    rows = unclip_adm_rows(c[0][1]["unclip_conditioning"])
+    ref = reference(name, image, crop=True)["image_embeds"]
+    assert len(rows) == 3
+    for i, row in enumerate(rows):
+        assert max_diff(row, 0.7 * ref[i]) <= TOL
+
+
+def test_style_model_apply_reads_siglip_last_hidden_state(loader):
+    name = "siglip_f32"
+    image = random_image(1, 70, 52, c=4, seed=3)  # RGBA: alpha is dropped
+    (out,) = clip_vision_encode(load(loader, name), image, "center")
+    ref = reference(name, image, crop=True)["last_hidden_state"]
+    style = ReduxLikeStyleModel(ref.shape[-1])
+    txt = torch.randn(1, 5, 24)
+    (c,) = style_model_apply([[txt, {}]], style, out, strength=1.5)
+    expected = torch.cat((txt, 1.5 * style.mlp(ref).flatten(0, 1).unsqueeze(0)), dim=1)
+    assert c[0][0].shape == (1, 5 + ref.shape[1], 24)
+    assert max_diff(c[0][0], expected) <= TOL
+
+
+def test_wan_image_to_video_reads_penultimate_with_crop_none(loader):
+    name = "clip_gelu_f16"
+    cv = load(loader, name)
+    start, end = random_image(1, 48, 80, seed=4), random_image(1, 48, 80, seed=5)
+    (a,) = clip_vision_encode(cv, start, "none")
+    (b,) = clip_vision_encode(cv, end, "none")
+    ra = reference(name, start, crop=False)["penultimate_hidden_states"]
+    rb = reference(name, end, crop=False)["penultimate_hidden_states"]
+    assert max_diff(wan_image_to_video_clip_fea(a), ra) <= TOL
+    joined = wan_image_to_video_clip_fea(a, b)
+    assert joined.shape == (1, 2 * ra.shape[1], ra.shape[2])
+    assert max_diff(joined, torch.cat([ra, rb], dim=-2)) <= TOL
+
+
+def test_hunyuan_video_i2v_reads_mm_projected(loader):
+    name = "llava_f32"
+    image = random_image(1, 64, 36, seed=6)
+    (out,) = clip_vision_encode(load(loader, name), image, "center")
+    clip = FakeHunyuanClip()
+    hunyuan_i2v_text_encode(clip, out, "a fox turns toward the camera", 4)
+    ref = reference(name, image, crop=True)["mm_projected"]
+    assert clip.image_interleave == 4
+    assert clip.image_embeds.shape == ref.shape == (1, 16, 48)
+    assert max_diff(clip.image_embeds, ref) <= TOL
+    # A file without a projector gives None, as ComfyUI does.
+    (plain,) = clip_vision_encode(load(loader, "clip_quickgelu_f32"), image, "center")
+    hunyuan_i2v_text_encode(clip, plain, "x", 4)
+    assert clip.image_embeds is None
+
+
+def test_uso_all_hidden_states_of_siglip(loader):
+    """USO reads all_hidden_states[:, -k]; encoded on first read (it is large)."""
+    name = "siglip_f32"
+    image = random_image(2, 40, 40, seed=7)
+    (out,) = clip_vision_encode(load(loader, name), image, "center")
+    try:
+        hs = out["all_hidden_states"]
+    except AttributeError as e:
+        print(f"library without all_hidden_states: {e}")
+        assert "all_hidden_states" in str(e)
+        return
+    ref = reference(name, image, crop=True)
+    assert max_diff(hs, ref["all_hidden_states"]) <= TOL
+    assert max_diff(hs[:, -2], out.penultimate_hidden_states) <= TOL
+    assert out.all_hidden_states is hs  # kept after the first read
+
+
+# ------------------------------------------------------------------------------ behaviour
+
+def test_outputs_go_to_the_intermediate_device(loader, monkeypatch):
+    monkeypatch.setattr(mm, "INTERMEDIATE", torch.device("meta"))
+    out = load(loader, "clip_quickgelu_f32").encode_image(random_image(1, 32, 32), crop=True)
+    for k in ("last_hidden_state", "image_embeds", "penultimate_hidden_states"):
+        assert out[k].device.type == "meta", k
+
+
+def test_clip_vision_synonym_eject_and_plan_log(loader, caplog):
+    before = mm.unload_all_models_calls
+    with caplog.at_level(logging.INFO, logger="DisTorch2"):
+        cv = getattr(loader, "load_clip")(clip_vision="siglip_f32/model.safetensors",
+                                          device="cpu", eject_models=True)[0]
+    assert mm.unload_all_models_calls == before + 1
+    assert "siglip_f32/model.safetensors" in caplog.text and "embed..head" in caplog.text
+    load(loader, "siglip_f32", eject_models=False)
+    assert mm.unload_all_models_calls == before + 1
+    assert cv.image_size == 32
+
+
+def test_unsupported_uses_fail_clearly(loader):
+    cv = load(loader, "clip_quickgelu_f32")
+    with pytest.raises(NotImplementedError, match="load_sd is not supported"):
+        cv.load_sd({})
+    with pytest.raises(NotImplementedError, match="get_sd is not supported"):
+        cv.get_sd()
+    with pytest.raises(AttributeError, match="encode_image"):
+        cv.patcher
+    out = cv.encode_image(random_image(1, 32, 32))
+    with pytest.raises(AttributeError, match="no_such"):
+        out.no_such
+
+
+def test_bad_widgets_and_missing_files_raise_with_the_message(loader):
+    import distorch_vision as dv
+
+    with pytest.raises(dv.DistorchError, match="cuda:0,xyz"):
+        load(loader, "clip_quickgelu_f32", expert_mode_allocations="cuda:0,xyz")
+    with pytest.raises(FileNotFoundError, match="nope"):
+        load(loader, "nope")
+    with pytest.raises(ValueError, match="clip_name"):
+        getattr(loader, "load_clip")(device="cpu")
+
+
+def test_outputs_survive_deepcopy(loader):
+    import copy
+
+    out = load(loader, "clip_quickgelu_f32").encode_image(random_image(1, 40, 30))
+    dup = copy.deepcopy(out)
+    assert dup.image_embeds is not out.image_embeds
+    assert torch.equal(dup.image_embeds, out.image_embeds)
+    assert dup.mm_projected is None and dup.image_sizes == out.image_sizes

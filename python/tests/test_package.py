@@ -1,0 +1,368 @@
+"""The distorch_vision package over the C ABI: HF parity through encode_pixels, the IMAGE path
+against the CLI's preprocess + encode, errors, lifetime, input and output handling."""
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.numpy import load_file
+
+import distorch_vision as dv
+from reference import FIXTURES, ROOT, fixture, hf_outputs, max_diff, random_image
+
+ALL_FIXTURES = sorted(p.name for p in FIXTURES.iterdir() if (p / "expected.safetensors").is_file())
+TOL = 1e-4  # SPEC §3 accuracy contract (fp32 CPU)
+
+
+def load_fixture(name, **kw):
+    kw.setdefault("device", "cpu")
+    kw.setdefault("eject_models", False)
+    return dv.load(fixture(name) / "model.safetensors", **kw)
+
+
+def pixels_of(name):
+    (px,) = load_file(str(fixture(name) / "pixels.safetensors")).values()
+    return px
+
+
+def cli() -> Path:
+    env = os.environ.get("DISTORCH_VISION_CLI")
+    candidates = [Path(env)] if env else [ROOT / "target/release/distorch-vision",
+                                          ROOT / "target/debug/distorch-vision"]
+    for p in candidates:
+        if p.is_file():
+            return p
+    pytest.fail(f"the distorch-vision CLI is not built (looked in {', '.join(map(str, candidates))}); "
+                "run `cargo build` or scripts/test.sh", pytrace=False)
+
+
+# ------------------------------------------------------------------------------ parity
+
+def test_fixtures_present():
+    assert len(ALL_FIXTURES) >= 6, ALL_FIXTURES
+
+
+@pytest.mark.parametrize("name", ALL_FIXTURES)
+def test_encode_pixels_matches_hugging_face(library_path, name):
+    expected = load_file(str(fixture(name) / "expected.safetensors"))
+    px = pixels_of(name)
+    with load_fixture(name) as m:
+        assert m.image_size == px.shape[-1]
+        assert set(m.output_names) == set(expected), (m.output_names, sorted(expected))
+        out = m.encode_pixels(px)
+        assert list(out) == list(m.output_names)
+        for k, v in expected.items():
+            assert out[k].dtype == np.float32
+            d = max_diff(out[k], v)
+            print(f"{name}/{k}: max |diff| vs HF = {d:.2e}")
+            assert d <= TOL, f"{name}/{k}: {d}"
+        # The same pixels as a torch tensor, asking for torch back and one output by name.
+        t = m.encode_pixels(torch.from_numpy(px), outputs=["image_embeds"], as_torch=True)
+        assert list(t) == ["image_embeds"] and isinstance(t.image_embeds, torch.Tensor)
+        assert max_diff(t.image_embeds, expected["image_embeds"]) <= TOL
+
+
+def test_all_hidden_states_on_request_or_a_clear_error(library_path):
+    """all_hidden_states (SPEC §3, on request) is passed through by name when the library has it."""
+    name = "siglip_f32"
+    px = pixels_of(name)
+    with load_fixture(name) as m:
+        try:
+            out = m.encode_pixels(px, outputs="all_hidden_states")
+        except dv.DistorchError as e:
+            print(f"library without all_hidden_states: {e}")
+            assert "all_hidden_states" in e.message, e.message
+            return
+        ref = hf_outputs(name, torch.from_numpy(px))["all_hidden_states"]
+        d = max_diff(out.all_hidden_states, ref)
+        print(f"{name}/all_hidden_states: max |diff| vs HF = {d:.2e}")
+        assert d <= TOL
+
+
+# ------------------------------------------------------------------------------ IMAGE path
+
+def _read_safetensors_f32(path):
+    return {k: v for k, v in load_file(str(path)).items()}
+
+
+@pytest.mark.parametrize("image,crop", [("portrait_45x77.png", "center"),
+                                        ("landscape_131x33.png", "none"),
+                                        ("up_20x13.png", "center")])
+def test_encode_images_equals_cli_preprocess_then_encode(library_path, tmp_path, image, crop):
+    name = "clip_quickgelu_f32"
+    model = fixture(name) / "model.safetensors"
+    src = ROOT / "tests/fixtures/images" / image
+    px_file, out_file = tmp_path / "px.safetensors", tmp_path / "out.safetensors"
+    env = dict(os.environ, DISTORCH_LOG="error")
+    for args in (["preprocess", "--model", model, "--images", src, "--crop", crop, "--out", px_file],
+                 ["encode", "--model", model, "--pixels", px_file, "--out", out_file,
+                  "--device", "cpu", "--eject-models", "false"]):
+        r = subprocess.run([cli(), *map(str, args)], capture_output=True, text=True, env=env)
+        assert r.returncode == 0, f"{args[0]}: {r.stderr}"
+    cli_pixels = _read_safetensors_f32(px_file)
+    cli_out = _read_safetensors_f32(out_file)
+
+    rgb = np.asarray(Image.open(src).convert("RGB"), dtype=np.float32) / 255.0
+    rgba = np.concatenate([rgb, np.full(rgb.shape[:2] + (1,), 0.25, np.float32)], axis=-1)
+    with load_fixture(name) as m:
+        for img in (rgb[None], torch.from_numpy(rgba)):  # [1,H,W,3] numpy; [H,W,4] torch
+            out = m.encode_images(img, crop=crop)
+            assert sorted(out) == sorted(cli_out)
+            for k, v in cli_out.items():
+                d = max_diff(out[k], v)
+                assert d <= 1e-5, f"{image}/{crop}/{k}: {d}"
+    (px,) = cli_pixels.values()
+    assert px.shape == (1, 3, 32, 32)
+
+
+def test_crop_accepts_comfyui_booleans(library_path):
+    img = random_image(2, 40, 24, seed=3)
+    with load_fixture("siglip_f32") as m:
+        a = m.encode_images(img, crop=True)
+        b = m.encode_images(img, crop="center")
+        c = m.encode_images(img, crop=False)
+        d = m.encode_images(img, crop="none")
+    assert max_diff(a.last_hidden_state, b.last_hidden_state) == 0
+    assert max_diff(c.last_hidden_state, d.last_hidden_state) == 0
+    assert max_diff(a.last_hidden_state, c.last_hidden_state) > 1e-3
+
+
+# ------------------------------------------------------------------------------ errors
+
+def _raises(status, *fragments):
+    class Check:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, typ, e, tb):
+            assert typ is not None, f"expected DistorchError {status}"
+            assert isinstance(e, dv.DistorchError), f"{typ.__name__}: {e}"
+            assert e.status == status, f"{e.status}: {e.message}"
+            for f in fragments:
+                assert f in e.message, f"{f!r} not in {e.message!r}"
+            assert str(e).startswith(status + ": ")
+            return True
+
+    return Check()
+
+
+def test_load_errors_name_the_bad_value(library_path, tmp_path):
+    model = fixture("clip_quickgelu_f32") / "model.safetensors"
+    with _raises("DV_ERR_NOT_FOUND", "nope.safetensors"):
+        dv.load(tmp_path / "nope.safetensors", device="cpu")
+    with _raises("DV_ERR_INVALID_ARGUMENT", "tpu:0"):
+        dv.load(model, device="tpu:0")
+    with _raises("DV_ERR_INVALID_ARGUMENT", "cpu,abc"):
+        dv.load(model, device="cpu", expert_mode_allocations="cpu,abc")
+    with _raises("DV_ERR_INVALID_ARGUMENT", "virtual_vram_gb"):
+        dv.load(model, device="cpu", virtual_vram_gb=500.0)
+    with _raises("DV_ERR_INVALID_ARGUMENT", "virtual_vram_gb", "'lots'"):
+        dv.load(model, device="cpu", virtual_vram_gb="lots")
+    with _raises("DV_ERR_INVALID_ARGUMENT", "dtype"):
+        dv.load(model, device="cpu", dtype="fp8")
+    bad = tmp_path / "broken.safetensors"
+    bad.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")
+    with _raises("DV_ERR_INVALID_MODEL"):
+        dv.load(bad, device="cpu")
+    assert dv.live_objects()["models"] == 0
+
+
+def test_encode_errors_name_the_shape(library_path):
+    with load_fixture("clip_quickgelu_f32") as m:
+        with _raises("DV_ERR_INVALID_ARGUMENT", "[B, 3, 32, 32]"):
+            m.encode_pixels(np.zeros((3, 32, 32), np.float32))
+        with _raises("DV_ERR_INVALID_ARGUMENT", "32"):
+            m.encode_pixels(np.zeros((1, 3, 16, 16), np.float32))
+        with _raises("DV_ERR_INVALID_ARGUMENT", "[B, H, W, C]"):
+            m.encode_images(np.zeros((32, 32), np.float32))
+        with _raises("DV_ERR_INVALID_ARGUMENT", "C is 2"):
+            m.encode_images(np.zeros((1, 8, 8, 2), np.float32))
+        with _raises("DV_ERR_INVALID_ARGUMENT", "crop", "'middle'"):
+            m.encode_images(np.zeros((1, 8, 8, 3), np.float32), crop="middle")
+        with _raises("DV_ERR_INVALID_ARGUMENT", "batch_size"):
+            m.encode_pixels(np.zeros((1, 3, 32, 32), np.float32), batch_size=-1)
+        with _raises("DV_ERR_INVALID_ARGUMENT", "pixels"):
+            m.encode_pixels([["not", "numbers"]])
+        with pytest.raises(dv.DistorchError) as e:
+            m.encode_pixels(np.zeros((1, 3, 32, 32), np.float32), outputs="no_such_output")
+        assert "no_such_output" in e.value.message
+    with _raises("DV_ERR_INVALID_HANDLE", "closed"):
+        m.encode_pixels(np.zeros((1, 3, 32, 32), np.float32))
+    assert dv.live_objects() == {"models": 0, "outputs": 0, "strings": 0}
+
+
+def test_missing_library_names_setup_sh(tmp_path):
+    """An installed copy without the library, and a wrong DISTORCH_VISION_LIBRARY, both fail
+    with one message that says how to build it."""
+    shutil.copytree(ROOT / "python/distorch_vision", tmp_path / "site/distorch_vision",
+                    ignore=shutil.ignore_patterns("lib", "__pycache__"))
+    code = textwrap.dedent("""
+        import distorch_vision as dv
+        try:
+            dv.devices()
+        except dv.LibraryNotFoundError as e:
+            print(e.status, e.message)
+        else:
+            raise SystemExit("no error")
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "DISTORCH_VISION_LIBRARY"}
+    env["PYTHONPATH"] = str(tmp_path / "site")
+    for extra in ({}, {"DISTORCH_VISION_LIBRARY": str(tmp_path / "missing.so")}):
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           env=dict(env, **extra), cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        assert "DV_ERR_RUNTIME" in r.stdout and "scripts/setup.sh" in r.stdout, r.stdout
+        assert "libdistorch_vision.so not found" in r.stdout, r.stdout
+
+
+# ------------------------------------------------------------------------------ API
+
+def test_plan_image_size_and_lifetime(library_path):
+    before = dv.live_objects()["models"]
+    with load_fixture("llava_f32") as m:
+        assert dv.live_objects()["models"] == before + 1
+        plan = m.plan()
+        assert plan["compute_device"] == "cpu" and plan["mode"] == "none"
+        assert [b["name"] for b in plan["blocks"]][0] == "embed"
+        assert all(b["exec"] == "cpu" for b in plan["blocks"])
+        assert plan["model_bytes"] == sum(b["bytes"] for b in plan["blocks"])
+        table = m.plan_table()
+        assert "embed..head" in table and "cpu" in table
+        assert m.image_size == 32
+        assert m.output_names == ("last_hidden_state", "image_embeds",
+                                  "penultimate_hidden_states", "mm_projected")
+        assert "image_size=32" in repr(m)
+    assert m.closed and dv.live_objects()["models"] == before
+    m.close()  # a second close is a no-op
+    with _raises("DV_ERR_INVALID_HANDLE"):
+        m.plan()
+
+
+def test_devices_and_version(library_path):
+    devs = dv.devices()
+    assert any(d["device"] == "cpu" and d["total_bytes"] > 0 for d in devs), devs
+    assert dv.version() == "0.1.0"
+
+
+def test_outputs_read_by_attribute_and_key(library_path):
+    with load_fixture("clip_quickgelu_f32") as m:
+        out = m.encode_pixels(pixels_of("clip_quickgelu_f32"))
+    assert out.image_embeds is out["image_embeds"]
+    assert "image_embeds" in dir(out)
+    with pytest.raises(AttributeError, match="mm_projected"):
+        out.mm_projected
+
+
+def test_contiguous_f32_inputs_are_not_copied():
+    from distorch_vision.arrays import F32Buffer
+
+    a = np.zeros((2, 3, 4, 4), np.float32)
+    assert F32Buffer(a, "x").ptr == a.ctypes.data
+    t = torch.zeros((2, 3, 4, 4))
+    assert F32Buffer(t, "x").ptr == t.data_ptr()
+    # Views that are not contiguous f32 are converted (a copy), with the same values.
+    nc = torch.arange(2 * 3 * 4 * 4, dtype=torch.float64).reshape(2, 4, 4, 3).permute(0, 3, 1, 2)
+    b = F32Buffer(nc, "x")
+    assert b.ptr != nc.data_ptr() and b.shape == (2, 3, 4, 4)
+    assert torch.equal(b.owner, nc.float())
+
+
+def test_non_contiguous_and_f64_inputs_encode_the_same(library_path):
+    px = pixels_of("clip_gelu_f16")
+    with load_fixture("clip_gelu_f16") as m:
+        ref = m.encode_pixels(px)
+        nhwc = np.ascontiguousarray(px.transpose(0, 2, 3, 1)).astype(np.float64)
+        again = m.encode_pixels(nhwc.transpose(0, 3, 1, 2))
+    for k in ref:
+        assert max_diff(ref[k], again[k]) == 0
+
+
+def test_threads_encode_one_model_concurrently(library_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    px = pixels_of("clip_quickgelu_f32")
+    with load_fixture("clip_quickgelu_f32") as m:
+        ref = m.encode_pixels(px).image_embeds
+        with ThreadPoolExecutor(4) as pool:
+            outs = list(pool.map(lambda _: m.encode_pixels(px).image_embeds, range(8)))
+    for o in outs:
+        assert max_diff(o, ref) == 0
+
+
+def test_interpreter_exits_cleanly_after_use(library_path, tmp_path):
+    """A script that encodes and exits (the atexit hook runs dv_shutdown when the library has it)."""
+    code = textwrap.dedent(f"""
+        import sys; sys.path.insert(0, {str(ROOT / 'python')!r})
+        import numpy as np, distorch_vision as dv
+        from distorch_vision import library
+        m = dv.load({str(fixture('clip_quickgelu_f32') / 'model.safetensors')!r}, device="cpu")
+        print(m.encode_pixels(np.zeros((1, 3, 32, 32), np.float32)).image_embeds.shape)
+        print("has dv_shutdown:", library.lib().has("dv_shutdown"))
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "(1, 16)" in r.stdout
+
+
+def test_python_m_cli_encodes_and_reports_errors(library_path, tmp_path):
+    name = "llava_f32"
+    px = tmp_path / "px.npy"
+    np.save(px, pixels_of(name))
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "python"))
+    model = str(fixture(name) / "model.safetensors")
+    r = subprocess.run([sys.executable, "-m", "distorch_vision", "encode", model, "--device", "cpu",
+                        "--pixels", str(px), "--out", str(tmp_path / "o.npz")],
+                       capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "mm_projected [2, 16, 48]" in r.stdout
+    got = np.load(tmp_path / "o.npz")
+    expected = load_file(str(fixture(name) / "expected.safetensors"))
+    for k, v in expected.items():
+        assert max_diff(got[k], v) <= TOL
+    r = subprocess.run([sys.executable, "-m", "distorch_vision", "plan", model, "--device", "tpu:1"],
+                       capture_output=True, text=True, env=env)
+    assert r.returncode == 1 and "DV_ERR_INVALID_ARGUMENT" in r.stderr and "tpu:1" in r.stderr, r.stderr
+
+
+def test_exit_hook_calls_dv_shutdown_once_when_exported():
+    from types import SimpleNamespace
+
+    from distorch_vision.library import Library
+
+    calls = []
+    fake = object.__new__(Library)
+    fake.cdll = SimpleNamespace(dv_shutdown=lambda: calls.append(1) or 0)
+    fake.shut_down = False
+    fake.shutdown()
+    fake.shutdown()
+    assert calls == [1] and fake.shut_down
+    older = object.__new__(Library)  # a library without dv_shutdown: the hook does nothing
+    older.cdll = SimpleNamespace()
+    older.shut_down = False
+    older.shutdown()
+    assert older.shut_down
+
+
+def test_exit_hook_is_registered_when_the_library_loads(library_path):
+    code = textwrap.dedent(f"""
+        import atexit, sys
+        sys.path.insert(0, {str(ROOT / 'python')!r})
+        registered = []
+        real = atexit.register
+        atexit.register = lambda f, *a, **k: (registered.append(f), real(f, *a, **k))[1]
+        import distorch_vision as dv
+        assert not registered, "registered before the library was used"
+        dv.devices()
+        from distorch_vision import library
+        print([f == library.lib().shutdown for f in registered])
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[True]", r.stdout

@@ -1,0 +1,85 @@
+//! `dv_model_plan_text` and `dv_model_outputs_json`: what a host shows about a loaded model
+//! (the plan table it logs at load time, the outputs an encode returns by default).
+
+mod common;
+
+use std::ffi::c_char;
+
+use common::capi::*;
+
+type StringFn = unsafe extern "C" fn(u64, *mut *mut c_char) -> Status;
+
+fn string_fn(name: &str) -> StringFn {
+    api(); // loads and initialises the plugin first
+           // SAFETY: the plugin is our own cdylib; the type mirrors distorch_vision.h.
+    let lib = Box::leak(Box::new(
+        unsafe { libloading::Library::new(plugin_path()) }.expect("load plugin"),
+    ));
+    *unsafe { lib.get::<StringFn>(format!("{name}\0").as_bytes()) }
+        .unwrap_or_else(|e| panic!("symbol {name}: {e}"))
+}
+
+fn call(f: StringFn, h: u64) -> String {
+    let api = api();
+    let mut p: *mut c_char = std::ptr::null_mut();
+    let st = unsafe { f(h, &mut p) };
+    assert_eq!(st, DV_OK, "{}", api.last_error());
+    unsafe { api.take_string(p) }
+}
+
+#[test]
+fn plan_text_is_the_cli_table() {
+    let api = api();
+    let f = string_fn("dv_model_plan_text");
+    let h = api.load(&fixture("clip_quickgelu_f32").join("model.safetensors"));
+    let text = call(f, h);
+    assert!(text.starts_with("compute device cpu, mode none"), "{text}");
+    assert!(
+        text.contains("embed..head") && text.contains("cpu -> cpu"),
+        "{text}"
+    );
+    assert_eq!(unsafe { (api.model_unload)(h) }, DV_OK);
+}
+
+#[test]
+fn outputs_json_lists_the_default_outputs() {
+    let api = api();
+    let f = string_fn("dv_model_outputs_json");
+    for (model, names) in [
+        (
+            "clip_quickgelu_f32",
+            r#"["last_hidden_state","image_embeds","penultimate_hidden_states"]"#,
+        ),
+        (
+            "llava_f32",
+            r#"["last_hidden_state","image_embeds","penultimate_hidden_states","mm_projected"]"#,
+        ),
+    ] {
+        let h = api.load(&fixture(model).join("model.safetensors"));
+        assert_eq!(call(f, h), names, "{model}");
+        assert_eq!(unsafe { (api.model_unload)(h) }, DV_OK);
+    }
+}
+
+#[test]
+fn bad_handles_and_null_pointers_are_reported() {
+    let api = api();
+    for name in ["dv_model_plan_text", "dv_model_outputs_json"] {
+        let f = string_fn(name);
+        let mut p: *mut c_char = 8 as *mut c_char; // must be reset to NULL on failure
+        assert_eq!(
+            unsafe { f(u64::MAX, &mut p) },
+            DV_ERR_INVALID_HANDLE,
+            "{name}"
+        );
+        assert!(p.is_null(), "{name}");
+        let h = api.load(&fixture("siglip_f32").join("model.safetensors"));
+        assert_eq!(
+            unsafe { f(h, std::ptr::null_mut()) },
+            DV_ERR_NULL_POINTER,
+            "{name}"
+        );
+        assert!(api.last_error().contains("out"), "{}", api.last_error());
+        assert_eq!(unsafe { (api.model_unload)(h) }, DV_OK);
+    }
+}

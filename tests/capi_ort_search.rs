@@ -1,0 +1,54 @@
+//! A plugin copied out of the checkout looks for ONNX Runtime beside itself and says so in
+//! the search's error ("the folder of the distorch-vision library itself", not "the
+//! program's folder": the program is the host). Its own test binary: ONNX Runtime starts
+//! unloaded, and the environment variables changed here are this process's alone.
+
+mod common;
+
+use std::ffi::{c_char, CStr};
+
+use common::capi::*;
+
+#[test]
+fn a_plugin_finds_onnx_runtime_in_its_own_folder() {
+    // Outside the checkout, or the search would find its .runtime/ folder first.
+    let dir = std::env::temp_dir().join(format!("dv-capi-ort-search-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let plugin = dir.join(library_name());
+    std::fs::copy(plugin_path(), &plugin).unwrap();
+    // Nothing else to find: no ORT_DYLIB_PATH, no python3 on PATH, no checkout around the copy.
+    std::env::remove_var("ORT_DYLIB_PATH");
+    std::env::set_var("PATH", "");
+
+    // SAFETY: loading our own cdylib; the signatures mirror distorch_vision.h.
+    let lib = unsafe { libloading::Library::new(&plugin) }.expect("load the copied plugin");
+    let init: libloading::Symbol<unsafe extern "C" fn(*const c_char) -> Status> =
+        unsafe { lib.get(b"dv_init\0") }.unwrap();
+    let last_error: libloading::Symbol<unsafe extern "C" fn() -> *const c_char> =
+        unsafe { lib.get(b"dv_last_error\0") }.unwrap();
+    let err = || {
+        unsafe { CStr::from_ptr(last_error()) }
+            .to_string_lossy()
+            .into_owned()
+    };
+
+    let st = unsafe { init(std::ptr::null()) };
+    assert_ne!(st, DV_OK);
+    let msg = err();
+    let beside = dir.join("libonnxruntime.so.1.31.1");
+    assert!(
+        msg.contains(&format!(
+            "{} (the folder of the distorch-vision library itself)",
+            beside.display()
+        )),
+        "{msg}"
+    );
+    assert!(!msg.contains("program's folder"), "{msg}");
+
+    // Put the runtime there and the same search finds it.
+    std::os::unix::fs::symlink(ort_library(), &beside).unwrap();
+    let st = unsafe { init(std::ptr::null()) };
+    assert_eq!(st, DV_OK, "{}", err());
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,182 @@
+//! What a person meets first: logging controls (-v/-q, DISTORCH_LOG, RUST_LOG, ONNX Runtime
+//! kept at warn), JSON summaries and JSON errors, and the wording of `export` and `bench`.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+
+/// `encode` of one image on the CPU, with the logging environment cleared first.
+fn encode(tmp: &Path, tweak: impl FnOnce(&mut Command)) -> std::process::Output {
+    let mut cmd = bin();
+    cmd.env_remove("DISTORCH_LOG").env_remove("RUST_LOG");
+    tweak(&mut cmd);
+    cmd.args(["encode", "--device", "cpu", "--model"])
+        .arg(fixture("clip_quickgelu_f32").join("model.safetensors"))
+        .arg("--images")
+        .arg(root().join("tests/fixtures/images/plain_64x48.jpg"))
+        .arg("--out")
+        .arg(tmp.join("e.safetensors"))
+        .arg("--graphs-dir")
+        .arg(tmp.join("graphs"));
+    run(&mut cmd)
+}
+
+fn lines_with(o: &std::process::Output, what: &str) -> usize {
+    stderr(o).lines().filter(|l| l.contains(what)).count()
+}
+
+#[test]
+fn logging_levels_sources_and_onnx_runtime_cap() {
+    let tmp = temp_dir("ux_logging");
+    // Default: warnings only, and the one-line summary.
+    let o = encode(&tmp, |_| {});
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+    assert!(stderr(&o).starts_with("encoded 1 images"));
+    // debug from DISTORCH_LOG, from RUST_LOG, and from -vv.
+    let debug_line = "ONNX Runtime loaded from";
+    let o = encode(&tmp, |c| {
+        c.env("DISTORCH_LOG", "debug");
+    });
+    assert_eq!(lines_with(&o, debug_line), 1, "{}", stderr(&o));
+    let o = encode(&tmp, |c| {
+        c.env("RUST_LOG", "debug");
+    });
+    assert_eq!(lines_with(&o, debug_line), 1, "{}", stderr(&o));
+    let o = encode(&tmp, |c| {
+        c.arg("-vv");
+    });
+    assert_eq!(lines_with(&o, debug_line), 1, "{}", stderr(&o));
+    // DISTORCH_LOG wins over RUST_LOG; -q wins over both and drops the summary.
+    let o = encode(&tmp, |c| {
+        c.env("DISTORCH_LOG", "warn").env("RUST_LOG", "debug");
+    });
+    assert_eq!(lines_with(&o, debug_line), 0, "{}", stderr(&o));
+    let o = encode(&tmp, |c| {
+        c.env("DISTORCH_LOG", "debug").arg("-q");
+    });
+    assert!(o.status.success());
+    assert_eq!(stderr(&o), "", "-q prints nothing but errors");
+    // info does not flood the log with ONNX Runtime's session dumps, unless asked for.
+    let ort_dump = "Session Options";
+    let o = encode(&tmp, |c| {
+        c.env("DISTORCH_LOG", "info");
+    });
+    assert_eq!(lines_with(&o, ort_dump), 0, "{}", stderr(&o));
+    let o = encode(&tmp, |c| {
+        c.arg("-vvv");
+    });
+    assert_eq!(lines_with(&o, ort_dump), 0, "-vvv keeps ORT at warn too");
+    let o = encode(&tmp, |c| {
+        c.env("DISTORCH_LOG", "warn,ort=info");
+    });
+    assert!(lines_with(&o, ort_dump) > 0, "{}", stderr(&o));
+    // A bad filter is reported, not silently ignored.
+    let o = encode(&tmp, |c| {
+        c.env("DISTORCH_LOG", "warn,x=loud");
+    });
+    assert!(o.status.success());
+    assert!(
+        stderr(&o).contains("log filter \"warn,x=loud\" is not valid"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn encode_json_summary_and_json_errors() {
+    let tmp = temp_dir("ux_json");
+    let o = run(bin()
+        .args(["encode", "--json", "--device", "cpu", "--model"])
+        .arg(fixture("clip_quickgelu_f32").join("model.safetensors"))
+        .arg("--images")
+        .arg(root().join("tests/fixtures/images/plain_64x48.jpg"))
+        .arg("--out")
+        .arg(tmp.join("e.safetensors"))
+        .arg("--graphs-dir")
+        .arg(tmp.join("graphs")));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON object");
+    assert_eq!(v["encoded"], 1);
+    assert_eq!(v["out"], tmp.join("e.safetensors").display().to_string());
+    let names: Vec<&str> = v["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"image_embeds"), "{v}");
+    assert!(v["seconds"].as_f64().unwrap() >= 0.0);
+    assert_eq!(stderr(&o), "", "the summary is not printed twice");
+
+    // Errors under --json: one object on stdout, the usual line on stderr, exit 1.
+    let o = run(bin().args(["plan", "--model", "/no/such/model.safetensors", "--json"]));
+    assert_eq!(o.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON object");
+    assert_eq!(v["error"]["kind"], "not_found", "{v}");
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("/no/such/model.safetensors"));
+    assert!(stderr(&o).starts_with("error: "));
+    // A bad command line under --json: exit 2, a "usage" error object.
+    let o = run(bin().args(["plan", "--json", "--no-such-flag"]));
+    assert_eq!(o.status.code(), Some(2));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON object");
+    assert_eq!(v["error"]["kind"], "usage", "{v}");
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("--no-such-flag"));
+}
+
+#[test]
+fn export_says_reused_plainly() {
+    let tmp = temp_dir("ux_export");
+    let export = || {
+        run(bin()
+            .args(["export", "--model"])
+            .arg(fixture("siglip_f32").join("model.safetensors"))
+            .arg("--out")
+            .arg(tmp.join("g")))
+    };
+    let o = export();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let first = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(first.starts_with("exported 5 blocks to "), "{first}");
+    let second = String::from_utf8_lossy(&export().stdout).into_owned();
+    assert!(
+        second.starts_with("reused the existing export of 5 blocks in "),
+        "{second}"
+    );
+}
+
+#[test]
+fn bench_does_not_flag_tiny_models_over_budget() {
+    let tmp = temp_dir("ux_bench");
+    let o = run(bin()
+        .env_remove("DISTORCH_LOG")
+        .args([
+            "bench",
+            "--device",
+            "cpu",
+            "--iters",
+            "1",
+            "--no-whole",
+            "--model",
+        ])
+        .arg(fixture("clip_quickgelu_f32").join("model.safetensors"))
+        .arg("--graphs-dir")
+        .arg(&tmp));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("RSS budget"))
+        .unwrap_or_default();
+    assert!(!line.contains("OVER"), "{out}");
+    assert!(line.contains("not applicable"), "{out}");
+}
