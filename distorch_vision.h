@@ -246,8 +246,10 @@ dv_status dv_model_image_size(dv_model model, uint32_t *size_out);
  * Encodes preprocessed pixels (NCHW f32, exactly as the CLI's `encode --pixels`).
  * @param pixels B×C×H×W floats, row-major; borrowed for the call
  * @param count number of floats in @p pixels; must equal B·C·H·W (else ::DV_ERR_SIZE_MISMATCH)
- * @param outputs NULL or "" for every output the model has, else comma-separated names
- *        ("last_hidden_state,image_embeds,penultimate_hidden_states,mm_projected")
+ * @param outputs NULL or "" for every output the model has but all_hidden_states, else
+ *        comma-separated names ("last_hidden_state,image_embeds,penultimate_hidden_states,
+ *        mm_projected,all_hidden_states"); all_hidden_states ([B, L, T, D], every layer's
+ *        output) is computed only when named
  * @param batch_size images per forward pass; 0 = 8
  * @param outputs_out receives the outputs id; free it with dv_outputs_free()
  */

@@ -7,7 +7,10 @@ Each fixture is a small random-weight vision tower saved the way users have them
 pixels, fp32 CPU). Needs torch + transformers (a development machine, never CI):
 
     python3 -m pip install torch transformers safetensors numpy
-    python3 scripts/make_fixtures.py
+    python3 scripts/make_fixtures.py [NAME ...]
+
+With names, only those fixtures are (re)built; without, all of them. Newer fixtures also hold
+`all_hidden_states` ([B, L, T, D], every layer's output, no norm) in `expected.safetensors`.
 """
 import json
 import os
@@ -17,8 +20,9 @@ import torch
 from safetensors.torch import save_file
 
 try:
-    from transformers import (CLIPVisionConfig, CLIPVisionModelWithProjection,
-                              SiglipVisionConfig, SiglipVisionModel)
+    from transformers import (CLIPVisionConfig, CLIPVisionModelWithProjection, Dinov2Config,
+                              Dinov2Model, DINOv3ViTConfig, DINOv3ViTModel, SiglipVisionConfig,
+                              SiglipVisionModel)
 except ImportError:
     sys.exit("make_fixtures.py needs transformers: python3 -m pip install torch transformers")
 
@@ -133,18 +137,26 @@ def to_open_clip(w, layers):
     return o
 
 
-def siglip_case(name, seed):
-    cfg = SiglipVisionConfig(**SMALL, attn_implementation="eager")
+def all_hidden(out):
+    """Every layer's output, stacked [B, L, T, D] (HF's hidden_states[0] is the embedding)."""
+    return torch.stack(out.hidden_states[1:], dim=1)
+
+
+def siglip_case(name, seed, image_size=None, with_all_hidden=False):
+    size = dict(SMALL, image_size=image_size or SMALL["image_size"])
+    cfg = SiglipVisionConfig(**size, attn_implementation="eager")
     model = SiglipVisionModel(cfg).eval()
     randomize(model, seed)
     state = {k: v for k, v in model.state_dict().items() if "position_ids" not in k}
     # Files as users have them carry the `vision_model.` prefix (newer transformers drop it).
     state = {(k if k.startswith("vision_model.") else "vision_model." + k): v for k, v in state.items()}
-    px = pixels(32, seed + 7)
+    px = pixels(size["image_size"], seed + 7)
     with torch.no_grad():
         out = model(pixel_values=px, output_hidden_states=True)
     expected = {"last_hidden_state": out.last_hidden_state, "image_embeds": out.last_hidden_state,
                 "penultimate_hidden_states": out.hidden_states[-2]}
+    if with_all_hidden:
+        expected["all_hidden_states"] = all_hidden(out)
     assert any(k.startswith("vision_model.head.") for k in state), "the MAP head keys must be present"
     config = cfg.to_dict()
     config = {k: config[k] for k in ["model_type", "hidden_size", "intermediate_size", "num_hidden_layers",
@@ -153,11 +165,125 @@ def siglip_case(name, seed):
     write(name, state, config, expected, px)
 
 
+def to_original_dinov2(state):
+    """transformers 5 names -> the original DINOv2 names that real files (and ComfyUI's
+    clip_vision folder) hold; SwiGLU's gate and up halves become one `weights_in`."""
+    o = {}
+    for k, v in state.items():
+        if ".mlp.up_proj." in k:
+            continue
+        if ".mlp.gate_proj." in k:
+            up = state[k.replace("gate_proj", "up_proj")]
+            o[k.replace("gate_proj", "weights_in")] = torch.cat([v, up], dim=0)
+            continue
+        for a, b in [(".attention.q_proj.", ".attention.attention.query."),
+                     (".attention.k_proj.", ".attention.attention.key."),
+                     (".attention.v_proj.", ".attention.attention.value."),
+                     (".attention.o_proj.", ".attention.output.dense."),
+                     (".mlp.down_proj.", ".mlp.weights_out.")]:
+            k = k.replace(a, b)
+        o[k] = v
+    return o
+
+
+def dinov2_case(name, seed, swiglu, image_size):
+    """DINOv2 in the original key layout (no prefix). The reference is a Dinov2Model that
+    transformers itself loads from the written file, so its own key mapping checks ours."""
+    import tempfile
+    cfg = Dinov2Config(hidden_size=32, num_hidden_layers=3, num_attention_heads=4, mlp_ratio=4,
+                       image_size=image_size, patch_size=8, use_swiglu_ffn=swiglu, hidden_act="gelu",
+                       layer_norm_eps=1e-6, attn_implementation="eager")
+    model = Dinov2Model(cfg).eval()
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "norm" in n:
+                p.copy_((1.0 if n.endswith("weight") else 0.0) + 0.1 * torch.randn(p.shape, generator=g))
+            elif "lambda1" in n:
+                p.copy_(1.0 + 0.2 * torch.randn(p.shape, generator=g))
+            else:
+                p.copy_(0.2 * torch.randn(p.shape, generator=g))
+    state = to_original_dinov2(model.state_dict())
+    assert "embeddings.mask_token" in state and "encoder.layer.0.attention.attention.query.weight" in state
+    config = {k: cfg.to_dict()[k] for k in ["model_type", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                                            "mlp_ratio", "image_size", "patch_size", "hidden_act", "layer_norm_eps",
+                                            "use_swiglu_ffn", "layerscale_value", "qkv_bias"]}
+    with tempfile.TemporaryDirectory() as tmp:
+        save_file({k: v.contiguous() for k, v in state.items()}, os.path.join(tmp, "model.safetensors"))
+        with open(os.path.join(tmp, "config.json"), "w") as f:
+            json.dump(config, f)
+        ref = Dinov2Model.from_pretrained(tmp, attn_implementation="eager").eval()
+    for k, v in model.state_dict().items():
+        assert torch.equal(ref.state_dict()[k], v), f"transformers loaded {k} differently"
+    px = pixels(image_size, seed + 7)
+    with torch.no_grad():
+        out = ref(pixel_values=px, output_hidden_states=True)
+    expected = {"last_hidden_state": out.last_hidden_state, "image_embeds": out.pooler_output,
+                "penultimate_hidden_states": out.hidden_states[-2], "all_hidden_states": all_hidden(out)}
+    write(name, state, config, expected, px)
+
+
+def dinov3_case(name, seed, gated, image_size):
+    """DINOv3 with the key names ComfyUI's clip_vision files have (`layer.N.…`, `norm`; transformers
+    5 nests the layers under `model.`). As for DINOv2, the reference is the model transformers
+    loads from the written file."""
+    import tempfile
+    cfg = DINOv3ViTConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
+                          image_size=image_size, patch_size=8, num_register_tokens=4, use_gated_mlp=gated,
+                          hidden_act="silu" if gated else "gelu", attn_implementation="eager")
+    model = DINOv3ViTModel(cfg).eval()
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "norm" in n:
+                p.copy_((1.0 if n.endswith("weight") else 0.0) + 0.1 * torch.randn(p.shape, generator=g))
+            elif "lambda1" in n:
+                p.copy_(1.0 + 0.2 * torch.randn(p.shape, generator=g))
+            else:
+                p.copy_(0.2 * torch.randn(p.shape, generator=g))
+    state = {(k[len("model."):] if k.startswith("model.layer.") else k): v for k, v in model.state_dict().items()}
+    assert "layer.0.attention.q_proj.weight" in state and "layer.0.attention.k_proj.bias" not in state
+    assert "norm.weight" in state and "embeddings.register_tokens" in state
+    config = {k: cfg.to_dict()[k] for k in ["model_type", "hidden_size", "intermediate_size", "num_hidden_layers",
+                                            "num_attention_heads", "image_size", "patch_size", "hidden_act",
+                                            "layer_norm_eps", "use_gated_mlp", "num_register_tokens", "rope_theta"]}
+    with tempfile.TemporaryDirectory() as tmp:
+        save_file({k: v.contiguous() for k, v in state.items()}, os.path.join(tmp, "model.safetensors"))
+        with open(os.path.join(tmp, "config.json"), "w") as f:
+            json.dump(config, f)
+        ref = DINOv3ViTModel.from_pretrained(tmp, attn_implementation="eager").eval()
+    for k, v in model.state_dict().items():
+        assert torch.equal(ref.state_dict()[k], v), f"transformers loaded {k} differently"
+    px = pixels(image_size, seed + 7)
+    with torch.no_grad():
+        out = ref(pixel_values=px, output_hidden_states=True)
+    expected = {"last_hidden_state": out.last_hidden_state, "image_embeds": out.pooler_output,
+                "penultimate_hidden_states": out.hidden_states[-2], "all_hidden_states": all_hidden(out)}
+    write(name, state, config, expected, px)
+
+
+CASES = {
+    "clip_quickgelu_f32": lambda: clip_case("clip_quickgelu_f32", "quick_gelu", torch.float32, 1),
+    "clip_gelu_f16": lambda: clip_case("clip_gelu_f16", "gelu", torch.float16, 2),
+    "clip_bf16": lambda: clip_case("clip_bf16", "quick_gelu", torch.bfloat16, 3),
+    "open_clip_f32": lambda: clip_case("open_clip_f32", "gelu", torch.float32, 4, layout="open_clip",
+                                       full_config=True),
+    "siglip_f32": lambda: siglip_case("siglip_f32", 5),
+    "llava_f32": lambda: clip_case("llava_f32", "quick_gelu", torch.float32, 6, llava=True),
+    # S = 36 is not a multiple of P = 8: 4 x 4 patches, the convolution drops 4 pixels.
+    "siglip_s36_p8_f32": lambda: siglip_case("siglip_s36_p8_f32", 7, image_size=36, with_all_hidden=True),
+    "dinov2_swiglu_f32": lambda: dinov2_case("dinov2_swiglu_f32", 8, swiglu=True, image_size=32),
+    "dinov2_gelu_f32": lambda: dinov2_case("dinov2_gelu_f32", 9, swiglu=False, image_size=36),
+    "dinov3_gelu_f32": lambda: dinov3_case("dinov3_gelu_f32", 10, gated=False, image_size=32),
+    "dinov3_gated_f32": lambda: dinov3_case("dinov3_gated_f32", 11, gated=True, image_size=36),
+}
+
+
 if __name__ == "__main__":
-    torch.manual_seed(0)
-    clip_case("clip_quickgelu_f32", "quick_gelu", torch.float32, 1)
-    clip_case("clip_gelu_f16", "gelu", torch.float16, 2)
-    clip_case("clip_bf16", "quick_gelu", torch.bfloat16, 3)
-    clip_case("open_clip_f32", "gelu", torch.float32, 4, layout="open_clip", full_config=True)
-    siglip_case("siglip_f32", 5)
-    clip_case("llava_f32", "quick_gelu", torch.float32, 6, llava=True)
+    names = sys.argv[1:] or list(CASES)
+    unknown = [n for n in names if n not in CASES]
+    if unknown:
+        sys.exit(f"unknown fixture(s) {unknown}; valid: {', '.join(CASES)}")
+    for n in names:
+        torch.manual_seed(0)
+        CASES[n]()

@@ -2,7 +2,9 @@
 """Runs an export with the stock onnxruntime Python package alone, block by block as the
 manifest chains them, and writes the outputs: proof that the graphs stand on their own.
 
-    PYTHONPATH=.runtime/cpu python3 scripts/run_graphs.py GRAPH_DIR PIXELS.safetensors OUT.safetensors
+    PYTHONPATH=.runtime/cpu python3 scripts/run_graphs.py GRAPH_DIR PIXELS.safetensors OUT.safetensors [--all-hidden-states]
+
+With --all-hidden-states, every layer's output is written too, stacked [B, L, T, D].
 """
 import json
 import os
@@ -36,7 +38,7 @@ def write_safetensors(path, tensors):
         f.write(len(h).to_bytes(8, "little") + h + b"".join(blobs))
 
 
-def main(graph_dir, pixels, out):
+def main(graph_dir, pixels, out, all_hidden=False):
     manifest = json.load(open(os.path.join(graph_dir, "manifest.json")))
     blocks = manifest["blocks"]
     sessions = [ort.InferenceSession(os.path.join(graph_dir, b["file"]), providers=["CPUExecutionProvider"])
@@ -52,7 +54,9 @@ def main(graph_dir, pixels, out):
         feeds[head["inputs"][1]] = states[-2]
     head_out = dict(zip(head["outputs"], head_sess.run(None, feeds)))
     result = {"penultimate_hidden_states": states[-2]}
-    if "image_embeds" in head_out:  # CLIP: the head pools; the last state is the output
+    if all_hidden:  # states[0] is the embedding; every layer's output follows
+        result["all_hidden_states"] = np.stack(states[1:], axis=1)
+    if "image_embeds" in head_out:  # CLIP, DINOv2: the head pools (DINOv2's also norms every token)
         result["last_hidden_state"] = states[-1]
         result.update(head_out)
     else:  # SigLIP: the head is the post-LN of every token
@@ -63,6 +67,9 @@ def main(graph_dir, pixels, out):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 4:
+    args = sys.argv[1:]
+    flag = "--all-hidden-states" in args
+    args = [a for a in args if a != "--all-hidden-states"]
+    if len(args) != 3:
         sys.exit(__doc__)
-    main(*sys.argv[1:])
+    main(*args, all_hidden=flag)

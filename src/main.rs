@@ -215,7 +215,8 @@ enum Command {
         /// Default: npy when --out ends in .npy, else safetensors.
         #[arg(long, help_heading = "Output")]
         format: Option<OutFormat>,
-        /// Comma-separated outputs (default: all the model has).
+        /// Comma-separated outputs (default: all the model has but all_hidden_states, which is
+        /// computed only when named here).
         #[arg(long, value_delimiter = ',', help_heading = "Output")]
         outputs: Vec<String>,
         /// Print the summary as one JSON object on stdout (encoded, skipped, outputs, seconds, ...).
@@ -816,6 +817,7 @@ fn inspect(model: &std::path::Path, json: bool) -> Result<()> {
             "model_bytes": m.model_bytes(),
             "dtypes": m.dtype_summary().iter().map(|(d, n, b)| serde_json::json!({"dtype": d, "tensors": n, "bytes": b})).collect::<Vec<_>>(),
             "outputs": m.output_names(),
+            "outputs_on_request": m.on_request_output_names(),
             "blocks": m.blocks.iter().map(|b| serde_json::json!({"name": b.name, "bytes": b.bytes, "tensors": b.weights.len()})).collect::<Vec<_>>(),
         });
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
@@ -838,7 +840,11 @@ fn inspect(model: &std::path::Path, json: bool) -> Result<()> {
         .map(|(d, n, b)| format!("{d}: {n} tensors, {}", human(*b)))
         .collect();
     println!("dtypes    {}", dtypes.join("; "));
-    println!("outputs   {}", m.output_names().join(", "));
+    println!(
+        "outputs   {} (on request: {})",
+        m.output_names().join(", "),
+        m.on_request_output_names().join(", ")
+    );
     println!(
         "blocks    {} ({} in all)",
         m.blocks.len(),

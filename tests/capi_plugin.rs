@@ -64,7 +64,9 @@ fn fixtures_match_the_cli_and_hugging_face() {
             String::from_utf8_lossy(&st.stderr)
         );
         let cli = read_safetensors(&out);
-        let expected = read_safetensors(&dir.join("expected.safetensors"));
+        // The defaults: on-request outputs (all_hidden_states) are checked by name elsewhere.
+        let mut expected = read_safetensors(&dir.join("expected.safetensors"));
+        expected.retain(|t| !common::ON_REQUEST.contains(&t.0.as_str()));
 
         let mut got_sorted = got.clone();
         got_sorted.sort_by(|a, b| a.0.cmp(&b.0));
@@ -156,6 +158,53 @@ fn image_buffer_encode_matches_preprocessed_pixels() {
         }
     }
     assert_eq!(unsafe { (api.model_unload)(h) }, DV_OK);
+}
+
+#[test]
+fn all_hidden_states_is_an_output_name_computed_only_on_request() {
+    let api = api();
+    for m in ["siglip_s36_p8_f32", "dinov2_swiglu_f32"] {
+        let h = api.load(&fixture(m).join("model.safetensors"));
+        let px = read_pixels(m);
+        let s = px.shape().to_vec();
+        let data = px.as_standard_layout();
+        let encode = |names: &str| {
+            let names = cstring(names);
+            let mut out = 0u64;
+            let st = unsafe {
+                (api.encode_pixels)(
+                    h,
+                    data.as_ptr(),
+                    data.len(),
+                    s[0],
+                    s[1],
+                    s[2],
+                    s[3],
+                    names.as_ptr(),
+                    0,
+                    &mut out,
+                )
+            };
+            assert_eq!(st, DV_OK, "{m}: {}", api.last_error());
+            api.take_outputs(out)
+        };
+        let expected = read_safetensors(&fixture(m).join("expected.safetensors"));
+        let got = encode("all_hidden_states, last_hidden_state");
+        let names: Vec<&str> = got.iter().map(|t| t.0.as_str()).collect();
+        assert_eq!(names, ["last_hidden_state", "all_hidden_states"], "{m}");
+        for (name, shape, data) in &got {
+            let (_, eshape, edata) = expected.iter().find(|t| &t.0 == name).unwrap();
+            assert_eq!(shape, eshape, "{m}/{name}");
+            assert_eq!(shape.len(), if name == "all_hidden_states" { 4 } else { 3 });
+            let d = max_abs_diff(data, edata);
+            assert!(d <= 1e-4, "{m}/{name}: max |plugin − HF| = {d}");
+        }
+        // Not part of the default set.
+        let defaults = encode("");
+        assert!(defaults.iter().all(|t| t.0 != "all_hidden_states"), "{m}");
+        assert_eq!(defaults.len(), 3, "{m}");
+        assert_eq!(unsafe { (api.model_unload)(h) }, DV_OK);
+    }
 }
 
 #[test]

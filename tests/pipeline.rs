@@ -40,13 +40,51 @@ fn cli_encode_matches_hugging_face() {
         assert!(o.status.success(), "{name}: {}", stderr(&o));
         let worst = assert_close(&out, &f.join("expected.safetensors"), TOL);
         eprintln!("{name}: max |diff| {worst:.2e}");
-        // Every output the model has is written.
-        let names: Vec<String> = read_tensors(&out).into_iter().map(|t| t.0).collect();
+        // Every default output the model has is written; on-request ones are not.
+        let mut names: Vec<String> = read_tensors(&out).into_iter().map(|t| t.0).collect();
         let expected: Vec<String> = read_tensors(&f.join("expected.safetensors"))
             .into_iter()
             .map(|t| t.0)
             .collect();
-        assert_eq!(names.len(), expected.len(), "{name}: {names:?}");
+        let (mut defaults, on_request): (Vec<String>, Vec<String>) = expected
+            .iter()
+            .cloned()
+            .partition(|n| !ON_REQUEST.contains(&n.as_str()));
+        names.sort();
+        defaults.sort();
+        assert_eq!(names, defaults, "{name}");
+        if on_request.is_empty() {
+            continue;
+        }
+        // Asked for by name, all_hidden_states is written too.
+        let out = tmp.join(format!("{name}-all.safetensors"));
+        let o = run(bin()
+            .args(["encode", "--model"])
+            .arg(f.join("model.safetensors"))
+            .arg("--pixels")
+            .arg(f.join("pixels.safetensors"))
+            .arg("--out")
+            .arg(&out)
+            .args(["--outputs", "all_hidden_states,penultimate_hidden_states"])
+            .args(["--device", "cpu", "--graphs-dir"])
+            .arg(tmp.join("graphs")));
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+        let worst = assert_close(&out, &f.join("expected.safetensors"), TOL);
+        eprintln!("{name} with all_hidden_states: max |diff| {worst:.2e}");
+        let got = read_tensors(&out);
+        assert_eq!(got.len(), 2, "{name}");
+        let (_, shape, all) = got.iter().find(|t| t.0 == "all_hidden_states").unwrap();
+        let (_, pshape, penult) = got
+            .iter()
+            .find(|t| t.0 == "penultimate_hidden_states")
+            .unwrap();
+        // [B, L, T, D], and [:, -2] is the penultimate state, bit for bit.
+        let (b, l, t, d) = (shape[0], shape[1], shape[2], shape[3]);
+        assert_eq!(pshape, &vec![b, t, d]);
+        for i in 0..b {
+            let row = &all[(i * l + l - 2) * t * d..(i * l + l - 1) * t * d];
+            assert_eq!(row, &penult[i * t * d..(i + 1) * t * d], "{name} image {i}");
+        }
     }
 }
 
@@ -82,14 +120,20 @@ fn streamed_weights_variant_matches() {
         "open_clip_f32",
         "siglip_f32",
         "llava_f32",
+        "siglip_s36_p8_f32",
+        "dinov2_swiglu_f32",
+        "dinov2_gelu_f32",
+        "dinov3_gated_f32",
     ] {
         let f = fixture(name);
         let mut opts = cpu_options(&f.join("model.safetensors"), &tmp);
         opts.force_streamed = vec!["all".into()];
         let cv = ClipVision::load(&opts).unwrap();
         let px = distorch_vision::job::output::read_pixels(&f.join("pixels.safetensors")).unwrap();
-        let res = cv.encode(px.view(), &[], 8).unwrap();
-        for (out_name, _, values) in read_tensors(&f.join("expected.safetensors")) {
+        let expected = read_tensors(&f.join("expected.safetensors"));
+        let all: Vec<String> = expected.iter().map(|t| t.0.clone()).collect();
+        let res = cv.encode(px.view(), &all, 8).unwrap();
+        for (out_name, _, values) in expected {
             let got: Vec<f32> = res.get(&out_name).unwrap().iter().copied().collect();
             let d = max_abs_diff(&got, &values);
             assert!(d <= TOL, "{name}/{out_name}: {d}");
@@ -163,11 +207,15 @@ fn exported_graphs_run_in_stock_onnxruntime() {
             .arg(&dir));
         assert!(o.status.success(), "{}", stderr(&o));
         let out = tmp.join(format!("{name}.safetensors"));
+        let has_all = read_tensors(&f.join("expected.safetensors"))
+            .iter()
+            .any(|t| t.0 == "all_hidden_states");
         let o = run(std::process::Command::new("python3")
             .arg(root().join("scripts/run_graphs.py"))
             .arg(&dir)
             .arg(f.join("pixels.safetensors"))
             .arg(&out)
+            .args(has_all.then_some("--all-hidden-states"))
             .env("PYTHONPATH", &site));
         assert!(o.status.success(), "{name}: {}", stderr(&o));
         let worst = assert_close(&out, &f.join("expected.safetensors"), TOL);
@@ -361,9 +409,11 @@ fn fp16_compute_stays_within_the_stated_tolerance() {
         }
         let cv = ClipVision::load(&opts).unwrap();
         let px = distorch_vision::job::output::read_pixels(&f.join("pixels.safetensors")).unwrap();
-        let res = cv.encode(px.view(), &[], 8).unwrap();
+        let expected = read_tensors(&f.join("expected.safetensors"));
+        let all: Vec<String> = expected.iter().map(|t| t.0.clone()).collect();
+        let res = cv.encode(px.view(), &all, 8).unwrap();
         let mut largest = 0f32;
-        for (out_name, _, want) in read_tensors(&f.join("expected.safetensors")) {
+        for (out_name, _, want) in expected {
             let got = res.get(&out_name).unwrap();
             let rows = got.shape()[0];
             let got: Vec<f32> = got.iter().copied().collect();

@@ -280,3 +280,36 @@ fn jobs_share_a_loaded_model_only_when_every_loader_option_matches() {
     assert_eq!(reused.len(), 1, "{err}");
     assert!(reused[0].contains("job 3"), "{err}");
 }
+
+#[test]
+fn yaml_outputs_can_ask_for_all_hidden_states() {
+    let tmp = temp_dir("yaml_all_hidden");
+    let f = fixture("dinov2_gelu_f32");
+    let yaml = tmp.join("run.yaml");
+    std::fs::write(
+        &yaml,
+        format!(
+            "jobs:\n  - clip_vision: {m}\n    device: cpu\n    graphs_dir: graphs\n    inputs: {{pixels: {px}}}\n    outputs: [all_hidden_states, image_embeds]\n    out: out.safetensors\n\
+             \n  - clip_vision: {m}\n    device: cpu\n    graphs_dir: graphs\n    inputs: {{pixels: {px}}}\n    outputs: [all_hidden_states]\n    format: npy\n    out: npy\n",
+            m = f.join("model.safetensors").display(),
+            px = f.join("pixels.safetensors").display()
+        ),
+    )
+    .unwrap();
+    let o = run(bin().arg("run").arg(&yaml));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let got = read_tensors(&tmp.join("out.safetensors"));
+    let mut names: Vec<&str> = got.iter().map(|t| t.0.as_str()).collect();
+    names.sort();
+    assert_eq!(names, ["all_hidden_states", "image_embeds"]);
+    let worst = assert_close(
+        &tmp.join("out.safetensors"),
+        &f.join("expected.safetensors"),
+        1e-4,
+    );
+    eprintln!("dinov2_gelu_f32 (YAML): max |diff| {worst:.2e}");
+    // The .npy writer keeps the rank-4 shape [B, L, T, D].
+    let npy = std::fs::read(tmp.join("npy/all_hidden_states.npy")).unwrap();
+    let header = String::from_utf8_lossy(&npy[10..128]);
+    assert!(header.contains("'shape': (2, 3, 17, 32)"), "{header}");
+}

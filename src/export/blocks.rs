@@ -5,7 +5,7 @@ use super::graph::{attr_int, attr_ints, Dim, GraphBuilder};
 use super::onnx::ModelProto;
 use super::quant::QuantSink;
 use super::ComputeDtype;
-use crate::model::{Activation, Kind, Model};
+use crate::model::{names, Activation, Kind, Mlp, Model, Output};
 
 /// Graph inputs and outputs of one block, as listed in the manifest.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize, PartialEq)]
@@ -24,6 +24,10 @@ pub fn block_io(model: &Model, name: &str) -> BlockIo {
         "embed" => (v(&[PIXELS]), v(&["embeddings"])),
         "head" => match model.config.kind {
             Kind::Siglip => (v(&["hidden_states"]), v(&["last_hidden_state"])),
+            Kind::Dinov2 | Kind::Dinov3 => (
+                v(&["hidden_states"]),
+                v(&["last_hidden_state", "image_embeds"]),
+            ),
             Kind::Clip if model.config.llava => (
                 v(&["last_hidden_state", "penultimate_hidden_states"]),
                 v(&["image_embeds", "mm_projected"]),
@@ -39,6 +43,19 @@ pub fn block_io(model: &Model, name: &str) -> BlockIo {
     }
 }
 
+/// Which output of the head block yields `output`, if the head computes it (SigLIP's
+/// `image_embeds` is its `last_hidden_state`); `None` for outputs that are layer states.
+pub fn head_output(model: &Model, output: Output) -> Option<usize> {
+    let name = match (model.config.kind, output) {
+        (Kind::Siglip, Output::ImageEmbeds) => Output::LastHiddenState.name(),
+        (_, o) => o.name(),
+    };
+    block_io(model, "head")
+        .outputs
+        .iter()
+        .position(|o| o == name)
+}
+
 fn hidden_dims(model: &Model) -> [Dim; 3] {
     let c = &model.config;
     [Dim::Batch, Dim::Fixed(c.tokens), Dim::Fixed(c.hidden_size)]
@@ -47,7 +64,11 @@ fn hidden_dims(model: &Model) -> [Dim; 3] {
 fn output_dims(model: &Model, output: &str) -> Vec<Dim> {
     let c = &model.config;
     match output {
-        "image_embeds" => vec![Dim::Batch, Dim::Fixed(c.projection_dim.unwrap_or(0))],
+        "image_embeds" => {
+            // CLIP projects the class token; DINOv2 returns it as it is.
+            let width = c.projection_dim.unwrap_or(c.hidden_size);
+            vec![Dim::Batch, Dim::Fixed(width)]
+        }
         "mm_projected" => {
             let (_, o2) = model.projector.unwrap_or((0, 0));
             vec![Dim::Batch, Dim::Fixed(c.tokens - 1), Dim::Fixed(o2)]
@@ -118,10 +139,7 @@ fn build_block(
             } else {
                 None
             };
-            let h = head(&mut g, &x, penult.as_deref());
-            let mut v = vec![h.embeds];
-            v.extend(h.projected);
-            v
+            head(&mut g, &x, penult.as_deref())
         }
         _ => {
             let index = model
@@ -167,33 +185,32 @@ pub fn whole_graph(
     }
     let head_out = head(&mut g, &h, Some(&penult));
     let mut outputs = Vec::new();
-    let mut add = |g: &mut GraphBuilder, value: &str, name: &str| {
-        let dims = output_dims(model, name);
-        g.output(value, name, &dims);
-        outputs.push(name.to_string());
-    };
-    match c.kind {
-        Kind::Clip => {
-            add(&mut g, &h, "last_hidden_state");
-            add(&mut g, &head_out.embeds, "image_embeds");
-        }
-        Kind::Siglip => add(&mut g, &head_out.embeds, "last_hidden_state"),
-    }
-    add(&mut g, &penult, "penultimate_hidden_states");
-    if let Some(p) = &head_out.projected {
-        add(&mut g, p, "mm_projected");
+    for o in model.default_outputs() {
+        let value = match (head_output(model, o), o) {
+            (Some(i), _) => &head_out[i],
+            (None, Output::LastHiddenState) => &h,
+            (None, Output::PenultimateHiddenStates) => &penult,
+            // Every other output comes from the head (all_hidden_states is not a default).
+            (None, _) => continue,
+        };
+        let dims = output_dims(model, o.name());
+        g.output(value, o.name(), &dims);
+        outputs.push(o.name().to_string());
     }
     (g.finish("whole"), outputs)
 }
 
-/// Patch conv → tokens, class token, position table, pre-LN (CLIP).
+/// Patch conv → tokens, class token (CLIP, DINOv2), position table, pre-LN (CLIP). The
+/// stride-P convolution without padding yields ⌊S/P⌋ patches a side: a remainder of S is
+/// dropped, as in PyTorch.
 fn embed(g: &mut GraphBuilder, pixels: &str) -> String {
     let c = g.model().config.clone();
+    let names = names::embed(c.kind);
     let (d, p) = (c.hidden_size as i64, c.patch_size as i64);
-    let w = g.weight("vision_model.embeddings.patch_embedding.weight");
+    let w = g.weight(names.patch_weight);
     let mut conv_in = vec![pixels.to_string(), w];
-    if c.kind == Kind::Siglip {
-        conv_in.push(g.weight("vision_model.embeddings.patch_embedding.bias"));
+    if let Some(b) = names.patch_bias {
+        conv_in.push(g.weight(b));
     }
     let conv_in: Vec<&str> = conv_in.iter().map(|s| s.as_str()).collect();
     let conv = g.op(
@@ -207,8 +224,9 @@ fn embed(g: &mut GraphBuilder, pixels: &str) -> String {
     let shape = g.const_i64(&[3], &[0, d, -1]);
     let flat = g.op("Reshape", &[&conv, &shape], vec![]);
     let mut x = g.op("Transpose", &[&flat], vec![attr_ints("perm", &[0, 2, 1])]);
-    if c.kind == Kind::Clip {
-        let cls = g.weight("vision_model.embeddings.class_embedding");
+    if let Some(cls) = names.class_token {
+        // [D] (CLIP) or [1, 1, D] (DINOv2) → [B, 1, D].
+        let cls = g.weight(cls);
         let s3 = g.const_i64(&[3], &[1, 1, d]);
         let cls3 = g.op("Reshape", &[&cls, &s3], vec![]);
         let xs = g.op("Shape", &[&x], vec![]);
@@ -217,12 +235,25 @@ fn embed(g: &mut GraphBuilder, pixels: &str) -> String {
         let tail = g.const_i64(&[2], &[1, d]);
         let target = g.op("Concat", &[&b, &tail], vec![attr_int("axis", 0)]);
         let cls_b = g.op("Expand", &[&cls3, &target], vec![]);
-        x = g.op("Concat", &[&cls_b, &x], vec![attr_int("axis", 1)]);
+        let mut parts = vec![cls_b];
+        if let Some(r) = names.registers.filter(|_| c.registers > 0) {
+            // DINOv3: [1, R, D] → [B, R, D], after the class token.
+            let r = g.weight(r);
+            let tail = g.const_i64(&[2], &[c.registers as i64, d]);
+            let target = g.op("Concat", &[&b, &tail], vec![attr_int("axis", 0)]);
+            parts.push(g.op("Expand", &[&r, &target], vec![]));
+        }
+        parts.push(x);
+        let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+        x = g.op("Concat", &parts, vec![attr_int("axis", 1)]);
     }
-    let pos = g.weight("vision_model.embeddings.position_embedding.weight");
-    x = g.op("Add", &[&x, &pos], vec![]);
-    if c.kind == Kind::Clip {
-        x = g.layer_norm(&x, "vision_model.pre_layrnorm");
+    // [T, D], or DINOv2's [1, T, D]: either broadcasts over the batch. DINOv3 has none.
+    if let Some(pos) = names.positions {
+        let pos = g.weight(pos);
+        x = g.op("Add", &[&x, &pos], vec![]);
+    }
+    if let Some(n) = names.pre_norm {
+        x = g.layer_norm(&x, n);
     }
     x
 }
@@ -231,32 +262,63 @@ fn embed(g: &mut GraphBuilder, pixels: &str) -> String {
 /// the weight as stored (`transB`: no transposed copy of any weight, the bias add fused), on
 /// tokens as rows of a 2-D `[B·T, D]` view. The residual stream stays `[B, T, D]`, so the
 /// graph input is never copied and the views are free reshapes of intermediates.
+///
+/// DINOv2 and DINOv3 scale each branch per channel (`lambda1`) before adding it; DINOv2
+/// giant has a SwiGLU MLP, DINOv3 ViT-H+ a gated one, and DINOv3 rotates q and k of the
+/// patch tokens (RoPE), which the fused attention cannot do.
 fn layer(g: &mut GraphBuilder, l: usize, x: &str) -> String {
     let c = g.model().config.clone();
-    let pre = format!("vision_model.encoder.layers.{l}");
+    let n = names::layer(c.kind, c.mlp, l);
     let (d, t) = (c.hidden_size as i64, c.tokens as i64);
     let rows = g.const_i64(&[2], &[-1, d]);
     let tokens = g.const_i64(&[3], &[-1, t, d]);
 
-    let n1 = g.layer_norm(x, &format!("{pre}.layer_norm1"));
+    let n1 = g.layer_norm(x, &n.norm1);
     let ctx = if g.quantizing() {
-        attention_unfused(g, &pre, &n1, &c)
+        attention_unfused(g, &n, &n1, &c)
+    } else if c.kind == Kind::Dinov3 {
+        attention_rotary(g, &n, &n1, &c)
     } else {
         // ONNX Runtime's fused attention: one packed q/k/v projection, softmax(q·kᵀ/√d)·v.
-        let (w, b) = g.packed_qkv(&format!("{pre}.self_attn"));
+        let (w, b) = g.packed_qkv([&n.query, &n.key, &n.value]);
         let heads = attr_int("num_heads", c.num_heads as i64);
         let ctx = g.op_ms("Attention", &[&n1, &w, &b], vec![heads]);
         g.op("Reshape", &[&ctx, &rows], vec![])
     };
-    let attn = g.gemm(&ctx, &format!("{pre}.self_attn.out_proj"), true);
+    let mut attn = g.gemm(&ctx, &n.out, true);
+    if let Some(s) = &n.scale1 {
+        let s = g.weight(s);
+        attn = g.op("Mul", &[&attn, &s], vec![]);
+    }
     let attn = g.op("Reshape", &[&attn, &tokens], vec![]);
     let x = g.op("Add", &[x, &attn], vec![]);
 
-    let n2 = g.layer_norm(&x, &format!("{pre}.layer_norm2"));
+    let n2 = g.layer_norm(&x, &n.norm2);
     let n2 = g.op("Reshape", &[&n2, &rows], vec![]);
-    let f1 = g.gemm(&n2, &format!("{pre}.mlp.fc1"), true);
-    let a = activation(g, &f1, c.activation);
-    let f2 = g.gemm(&a, &format!("{pre}.mlp.fc2"), true);
+    let f1 = g.gemm(&n2, &n.mlp_in, true);
+    let a = match c.mlp {
+        Mlp::Standard => activation(g, &f1, c.activation),
+        Mlp::Gated => {
+            // act(gate_proj(x)) ⊙ up_proj(x).
+            let gate = n.mlp_gate.as_deref().unwrap_or_default();
+            let gate = g.gemm(&n2, gate, true);
+            let gate = activation(g, &gate, c.activation);
+            g.op("Mul", &[&gate, &f1], vec![])
+        }
+        Mlp::SwiGlu => {
+            // silu(first half) ⊙ second half.
+            let half = g.const_i64(&[2], &[c.intermediate_size as i64; 2]);
+            let parts = g.op_n("Split", &[&f1, &half], vec![attr_int("axis", -1)], 2);
+            let s = g.op("Sigmoid", &[&parts[0]], vec![]);
+            let silu = g.op("Mul", &[&parts[0], &s], vec![]);
+            g.op("Mul", &[&silu, &parts[1]], vec![])
+        }
+    };
+    let mut f2 = g.gemm(&a, &n.mlp_out, true);
+    if let Some(s) = &n.scale2 {
+        let s = g.weight(s);
+        f2 = g.op("Mul", &[&f2, &s], vec![]);
+    }
     let f2 = g.op("Reshape", &[&f2, &tokens], vec![]);
     g.op("Add", &[&x, &f2], vec![])
 }
@@ -265,7 +327,7 @@ fn layer(g: &mut GraphBuilder, l: usize, x: &str) -> String {
 /// projection is a quantised matmul). Returns the context as `[B·T, D]` rows.
 fn attention_unfused(
     g: &mut GraphBuilder,
-    pre: &str,
+    names: &names::LayerNames,
     n1: &str,
     c: &crate::model::VisionConfig,
 ) -> String {
@@ -274,14 +336,19 @@ fn attention_unfused(
     let rows = g.const_i64(&[2], &[-1, d]);
     let n1 = g.op("Reshape", &[n1, &rows], vec![]);
     let split = g.const_i64(&[4], &[-1, t, h, dh]);
-    let heads = |g: &mut GraphBuilder, proj: &str, perm: &[i64]| {
-        let y = g.gemm(&n1, &format!("{pre}.self_attn.{proj}"), true);
-        let y = g.op("Reshape", &[&y, &split], vec![]);
-        g.op("Transpose", &[&y], vec![attr_ints("perm", perm)])
+    let tables = (c.kind == Kind::Dinov3).then(|| rope_tables(g, c));
+    let heads = |g: &mut GraphBuilder, proj: &str, bias: bool, rotate: bool| {
+        let y = g.gemm(&n1, proj, bias);
+        let mut y = g.op("Reshape", &[&y, &split], vec![]); // [B,T,H,dh]
+        if let (true, Some((cos, sin))) = (rotate, &tables) {
+            y = rope(g, &y, cos, sin, c);
+        }
+        g.op("Transpose", &[&y], vec![attr_ints("perm", &[0, 2, 1, 3])]) // [B,H,T,dh]
     };
-    let q = heads(g, "q_proj", &[0, 2, 1, 3]); // [B,H,T,dh]
-    let k = heads(g, "k_proj", &[0, 2, 3, 1]); // [B,H,dh,T]
-    let v = heads(g, "v_proj", &[0, 2, 1, 3]); // [B,H,T,dh]
+    let q = heads(g, &names.query, true, true);
+    let k = heads(g, &names.key, names.key_bias, true);
+    let v = heads(g, &names.value, true, false);
+    let k = g.op("Transpose", &[&k], vec![attr_ints("perm", &[0, 1, 3, 2])]); // [B,H,dh,T]
     let scale = g.scalar(1.0 / (dh as f32).sqrt());
     let qs = g.op("Mul", &[&q, &scale], vec![]);
     let scores = g.op("MatMul", &[&qs, &k], vec![]);
@@ -291,8 +358,104 @@ fn attention_unfused(
     g.op("Reshape", &[&ctx, &rows], vec![])
 }
 
+/// DINOv3's attention: q and k rotated (RoPE) by plain ops, then ONNX Runtime's fused
+/// `MultiHeadAttention` (its memory-efficient kernels where it has them; ViT-H+ at 1024 px has
+/// 4101 tokens). Returns the context as `[B·T, D]` rows.
+fn attention_rotary(
+    g: &mut GraphBuilder,
+    names: &names::LayerNames,
+    n1: &str,
+    c: &crate::model::VisionConfig,
+) -> String {
+    let (h, dh) = (c.num_heads as i64, c.head_dim() as i64);
+    let (d, t) = (c.hidden_size as i64, c.tokens as i64);
+    let rows = g.const_i64(&[2], &[-1, d]);
+    let n1 = g.op("Reshape", &[n1, &rows], vec![]);
+    let split = g.const_i64(&[4], &[-1, t, h, dh]);
+    let tokens = g.const_i64(&[3], &[-1, t, d]);
+    let (cos, sin) = rope_tables(g, c);
+    let project = |g: &mut GraphBuilder, proj: &str, bias: bool, rotate: bool| {
+        let y = g.gemm(&n1, proj, bias);
+        let y = if rotate {
+            let y = g.op("Reshape", &[&y, &split], vec![]); // [B,T,H,dh]
+            rope(g, &y, &cos, &sin, c)
+        } else {
+            y
+        };
+        g.op("Reshape", &[&y, &tokens], vec![]) // [B,T,D]
+    };
+    let q = project(g, &names.query, true, true);
+    let k = project(g, &names.key, names.key_bias, true);
+    let v = project(g, &names.value, true, false);
+    let heads = attr_int("num_heads", c.num_heads as i64);
+    let ctx = g.op_ms("MultiHeadAttention", &[&q, &k, &v], vec![heads]);
+    g.op("Reshape", &[&ctx, &rows], vec![])
+}
+
+/// DINOv3's RoPE tables `[patches, 1, dh]` (cos, sin; the 1 broadcasts over heads), as transformers computes them: patch
+/// centres normalised to [-1, 1] (row, column), `2π · coord · θ^(-4i/dh)` for each axis, the
+/// two axes' angles side by side and the whole tiled twice.
+fn rope_tables(g: &mut GraphBuilder, c: &crate::model::VisionConfig) -> (String, String) {
+    let (n, dh) = (c.grid(), c.head_dim());
+    let inv_freq: Vec<f32> = (0..dh / 4)
+        .map(|i| 1.0 / c.rope_theta.powf((4 * i) as f32 / dh as f32))
+        .collect();
+    let coord = |i: usize| 2.0 * ((i as f32 + 0.5) / n as f32) - 1.0;
+    let tau = (2.0 * std::f64::consts::PI) as f32;
+    let (mut cos, mut sin) = (Vec::new(), Vec::new());
+    for row in 0..n {
+        for col in 0..n {
+            let mut angles = Vec::with_capacity(dh);
+            for axis in [coord(row), coord(col)] {
+                angles.extend(inv_freq.iter().map(|f| tau * axis * f));
+            }
+            let half = angles.clone();
+            angles.extend(half);
+            cos.extend(angles.iter().map(|a| a.cos()));
+            sin.extend(angles.iter().map(|a| a.sin()));
+        }
+    }
+    let dims = [(n * n) as i64, 1, dh as i64];
+    (g.const_float(&dims, &cos), g.const_float(&dims, &sin))
+}
+
+/// `x · cos + rotate_half(x) · sin` on the patch tokens of `x` `[B, T, H, dh]`; the class and
+/// register tokens before them are left as they are.
+fn rope(
+    g: &mut GraphBuilder,
+    x: &str,
+    cos: &str,
+    sin: &str,
+    c: &crate::model::VisionConfig,
+) -> String {
+    let (t, dh) = (c.tokens as i64, c.head_dim() as i64);
+    let prefix = (c.tokens - c.grid().pow(2)) as i64;
+    let slice = |g: &mut GraphBuilder, x: &str, axis: i64, from: i64, to: i64| {
+        let (st, en, ax) = (
+            g.const_i64(&[1], &[from]),
+            g.const_i64(&[1], &[to]),
+            g.const_i64(&[1], &[axis]),
+        );
+        g.op("Slice", &[x, &st, &en, &ax], vec![])
+    };
+    let head = slice(g, x, 1, 0, prefix);
+    let p = slice(g, x, 1, prefix, t);
+    let lo = slice(g, &p, 3, 0, dh / 2);
+    let hi = slice(g, &p, 3, dh / 2, dh);
+    let neg = g.op("Neg", &[&hi], vec![]);
+    let rot = g.op("Concat", &[&neg, &lo], vec![attr_int("axis", 3)]);
+    let a = g.op("Mul", &[&p, cos], vec![]);
+    let b = g.op("Mul", &[&rot, sin], vec![]);
+    let p = g.op("Add", &[&a, &b], vec![]);
+    g.op("Concat", &[&head, &p], vec![attr_int("axis", 1)])
+}
+
 fn activation(g: &mut GraphBuilder, x: &str, act: Activation) -> String {
     match act {
+        Activation::Silu => {
+            let s = g.op("Sigmoid", &[x], vec![]);
+            g.op("Mul", &[x, &s], vec![])
+        }
         Activation::QuickGelu => {
             let k = g.scalar(1.702);
             let kx = g.op("Mul", &[x, &k], vec![]);
@@ -328,39 +491,37 @@ fn activation(g: &mut GraphBuilder, x: &str, act: Activation) -> String {
     }
 }
 
-struct HeadOut {
-    /// CLIP `image_embeds`, or SigLIP's post-LN `last_hidden_state`.
-    embeds: String,
-    projected: Option<String>,
-}
-
-fn head(g: &mut GraphBuilder, x: &str, penult: Option<&str>) -> HeadOut {
+/// The head block's outputs, in the order `block_io` lists them.
+fn head(g: &mut GraphBuilder, x: &str, penult: Option<&str>) -> Vec<String> {
     let c = g.model().config.clone();
+    let norm = names::head_norm(c.kind);
     match c.kind {
-        Kind::Siglip => HeadOut {
-            embeds: g.layer_norm(x, "vision_model.post_layernorm"),
-            projected: None,
-        },
+        // SigLIP: post-LN of every token.
+        Kind::Siglip => vec![g.layer_norm(x, norm)],
+        // DINOv2, DINOv3: the final norm of every token, and its class token as the pooled output.
+        Kind::Dinov2 | Kind::Dinov3 => {
+            let all = g.layer_norm(x, norm);
+            let zero = g.const_i64(&[], &[0]);
+            let cls = g.op("Gather", &[&all, &zero], vec![attr_int("axis", 1)]);
+            vec![all, cls]
+        }
         Kind::Clip => {
             let zero = g.const_i64(&[], &[0]);
             let cls = g.op("Gather", &[x, &zero], vec![attr_int("axis", 1)]);
-            let pooled = g.layer_norm(&cls, "vision_model.post_layernorm");
-            let embeds = g.gemm(&pooled, "visual_projection", false);
-            let projected = match (c.llava, penult) {
-                (true, Some(p)) => {
-                    let (st, en, ax) = (
-                        g.const_i64(&[1], &[1]),
-                        g.const_i64(&[1], &[c.tokens as i64]),
-                        g.const_i64(&[1], &[1]),
-                    );
-                    let patches = g.op("Slice", &[p, &st, &en, &ax], vec![]);
-                    let h1 = g.linear(&patches, "multi_modal_projector.linear_1", true);
-                    let a = activation(g, &h1, Activation::Gelu);
-                    Some(g.linear(&a, "multi_modal_projector.linear_2", true))
-                }
-                _ => None,
-            };
-            HeadOut { embeds, projected }
+            let pooled = g.layer_norm(&cls, norm);
+            let mut out = vec![g.gemm(&pooled, "visual_projection", false)];
+            if let (true, Some(p)) = (c.llava, penult) {
+                let (st, en, ax) = (
+                    g.const_i64(&[1], &[1]),
+                    g.const_i64(&[1], &[c.tokens as i64]),
+                    g.const_i64(&[1], &[1]),
+                );
+                let patches = g.op("Slice", &[p, &st, &en, &ax], vec![]);
+                let h1 = g.linear(&patches, "multi_modal_projector.linear_1", true);
+                let a = activation(g, &h1, Activation::Gelu);
+                out.push(g.linear(&a, "multi_modal_projector.linear_2", true));
+            }
+            out
         }
     }
 }

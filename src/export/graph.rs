@@ -187,6 +187,27 @@ impl<'m> GraphBuilder<'m> {
         self.op_in("", op, inputs, attrs)
     }
 
+    /// Adds a node with `n` outputs (e.g. `Split`) and returns their names.
+    pub fn op_n(
+        &mut self,
+        op: &str,
+        inputs: &[&str],
+        attrs: Vec<AttributeProto>,
+        n: usize,
+    ) -> Vec<String> {
+        let base = self.fresh(&op.to_lowercase());
+        let outputs: Vec<String> = (0..n).map(|i| format!("{base}_{i}")).collect();
+        self.nodes.push(NodeProto {
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: outputs.clone(),
+            name: base,
+            op_type: op.into(),
+            attribute: attrs,
+            domain: String::new(),
+        });
+        outputs
+    }
+
     /// A node of ONNX Runtime's `com.microsoft` contrib domain (in every stock build).
     pub fn op_ms(&mut self, op: &str, inputs: &[&str], attrs: Vec<AttributeProto>) -> String {
         self.uses_ms_domain = true;
@@ -218,19 +239,16 @@ impl<'m> GraphBuilder<'m> {
     }
 
     /// The packed `[D, 3D]` q/k/v weight and `[3D]` bias of `com.microsoft.Attention`, made
-    /// from the three projections as stored (ONNX Runtime folds the Concat and Transpose
-    /// once when the session is built).
-    pub fn packed_qkv(&mut self, attn_prefix: &str) -> (String, String) {
-        let part = |g: &mut Self, proj: &str, what: &str| {
-            g.raw_weight(&format!("{attn_prefix}.{proj}.{what}"))
-        };
-        let ws: Vec<String> = ["q_proj", "k_proj", "v_proj"]
+    /// from the three projections (prefixes of `.weight` / `.bias`, in order q, k, v) as
+    /// stored (ONNX Runtime folds the Concat and Transpose once when the session is built).
+    pub fn packed_qkv(&mut self, qkv: [&str; 3]) -> (String, String) {
+        let ws: Vec<String> = qkv
             .iter()
-            .map(|p| part(self, p, "weight"))
+            .map(|p| self.raw_weight(&format!("{p}.weight")))
             .collect();
-        let bs: Vec<String> = ["q_proj", "k_proj", "v_proj"]
+        let bs: Vec<String> = qkv
             .iter()
-            .map(|p| part(self, p, "bias"))
+            .map(|p| self.raw_weight(&format!("{p}.bias")))
             .collect();
         let w = self.op(
             "Concat",
@@ -353,7 +371,7 @@ impl<'m> GraphBuilder<'m> {
     /// `x · Wᵀ + b` for a 2-D `x`: one `Gemm` on the weight as stored in the file, or a
     /// `DynamicQuantizeMatMul` on int8 weights in int8 mode.
     pub fn gemm(&mut self, x: &str, prefix: &str, bias: bool) -> String {
-        if self.quant.is_some() && prefix.starts_with("vision_model.encoder.layers.") {
+        if self.quant.is_some() && crate::model::names::is_layer_linear(prefix) {
             return self.quantized_linear(x, prefix, bias);
         }
         let key = format!("{prefix}.weight");

@@ -33,6 +33,10 @@ pub const CLIP_STD: [f32; 3] = [0.26862954, 0.26130258, 0.27577711];
 pub const SIGLIP_MEAN: [f32; 3] = [0.5; 3];
 /// SigLIP's per-channel standard deviation (SPEC §2.1).
 pub const SIGLIP_STD: [f32; 3] = [0.5; 3];
+/// ImageNet's per-channel mean, which DINOv2 uses (SPEC §2.1b).
+pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+/// ImageNet's per-channel standard deviation (SPEC §2.1b).
+pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
 
 /// How an image whose aspect ratio differs from the square model input is fitted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -269,26 +269,26 @@ impl RunIdentity {
                 now.family,
                 short(&now.model_id)
             ));
-        } else if self.config != now.config {
-            let (a, b) = (self.config.as_object(), now.config.as_object());
-            let keys: Vec<String> = match (a, b) {
+        } else {
+            // Keys only one side has were added or dropped by another version of this program
+            // (it cannot change the rows of the same weights); values both sides have must match.
+            let keys: Vec<String> = match (self.config.as_object(), now.config.as_object()) {
                 (Some(a), Some(b)) => a
-                    .keys()
-                    .chain(b.keys().filter(|k| !a.contains_key(*k)))
-                    .filter(|k| a.get(*k) != b.get(*k))
-                    .map(|k| {
-                        let show = |v: Option<&serde_json::Value>| {
-                            v.map_or("(none)".to_string(), |v| v.to_string())
-                        };
-                        format!("{k} {} -> {}", show(a.get(k)), show(b.get(k)))
+                    .iter()
+                    .filter_map(|(k, v)| {
+                        let w = b.get(k)?;
+                        (v != w).then(|| format!("{k} {v} -> {w}"))
                     })
                     .collect(),
-                _ => vec!["(not comparable)".into()],
+                _ if self.config != now.config => vec!["(not comparable)".into()],
+                _ => Vec::new(),
             };
-            d.push(format!(
-                "model configuration (same weights): {}",
-                keys.join(", ")
-            ));
+            if !keys.is_empty() {
+                d.push(format!(
+                    "model configuration (same weights): {}",
+                    keys.join(", ")
+                ));
+            }
         }
         if self.crop != now.crop {
             d.push(format!("crop: {} before, {} now", self.crop, now.crop));

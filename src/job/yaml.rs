@@ -97,7 +97,8 @@ pub struct JobSpec {
     pub crop: String,
     #[serde(default = "default_batch")]
     pub batch_size: usize,
-    /// Outputs to write (default: all the model has).
+    /// Outputs to write (default: all the model has but `all_hidden_states`, written only
+    /// when named).
     #[serde(default)]
     pub outputs: Vec<String>,
     /// `safetensors` (default) or `npy` (a folder of `.npy` files).

@@ -1,6 +1,6 @@
 //! The vision tower's hyper-parameters: from a config file beside the weights when there is
-//! one that fits (ours; see `detect`), else from the family table of SPEC §2.1, detected by
-//! which keys exist.
+//! one that fits (ours; see `detect`), else from the family tables of SPEC §2.1 and §2.1b,
+//! detected by which keys exist.
 
 use std::path::Path;
 
@@ -14,6 +14,36 @@ use crate::{Error, Result};
 pub enum Kind {
     Clip,
     Siglip,
+    /// DINOv2 in its original key layout (SPEC §2.1b).
+    Dinov2,
+    /// DINOv3 ViT (SPEC §2.1b): register tokens, RoPE on the patch tokens, no position table.
+    Dinov3,
+}
+
+impl Kind {
+    /// The token table starts with a class token (CLIP's `class_embedding`, DINOv2's `cls_token`).
+    pub fn has_class_token(self) -> bool {
+        matches!(self, Kind::Clip | Kind::Dinov2 | Kind::Dinov3)
+    }
+
+    /// DINOv2 and DINOv3: layer scales, the final norm over every token, the class token pooled.
+    pub fn is_dino(self) -> bool {
+        matches!(self, Kind::Dinov2 | Kind::Dinov3)
+    }
+}
+
+/// The layers' feed-forward block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mlp {
+    /// `fc2(act(fc1(x)))`.
+    Standard,
+    /// DINOv2's SwiGLU: `weights_out(silu(a) ⊙ b)`, with `a, b` the two halves of
+    /// `weights_in(x)` (each `intermediate_size` wide).
+    #[serde(rename = "swiglu")]
+    SwiGlu,
+    /// DINOv3's gated MLP: `down_proj(act(gate_proj(x)) ⊙ up_proj(x))`, separate tensors.
+    Gated,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -22,6 +52,7 @@ pub enum Activation {
     QuickGelu,
     Gelu,
     GeluTanh,
+    Silu,
 }
 
 impl Activation {
@@ -30,8 +61,9 @@ impl Activation {
             "quick_gelu" => Ok(Activation::QuickGelu),
             "gelu" => Ok(Activation::Gelu),
             "gelu_pytorch_tanh" | "gelu_tanh" | "gelu_new" => Ok(Activation::GeluTanh),
+            "silu" | "swish" => Ok(Activation::Silu),
             other => Err(Error::model(format!(
-                "hidden_act {other:?} is not supported (valid: quick_gelu, gelu, gelu_pytorch_tanh)"
+                "hidden_act {other:?} is not supported (valid: quick_gelu, gelu, gelu_pytorch_tanh, silu)"
             ))),
         }
     }
@@ -45,14 +77,20 @@ pub struct VisionConfig {
     pub hidden_size: usize,
     pub num_layers: usize,
     pub num_heads: usize,
+    /// Width of the MLP's hidden layer (for SwiGLU: of each half).
     pub intermediate_size: usize,
     pub activation: Activation,
+    pub mlp: Mlp,
     pub patch_size: usize,
     pub image_size: usize,
-    /// Positions in the table: patches, plus the class token for CLIP.
+    /// Tokens: ⌊S/P⌋² patches, plus the class token (CLIP, DINOv2, DINOv3) and registers.
     pub tokens: usize,
     /// CLIP `visual_projection` width.
     pub projection_dim: Option<usize>,
+    /// DINOv3's register tokens, after the class token.
+    pub registers: usize,
+    /// DINOv3's RoPE base; 0 for the families with a position table.
+    pub rope_theta: f32,
     pub layer_norm_eps: f32,
     /// The file carries LLaVA's `multi_modal_projector`.
     pub llava: bool,
@@ -68,7 +106,15 @@ impl VisionConfig {
         match self.kind {
             Kind::Clip => (crate::image::CLIP_MEAN, crate::image::CLIP_STD),
             Kind::Siglip => (crate::image::SIGLIP_MEAN, crate::image::SIGLIP_STD),
+            Kind::Dinov2 | Kind::Dinov3 => {
+                (crate::image::IMAGENET_MEAN, crate::image::IMAGENET_STD)
+            }
         }
+    }
+
+    /// Patches per side: the stride-P convolution drops a remainder of S (SPEC §2.1).
+    pub fn grid(&self) -> usize {
+        self.image_size / self.patch_size
     }
 
     fn validate(&self) -> Result<()> {
@@ -95,10 +141,25 @@ impl VisionConfig {
                 self.hidden_size, self.num_heads
             )));
         }
-        if self.image_size % self.patch_size != 0 {
+        // S need not be a multiple of P (so400m/14-384: 27 patches, 6 pixels dropped).
+        if self.image_size < self.patch_size {
             return Err(Error::model(format!(
-                "image_size {} is not a multiple of patch_size {}",
+                "image_size {} is smaller than patch_size {}: no patch fits",
                 self.image_size, self.patch_size
+            )));
+        }
+        if self.registers > 64 {
+            return Err(Error::model(format!(
+                "num_register_tokens = {} is out of range (0..=64)",
+                self.registers
+            )));
+        }
+        let rope_ok = self.rope_theta.is_finite() && self.rope_theta > 1.0;
+        if self.kind == Kind::Dinov3 && (self.head_dim() % 4 != 0 || !rope_ok) {
+            return Err(Error::model(format!(
+                "DINOv3 RoPE needs a head size divisible by 4 and rope_theta > 1 (head size {}, rope_theta {})",
+                self.head_dim(),
+                self.rope_theta
             )));
         }
         if self.num_layers < 2 {
@@ -170,7 +231,7 @@ pub fn detect(weights: &Path, keys: &Keys) -> Result<VisionConfig> {
 /// Validates ranges, then sets the token count (which divides by the patch size).
 fn finish(cfg: &mut VisionConfig) -> Result<()> {
     cfg.validate()?;
-    cfg.tokens = (cfg.image_size / cfg.patch_size).pow(2) + usize::from(cfg.kind == Kind::Clip);
+    cfg.tokens = cfg.grid().pow(2) + usize::from(cfg.kind.has_class_token()) + cfg.registers;
     Ok(())
 }
 
@@ -267,10 +328,13 @@ fn from_table(keys: &Keys, llava: bool) -> Result<VisionConfig> {
         num_heads: 16,
         intermediate_size: i,
         activation: Activation::Gelu,
+        mlp: Mlp::Standard,
         patch_size: 14,
         image_size: image,
         tokens: 0,
         projection_dim: Some(proj),
+        registers: 0,
+        rope_theta: 0.0,
         layer_norm_eps: 1e-5,
         llava,
         source: "key table".into(),
@@ -298,10 +362,13 @@ fn from_table(keys: &Keys, llava: bool) -> Result<VisionConfig> {
                 num_heads: 16,
                 intermediate_size: 4304,
                 activation: Activation::GeluTanh,
+                mlp: Mlp::Standard,
                 patch_size: patch,
                 image_size: image,
                 tokens: 0,
                 projection_dim: None,
+                registers: 0,
+                rope_theta: 0.0,
                 layer_norm_eps: 1e-5,
                 llava: false,
                 source: "key table".into(),
@@ -315,12 +382,82 @@ fn from_table(keys: &Keys, llava: bool) -> Result<VisionConfig> {
             c.activation = Activation::QuickGelu;
             c
         }
+    } else if keys.contains("encoder.layer.39.layer_scale2.lambda1") {
+        dinov2("DINOv2 giant/14", 1536, 40, 24, 4096, Mlp::SwiGlu)
+    } else if keys.contains("encoder.layer.23.layer_scale2.lambda1") {
+        dinov2("DINOv2 large/14", 1024, 24, 16, 4096, Mlp::Standard)
+    } else if keys.contains("layer.0.mlp.gate_proj.weight")
+        && keys.contains("layer.31.norm1.weight")
+    {
+        // ComfyUI's DINOV3_VITH_CONFIG: SwiGLU-gated, 1024 px.
+        dinov3("DINOv3 ViT-H+/16", 1280, 32, 20, 5120, Mlp::Gated, 1024)
+    } else if keys.contains("layer.23.attention.o_proj.bias") {
+        // ComfyUI's dino3_large.json: plain GELU MLP, 224 px.
+        dinov3("DINOv3 large/16", 1024, 24, 16, 4096, Mlp::Standard, 224)
     } else {
         return Err(Error::model(
-            "no known CLIP Vision family matches this file: looked for vision_model.encoder.layers.{47,30,22}.layer_norm1.weight (or the open_clip visual.transformer.resblocks.* layout); for other sizes put a Hugging Face config.json beside the weights",
+            "no known CLIP Vision family matches this file: looked for vision_model.encoder.layers.{47,30,22}.layer_norm1.weight (or the open_clip visual.transformer.resblocks.* layout) DINOv2's encoder.layer.{39,23}.layer_scale2.lambda1 and DINOv3's layer.0.mlp.gate_proj.weight + layer.31.norm1.weight or layer.23.attention.o_proj.bias; for other sizes put a Hugging Face config.json beside the weights",
         ));
     };
     Ok(cfg)
+}
+
+/// A DINOv3 row of SPEC §2.1b: patch 16, 4 registers, RoPE base 100, eps 1e-5.
+fn dinov3(
+    family: &str,
+    d: usize,
+    layers: usize,
+    heads: usize,
+    i: usize,
+    mlp: Mlp,
+    image: usize,
+) -> VisionConfig {
+    VisionConfig {
+        family: family.into(),
+        kind: Kind::Dinov3,
+        hidden_size: d,
+        num_layers: layers,
+        num_heads: heads,
+        intermediate_size: i,
+        activation: if mlp == Mlp::Gated {
+            Activation::Silu
+        } else {
+            Activation::Gelu
+        },
+        mlp,
+        patch_size: 16,
+        image_size: image,
+        tokens: 0,
+        projection_dim: None,
+        registers: 4,
+        rope_theta: 100.0,
+        layer_norm_eps: 1e-5,
+        llava: false,
+        source: "key table".into(),
+    }
+}
+
+/// A DINOv2 row of SPEC §2.1b: 518 px, patch 14, eps 1e-6, exact gelu in the plain MLP.
+fn dinov2(family: &str, d: usize, layers: usize, heads: usize, i: usize, mlp: Mlp) -> VisionConfig {
+    VisionConfig {
+        family: family.into(),
+        kind: Kind::Dinov2,
+        hidden_size: d,
+        num_layers: layers,
+        num_heads: heads,
+        intermediate_size: i,
+        activation: Activation::Gelu,
+        mlp,
+        patch_size: 14,
+        image_size: 518,
+        tokens: 0,
+        projection_dim: None,
+        registers: 0,
+        rope_theta: 0.0,
+        layer_norm_eps: 1e-6,
+        llava: false,
+        source: "key table".into(),
+    }
 }
 
 fn from_config_json(path: &Path, keys: &Keys, llava: bool) -> Result<VisionConfig> {
@@ -348,27 +485,21 @@ fn from_config_json(path: &Path, keys: &Keys, llava: bool) -> Result<VisionConfi
     let kind = match model_type {
         "clip_vision_model" | "clip" | "llava" => Kind::Clip,
         "siglip_vision_model" | "siglip" => Kind::Siglip,
+        "dinov2" => return dinov2_config(vision, &bad),
+        "dinov3_vit" | "dinov3" => return dinov3_config(vision, &bad),
         "" if keys.contains("vision_model.embeddings.class_embedding") => Kind::Clip,
         "" => Kind::Siglip,
         other => {
             return Err(bad(format!(
-                "model_type {other:?} is not a vision tower (valid: clip_vision_model, siglip_vision_model, clip, siglip)"
+                "model_type {other:?} is not a vision tower (valid: clip_vision_model, siglip_vision_model, clip, siglip, dinov2, dinov3_vit)"
             )))
         }
     };
-    let int = |name: &str, default: usize| -> Result<usize> {
-        match vision.get(name) {
-            None | Some(serde_json::Value::Null) => Ok(default),
-            Some(v) => v
-                .as_u64()
-                .and_then(|v| usize::try_from(v).ok())
-                .ok_or_else(|| bad(format!("{name} must be a positive integer, got {v}"))),
-        }
-    };
+    let int = |name: &str, default: usize| json_int(vision, name, default, &bad);
     // Defaults are those of transformers' CLIPVisionConfig / SiglipVisionConfig.
     let (act_default, patch_default, proj_default, eps_default) = match kind {
         Kind::Clip => ("quick_gelu", 32, Some(512), 1e-5),
-        Kind::Siglip => ("gelu_pytorch_tanh", 16, None, 1e-5),
+        Kind::Siglip | Kind::Dinov2 | Kind::Dinov3 => ("gelu_pytorch_tanh", 16, None, 1e-5),
     };
     let act = match vision.get("hidden_act") {
         None => act_default,
@@ -384,7 +515,7 @@ fn from_config_json(path: &Path, keys: &Keys, llava: bool) -> Result<VisionConfi
             as f32,
     };
     let projection_dim = match kind {
-        Kind::Siglip => None,
+        Kind::Siglip | Kind::Dinov2 | Kind::Dinov3 => None,
         Kind::Clip => {
             let from = |o: &serde_json::Map<String, serde_json::Value>| {
                 o.get("projection_dim").and_then(|v| v.as_u64())
@@ -406,6 +537,8 @@ fn from_config_json(path: &Path, keys: &Keys, llava: bool) -> Result<VisionConfi
                 Kind::Clip if llava => "LLaVA CLIP",
                 Kind::Clip => "CLIP",
                 Kind::Siglip => "SigLIP",
+                Kind::Dinov2 => "DINOv2",
+                Kind::Dinov3 => "DINOv3",
             }
         ),
         kind,
@@ -414,12 +547,242 @@ fn from_config_json(path: &Path, keys: &Keys, llava: bool) -> Result<VisionConfi
         num_heads: int("num_attention_heads", 12)?,
         intermediate_size: int("intermediate_size", 3072)?,
         activation: Activation::parse(act).map_err(|e| e.context(path.display()))?,
+        mlp: Mlp::Standard,
         patch_size: int("patch_size", patch_default)?,
         image_size: int("image_size", 224)?,
         tokens: 0,
         projection_dim,
+        registers: 0,
+        rope_theta: 0.0,
         layer_norm_eps: eps,
         llava: llava && kind == Kind::Clip,
         source: "config.json".into(),
     })
+}
+
+type Json = serde_json::Map<String, serde_json::Value>;
+
+fn json_int(o: &Json, name: &str, default: usize, bad: &dyn Fn(String) -> Error) -> Result<usize> {
+    match o.get(name) {
+        None | Some(serde_json::Value::Null) => Ok(default),
+        Some(v) => v
+            .as_u64()
+            .and_then(|v| usize::try_from(v).ok())
+            .ok_or_else(|| bad(format!("{name} must be a positive integer, got {v}"))),
+    }
+}
+
+/// A Hugging Face `Dinov2Config` (defaults as in transformers). The MLP width comes from
+/// `mlp_ratio` as `Dinov2MLP` / `Dinov2SwiGLUFFN` compute it.
+fn dinov2_config(o: &Json, bad: &dyn Fn(String) -> Error) -> Result<VisionConfig> {
+    let int = |name: &str, default: usize| json_int(o, name, default, bad);
+    let flag = |name: &str, default: bool| match o.get(name) {
+        None | Some(serde_json::Value::Null) => Ok(default),
+        Some(v) => v
+            .as_bool()
+            .ok_or_else(|| bad(format!("{name} must be true or false, got {v}"))),
+    };
+    let number = |name: &str, default: f64| match o.get(name) {
+        None | Some(serde_json::Value::Null) => Ok(default),
+        Some(v) => v
+            .as_f64()
+            .filter(|x| x.is_finite())
+            .ok_or_else(|| bad(format!("{name} must be a number, got {v}"))),
+    };
+    if !flag("qkv_bias", true)? {
+        return Err(bad(
+            "qkv_bias = false is not supported (DINOv2 files carry query/key/value biases)".into(),
+        ));
+    }
+    let hidden = int("hidden_size", 768)?;
+    let ratio = number("mlp_ratio", 4.0)?;
+    if !(ratio > 0.0 && ratio <= 64.0) {
+        return Err(bad(format!("mlp_ratio = {ratio} is out of range (0, 64]")));
+    }
+    let plain = (hidden as f64 * ratio) as usize;
+    let swiglu = flag("use_swiglu_ffn", false)?;
+    let (mlp, intermediate) = if swiglu {
+        // Two thirds of the plain width, rounded up to a multiple of 8.
+        (
+            Mlp::SwiGlu,
+            ((plain as f64 * 2.0 / 3.0) as usize).div_ceil(8) * 8,
+        )
+    } else {
+        (Mlp::Standard, plain)
+    };
+    let act = match o.get("hidden_act") {
+        None => "gelu",
+        Some(v) => v
+            .as_str()
+            .ok_or_else(|| bad(format!("hidden_act must be a string, got {v}")))?,
+    };
+    Ok(VisionConfig {
+        family: "DINOv2 (config.json)".into(),
+        kind: Kind::Dinov2,
+        hidden_size: hidden,
+        num_layers: int("num_hidden_layers", 12)?,
+        num_heads: int("num_attention_heads", 12)?,
+        intermediate_size: intermediate,
+        activation: Activation::parse(act).map_err(|e| bad(e.to_string()))?,
+        mlp,
+        patch_size: int("patch_size", 14)?,
+        image_size: int("image_size", 224)?,
+        tokens: 0,
+        projection_dim: None,
+        registers: 0,
+        rope_theta: 0.0,
+        layer_norm_eps: number("layer_norm_eps", 1e-6)? as f32,
+        llava: false,
+        source: "config.json".into(),
+    })
+}
+
+/// A Hugging Face `DINOv3ViTConfig` (defaults as in transformers). Only the bias layout of the
+/// released checkpoints (no key bias, every other linear biased) is supported.
+fn dinov3_config(o: &Json, bad: &dyn Fn(String) -> Error) -> Result<VisionConfig> {
+    let int = |name: &str, default: usize| json_int(o, name, default, bad);
+    let flag = |name: &str, default: bool| match o.get(name) {
+        None | Some(serde_json::Value::Null) => Ok(default),
+        Some(v) => v
+            .as_bool()
+            .ok_or_else(|| bad(format!("{name} must be true or false, got {v}"))),
+    };
+    for (name, want) in [
+        ("query_bias", true),
+        ("key_bias", false),
+        ("value_bias", true),
+        ("proj_bias", true),
+        ("mlp_bias", true),
+    ] {
+        if flag(name, want)? != want {
+            return Err(bad(format!(
+                "{name} = {} is not supported (DINOv3 files have {name} = {want})",
+                !want
+            )));
+        }
+    }
+    let number = |name: &str, default: f64| match o.get(name) {
+        None | Some(serde_json::Value::Null) => Ok(default),
+        Some(v) => v
+            .as_f64()
+            .filter(|x| x.is_finite())
+            .ok_or_else(|| bad(format!("{name} must be a number, got {v}"))),
+    };
+    let gated = flag("use_gated_mlp", false)?;
+    let act = match o.get("hidden_act") {
+        None => "gelu",
+        Some(v) => v
+            .as_str()
+            .ok_or_else(|| bad(format!("hidden_act must be a string, got {v}")))?,
+    };
+    Ok(VisionConfig {
+        family: "DINOv3 (config.json)".into(),
+        kind: Kind::Dinov3,
+        hidden_size: int("hidden_size", 384)?,
+        num_layers: int("num_hidden_layers", 12)?,
+        num_heads: int("num_attention_heads", 6)?,
+        intermediate_size: int("intermediate_size", 1536)?,
+        activation: Activation::parse(act).map_err(|e| bad(e.to_string()))?,
+        mlp: if gated { Mlp::Gated } else { Mlp::Standard },
+        patch_size: int("patch_size", 16)?,
+        image_size: int("image_size", 224)?,
+        tokens: 0,
+        projection_dim: None,
+        registers: int("num_register_tokens", 0)?,
+        rope_theta: number("rope_theta", 100.0)? as f32,
+        layer_norm_eps: number("layer_norm_eps", 1e-5)? as f32,
+        llava: false,
+        source: "config.json".into(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dino(json: serde_json::Value) -> Result<VisionConfig> {
+        let o = json.as_object().unwrap().clone();
+        dinov2_config(&o, &|m| Error::model(m))
+    }
+
+    #[test]
+    fn dinov2_config_json_sizes_follow_transformers() {
+        // facebook/dinov2-giant: SwiGLU with 2/3 of 4·1536, rounded up to a multiple of 8.
+        let g = dino(
+            serde_json::json!({"model_type": "dinov2", "hidden_size": 1536,
+            "num_hidden_layers": 40, "num_attention_heads": 24, "mlp_ratio": 4,
+            "use_swiglu_ffn": true, "image_size": 518}),
+        )
+        .unwrap();
+        assert_eq!((g.mlp, g.intermediate_size), (Mlp::SwiGlu, 4096));
+        assert_eq!((g.patch_size, g.layer_norm_eps), (14, 1e-6));
+        // Defaults of Dinov2Config (base size), plain MLP.
+        let b = dino(serde_json::json!({"model_type": "dinov2"})).unwrap();
+        assert_eq!((b.hidden_size, b.num_layers, b.num_heads), (768, 12, 12));
+        assert_eq!(
+            (b.mlp, b.intermediate_size, b.image_size),
+            (Mlp::Standard, 3072, 224)
+        );
+        assert_eq!(b.activation, Activation::Gelu);
+        assert_eq!(b.kind, Kind::Dinov2);
+        // A fractional ratio truncates as Python's int() does.
+        let f = dino(serde_json::json!({"hidden_size": 100, "mlp_ratio": 2.5})).unwrap();
+        assert_eq!(f.intermediate_size, 250);
+    }
+
+    #[test]
+    fn dinov2_config_json_errors_name_the_field() {
+        let e = dino(serde_json::json!({"qkv_bias": false})).unwrap_err();
+        assert!(e.message().contains("qkv_bias"), "{e}");
+        let e = dino(serde_json::json!({"mlp_ratio": "four"})).unwrap_err();
+        assert!(e.message().contains("mlp_ratio"), "{e}");
+        let e = dino(serde_json::json!({"mlp_ratio": -1})).unwrap_err();
+        assert!(e.message().contains("mlp_ratio"), "{e}");
+        let e = dino(serde_json::json!({"use_swiglu_ffn": "yes"})).unwrap_err();
+        assert!(e.message().contains("use_swiglu_ffn"), "{e}");
+        let e = dino(serde_json::json!({"hidden_act": "relu6"})).unwrap_err();
+        assert!(e.message().contains("relu6"), "{e}");
+    }
+
+    #[test]
+    fn dinov3_config_json_defaults_and_bias_layout() {
+        let o = |v: serde_json::Value| v.as_object().unwrap().clone();
+        let bad = |m: String| Error::model(m);
+        let c = dinov3_config(&o(serde_json::json!({"model_type": "dinov3_vit"})), &bad).unwrap();
+        assert_eq!((c.hidden_size, c.num_layers, c.num_heads), (384, 12, 6));
+        assert_eq!(
+            (c.intermediate_size, c.registers, c.patch_size),
+            (1536, 0, 16)
+        );
+        assert_eq!(
+            (c.mlp, c.activation, c.rope_theta),
+            (Mlp::Standard, Activation::Gelu, 100.0)
+        );
+        let g = dinov3_config(
+            &o(serde_json::json!({"use_gated_mlp": true, "hidden_act": "silu", "num_register_tokens": 4})),
+            &bad,
+        )
+        .unwrap();
+        assert_eq!(
+            (g.mlp, g.activation, g.registers),
+            (Mlp::Gated, Activation::Silu, 4)
+        );
+        let e = dinov3_config(&o(serde_json::json!({"key_bias": true})), &bad).unwrap_err();
+        assert!(e.message().contains("key_bias"), "{e}");
+        let mut c = dinov3("t", 64, 2, 4, 128, Mlp::Standard, 32);
+        c.num_heads = 32; // head size 2: RoPE needs a multiple of 4
+        assert!(c.validate().unwrap_err().message().contains("RoPE"));
+    }
+
+    #[test]
+    fn tokens_drop_the_remainder_and_a_patch_must_fit() {
+        let mut c = dinov2("t", 64, 2, 4, 128, Mlp::Standard);
+        c.image_size = 384;
+        c.patch_size = 14;
+        c.validate().unwrap();
+        assert_eq!(c.grid(), 27);
+        c.image_size = 10;
+        let e = c.validate().unwrap_err();
+        assert!(e.message().contains("smaller than patch_size"), "{e}");
+    }
 }

@@ -3,14 +3,17 @@
 
 pub mod config;
 pub mod keys;
+pub mod names;
+pub mod outputs;
 pub mod safetensors;
 
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-pub use config::{Activation, Kind, VisionConfig};
+pub use config::{Activation, Kind, Mlp, VisionConfig};
 pub use keys::{KeyLayout, Keys, Layout, WeightRef};
+pub use outputs::Output;
 pub use safetensors::{DType, SafeTensors, TensorInfo};
 
 use crate::{Error, Result};
@@ -89,55 +92,67 @@ impl Model {
     /// Checks every tensor the family needs (presence, shape, float dtype) and groups them into blocks.
     fn check_and_list_blocks(&mut self) -> Result<Vec<Block>> {
         let c = &self.config;
-        let (d, i_sz, p) = (c.hidden_size, c.intermediate_size, c.patch_size);
-        let clip = c.kind == config::Kind::Clip;
+        let (d, i_sz, p, t) = (c.hidden_size, c.intermediate_size, c.patch_size, c.tokens);
+        // DINOv2 and DINOv3 keep a leading batch axis on their tables.
+        let dino = c.kind.is_dino();
         let mut blocks = Vec::new();
 
-        let mut embed: Vec<(String, Vec<usize>)> = vec![
-            (
-                "vision_model.embeddings.patch_embedding.weight".into(),
-                vec![d, 3, p, p],
-            ),
-            (
-                "vision_model.embeddings.position_embedding.weight".into(),
-                vec![c.tokens, d],
-            ),
-        ];
-        if clip {
-            embed.push(("vision_model.embeddings.class_embedding".into(), vec![d]));
-            embed.push(("vision_model.pre_layrnorm.weight".into(), vec![d]));
-            embed.push(("vision_model.pre_layrnorm.bias".into(), vec![d]));
-        } else {
-            embed.push((
-                "vision_model.embeddings.patch_embedding.bias".into(),
-                vec![d],
-            ));
+        let e = names::embed(c.kind);
+        let mut embed: Vec<(String, Vec<usize>)> = vec![(e.patch_weight.into(), vec![d, 3, p, p])];
+        if let Some(pos) = e.positions {
+            embed.push((pos.into(), if dino { vec![1, t, d] } else { vec![t, d] }));
+        }
+        if let Some(r) = e.registers.filter(|_| c.registers > 0) {
+            embed.push((r.into(), vec![1, c.registers, d]));
+        }
+        if let Some(b) = e.patch_bias {
+            embed.push((b.into(), vec![d]));
+        }
+        if let Some(cls) = e.class_token {
+            embed.push((cls.into(), if dino { vec![1, 1, d] } else { vec![d] }));
+        }
+        if let Some(n) = e.pre_norm {
+            embed.push((format!("{n}.weight"), vec![d]));
+            embed.push((format!("{n}.bias"), vec![d]));
         }
         blocks.push(("embed".to_string(), embed));
 
+        // SwiGLU's `weights_in` holds both halves.
+        let mlp_rows = match c.mlp {
+            config::Mlp::Standard | config::Mlp::Gated => i_sz,
+            config::Mlp::SwiGlu => 2 * i_sz,
+        };
         for l in 0..c.num_layers {
-            let pre = format!("vision_model.encoder.layers.{l}.");
+            let n = names::layer(c.kind, c.mlp, l);
             let mut w = Vec::new();
-            for ln in ["layer_norm1", "layer_norm2"] {
-                w.push((format!("{pre}{ln}.weight"), vec![d]));
-                w.push((format!("{pre}{ln}.bias"), vec![d]));
+            for ln in [&n.norm1, &n.norm2] {
+                w.push((format!("{ln}.weight"), vec![d]));
+                w.push((format!("{ln}.bias"), vec![d]));
             }
-            for proj in ["q_proj", "k_proj", "v_proj", "out_proj"] {
-                w.push((format!("{pre}self_attn.{proj}.weight"), vec![d, d]));
-                w.push((format!("{pre}self_attn.{proj}.bias"), vec![d]));
+            for proj in [&n.query, &n.key, &n.value, &n.out] {
+                w.push((format!("{proj}.weight"), vec![d, d]));
+                if proj != &n.key || n.key_bias {
+                    w.push((format!("{proj}.bias"), vec![d]));
+                }
             }
-            w.push((format!("{pre}mlp.fc1.weight"), vec![i_sz, d]));
-            w.push((format!("{pre}mlp.fc1.bias"), vec![i_sz]));
-            w.push((format!("{pre}mlp.fc2.weight"), vec![d, i_sz]));
-            w.push((format!("{pre}mlp.fc2.bias"), vec![d]));
+            for m in std::iter::once(&n.mlp_in).chain(&n.mlp_gate) {
+                w.push((format!("{m}.weight"), vec![mlp_rows, d]));
+                w.push((format!("{m}.bias"), vec![mlp_rows]));
+            }
+            w.push((format!("{}.weight", n.mlp_out), vec![d, i_sz]));
+            w.push((format!("{}.bias", n.mlp_out), vec![d]));
+            for s in [&n.scale1, &n.scale2].into_iter().flatten() {
+                w.push((s.clone(), vec![d]));
+            }
             blocks.push((layer_name(l, c.num_layers), w));
         }
 
+        let norm = names::head_norm(c.kind);
         let mut head = vec![
-            ("vision_model.post_layernorm.weight".to_string(), vec![d]),
-            ("vision_model.post_layernorm.bias".to_string(), vec![d]),
+            (format!("{norm}.weight"), vec![d]),
+            (format!("{norm}.bias"), vec![d]),
         ];
-        if clip {
+        if c.kind == config::Kind::Clip {
             let proj = c.projection_dim.unwrap_or(0);
             head.push(("visual_projection.weight".into(), vec![proj, d]));
         }
@@ -257,16 +272,61 @@ impl Model {
         Ok(())
     }
 
-    /// Outputs this model produces, in SPEC §3 order.
+    /// Every output this model can produce, in SPEC §3 order (`all_hidden_states` included:
+    /// every family has it, on request).
+    pub fn available_outputs(&self) -> Vec<Output> {
+        Output::ALL
+            .into_iter()
+            .filter(|&o| o != Output::MmProjected || self.config.llava)
+            .collect()
+    }
+
+    /// The outputs produced when none are named: all but the on-request ones.
+    pub fn default_outputs(&self) -> Vec<Output> {
+        self.available_outputs()
+            .into_iter()
+            .filter(|o| !o.on_request_only())
+            .collect()
+    }
+
+    /// Names of the default outputs, in SPEC §3 order.
     pub fn output_names(&self) -> Vec<&'static str> {
-        let mut v = vec![
-            "last_hidden_state",
-            "image_embeds",
-            "penultimate_hidden_states",
-        ];
-        if self.config.llava {
-            v.push("mm_projected");
+        self.default_outputs().iter().map(|o| o.name()).collect()
+    }
+
+    /// Names of the outputs produced only when asked for.
+    pub fn on_request_output_names(&self) -> Vec<&'static str> {
+        self.available_outputs()
+            .iter()
+            .filter(|o| o.on_request_only())
+            .map(|o| o.name())
+            .collect()
+    }
+
+    /// The requested output names checked against what this model produces (duplicates
+    /// dropped, SPEC order); empty means the default set.
+    pub fn resolve_outputs(&self, requested: &[String]) -> Result<Vec<Output>> {
+        let available = self.available_outputs();
+        if requested.is_empty() {
+            return Ok(self.default_outputs());
         }
-        v
+        let mut out = Vec::new();
+        for r in requested {
+            let r = r.trim();
+            let o = Output::from_name(r)
+                .filter(|o| available.contains(o))
+                .ok_or_else(|| {
+                    let valid: Vec<&str> = available.iter().map(|o| o.name()).collect();
+                    Error::invalid(format!(
+                        "unknown output {r:?} for this model (valid: {})",
+                        valid.join(", ")
+                    ))
+                })?;
+            if !out.contains(&o) {
+                out.push(o);
+            }
+        }
+        out.sort();
+        Ok(out)
     }
 }

@@ -13,25 +13,14 @@ use std::sync::mpsc;
 use ndarray::{ArrayD, ArrayView4, Axis};
 use ort::value::{DynValue, Tensor};
 
-use super::pipeline::{
-    resolve_outputs, Outputs, Pipeline, IMAGE_EMBEDS, LAST_HIDDEN, MM_PROJECTED, PENULTIMATE,
-};
-use crate::model::Kind;
+use super::pipeline::{Outputs, Pipeline};
+use super::route::{assemble, Pass, Route};
 use crate::{Error, Result};
 
 /// One micro-batch in flight.
 struct Flight {
     pixels: Option<ndarray::Array4<f32>>,
-    h: Option<DynValue>,
-    penult: Option<DynValue>,
-    head_out: Vec<DynValue>,
-}
-
-struct Needs {
-    layers: usize,
-    run_layers: usize,
-    need_head: bool,
-    need_penult: bool,
+    pass: Pass<DynValue>,
 }
 
 /// Contiguous runs of the blocks to run, split where the exec device changes (and after
@@ -55,36 +44,27 @@ fn segments(p: &Pipeline, active: &[usize], max_blocks: Option<usize>) -> Vec<Ve
     out
 }
 
-fn step(p: &Pipeline, n: &Needs, stage: usize, f: &mut Flight) -> Result<()> {
+fn step(p: &Pipeline, route: &Route, stage: usize, f: &mut Flight) -> Result<()> {
     let head = p.stage_count() - 1;
+    let missing = || Error::runtime("micro-batch state missing");
     if stage == 0 {
         let px = f
             .pixels
             .take()
             .ok_or_else(|| Error::runtime("micro-batch pixels missing"))?;
         let input: DynValue = Tensor::from_array(px)?.into_dyn();
-        f.h = Some(p.run_stage(0, vec![&input])?.remove(0));
-    } else if stage == head && n.need_head {
-        let h =
-            f.h.as_ref()
-                .ok_or_else(|| Error::runtime("state missing"))?;
-        let mut args = vec![h];
-        if p.stage_input_count(head) > 1 {
-            args.push(
-                f.penult
-                    .as_ref()
-                    .ok_or_else(|| Error::runtime("penultimate state missing"))?,
-            );
+        let e = p.run_stage(0, vec![&input])?.into_iter().next();
+        f.pass.set_embed(e.ok_or_else(missing)?);
+    } else if stage == head && route.run_head {
+        let mut args = vec![f.pass.current().ok_or_else(missing)?];
+        if route.head_takes_penult {
+            args.push(f.pass.penultimate().ok_or_else(missing)?);
         }
-        f.head_out = p.run_stage(head, args)?;
+        f.pass.head = p.run_stage(head, args)?;
     } else {
-        let l = stage - 1;
-        let h = f.h.take().ok_or_else(|| Error::runtime("state missing"))?;
-        let next = p.run_stage(stage, vec![&h])?.remove(0);
-        f.h = Some(next);
-        if l == n.layers - 1 && n.need_penult {
-            f.penult = Some(h);
-        }
+        let h = f.pass.current().ok_or_else(missing)?;
+        let next = p.run_stage(stage, vec![h])?.into_iter().next();
+        f.pass.push_layer(next.ok_or_else(missing)?);
     }
     Ok(())
 }
@@ -100,27 +80,8 @@ pub fn encode(
 ) -> Result<Outputs> {
     let model = p.model();
     model.check_pixels(pixels.shape())?;
-    let wanted = resolve_outputs(model, outputs)?;
-    let c = &model.config;
-    let wants = |o: &str| wanted.iter().any(|w| w == o);
-    let siglip = c.kind == Kind::Siglip;
-    let need_head = wants(IMAGE_EMBEDS) || wants(MM_PROJECTED) || (siglip && wants(LAST_HIDDEN));
-    let head = p.stage_count() - 1;
-    let head_takes_penult = p.stage_input_count(head) > 1;
-    let needs = Needs {
-        layers: c.num_layers,
-        run_layers: if need_head || wants(LAST_HIDDEN) {
-            c.num_layers
-        } else {
-            c.num_layers - 1
-        },
-        need_head,
-        need_penult: wants(PENULTIMATE) || (need_head && head_takes_penult),
-    };
-    let mut active: Vec<usize> = (0..=needs.run_layers).collect();
-    if need_head {
-        active.push(head);
-    }
+    let route = Route::new(model, outputs)?;
+    let active = route.blocks();
     let segs = segments(p, &active, max_segment_blocks);
     let micro = micro.max(1);
 
@@ -128,12 +89,12 @@ pub fn encode(
         let (first_tx, mut rx) = mpsc::sync_channel::<Result<Flight>>(2);
         for seg in &segs {
             let (tx, next_rx) = mpsc::sync_channel::<Result<Flight>>(2);
-            let needs = &needs;
+            let route = &route;
             scope.spawn(move || {
                 for item in rx {
                     let item = item.and_then(|mut f| {
                         for &s in seg {
-                            step(p, needs, s, &mut f)?;
+                            step(p, route, s, &mut f)?;
                         }
                         Ok(f)
                     });
@@ -144,13 +105,12 @@ pub fn encode(
             });
             rx = next_rx;
         }
+        let route = &route;
         let feeder = scope.spawn(move || {
             for chunk in pixels.axis_chunks_iter(Axis(0), micro) {
                 let f = Flight {
                     pixels: Some(chunk.to_owned()),
-                    h: None,
-                    penult: None,
-                    head_out: Vec::new(),
+                    pass: route.pass(),
                 };
                 if first_tx.send(Ok(f)).is_err() {
                     break;
@@ -162,26 +122,23 @@ pub fn encode(
         out
     });
 
-    let mut parts: Vec<Vec<ArrayD<f32>>> = vec![Vec::new(); wanted.len()];
+    let mut parts: Vec<Vec<ArrayD<f32>>> = vec![Vec::new(); route.outputs.len()];
     for r in results {
-        let mut f = r?;
-        if needs.need_penult && f.penult.is_none() {
-            f.penult = f.h.take();
-        }
-        for (i, name) in wanted.iter().enumerate() {
-            let v = match (name.as_str(), siglip) {
-                (LAST_HIDDEN, false) => f.h.as_ref(),
-                (LAST_HIDDEN, true) | (IMAGE_EMBEDS, _) => f.head_out.first(),
-                (PENULTIMATE, _) => f.penult.as_ref(),
-                (MM_PROJECTED, _) => f.head_out.get(1),
-                _ => None,
-            }
-            .ok_or_else(|| Error::runtime(format!("output {name} missing")))?;
-            parts[i].push(p.extract_host(v)?);
+        let f = r?;
+        for (i, &(o, source)) in route.outputs.iter().enumerate() {
+            let values = f
+                .pass
+                .values(source)
+                .ok_or_else(|| Error::runtime(format!("output {o} missing")))?;
+            let host = values
+                .into_iter()
+                .map(|v| p.extract_host(v))
+                .collect::<Result<Vec<_>>>()?;
+            parts[i].push(assemble(source, host)?);
         }
     }
     let mut tensors = Vec::new();
-    for (name, chunks) in wanted.into_iter().zip(parts) {
+    for (name, chunks) in route.names().into_iter().zip(parts) {
         let views: Vec<_> = chunks.iter().map(|c| c.view()).collect();
         let t = ndarray::concatenate(Axis(0), &views)
             .map_err(|e| Error::runtime(format!("joining micro-batches: {e}")))?;

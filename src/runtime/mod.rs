@@ -11,6 +11,7 @@ pub mod library;
 pub mod microbatch;
 pub mod pinned;
 pub mod pipeline;
+pub mod route;
 pub mod staging;
 
 pub use env::{environment, set_library_path};

@@ -11,15 +11,11 @@ use ort::value::{DynValue, Tensor};
 use prost::Message;
 
 use super::env::environment;
+use super::route::Route;
 use crate::export::{blocks, Export};
-use crate::model::{DType, Kind, Model};
+use crate::model::{DType, Model};
 use crate::plan::Device;
 use crate::{Error, Result};
-
-pub const LAST_HIDDEN: &str = "last_hidden_state";
-pub const IMAGE_EMBEDS: &str = "image_embeds";
-pub const PENULTIMATE: &str = "penultimate_hidden_states";
-pub const MM_PROJECTED: &str = "mm_projected";
 
 /// Encoded outputs, each `[B, …]` f32, in SPEC §3 order.
 #[derive(Debug, Default, Clone)]
@@ -33,28 +29,14 @@ impl Outputs {
     }
 }
 
-/// Checks requested output names against what `model` produces; empty means all.
+/// Checks requested output names against what `model` produces; empty means the default
+/// set (every output but `all_hidden_states`). Returns the names in SPEC order.
 pub fn resolve_outputs(model: &Model, requested: &[String]) -> Result<Vec<String>> {
-    let available = model.output_names();
-    if requested.is_empty() {
-        return Ok(available.iter().map(|s| s.to_string()).collect());
-    }
-    let mut out = Vec::new();
-    for r in requested {
-        let r = r.trim();
-        if !available.contains(&r) {
-            return Err(Error::invalid(format!(
-                "unknown output {r:?} for this model (valid: {})",
-                available.join(", ")
-            )));
-        }
-        if !out.iter().any(|o: &String| o == r) {
-            out.push(r.to_string());
-        }
-    }
-    // Keep SPEC order whatever order they were asked in.
-    out.sort_by_key(|o| available.iter().position(|a| a == o));
-    Ok(out)
+    Ok(model
+        .resolve_outputs(requested)?
+        .iter()
+        .map(|o| o.name().to_string())
+        .collect())
 }
 
 struct Stage {
@@ -203,17 +185,17 @@ impl Pipeline {
         batch_size: usize,
     ) -> Result<Outputs> {
         self.model.check_pixels(pixels.shape())?;
-        let wanted = resolve_outputs(&self.model, outputs)?;
+        let route = Route::new(&self.model, outputs)?;
         let batch_size = batch_size.max(1);
-        let mut parts: Vec<Vec<ArrayD<f32>>> = vec![Vec::new(); wanted.len()];
+        let mut parts: Vec<Vec<ArrayD<f32>>> = vec![Vec::new(); route.outputs.len()];
         for chunk in pixels.axis_chunks_iter(Axis(0), batch_size) {
-            let out = self.encode_batch(chunk, &wanted)?;
-            for (i, (_, t)) in out.tensors.into_iter().enumerate() {
+            let out = self.encode_batch(chunk, &route)?;
+            for (i, t) in out.into_iter().enumerate() {
                 parts[i].push(t);
             }
         }
         let mut tensors = Vec::new();
-        for (name, chunks) in wanted.into_iter().zip(parts) {
+        for (name, chunks) in route.names().into_iter().zip(parts) {
             let t = if chunks.len() == 1 {
                 chunks.into_iter().next().unwrap_or_default()
             } else {
@@ -226,84 +208,46 @@ impl Pipeline {
         Ok(Outputs { tensors })
     }
 
-    fn encode_batch(&self, pixels: ArrayView4<f32>, wanted: &[String]) -> Result<Outputs> {
-        let c = &self.model.config;
-        let layers = c.num_layers;
-        let wants = |n: &str| wanted.iter().any(|w| w == n);
-        let siglip = c.kind == Kind::Siglip;
-        let need_head =
-            wants(IMAGE_EMBEDS) || wants(MM_PROJECTED) || (siglip && wants(LAST_HIDDEN));
-        // LLaVA's head takes the penultimate state as a second input.
-        let head_takes_penult = self.stages.last().is_some_and(|s| s.inputs.len() > 1);
-        let need_penult = wants(PENULTIMATE) || (need_head && head_takes_penult);
-        let run_layers = if need_head || wants(LAST_HIDDEN) {
-            layers
-        } else {
-            layers - 1
-        };
-
+    /// One batch through the blocks `route` needs; its outputs in route order.
+    fn encode_batch(&self, pixels: ArrayView4<f32>, route: &Route) -> Result<Vec<ArrayD<f32>>> {
         // The pixels are handed to ONNX Runtime in place (a batch chunk is contiguous).
         let pixels = pixels.as_standard_layout();
         let input = ort::value::TensorRef::from_array_view(pixels.view())?;
-        let mut h = self
-            .run_values(0, vec![SessionInputValue::from(input)])?
-            .remove(0);
-        let mut penult: Option<DynValue> = None;
-        for l in 0..run_layers {
-            let next = self.run_ref(1 + l, &h)?.remove(0);
-            let prev = std::mem::replace(&mut h, next);
-            if l == layers - 1 && need_penult {
-                // `prev` is the input of the last layer: the output of layer L-2.
-                penult = Some(prev);
-            }
+        let mut pass = route.pass::<DynValue>();
+        pass.set_embed(
+            self.run_values(0, vec![SessionInputValue::from(input)])?
+                .remove(0),
+        );
+        let missing = || Error::runtime("a layer state is missing");
+        for l in 0..route.run_layers {
+            let next = self.run_ref(1 + l, pass.current().ok_or_else(missing)?)?;
+            pass.push_layer(next.into_iter().next().ok_or_else(missing)?);
         }
-        if need_penult && penult.is_none() {
-            // Stopped after layer L-2: the current state is the penultimate one.
-            penult = Some(std::mem::replace(
-                &mut h,
-                Tensor::from_array(ndarray::Array1::<f32>::zeros(0))?.into_dyn(),
-            ));
-        }
-        let mut head_out = Vec::new();
-        if need_head {
+        if route.run_head {
             let head = self.stages.len() - 1;
-            let mut args: Vec<SessionInputValue> = vec![SessionInputValue::from(&h)];
-            if self.stages[head].inputs.len() > 1 {
-                let p = penult
-                    .as_ref()
-                    .ok_or_else(|| Error::runtime("penultimate state missing"))?;
-                args.push(SessionInputValue::from(p));
+            let mut args = vec![SessionInputValue::from(pass.current().ok_or_else(missing)?)];
+            if route.head_takes_penult {
+                args.push(SessionInputValue::from(
+                    pass.penultimate().ok_or_else(missing)?,
+                ));
             }
-            head_out = self.run_values(head, args)?;
+            pass.head = self.run_values(head, args)?;
         }
-        let extract = |v: &DynValue| -> Result<ArrayD<f32>> {
-            // gpu: device-resident outputs come back to the host here, at the end.
-            if let Some(h) = self.host_copy(v)? {
-                return Ok(h.try_extract_array::<f32>()?.to_owned());
-            }
-            Ok(v.try_extract_array::<f32>()?.to_owned())
-        };
-        let head = |i: usize| {
-            head_out.get(i).ok_or_else(|| {
-                Error::runtime(format!("the head block gave {} outputs", head_out.len()))
+        route
+            .outputs
+            .iter()
+            .map(|&(o, source)| {
+                let values = pass
+                    .values(source)
+                    .ok_or_else(|| Error::runtime(format!("output {o} missing")))?;
+                // gpu: device-resident outputs come back to the host here, at the end.
+                let host = values
+                    .into_iter()
+                    .map(|v| self.extract_host(v))
+                    .collect::<Result<Vec<_>>>()?;
+                super::route::assemble(source, host)
             })
-        };
-        let mut tensors = Vec::new();
-        for name in wanted {
-            let t = match (name.as_str(), siglip) {
-                (LAST_HIDDEN, false) => extract(&h)?,
-                (LAST_HIDDEN, true) | (IMAGE_EMBEDS, _) => extract(head(0)?)?,
-                (PENULTIMATE, _) => extract(
-                    penult
-                        .as_ref()
-                        .ok_or_else(|| Error::runtime("penultimate state missing"))?,
-                )?,
-                (MM_PROJECTED, _) => extract(head(1)?)?,
-                (other, _) => return Err(Error::invalid(format!("unknown output {other:?}"))),
-            };
-            tensors.push((name.clone(), t));
-        }
-        Ok(Outputs { tensors })
+            .collect()
     }
 
     fn run_ref(&self, stage: usize, input: &DynValue) -> Result<Vec<DynValue>> {
@@ -458,10 +402,6 @@ impl Pipeline {
     /// Where block `i` executes.
     pub(crate) fn stage_exec(&self, i: usize) -> Device {
         self.stages[i].exec
-    }
-    /// Activation inputs of block `i` (LLaVA's head takes two).
-    pub(crate) fn stage_input_count(&self, i: usize) -> usize {
-        self.stages[i].inputs.len()
     }
     /// Runs block `i` (for the micro-batch runner).
     pub(crate) fn run_stage(&self, i: usize, args: Vec<&DynValue>) -> Result<Vec<DynValue>> {

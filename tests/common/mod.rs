@@ -15,7 +15,15 @@ pub const FIXTURES: &[&str] = &[
     "open_clip_f32",
     "siglip_f32",
     "llava_f32",
+    "siglip_s36_p8_f32",
+    "dinov2_swiglu_f32",
+    "dinov2_gelu_f32",
+    "dinov3_gelu_f32",
+    "dinov3_gated_f32",
 ];
+
+/// Outputs computed only when asked for; fixtures' `expected.safetensors` may hold them.
+pub const ON_REQUEST: &[&str] = &["all_hidden_states"];
 
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -98,4 +106,26 @@ pub fn write_raw_safetensors(path: &Path, header: &str, data_len: usize) {
     bytes.extend_from_slice(header.as_bytes());
     bytes.extend(std::iter::repeat_n(0u8, data_len));
     std::fs::write(path, bytes).unwrap();
+}
+
+/// Writes a header-only safetensors file: a true header for F16 `tensors`, the data a sparse
+/// hole (gigabytes apparent, a few KB on disk). Real model files' layouts, no weights.
+pub fn write_sparse_safetensors(path: &Path, tensors: &[(String, Vec<usize>)]) {
+    let mut header = serde_json::Map::new();
+    let mut offset = 0usize;
+    for (name, shape) in tensors {
+        let n = shape.iter().product::<usize>() * 2;
+        header.insert(
+            name.clone(),
+            serde_json::json!({"dtype": "F16", "shape": shape, "data_offsets": [offset, offset + n]}),
+        );
+        offset += n;
+    }
+    let h = serde_json::to_vec(&header).unwrap();
+    let mut bytes = (h.len() as u64).to_le_bytes().to_vec();
+    bytes.extend(h);
+    let header_len = bytes.len() as u64;
+    std::fs::write(path, bytes).unwrap();
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.set_len(header_len + offset as u64).unwrap();
 }
