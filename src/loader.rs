@@ -213,6 +213,9 @@ impl ClipVision {
         if let Some(p) = slot.as_ref() {
             return Ok(p.clone());
         }
+        if crate::runtime::env::is_shut_down() {
+            return Err(Error::runtime(crate::runtime::env::SHUT_DOWN_MESSAGE));
+        }
         tracing::info!(
             "model {} was ejected from {}; reloading its sessions",
             self.model().path().display(),
@@ -262,6 +265,16 @@ impl ClipVision {
 impl Shared {
     fn uses(&self, d: Device) -> bool {
         self.plan.blocks.iter().any(|b| b.home == d || b.exec == d)
+    }
+}
+
+/// Releases the sessions of every loaded model (for `runtime::env::shutdown`). An encode
+/// running on another thread keeps its sessions until it returns.
+pub(crate) fn release_all_sessions() {
+    let all: Vec<Arc<Shared>> = registry().iter().filter_map(Weak::upgrade).collect();
+    for s in all {
+        let taken = s.pipeline.write().unwrap_or_else(|e| e.into_inner()).take();
+        drop(taken);
     }
 }
 

@@ -253,7 +253,11 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
-    match run(cli) {
+    let result = run(cli);
+    // Every model was dropped with `run`; release the environment (joining ONNX Runtime's
+    // thread pool) before exit handlers free what its threads still read.
+    distorch_vision::runtime::shutdown();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

@@ -217,7 +217,7 @@ impl WholeSession {
     fn build(cv: &ClipVision, px: &Array4<f32>) -> Result<WholeSession> {
         let file = cv.export().dir.join(export::WHOLE_FILE);
         let t = Instant::now();
-        let session = Session::builder(environment()?)?
+        let session = Session::builder(&environment()?)?
             .with_optimization_level(GraphOptimizationLevel::Level3)?
             .with_env_allocators()?
             .commit_from_file(&file)

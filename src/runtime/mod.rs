@@ -13,5 +13,5 @@ pub mod pinned;
 pub mod pipeline;
 pub mod staging;
 
-pub use env::{environment, set_library_path};
+pub use env::{environment, set_library_path, shutdown};
 pub use pipeline::{resolve_outputs, Outputs, Pipeline, StagePlan};
