@@ -158,6 +158,10 @@ dv_status dv_init(const char *ort_library);
  *   allows one environment per process, so dv_init() returns ::DV_ERR_SHUT_DOWN with a
  *   message saying so, and a new process is the way to encode again.
  * An encode still running on another thread keeps its sessions until it returns.
+ *
+ * ONNX Runtime 1.29+ on Linux would also start a 1DS telemetry client whose thread outlives
+ * the environment and races ONNX Runtime's own static destructors at exit; the library sets
+ * ORT_DISABLE_TELEMETRY=1 before loading ONNX Runtime (unless the host set it) so it never starts.
  */
 dv_status dv_shutdown(void);
 

@@ -150,6 +150,7 @@ fn register_exit_shutdown() {}
 fn create() -> Result<Environment> {
     let explicit = EXPLICIT.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let path = library::find(explicit.as_deref())?;
+    disable_one_ds_telemetry();
     let builder = ort::init_from(&path).map_err(|e| {
         Error::new(
             ErrorKind::Runtime,
@@ -177,6 +178,20 @@ fn create() -> Result<Environment> {
     let _ = LIBRARY.set(path.clone());
     tracing::debug!("ONNX Runtime loaded from {}", path.display());
     Ok(env)
+}
+
+/// ONNX Runtime 1.29+ on Linux starts a 1DS telemetry client with the first environment: its
+/// own thread, outside the pool, waking about every 10 s, which `with_telemetry(false)` (called
+/// after creation) does not stop. It lives until ONNX Runtime's static destructors, and one of
+/// them frees a string it copies before another joins it (valgrind: invalid reads during
+/// `__run_exit_handlers`, a crash at exit now and then). `ORT_DISABLE_TELEMETRY`, read when the
+/// client would start, keeps it from starting; a value the user set is left alone.
+fn disable_one_ds_telemetry() {
+    const VAR: &str = "ORT_DISABLE_TELEMETRY";
+    if std::env::var_os(VAR).is_none() {
+        // Set once, before ONNX Runtime is loaded, under the creation lock.
+        std::env::set_var(VAR, "1");
+    }
 }
 
 /// The library file in use, once loaded.
