@@ -141,8 +141,8 @@ dv_status dv_init(const char *ort_library);
 /**
  * Shuts the library down: releases every model's sessions, then ONNX Runtime's environment,
  * which joins its thread pool. Call it before the process exits (e.g. from an atexit hook,
- * with no encode running); left running, the pool's threads read memory that exit handlers
- * free. When the host never calls it, the library does the same at process exit (from an
+ * with no encode running); otherwise the pool's threads are still running while exit
+ * handlers free memory. When the host never calls it, the library does the same at process exit (from an
  * exit handler registered by the first initialisation, so it runs before ONNX Runtime's own
  * static destructors) and when the library is unloaded with dlclose(). Calling it twice,
  * or before anything was loaded, is harmless.
