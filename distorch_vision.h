@@ -36,6 +36,8 @@
  *   the plugin library's own folder, else the installed onnxruntime Python package. To ship
  *   a host, copy libonnxruntime.so.1.31.1 (and, for CUDA, libonnxruntime_providers_*.so)
  *   beside libdistorch_vision.so.
+ * - dv_shutdown() releases ONNX Runtime before the host exits; the library also does it by
+ *   itself at process exit or when it is unloaded, if the host never calls it.
  */
 #ifndef DISTORCH_VISION_H
 #define DISTORCH_VISION_H
@@ -66,7 +68,8 @@ enum {
     DV_ERR_INVALID_HANDLE = 8,   /**< unknown, freed or unloaded model/outputs id or string */
     DV_ERR_SIZE_MISMATCH = 9,    /**< a buffer's element count does not match its shape */
     DV_ERR_STRUCT_SIZE = 10,     /**< a struct_size field is smaller than this library needs */
-    DV_ERR_PANIC = 11            /**< internal error (a bug); the library stays usable */
+    DV_ERR_PANIC = 11,           /**< internal error (a bug); the library stays usable */
+    DV_ERR_SHUT_DOWN = 12        /**< dv_shutdown() ran (or the process is exiting); see there */
 };
 
 /** Crop modes of dv_encode_image() (SPEC §4). */
@@ -149,9 +152,37 @@ const char *dv_last_error(void);
  * search (ORT_DYLIB_PATH, the checkout's .runtime/, the onnxruntime Python package).
  * @param ort_library path of libonnxruntime (borrowed for the call), or NULL for the default search.
  * @return ::DV_ERR_RUNTIME when the library cannot be found or loaded, ::DV_ERR_INVALID_ARGUMENT
- *         when another path was already loaded in this process.
+ *         when another path was already loaded in this process, ::DV_ERR_SHUT_DOWN after
+ *         dv_shutdown() (see there).
  */
 dv_status dv_init(const char *ort_library);
+
+/**
+ * Shuts the library down: releases every model's sessions, then ONNX Runtime's environment,
+ * which joins its thread pool. Call it before the process exits (e.g. from an atexit hook,
+ * with no encode running); otherwise the pool's threads are still running while exit
+ * handlers free memory. When the host never calls it, the library does the same at process exit (from an
+ * exit handler registered by the first initialisation, so it runs before ONNX Runtime's own
+ * static destructors) and when the library is unloaded with dlclose(). Calling it twice,
+ * or before anything was loaded, is harmless.
+ *
+ * Afterwards:
+ * - model handles are invalid: every call on one, dv_model_unload() included, returns
+ *   ::DV_ERR_INVALID_HANDLE with a message naming dv_shutdown() (there is nothing left to free);
+ * - dv_model_load(), dv_encode_pixels() and dv_encode_image() return ::DV_ERR_SHUT_DOWN;
+ * - outputs objects and strings are plain memory: they stay valid until freed as usual;
+ *   dv_version(), dv_status_string(), dv_last_error(), dv_list_devices(),
+ *   dv_live_objects() and dv_load_options_init() keep working;
+ * - dv_init() tries to start ONNX Runtime again. This build cannot: the ort crate it uses
+ *   allows one environment per process, so dv_init() returns ::DV_ERR_SHUT_DOWN with a
+ *   message saying so, and a new process is the way to encode again.
+ * An encode still running on another thread keeps its sessions until it returns.
+ *
+ * ONNX Runtime 1.29+ on Linux would also start a 1DS telemetry client whose thread outlives
+ * the environment and races ONNX Runtime's own static destructors at exit; the library sets
+ * ORT_DISABLE_TELEMETRY=1 before loading ONNX Runtime (unless the host set it) so it never starts.
+ */
+dv_status dv_shutdown(void);
 
 /**
  * Lists the devices this process sees, as a JSON array of

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Runs every test on a fresh machine: installs the ONNX Runtime library (scripts/setup.sh),
-# then the Rust unit and integration tests (which also run the exported graphs through the
-# stock onnxruntime Python package, and the C and Python plugin hosts), then the Python
-# package and ComfyUI node tests (pytest) in a virtual environment made from
-# python/requirements-test.txt and cached in ~/.cache/distorch-vision/venv-<hash>.
+# Runs every test on a fresh machine: installs the ONNX Runtime library (scripts/setup.sh) and
+# valgrind (tests/valgrind.rs runs the hosts under memcheck), then the Rust unit and
+# integration tests (which also run the exported graphs through the stock onnxruntime Python
+# package, and the C and Python plugin hosts), then the Python package and ComfyUI node tests
+# (pytest) in a virtual environment made from python/requirements-test.txt and cached in
+# ~/.cache/distorch-vision/venv-<hash>.
 #
 # The Python tests load the debug library and CLI that `cargo test` has just built (no second,
 # optimised compile of the crate: the tests check results, and ONNX Runtime does the math).
@@ -17,6 +18,23 @@ cargo fmt --check
 cargo clippy --all-targets -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps
 scripts/setup.sh --no-build
+
+# valgrind, from the distribution's packages when missing (Debian/Ubuntu, as root).
+if ! valgrind --version >/dev/null 2>&1; then
+    if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+        echo "error: valgrind is missing and cannot be installed here (needs root and apt-get);" \
+            "install it (apt-get install valgrind) and run again" >&2
+        exit 1
+    fi
+    echo "installing valgrind (apt-get)..." >&2
+    export DEBIAN_FRONTEND=noninteractive
+    if ! { apt-get update -qq && apt-get install -y -qq --no-install-recommends valgrind; } >&2; then
+        echo "error: apt-get could not install valgrind; install it and run again" >&2
+        exit 1
+    fi
+    valgrind --version >/dev/null 2>&1 || { echo "error: valgrind still does not run after installing it" >&2; exit 1; }
+fi
+
 cargo test --all-targets 2>&1
 
 # --- Python: the package over the C ABI, and the ComfyUI node -------------------------------

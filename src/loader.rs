@@ -285,6 +285,9 @@ impl ClipVision {
         if let Some(p) = slot.as_ref() {
             return Ok(p.clone());
         }
+        if crate::runtime::env::is_shut_down() {
+            return Err(Error::runtime(crate::runtime::env::SHUT_DOWN_MESSAGE));
+        }
         tracing::info!(
             "model {} was ejected from {}; reloading its sessions",
             self.model().path().display(),
@@ -358,6 +361,16 @@ fn load_inventory(simulate: Option<&str>) -> Result<Inventory> {
         }
     }
     Ok(inv)
+}
+
+/// Releases the sessions of every loaded model (for `runtime::env::shutdown`). An encode
+/// running on another thread keeps its sessions until it returns.
+pub(crate) fn release_all_sessions() {
+    let all: Vec<Arc<Shared>> = registry().iter().filter_map(Weak::upgrade).collect();
+    for s in all {
+        let taken = s.pipeline.write().unwrap_or_else(|e| e.into_inner()).take();
+        drop(taken);
+    }
 }
 
 /// Releases the sessions of every loaded model (but `keep`) that occupies `device`;

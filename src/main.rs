@@ -367,7 +367,11 @@ fn main() -> ExitCode {
     let json = cli.command.json();
     // Sharded runs stop cleanly on Ctrl-C / SIGTERM (see job::interrupt).
     interrupt::enable();
-    match run(cli) {
+    let result = run(cli);
+    // Every model was dropped with `run`; release the environment (joining ONNX Runtime's
+    // thread pool) before exit handlers free what its threads still read.
+    distorch_vision::runtime::shutdown();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if interrupt::requested() => {
             if json {

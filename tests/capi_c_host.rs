@@ -87,7 +87,7 @@ fn c_host_encodes_fixtures_and_survives_misuse() {
         for (i, cmd) in runs.iter_mut().enumerate() {
             cmd.arg(graphs_dir()).arg(&data);
             if i == 1 {
-                cmd.arg(&comfy);
+                cmd.arg("shutdown").arg(&comfy);
             }
         }
         for mut cmd in runs {

@@ -227,6 +227,51 @@ fn plugin_toml_lists_every_export_and_the_library_has_them() {
     )));
 }
 
+/// The header's status codes are the library's: same values, `dv_status_string` names them,
+/// and plugin.toml's shutdown entry point is an export.
+#[test]
+fn status_codes_and_the_shutdown_entry_agree() {
+    let header = std::fs::read_to_string(root().join("distorch_vision.h")).unwrap();
+    let mut codes = Vec::new();
+    for line in header.lines() {
+        let l = line.trim();
+        if let Some((name, rest)) = l.split_once(" = ") {
+            if name == "DV_OK" || name.starts_with("DV_ERR_") {
+                let value: i32 = rest
+                    .trim_start()
+                    .split(|c: char| !c.is_ascii_digit())
+                    .next()
+                    .unwrap()
+                    .parse()
+                    .unwrap_or_else(|_| panic!("value of {name}: {l}"));
+                codes.push((name.to_string(), value));
+            }
+        }
+    }
+    assert!(codes.len() >= 13, "found only {codes:?}");
+    assert!(codes.contains(&("DV_ERR_SHUT_DOWN".to_string(), 12)));
+    let lib = unsafe { libloading::Library::new(plugin_path()) }.unwrap();
+    let status_string: libloading::Symbol<unsafe extern "C" fn(i32) -> *const std::ffi::c_char> =
+        unsafe { lib.get(b"dv_status_string\0") }.unwrap();
+    for (name, value) in &codes {
+        let got = unsafe { std::ffi::CStr::from_ptr(status_string(*value)) };
+        assert_eq!(got.to_str().unwrap(), name, "dv_status_string({value})");
+        let same = distorch_vision::capi::status_name(*value);
+        assert_eq!(same, Some(name.as_str()), "{name} in src/capi");
+    }
+    let toml = plugin_toml();
+    let shutdown = toml["plugin"]["shutdown"]
+        .as_str()
+        .expect("plugin.shutdown");
+    let exports: Vec<&str> = toml["symbols"]["exports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(exports.contains(&shutdown), "{shutdown} is not exported");
+}
+
 #[test]
 fn node_inputs_are_spec_section_1() {
     let toml = plugin_toml();

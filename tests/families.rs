@@ -381,7 +381,7 @@ fn so400m_14_384_embed_block_yields_729_tokens() {
     );
     std::fs::write(dir.join("embed.onnx"), proto.encode_to_vec()).unwrap();
     let env = distorch_vision::runtime::environment().unwrap();
-    let mut session = Session::builder(env)
+    let mut session = Session::builder(&env)
         .unwrap()
         .commit_from_file(dir.join("embed.onnx"))
         .unwrap();

@@ -28,6 +28,8 @@ pub struct OutputSet {
 enum Object {
     Model(Arc<ClipVision>),
     Outputs(Arc<OutputSet>),
+    /// A model id whose model `dv_shutdown` released: kept so calls on it can say so.
+    ReleasedModel,
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -66,6 +68,26 @@ pub fn outputs(id: u64) -> Option<Arc<OutputSet>> {
         Some(Object::Outputs(o)) => Some(o.clone()),
         _ => None,
     }
+}
+
+/// True when `id` named a model that `dv_shutdown` released.
+pub fn released_by_shutdown(id: u64) -> bool {
+    matches!(lock(&OBJECTS).get(&id), Some(Object::ReleasedModel))
+}
+
+/// Releases every live model (`dv_shutdown`): their ids stay known as released, so a later
+/// call on one gets a clear error. Outputs are plain memory and stay valid until freed.
+pub fn release_models() {
+    let released: Vec<Object> = {
+        let mut objects = lock(&OBJECTS);
+        objects
+            .values_mut()
+            .filter(|o| matches!(o, Object::Model(_)))
+            .map(|o| std::mem::replace(o, Object::ReleasedModel))
+            .collect()
+    };
+    // Dropped here, outside the lock (releasing sessions takes a while).
+    drop(released);
 }
 
 /// Removes a model; false when `id` is not a live model.
@@ -117,9 +139,8 @@ pub fn string_free(addr: usize) -> bool {
 /// Live objects (models, outputs, strings), for leak tests.
 pub fn live_counts() -> (usize, usize, usize) {
     let objects = lock(&OBJECTS);
-    let models = objects
-        .values()
-        .filter(|o| matches!(o, Object::Model(_)))
-        .count();
-    (models, objects.len() - models, lock(&STRINGS).len())
+    let count = |f: fn(&Object) -> bool| objects.values().filter(|o| f(o)).count();
+    let models = count(|o| matches!(o, Object::Model(_)));
+    let outputs = count(|o| matches!(o, Object::Outputs(_)));
+    (models, outputs, lock(&STRINGS).len())
 }

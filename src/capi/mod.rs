@@ -8,6 +8,8 @@
 //!   was); on success the message is cleared;
 //! - models and outputs are `u64` ids checked against a registry (see [`handles`]), so an
 //!   unknown, freed or unloaded id is `DV_ERR_INVALID_HANDLE`, never undefined behaviour;
+//! - after `dv_shutdown` (or the exit-time shutdown) calls that need ONNX Runtime return
+//!   `DV_ERR_SHUT_DOWN`;
 //! - buffers come with explicit element counts that must match the stated shape.
 //!
 //! All the work is the loader's: load is [`ClipVision::load`], encode is
@@ -45,6 +47,7 @@ pub const DV_ERR_INVALID_HANDLE: DvStatus = 8;
 pub const DV_ERR_SIZE_MISMATCH: DvStatus = 9;
 pub const DV_ERR_STRUCT_SIZE: DvStatus = 10;
 pub const DV_ERR_PANIC: DvStatus = 11;
+pub const DV_ERR_SHUT_DOWN: DvStatus = 12;
 
 /// `DV_DTYPE_F32`: the only dtype outputs have today.
 pub const DV_DTYPE_F32: i32 = 1;
@@ -222,7 +225,32 @@ unsafe fn opt_str(p: *const c_char, field: &str) -> R<Option<String>> {
 }
 
 fn model(id: u64) -> R<std::sync::Arc<ClipVision>> {
-    handles::model(id).ok_or_else(|| Fail::handle("model", id))
+    handles::model(id).ok_or_else(|| model_gone(id))
+}
+
+/// Why `id` is not a live model: released by `dv_shutdown`, or the generic reasons.
+fn model_gone(id: u64) -> Fail {
+    if handles::released_by_shutdown(id) {
+        Fail::new(
+            DV_ERR_INVALID_HANDLE,
+            format!(
+                "model handle {id} was released by dv_shutdown(); nothing is left to use or unload"
+            ),
+        )
+    } else {
+        Fail::handle("model", id)
+    }
+}
+
+/// Fails with `DV_ERR_SHUT_DOWN` once the library was shut down (calls that need ONNX Runtime).
+fn running() -> R {
+    if crate::runtime::env::is_shut_down() {
+        return Err(Fail::new(
+            DV_ERR_SHUT_DOWN,
+            crate::runtime::env::SHUT_DOWN_MESSAGE,
+        ));
+    }
+    Ok(())
 }
 
 fn outputs(id: u64) -> R<std::sync::Arc<handles::OutputSet>> {
@@ -337,24 +365,38 @@ pub extern "C" fn dv_abi_version() -> u32 {
     ABI_VERSION
 }
 
+/// Every status code with its header name, NUL-terminated for C.
+const STATUS_NAMES: &[(DvStatus, &str)] = &[
+    (DV_OK, "DV_OK\0"),
+    (DV_ERR_INVALID_ARGUMENT, "DV_ERR_INVALID_ARGUMENT\0"),
+    (DV_ERR_NOT_FOUND, "DV_ERR_NOT_FOUND\0"),
+    (DV_ERR_IO, "DV_ERR_IO\0"),
+    (DV_ERR_INVALID_MODEL, "DV_ERR_INVALID_MODEL\0"),
+    (DV_ERR_DOES_NOT_FIT, "DV_ERR_DOES_NOT_FIT\0"),
+    (DV_ERR_RUNTIME, "DV_ERR_RUNTIME\0"),
+    (DV_ERR_NULL_POINTER, "DV_ERR_NULL_POINTER\0"),
+    (DV_ERR_INVALID_HANDLE, "DV_ERR_INVALID_HANDLE\0"),
+    (DV_ERR_SIZE_MISMATCH, "DV_ERR_SIZE_MISMATCH\0"),
+    (DV_ERR_STRUCT_SIZE, "DV_ERR_STRUCT_SIZE\0"),
+    (DV_ERR_PANIC, "DV_ERR_PANIC\0"),
+    (DV_ERR_SHUT_DOWN, "DV_ERR_SHUT_DOWN\0"),
+];
+
+/// The header's name of a status code (`"DV_ERR_NOT_FOUND"`), `None` for an unknown one.
+pub fn status_name(status: DvStatus) -> Option<&'static str> {
+    STATUS_NAMES
+        .iter()
+        .find(|(c, _)| *c == status)
+        .map(|(_, n)| n.trim_end_matches('\0'))
+}
+
 /// `const char *dv_status_string(dv_status)`: a static name for a status code.
 #[no_mangle]
 pub extern "C" fn dv_status_string(status: DvStatus) -> *const c_char {
-    let s: &'static str = match status {
-        DV_OK => "DV_OK\0",
-        DV_ERR_INVALID_ARGUMENT => "DV_ERR_INVALID_ARGUMENT\0",
-        DV_ERR_NOT_FOUND => "DV_ERR_NOT_FOUND\0",
-        DV_ERR_IO => "DV_ERR_IO\0",
-        DV_ERR_INVALID_MODEL => "DV_ERR_INVALID_MODEL\0",
-        DV_ERR_DOES_NOT_FIT => "DV_ERR_DOES_NOT_FIT\0",
-        DV_ERR_RUNTIME => "DV_ERR_RUNTIME\0",
-        DV_ERR_NULL_POINTER => "DV_ERR_NULL_POINTER\0",
-        DV_ERR_INVALID_HANDLE => "DV_ERR_INVALID_HANDLE\0",
-        DV_ERR_SIZE_MISMATCH => "DV_ERR_SIZE_MISMATCH\0",
-        DV_ERR_STRUCT_SIZE => "DV_ERR_STRUCT_SIZE\0",
-        DV_ERR_PANIC => "DV_ERR_PANIC\0",
-        _ => "DV_ERR_UNKNOWN\0",
-    };
+    let s: &'static str = STATUS_NAMES
+        .iter()
+        .find(|(c, _)| *c == status)
+        .map_or("DV_ERR_UNKNOWN\0", |(_, n)| n);
     s.as_ptr().cast()
 }
 
@@ -383,7 +425,23 @@ pub unsafe extern "C" fn dv_init(ort_library: *const c_char) -> DvStatus {
         if let Some(p) = opt_str(ort_library, "ort_library")?.filter(|p| !p.is_empty()) {
             crate::runtime::set_library_path(&PathBuf::from(p))?;
         }
+        if crate::runtime::env::is_shut_down() {
+            return crate::runtime::env::restart()
+                .map_err(|e| Fail::new(DV_ERR_SHUT_DOWN, e.message()));
+        }
         crate::runtime::environment()?;
+        Ok(())
+    })
+}
+
+/// `dv_status dv_shutdown(void)`: releases every model's sessions and ONNX Runtime's
+/// environment (joining its thread pool). Model handles become invalid; outputs and strings
+/// stay valid until freed. Runs by itself at process exit or unload when never called.
+#[no_mangle]
+pub extern "C" fn dv_shutdown() -> DvStatus {
+    guard(|| {
+        handles::release_models();
+        crate::runtime::shutdown();
         Ok(())
     })
 }
@@ -625,6 +683,7 @@ pub unsafe extern "C" fn dv_model_load(
             load_options_bytes(size),
         );
         let lo = load_options(&o)?;
+        running()?;
         let cv = ClipVision::load(&lo)?;
         put(model_out, handles::insert_model(cv));
         Ok(())
@@ -638,7 +697,7 @@ pub extern "C" fn dv_model_unload(model: u64) -> DvStatus {
         if model == 0 || handles::remove_model(model) {
             Ok(())
         } else {
-            Err(Fail::handle("model", model))
+            Err(model_gone(model))
         }
     })
 }
@@ -756,6 +815,7 @@ pub unsafe extern "C" fn dv_encode_pixels(
             return Err(Fail::null("outputs_out"));
         }
         let cv = self::model(model)?;
+        running()?;
         let data = f32_buffer(pixels, count, &[("B", b), ("C", c), ("H", h), ("W", w)])?;
         let wanted = output_list(outputs)?;
         let view = ArrayView4::from_shape((b, c, h, w), data)
@@ -793,6 +853,7 @@ pub unsafe extern "C" fn dv_encode_image(
             return Err(Fail::null("outputs_out"));
         }
         let cv = self::model(model)?;
+        running()?;
         let data = f32_buffer(image, count, &[("B", b), ("H", h), ("W", w), ("C", c)])?;
         if c != 3 && c != 4 {
             return Err(Fail::new(

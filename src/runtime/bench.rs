@@ -252,7 +252,8 @@ impl WholeSession {
     fn build(cv: &ClipVision, px: &Array4<f32>) -> Result<WholeSession> {
         let file = cv.export().dir.join(export::WHOLE_FILE);
         let t = Instant::now();
-        let builder = Session::builder(environment()?)?
+        let env = environment()?;
+        let builder = Session::builder(&env)?
             .with_optimization_level(GraphOptimizationLevel::Level3)?
             .with_env_allocators()?;
         let session = super::dtype::configure(builder, cv.export().manifest.dtype)?

@@ -14,5 +14,5 @@ pub mod pipeline;
 pub mod route;
 pub mod staging;
 
-pub use env::{environment, set_library_path};
+pub use env::{environment, set_library_path, shutdown};
 pub use pipeline::{resolve_outputs, Outputs, Pipeline, StagePlan};

@@ -95,7 +95,7 @@ impl Pipeline {
         }
         let n = export.manifest.blocks.len();
         let build = |i: usize| {
-            let stage = build_stage(env, &model, &export, i, plan[i]);
+            let stage = build_stage(&env, &model, &export, i, plan[i]);
             // The weights' unpacked copies are freed by now; give their pages back before the
             // next session reads its own, so loading peaks near the weights' size.
             super::heap::release_free();

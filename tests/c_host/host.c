@@ -3,9 +3,13 @@
  * function through the prototypes of distorch_vision.h, encodes a fixture, checks the
  * outputs against expected values, and exercises the misuse paths.
  *
- * usage: host PLUGIN.so ORT_LIBRARY MODEL GRAPHS_DIR DATA_DIR [COMFYUI_DIR]
+ * usage: host PLUGIN.so ORT_LIBRARY MODEL GRAPHS_DIR DATA_DIR [END [COMFYUI_DIR]]
  *   MODEL                        a .safetensors path, or (with COMFYUI_DIR) a model name:
  *                                dv_list_models() must list it, and it is loaded by name
+ *   END: how the host ends (default "shutdown"):
+ *     shutdown  calls dv_shutdown() with a model still loaded and checks what follows
+ *     exit      returns from main without dv_shutdown() (the library's exit handler does it)
+ *     dlclose   unloads the library without dv_shutdown(), then returns
  *   DATA_DIR/pixels.f32          raw little-endian f32, [2,3,S,S]
  *   DATA_DIR/manifest.txt        lines "name ndim d0 d1 ..." for each expected output
  *   DATA_DIR/<name>.f32          raw expected values
@@ -34,7 +38,7 @@ static int failures = 0;
 /* Function pointers typed from the header's own prototypes. */
 #define API(X)                                                                 \
     X(dv_version) X(dv_abi_version) X(dv_status_string) X(dv_last_error)      \
-    X(dv_init) X(dv_list_devices) X(dv_string_free) X(dv_live_objects)        \
+    X(dv_init) X(dv_shutdown) X(dv_list_devices) X(dv_string_free) X(dv_live_objects)        \
     X(dv_load_options_init) X(dv_model_load) X(dv_model_unload)               \
     X(dv_model_plan_json) X(dv_model_image_size) X(dv_encode_pixels)          \
     X(dv_encode_image) X(dv_outputs_count) X(dv_outputs_get)                  \
@@ -60,13 +64,18 @@ static float *read_f32(const char *path, size_t *count) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 6 && argc != 7) {
-        fprintf(stderr, "usage: %s PLUGIN ORT_LIBRARY MODEL GRAPHS_DIR DATA_DIR [COMFYUI_DIR]\n", argv[0]);
+    if (argc < 6 || argc > 8) {
+        fprintf(stderr, "usage: %s PLUGIN ORT_LIBRARY MODEL GRAPHS_DIR DATA_DIR [END [COMFYUI_DIR]]\n", argv[0]);
         return 2;
     }
     const char *plugin = argv[1], *ort = argv[2], *model_path = argv[3];
     const char *graphs = argv[4], *data_dir = argv[5];
-    const char *comfyui = argc == 7 ? argv[6] : NULL;
+    const char *end = argc >= 7 ? argv[6] : "shutdown";
+    if (strcmp(end, "shutdown") != 0 && strcmp(end, "exit") != 0 && strcmp(end, "dlclose") != 0) {
+        fprintf(stderr, "END is %s; valid: shutdown, exit, dlclose\n", end);
+        return 2;
+    }
+    const char *comfyui = argc == 8 ? argv[7] : NULL;
     char path[4096];
 
     void *lib = dlopen(plugin, RTLD_NOW | RTLD_LOCAL);
@@ -253,6 +262,43 @@ int main(int argc, char **argv) {
     CHECK(live_models == 0 && live_outputs == 0 && live_strings == 0,
           "left alive: %zu models, %zu outputs, %zu strings", live_models, live_outputs,
           live_strings);
+
+    /* The end of the host's life, with a model loaded and an outputs object alive. */
+    st = p_dv_model_load(&opts, &model);
+    CHECK(st == DV_OK, "load before the end: %s", p_dv_last_error());
+    dv_outputs kept = 0;
+    st = p_dv_encode_pixels(model, px, n_px, b, 3, size, size, "image_embeds", 0, &kept);
+    CHECK(st == DV_OK, "encode before the end: %s", p_dv_last_error());
+    if (strcmp(end, "shutdown") == 0) {
+        CHECK(p_dv_shutdown() == DV_OK, "dv_shutdown: %s", p_dv_last_error());
+        CHECK(p_dv_model_image_size(model, &size) == DV_ERR_INVALID_HANDLE &&
+                  strstr(p_dv_last_error(), "dv_shutdown"), "model after shutdown: %s",
+              p_dv_last_error());
+        printf("model after shutdown: %s\n", p_dv_last_error());
+        CHECK(p_dv_model_unload(model) == DV_ERR_INVALID_HANDLE, "unload after shutdown");
+        dv_model again = 5;
+        CHECK(p_dv_model_load(&opts, &again) == DV_ERR_SHUT_DOWN && again == 0,
+              "load after shutdown: %s", p_dv_last_error());
+        printf("load after shutdown: %s\n", p_dv_last_error());
+        /* Outputs are plain memory: still readable, then freed as usual. */
+        dv_tensor t3 = {.struct_size = sizeof(dv_tensor)};
+        CHECK(p_dv_outputs_get(kept, "image_embeds", &t3) == DV_OK && t3.numel > 0,
+              "outputs after shutdown: %s", p_dv_last_error());
+        CHECK(p_dv_outputs_free(kept) == DV_OK, "free outputs after shutdown");
+        st = p_dv_init(ort);
+        CHECK(st == DV_ERR_SHUT_DOWN, "dv_init after shutdown gave %s", p_dv_status_string(st));
+        printf("dv_init after shutdown: %s\n", p_dv_last_error());
+        CHECK(p_dv_shutdown() == DV_OK, "second dv_shutdown");
+        p_dv_live_objects(&live_models, &live_outputs, &live_strings);
+        CHECK(live_models == 0 && live_outputs == 0 && live_strings == 0,
+              "left alive after shutdown: %zu models, %zu outputs, %zu strings", live_models,
+              live_outputs, live_strings);
+    } else if (strcmp(end, "dlclose") == 0) {
+        CHECK(p_dv_outputs_free(kept) == DV_OK, "free outputs");
+        CHECK(dlclose(lib) == 0, "dlclose: %s", dlerror());
+    } else {
+        CHECK(p_dv_outputs_free(kept) == DV_OK, "free outputs");
+    }
 
     free(px);
     free(img);

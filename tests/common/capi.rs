@@ -19,6 +19,7 @@ pub const DV_ERR_NULL_POINTER: Status = 7;
 pub const DV_ERR_INVALID_HANDLE: Status = 8;
 pub const DV_ERR_SIZE_MISMATCH: Status = 9;
 pub const DV_ERR_STRUCT_SIZE: Status = 10;
+pub const DV_ERR_SHUT_DOWN: Status = 12;
 pub const DV_CROP_CENTER: i32 = 0;
 pub const DV_CROP_NONE: i32 = 1;
 
@@ -87,6 +88,7 @@ pub struct Api {
     pub status_string: unsafe extern "C" fn(Status) -> *const c_char,
     pub last_error: unsafe extern "C" fn() -> *const c_char,
     pub init: unsafe extern "C" fn(*const c_char) -> Status,
+    pub shutdown: unsafe extern "C" fn() -> Status,
     pub list_devices: unsafe extern "C" fn(*mut *mut c_char) -> Status,
     pub string_free: unsafe extern "C" fn(*mut c_char) -> Status,
     pub live_objects: unsafe extern "C" fn(*mut usize, *mut usize, *mut usize) -> Status,
@@ -195,6 +197,7 @@ pub fn api() -> &'static Api {
             status_string: sym!("dv_status_string"),
             last_error: sym!("dv_last_error"),
             init: sym!("dv_init"),
+            shutdown: sym!("dv_shutdown"),
             list_devices: sym!("dv_list_devices"),
             string_free: sym!("dv_string_free"),
             live_objects: sym!("dv_live_objects"),
