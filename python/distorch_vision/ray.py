@@ -456,18 +456,21 @@ def encode(
     out_names = _outputs_list(outputs)
     shards = list_shards(inputs, shard_size)
     layout = Layout(out, max(4, len(str(len(shards) - 1))))
-    run = {"model": os.fspath(model), "outputs": out_names, "crop": crop, "dtype": dtype or "fp32"}
+    # The model by file name: the same model may be named by another path on another node.
+    run = {"model": os.path.basename(os.fspath(model)), "outputs": out_names, "crop": crop,
+           "dtype": dtype or "fp32"}
     prev = out / RUN_FILE
     if prev.is_file():
         before = json.loads(prev.read_text())
-        diff = {k: (before.get(k), v) for k, v in run.items() if k != "model" and before.get(k) != v}
+        diff = {k: (before.get(k), v) for k, v in run.items() if before.get(k) != v}
         if diff:
             raise DistorchError(
                 "DV_ERR_INVALID_ARGUMENT",
                 f"{out} holds a run with other settings ({', '.join(f'{k}: was {a!r}, now {b!r}' for k, (a, b) in diff.items())}); "
                 "use another output folder or the same settings")
-    out.mkdir(parents=True, exist_ok=True)
-    _write_json(prev, run)
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        _write_json(prev, run)
 
     summary = Summary(shards_total=len(shards))
     todo = []
