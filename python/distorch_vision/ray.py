@@ -275,21 +275,31 @@ class Encoder:
 
     def __call__(self, batch: dict) -> dict:
         names, datas, errs = batch["image_path"], batch["data"], batch["error"]
-        got = list(self.pool.map(lambda i: self._pixels(datas[i], str(names[i]), str(errs[i])),
-                                 range(len(names))))
-        ok = [i for i, (px, _) in enumerate(got) if px is not None]
+        n = len(names)
+        # Every image of the call is queued for decoding at once; the model then runs on each
+        # chunk of batch_size as soon as it is decoded, while the threads decode the next ones.
+        futures = [self.pool.submit(self._pixels, datas[i], str(names[i]), str(errs[i])) for i in range(n)]
         out = {k: np.asarray(batch[k]) for k in ("shard", "idx", "n", *META_COLUMNS)}
-        out["error"] = np.array([e for _, e in got], dtype=object)
-        res = (self.model.encode_pixels(np.stack([got[i][0] for i in ok]), outputs=self.outputs,
-                                        batch_size=self.batch_size) if ok else None)
-        for name in self.outputs:
-            if res is not None:
+        error = np.empty(n, dtype=object)
+        results: dict = {}
+        for start in range(0, n, self.batch_size):
+            got = [futures[i].result() for i in range(start, min(n, start + self.batch_size))]
+            ok = [start + j for j, (px, _) in enumerate(got) if px is not None]
+            for j, (_, e) in enumerate(got):
+                error[start + j] = e
+            if not ok:
+                continue
+            res = self.model.encode_pixels(np.stack([got[i - start][0] for i in ok]),
+                                           outputs=self.outputs, batch_size=self.batch_size)
+            for name in self.outputs:
                 t = res[name]
-                full = np.zeros((len(names),) + t.shape[1:], dtype=np.float32)
-                full[ok] = t
-            else:  # no readable image in this batch: the shape comes from a tiny probe
-                full = np.zeros((len(names),) + self._shape(name), dtype=np.float32)
-            out[name] = full
+                if name not in results:
+                    results[name] = np.zeros((n,) + t.shape[1:], dtype=np.float32)
+                results[name][ok] = t
+        out["error"] = error
+        for name in self.outputs:
+            # No readable image in this call: zero rows of the output's shape (never written).
+            out[name] = results.get(name, np.zeros((n,) + self._shape(name), dtype=np.float32))
         return out
 
     def _shape(self, name: str) -> tuple:
@@ -509,10 +519,14 @@ def encode(
                  for s in todo]
         ds = (ray.data.from_items(items, override_num_blocks=len(items))
               .flat_map(read_shard)
-              .map_batches(Encoder, batch_size=batch_size, batch_format="numpy",
+              .map_batches(Encoder, batch_size=batch_size * 4, batch_format="numpy",
                            fn_constructor_args=(os.fspath(model), load_kwargs, crop, out_names,
                                                 batch_size, decode_threads, env),
-                           compute=ActorPoolStrategy(size=actors), num_gpus=gpus, num_cpus=cpus))
+                           # Two calls per actor at once: one batch decodes while the other
+                           # runs the model (the library is thread-safe; ctypes drops the GIL).
+                           compute=ActorPoolStrategy(size=actors, max_concurrent_calls_per_actor=2,
+                                                     enable_true_multi_threading=True),
+                           num_gpus=gpus, num_cpus=cpus))
         pending: dict[int, list[dict]] = {}
         counts: dict[int, int] = {}
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):

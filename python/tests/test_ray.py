@@ -44,6 +44,7 @@ def cli() -> Path:
 def ray_cluster(library_path):
     import ray
 
+    saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "DISTORCH_VISION_LIBRARY", "DISTORCH_LOG")}
     # Workers find this checkout's package and the library under test through the environment.
     os.environ["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(ROOT / "python"), os.environ.get("PYTHONPATH")) if p)
@@ -52,6 +53,11 @@ def ray_cluster(library_path):
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
 
 
 @pytest.fixture(scope="module")
