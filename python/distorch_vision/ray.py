@@ -459,6 +459,10 @@ def encode(
         raise DistorchError("DV_ERR_INVALID_ARGUMENT", f"crop is {crop!r}; valid: {', '.join(CROP_CODES)}")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise DistorchError("DV_ERR_INVALID_ARGUMENT", f"batch_size is {batch_size!r}; valid: an integer ≥ 1")
+    for what, v, low in (("num_actors", num_actors, 1), ("num_gpus_per_actor", num_gpus_per_actor, 0),
+                         ("num_cpus_per_actor", num_cpus_per_actor, 0), ("decode_threads", decode_threads, 1)):
+        if v is not None and (not isinstance(v, (int, float)) or v < low):
+            raise DistorchError("DV_ERR_INVALID_ARGUMENT", f"{what} is {v!r}; valid: a number ≥ {low}")
     t0 = time.monotonic()
     out = Path(out)
     if out.is_file():
@@ -482,6 +486,10 @@ def encode(
         out.mkdir(parents=True, exist_ok=True)
         _write_json(prev, run)
 
+    # Temporary files a killed run left behind (finished files are only ever renamed into place).
+    for sub in ("img_emb", "metadata", "embeddings", DONE_DIR, "."):
+        for tmp in (out / sub).glob(".*.tmp-*"):
+            tmp.unlink(missing_ok=True)
     summary = Summary(shards_total=len(shards))
     todo = []
     for s in shards:

@@ -215,3 +215,9 @@ def test_brace_expansion_and_bad_inputs(tmp_path):
         list_shards([tmp_path], shard_size=0)
     with pytest.raises(DistorchError, match="no images"):
         list_shards([tmp_path])
+    from distorch_vision.ray import encode
+
+    with pytest.raises(DistorchError, match="num_actors is 0"):
+        encode([tmp_path], tmp_path / "o", MODEL, num_actors=0)
+    with pytest.raises(DistorchError, match="crop is 'middle'; valid: center, none"):
+        encode([tmp_path], tmp_path / "o", MODEL, crop="middle")
