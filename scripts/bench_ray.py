@@ -63,6 +63,7 @@ def main() -> int:
                     help="ONNX Runtime threads (DISTORCH_THREADS) for the CLI and each actor")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--shard-size", type=int, default=1024)
+    ap.add_argument("--repeat", type=int, default=3, help="timed runs of each, interleaved (medians reported)")
     ap.add_argument("--cli", help="distorch-vision binary (default: target/release, else target/debug)")
     ap.add_argument("--append", action="store_true", help="append the result to BENCHMARKS.md")
     a = ap.parse_args()
@@ -90,18 +91,6 @@ def main() -> int:
     warm = work / "warm.safetensors"
     first = sorted(images.rglob("*.png"))[:2]
     subprocess.run([str(cli), "encode", *common, "--images", *map(str, first), "--out", str(warm)], check=True)
-    cli_out = work / "cli-out"
-    shutil.rmtree(cli_out, ignore_errors=True)
-    t = time.monotonic()
-    r = subprocess.run([str(cli), "encode", *common, "--images", str(images), "--out", str(cli_out),
-                        "--shard-size", str(a.shard_size), "--decode-threads", "2"],
-                       capture_output=True, text=True)
-    cli_s = time.monotonic() - t
-    if r.returncode:
-        sys.exit(f"bench_ray: the CLI failed: {r.stderr}")
-    print((r.stdout + r.stderr).strip().splitlines()[-1], file=sys.stderr)
-
-    # Ray: a local instance with this machine's cores.
     import ray
     from distorch_vision.ray import encode
 
@@ -109,13 +98,28 @@ def main() -> int:
     t = time.monotonic()
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
     init_s = time.monotonic() - t
-    ray_out = work / "ray-out"
-    shutil.rmtree(ray_out, ignore_errors=True)
-    s = encode([images], ray_out, a.model, device="cpu", batch_size=a.batch_size, shard_size=a.shard_size,
-               num_actors=a.actors, num_cpus_per_actor=a.cpus_per_actor, progress=False)
+    cli_out, ray_out = work / "cli-out", work / "ray-out"
+    cli_runs, ray_runs = [], []
+    for rep in range(a.repeat):  # interleaved, so a change in the machine's load hits both
+        shutil.rmtree(cli_out, ignore_errors=True)
+        t = time.monotonic()
+        r = subprocess.run([str(cli), "encode", *common, "--images", str(images), "--out", str(cli_out),
+                            "--shard-size", str(a.shard_size), "--decode-threads", "2"],
+                           capture_output=True, text=True)
+        cli_runs.append(time.monotonic() - t)
+        if r.returncode:
+            sys.exit(f"bench_ray: the CLI failed: {r.stderr}")
+        print((r.stdout + r.stderr).strip().splitlines()[-1], file=sys.stderr)
+        shutil.rmtree(ray_out, ignore_errors=True)
+        s = encode([images], ray_out, a.model, device="cpu", batch_size=a.batch_size, shard_size=a.shard_size,
+                   num_actors=a.actors, num_cpus_per_actor=a.cpus_per_actor, progress=False)
+        if s.images != a.images:
+            sys.exit(f"bench_ray: Ray encoded {s.images} of {a.images} images")
+        ray_runs.append(s.seconds)
+        print(s.line(), file=sys.stderr)
     ray.shutdown()
-    print(s.line(), file=sys.stderr)
     load_after = load_avg()
+    cli_s, ray_s = float(np.median(cli_runs)), float(np.median(ray_runs))
 
     # Same rows as the CLI, in the same order.
     from safetensors import safe_open
@@ -135,9 +139,9 @@ def main() -> int:
     diff = float(np.abs(ours - np.concatenate(ref)).max())
 
     n = a.images
-    res = {"images": n, "cli_s": cli_s, "cli_img_s": n / cli_s, "ray_init_s": init_s, "ray_s": s.seconds,
-           "ray_img_s": s.images_per_s, "ray_total_img_s": n / (s.seconds + init_s),
-           "overhead": s.seconds / cli_s - 1, "max_diff": diff, "build": build,
+    res = {"images": n, "cli_s": cli_s, "cli_img_s": n / cli_s, "ray_init_s": init_s, "ray_s": ray_s,
+           "ray_img_s": n / ray_s, "ray_total_img_s": n / (ray_s + init_s), "cli_runs": cli_runs,
+           "ray_runs": ray_runs, "overhead": ray_s / cli_s - 1, "max_diff": diff, "build": build,
            "load_before": load_before, "load_after": load_after, "actors": a.actors, "threads": a.threads}
     print(json.dumps(res))
     if a.append:
@@ -147,14 +151,16 @@ def main() -> int:
             f.write(
                 f"\n## {time.strftime('%Y-%m-%d', time.gmtime())} — Ray Data vs the CLI's sharded encode — "
                 f"{cpu}, {os.cpu_count()} cores\n\n"
-                f"`scripts/bench_ray.py --images {n} --actors {a.actors}`: model `{model}`, {build} "
+                f"`scripts/bench_ray.py --images {n} --actors {a.actors} --cpus-per-actor {a.cpus_per_actor:g} "
+                f"--threads {a.threads}`, medians of {a.repeat} interleaved runs (CLI "
+                f"{', '.join(f'{x:.1f}' for x in cli_runs)} s; Ray {', '.join(f'{x:.1f}' for x in ray_runs)} s): model `{model}`, {build} "
                 f"build, batch {a.batch_size}, shards of {a.shard_size}, {a.threads} ONNX Runtime threads, "
                 f"`ray.init(num_cpus={os.cpu_count()})` local, {a.actors} actor(s) × {a.cpus_per_actor:g} CPU. "
                 f"Load average {load_before} before, {load_after} after (the machine was shared with "
                 f"other builds).\n\n"
-                "| images | CLI s | CLI img/s | Ray start s | Ray encode s | Ray img/s | Ray img/s incl. start | "
+                "| images | CLI s | CLI img/s | Ray start s | Ray encode s (actor start included) | Ray img/s | Ray img/s incl. start | "
                 "Ray overhead | max \\|Ray − CLI\\| |\n|---|---|---|---|---|---|---|---|---|\n"
-                f"| {n} | {cli_s:.1f} | {n / cli_s:.1f} | {init_s:.1f} | {s.seconds:.1f} | {s.images_per_s:.1f} | "
+                f"| {n} | {cli_s:.1f} | {n / cli_s:.1f} | {init_s:.1f} | {ray_s:.1f} | {n / ray_s:.1f} | "
                 f"{res['ray_total_img_s']:.1f} | {100 * res['overhead']:+.0f} % | {diff:.1e} |\n")
     return 0
 

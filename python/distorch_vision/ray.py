@@ -51,6 +51,8 @@ LIST_EXTENSIONS = (".txt", ".lst", ".list")
 #: Environment variables the driver passes on to the actors (library, graphs, ONNX Runtime).
 FORWARDED_ENV = ("DISTORCH_VISION_LIBRARY", "DISTORCH_GRAPHS_DIR", "ORT_DYLIB_PATH",
                  "DISTORCH_LOG", "DISTORCH_THREADS", "COMFYUI_PATH")
+#: CPUs a read task holds (reading is mostly waiting on storage).
+READ_CPUS = 0.5
 RUN_FILE = "run.json"
 SKIPPED_FILE = "skipped.json"
 DONE_DIR = "_done"
@@ -516,6 +518,14 @@ def encode(
         gpus = num_gpus_per_actor if num_gpus_per_actor is not None else (1.0 if on_gpu else 0.0)
         cpus = num_cpus_per_actor if num_cpus_per_actor is not None else 1.0
         actors = num_actors or (max(1, int(gpus_in_cluster // gpus)) if gpus else 1)
+        cpus_in_cluster = float(ray.cluster_resources().get("CPU", 0))
+        if actors * cpus > cpus_in_cluster - READ_CPUS:
+            # Actors holding every CPU would starve the read tasks: Ray Data waits forever.
+            raise DistorchError(
+                "DV_ERR_INVALID_ARGUMENT",
+                f"{actors} actors × {cpus:g} CPUs leave less than {READ_CPUS:g} of the cluster's "
+                f"{cpus_in_cluster:g} CPUs for reading the inputs; use fewer actors (num_actors) or "
+                "fewer CPUs per actor (num_cpus_per_actor, e.g. 0.5)")
         env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
         if not gpus and "DISTORCH_THREADS" not in env:
             env["DISTORCH_THREADS"] = str(max(1, int(cpus)))  # actors share a node's cores
@@ -526,7 +536,7 @@ def encode(
         items = [{"shard": s.index, "kind": s.kind, "source": s.source, "files": json.dumps(s.files)}
                  for s in todo]
         ds = (ray.data.from_items(items, override_num_blocks=len(items))
-              .flat_map(read_shard)
+              .flat_map(read_shard, num_cpus=READ_CPUS)
               .map_batches(Encoder, batch_size=batch_size * 4, batch_format="numpy",
                            fn_constructor_args=(os.fspath(model), load_kwargs, crop, out_names,
                                                 batch_size, decode_threads, env),
