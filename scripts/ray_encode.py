@@ -47,7 +47,7 @@ def main(argv=None) -> int:
     ap.add_argument("--num-gpus-per-actor", type=float,
                     help="GPUs per actor (default 1 on GPU clusters, 0 on CPU); >1 lets a DisTorch2 plan "
                          "spread one model over several GPUs of a node")
-    ap.add_argument("--num-cpus-per-actor", type=float, help="CPUs per actor (default 1)")
+    ap.add_argument("--num-cpus-per-actor", type=float, help="CPUs per actor (default: 1 on GPU; on CPU the cluster's CPUs less 0.5, split over the actors)")
     ap.add_argument("--decode-threads", type=int, default=2, help="decoding threads inside each actor")
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--json", action="store_true", help="print the summary as JSON")

@@ -516,9 +516,14 @@ def encode(
         gpus_in_cluster = float(ray.cluster_resources().get("GPU", 0))
         on_gpu = (device or "").startswith("cuda") or (device is None and gpus_in_cluster > 0)
         gpus = num_gpus_per_actor if num_gpus_per_actor is not None else (1.0 if on_gpu else 0.0)
-        cpus = num_cpus_per_actor if num_cpus_per_actor is not None else 1.0
-        actors = num_actors or (max(1, int(gpus_in_cluster // gpus)) if gpus else 1)
         cpus_in_cluster = float(ray.cluster_resources().get("CPU", 0))
+        actors = num_actors or (max(1, int(gpus_in_cluster // gpus)) if gpus else 1)
+        if num_cpus_per_actor is not None:
+            cpus = num_cpus_per_actor
+        elif gpus:
+            cpus = 1.0
+        else:  # CPU actors share the cores, less what the read tasks need
+            cpus = float(max(1, int((cpus_in_cluster - READ_CPUS) // actors)))
         if actors * cpus > cpus_in_cluster - READ_CPUS:
             # Actors holding every CPU would starve the read tasks: Ray Data waits forever.
             raise DistorchError(

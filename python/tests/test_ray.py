@@ -202,6 +202,12 @@ def test_webdataset_tars_equal_cli_and_faiss_finds_each_image(ray_cluster, image
     assert (nn[:, 0] == np.arange(len(x))).all(), nn[:, 0]
     assert (dist[:, 0] <= 1e-6).all() and (dist[:, 1] > dist[:, 0]).all()
 
+    # Actors holding all of the cluster's 2 CPUs would starve the readers: refused up front.
+    from distorch_vision import DistorchError
+
+    with pytest.raises(DistorchError, match="2 actors × 1 CPUs leave less than 0.5"):
+        encode([folder], tmp_path / "out2", MODEL, device="cpu", num_actors=2)
+
 
 def test_brace_expansion_and_bad_inputs(tmp_path):
     from distorch_vision import DistorchError
