@@ -215,15 +215,26 @@ def test_brace_expansion_and_bad_inputs(tmp_path):
 
     assert expand_braces("a/{00008..00011}.tar") == [f"a/{i:05d}.tar" for i in range(8, 12)]
     assert expand_braces("{x,y}-{1..2}") == ["x-1", "x-2", "y-1", "y-2"]
+    # A file list keeps its order (paths relative to the list's folder); folders sort; tars are shards.
+    for name in ("b.png", "a.jpg", "c.webp", "00000.tar", "00001.tar"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "list.txt").write_text("c.webp\n# a comment\n\nb.png\n")
+    shards = list_shards([tmp_path / "list.txt", tmp_path / "a.jpg", str(tmp_path / "{00000..00001}.tar")], 2)
+    assert [(s.kind, s.files) for s in shards] == [
+        ("tar", []), ("tar", []),
+        ("files", [str(tmp_path / "c.webp"), str(tmp_path / "b.png")]), ("files", [str(tmp_path / "a.jpg")])]
+    assert [s.index for s in shards] == [0, 1, 2, 3]
+    assert shards[2].fingerprint() != list_shards([tmp_path / "a.jpg", tmp_path / "b.png"])[0].fingerprint()
     with pytest.raises(DistorchError, match="no such file"):
         list_shards([tmp_path / "missing"])
     with pytest.raises(DistorchError, match="shard_size"):
         list_shards([tmp_path], shard_size=0)
+    (tmp_path / "empty").mkdir()
     with pytest.raises(DistorchError, match="no images"):
-        list_shards([tmp_path])
+        list_shards([tmp_path / "empty"])
     from distorch_vision.ray import encode
 
     with pytest.raises(DistorchError, match="num_actors is 0"):
-        encode([tmp_path], tmp_path / "o", MODEL, num_actors=0)
+        encode([tmp_path / "a.jpg"], tmp_path / "o", MODEL, num_actors=0)
     with pytest.raises(DistorchError, match="crop is 'middle'; valid: center, none"):
-        encode([tmp_path], tmp_path / "o", MODEL, crop="middle")
+        encode([tmp_path / "a.jpg"], tmp_path / "o", MODEL, crop="middle")
