@@ -302,6 +302,21 @@ dv_status dv_encode_image(dv_model model, const float *image, size_t count,
                           const char *outputs, size_t batch_size,
                           dv_outputs *outputs_out);
 
+/**
+ * Decodes one encoded image file held in memory (PNG, JPEG, WebP, BMP, GIF, TIFF) and
+ * preprocesses it exactly as the CLI's `encode --images` does (EXIF orientation, RGB,
+ * SPEC §4 resize/crop/normalise with the model's mean/std), for dv_encode_pixels().
+ * An unreadable image is ::DV_ERR_INVALID_ARGUMENT (or ::DV_ERR_IO) with a message naming it.
+ * @param data, len the file's bytes; borrowed for the call
+ * @param name NULL or a name for error messages (a path or key)
+ * @param crop ::DV_CROP_CENTER or ::DV_CROP_NONE
+ * @param pixels_out receives 3×S×S floats (S from dv_model_image_size())
+ * @param count floats at @p pixels_out; must equal 3·S·S (else ::DV_ERR_SIZE_MISMATCH)
+ */
+dv_status dv_preprocess_encoded(dv_model model, const uint8_t *data, size_t len,
+                                const char *name, int32_t crop,
+                                float *pixels_out, size_t count);
+
 /** @param count_out receives the number of tensors in @p outputs. */
 dv_status dv_outputs_count(dv_outputs outputs, size_t *count_out);
 

@@ -124,6 +124,8 @@ fn c_type(rust: &str) -> String {
         "*mutc_char" => "char*",
         "*mut*mutc_char" => "char**",
         "*constf32" => "constfloat*",
+        "*mutf32" => "float*",
+        "*constu8" => "constuint8_t*",
         "*mutu64" => "uint64_t*",
         "*mutu32" => "uint32_t*",
         "*mutusize" => "size_t*",

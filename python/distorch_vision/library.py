@@ -103,6 +103,10 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
 # Bound when the library has them (added to the C ABI after version 1 shipped).
 _OPTIONAL: dict[str, tuple[Any, list[Any]]] = {
     "dv_shutdown": (_st, []),
+    # used by distorch_vision.ray: encoded file bytes → 3×S×S pixels, as the CLI's encode --images
+    "dv_preprocess_encoded": (
+        _st, [_u64, C.c_char_p, _sz, C.c_char_p, C.c_int32, _fp, _sz],
+    ),
 }
 
 

@@ -39,3 +39,17 @@ pub fn preprocess_for(
     };
     preprocess_comfy_batch(data, b, h, w, c, &spec)
 }
+
+/// Decodes an encoded image file held in memory and preprocesses it for `cv`, by the same
+/// path as the CLI's `encode --images` (`job::batch::preprocess_file`): `3 × S × S` values.
+/// `name` is used in error messages.
+pub fn preprocess_encoded(
+    cv: &ClipVision,
+    bytes: &[u8],
+    name: &str,
+    crop: Crop,
+) -> Result<Vec<f32>> {
+    let spec = crate::job::batch::preprocess_spec(cv.model(), crop);
+    let img = crate::image::decode_bytes(bytes, name)?;
+    crate::image::preprocess(&img, &spec).map_err(|e| e.context(name))
+}

@@ -875,6 +875,64 @@ pub unsafe extern "C" fn dv_encode_image(
     })
 }
 
+/// `dv_status dv_preprocess_encoded(...)`: one encoded image file (PNG, JPEG, …) held in
+/// memory, decoded and preprocessed exactly as the CLI's `encode --images` does, into
+/// `3 × S × S` floats for [`dv_encode_pixels`].
+///
+/// # Safety
+/// `data` is NULL or points to `len` readable bytes; `name` is NULL or a NUL-terminated
+/// string; `pixels_out` is NULL or points to `count` writable floats.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn dv_preprocess_encoded(
+    model: u64,
+    data: *const u8,
+    len: usize,
+    name: *const c_char,
+    crop: i32,
+    pixels_out: *mut f32,
+    count: usize,
+) -> DvStatus {
+    guard(|| {
+        let cv = self::model(model)?;
+        if data.is_null() {
+            return Err(Fail::null("data"));
+        }
+        if pixels_out.is_null() {
+            return Err(Fail::null("pixels_out"));
+        }
+        let s = cv.model().config.image_size;
+        if count != 3 * s * s {
+            return Err(Fail::new(
+                DV_ERR_SIZE_MISMATCH,
+                format!(
+                    "pixels_out holds {count} floats; this model needs 3*{s}*{s} = {}",
+                    3 * s * s
+                ),
+            ));
+        }
+        if (pixels_out as usize) % std::mem::align_of::<f32>() != 0 {
+            return Err(Fail::new(
+                DV_ERR_INVALID_ARGUMENT,
+                "pixels_out is not aligned for f32",
+            ));
+        }
+        let crop = image::crop_from_code(crop).ok_or_else(|| {
+            Fail::new(
+                DV_ERR_INVALID_ARGUMENT,
+                format!("crop is {crop}; valid: DV_CROP_CENTER (0), DV_CROP_NONE (1)"),
+            )
+        })?;
+        let name = opt_str(name, "name")?.unwrap_or_else(|| "image".to_string());
+        // SAFETY: the caller guarantees `len` readable bytes at `data` (checked non-NULL).
+        let bytes = std::slice::from_raw_parts(data, len);
+        let px = image::preprocess_encoded(&cv, bytes, &name, crop)?;
+        // SAFETY: `pixels_out` is non-NULL, aligned and holds `count` floats (checked above).
+        std::slice::from_raw_parts_mut(pixels_out, count).copy_from_slice(&px);
+        Ok(())
+    })
+}
+
 // ---------------------------------------------------------------------------------------
 // Outputs
 
