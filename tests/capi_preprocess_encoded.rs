@@ -1,12 +1,11 @@
 //! `dv_preprocess_encoded`: image file bytes → the pixels the CLI's `encode --images` makes
 //! (the Python Ray encoder's decoder), and its errors.
 
-#[path = "capi_common.rs"]
 mod common;
 
 use std::ffi::c_char;
 
-use common::*;
+use common::capi::*;
 use distorch_vision::image::Crop;
 use distorch_vision::job::batch::{preprocess_file, preprocess_spec};
 use distorch_vision::model::Model;
