@@ -47,8 +47,9 @@ for r in $(seq "$rounds"); do
   ro=$(ratio "$ours" "$ov") rt=$(ratio "$ours" "$torch")
   [ -n "$ro" ] && ov_r+=("$ro")
   [ -n "$rt" ] && torch_r+=("$rt")
+  f2() { [ -n "$1" ] && printf '%.2f' "$1" || printf '–'; }
   printf 'round %d: distorch-vision %.2f images/s, OpenVINO %s images/s, torch %s images/s; ours/OpenVINO %s, ours/torch %s; load %s\n' \
-    "$r" "$ours" "${ov:-–}" "${torch:-–}" "${ro:-–}" "${rt:-–}" "$(cut -d' ' -f1 /proc/loadavg)"
+    "$r" "$ours" "$(f2 "$ov")" "$(f2 "$torch")" "${ro:-–}" "${rt:-–}" "$(cut -d' ' -f1 /proc/loadavg)"
 done
 med() { "$py" -c "import statistics,sys; r=[float(x) for x in sys.argv[2:]]; print(f'median {sys.argv[1]} over {len(r)} rounds: {statistics.median(r):.3f}' if r else f'{sys.argv[1]}: no figures (not installed?)')" "$@"; }
 med ours/OpenVINO "${ov_r[@]}"
