@@ -1,21 +1,25 @@
 #!/usr/bin/env bash
-# Benchmarks distorch-vision against Hugging Face transformers (torch, CPU fp32) on generated
-# ViT-B/16- and ViT-L/14-shaped random-weight models (f32 and f16 files, made at run time),
-# at batch 1 and 8, and appends rows to BENCHMARKS.md. Usage:
-#   scripts/bench.sh [--iters N] [--shapes "vit-b-16 vit-l-14"] [--dtypes "f32 f16"] [--batches "1 8"]
-# torch is optional (scripts/bench_torch.py says how to install it); without it only our
-# figures are written.
+# Benchmarks distorch-vision against OpenVINO (our whole-graph export, f32 hint, same threads) and
+# Hugging Face transformers (torch, CPU fp32) on generated ViT-B/16- and ViT-L/14-shaped
+# random-weight models (f32 and f16 files, made at run time), at batch 1 and 8, and appends rows
+# to BENCHMARKS.md. Each row takes --rounds paired rounds (ours, OpenVINO, torch in turn, as
+# scripts/bench_pair.sh) and reports the medians of the figures and of the per-round ratios.
+# Usage:
+#   scripts/bench.sh [--iters N] [--rounds N] [--shapes "vit-b-16 vit-l-14"] [--dtypes "f32 f16"] [--batches "1 8"]
+# torch and OpenVINO are optional (scripts/bench_torch.py, scripts/bench_openvino.py say how to
+# install them); without one its columns are empty.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
-iters=5 shapes="vit-b-16 vit-l-14" dtypes="f32 f16" batches="1 8"
+iters=5 rounds=1 shapes="vit-b-16 vit-l-14" dtypes="f32 f16" batches="1 8"
 while [ $# -gt 0 ]; do
   case "$1" in
     --iters) iters=$2; shift 2 ;;
+    --rounds) rounds=$2; shift 2 ;;
     --shapes) shapes=$2; shift 2 ;;
     --dtypes) dtypes=$2; shift 2 ;;
     --batches) batches=$2; shift 2 ;;
-    *) echo "bench.sh: unknown option $1 (valid: --iters, --shapes, --dtypes, --batches)" >&2; exit 2 ;;
+    *) echo "bench.sh: unknown option $1 (valid: --iters, --rounds, --shapes, --dtypes, --batches)" >&2; exit 2 ;;
   esac
 done
 scripts/setup.sh >/dev/null
@@ -25,12 +29,13 @@ mkdir -p "$work"
 py=${PYTHON:-python3}
 threads=${DISTORCH_THREADS:-$(nproc)}
 export DISTORCH_THREADS=$threads
-machine="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores, $threads threads"
+machine="$(scripts/cpu_info.sh); $threads threads"
 [ -f BENCHMARKS.md ] || printf '# Benchmarks\n\nRows appended by `scripts/bench.sh`; medians of timed batches after one warm-up.\n' > BENCHMARKS.md
 {
   printf '\n## %s — %s\n\n' "$(date -u +%Y-%m-%d)" "$machine"
-  printf '| model | file | batch | blocks img/s | whole img/s | blocks/whole | torch img/s | blocks/torch | load s | first output s | blocks peak RSS MiB | RSS budget MiB |\n'
-  printf '|---|---|---|---|---|---|---|---|---|---|---|---|\n'
+  printf 'Medians over %s paired round(s) per row (ours, OpenVINO, torch in turn); ratios are medians of the per-round ratios.\n\n' "$rounds"
+  printf '| model | file | batch | blocks img/s | whole img/s | blocks/whole | OpenVINO img/s | blocks/OpenVINO | torch img/s | blocks/torch | load s | first output s | blocks peak RSS MiB | RSS budget MiB | load avg |\n'
+  printf '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n'
 } >> BENCHMARKS.md
 for shape in $shapes; do
   for dtype in $dtypes; do
@@ -38,21 +43,37 @@ for shape in $shapes; do
     [ -f "$dir/model.safetensors" ] || PYTHONPATH=.runtime/cpu "$py" scripts/make_random_model.py "$dir" --shape "$shape" --dtype "$dtype"
     for batch in $batches; do
       echo "bench: $shape $dtype batch $batch" >&2
-      ours=$($bin bench --model "$dir/model.safetensors" --device cpu --batch-size "$batch" --iters "$iters" --json --graphs-dir "$work/graphs")
-      torch=$("$py" scripts/bench_torch.py "$dir" --batch-size "$batch" --iters "$iters" --threads "$threads" --json | tail -n 1)
-      OURS="$ours" TORCH="$torch" SHAPE="$shape" DTYPE="$dtype" "$py" - >> BENCHMARKS.md <<'PY'
-import json, os
-o = json.loads(os.environ["OURS"])
-try:
-    t = json.loads(os.environ["TORCH"])["images_per_s"]
-except Exception:
-    t = None
-b, w = o["blocks"], o.get("whole") or {}
+      ours="" ov="" torch=""
+      for r in $(seq "$rounds"); do
+        ours+="$($bin bench --model "$dir/model.safetensors" --device cpu --batch-size "$batch" --iters "$iters" --json --graphs-dir "$work/graphs")"$'\n'
+        ov+="$("$py" scripts/bench_openvino.py "$dir" --batch-size "$batch" --iters "$iters" --threads "$threads" --bin "$bin" --json | tail -n 1)"$'\n'
+        torch+="$("$py" scripts/bench_torch.py "$dir" --batch-size "$batch" --iters "$iters" --threads "$threads" --json | tail -n 1)"$'\n'
+      done
+      OURS="$ours" OV="$ov" TORCH="$torch" SHAPE="$shape" DTYPE="$dtype" "$py" - >> BENCHMARKS.md <<'PY'
+import json, os, statistics
+def rows(k):
+    out = []
+    for line in os.environ[k].splitlines():
+        try:
+            out.append(json.loads(line))
+        except Exception:
+            out.append(None)
+    return out
+os_, ovs, ts = rows("OURS"), rows("OV"), rows("TORCH")
+ips = lambda r: r["images_per_s"] if r and "images_per_s" in r else None
+med = lambda v: statistics.median(v) if v else None
+blocks = [o["blocks"]["images_per_s"] for o in os_]
+whole = [(o.get("whole") or {}).get("images_per_s") for o in os_]
+ov, t = [ips(r) for r in ovs], [ips(r) for r in ts]
+ratio = lambda other: med([b / x for b, x in zip(blocks, other) if x])
+o = os_[-1]
 fmt = lambda v, f="{:.2f}": "–" if v is None else f.format(v)
-print(f"| {os.environ['SHAPE']} | {os.environ['DTYPE']} | {o['batch_size']} | {b['images_per_s']:.2f} | "
-      f"{fmt(w.get('images_per_s'))} | {fmt(o.get('split_ratio'), '{:.3f}')} | {fmt(t)} | "
-      f"{fmt(b['images_per_s'] / t if t else None, '{:.3f}')} | {b['session_build_s']:.2f} | "
-      f"{b['first_output_s']:.2f} | {o['blocks_peak_rss_bytes'] / 2**20:.0f} | {o['rss_budget_bytes'] / 2**20:.0f} |")
+print(f"| {os.environ['SHAPE']} | {os.environ['DTYPE']} | {o['batch_size']} | {med(blocks):.2f} | "
+      f"{fmt(med([w for w in whole if w]))} | {fmt(ratio(whole), '{:.3f}')} | {fmt(med([x for x in ov if x]))} | "
+      f"{fmt(ratio(ov), '{:.3f}')} | {fmt(med([x for x in t if x]))} | {fmt(ratio(t), '{:.3f}')} | "
+      f"{o['blocks']['session_build_s']:.2f} | {o['blocks']['first_output_s']:.2f} | "
+      f"{o['blocks_peak_rss_bytes'] / 2**20:.0f} | {o['rss_budget_bytes'] / 2**20:.0f} | "
+      f"{open('/proc/loadavg').read().split()[0]} |")
 PY
     done
   done
@@ -71,6 +92,13 @@ try: t=json.loads(os.environ["T"])["images_per_s"]
 except Exception: t=None
 i=q["blocks"]["images_per_s"]
 print("\n%s f32 file, --dtype int8, batch %d: %.2f images/s; torch fp32 %s images/s; ratio %s" % (os.environ.get("SHAPE","%s" % q["model"]), q["batch_size"], i, "%.2f" % t if t else "-", "%.2f" % (i / t) if t else "-"))' >> BENCHMARKS.md
+    # OpenVINO's own int8 (NNCF, scripts/quantize_openvino.py), when made.
+    if [ -f "$dir/ov-int8/model.xml" ]; then
+      o=$("$py" scripts/bench_openvino.py "$dir" --int8 --batch-size "$batch" --iters "$iters" --threads "$threads" --bin "$bin" --json | tail -n 1)
+      O="$o" I="$q" "$py" -c 'import json,os
+o=json.loads(os.environ["O"])["images_per_s"]; i=json.loads(os.environ["I"])["blocks"]["images_per_s"]
+print("OpenVINO int8 (NNCF) batch %d: %.2f images/s; ours int8 / OpenVINO int8 %.2f; load average %s" % (json.loads(os.environ["I"])["batch_size"], o, i / o, open("/proc/loadavg").read().split()[0]))' >> BENCHMARKS.md
+    fi
   done
   PYTHONPATH=.runtime/cpu "$py" - "$dir" <<'PY'
 import json, os, sys, numpy as np

@@ -8,10 +8,12 @@ optional:
 
     python3 -m pip install openvino numpy
     python3 scripts/bench_openvino.py MODEL_DIR [--batch-size 8] [--iters 5] [--threads N] [--json]
-        [--precision f32|bf16] [--graphs DIR] [--bin target/release/distorch-vision]
+        [--precision f32|bf16] [--graphs DIR] [--bin target/release/distorch-vision] [--int8]
 
 MODEL_DIR holds model.safetensors + config.json (scripts/make_random_model.py). The export is
-made with the project's binary into --graphs (reused when present).
+made with the project's binary into --graphs (reused when present). --int8 runs OpenVINO's own
+int8 model instead (NNCF post-training quantisation of the same export, made once by
+scripts/quantize_openvino.py into MODEL_DIR/ov-int8).
 """
 import argparse
 import json
@@ -38,6 +40,7 @@ ap.add_argument("--precision", choices=["f32", "bf16"], default="f32")
 ap.add_argument("--graphs", default=None, help="export folder (default MODEL_DIR/ov-whole)")
 ap.add_argument("--bin", default="target/release/distorch-vision")
 ap.add_argument("--json", action="store_true")
+ap.add_argument("--int8", action="store_true", help="the NNCF int8 model in MODEL_DIR/ov-int8")
 a = ap.parse_args()
 
 graphs = a.graphs or os.path.join(a.model_dir, "ov-whole")
@@ -49,6 +52,11 @@ whole = os.path.join(graphs, json.load(open(manifest))["whole"]["file"])
 cfg = json.load(open(os.path.join(a.model_dir, "config.json")))
 s = cfg.get("vision_config", cfg)["image_size"]
 
+if a.int8:
+    whole = os.path.join(a.model_dir, "ov-int8", "model.xml")
+    if not os.path.isfile(whole):
+        print(f"bench_openvino.py: no {whole}; make it with scripts/quantize_openvino.py {a.model_dir}")
+        sys.exit(0)
 core = ov.Core()
 t0 = time.perf_counter()
 model = core.read_model(whole)
@@ -78,8 +86,9 @@ for _ in range(a.iters):
     run()
     times.append(time.perf_counter() - t)
 med = statistics.median(times)
-r = {"openvino": ov.__version__.split("-")[0], "precision": compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
-     if hasattr(compiled.get_property("INFERENCE_PRECISION_HINT"), "to_string") else str(compiled.get_property("INFERENCE_PRECISION_HINT")),
+hint = compiled.get_property("INFERENCE_PRECISION_HINT")
+precision = (hint.to_string() if hasattr(hint, "to_string") else str(hint)) + (" int8" if a.int8 else "")
+r = {"openvino": ov.__version__.split("-")[0], "precision": precision,
      "threads": a.threads, "batch_size": a.batch_size, "iters": a.iters, "build_s": build_s,
      "median_batch_s": med, "images_per_s": a.batch_size / med}
 print(json.dumps(r) if a.json else f"openvino {r['openvino']}: {r['images_per_s']:.2f} images/s "
