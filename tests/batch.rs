@@ -889,3 +889,47 @@ fn file_names_that_are_not_utf8_stay_distinct_and_none_disappears() {
     assert_eq!(s.len(), 3);
     assert!(s.iter().all(|x| !x.contains('\u{fffd}')), "{s:?}");
 }
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_in_one_file_mode_says_nothing_was_written() {
+    use std::io::BufRead;
+    let tmp = temp_dir("one_file_sigint");
+    let files = make_images(&tmp.join("imgs"), 400);
+    let graphs = tmp.join("graphs");
+    let o = run(&mut encode_cmd(
+        &files[0],
+        &tmp.join("warm.safetensors"),
+        &graphs,
+    ));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = tmp.join("one.safetensors");
+    let mut child = sharded_cmd(&tmp.join("imgs"), &out, &graphs)
+        .arg("-v")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Signal once the run says it is encoding (the handler is in place by then).
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        if err.read_line(&mut line).unwrap() == 0 {
+            panic!("the run ended before encoding: {seen}");
+        }
+        seen.push_str(&line);
+        if line.contains("one-file mode") {
+            break;
+        }
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{seen}{rest}");
+    assert!(
+        rest.contains("interrupted; nothing was written") && rest.contains("--shard-size"),
+        "{seen}{rest}"
+    );
+    assert!(!out.exists());
+}

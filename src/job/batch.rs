@@ -1103,6 +1103,12 @@ pub fn run_encode(cv: &ClipVision, job: &EncodeJob) -> Result<EncodeSummary> {
             )));
         }
     }
+    // Nothing is written before the end: a signal says so rather than ending silently.
+    let _signals = interrupt::Guard::install_one_file();
+    tracing::info!(
+        "one-file mode: {} is written once every input is encoded",
+        job.out.display()
+    );
     let mut parts: Vec<Array4<f32>> = Vec::new();
     let mut sources: Vec<String> = Vec::new();
     let mut skipped: Vec<Skipped> = Vec::new();
