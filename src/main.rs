@@ -659,6 +659,13 @@ fn run(cli: Cli) -> Result<()> {
                 )));
             }
             let m = Model::open(&resolve_model_in(&model, &folders)?)?;
+            // Never over the model, an input, or a file this program did not write.
+            let protected = distorch_vision::job::out_guard::protected(m.path(), None, &images);
+            distorch_vision::job::out_guard::check_targets(
+                std::slice::from_ref(&out),
+                &protected,
+                None,
+            )?;
             let spec = batch::preprocess_spec(&m, crop);
             let (px, sources, skipped) = if strict {
                 let (px, src) = batch::preprocess_inputs(&images, &spec)

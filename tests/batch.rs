@@ -933,3 +933,41 @@ fn ctrl_c_in_one_file_mode_says_nothing_was_written() {
     );
     assert!(!out.exists());
 }
+
+#[test]
+fn preprocess_out_never_overwrites_an_input_or_a_foreign_file() {
+    let tmp = temp_dir("preprocess_out_guard");
+    let files = make_images(&tmp.join("imgs"), 1);
+    let img = std::fs::read(&files[0]).unwrap();
+    let pre = |out: &Path| {
+        run(bin()
+            .args(["preprocess", "--model"])
+            .arg(clip())
+            .arg("--images")
+            .arg(&files[0])
+            .arg("--out")
+            .arg(out))
+    };
+    let o = pre(&files[0]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("would overwrite the input image"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(std::fs::read(&files[0]).unwrap(), img);
+    let text = tmp.join("notes.safetensors");
+    std::fs::write(&text, "keep me").unwrap();
+    let o = pre(&text);
+    assert!(
+        stderr(&o).contains("was not written by distorch-vision"),
+        "{}",
+        stderr(&o)
+    );
+    // Its own pixels file is replaced.
+    let ours = tmp.join("px.safetensors");
+    for _ in 0..2 {
+        let o = pre(&ours);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+}

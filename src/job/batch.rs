@@ -1212,14 +1212,8 @@ pub fn run_encode(cv: &ClipVision, job: &EncodeJob) -> Result<EncodeSummary> {
 /// this program did not write (see `out_guard`).
 fn check_out(cv: &ClipVision, job: &EncodeJob) -> Result<()> {
     use crate::job::out_guard::{canonical, check_targets};
-    let mut protected = vec![(canonical(cv.model().path()), "model")];
-    if let Some(p) = &job.pixels {
-        protected.push((canonical(p), "pixels input"));
-    }
-    // A missing input is reported by the encode itself.
-    for f in image::expand_inputs(&job.images).unwrap_or_default() {
-        protected.push((canonical(&f), "input image"));
-    }
+    let protected =
+        crate::job::out_guard::protected(cv.model().path(), job.pixels.as_deref(), &job.images);
     let out = &job.out;
     if job.is_sharded() {
         let dir = canonical(out);

@@ -22,6 +22,23 @@ pub fn canonical(p: &Path) -> PathBuf {
     }
 }
 
+/// The files a job reads (canonical, with what each is): the model, the pixels input and
+/// every input image (a missing input is left to the job to report).
+pub fn protected(
+    model: &Path,
+    pixels: Option<&Path>,
+    images: &[PathBuf],
+) -> Vec<(PathBuf, &'static str)> {
+    let mut v = vec![(canonical(model), "model")];
+    if let Some(p) = pixels {
+        v.push((canonical(p), "pixels input"));
+    }
+    for f in crate::image::expand_inputs(images).unwrap_or_default() {
+        v.push((canonical(&f), "input image"));
+    }
+    v
+}
+
 /// True when `p` is a safetensors file this program wrote.
 pub fn is_ours(p: &Path) -> bool {
     SafeTensors::open(p).is_ok_and(|st| {
@@ -36,7 +53,7 @@ pub fn is_ours(p: &Path) -> bool {
 /// `npy_companion` is the `sources.json` whose presence marks a `.npy` as ours.
 pub fn check_targets(
     targets: &[PathBuf],
-    protected: &[(PathBuf, &str)],
+    protected: &[(PathBuf, &'static str)],
     npy_companion: Option<&Path>,
 ) -> Result<()> {
     for t in targets {
