@@ -347,6 +347,12 @@ struct BenchArgs {
 }
 
 fn main() -> ExitCode {
+    // Output piped into `head` ends the process quietly (as for any Unix tool), rather than
+    // panicking in println! on EPIPE.
+    // SAFETY: restoring the default action of SIGPIPE before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -356,9 +362,15 @@ fn main() -> ExitCode {
                 K::DisplayHelp | K::DisplayVersion | K::DisplayHelpOnMissingArgumentOrSubcommand
             );
             if !shows && std::env::args_os().any(|a| a == "--json") {
+                // The whole message (the missing argument names follow the first line).
                 let msg = e.to_string();
-                let first = msg.lines().next().unwrap_or_default();
-                print_json_error("usage", first.trim_start_matches("error: "));
+                let text = msg
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                print_json_error("usage", text.trim_start_matches("error: "));
             }
             e.exit();
         }
@@ -647,6 +659,13 @@ fn run(cli: Cli) -> Result<()> {
                 )));
             }
             let m = Model::open(&resolve_model_in(&model, &folders)?)?;
+            // Never over the model, an input, or a file this program did not write.
+            let protected = distorch_vision::job::out_guard::protected(m.path(), None, &images);
+            distorch_vision::job::out_guard::check_targets(
+                std::slice::from_ref(&out),
+                &protected,
+                None,
+            )?;
             let spec = batch::preprocess_spec(&m, crop);
             let (px, sources, skipped) = if strict {
                 let (px, src) = batch::preprocess_inputs(&images, &spec)
@@ -828,9 +847,16 @@ fn inspect(model: &std::path::Path, json: bool) -> Result<()> {
         return Ok(());
     }
     println!("model     {}", m.path().display());
+    // A family read from a config file already names it: say it once.
+    let family = c
+        .family
+        .strip_suffix(')')
+        .and_then(|f| f.rsplit_once(" ("))
+        .filter(|(_, label)| label.contains("config.json"))
+        .map_or(c.family.as_str(), |(f, _)| f);
     println!(
-        "family    {} (from {}, {:?} keys)",
-        c.family, c.source, m.keys.layout
+        "family    {family} (from {}, {:?} keys)",
+        c.source, m.keys.layout
     );
     println!(
         "config    D={} layers={} heads={} mlp={} act={:?} patch={} image={} tokens={} proj={} eps={:e}{}",

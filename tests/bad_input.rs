@@ -165,6 +165,14 @@ fn broken_model_files() {
         },
         "unknown dtype",
     );
+    // A real safetensors dtype the model math does not take: not called an invalid file.
+    alter(
+        "u16_dtype",
+        &|h| {
+            h.get_mut(key).unwrap()["dtype"] = serde_json::json!("U16");
+        },
+        "dtype U16, a valid safetensors dtype this program does not read",
+    );
     alter(
         "overlap",
         &|h| {

@@ -707,3 +707,267 @@ fn pixels_record_their_preprocessing_and_a_mismatch_warns() {
         "{err}"
     );
 }
+
+/// A one-file encode command of the quick CLIP fixture.
+fn encode_cmd(images: &Path, out: &Path, graphs: &Path) -> std::process::Command {
+    let mut c = sharded_cmd(images, out, graphs);
+    c.arg("--quiet");
+    c
+}
+
+#[test]
+fn out_never_overwrites_the_model_an_input_or_a_foreign_file() {
+    let tmp = temp_dir("out_guard");
+    let graphs = tmp.join("graphs");
+    let files = make_images(&tmp.join("imgs"), 2);
+    // The model with its config beside it (the fixture's sizes need it).
+    std::fs::create_dir_all(tmp.join("m")).unwrap();
+    for e in std::fs::read_dir(clip().parent().unwrap())
+        .unwrap()
+        .flatten()
+    {
+        std::fs::copy(e.path(), tmp.join("m").join(e.file_name())).unwrap();
+    }
+    let victim = tmp.join("m/model.safetensors");
+    let model_bytes = std::fs::read(&victim).unwrap();
+    let img_bytes = std::fs::read(&files[0]).unwrap();
+    let refused = |o: &std::process::Output, what: &str| {
+        assert!(!o.status.success(), "{what}: exit 0");
+        assert!(stderr(o).contains(what), "{what}: {}", stderr(o));
+    };
+    // The model, spelled differently.
+    let mut c = bin();
+    c.args(["encode", "--model"])
+        .arg(&victim)
+        .arg("--images")
+        .arg(&files[0])
+        .arg("--out")
+        .arg(tmp.join("imgs/../m/model.safetensors"))
+        .args(["--device", "cpu", "--graphs-dir"])
+        .arg(&graphs);
+    refused(&run(&mut c), "would overwrite the model");
+    assert_eq!(std::fs::read(&victim).unwrap(), model_bytes);
+    // An input image (as --out, and as the .npy of a one-file npy output).
+    refused(
+        &run(&mut encode_cmd(&files[0], &files[0], &graphs)),
+        "would overwrite the input image",
+    );
+    assert_eq!(std::fs::read(&files[0]).unwrap(), img_bytes);
+    // A pixels input.
+    let px = tmp.join("m/pixels.safetensors");
+    let px_bytes = std::fs::read(&px).unwrap();
+    let mut c = bin();
+    c.args(["encode", "--model"])
+        .arg(&victim)
+        .arg("--pixels")
+        .arg(&px)
+        .arg("--out")
+        .arg(&px)
+        .args(["--device", "cpu", "--graphs-dir"])
+        .arg(&graphs);
+    refused(&run(&mut c), "would overwrite the pixels input");
+    assert_eq!(std::fs::read(&px).unwrap(), px_bytes);
+    // A file this program did not write: another safetensors, a text file.
+    let foreign = tmp.join("foreign.safetensors");
+    std::fs::copy(clip(), &foreign).unwrap();
+    refused(
+        &run(&mut encode_cmd(&files[0], &foreign, &graphs)),
+        "was not written by distorch-vision",
+    );
+    let text = tmp.join("notes.txt");
+    std::fs::write(&text, "keep me").unwrap();
+    refused(
+        &run(&mut encode_cmd(&files[0], &text, &graphs)),
+        "was not written by distorch-vision",
+    );
+    assert_eq!(std::fs::read_to_string(&text).unwrap(), "keep me");
+    // Our own output is replaced.
+    let ours = tmp.join("ours.safetensors");
+    for _ in 0..2 {
+        let o = run(&mut encode_cmd(&files[0], &ours, &graphs));
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+}
+
+#[test]
+fn resume_reencodes_the_rows_of_a_damaged_shard() {
+    let tmp = temp_dir("resume_damaged");
+    let graphs = tmp.join("graphs");
+    make_images(&tmp.join("imgs"), 5);
+    let out = tmp.join("out");
+    let o = run(sharded_cmd(&tmp.join("imgs"), &out, &graphs).args(["--shard-size", "2"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (_, before) = check_shards(&out);
+    assert_eq!(before.len(), 5);
+    // Cut the middle shard short, as a full disk or a bad copy would.
+    let s1 = out.join("shard-00001.safetensors");
+    let bytes = std::fs::read(&s1).unwrap();
+    std::fs::write(&s1, &bytes[..1000.min(bytes.len() - 1)]).unwrap();
+    let o =
+        run(sharded_cmd(&tmp.join("imgs"), &out, &graphs).args(["--shard-size", "2", "--resume"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("shard-00001"), "{}", stderr(&o));
+    let index = index_of(&out);
+    let mut all: Vec<String> = Vec::new();
+    for s in &index.shards {
+        let p = out.join(&s.file);
+        assert_eq!(sources(&p), s.sources);
+        for (name, shape, _) in read_tensors(&p) {
+            assert_eq!(shape[0], s.rows, "{}: {name}", s.file);
+        }
+        all.extend(s.sources.clone());
+    }
+    all.sort();
+    let mut want = before.clone();
+    want.sort();
+    assert_eq!(all, want, "every image once after the resume");
+    assert_eq!(index.rows, 5);
+    assert!(index.complete);
+}
+
+#[test]
+fn shards_without_an_index_are_never_overwritten() {
+    let tmp = temp_dir("shards_no_index");
+    let graphs = tmp.join("graphs");
+    make_images(&tmp.join("imgs"), 3);
+    let out = tmp.join("out");
+    let o = run(sharded_cmd(&tmp.join("imgs"), &out, &graphs).args(["--shard-size", "2"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    std::fs::remove_file(out.join("index.json")).unwrap();
+    let s0 = std::fs::read(out.join("shard-00000.safetensors")).unwrap();
+    for extra in [&["--resume"][..], &[][..]] {
+        let o = run(sharded_cmd(&tmp.join("imgs"), &out, &graphs)
+            .args(["--shard-size", "2"])
+            .args(extra));
+        assert!(!o.status.success(), "{extra:?}");
+        let e = stderr(&o);
+        assert!(
+            e.contains("holds shards") && e.contains("no index.json"),
+            "{e}"
+        );
+    }
+    assert_eq!(
+        std::fs::read(out.join("shard-00000.safetensors")).unwrap(),
+        s0
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn file_names_that_are_not_utf8_stay_distinct_and_none_disappears() {
+    use std::os::unix::ffi::OsStrExt;
+    let tmp = temp_dir("non_utf8_names");
+    let graphs = tmp.join("graphs");
+    let imgs = tmp.join("imgs");
+    let made = make_images(&imgs, 2);
+    let names = [b"lat\xe9.png".as_slice(), b"lat\xe8.png".as_slice()];
+    for (f, n) in made.iter().zip(names) {
+        std::fs::rename(f, imgs.join(std::ffi::OsStr::from_bytes(n))).unwrap();
+    }
+    let out = tmp.join("out");
+    let o = run(sharded_cmd(&imgs, &out, &graphs).args(["--shard-size", "1"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (index, all) = check_shards(&out);
+    assert_eq!(index.rows, 2, "both images encoded: {all:?}");
+    assert!(all.iter().any(|s| s.ends_with("lat\\xe9.png")), "{all:?}");
+    assert!(all.iter().any(|s| s.ends_with("lat\\xe8.png")), "{all:?}");
+    // A third such name after the run is new work for --resume, not "already done".
+    make_images(&tmp.join("more"), 1);
+    std::fs::rename(
+        tmp.join("more/img_0000.png"),
+        imgs.join(std::ffi::OsStr::from_bytes(b"lat\xea.png")),
+    )
+    .unwrap();
+    let o = run(sharded_cmd(&imgs, &out, &graphs).args(["--shard-size", "1", "--resume"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(index_of(&out).rows, 3, "{}", stderr(&o));
+    // One-file mode keeps them apart too.
+    let one = tmp.join("one.safetensors");
+    let o = run(&mut encode_cmd(&imgs, &one, &graphs));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let s = sources(&one);
+    assert_eq!(s.len(), 3);
+    assert!(s.iter().all(|x| !x.contains('\u{fffd}')), "{s:?}");
+}
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_in_one_file_mode_says_nothing_was_written() {
+    use std::io::BufRead;
+    let tmp = temp_dir("one_file_sigint");
+    let files = make_images(&tmp.join("imgs"), 400);
+    let graphs = tmp.join("graphs");
+    let o = run(&mut encode_cmd(
+        &files[0],
+        &tmp.join("warm.safetensors"),
+        &graphs,
+    ));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = tmp.join("one.safetensors");
+    let mut child = sharded_cmd(&tmp.join("imgs"), &out, &graphs)
+        .arg("-v")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Signal once the run says it is encoding (the handler is in place by then).
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        if err.read_line(&mut line).unwrap() == 0 {
+            panic!("the run ended before encoding: {seen}");
+        }
+        seen.push_str(&line);
+        if line.contains("one-file mode") {
+            break;
+        }
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{seen}{rest}");
+    assert!(
+        rest.contains("interrupted; nothing was written") && rest.contains("--shard-size"),
+        "{seen}{rest}"
+    );
+    assert!(!out.exists());
+}
+
+#[test]
+fn preprocess_out_never_overwrites_an_input_or_a_foreign_file() {
+    let tmp = temp_dir("preprocess_out_guard");
+    let files = make_images(&tmp.join("imgs"), 1);
+    let img = std::fs::read(&files[0]).unwrap();
+    let pre = |out: &Path| {
+        run(bin()
+            .args(["preprocess", "--model"])
+            .arg(clip())
+            .arg("--images")
+            .arg(&files[0])
+            .arg("--out")
+            .arg(out))
+    };
+    let o = pre(&files[0]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("would overwrite the input image"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(std::fs::read(&files[0]).unwrap(), img);
+    let text = tmp.join("notes.safetensors");
+    std::fs::write(&text, "keep me").unwrap();
+    let o = pre(&text);
+    assert!(
+        stderr(&o).contains("was not written by distorch-vision"),
+        "{}",
+        stderr(&o)
+    );
+    // Its own pixels file is replaced.
+    let ours = tmp.join("px.safetensors");
+    for _ in 0..2 {
+        let o = pre(&ours);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+}

@@ -180,3 +180,81 @@ fn bench_does_not_flag_tiny_models_over_budget() {
     assert!(!line.contains("OVER"), "{out}");
     assert!(line.contains("not applicable"), "{out}");
 }
+
+#[cfg(unix)]
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let model = fixture("clip_quickgelu_f32").join("model.safetensors");
+    let verbs: [Vec<std::ffi::OsString>; 3] = [
+        vec!["devices".into(), "--json".into()],
+        vec![
+            "inspect".into(),
+            "--json".into(),
+            "--model".into(),
+            model.clone().into(),
+        ],
+        vec![
+            "plan".into(),
+            "--json".into(),
+            "--model".into(),
+            model.into(),
+        ],
+    ];
+    for args in verbs {
+        let mut child = bin()
+            .args(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The reader goes away before the first line is written (`| head -0`).
+        drop(child.stdout.take());
+        let o = child.wait_with_output().unwrap();
+        let err = stderr(&o);
+        assert!(
+            !err.contains("panicked") && !err.contains("Broken pipe"),
+            "{args:?}: {err}"
+        );
+        assert!(
+            o.status.success() || o.status.signal() == Some(libc::SIGPIPE),
+            "{args:?}: {:?} {err}",
+            o.status
+        );
+    }
+}
+
+#[test]
+fn json_usage_errors_keep_the_whole_message() {
+    let o = run(bin().args(["plan", "--json"]));
+    assert_eq!(o.status.code(), Some(2));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON object");
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("not provided") && msg.contains("--model"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn inspect_names_the_config_once_and_bad_thread_counts_warn() {
+    let model = fixture("clip_quickgelu_f32").join("model.safetensors");
+    let o = run(bin().args(["inspect", "--model"]).arg(&model));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let family = out.lines().find(|l| l.starts_with("family")).unwrap();
+    assert_eq!(family.matches("config.json").count(), 1, "{family}");
+
+    let tmp = temp_dir("threads_env");
+    let o = encode(&tmp, |c| {
+        c.env("DISTORCH_THREADS", "abc");
+    });
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        lines_with(&o, "DISTORCH_THREADS=\"abc\""),
+        1,
+        "{}",
+        stderr(&o)
+    );
+    assert!(stderr(&o).contains("valid: 1 or more"), "{}", stderr(&o));
+}

@@ -54,7 +54,7 @@ pub fn preprocess_files(
     let mut sources = Vec::with_capacity(paths.len());
     for p in paths {
         data.extend(preprocess_file(p, spec)?);
-        sources.push(p.display().to_string());
+        sources.push(path_text(p));
     }
     let px = Array4::from_shape_vec((paths.len(), 3, s, s), data)
         .map_err(|e| Error::invalid(format!("preprocess: {e}")))?;
@@ -82,7 +82,7 @@ pub fn preprocess_files_skipping(
         match preprocess_file(p, spec) {
             Ok(v) => {
                 data.extend(v);
-                sources.push(p.display().to_string());
+                sources.push(path_text(p));
             }
             Err(e) => skipped.push(Skipped::new(p, &e)),
         }
@@ -103,7 +103,7 @@ pub fn preprocess_inputs(
             "no image files found in {}",
             inputs
                 .iter()
-                .map(|p| p.display().to_string())
+                .map(|p| path_text(p))
                 .collect::<Vec<_>>()
                 .join(", ")
         )));
@@ -130,7 +130,7 @@ pub fn preprocess_inputs_skipping(
                 "no image files found in {}",
                 inputs
                     .iter()
-                    .map(|p| p.display().to_string())
+                    .map(|p| path_text(p))
                     .collect::<Vec<_>>()
                     .join(", ")
             )),
@@ -204,7 +204,7 @@ pub struct Skipped {
 impl Skipped {
     /// `file` could not be read because of `e`; the reason without the file name it repeats.
     pub fn new(file: &Path, e: &Error) -> Skipped {
-        let name = file.display().to_string();
+        let name = path_text(file);
         let msg = e.message();
         let reason = msg
             .strip_prefix(name.as_str())
@@ -219,13 +219,31 @@ impl Skipped {
     }
 }
 
-/// The canonical absolute path of an input (lexically absolute when it no longer exists).
+/// The canonical absolute path of an input (lexically absolute when it no longer exists),
+/// exact for any file name (see [`path_text`]).
 pub fn source_key(p: &Path) -> String {
-    std::fs::canonicalize(p)
-        .or_else(|_| std::path::absolute(p))
-        .unwrap_or_else(|_| p.to_path_buf())
-        .display()
-        .to_string()
+    path_text(
+        &std::fs::canonicalize(p)
+            .or_else(|_| std::path::absolute(p))
+            .unwrap_or_else(|_| p.to_path_buf()),
+    )
+}
+
+/// A path as text, losslessly: a UTF-8 path as it is; otherwise each byte that is not part of
+/// valid UTF-8 as `\xNN` and each backslash as `\\` (so `lat\xe9.png` and `lat\xe8.png`
+/// stay two names, never one `lat�.png`).
+pub fn path_text(p: &Path) -> String {
+    if let Some(s) = p.to_str() {
+        return s.to_string();
+    }
+    let mut out = String::new();
+    for chunk in p.as_os_str().as_encoded_bytes().utf8_chunks() {
+        out.push_str(&chunk.valid().replace('\\', "\\\\"));
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
 }
 
 /// What decides the rows of a sharded run: a resume must match it exactly.
@@ -537,8 +555,36 @@ pub fn encode_sharded(
         .collect();
 
     let identity = RunIdentity::of(cv, spec);
-    let mut index = match ShardIndex::read(dir)? {
-        Some(prev) if opts.resume => {
+    let prev_index = ShardIndex::read(dir)?;
+    if prev_index.is_none() {
+        if let Some(shard) = first_shard_file(dir) {
+            return Err(Error::invalid(format!(
+                "{}: the folder holds shards ({shard}, ...) but no {INDEX_FILE}, so which images they hold is unknown; {} would overwrite them: move them away, or choose another output folder",
+                dir.display(),
+                if opts.resume { "resuming" } else { "a new run" }
+            )));
+        }
+    }
+    let mut index = match prev_index {
+        Some(mut prev) if opts.resume => {
+            // A shard cut short or damaged after the index listed it: its rows are encoded again.
+            let mut kept = Vec::with_capacity(prev.shards.len());
+            for s in std::mem::take(&mut prev.shards) {
+                let path = dir.join(&s.file);
+                match shard_problem(&path, &s, &prev.outputs) {
+                    Some(why) if path.is_file() => {
+                        tracing::warn!(
+                            "{}: {why}; its {} rows will be encoded again",
+                            path.display(),
+                            s.rows
+                        );
+                        let _ = std::fs::remove_file(&path);
+                    }
+                    _ => kept.push(s),
+                }
+            }
+            prev.shards = kept;
+            prev.rows = prev.shards.iter().map(|s| s.rows).sum();
             for s in &prev.shards {
                 if !dir.join(&s.file).is_file() {
                     return Err(Error::new(
@@ -721,7 +767,7 @@ pub fn encode_sharded(
                 match item {
                     Ok(v) => {
                         batch.extend(v);
-                        batch_src.push(path.display().to_string());
+                        batch_src.push(path_text(path));
                         batch_keys.push(key.clone());
                     }
                     Err(e) if opts.strict => {
@@ -780,13 +826,64 @@ pub fn encode_sharded(
     })
 }
 
+/// The first `shard-*.safetensors` in `dir`, if any.
+fn first_shard_file(dir: &Path) -> Option<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("shard-") && n.ends_with(".safetensors"))
+        .collect();
+    names.sort();
+    names.into_iter().next()
+}
+
+/// Why the shard at `path` does not hold what the index says (`None`: it does).
+fn shard_problem(path: &Path, s: &ShardEntry, outputs: &[String]) -> Option<String> {
+    let st = match crate::model::SafeTensors::open(path) {
+        Ok(st) => st,
+        Err(e) => return Some(format!("the shard is damaged ({})", e.message())),
+    };
+    for name in outputs {
+        match st.tensors().get(name) {
+            None => return Some(format!("the shard lacks output {name:?}")),
+            Some(t) if t.shape.first() != Some(&s.rows) => {
+                return Some(format!(
+                    "output {name:?} has shape {:?} but the index lists {} rows",
+                    t.shape, s.rows
+                ))
+            }
+            Some(t) => {
+                if let Err(e) = st.data(t) {
+                    return Some(format!("the shard is damaged ({})", e.message()));
+                }
+            }
+        }
+    }
+    let inputs = st
+        .metadata()
+        .get("inputs")
+        .and_then(|v| serde_json::from_str::<Vec<String>>(v).ok());
+    match inputs {
+        Some(v) if v.len() == s.rows => None,
+        _ => Some(format!(
+            "its \"inputs\" metadata does not list the {} rows of the index",
+            s.rows
+        )),
+    }
+}
+
 fn write_shard(
     dir: &Path,
     index: &mut ShardIndex,
     shard: OpenShard,
     opts: &ShardOptions,
 ) -> Result<()> {
-    let n = index.shards.len();
+    // The next number no listed shard uses (a damaged shard dropped on resume leaves a gap).
+    let mut n = index.shards.len();
+    while index.shards.iter().any(|s| s.file == shard_name(n)) {
+        n += 1;
+    }
     let file = shard_name(n);
     let mut tensors = Vec::with_capacity(shard.outputs.len());
     for (name, parts) in shard.outputs {
@@ -924,6 +1021,7 @@ pub fn run_encode(cv: &ClipVision, job: &EncodeJob) -> Result<EncodeSummary> {
             job.out.display()
         )));
     }
+    check_out(cv, job)?;
     if job.is_sharded() {
         if job.pixels.is_some() {
             return Err(Error::invalid(
@@ -1005,6 +1103,12 @@ pub fn run_encode(cv: &ClipVision, job: &EncodeJob) -> Result<EncodeSummary> {
             )));
         }
     }
+    // Nothing is written before the end: a signal says so rather than ending silently.
+    let _signals = interrupt::Guard::install_one_file();
+    tracing::info!(
+        "one-file mode: {} is written once every input is encoded",
+        job.out.display()
+    );
     let mut parts: Vec<Array4<f32>> = Vec::new();
     let mut sources: Vec<String> = Vec::new();
     let mut skipped: Vec<Skipped> = Vec::new();
@@ -1023,7 +1127,7 @@ pub fn run_encode(cv: &ClipVision, job: &EncodeJob) -> Result<EncodeSummary> {
             );
         }
         if job.images.is_empty() {
-            sources.push(p.display().to_string());
+            sources.push(path_text(p));
         } else {
             sources.extend((0..px.shape()[0]).map(|i| format!("{}#{i}", p.display())));
         }
@@ -1102,6 +1206,47 @@ pub fn run_encode(cv: &ClipVision, job: &EncodeJob) -> Result<EncodeSummary> {
         images_per_s: summary::rate(px.shape()[0], seconds),
         line,
     })
+}
+
+/// Refuses, before any work, an `out` that would overwrite the model, an input, or a file
+/// this program did not write (see `out_guard`).
+fn check_out(cv: &ClipVision, job: &EncodeJob) -> Result<()> {
+    use crate::job::out_guard::{canonical, check_targets};
+    let protected =
+        crate::job::out_guard::protected(cv.model().path(), job.pixels.as_deref(), &job.images);
+    let out = &job.out;
+    if job.is_sharded() {
+        let dir = canonical(out);
+        if let Some((p, what)) = protected.iter().find(|(p, _)| {
+            p.parent() == Some(dir.as_path())
+                && p.file_name().is_some_and(|n| {
+                    let n = n.to_string_lossy();
+                    n == INDEX_FILE || n.starts_with("shard-")
+                })
+        }) {
+            return Err(Error::invalid(format!(
+                "out: the sharded run in {} would overwrite the {what} {}; choose another output folder",
+                out.display(),
+                p.display()
+            )));
+        }
+        return Ok(());
+    }
+    match job.format {
+        OutFormat::Safetensors => check_targets(std::slice::from_ref(out), &protected, None),
+        OutFormat::Npy if is_npy_file(out) => {
+            let src = npy_sources_path(out);
+            check_targets(&[out.clone(), src.clone()], &protected, Some(&src))
+        }
+        OutFormat::Npy => {
+            let names = crate::runtime::resolve_outputs(cv.model(), &job.outputs)?;
+            let src = out.join("sources.json");
+            let mut targets: Vec<PathBuf> =
+                names.iter().map(|n| out.join(format!("{n}.npy"))).collect();
+            targets.push(src.clone());
+            check_targets(&targets, &protected, Some(&src))
+        }
+    }
 }
 
 /// One line per unreadable image on stderr.

@@ -27,6 +27,17 @@ extern "C" fn on_signal(_: libc::c_int) {
     }
 }
 
+/// Said by a one-file encode stopped by a signal (it has no finished rows to keep).
+const ONE_FILE_MESSAGE: &[u8] = b"interrupted; nothing was written: one-file mode writes at the end - use --shard-size for resumable runs\n";
+
+extern "C" fn on_signal_one_file(_: libc::c_int) {
+    // SAFETY: write and _exit are async-signal-safe; the message is a static buffer.
+    unsafe {
+        libc::write(2, ONE_FILE_MESSAGE.as_ptr().cast(), ONE_FILE_MESSAGE.len());
+        libc::_exit(130)
+    }
+}
+
 const SIGNALS: [libc::c_int; 2] = [libc::SIGINT, libc::SIGTERM];
 
 /// The handlers, installed while it lives (when enabled); the previous ones come back on drop.
@@ -36,6 +47,15 @@ pub(crate) struct Guard {
 
 impl Guard {
     pub(crate) fn install() -> Guard {
+        Guard::install_handler(on_signal)
+    }
+
+    /// For a one-file encode: a signal ends the process at once, saying nothing was written.
+    pub(crate) fn install_one_file() -> Guard {
+        Guard::install_handler(on_signal_one_file)
+    }
+
+    fn install_handler(handler: extern "C" fn(libc::c_int)) -> Guard {
         let mut previous = Vec::new();
         if !ENABLED.load(Ordering::SeqCst) {
             return Guard { previous };
@@ -45,7 +65,7 @@ impl Guard {
             // only touches an atomic and calls _exit.
             unsafe {
                 let mut act: libc::sigaction = std::mem::zeroed();
-                act.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+                act.sa_sigaction = handler as libc::sighandler_t;
                 libc::sigemptyset(&mut act.sa_mask);
                 act.sa_flags = libc::SA_RESTART;
                 let mut old: libc::sigaction = std::mem::zeroed();

@@ -100,6 +100,11 @@ pub struct TensorInfo {
     pub nbytes: u64,
 }
 
+/// Dtypes of the safetensors format this program does not read.
+const VALID_UNSUPPORTED: [&str; 7] = ["U16", "U32", "U64", "F8_E4M3", "F8_E5M2", "F8_E8M0", "F4"];
+/// Marks a header error that is not a malformed file (see `VALID_UNSUPPORTED`).
+const UNSUPPORTED: &str = "unsupported: ";
+
 pub struct SafeTensors {
     path: PathBuf,
     file_len: u64,
@@ -152,8 +157,11 @@ impl SafeTensors {
         let mut header = vec![0u8; header_len as usize];
         read_exact_at(&mut file, 8, &mut header).map_err(|e| Error::io(path, e))?;
         let data_start = 8 + header_len;
-        let (tensors, metadata) =
-            parse_header(&header, file_len - data_start, data_start).map_err(bad)?;
+        let (tensors, metadata) = parse_header(&header, file_len - data_start, data_start)
+            .map_err(|m| match m.strip_prefix(UNSUPPORTED) {
+                Some(m) => Error::model(format!("{}: {m}", path.display())),
+                None => bad(m),
+            })?;
         Ok(SafeTensors {
             path: path.to_path_buf(),
             file_len,
@@ -250,7 +258,11 @@ fn parse_header(
             .and_then(|d| d.as_str())
             .ok_or_else(|| format!("tensor {name:?}: missing \"dtype\""))?;
         let dtype = DType::parse(dtype_s).ok_or_else(|| {
-            format!("tensor {name:?}: unknown dtype {dtype_s:?} (known: F64, F32, F16, BF16, I64, I32, I16, I8, U8, BOOL)")
+            if VALID_UNSUPPORTED.contains(&dtype_s) {
+                format!("{UNSUPPORTED}tensor {name:?} has dtype {dtype_s}, a valid safetensors dtype this program does not read (supported: F64, F32, F16, BF16, I64, I32, I16, I8, U8, BOOL); a CLIP Vision tower's weights are floats, so this file is probably not one")
+            } else {
+                format!("tensor {name:?}: unknown dtype {dtype_s:?} (known: F64, F32, F16, BF16, I64, I32, I16, I8, U8, BOOL)")
+            }
         })?;
         let shape = e
             .get("shape")

@@ -56,11 +56,22 @@ pub fn set_library_path(path: &Path) -> Result<()> {
 
 /// Threads of the shared pool: `DISTORCH_THREADS`, else every core.
 pub(crate) fn threads() -> usize {
-    std::env::var("DISTORCH_THREADS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|&n| n > 0)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let Ok(v) = std::env::var("DISTORCH_THREADS") else {
+        return cores;
+    };
+    match v.trim().parse::<usize>() {
+        Ok(n) if n > 0 => n,
+        _ => {
+            static WARNED: std::sync::Once = std::sync::Once::new();
+            WARNED.call_once(|| {
+                tracing::warn!(
+                    "DISTORCH_THREADS={v:?} is not a whole number of threads (valid: 1 or more, e.g. 1..={cores} on this machine); using every core ({cores})"
+                )
+            });
+            cores
+        }
+    }
 }
 
 /// The environment, created on first use. Sessions keep their own handle to it, so it is
