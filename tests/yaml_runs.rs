@@ -355,3 +355,25 @@ fn check_reports_every_problem_and_jobs_sharing_an_out() {
     );
     assert!(!err.contains("ok:"), "{err}");
 }
+
+#[test]
+fn quiet_runs_do_not_print_skipped_images() {
+    let tmp = temp_dir("yaml_quiet_skips");
+    comfy_and_images(&tmp);
+    std::fs::write(tmp.join("imgs/broken.png"), b"not a png").unwrap();
+    let yaml = tmp.join("run.yaml");
+    std::fs::write(
+        &yaml,
+        "clip_vision: clip_l\ncomfyui: ComfyUI\ndevice: cpu\ngraphs_dir: graphs\ninputs: {images: [imgs]}\nout: out.safetensors\n",
+    )
+    .unwrap();
+    let loud = run(bin().env_remove("DISTORCH_LOG").arg("run").arg(&yaml));
+    assert!(loud.status.success(), "{}", stderr(&loud));
+    assert!(stderr(&loud).contains("skipped "), "{}", stderr(&loud));
+    let quiet = run(bin()
+        .env_remove("DISTORCH_LOG")
+        .args(["-q", "run"])
+        .arg(&yaml));
+    assert!(quiet.status.success(), "{}", stderr(&quiet));
+    assert_eq!(stderr(&quiet), "", "-q prints errors only");
+}
