@@ -404,3 +404,28 @@ def test_exit_hook_is_registered_when_the_library_loads(library_path):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[True]", r.stdout
+
+
+def test_nearest_neighbours_reads_every_output_layout(library_path, tmp_path):
+    model = fixture("clip_quickgelu_f32") / "model.safetensors"
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    for f in ("portrait_45x77.png", "landscape_131x33.png", "up_20x13.png"):
+        shutil.copy(ROOT / "tests/fixtures/images" / f, imgs / f)
+    env = dict(os.environ, DISTORCH_LOG="error")
+    layouts = {"one.safetensors": [], "one.npy": ["--outputs", "image_embeds"],
+               "npydir": ["--format", "npy"], "shards": ["--shard-size", "2"]}
+    script = ROOT / "scripts/nearest_neighbours.py"
+    for out, extra in layouts.items():
+        r = subprocess.run([cli(), "encode", "--model", model, "--images", imgs, "--out", tmp_path / out,
+                            "--device", "cpu", "--eject-models", "false", "--graphs-dir", tmp_path / "g",
+                            *extra], capture_output=True, text=True, env=env)
+        assert r.returncode == 0, f"{out}: {r.stderr}"
+        r = subprocess.run([sys.executable, script, tmp_path / out, "-k", "1"], capture_output=True, text=True)
+        assert r.returncode == 0 and "Traceback" not in r.stderr, f"{out}: {r.stderr}"
+        assert r.stdout.count("portrait_45x77.png") >= 1 and len(r.stdout.splitlines()) == 6, r.stdout
+    r = subprocess.run([sys.executable, script, tmp_path / "nope"], capture_output=True, text=True)
+    assert r.returncode == 1 and r.stderr.startswith("error: ") and "nope" in r.stderr, r.stderr
+    r = subprocess.run([sys.executable, script, tmp_path / "one.safetensors", "--tensor", "x"],
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and "'x'" in r.stderr and "image_embeds" in r.stderr, r.stderr
