@@ -261,7 +261,7 @@ class Model:
 
 
 def _batch(batch_size: int) -> int:
-    if not isinstance(batch_size, int) or batch_size < 0:
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 0:
         raise DistorchError(
             "DV_ERR_INVALID_ARGUMENT",
             f"batch_size is {batch_size!r}; valid: an integer ≥ 1, or 0 for the default",
