@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
-"""Nearest neighbours by cosine similarity over the shards of a sharded encode.
+"""Nearest neighbours by cosine similarity over the rows of an encode's output.
 
-    scripts/nearest_neighbours.py OUT_DIR [--tensor image_embeds] [--query FILE_OR_INDEX ...] [-k 5]
+    scripts/nearest_neighbours.py OUT [--tensor image_embeds] [--query FILE_OR_INDEX ...] [-k 5]
 
-Reads OUT_DIR/index.json and its shard-*.safetensors with numpy (the safetensors format is
-parsed by hand: 8-byte little-endian header length, JSON header, raw data). Without --query,
-prints the neighbours of the first few images.
+OUT is any encode output: a sharded folder (index.json and shard-*.safetensors), one
+.safetensors file, one .npy (sources in OUT.sources.json) or an npy folder (<tensor>.npy and
+sources.json). Read with numpy only (safetensors is parsed by hand: 8-byte little-endian header
+length, JSON header, raw data). Without --query, prints the neighbours of the first few images.
 """
 import argparse, json, os, struct, sys
 
@@ -27,6 +28,50 @@ def read_safetensors(path):
     return tensors, meta
 
 
+def as_rows(t):
+    t = t.astype(np.float32)
+    return t if t.ndim == 2 else t[:, 0, :]  # hidden states: the class token's row
+
+
+def load_rows(out, tensor):
+    """(row blocks, sources) of any encode output; exits with one line when OUT is none."""
+    def missing(where, have):
+        sys.exit(f"error: {where} has no tensor {tensor!r} (has {sorted(have)}); choose one with --tensor")
+
+    if not os.path.exists(out):
+        sys.exit(f"error: {out} does not exist")
+    if os.path.isfile(out) and out.endswith(".npy"):
+        t = np.load(out)
+        src_file = os.path.splitext(out)[0] + ".sources.json"
+        sources = json.load(open(src_file)) if os.path.isfile(src_file) else [str(i) for i in range(len(t))]
+        return [as_rows(t)], sources
+    if os.path.isfile(out):
+        try:
+            tensors, meta = read_safetensors(out)
+        except (ValueError, KeyError, struct.error) as e:
+            sys.exit(f"error: {out} is not a safetensors file written by distorch-vision ({e})")
+        if tensor not in tensors:
+            missing(out, tensors)
+        return [as_rows(tensors[tensor])], json.loads(meta.get("inputs", "[]"))
+    if os.path.isfile(os.path.join(out, "index.json")):
+        with open(os.path.join(out, "index.json")) as f:
+            index = json.load(f)
+        rows, sources = [], []
+        for shard in index["shards"]:
+            tensors, meta = read_safetensors(os.path.join(out, shard["file"]))
+            if tensor not in tensors:
+                missing(shard["file"], tensors)
+            rows.append(as_rows(tensors[tensor]))
+            sources.extend(json.loads(meta.get("inputs", "[]")) or shard["sources"])
+        return rows, sources
+    npy = os.path.join(out, tensor + ".npy")
+    if os.path.isfile(os.path.join(out, "sources.json")):
+        if not os.path.isfile(npy):
+            missing(out, [f[:-4] for f in os.listdir(out) if f.endswith(".npy")])
+        return [as_rows(np.load(npy))], json.load(open(os.path.join(out, "sources.json")))
+    sys.exit(f"error: {out} is not an encode output (no index.json, sources.json, .safetensors or .npy)")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("out_dir")
@@ -34,16 +79,7 @@ def main():
     ap.add_argument("--query", nargs="*", default=None, help="source paths (or substrings) or row numbers")
     ap.add_argument("-k", type=int, default=5)
     args = ap.parse_args()
-    with open(os.path.join(args.out_dir, "index.json")) as f:
-        index = json.load(f)
-    rows, sources = [], []
-    for shard in index["shards"]:
-        tensors, meta = read_safetensors(os.path.join(args.out_dir, shard["file"]))
-        if args.tensor not in tensors:
-            sys.exit(f"error: {shard['file']} has no tensor {args.tensor!r} (has {sorted(tensors)})")
-        t = tensors[args.tensor].astype(np.float32)
-        rows.append(t.reshape(t.shape[0], -1) if t.ndim == 2 else t[:, 0, :])
-        sources.extend(json.loads(meta.get("inputs", "[]")) or shard["sources"])
+    rows, sources = load_rows(args.out_dir, args.tensor)
     if not rows:
         sys.exit("error: no finished shards")
     x = np.concatenate(rows)

@@ -538,3 +538,42 @@ fn models_that_finds_nothing_says_what_was_searched() {
         stderr(&o)
     );
 }
+
+#[test]
+fn a_malformed_extra_model_paths_file_is_an_error_naming_it() {
+    let tmp = temp_dir("folders_malformed");
+    for (file, text, fragment) in [
+        (
+            "flat.yaml",
+            "clip_vision: /models/cv\n",
+            "section clip_vision",
+        ),
+        ("list.yaml", "comfyui: [a, b]\n", "section comfyui"),
+        (
+            "syntax.yaml",
+            "comfyui:\n  base_path: /x\n   clip_vision: [oops\n",
+            "line 3",
+        ),
+        (
+            "none.yaml",
+            "comfyui:\n  checkpoints: models/sd\n",
+            "no section has a clip_vision",
+        ),
+    ] {
+        let yaml = tmp.join(file);
+        std::fs::write(&yaml, text).unwrap();
+        let o = run(bin()
+            .env_remove("COMFYUI_PATH")
+            .args(["models", "--extra-model-paths"])
+            .arg(&yaml));
+        let err = stderr(&o);
+        assert!(!o.status.success(), "{file}: {err}");
+        assert!(
+            err.contains(file) && err.contains(fragment),
+            "{file}: {err}"
+        );
+        let folders = distorch_vision::job::models::ModelFolders::new(None, Some(yaml.clone()));
+        let e = folders.listing().unwrap_err().to_string();
+        assert!(e.contains(file) && e.contains(fragment), "{file}: {e}");
+    }
+}

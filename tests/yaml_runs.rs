@@ -313,3 +313,67 @@ fn yaml_outputs_can_ask_for_all_hidden_states() {
     let header = String::from_utf8_lossy(&npy[10..128]);
     assert!(header.contains("'shape': (2, 3, 17, 32)"), "{header}");
 }
+
+#[test]
+fn check_reports_every_problem_and_jobs_sharing_an_out() {
+    let tmp = temp_dir("yaml_every_problem");
+    comfy_and_images(&tmp);
+    let yaml = tmp.join("run.yaml");
+    // Two spellings of one out file; a job with three problems at once.
+    std::fs::write(
+        &yaml,
+        "jobs:\n  - name: a\n    clip_vision: clip_l\n    comfyui: ComfyUI\n    device: cpu\n    inputs: {images: [imgs]}\n    out: same.safetensors\n\
+         \n  - name: b\n    clip_vision: clip_l\n    comfyui: ComfyUI\n    device: cpu\n    inputs: {images: [imgs]}\n    out: imgs/../same.safetensors\n\
+         \n  - name: c\n    clip_vision: clip_l\n    comfyui: ComfyUI\n    device: tpu:0\n    inputs: {images: [no_such_folder]}\n    outputs: [image_embedz]\n    out: c.safetensors\n",
+    )
+    .unwrap();
+    let o = run_yaml(&yaml);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(err.contains("2 of 3 jobs have errors"), "{err}");
+    assert!(
+        err.contains("b: out ") && err.contains("is also the out of a"),
+        "{err}"
+    );
+    for part in ["no_such_folder does not exist", "image_embedz", "tpu:0"] {
+        assert!(err.contains(part), "{part} missing: {err}");
+    }
+    assert!(!tmp.join("same.safetensors").exists());
+    // A type error in one job does not hide the type errors of the others.
+    std::fs::write(
+        &yaml,
+        "jobs:\n  - name: a\n    clip_vision: clip_l\n    batch_size: -3\n    inputs: {images: [imgs]}\n    out: a.safetensors\n\
+         \n  - name: ok\n    clip_vision: clip_l\n    inputs: {images: [imgs]}\n    out: ok.safetensors\n\
+         \n  - name: c\n    clip_vision: clip_l\n    shard_size: many\n    inputs: {images: [imgs]}\n    out: c.safetensors\n",
+    )
+    .unwrap();
+    let err = stderr(&run_yaml(&yaml));
+    assert!(err.contains("batch_size") && err.contains("-3"), "{err}");
+    assert!(
+        err.contains("c: shard_size") && err.contains("many"),
+        "{err}"
+    );
+    assert!(!err.contains("ok:"), "{err}");
+}
+
+#[test]
+fn quiet_runs_do_not_print_skipped_images() {
+    let tmp = temp_dir("yaml_quiet_skips");
+    comfy_and_images(&tmp);
+    std::fs::write(tmp.join("imgs/broken.png"), b"not a png").unwrap();
+    let yaml = tmp.join("run.yaml");
+    std::fs::write(
+        &yaml,
+        "clip_vision: clip_l\ncomfyui: ComfyUI\ndevice: cpu\ngraphs_dir: graphs\ninputs: {images: [imgs]}\nout: out.safetensors\n",
+    )
+    .unwrap();
+    let loud = run(bin().env_remove("DISTORCH_LOG").arg("run").arg(&yaml));
+    assert!(loud.status.success(), "{}", stderr(&loud));
+    assert!(stderr(&loud).contains("skipped "), "{}", stderr(&loud));
+    let quiet = run(bin()
+        .env_remove("DISTORCH_LOG")
+        .args(["-q", "run"])
+        .arg(&yaml));
+    assert!(quiet.status.success(), "{}", stderr(&quiet));
+    assert_eq!(stderr(&quiet), "", "-q prints errors only");
+}

@@ -39,6 +39,13 @@ def _load(a: argparse.Namespace):
                 extra_model_paths=a.extra_model_paths)
 
 
+def _read_npy(path: str) -> np.ndarray:
+    a = np.load(path)
+    if not isinstance(a, np.ndarray):  # an .npz holds several arrays
+        raise ValueError(f"{path} is not a .npy array (an .npz archive?); save one array with np.save")
+    return a
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m distorch_vision", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -64,13 +71,14 @@ def main(argv: Optional[list[str]] = None) -> int:
         else:
             with _load(a) as m:
                 if a.pixels:
-                    out = m.encode_pixels(np.load(a.pixels), outputs=a.outputs)
+                    out = m.encode_pixels(_read_npy(a.pixels), outputs=a.outputs)
                 else:
-                    out = m.encode_images(np.load(a.image), crop=a.crop, outputs=a.outputs)
+                    out = m.encode_images(_read_npy(a.image), crop=a.crop, outputs=a.outputs)
             np.savez(a.out, **out)
             for k, v in out.items():
                 print(f"{k} {list(v.shape)}")
-    except DistorchError as err:
+    except (DistorchError, OSError, ValueError) as err:
+        # One line, no traceback: a missing or unreadable .npy is the user's input, not a bug.
         print(f"error: {err}", file=sys.stderr)
         return 1
     return 0

@@ -6,7 +6,10 @@ import ctypes as C
 import json
 import os
 import threading
+import warnings
 from typing import Any, Iterable, Optional, Sequence, Union
+
+import numpy as np
 
 from .arrays import F32Buffer, copy_tensor
 from .errors import DistorchError
@@ -18,6 +21,68 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 def _opt(value: Any) -> Optional[bytes]:
     return None if value is None else os.fspath(value).encode()
+
+
+def _image_floats(images: Any) -> Any:
+    """A ComfyUI IMAGE as floats in 0..1: uint8 (0..255) is scaled by 1/255, other integer and
+    bool types are refused (their scale is unknown), and floats far above 1 draw a warning
+    (0..255 floats give wrong embeddings without any error)."""
+    from .arrays import is_torch
+
+    if is_torch(images):
+        import torch
+
+        if images.dtype == torch.uint8:
+            return images.detach().float() / 255.0
+        if not images.dtype.is_floating_point:
+            _reject_image_dtype(str(images.dtype).replace("torch.", ""))
+        peak = float(images.detach().max()) if images.numel() else 0.0
+    else:
+        if not isinstance(images, np.ndarray):
+            try:
+                images = np.asarray(images)
+            except (TypeError, ValueError):
+                return images  # F32Buffer reports what cannot be read
+        if images.dtype == np.uint8:
+            return images.astype(np.float32) * np.float32(1.0 / 255.0)
+        if images.dtype.kind in "biu":
+            _reject_image_dtype(str(images.dtype))
+        if images.dtype.kind != "f":
+            return images  # F32Buffer reports what cannot be read
+        peak = float(images.max()) if images.size else 0.0
+    if peak > 1.5:
+        warnings.warn(
+            f"images has values up to {peak:g}; encode_images takes floats in 0..1 (a ComfyUI IMAGE) "
+            "or uint8 in 0..255: divide 0..255 floats by 255",
+            UserWarning,
+            stacklevel=3,
+        )
+    return images
+
+
+def _reject_image_dtype(dtype: str) -> None:
+    raise DistorchError(
+        "DV_ERR_INVALID_ARGUMENT",
+        f"images has dtype {dtype}; valid: floats in 0..1 (a ComfyUI IMAGE) or uint8 in 0..255",
+    )
+
+
+def _flag(name: str, value: Any) -> int:
+    """A strict bool: a string such as "false" would otherwise read as True."""
+    if isinstance(value, (bool, np.bool_)):
+        return 1 if value else 0
+    raise DistorchError(
+        "DV_ERR_INVALID_ARGUMENT", f"{name} is {value!r}; valid: True or False (a bool)"
+    )
+
+
+def _text(name: str, value: Any) -> Optional[bytes]:
+    """An optional string or path argument; anything else names the field."""
+    if value is None or isinstance(value, (str, os.PathLike)):
+        return _opt(value)
+    raise DistorchError(
+        "DV_ERR_INVALID_ARGUMENT", f"{name} is {value!r}; valid: a string (or None for the default)"
+    )
 
 
 def _output_list(outputs: Union[None, str, Iterable[str]]) -> Optional[bytes]:
@@ -136,13 +201,16 @@ class Model:
     ) -> Outputs:
         """Encodes a ComfyUI IMAGE batch: [B, H, W, C] floats in 0..1, C = 3 or 4.
 
+        uint8 images (0..255) are scaled by 1/255; other integer types raise
+        :class:`DistorchError`, and floats above 1.5 warn (0..255 floats need dividing by 255).
+
         The library preprocesses it exactly as ComfyUI's ``clip_preprocess`` (SPEC §4):
         ``crop="center"`` (or True) scales the short side to S and crops the centre,
         ``crop="none"`` (or False) resizes to S×S. A single [H, W, C] image is taken as B = 1.
         Other arguments as :meth:`encode_pixels`.
         """
         code = _crop_code(crop)
-        buf = F32Buffer(images, "images")
+        buf = F32Buffer(_image_floats(images), "images")
         shape = buf.shape
         if len(shape) == 3:
             shape = (1,) + tuple(shape)
@@ -193,7 +261,7 @@ class Model:
 
 
 def _batch(batch_size: int) -> int:
-    if not isinstance(batch_size, int) or batch_size < 0:
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 0:
         raise DistorchError(
             "DV_ERR_INVALID_ARGUMENT",
             f"batch_size is {batch_size!r}; valid: an integer ≥ 1, or 0 for the default",
@@ -243,7 +311,8 @@ def load(
     ``device``: ``"cpu"`` or ``"cuda:N"``; None = ``cuda:0`` when a GPU exists, else ``cpu``.
     ``virtual_vram_gb``: GiB of weights moved off ``device`` onto ``donor_device`` (0–128).
     ``expert_mode_allocations``: e.g. ``"cuda:0,60%;cpu,*"``; when set it alone decides placement.
-    ``eject_models``: release other loaded models from ``device`` first.
+    ``eject_models``: release other loaded models from ``device`` first (a bool; strings such
+    as ``"false"`` raise rather than read as True).
     ``dtype``: ``"fp32"`` (default, ComfyUI parity), ``"fp16"`` (CUDA) or ``"int8"`` (CPU).
     ``graphs_dir``: where exported block graphs are kept (default: the library's).
     Bad values raise :class:`DistorchError` naming the field and the valid choices.
@@ -253,21 +322,23 @@ def load(
     L.check(L.dv_load_options_init(C.byref(o), C.sizeof(o)), "dv_load_options_init")
     name = os.fspath(clip_vision)
     o.clip_vision = name.encode()
-    o.device = _opt(device)
+    o.device = _text("device", device)
     try:
+        if isinstance(virtual_vram_gb, (str, bytes, bool)):
+            raise TypeError  # float("4") or float(True) would hide a wrong argument
         o.virtual_vram_gb = float(virtual_vram_gb)
     except (TypeError, ValueError):
         raise DistorchError(
             "DV_ERR_INVALID_ARGUMENT",
             f"virtual_vram_gb is {virtual_vram_gb!r}; valid: a number from 0.0 to 128.0",
         ) from None
-    o.donor_device = _opt(donor_device)
-    o.expert_mode_allocations = _opt(expert_mode_allocations)
-    o.eject_models = 1 if eject_models else 0
-    o.dtype = _opt(dtype)
-    o.comfyui_path = _opt(comfyui_path)
-    o.extra_model_paths = _opt(extra_model_paths)
-    o.graphs_dir = _opt(graphs_dir)
+    o.donor_device = _text("donor_device", donor_device)
+    o.expert_mode_allocations = _text("expert_mode_allocations", expert_mode_allocations)
+    o.eject_models = _flag("eject_models", eject_models)
+    o.dtype = _text("dtype", dtype)
+    o.comfyui_path = _text("comfyui_path", comfyui_path)
+    o.extra_model_paths = _text("extra_model_paths", extra_model_paths)
+    o.graphs_dir = _text("graphs_dir", graphs_dir)
     h = C.c_uint64(0)
     L.check(L.dv_model_load(C.byref(o), C.byref(h)), "dv_model_load")
     try:

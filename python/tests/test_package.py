@@ -139,6 +139,23 @@ def test_crop_accepts_comfyui_booleans(library_path):
     assert max_diff(a.last_hidden_state, c.last_hidden_state) > 1e-3
 
 
+def test_encode_images_scales_uint8_and_flags_wrong_ranges(library_path):
+    img = random_image(1, 20, 28, seed=5)
+    u8 = np.round(np.asarray(img) * 255).astype(np.uint8)
+    with load_fixture("clip_quickgelu_f32") as m:
+        ref = m.encode_images(u8.astype(np.float32) / 255.0).image_embeds
+        for x in (u8, torch.from_numpy(u8)):
+            assert max_diff(m.encode_images(x).image_embeds, ref) <= 1e-6
+        for bad in (u8.astype(np.int16), torch.from_numpy(u8.astype(np.int32)), u8 > 0):
+            name = str(bad.dtype).replace("torch.", "")
+            with _raises("DV_ERR_INVALID_ARGUMENT", f"dtype {name}", "uint8"):
+                m.encode_images(bad)
+        with pytest.warns(UserWarning, match="0..1"):
+            m.encode_images(u8.astype(np.float32))
+        with pytest.warns(UserWarning, match="0..1"):
+            m.encode_images(torch.from_numpy(u8.astype(np.float32)))
+
+
 # ------------------------------------------------------------------------------ errors
 
 def _raises(status, *fragments):
@@ -172,6 +189,16 @@ def test_load_errors_name_the_bad_value(library_path, tmp_path):
         dv.load(model, device="cpu", virtual_vram_gb="lots")
     with _raises("DV_ERR_INVALID_ARGUMENT", "dtype"):
         dv.load(model, device="cpu", dtype="fp8")
+    for flag in ("false", "no", 0, None):
+        with _raises("DV_ERR_INVALID_ARGUMENT", "eject_models", repr(flag)):
+            dv.load(model, device="cpu", eject_models=flag)
+    with _raises("DV_ERR_INVALID_ARGUMENT", "device", "0"):
+        dv.load(model, device=0)
+    with _raises("DV_ERR_INVALID_ARGUMENT", "dtype", "32"):
+        dv.load(model, device="cpu", dtype=32)
+    with _raises("DV_ERR_INVALID_ARGUMENT", "virtual_vram_gb", "'4'"):
+        dv.load(model, device="cpu", virtual_vram_gb="4")
+    dv.load(model, device="cpu", eject_models=np.bool_(False)).close()
     bad = tmp_path / "broken.safetensors"
     bad.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")
     with _raises("DV_ERR_INVALID_MODEL"):
@@ -334,6 +361,12 @@ def test_python_m_cli_encodes_and_reports_errors(library_path, tmp_path):
     r = subprocess.run([sys.executable, "-m", "distorch_vision", "plan", model, "--device", "tpu:1"],
                        capture_output=True, text=True, env=env)
     assert r.returncode == 1 and "DV_ERR_INVALID_ARGUMENT" in r.stderr and "tpu:1" in r.stderr, r.stderr
+    for args, fragment in ((["--pixels", str(tmp_path / "missing.npy")], "missing.npy"),
+                           (["--image", str(tmp_path / "o.npz")], "o.npz")):
+        r = subprocess.run([sys.executable, "-m", "distorch_vision", "encode", model, "--device", "cpu",
+                            *args, "--out", str(tmp_path / "p.npz")], capture_output=True, text=True, env=env)
+        assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+        assert r.stderr.startswith("error: ") and fragment in r.stderr, r.stderr
 
 
 def test_exit_hook_calls_dv_shutdown_once_when_exported():
@@ -371,3 +404,28 @@ def test_exit_hook_is_registered_when_the_library_loads(library_path):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[True]", r.stdout
+
+
+def test_nearest_neighbours_reads_every_output_layout(library_path, tmp_path):
+    model = fixture("clip_quickgelu_f32") / "model.safetensors"
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    for f in ("portrait_45x77.png", "landscape_131x33.png", "up_20x13.png"):
+        shutil.copy(ROOT / "tests/fixtures/images" / f, imgs / f)
+    env = dict(os.environ, DISTORCH_LOG="error")
+    layouts = {"one.safetensors": [], "one.npy": ["--outputs", "image_embeds"],
+               "npydir": ["--format", "npy"], "shards": ["--shard-size", "2"]}
+    script = ROOT / "scripts/nearest_neighbours.py"
+    for out, extra in layouts.items():
+        r = subprocess.run([cli(), "encode", "--model", model, "--images", imgs, "--out", tmp_path / out,
+                            "--device", "cpu", "--eject-models", "false", "--graphs-dir", tmp_path / "g",
+                            *extra], capture_output=True, text=True, env=env)
+        assert r.returncode == 0, f"{out}: {r.stderr}"
+        r = subprocess.run([sys.executable, script, tmp_path / out, "-k", "1"], capture_output=True, text=True)
+        assert r.returncode == 0 and "Traceback" not in r.stderr, f"{out}: {r.stderr}"
+        assert r.stdout.count("portrait_45x77.png") >= 1 and len(r.stdout.splitlines()) == 6, r.stdout
+    r = subprocess.run([sys.executable, script, tmp_path / "nope"], capture_output=True, text=True)
+    assert r.returncode == 1 and r.stderr.startswith("error: ") and "nope" in r.stderr, r.stderr
+    r = subprocess.run([sys.executable, script, tmp_path / "one.safetensors", "--tensor", "x"],
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and "'x'" in r.stderr and "image_embeds" in r.stderr, r.stderr

@@ -1249,8 +1249,12 @@ fn check_out(cv: &ClipVision, job: &EncodeJob) -> Result<()> {
     }
 }
 
-/// One line per unreadable image on stderr.
+/// One line per unreadable image on stderr, unless logging is at errors only (`-q`,
+/// `DISTORCH_LOG=error`); without a tracing subscriber (library use) they always print.
 pub fn print_skipped(skipped: &[Skipped]) {
+    if tracing::dispatcher::has_been_set() && !tracing::enabled!(tracing::Level::WARN) {
+        return;
+    }
     for sk in skipped {
         eprintln!("skipped {}: {}", sk.file, sk.reason);
     }

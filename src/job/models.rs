@@ -166,6 +166,15 @@ impl ModelFolders {
             Some(y) => parse_extra_model_paths(y)?,
             None => (Vec::new(), Vec::new()),
         };
+        if let (Some(y), true) = (&self.extra_model_paths, first.is_empty() && rest.is_empty()) {
+            if comfy.is_none() {
+                // Given explicitly and the only source: finding nothing is a mistake to name.
+                return Err(Error::invalid(format!(
+                    "{}: no section has a clip_vision entry, so no model folders are configured",
+                    y.display()
+                )));
+            }
+        }
         let mut out = first;
         if let Some(c) = comfy {
             out.push(c.join("models").join("clip_vision"));
@@ -443,8 +452,20 @@ pub fn parse_extra_model_paths(path: &Path) -> Result<(Vec<PathBuf>, Vec<PathBuf
         )));
     };
     for (section, body) in top {
-        let serde_yaml::Value::Mapping(body) = body else {
-            continue;
+        // ComfyUI skips empty sections and fails on any other non-mapping one; skipping
+        // those too would hide a mistyped file (e.g. `clip_vision:` at the top level).
+        let body = match body {
+            serde_yaml::Value::Mapping(body) => body,
+            serde_yaml::Value::Null => continue,
+            other => {
+                return Err(Error::invalid(format!(
+                    "{}: section {}: expected a mapping of model types to folders (e.g. \
+                     `comfyui:` with `base_path:` and `clip_vision:` indented under it), found {}",
+                    path.display(),
+                    serde_yaml::to_string(&section).unwrap_or_default().trim(),
+                    serde_yaml::to_string(&other).unwrap_or_default().trim()
+                )))
+            }
         };
         let get = |k: &str| body.get(serde_yaml::Value::String(k.into()));
         let base = get("base_path").and_then(|v| v.as_str()).map(|b| {

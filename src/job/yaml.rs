@@ -146,14 +146,50 @@ pub fn parse(text: &str, path: &Path) -> Result<Vec<JobSpec>> {
         .as_mapping()
         .is_some_and(|m| m.contains_key(serde_yaml::Value::String("jobs".into())));
     if has_jobs {
-        Ok(serde_yaml::from_str::<JobsFile>(text)
-            .map_err(|e| located(path, e))?
-            .jobs)
+        serde_yaml::from_str::<JobsFile>(text)
+            .map(|f| f.jobs)
+            .map_err(|e| with_other_jobs(located(path, e), &value))
     } else {
         Ok(vec![
             serde_yaml::from_str::<JobSpec>(text).map_err(|e| located(path, e))?
         ])
     }
+}
+
+/// serde stops at the first bad job; the jobs after it are parsed one by one (without line
+/// numbers) so a single error names every job with a wrong key or type.
+fn with_other_jobs(first: Error, value: &serde_yaml::Value) -> Error {
+    let Some(jobs) = value.get("jobs").and_then(|j| j.as_sequence()) else {
+        return first;
+    };
+    let bad: Vec<String> = jobs
+        .iter()
+        .enumerate()
+        .filter_map(|(i, v)| {
+            // Re-parsed from text so the message names the key (from_value would not);
+            // its line numbers would be those of the copy, so they are dropped.
+            let text = serde_yaml::to_string(v).ok()?;
+            let e = serde_yaml::from_str::<JobSpec>(&text).err()?;
+            let msg = e.to_string();
+            let e = match e.location() {
+                Some(l) => {
+                    let suffix = format!(" at line {} column {}", l.line(), l.column());
+                    msg.strip_suffix(&suffix).unwrap_or(&msg).to_string()
+                }
+                None => msg,
+            };
+            let label = v
+                .get("name")
+                .and_then(|n| n.as_str())
+                .map_or_else(|| format!("job {}", i + 1), str::to_string);
+            Some(format!("{label}: {e}"))
+        })
+        .skip(1) // the first bad job is `first`, with its line and column
+        .collect();
+    if bad.is_empty() {
+        return first;
+    }
+    Error::new(first.kind(), format!("{first}; {}", bad.join("; ")))
 }
 
 /// Reads and parses a run file.
@@ -284,37 +320,102 @@ fn job_label(job: &JobSpec, i: usize) -> String {
 /// (devices, allocation string) is valid. Whether the plan fits memory is left to the load,
 /// which knows what ejecting other models frees.
 pub fn check_job(job: &JobSpec, base: &Path, settings: &RunSettings) -> Result<()> {
-    let opts = job.load_options(base, settings)?;
-    let ej = job.encode_job(base, settings)?;
-    for p in ej.images.iter().chain(ej.pixels.iter()) {
+    joined(job_problems(job, base, settings)).map_or(Ok(()), Err)
+}
+
+/// Every problem of one job that can be found without running it (not just the first).
+fn job_problems(job: &JobSpec, base: &Path, settings: &RunSettings) -> Vec<Error> {
+    let mut problems = Vec::new();
+    let opts = job
+        .load_options(base, settings)
+        .map_err(|e| problems.push(e))
+        .ok();
+    if let Err(e) = job.encode_job(base, settings) {
+        problems.push(e);
+    }
+    let inputs = job.inputs.images.iter().chain(job.inputs.pixels.iter());
+    for p in inputs.map(|p| rel(base, p)) {
         if !p.exists() {
-            return Err(Error::new(
+            problems.push(Error::new(
                 crate::ErrorKind::NotFound,
                 format!("input {} does not exist", p.display()),
             ));
         }
     }
-    let file = crate::loader::resolve_model_in(&opts.clip_vision, &opts.model_folders)?;
-    let model = crate::model::Model::open(&file)?;
-    crate::runtime::resolve_outputs(&model, &ej.outputs)?;
-    let inv = crate::loader::inventory(opts.simulate_devices.as_deref())?;
-    match crate::loader::plan_model(&model, &opts.loader, &inv) {
-        Ok(plan) => {
-            crate::runtime::dtype::check(opts.dtype, &plan.exec_devices())?;
+    let Some(opts) = opts else { return problems };
+    let model = crate::loader::resolve_model_in(&opts.clip_vision, &opts.model_folders)
+        .and_then(|file| crate::model::Model::open(&file));
+    let model = match model {
+        Ok(m) => m,
+        Err(e) => {
+            problems.push(e);
+            return problems;
         }
-        Err(e) if e.kind() == crate::ErrorKind::DoesNotFit => {}
-        Err(e) => return Err(e),
+    };
+    if let Err(e) = crate::runtime::resolve_outputs(&model, &job.outputs) {
+        problems.push(e);
     }
-    Ok(())
+    let checked = crate::loader::inventory(opts.simulate_devices.as_deref()).and_then(|inv| {
+        match crate::loader::plan_model(&model, &opts.loader, &inv) {
+            Ok(plan) => crate::runtime::dtype::check(opts.dtype, &plan.exec_devices()).map(|_| ()),
+            Err(e) if e.kind() == crate::ErrorKind::DoesNotFit => Ok(()),
+            Err(e) => Err(e),
+        }
+    });
+    if let Err(e) = checked {
+        problems.push(e);
+    }
+    problems
 }
 
-/// Checks every job of a run file (see [`check_job`]); one error lists every job that failed.
+/// Several problems as one error of the first one's kind; `None` when there are none.
+fn joined(mut problems: Vec<Error>) -> Option<Error> {
+    match problems.len() {
+        0 => None,
+        1 => problems.pop(),
+        _ => {
+            let list: Vec<String> = problems.iter().map(|e| e.to_string()).collect();
+            Some(Error::new(problems[0].kind(), list.join("; ")))
+        }
+    }
+}
+
+/// `out` as an absolute path with symlinks and `..` resolved as far as the path exists, so two
+/// spellings of one file compare equal.
+fn out_identity(out: &Path) -> PathBuf {
+    if let Ok(p) = std::fs::canonicalize(out) {
+        return p;
+    }
+    let abs = std::path::absolute(out).unwrap_or_else(|_| out.to_path_buf());
+    match (abs.parent(), abs.file_name()) {
+        (Some(dir), Some(name)) => std::fs::canonicalize(dir)
+            .map(|d| d.join(name))
+            .unwrap_or(abs.clone()),
+        _ => abs,
+    }
+}
+
+/// Checks every job of a run file (see [`check_job`]); one error lists every job that failed,
+/// including jobs that write the same `out` (the later one would overwrite the earlier).
 pub fn check_jobs(path: &Path, jobs: &[JobSpec], settings: &RunSettings) -> Result<()> {
     let base = base_dir(path);
     let mut failed: Vec<(String, Error)> = Vec::new();
+    let mut outs: HashMap<PathBuf, String> = HashMap::new();
     for (i, job) in jobs.iter().enumerate() {
-        if let Err(e) = check_job(job, &base, settings) {
-            failed.push((job_label(job, i), e));
+        let label = job_label(job, i);
+        let mut problems = job_problems(job, &base, settings);
+        let out = rel(&base, &job.out);
+        match outs.get(&out_identity(&out)) {
+            Some(first) => problems.push(Error::invalid(format!(
+                "out {} is also the out of {first}; give each job its own out",
+                out.display()
+            ))),
+            None => {
+                outs.insert(out_identity(&out), label.clone());
+            }
+        }
+        if let Some(e) = joined(problems) {
+            failed.push((label, e));
         }
     }
     match failed.len() {
