@@ -72,7 +72,7 @@ enum {
     DV_ERR_SHUT_DOWN = 12        /**< dv_shutdown() ran (or the process is exiting); see there */
 };
 
-/** Crop modes of dv_encode_image() (SPEC §4). */
+/** Crop modes of dv_encode_image() (contract §4). */
 enum {
     DV_CROP_CENTER = 0, /**< scale the short side to the model size, crop the centre */
     DV_CROP_NONE = 1    /**< resize to the model size, ignoring the aspect ratio */
@@ -90,7 +90,7 @@ typedef uint64_t dv_model;
 typedef uint64_t dv_outputs;
 
 /**
- * Options of dv_model_load(): the loader inputs of SPEC §1 and the model folders.
+ * Options of dv_model_load(): the loader inputs of contract §1 and the model folders.
  * Initialise with dv_load_options_init(), then set fields. Later versions only append
  * fields; @c struct_size tells the library which version the caller was built with.
  * Version 1 ends after @c extra_model_paths; version 2 adds @c dtype; version 3 adds
@@ -207,7 +207,7 @@ dv_status dv_live_objects(size_t *models, size_t *outputs, size_t *strings);
 
 /**
  * Lists the models a host can offer for @c clip_vision (a model dropdown): every vision
- * tower in the model folders, found as dv_model_load() resolves names (SPEC §2.5), as JSON:
+ * tower in the model folders, found as dv_model_load() resolves names (contract §2.5), as JSON:
  * {"folders": [path, …], "searched": [{"path","exists"}],
  *  "models": [{"name","path","folder","bytes","family","problem"?}],
  *  "skipped": [{"path","reason"}]}.
@@ -223,7 +223,7 @@ dv_status dv_live_objects(size_t *models, size_t *outputs, size_t *strings);
 dv_status dv_list_models(const char *comfyui_path, const char *extra_model_paths, char **json_out);
 
 /**
- * Fills @p opts with the SPEC §1 defaults (all strings NULL, virtual_vram_gb 4.0,
+ * Fills @p opts with the contract §1 defaults (all strings NULL, virtual_vram_gb 4.0,
  * eject_models 1) and sets opts->struct_size.
  * @param opts caller-owned struct to fill
  * @param struct_size the caller's sizeof(dv_load_options)
@@ -247,7 +247,7 @@ dv_status dv_model_load(const dv_load_options *opts, dv_model *model_out);
 dv_status dv_model_unload(dv_model model);
 
 /**
- * The model's placement plan as JSON (SPEC §5.4: compute_device, mode, model_bytes,
+ * The model's placement plan as JSON (contract §5.4: compute_device, mode, model_bytes,
  * blocks, devices, warnings).
  * @param json_out receives a string owned by the caller: free it with dv_string_free().
  */
@@ -262,7 +262,7 @@ dv_status dv_model_plan_text(dv_model model, char **text_out);
 
 /**
  * The outputs an encode returns when @c outputs is NULL or "", as a JSON array of names in
- * SPEC §3 order (e.g. ["last_hidden_state","image_embeds","penultimate_hidden_states"]).
+ * contract §3 order (e.g. ["last_hidden_state","image_embeds","penultimate_hidden_states"]).
  * Outputs computed only on request are not listed.
  * @param json_out receives a string owned by the caller: free it with dv_string_free().
  */
@@ -290,7 +290,7 @@ dv_status dv_encode_pixels(dv_model model, const float *pixels, size_t count,
                            dv_outputs *outputs_out);
 
 /**
- * Encodes a ComfyUI IMAGE buffer: preprocesses it (SPEC §4: drop alpha, resize, crop,
+ * Encodes a ComfyUI IMAGE buffer: preprocesses it (contract §4: drop alpha, resize, crop,
  * quantise, normalise with the model's mean/std) and encodes.
  * @param image B×H×W×C floats in 0..1, row-major, C = 3 or 4; borrowed for the call
  * @param count number of floats in @p image; must equal B·H·W·C
@@ -305,7 +305,7 @@ dv_status dv_encode_image(dv_model model, const float *image, size_t count,
 /**
  * Decodes one encoded image file held in memory (PNG, JPEG, WebP, BMP, GIF, TIFF) and
  * preprocesses it exactly as the CLI's `encode --images` does (EXIF orientation, RGB,
- * SPEC §4 resize/crop/normalise with the model's mean/std), for dv_encode_pixels().
+ * contract §4 resize/crop/normalise with the model's mean/std), for dv_encode_pixels().
  * An unreadable image is ::DV_ERR_INVALID_ARGUMENT (or ::DV_ERR_IO) with a message naming it.
  * @param data, len the file's bytes; borrowed for the call
  * @param name NULL or a name for error messages (a path or key)
@@ -328,7 +328,7 @@ dv_status dv_outputs_count(dv_outputs outputs, size_t *count_out);
 dv_status dv_outputs_get(dv_outputs outputs, const char *name, dv_tensor *tensor_out);
 
 /**
- * Looks up an output tensor by index, 0 ≤ index < dv_outputs_count() (SPEC §3 order).
+ * Looks up an output tensor by index, 0 ≤ index < dv_outputs_count() (contract §3 order).
  * @param tensor_out as dv_outputs_get()
  */
 dv_status dv_outputs_get_index(dv_outputs outputs, size_t index, dv_tensor *tensor_out);

@@ -17,7 +17,7 @@ import distorch_vision as dv
 
 log = logging.getLogger("DisTorch2")
 
-# Outputs computed only when a consumer reads them (SPEC §3: large, never by default).
+# Outputs computed only when a consumer reads them (contract §3: large, never by default).
 ON_REQUEST = ("all_hidden_states",)
 
 

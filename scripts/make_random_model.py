@@ -15,7 +15,7 @@ SHAPES = {
                      patch_size=16, image_size=224, projection_dim=512),
     "vit-l-14": dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
                      patch_size=14, image_size=224, projection_dim=768),
-    # ViT-H/14 (SPEC §2.1 row 2), exact-erf gelu; about 632 M parameters (2.4 GiB f32, 1.2 GiB f16).
+    # ViT-H/14 (contract §2.1 row 2), exact-erf gelu; about 632 M parameters (2.4 GiB f32, 1.2 GiB f16).
     "vit-h-14": dict(hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=16,
                      patch_size=14, image_size=224, projection_dim=1024, hidden_act="gelu"),
 }

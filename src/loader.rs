@@ -1,6 +1,6 @@
 //! The loader every front end drives (CLI, YAML runs, C ABI): open a model, plan it across
 //! the devices, export its graphs (or reuse them), build the sessions, encode. Loaded models
-//! are kept in a process-wide registry so `eject_models` can release the others (SPEC §5.6).
+//! are kept in a process-wide registry so `eject_models` can release the others (contract §5.6).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,7 +22,7 @@ pub const RESERVE_BATCH: u64 = 8;
 pub struct LoadOptions {
     /// A path to a `.safetensors` file (or a name in the model folders, see `job::models`).
     pub clip_vision: String,
-    /// The loader inputs of SPEC §1 and the donor policy.
+    /// The loader inputs of contract §1 and the donor policy.
     pub loader: LoaderOptions,
     /// Replaces the device inventory for planning (`cuda:0=24GiB,cpu=64GiB`).
     pub simulate_devices: Option<String>,
@@ -37,7 +37,7 @@ pub struct LoadOptions {
     /// Test hook: blocks (or `all`) run with their weights fed as inputs each pass, as
     /// streamed blocks are, even when the plan keeps them resident.
     pub force_streamed: Vec<String>,
-    /// Folders a model name is looked up in (SPEC §2.5); the default uses `COMFYUI_PATH`.
+    /// Folders a model name is looked up in (contract §2.5); the default uses `COMFYUI_PATH`.
     pub model_folders: ModelFolders,
 }
 
@@ -182,7 +182,7 @@ impl ClipVision {
         let path = resolve_model_in(&opts.clip_vision, &opts.model_folders)?;
         let model = Arc::new(Model::open(&path)?);
         let sim = opts.simulate_devices.as_deref();
-        // SPEC §5.6: the fit check counts what ejecting frees. Plan first against what the
+        // contract §5.6: the fit check counts what ejecting frees. Plan first against what the
         // loaded models hold; only a plan that does not fit ejects before checking again, so
         // a load that fails for another reason (a bad option) leaves the others loaded.
         let plan = match plan_model(&model, &opts.loader, &load_inventory(sim)?) {

@@ -63,7 +63,7 @@ struct Verbosity {
     quiet: u8,
 }
 
-/// Where model names are looked up (SPEC §2.5).
+/// Where model names are looked up (contract §2.5).
 #[derive(Args, Clone)]
 #[command(next_help_heading = "Model folders")]
 struct FolderArgs {
@@ -92,7 +92,7 @@ struct Common {
     ort_library: Option<PathBuf>,
 }
 
-/// The loader inputs of SPEC §1, with the same names.
+/// The loader inputs of contract §1, with the same names.
 #[derive(Args, Clone)]
 #[command(next_help_heading = "Loader (placement across devices)")]
 struct LoaderArgs {
@@ -157,7 +157,7 @@ enum Command {
         model: String,
         #[command(flatten)]
         loader: LoaderArgs,
-        /// Print the plan as JSON (SPEC §5.4) instead of a table.
+        /// Print the plan as JSON (contract §5.4) instead of a table.
         #[arg(long, help_heading = "Output")]
         json: bool,
     },

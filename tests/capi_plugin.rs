@@ -594,7 +594,7 @@ fn eject_models_keeps_ejected_handles_usable() {
     let a = api.load(&fixture("open_clip_f32").join("model.safetensors"));
     let px = read_pixels("open_clip_f32");
     let before = api.encode_pixels_vec(a, &px);
-    // A second model loaded with eject_models releases the first's sessions (SPEC §5.6).
+    // A second model loaded with eject_models releases the first's sessions (contract §5.6).
     let b = api
         .load_with(&fixture("clip_bf16").join("model.safetensors"), |o| {
             o.eject_models = 1

@@ -1,6 +1,6 @@
 //! Keeps the three descriptions of the C surface in step: the `#[no_mangle]` functions of
 //! src/capi/, the declarations of distorch_vision.h, and plugin.toml's symbol list; checks
-//! the built library exports every listed symbol, and the node's inputs match SPEC §1.
+//! the built library exports every listed symbol, and the node's inputs match contract §1.
 
 mod common;
 
@@ -285,7 +285,7 @@ fn node_inputs_are_spec_section_1() {
         .expect("the loader node");
     let inputs = node["inputs"].as_array().unwrap();
     let names: Vec<&str> = inputs.iter().map(|i| i["name"].as_str().unwrap()).collect();
-    // SPEC §1 first, in its order; then the options of later dv_load_options versions.
+    // contract §1 first, in its order; then the options of later dv_load_options versions.
     assert_eq!(
         names,
         [

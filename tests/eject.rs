@@ -59,7 +59,7 @@ fn loading_with_eject_releases_other_models_and_they_reload() {
     assert!(!a.is_loaded() && !b.is_loaded() && d.is_loaded());
     drop((a, b, d));
 
-    // SPEC §5.6: the fit check counts what ejecting frees. A simulated cpu that holds either
+    // contract §5.6: the fit check counts what ejecting frees. A simulated cpu that holds either
     // model but not both: the second load fits only once the first is ejected.
     let resident = |name: &str| {
         let m = Model::open(&fixture(name).join("model.safetensors")).unwrap();

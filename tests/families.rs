@@ -1,4 +1,4 @@
-//! Every key-table family (SPEC §2.1, §2.1b) detected from the keys alone, with no
+//! Every key-table family (contract §2.1, §2.1b) detected from the keys alone, with no
 //! `config.json`, on header-only files in the real files' layouts; and the embed block of
 //! SigLIP so400m/14-384 (S = 384 is not a multiple of P = 14) run at its true size.
 
@@ -11,7 +11,7 @@ use serde_json::Value;
 
 type Tensors = Vec<(String, Vec<usize>)>;
 
-/// CLIP / SigLIP in the HF layout (SPEC §2.2).
+/// CLIP / SigLIP in the HF layout (contract §2.2).
 struct Vit {
     siglip: bool,
     d: usize,

@@ -1,4 +1,4 @@
-//! Model names resolved against model folders (SPEC §2.5): `--comfyui`, `COMFYUI_PATH`,
+//! Model names resolved against model folders (contract §2.5): `--comfyui`, `COMFYUI_PATH`,
 //! `extra_model_paths.yaml` with `base_path`, `~`, env vars, `|` lists and `is_default`.
 
 mod common;

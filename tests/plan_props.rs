@@ -63,7 +63,7 @@ fn written_order_ends(p: &Plan, devices: &[Device]) -> Vec<usize> {
     ends
 }
 
-/// The exec rule of SPEC §5.3.
+/// The exec rule of contract §5.3.
 fn assert_exec_rule(p: &Plan) {
     for b in &p.blocks {
         let want = match (p.compute_device, b.home) {

@@ -145,11 +145,11 @@ class Model:
 
     @property
     def output_names(self) -> tuple[str, ...]:
-        """What an encode returns by default (SPEC §3 order); others only on request."""
+        """What an encode returns by default (contract §3 order); others only on request."""
         return self._output_names
 
     def plan(self) -> dict:
-        """The placement plan (SPEC §5.4): compute_device, mode, model_bytes, blocks, devices, warnings."""
+        """The placement plan (contract §5.4): compute_device, mode, model_bytes, blocks, devices, warnings."""
         return json.loads(lib().call_string("dv_model_plan_json", self.handle))
 
     def plan_table(self) -> str:
@@ -204,7 +204,7 @@ class Model:
         uint8 images (0..255) are scaled by 1/255; other integer types raise
         :class:`DistorchError`, and floats above 1.5 warn (0..255 floats need dividing by 255).
 
-        The library preprocesses it exactly as ComfyUI's ``clip_preprocess`` (SPEC §4):
+        The library preprocesses it exactly as ComfyUI's ``clip_preprocess`` (contract §4):
         ``crop="center"`` (or True) scales the short side to S and crops the centre,
         ``crop="none"`` (or False) resizes to S×S. A single [H, W, C] image is taken as B = 1.
         Other arguments as :meth:`encode_pixels`.
@@ -304,7 +304,7 @@ def load(
     extra_model_paths: Optional[PathLike] = None,
     graphs_dir: Optional[PathLike] = None,
 ) -> Model:
-    """Loads a CLIP Vision model: the loader inputs of SPEC §1 as keyword arguments.
+    """Loads a CLIP Vision model: the loader inputs of contract §1 as keyword arguments.
 
     ``clip_vision``: a ``.safetensors`` path, or a name in ``<comfyui_path>/models/clip_vision``
     (default ``$COMFYUI_PATH``) and the ``clip_vision:`` folders of ``extra_model_paths``.

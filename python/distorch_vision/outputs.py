@@ -6,7 +6,7 @@ from typing import Any
 
 
 class Outputs(dict):
-    """Output tensors by name, in the order the library returned them (SPEC §3).
+    """Output tensors by name, in the order the library returned them (contract §3).
 
     A ``dict`` (``out["image_embeds"]``, ``list(out)``, ``out.items()``) whose entries are also
     attributes (``out.image_embeds``). Which names are present is what the library reported,

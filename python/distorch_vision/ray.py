@@ -5,7 +5,7 @@
     summary = encode(["shards/{00000..00099}.tar"], "out", model="clip_vision_h.safetensors",
                      device="cuda:0", num_gpus_per_actor=1)
 
-The pipeline (SPEC §6.3):
+The pipeline (contract §6.3):
 
 1. The driver lists the inputs as *input shards*: each tar is one; files (folders expanded
    recursively and sorted as the CLI's ``encode --images`` does, file lists in their order) are
@@ -236,7 +236,7 @@ def read_shard(row: dict) -> list[dict]:
 
 
 def preprocess_encoded(model: Any, data: bytes, name: str, crop: str = "center") -> np.ndarray:
-    """One encoded image file (bytes) → [3, S, S] f32 pixels, by the library's decoder and SPEC §4
+    """One encoded image file (bytes) → [3, S, S] f32 pixels, by the library's decoder and contract §4
     preprocessing exactly as the CLI's ``encode --images``. Raises :class:`DistorchError`
     naming ``name`` for an unreadable image."""
     L = lib()

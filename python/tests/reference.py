@@ -60,7 +60,7 @@ def hf_model(name: str):
 
 
 def hf_outputs(name: str, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
-    """SPEC §3 outputs by HF transformers on NCHW pixels."""
+    """contract §3 outputs by HF transformers on NCHW pixels."""
     model, projector = hf_model(name)
     with torch.no_grad():
         out = model(pixel_values=pixels.float(), output_hidden_states=True)

@@ -18,7 +18,7 @@ import distorch_vision as dv
 from reference import FIXTURES, ROOT, fixture, hf_outputs, max_diff, random_image
 
 ALL_FIXTURES = sorted(p.name for p in FIXTURES.iterdir() if (p / "expected.safetensors").is_file())
-TOL = 1e-4  # SPEC §3 accuracy contract (fp32 CPU)
+TOL = 1e-4  # contract §3 accuracy contract (fp32 CPU)
 
 
 def load_fixture(name, **kw):
@@ -75,7 +75,7 @@ def test_encode_pixels_matches_hugging_face(library_path, name):
 
 
 def test_all_hidden_states_on_request_or_a_clear_error(library_path):
-    """all_hidden_states (SPEC §3, on request) is passed through by name when the library has it."""
+    """all_hidden_states (contract §3, on request) is passed through by name when the library has it."""
     name = "siglip_f32"
     px = pixels_of(name)
     with load_fixture(name) as m:

@@ -1,4 +1,4 @@
-//! Encoding a ComfyUI IMAGE buffer (f32, B×H×W×C in 0..1): SPEC §4 preprocessing by
+//! Encoding a ComfyUI IMAGE buffer (f32, B×H×W×C in 0..1): contract §4 preprocessing by
 //! `crate::image`, then the loader's encode.
 
 use ndarray::Array4;

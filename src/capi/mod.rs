@@ -556,7 +556,7 @@ unsafe fn model_folders(
 // ---------------------------------------------------------------------------------------
 // Models
 
-/// `dv_status dv_load_options_init(dv_load_options *opts, size_t struct_size)`: SPEC §1
+/// `dv_status dv_load_options_init(dv_load_options *opts, size_t struct_size)`: contract §1
 /// defaults. `struct_size` is the caller's `sizeof(dv_load_options)`.
 ///
 /// # Safety
@@ -600,7 +600,7 @@ pub unsafe extern "C" fn dv_load_options_init(
     })
 }
 
-/// Converts the C options into the loader's, field by field (SPEC §1 names).
+/// Converts the C options into the loader's, field by field (contract §1 names).
 ///
 /// # Safety
 /// `o` is a whole `dv_load_options` (absent newer fields zeroed) whose strings are NULL or valid.
@@ -724,7 +724,7 @@ pub unsafe extern "C" fn dv_model_plan_json(model: u64, json_out: *mut *mut c_ch
 }
 
 /// `dv_status dv_model_plan_text(dv_model model, char **text_out)`: the plan table the CLI's
-/// `plan` prints (SPEC §5.4), for hosts that log it at load time as DisTorch does.
+/// `plan` prints (contract §5.4), for hosts that log it at load time as DisTorch does.
 ///
 /// # Safety
 /// `text_out` is NULL or writable.
@@ -744,7 +744,7 @@ pub unsafe extern "C" fn dv_model_plan_text(model: u64, text_out: *mut *mut c_ch
 }
 
 /// `dv_status dv_model_outputs_json(dv_model model, char **json_out)`: the names an encode
-/// returns when it asks for no outputs in particular, as a JSON array in SPEC §3 order.
+/// returns when it asks for no outputs in particular, as a JSON array in contract §3 order.
 ///
 /// # Safety
 /// `json_out` is NULL or writable.
@@ -826,7 +826,7 @@ pub unsafe extern "C" fn dv_encode_pixels(
     })
 }
 
-/// `dv_status dv_encode_image(...)`: a ComfyUI IMAGE buffer, preprocessed per SPEC §4.
+/// `dv_status dv_encode_image(...)`: a ComfyUI IMAGE buffer, preprocessed per contract §4.
 ///
 /// # Safety
 /// As [`dv_encode_pixels`], with `image` holding `count` floats in B×H×W×C order.

@@ -1,4 +1,4 @@
-//! The forward pass of SPEC §3 as ONNX: one emitter per block kind, used both for per-block
+//! The forward pass of contract §3 as ONNX: one emitter per block kind, used both for per-block
 //! graphs and for the single whole-model graph.
 
 use super::graph::{attr_int, attr_ints, Dim, GraphBuilder};

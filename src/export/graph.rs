@@ -335,7 +335,7 @@ impl<'m> GraphBuilder<'m> {
             });
         }
         // Weights stay in the file's dtype on disk; ONNX Runtime folds the Cast to the compute
-        // type (f32 by default, SPEC §2.4) once, when the session is built.
+        // type (f32 by default, contract §2.4) once, when the session is built.
         let value = self.cast(key, dtype, self.compute);
         self.weights.insert(key.to_string(), value.clone());
         value

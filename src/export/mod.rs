@@ -49,7 +49,7 @@ impl std::str::FromStr for Granularity {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ComputeDtype {
-    /// The reference: f32 compute on the file's values (SPEC §2.4).
+    /// The reference: f32 compute on the file's values (contract §2.4).
     #[default]
     Fp32,
     /// Layers' linear weights in int8 with activations quantised on the fly (CPU only).

@@ -1,4 +1,4 @@
-//! Images to pixel tensors, exactly as ComfyUI's `clip_preprocess` makes them (SPEC §4).
+//! Images to pixel tensors, exactly as ComfyUI's `clip_preprocess` makes them (contract §4).
 //!
 //! - [`decode_file`] / [`decode_bytes`]: PNG, JPEG, WebP, BMP, GIF (first frame) and TIFF, with
 //!   the EXIF orientation applied and converted to 8-bit RGB the way ComfyUI's `LoadImage` does
@@ -24,18 +24,18 @@ use crate::{Error, Result};
 pub use decode::{decode_bytes, decode_file, MAX_DECODE_ALLOC, MAX_DIMENSION};
 pub use inputs::{expand_inputs, is_image_path, IMAGE_EXTENSIONS};
 
-/// CLIP's per-channel mean (SPEC §2.1).
+/// CLIP's per-channel mean (contract §2.1).
 pub const CLIP_MEAN: [f32; 3] = [0.48145466, 0.4578275, 0.40821073];
-/// CLIP's per-channel standard deviation (SPEC §2.1), written as published.
+/// CLIP's per-channel standard deviation (contract §2.1), written as published.
 #[allow(clippy::excessive_precision)]
 pub const CLIP_STD: [f32; 3] = [0.26862954, 0.26130258, 0.27577711];
-/// SigLIP's per-channel mean (SPEC §2.1).
+/// SigLIP's per-channel mean (contract §2.1).
 pub const SIGLIP_MEAN: [f32; 3] = [0.5; 3];
-/// SigLIP's per-channel standard deviation (SPEC §2.1).
+/// SigLIP's per-channel standard deviation (contract §2.1).
 pub const SIGLIP_STD: [f32; 3] = [0.5; 3];
-/// ImageNet's per-channel mean, which DINOv2 uses (SPEC §2.1b).
+/// ImageNet's per-channel mean, which DINOv2 uses (contract §2.1b).
 pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
-/// ImageNet's per-channel standard deviation (SPEC §2.1b).
+/// ImageNet's per-channel standard deviation (contract §2.1b).
 pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
 
 /// How an image whose aspect ratio differs from the square model input is fitted.
@@ -150,7 +150,7 @@ pub struct RgbImage {
     pub data: Vec<f32>,
 }
 
-/// One image to a CHW f32 tensor of `3 × size × size` (SPEC §4 steps 2–6).
+/// One image to a CHW f32 tensor of `3 × size × size` (contract §4 steps 2–6).
 pub fn preprocess(img: &RgbImage, spec: &PreprocessSpec) -> Result<Vec<f32>> {
     let (h, w) = (img.height as usize, img.width as usize);
     let expect = h
@@ -269,7 +269,7 @@ fn round_size(x: f64) -> Result<usize> {
     Ok(r as usize)
 }
 
-/// SPEC §4 steps 2–6 for one image, written as CHW into `out` (length 3·S·S).
+/// contract §4 steps 2–6 for one image, written as CHW into `out` (length 3·S·S).
 fn preprocess_into(
     src: resize::SrcView<'_>,
     spec: &PreprocessSpec,

@@ -1,4 +1,4 @@
-//! Model folders (SPEC §2.5): `<comfyui>/models/clip_vision` plus every `clip_vision:` entry of
+//! Model folders (contract §2.5): `<comfyui>/models/clip_vision` plus every `clip_vision:` entry of
 //! an `extra_model_paths.yaml`, and name resolution against them.
 
 use std::path::{Path, PathBuf};
@@ -336,7 +336,7 @@ fn walk_seen(
 }
 
 /// Keys whose presence (after open_clip names are mapped to Hugging Face ones) marks a
-/// vision tower: the patch embedding of CLIP/SigLIP, and of DINOv2/v3 (SPEC §2.1b).
+/// vision tower: the patch embedding of CLIP/SigLIP, and of DINOv2/v3 (contract §2.1b).
 const VISION_TOWER_KEYS: [&str; 2] = [
     "vision_model.embeddings.patch_embedding.weight",
     "embeddings.patch_embeddings.projection.weight",

@@ -1,5 +1,5 @@
 //! YAML run files: one job (a mapping) or `jobs: [...]`, run in order. Keys are the loader
-//! inputs of SPEC §1 with the same names plus the job's inputs and outputs; unknown keys and
+//! inputs of contract §1 with the same names plus the job's inputs and outputs; unknown keys and
 //! wrong types are errors with line and column. Paths are relative to the YAML file. Every
 //! job is checked before the first runs ([`check_jobs`]); jobs of one file share loaded models.
 

@@ -1,5 +1,5 @@
 //! The vision tower's hyper-parameters: from a config file beside the weights when there is
-//! one that fits (ours; see `detect`), else from the family tables of SPEC §2.1 and §2.1b,
+//! one that fits (ours; see `detect`), else from the family tables of contract §2.1 and §2.1b,
 //! detected by which keys exist.
 
 use std::path::Path;
@@ -14,9 +14,9 @@ use crate::{Error, Result};
 pub enum Kind {
     Clip,
     Siglip,
-    /// DINOv2 in its original key layout (SPEC §2.1b).
+    /// DINOv2 in its original key layout (contract §2.1b).
     Dinov2,
-    /// DINOv3 ViT (SPEC §2.1b): register tokens, RoPE on the patch tokens, no position table.
+    /// DINOv3 ViT (contract §2.1b): register tokens, RoPE on the patch tokens, no position table.
     Dinov3,
 }
 
@@ -112,7 +112,7 @@ impl VisionConfig {
         }
     }
 
-    /// Patches per side: the stride-P convolution drops a remainder of S (SPEC §2.1).
+    /// Patches per side: the stride-P convolution drops a remainder of S (contract §2.1).
     pub fn grid(&self) -> usize {
         self.image_size / self.patch_size
     }
@@ -402,7 +402,7 @@ fn from_table(keys: &Keys, llava: bool) -> Result<VisionConfig> {
     Ok(cfg)
 }
 
-/// A DINOv3 row of SPEC §2.1b: patch 16, 4 registers, RoPE base 100, eps 1e-5.
+/// A DINOv3 row of contract §2.1b: patch 16, 4 registers, RoPE base 100, eps 1e-5.
 fn dinov3(
     family: &str,
     d: usize,
@@ -437,7 +437,7 @@ fn dinov3(
     }
 }
 
-/// A DINOv2 row of SPEC §2.1b: 518 px, patch 14, eps 1e-6, exact gelu in the plain MLP.
+/// A DINOv2 row of contract §2.1b: 518 px, patch 14, eps 1e-6, exact gelu in the plain MLP.
 fn dinov2(family: &str, d: usize, layers: usize, heads: usize, i: usize, mlp: Mlp) -> VisionConfig {
     VisionConfig {
         family: family.into(),

@@ -1,4 +1,4 @@
-//! Tensor names normalised to the Hugging Face layout (SPEC §2.2–§2.3). An open_clip file
+//! Tensor names normalised to the Hugging Face layout (contract §2.2–§2.3). An open_clip file
 //! is mapped onto HF names without copying: `in_proj_weight` rows become three views into
 //! the file, and `proj` is marked as stored transposed.
 

@@ -272,7 +272,7 @@ impl Model {
         Ok(())
     }
 
-    /// Every output this model can produce, in SPEC §3 order (`all_hidden_states` included:
+    /// Every output this model can produce, in contract §3 order (`all_hidden_states` included:
     /// every family has it, on request).
     pub fn available_outputs(&self) -> Vec<Output> {
         Output::ALL
@@ -289,7 +289,7 @@ impl Model {
             .collect()
     }
 
-    /// Names of the default outputs, in SPEC §3 order.
+    /// Names of the default outputs, in contract §3 order.
     pub fn output_names(&self) -> Vec<&'static str> {
         self.default_outputs().iter().map(|o| o.name()).collect()
     }
@@ -304,7 +304,7 @@ impl Model {
     }
 
     /// The requested output names checked against what this model produces (duplicates
-    /// dropped, SPEC order); empty means the default set.
+    /// dropped, contract order); empty means the default set.
     pub fn resolve_outputs(&self, requested: &[String]) -> Result<Vec<Output>> {
         let available = self.available_outputs();
         if requested.is_empty() {

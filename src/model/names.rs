@@ -1,6 +1,6 @@
 //! The tensor names each family's blocks read (after key normalisation): CLIP and SigLIP
-//! in the HF layout of SPEC §2.2, DINOv2 in its original layout and DINOv3 in the layout
-//! ComfyUI's clip_vision files have (SPEC §2.1b, no prefix).
+//! in the HF layout of contract §2.2, DINOv2 in its original layout and DINOv3 in the layout
+//! ComfyUI's clip_vision files have (contract §2.1b, no prefix).
 //! The block list (what a block needs and its bytes) and the graph emitters both use these,
 //! so the two never disagree.
 

@@ -1,4 +1,4 @@
-//! The outputs a model can produce (SPEC §3), as one typed list in SPEC order. Every front
+//! The outputs a model can produce (contract §3), as one typed list in contract order. Every front
 //! end names them by these strings; the runners route them through `runtime::route`.
 
 use std::fmt;
@@ -15,7 +15,7 @@ pub enum Output {
 }
 
 impl Output {
-    /// Every output, in SPEC §3 order.
+    /// Every output, in contract §3 order.
     pub const ALL: [Output; 5] = [
         Output::LastHiddenState,
         Output::ImageEmbeds,

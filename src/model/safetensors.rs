@@ -84,7 +84,7 @@ impl DType {
         })
     }
 
-    /// Floating types a model weight may have (SPEC §2.4).
+    /// Floating types a model weight may have (contract §2.4).
     pub fn is_weight_float(self) -> bool {
         matches!(self, DType::F32 | DType::F16 | DType::BF16)
     }

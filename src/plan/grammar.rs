@@ -1,4 +1,4 @@
-//! The expert allocation string (SPEC §5.2), parsed strictly.
+//! The expert allocation string (contract §5.2), parsed strictly.
 //!
 //! `entry (';' entry)*`, optional trailing `;`, whitespace ignored, case-insensitive,
 //! `entry := device ',' amount`, one kind per string.
@@ -133,7 +133,7 @@ fn parse_amount(amount: &str, entry: &str) -> Result<Raw> {
     }
 }
 
-/// Parses an allocation string strictly (SPEC §5.2). See [`Amount`] for how `*` is represented.
+/// Parses an allocation string strictly (contract §5.2). See [`Amount`] for how `*` is represented.
 pub fn parse_allocations(s: &str) -> Result<Allocation> {
     let compact: String = s.chars().filter(|c| !c.is_whitespace()).collect();
     if compact.is_empty() {

@@ -1,4 +1,4 @@
-//! The DisTorch2 planner (SPEC §5): device names and inventory, the expert allocation
+//! The DisTorch2 planner (contract §5): device names and inventory, the expert allocation
 //! grammar, block placement (home and exec device per block), the fit check and the report.
 
 mod device;

@@ -1,4 +1,4 @@
-//! The DisTorch2 placement (SPEC §5.3): which device holds each block's weights (home) and
+//! The DisTorch2 placement (contract §5.3): which device holds each block's weights (home) and
 //! which runs it (exec), and the fit check.
 
 use super::device::{Device, DonorPolicy};
@@ -23,7 +23,7 @@ impl BlockSize {
     }
 }
 
-/// The loader's inputs that concern placement (SPEC §1).
+/// The loader's inputs that concern placement (contract §1).
 #[derive(Clone, Debug)]
 pub struct LoaderOptions {
     /// The compute device; `None` = `cuda:0` when the inventory has a GPU, else `cpu`.
@@ -32,7 +32,7 @@ pub struct LoaderOptions {
     /// it, so [`DEFAULT_VIRTUAL_VRAM_GB`] applies and no warning says it was ignored.
     pub virtual_vram_gb: Option<f64>,
     pub donor_device: String,
-    /// SPEC §5.2; empty (or only whitespace) = not set.
+    /// contract §5.2; empty (or only whitespace) = not set.
     pub expert_mode_allocations: String,
     /// Not used by the planner; carried along for the loader.
     pub eject_models: bool,
@@ -263,7 +263,7 @@ pub fn compute_device(opts: &LoaderOptions, inv: &Inventory) -> Result<Device> {
     }
 }
 
-/// Places `blocks` per SPEC §5.3 and checks that the result fits.
+/// Places `blocks` per contract §5.3 and checks that the result fits.
 pub fn plan(
     blocks: &[BlockSize],
     opts: &LoaderOptions,

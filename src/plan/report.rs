@@ -1,4 +1,4 @@
-//! The plan as a table for people and as JSON (SPEC §5.4).
+//! The plan as a table for people and as JSON (contract §5.4).
 
 use std::fmt::Write as _;
 

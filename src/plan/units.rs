@@ -64,7 +64,7 @@ impl Decimal<'_> {
     }
 }
 
-/// The multiplier of a unit (lower case, whitespace removed), binary as SPEC §5.1 says.
+/// The multiplier of a unit (lower case, whitespace removed), binary as contract §5.1 says.
 fn unit_multiplier(unit: &str) -> Option<u64> {
     Some(match unit {
         "b" => 1,

@@ -1,4 +1,4 @@
-//! Which compute dtype (`--dtype`) can run where: `fp32` (the default, SPEC §2.4's reference
+//! Which compute dtype (`--dtype`) can run where: `fp32` (the default, contract §2.4's reference
 //! pass) everywhere, `int8` on the CPU, `fp16` meant for CUDA.
 //!
 //! fp16 graphs also run on the CPU, where ONNX Runtime computes the ops it has no f16

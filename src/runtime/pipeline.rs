@@ -17,7 +17,7 @@ use crate::model::{DType, Model};
 use crate::plan::Device;
 use crate::{Error, Result};
 
-/// Encoded outputs, each `[B, …]` f32, in SPEC §3 order.
+/// Encoded outputs, each `[B, …]` f32, in contract §3 order.
 #[derive(Debug, Default, Clone)]
 pub struct Outputs {
     pub tensors: Vec<(String, ArrayD<f32>)>,
@@ -30,7 +30,7 @@ impl Outputs {
 }
 
 /// Checks requested output names against what `model` produces; empty means the default
-/// set (every output but `all_hidden_states`). Returns the names in SPEC order.
+/// set (every output but `all_hidden_states`). Returns the names in contract order.
 pub fn resolve_outputs(model: &Model, requested: &[String]) -> Result<Vec<String>> {
     Ok(model
         .resolve_outputs(requested)?

@@ -21,7 +21,7 @@ pub enum Source {
 /// What one request needs from a pass.
 #[derive(Clone, Debug)]
 pub struct Route {
-    /// The requested outputs in SPEC order, each with its source.
+    /// The requested outputs in contract order, each with its source.
     pub outputs: Vec<(Output, Source)>,
     pub layers: usize,
     /// Layers to run: all of them, or L-1 when only the penultimate state is asked for.

@@ -223,7 +223,7 @@ int main(int argc, char **argv) {
     CHECK(p_dv_outputs_count(out2, &count) == DV_OK && count == 2, "two outputs");
     dv_tensor t2 = {.struct_size = sizeof(dv_tensor)};
     CHECK(p_dv_outputs_get_index(out2, 0, &t2) == DV_OK && t2.shape[0] == (int64_t)b &&
-              strcmp(t2.name, "image_embeds") == 0, "SPEC order, batch");
+              strcmp(t2.name, "image_embeds") == 0, "contract order, batch");
     CHECK(p_dv_outputs_free(out2) == DV_OK, "free");
 
     /* Misuse. */
