@@ -9,65 +9,6 @@ use std::path::{Path, PathBuf};
 use common::*;
 use serde_json::Value;
 
-type Tensors = Vec<(String, Vec<usize>)>;
-
-/// CLIP / SigLIP in the HF layout (contract §2.2).
-struct Vit {
-    siglip: bool,
-    d: usize,
-    layers: usize,
-    mlp: usize,
-    patch: usize,
-    positions: usize,
-    proj: usize,
-}
-
-fn vit(v: &Vit) -> Tensors {
-    let d = v.d;
-    let mut t: Tensors = vec![
-        (
-            "vision_model.embeddings.patch_embedding.weight".into(),
-            vec![d, 3, v.patch, v.patch],
-        ),
-        (
-            "vision_model.embeddings.position_embedding.weight".into(),
-            vec![v.positions, d],
-        ),
-        ("vision_model.post_layernorm.weight".into(), vec![d]),
-        ("vision_model.post_layernorm.bias".into(), vec![d]),
-    ];
-    if v.siglip {
-        t.push((
-            "vision_model.embeddings.patch_embedding.bias".into(),
-            vec![d],
-        ));
-        // The MAP head real SigLIP files carry; it is ignored.
-        t.push(("vision_model.head.probe".into(), vec![1, 1, d]));
-        t.push(("vision_model.head.mlp.fc1.weight".into(), vec![v.mlp, d]));
-    } else {
-        t.push(("vision_model.embeddings.class_embedding".into(), vec![d]));
-        t.push(("vision_model.pre_layrnorm.weight".into(), vec![d]));
-        t.push(("vision_model.pre_layrnorm.bias".into(), vec![d]));
-        t.push(("visual_projection.weight".into(), vec![v.proj, d]));
-    }
-    for l in 0..v.layers {
-        let p = format!("vision_model.encoder.layers.{l}.");
-        for n in ["layer_norm1", "layer_norm2"] {
-            t.push((format!("{p}{n}.weight"), vec![d]));
-            t.push((format!("{p}{n}.bias"), vec![d]));
-        }
-        for n in ["q_proj", "k_proj", "v_proj", "out_proj"] {
-            t.push((format!("{p}self_attn.{n}.weight"), vec![d, d]));
-            t.push((format!("{p}self_attn.{n}.bias"), vec![d]));
-        }
-        t.push((format!("{p}mlp.fc1.weight"), vec![v.mlp, d]));
-        t.push((format!("{p}mlp.fc1.bias"), vec![v.mlp]));
-        t.push((format!("{p}mlp.fc2.weight"), vec![d, v.mlp]));
-        t.push((format!("{p}mlp.fc2.bias"), vec![d]));
-    }
-    t
-}
-
 /// DINOv2 in the original layout ComfyUI's clip_vision folder holds (no prefix).
 fn dinov2(d: usize, layers: usize, hidden: usize, swiglu: bool) -> Tensors {
     let mut t: Tensors = vec![
@@ -158,20 +99,8 @@ fn dinov3(d: usize, layers: usize, hidden: usize, gated: bool) -> Tensors {
     t
 }
 
-fn clip(d: usize, layers: usize, mlp: usize, positions: usize, proj: usize) -> Tensors {
-    vit(&Vit {
-        siglip: false,
-        d,
-        layers,
-        mlp,
-        patch: 14,
-        positions,
-        proj,
-    })
-}
-
 fn so400m(patch: usize, positions: usize) -> Tensors {
-    vit(&Vit {
+    vit_tensors(&Vit {
         siglip: true,
         d: 1152,
         layers: 27,
@@ -204,22 +133,22 @@ fn every_key_table_family_is_detected_from_keys_alone() {
     let cases: Vec<(&str, Tensors, Expect)> = vec![
         (
             "vit_l14",
-            clip(1024, 24, 4096, 257, 768),
+            clip_tensors(1024, 24, 4096, 257, 768),
             ("ViT-L/14", [1024, 24, 16, 224, 14, 257]),
         ),
         (
             "vit_l14_336",
-            clip(1024, 24, 4096, 577, 768),
+            clip_tensors(1024, 24, 4096, 577, 768),
             ("ViT-L/14-336", [1024, 24, 16, 336, 14, 577]),
         ),
         (
             "vit_h14",
-            clip(1280, 32, 5120, 257, 1024),
+            clip_tensors(1280, 32, 5120, 257, 1024),
             ("ViT-H/14", [1280, 32, 16, 224, 14, 257]),
         ),
         (
             "vit_bigg14",
-            clip(1664, 48, 8192, 257, 1280),
+            clip_tensors(1664, 48, 8192, 257, 1280),
             ("ViT-bigG/14", [1664, 48, 16, 224, 14, 257]),
         ),
         (
@@ -314,7 +243,7 @@ fn every_key_table_family_is_detected_from_keys_alone() {
     assert_eq!(v["config"]["mlp"], "swiglu");
     assert_eq!(v["config"]["intermediate_size"], 4096);
     // LLaVA's ViT-L/14-336 keeps its projector and adds mm_projected.
-    let mut llava = clip(1024, 24, 4096, 577, 768);
+    let mut llava = clip_tensors(1024, 24, 4096, 577, 768);
     llava.push((
         "multi_modal_projector.linear_1.weight".into(),
         vec![4096, 1024],

@@ -288,56 +288,8 @@ fn symlinked_models_encode_and_broken_cached_exports_are_rebuilt() {
 
 /// A sparse stock ViT-L/14 f16 file (only the header takes disk space): the key table's shapes.
 fn vit_l(path: &Path) {
-    let (d, i, layers) = (1024usize, 4096usize, 24usize);
-    let mut tensors: Vec<(String, Vec<usize>)> = vec![
-        ("vision_model.embeddings.class_embedding".into(), vec![d]),
-        (
-            "vision_model.embeddings.patch_embedding.weight".into(),
-            vec![d, 3, 14, 14],
-        ),
-        (
-            "vision_model.embeddings.position_embedding.weight".into(),
-            vec![257, d],
-        ),
-        ("vision_model.pre_layrnorm.weight".into(), vec![d]),
-        ("vision_model.pre_layrnorm.bias".into(), vec![d]),
-    ];
-    for l in 0..layers {
-        let p = format!("vision_model.encoder.layers.{l}.");
-        for n in ["layer_norm1", "layer_norm2"] {
-            tensors.push((format!("{p}{n}.weight"), vec![d]));
-            tensors.push((format!("{p}{n}.bias"), vec![d]));
-        }
-        for n in ["q_proj", "k_proj", "v_proj", "out_proj"] {
-            tensors.push((format!("{p}self_attn.{n}.weight"), vec![d, d]));
-            tensors.push((format!("{p}self_attn.{n}.bias"), vec![d]));
-        }
-        tensors.push((format!("{p}mlp.fc1.weight"), vec![i, d]));
-        tensors.push((format!("{p}mlp.fc1.bias"), vec![i]));
-        tensors.push((format!("{p}mlp.fc2.weight"), vec![d, i]));
-        tensors.push((format!("{p}mlp.fc2.bias"), vec![d]));
-    }
-    tensors.push(("vision_model.post_layernorm.weight".into(), vec![d]));
-    tensors.push(("vision_model.post_layernorm.bias".into(), vec![d]));
-    tensors.push(("visual_projection.weight".into(), vec![768, d]));
-    let mut header = serde_json::Map::new();
-    let mut offset = 0usize;
-    for (name, shape) in &tensors {
-        let n = shape.iter().product::<usize>() * 2;
-        header.insert(
-            name.clone(),
-            serde_json::json!({"dtype": "F16", "shape": shape, "data_offsets": [offset, offset + n]}),
-        );
-        offset += n;
-    }
-    let h = serde_json::to_vec(&header).unwrap();
-    let mut bytes = (h.len() as u64).to_le_bytes().to_vec();
-    bytes.extend(h);
-    let header_len = bytes.len() as u64;
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, bytes).unwrap();
-    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
-    f.set_len(header_len + offset as u64).unwrap();
+    write_sparse_safetensors(path, &clip_tensors(1024, 24, 4096, 257, 768));
 }
 
 fn inspect_json(comfy: &Path, name: &str) -> (serde_json::Value, String) {

@@ -10,57 +10,8 @@ use serde_json::Value;
 
 /// Writes a sparse ViT-H/14 f16 safetensors file (1.26 GB apparent, a few KB on disk).
 fn vit_h(tag: &str) -> PathBuf {
-    let dir = temp_dir(&format!("vit_h_{tag}"));
-    let (d, i, layers) = (1280usize, 5120usize, 32usize);
-    let mut tensors: Vec<(String, Vec<usize>)> = vec![
-        ("vision_model.embeddings.class_embedding".into(), vec![d]),
-        (
-            "vision_model.embeddings.patch_embedding.weight".into(),
-            vec![d, 3, 14, 14],
-        ),
-        (
-            "vision_model.embeddings.position_embedding.weight".into(),
-            vec![257, d],
-        ),
-        ("vision_model.pre_layrnorm.weight".into(), vec![d]),
-        ("vision_model.pre_layrnorm.bias".into(), vec![d]),
-    ];
-    for l in 0..layers {
-        let p = format!("vision_model.encoder.layers.{l}.");
-        for n in ["layer_norm1", "layer_norm2"] {
-            tensors.push((format!("{p}{n}.weight"), vec![d]));
-            tensors.push((format!("{p}{n}.bias"), vec![d]));
-        }
-        for n in ["q_proj", "k_proj", "v_proj", "out_proj"] {
-            tensors.push((format!("{p}self_attn.{n}.weight"), vec![d, d]));
-            tensors.push((format!("{p}self_attn.{n}.bias"), vec![d]));
-        }
-        tensors.push((format!("{p}mlp.fc1.weight"), vec![i, d]));
-        tensors.push((format!("{p}mlp.fc1.bias"), vec![i]));
-        tensors.push((format!("{p}mlp.fc2.weight"), vec![d, i]));
-        tensors.push((format!("{p}mlp.fc2.bias"), vec![d]));
-    }
-    tensors.push(("vision_model.post_layernorm.weight".into(), vec![d]));
-    tensors.push(("vision_model.post_layernorm.bias".into(), vec![d]));
-    tensors.push(("visual_projection.weight".into(), vec![1024, d]));
-    let mut header = serde_json::Map::new();
-    let mut offset = 0usize;
-    for (name, shape) in &tensors {
-        let n = shape.iter().product::<usize>() * 2;
-        header.insert(
-            name.clone(),
-            serde_json::json!({"dtype": "F16", "shape": shape, "data_offsets": [offset, offset + n]}),
-        );
-        offset += n;
-    }
-    let h = serde_json::to_vec(&header).unwrap();
-    let path = dir.join("vit-h-14.safetensors");
-    let mut bytes = (h.len() as u64).to_le_bytes().to_vec();
-    bytes.extend(h);
-    let header_len = bytes.len() as u64;
-    std::fs::write(&path, bytes).unwrap();
-    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
-    f.set_len(header_len + offset as u64).unwrap();
+    let path = temp_dir(&format!("vit_h_{tag}")).join("vit-h-14.safetensors");
+    write_sparse_safetensors(&path, &clip_tensors(1280, 32, 5120, 257, 1024));
     path
 }
 

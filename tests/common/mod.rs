@@ -129,3 +129,77 @@ pub fn write_sparse_safetensors(path: &Path, tensors: &[(String, Vec<usize>)]) {
     let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
     f.set_len(header_len + offset as u64).unwrap();
 }
+
+/// Tensor names and shapes of a model file.
+pub type Tensors = Vec<(String, Vec<usize>)>;
+
+/// CLIP / SigLIP in the HF layout (contract §2.2).
+pub struct Vit {
+    pub siglip: bool,
+    pub d: usize,
+    pub layers: usize,
+    pub mlp: usize,
+    pub patch: usize,
+    pub positions: usize,
+    pub proj: usize,
+}
+
+/// The tensors of a CLIP / SigLIP vision tower with these sizes (for sparse header-only files).
+pub fn vit_tensors(v: &Vit) -> Tensors {
+    let d = v.d;
+    let mut t: Tensors = vec![
+        (
+            "vision_model.embeddings.patch_embedding.weight".into(),
+            vec![d, 3, v.patch, v.patch],
+        ),
+        (
+            "vision_model.embeddings.position_embedding.weight".into(),
+            vec![v.positions, d],
+        ),
+        ("vision_model.post_layernorm.weight".into(), vec![d]),
+        ("vision_model.post_layernorm.bias".into(), vec![d]),
+    ];
+    if v.siglip {
+        t.push((
+            "vision_model.embeddings.patch_embedding.bias".into(),
+            vec![d],
+        ));
+        // The MAP head real SigLIP files carry; it is ignored.
+        t.push(("vision_model.head.probe".into(), vec![1, 1, d]));
+        t.push(("vision_model.head.mlp.fc1.weight".into(), vec![v.mlp, d]));
+    } else {
+        t.push(("vision_model.embeddings.class_embedding".into(), vec![d]));
+        t.push(("vision_model.pre_layrnorm.weight".into(), vec![d]));
+        t.push(("vision_model.pre_layrnorm.bias".into(), vec![d]));
+        t.push(("visual_projection.weight".into(), vec![v.proj, d]));
+    }
+    for l in 0..v.layers {
+        let p = format!("vision_model.encoder.layers.{l}.");
+        for n in ["layer_norm1", "layer_norm2"] {
+            t.push((format!("{p}{n}.weight"), vec![d]));
+            t.push((format!("{p}{n}.bias"), vec![d]));
+        }
+        for n in ["q_proj", "k_proj", "v_proj", "out_proj"] {
+            t.push((format!("{p}self_attn.{n}.weight"), vec![d, d]));
+            t.push((format!("{p}self_attn.{n}.bias"), vec![d]));
+        }
+        t.push((format!("{p}mlp.fc1.weight"), vec![v.mlp, d]));
+        t.push((format!("{p}mlp.fc1.bias"), vec![v.mlp]));
+        t.push((format!("{p}mlp.fc2.weight"), vec![d, v.mlp]));
+        t.push((format!("{p}mlp.fc2.bias"), vec![d]));
+    }
+    t
+}
+
+/// A CLIP tower with patch 14 (ViT-L/H/bigG shapes), for sparse header-only files.
+pub fn clip_tensors(d: usize, layers: usize, mlp: usize, positions: usize, proj: usize) -> Tensors {
+    vit_tensors(&Vit {
+        siglip: false,
+        d,
+        layers,
+        mlp,
+        patch: 14,
+        positions,
+        proj,
+    })
+}
