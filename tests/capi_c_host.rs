@@ -14,40 +14,12 @@ fn write_f32(path: &Path, values: &[f32]) {
     std::fs::write(path, bytes).unwrap();
 }
 
-fn compile_host(dir: &Path) -> PathBuf {
-    let exe = dir.join("host");
-    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".to_string());
-    let out = Command::new(&cc)
-        .args([
-            "-std=c11",
-            "-D_GNU_SOURCE",
-            "-Wall",
-            "-Wextra",
-            "-Werror",
-            "-O1",
-            "-I",
-        ])
-        .arg(root())
-        .arg(root().join("tests/c_host/host.c"))
-        .arg("-o")
-        .arg(&exe)
-        .args(["-ldl", "-lm"])
-        .output()
-        .unwrap_or_else(|e| panic!("running {cc}: {e}"));
-    assert!(
-        out.status.success(),
-        "compiling host.c failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    exe
-}
-
 #[test]
 fn c_host_encodes_fixtures_and_survives_misuse() {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("capi-c-host-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let exe = compile_host(&dir);
+    let exe = compile_c_host(&dir);
     for m in ["clip_quickgelu_f32", "siglip_f32", "llava_f32"] {
         let data = dir.join(m);
         std::fs::create_dir_all(&data).unwrap();

@@ -204,34 +204,6 @@ fn cli_encode_is_clean_under_memcheck() {
     check_outputs(&out, &expected);
 }
 
-fn compile_c_host(dir: &Path) -> PathBuf {
-    let exe = dir.join("host");
-    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".to_string());
-    let out = Command::new(&cc)
-        .args([
-            "-std=c11",
-            "-D_GNU_SOURCE",
-            "-Wall",
-            "-Werror",
-            "-O1",
-            "-g",
-            "-I",
-        ])
-        .arg(root())
-        .arg(root().join("tests/c_host/host.c"))
-        .arg("-o")
-        .arg(&exe)
-        .args(["-ldl", "-lm"])
-        .output()
-        .unwrap_or_else(|e| panic!("running {cc}: {e}"));
-    assert!(
-        out.status.success(),
-        "compiling host.c: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    exe
-}
-
 /// The C host on one image, ending with `end` (see tests/c_host/host.c).
 fn c_host(end: &str) {
     let dir = work_dir(&format!("c-host-{end}"));

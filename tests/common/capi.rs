@@ -370,3 +370,34 @@ pub fn rss_kib() -> u64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
 }
+
+/// Compiles tests/c_host/host.c with the system C compiler (`$CC`, else `cc`) against
+/// distorch_vision.h, warnings as errors and debug info (valgrind names its frames), into `dir`.
+pub fn compile_c_host(dir: &Path) -> PathBuf {
+    let exe = dir.join("host");
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".to_string());
+    let out = std::process::Command::new(&cc)
+        .args([
+            "-std=c11",
+            "-D_GNU_SOURCE",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-O1",
+            "-g",
+            "-I",
+        ])
+        .arg(root())
+        .arg(root().join("tests/c_host/host.c"))
+        .arg("-o")
+        .arg(&exe)
+        .args(["-ldl", "-lm"])
+        .output()
+        .unwrap_or_else(|e| panic!("running {cc}: {e}"));
+    assert!(
+        out.status.success(),
+        "compiling host.c failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    exe
+}
