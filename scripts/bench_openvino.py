@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 
@@ -30,6 +29,8 @@ except ImportError as e:
     print(f"bench_openvino.py: {e.name} is not installed; install with "
           "`python3 -m pip install openvino numpy` to get the OpenVINO baseline")
     sys.exit(0)
+
+from ov_export import whole_graph  # noqa: E402 (beside this script)
 
 ap = argparse.ArgumentParser()
 ap.add_argument("model_dir")
@@ -44,11 +45,7 @@ ap.add_argument("--int8", action="store_true", help="the NNCF int8 model in MODE
 a = ap.parse_args()
 
 graphs = a.graphs or os.path.join(a.model_dir, "ov-whole")
-manifest = os.path.join(graphs, "manifest.json")
-if not os.path.isfile(manifest) or not json.load(open(manifest)).get("whole"):
-    subprocess.run([a.bin, "export", "--model", os.path.join(a.model_dir, "model.safetensors"),
-                    "--granularity", "whole", "--out", graphs], check=True, stdout=subprocess.DEVNULL)
-whole = os.path.join(graphs, json.load(open(manifest))["whole"]["file"])
+whole = whole_graph(a.model_dir, graphs, a.bin)
 cfg = json.load(open(os.path.join(a.model_dir, "config.json")))
 s = cfg.get("vision_config", cfg)["image_size"]
 

@@ -13,7 +13,6 @@ benchmarks feed; for a real model, calibrate on real images instead.
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 
@@ -26,6 +25,8 @@ except ImportError as e:
           "`python3 -m pip install nncf openvino numpy` for the OpenVINO int8 rows")
     sys.exit(0)
 
+from ov_export import whole_graph  # noqa: E402 (beside this script)
+
 ap = argparse.ArgumentParser()
 ap.add_argument("model_dir")
 ap.add_argument("--calib", type=int, default=16, help="calibration images")
@@ -34,11 +35,7 @@ ap.add_argument("--bin", default="target/release/distorch-vision")
 a = ap.parse_args()
 
 graphs = a.graphs or os.path.join(a.model_dir, "ov-whole")
-manifest = os.path.join(graphs, "manifest.json")
-if not os.path.isfile(manifest) or not json.load(open(manifest)).get("whole"):
-    subprocess.run([a.bin, "export", "--model", os.path.join(a.model_dir, "model.safetensors"),
-                    "--granularity", "whole", "--out", graphs], check=True, stdout=subprocess.DEVNULL)
-whole = os.path.join(graphs, json.load(open(manifest))["whole"]["file"])
+whole = whole_graph(a.model_dir, graphs, a.bin)
 cfg = json.load(open(os.path.join(a.model_dir, "config.json")))
 s = cfg.get("vision_config", cfg)["image_size"]
 
