@@ -4,6 +4,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -207,6 +208,31 @@ fn sharded_cmd(images: &Path, out: &Path, graphs: &Path) -> std::process::Comman
     c
 }
 
+/// Warms the graph export on `warm_image` (so the timed run starts encoding at once), then starts
+/// a sharded run of `tmp/imgs` into `out`: shards of 20, batches of 4, at least 40 ms apart.
+fn start_throttled_run(
+    warm_image: &Path,
+    tmp: &Path,
+    out: &Path,
+    graphs: &Path,
+    stderr_to: Stdio,
+) -> std::process::Child {
+    let o = run(sharded_cmd(warm_image, &tmp.join("warm"), graphs).args(["--shard-size", "1"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    sharded_cmd(&tmp.join("imgs"), out, graphs)
+        .args([
+            "--shard-size",
+            "20",
+            "--batch-size",
+            "4",
+            "--throttle-ms",
+            "40",
+        ])
+        .stderr(stderr_to)
+        .spawn()
+        .unwrap()
+}
+
 /// Every shard of `out`: rows match the index, metadata sources match the index.
 fn check_shards(out: &Path) -> (ShardIndex, Vec<String>) {
     let index = ShardIndex::read(out).unwrap().expect("index.json");
@@ -232,22 +258,7 @@ fn sharded_run_killed_midway_resumes_without_duplicates_or_gaps() {
     let files = make_images(&tmp.join("imgs"), 200);
     let out = tmp.join("out");
     let graphs = tmp.join("graphs");
-    // Warm the graph export so the timed run starts encoding at once.
-    let o = run(sharded_cmd(&files[0], &tmp.join("warm"), &graphs).args(["--shard-size", "1"]));
-    assert!(o.status.success(), "{}", stderr(&o));
-
-    let mut child = sharded_cmd(&tmp.join("imgs"), &out, &graphs)
-        .args([
-            "--shard-size",
-            "20",
-            "--batch-size",
-            "4",
-            "--throttle-ms",
-            "40",
-        ])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = start_throttled_run(&files[0], &tmp, &out, &graphs, Stdio::null());
     let t = Instant::now();
     while !out.join("shard-00001.safetensors").exists() {
         assert!(t.elapsed() < Duration::from_secs(60), "no shard appeared");
@@ -509,24 +520,9 @@ fn ctrl_c_keeps_finished_rows_and_resume_completes_without_duplicates() {
     let files = make_images(&tmp.join("imgs"), 200);
     let out = tmp.join("out");
     let graphs = tmp.join("graphs");
-    // Warm the graph export so the timed run starts encoding at once.
-    let o = run(sharded_cmd(&files[0], &tmp.join("warm"), &graphs).args(["--shard-size", "1"]));
-    assert!(o.status.success(), "{}", stderr(&o));
-
     // 50 batches of 4, 40 ms apart at least: the run lasts seconds; the signal comes once the
     // first shard exists and the second is under way.
-    let child = sharded_cmd(&tmp.join("imgs"), &out, &graphs)
-        .args([
-            "--shard-size",
-            "20",
-            "--batch-size",
-            "4",
-            "--throttle-ms",
-            "40",
-        ])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = start_throttled_run(&files[0], &tmp, &out, &graphs, Stdio::piped());
     let t = Instant::now();
     while !out.join("shard-00000.safetensors").exists() {
         assert!(t.elapsed() < Duration::from_secs(60), "no shard appeared");
