@@ -8,9 +8,9 @@ use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
 use serde::Serialize;
 
-use super::environment;
 use crate::export::{self, Granularity};
 use crate::loader::{ClipVision, LoadOptions};
+use crate::runtime::environment;
 use crate::{Error, Result};
 
 #[derive(Clone, Debug, Serialize)]
@@ -51,7 +51,7 @@ pub struct BenchReport {
     pub streamed_bytes_per_pass: u64,
     /// Uploads through the staging double buffer over the timed passes (all zero when
     /// nothing is streamed, or streamed without a staging).
-    pub uploads: super::staging::UploadStats,
+    pub uploads: crate::runtime::staging::UploadStats,
     /// Micro-batch size of the timed passes (`--micro-batch`), if any.
     pub micro_batch: Option<usize>,
     /// Device copies made during the whole run, by kind (GPU plans only).
@@ -218,7 +218,7 @@ pub fn run_micro(
         family: cv.model().config.family.clone(),
         batch_size: batch,
         iters,
-        threads: super::env::threads(),
+        threads: crate::runtime::env::threads(),
         split_ratio: whole_fig
             .as_ref()
             .map(|w| blocks.images_per_s / w.images_per_s),
@@ -256,7 +256,7 @@ impl WholeSession {
         let builder = Session::builder(&env)?
             .with_optimization_level(GraphOptimizationLevel::Level3)?
             .with_env_allocators()?;
-        let session = super::dtype::configure(builder, cv.export().manifest.dtype)?
+        let session = crate::runtime::dtype::configure(builder, cv.export().manifest.dtype)?
             .commit_from_file(&file)
             .map_err(|e| Error::runtime(format!("{}: {e}", file.display())))?;
         let mut w = WholeSession {

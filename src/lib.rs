@@ -1,6 +1,7 @@
 //! distorch-vision: CLIP Vision encoders split into per-block ONNX Runtime sessions,
 //! placed across GPUs and the CPU by a DisTorch2 planner.
 
+pub mod bench;
 pub mod capi;
 pub mod error;
 pub mod export;

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 use ndarray::ArrayView4;
 
 use crate::export::{self, ComputeDtype, Export, Granularity};
-use crate::job::models::ModelFolders;
+use crate::model::folders::ModelFolders;
 use crate::model::Model;
 use crate::plan::{self, BlockSize, Device, Inventory, LoaderOptions, Plan};
 use crate::runtime::{device, Outputs, Pipeline, StagePlan};
@@ -20,7 +20,7 @@ pub const RESERVE_BATCH: u64 = 8;
 
 #[derive(Clone, Debug, Default)]
 pub struct LoadOptions {
-    /// A path to a `.safetensors` file (or a name in the model folders, see `job::models`).
+    /// A path to a `.safetensors` file (or a name in the model folders, see `model::folders`).
     pub clip_vision: String,
     /// The loader inputs of contract §1 and the donor policy.
     pub loader: LoaderOptions,

@@ -8,9 +8,9 @@ use distorch_vision::export::{self, ComputeDtype, Granularity};
 use distorch_vision::image::Crop;
 use distorch_vision::job::batch::{self, EncodeJob, OutFormat};
 use distorch_vision::job::interrupt;
-use distorch_vision::job::models::ModelFolders;
 use distorch_vision::job::yaml;
 use distorch_vision::loader::{inventory, plan_model, resolve_model_in, ClipVision, LoadOptions};
+use distorch_vision::model::folders::ModelFolders;
 use distorch_vision::model::Model;
 use distorch_vision::plan::{DonorPolicy, LoaderOptions};
 use distorch_vision::{Error, ErrorKind, Result};
@@ -755,7 +755,7 @@ fn bench(b: BenchArgs) -> Result<()> {
         dtype: b.dtype,
         ..Default::default()
     };
-    let r = distorch_vision::runtime::bench::run_micro(
+    let r = distorch_vision::bench::run_micro(
         &opts,
         b.batch_size,
         b.iters,
@@ -770,7 +770,7 @@ fn bench(b: BenchArgs) -> Result<()> {
         "model      {} ({}), batch {}, {} iterations, {} threads",
         r.model, r.family, r.batch_size, r.iters, r.threads
     );
-    let row = |name: &str, f: &distorch_vision::runtime::bench::Figures| {
+    let row = |name: &str, f: &distorch_vision::bench::Figures| {
         println!(
             "{name:<10} build {:>7.3} s  first output {:>7.3} s  {:>8.2} images/s  (median batch {:.3} s)",
             f.session_build_s, f.first_output_s, f.images_per_s, f.median_batch_s

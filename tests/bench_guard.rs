@@ -22,7 +22,7 @@ fn block_pipeline_is_not_grossly_slower_than_the_whole_model() {
         graphs_dir: Some(tmp),
         ..Default::default()
     };
-    let r = distorch_vision::runtime::bench::run(&opts, 8, 40, true).unwrap();
+    let r = distorch_vision::bench::run(&opts, 8, 40, true).unwrap();
     let ratio = r.split_ratio.unwrap();
     eprintln!(
         "blocks {:.0} img/s, whole {:.0} img/s, ratio {ratio:.3}",

@@ -161,7 +161,7 @@ fn library_resolution_keeps_the_old_signature() {
     assert_eq!(got, p);
     let tmp = temp_dir("folders_lib");
     place(&tmp.join("models/clip_vision/x/y.safetensors"));
-    let folders = distorch_vision::job::models::ModelFolders::new(Some(tmp.clone()), None);
+    let folders = distorch_vision::model::folders::ModelFolders::new(Some(tmp.clone()), None);
     let got = distorch_vision::loader::resolve_model_in("x/y", &folders).unwrap();
     assert_eq!(got, tmp.join("models/clip_vision/x/y.safetensors"));
     let o = distorch_vision::loader::LoadOptions {
@@ -524,7 +524,7 @@ fn a_malformed_extra_model_paths_file_is_an_error_naming_it() {
             err.contains(file) && err.contains(fragment),
             "{file}: {err}"
         );
-        let folders = distorch_vision::job::models::ModelFolders::new(None, Some(yaml.clone()));
+        let folders = distorch_vision::model::folders::ModelFolders::new(None, Some(yaml.clone()));
         let e = folders.listing().unwrap_err().to_string();
         assert!(e.contains(file) && e.contains(fragment), "{file}: {e}");
     }

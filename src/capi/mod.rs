@@ -541,13 +541,13 @@ pub unsafe extern "C" fn dv_list_models(
 unsafe fn model_folders(
     comfyui_path: *const c_char,
     extra_model_paths: *const c_char,
-) -> R<crate::job::models::ModelFolders> {
+) -> R<crate::model::folders::ModelFolders> {
     let folder = |p, field| -> R<Option<PathBuf>> {
         Ok(opt_str(p, field)?
             .filter(|s| !s.is_empty())
             .map(PathBuf::from))
     };
-    Ok(crate::job::models::ModelFolders::new(
+    Ok(crate::model::folders::ModelFolders::new(
         folder(comfyui_path, "comfyui_path")?,
         folder(extra_model_paths, "extra_model_paths")?,
     ))

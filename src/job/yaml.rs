@@ -13,9 +13,9 @@ use serde::Deserialize;
 use crate::export::Granularity;
 use crate::image::Crop;
 use crate::job::batch::{self, EncodeJob, OutFormat};
-use crate::job::models::ModelFolders;
 use crate::job::summary::EncodeSummary;
 use crate::loader::{ClipVision, LoadKey, LoadOptions};
+use crate::model::folders::ModelFolders;
 use crate::plan::{DonorPolicy, LoaderOptions};
 use crate::{Error, Result};
 

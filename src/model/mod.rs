@@ -2,6 +2,7 @@
 //! list of blocks (`embed`, `layer.NN`, `head`) with the tensors and bytes each one uses.
 
 pub mod config;
+pub mod folders;
 pub mod keys;
 pub mod names;
 pub mod outputs;

@@ -1,6 +1,5 @@
 //! ONNX Runtime: library discovery, the process environment, and the block runner.
 
-pub mod bench;
 pub mod cuda;
 pub mod device;
 pub mod dtype;
