@@ -9,6 +9,7 @@ pub mod image;
 pub mod job;
 pub mod loader;
 pub mod model;
+pub mod paths;
 pub mod plan;
 pub mod runtime;
 

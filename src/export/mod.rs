@@ -16,7 +16,8 @@ use serde::{Deserialize, Serialize};
 pub use blocks::BlockIo;
 
 use crate::model::Model;
-use crate::{Error, ErrorKind, Result};
+use crate::paths::{copy_atomic, write_atomic};
+use crate::{Error, Result};
 
 /// Bumped whenever the graphs change, so old exports are rebuilt rather than reused.
 pub const EXPORT_FORMAT: u32 = 4;
@@ -122,7 +123,7 @@ pub fn default_graphs_root() -> PathBuf {
             return PathBuf::from(dir);
         }
     }
-    if let Some(root) = crate::runtime::library::project_root() {
+    if let Some(root) = crate::paths::project_root() {
         return root.join("graphs");
     }
     let cache = std::env::var_os("XDG_CACHE_HOME")
@@ -357,19 +358,7 @@ fn link_weights(source: &Path, target: &Path) -> Result<()> {
                 target.display(),
                 std::fs::metadata(source).map(|m| m.len()).unwrap_or(0)
             );
-            let tmp = target.with_extension("partial");
-            std::fs::copy(source, &tmp).map_err(|e| Error::io(&tmp, e))?;
-            std::fs::rename(&tmp, target).map_err(|e| Error::io(target, e))
+            copy_atomic(source, target)
         }
     }
-}
-
-/// Writes through a temporary file and a rename, so a reader never sees half a file.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::new(ErrorKind::Io, format!("{}: {e}", path.display()))
-    })
 }

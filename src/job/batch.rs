@@ -12,12 +12,12 @@ use std::time::{Duration, Instant};
 use ndarray::{Array4, ArrayD, Axis};
 use serde::{Deserialize, Serialize};
 
-use crate::export::write_atomic;
 use crate::image::{self, Crop, PreprocessSpec};
 use crate::job::summary::{self, EncodeSummary, OutputShape};
 use crate::job::{interrupt, output};
 use crate::loader::ClipVision;
 use crate::model::Model;
+use crate::paths::write_atomic;
 use crate::{Error, ErrorKind, Result};
 
 /// The preprocessing a model wants (its image size and mean/std), with `crop`.

@@ -5,9 +5,9 @@ use std::path::Path;
 
 use ndarray::Array4;
 
-use crate::export::write_atomic;
 use crate::image::PreprocessSpec;
 use crate::model::{DType, SafeTensors};
+use crate::paths::write_atomic;
 use crate::runtime::Outputs;
 use crate::{Error, Result};
 

@@ -111,7 +111,7 @@ pub fn search_dirs() -> Vec<PathBuf> {
     if let Some(site) = lib.as_deref().and_then(|p| p.ancestors().nth(3)) {
         roots.push(site.join("nvidia"));
     }
-    if let Some(root) = super::library::project_root() {
+    if let Some(root) = crate::paths::project_root() {
         roots.push(root.join(".runtime/gpu/nvidia"));
     }
     if let Some(site) = python_nvidia_dir() {

@@ -4,53 +4,11 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::paths::{is_plugin, own_dir, project_root};
+
 pub const ORT_VERSION: &str = "1.31.1";
 pub const ORT_LIB: &str = "libonnxruntime.so.1.31.1";
 pub const INSTALL_HINT: &str = "run `scripts/setup.sh` in the distorch-vision checkout (it installs onnxruntime==1.31.1 from PyPI into .runtime/), or `pip install onnxruntime==1.31.1` and set ORT_DYLIB_PATH to its onnxruntime/capi/libonnxruntime.so.1.31.1";
-
-/// The folder holding this code: the executable's, or the shared library's when a host
-/// loaded us as a plugin.
-pub fn own_dir() -> Option<PathBuf> {
-    own_file()?.parent().map(Path::to_path_buf)
-}
-
-/// Whether this code runs as a shared library (a plugin a host loaded) rather than as part
-/// of the executable (the CLI, a Rust program linking the rlib).
-pub fn is_plugin() -> bool {
-    let exe = std::env::current_exe()
-        .ok()
-        .map(|p| p.canonicalize().unwrap_or(p));
-    own_file().is_some_and(|f| Some(&f) != exe.as_ref())
-}
-
-/// The file this code was loaded from (canonical).
-fn own_file() -> Option<PathBuf> {
-    let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
-    let addr = own_dir as *const libc::c_void;
-    // SAFETY: dladdr only reads the loader's tables for an address inside this object.
-    let found = unsafe { libc::dladdr(addr, &mut info) } != 0 && !info.dli_fname.is_null();
-    let path = if found {
-        // SAFETY: dli_fname is a NUL-terminated string owned by the loader.
-        let c = unsafe { std::ffi::CStr::from_ptr(info.dli_fname) };
-        PathBuf::from(c.to_string_lossy().into_owned())
-    } else {
-        std::env::current_exe().ok()?
-    };
-    Some(path.canonicalize().unwrap_or(path))
-}
-
-/// The distorch-vision checkout this program was built in, when it runs from one
-/// (`<root>/target/<profile>/…`).
-pub fn project_root() -> Option<PathBuf> {
-    let start = own_dir()?;
-    start
-        .ancestors()
-        .find(|dir| {
-            std::fs::read_to_string(dir.join("Cargo.toml"))
-                .is_ok_and(|t| t.contains("name = \"distorch-vision\""))
-        })
-        .map(Path::to_path_buf)
-}
 
 /// Candidate library paths in the order they are tried, with where each came from.
 pub fn candidates(explicit: Option<&Path>) -> Vec<(String, PathBuf)> {
