@@ -9,7 +9,7 @@ use ort::session::Session;
 use serde::Serialize;
 
 use crate::export::{self, Granularity};
-use crate::loader::{ClipVision, LoadOptions};
+use crate::loader::{activation_bytes, ClipVision, LoadOptions};
 use crate::runtime::environment;
 use crate::{Error, Result};
 
@@ -39,7 +39,7 @@ pub struct BenchReport {
     pub peak_rss_bytes: u64,
     pub model_bytes: u64,
     /// What the blocks' peak RSS should stay under: 1.25 × the fp32 weight bytes plus
-    /// [`activation_bytes`] for this batch.
+    /// [`activation_bytes`] (the fit check's activation estimate) for this batch.
     pub rss_budget_bytes: u64,
     /// RSS once ONNX Runtime is loaded, before the model: the runtime's own footprint.
     pub baseline_rss_bytes: u64,
@@ -107,15 +107,6 @@ pub fn rss_verdict(peak: u64, budget: u64, baseline: u64) -> &'static str {
     } else {
         "over"
     }
-}
-
-/// An upper estimate of the fp32 activations one transformer layer holds at once for
-/// `batch` images: its input, Q, K, V and the attention output (5 × hidden), the attention
-/// probabilities (heads × tokens) and the MLP's hidden layer before and after the
-/// activation (2 × intermediate), per token.
-pub fn activation_bytes(c: &crate::model::VisionConfig, batch: usize) -> u64 {
-    let per_token = (5 * c.hidden_size + c.num_heads * c.tokens + 2 * c.intermediate_size) as u64;
-    (4 * batch as u64 * c.tokens as u64).saturating_mul(per_token)
 }
 
 /// Deterministic pseudo-random pixels in about [-2, 2] (xorshift; no RNG dependency).
@@ -210,7 +201,7 @@ pub fn run_micro(
         }
     });
     let rss_budget =
-        cv.model().fp32_weight_bytes() * 5 / 4 + activation_bytes(&cv.model().config, batch);
+        cv.model().fp32_weight_bytes() * 5 / 4 + activation_bytes(&cv.model().config, batch as u64);
     Ok(BenchReport {
         rss_verdict: rss_verdict(blocks_rss, rss_budget, baseline_rss).into(),
         baseline_rss_bytes: baseline_rss,

@@ -10,7 +10,7 @@ use ndarray::ArrayView4;
 
 use crate::export::{self, ComputeDtype, Export, Granularity};
 use crate::model::folders::ModelFolders;
-use crate::model::Model;
+use crate::model::{Model, VisionConfig};
 use crate::plan::{self, BlockSize, Device, Inventory, LoaderOptions, Plan};
 use crate::runtime::{device, Outputs, Pipeline, StagePlan};
 use crate::{Error, ErrorKind, Result};
@@ -117,19 +117,25 @@ pub fn resolve_model_in(clip_vision: &str, folders: &ModelFolders) -> Result<Pat
 
 /// Bytes the fit check keeps free for one batch of activations on each executing device.
 pub fn activation_reserve(model: &Model) -> u64 {
-    let c = &model.config;
+    activation_bytes(&model.config, RESERVE_BATCH)
+}
+
+/// An upper estimate of the f32 activations one transformer layer holds at once for `batch`
+/// images (contract §5.3): per image four `[T,D]` hidden states, two `[T,I]` MLP activations
+/// (before and after the activation function) and two `[heads,T,T]` attention maps (scores
+/// and probabilities). The fit check's reserve and `bench`'s RSS budget both use it.
+pub fn activation_bytes(c: &VisionConfig, batch: u64) -> u64 {
     let (t, d, i, h) = (
         c.tokens as u64,
         c.hidden_size as u64,
         c.intermediate_size as u64,
         c.num_heads as u64,
     );
-    // A few hidden states, the MLP's wide activation and the attention scores, in f32
-    // (saturating: a hostile config must not wrap around to a tiny reserve).
+    // Saturating: a hostile config must not wrap around to a tiny reserve.
     let per_image = (4 * t * d)
         .saturating_add(2u64.saturating_mul(t).saturating_mul(i))
         .saturating_add(2u64.saturating_mul(h).saturating_mul(t).saturating_mul(t));
-    per_image.saturating_mul(RESERVE_BATCH * 4)
+    per_image.saturating_mul(batch.saturating_mul(4))
 }
 
 /// The inventory for planning: simulated when asked, else what this machine has.
@@ -397,6 +403,50 @@ fn eject_others(device: Device, keep: Option<u64>) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn vit_l14() -> VisionConfig {
+        VisionConfig {
+            family: "ViT-L/14".into(),
+            kind: crate::model::Kind::Clip,
+            hidden_size: 1024,
+            num_layers: 24,
+            num_heads: 16,
+            intermediate_size: 4096,
+            activation: crate::model::Activation::QuickGelu,
+            mlp: crate::model::Mlp::Standard,
+            patch_size: 14,
+            image_size: 224,
+            tokens: 257,
+            projection_dim: Some(768),
+            registers: 0,
+            rope_theta: 0.0,
+            layer_norm_eps: 1e-5,
+            llava: false,
+            source: "key table".into(),
+        }
+    }
+
+    #[test]
+    fn the_activation_estimate_counts_hidden_states_mlp_and_attention_maps() {
+        let c = vit_l14();
+        // Per image: 4·T·D + 2·T·I + 2·heads·T², in f32.
+        let per_image = 4 * 257 * 1024 + 2 * 257 * 4096 + 2 * 16 * 257 * 257;
+        assert_eq!(per_image, 5_271_584);
+        assert_eq!(activation_bytes(&c, 1), 4 * per_image);
+        assert_eq!(activation_bytes(&c, RESERVE_BATCH), 168_690_688);
+        // The largest config `detect` accepts saturates instead of wrapping round to a small
+        // reserve.
+        let huge = VisionConfig {
+            hidden_size: 1 << 16,
+            num_heads: 1 << 10,
+            intermediate_size: 1 << 18,
+            patch_size: 1,
+            image_size: 4096,
+            tokens: 4096 * 4096 + 1,
+            ..vit_l14()
+        };
+        assert_eq!(activation_bytes(&huge, RESERVE_BATCH), u64::MAX);
+    }
 
     #[test]
     fn the_cache_key_changes_with_every_option_that_changes_the_model() {
