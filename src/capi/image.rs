@@ -6,7 +6,7 @@ use ndarray::Array4;
 use crate::loader::ClipVision;
 use crate::Result;
 
-use crate::image::{preprocess_comfy_batch, Crop, PreprocessSpec};
+use crate::image::{preprocess_comfy_batch, Crop};
 
 /// Crop mode of `dv_encode_image` (`DV_CROP_*` in the header).
 pub const CROP_CENTER: i32 = 0;
@@ -29,14 +29,7 @@ pub fn preprocess_for(
     (b, h, w, c): (usize, usize, usize, usize),
     crop: Crop,
 ) -> Result<Array4<f32>> {
-    let config = &cv.model().config;
-    let (mean, std) = config.mean_std();
-    let spec = PreprocessSpec {
-        size: config.image_size as u32,
-        mean,
-        std,
-        crop,
-    };
+    let spec = cv.model().config.preprocess_spec(crop);
     preprocess_comfy_batch(data, b, h, w, c, &spec)
 }
 
@@ -49,7 +42,7 @@ pub fn preprocess_encoded(
     name: &str,
     crop: Crop,
 ) -> Result<Vec<f32>> {
-    let spec = crate::job::batch::preprocess_spec(cv.model(), crop);
+    let spec = cv.model().config.preprocess_spec(crop);
     let img = crate::image::decode_bytes(bytes, name)?;
     crate::image::preprocess(&img, &spec).map_err(|e| e.context(name))
 }

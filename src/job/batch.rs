@@ -20,15 +20,10 @@ use crate::model::Model;
 use crate::paths::write_atomic;
 use crate::{Error, ErrorKind, Result};
 
-/// The preprocessing a model wants (its image size and mean/std), with `crop`.
+/// The preprocessing a model wants (its image size and mean/std), with `crop`: the
+/// config's [`crate::model::VisionConfig::preprocess_spec`].
 pub fn preprocess_spec(model: &Model, crop: Crop) -> PreprocessSpec {
-    let (mean, std) = model.config.mean_std();
-    PreprocessSpec {
-        size: model.config.image_size as u32,
-        mean,
-        std,
-        crop,
-    }
+    model.config.preprocess_spec(crop)
 }
 
 /// One file decoded and preprocessed to `3 × S × S` values. Errors name the file.

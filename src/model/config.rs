@@ -112,6 +112,18 @@ impl VisionConfig {
         }
     }
 
+    /// The preprocessing this model takes (contract §4): its image size and the family's
+    /// mean/std, with `crop` (the caller's choice; a model does not decide it).
+    pub fn preprocess_spec(&self, crop: crate::image::Crop) -> crate::image::PreprocessSpec {
+        let (mean, std) = self.mean_std();
+        crate::image::PreprocessSpec {
+            size: self.image_size as u32,
+            mean,
+            std,
+            crop,
+        }
+    }
+
     /// Patches per side: the stride-P convolution drops a remainder of S (contract §2.1).
     pub fn grid(&self) -> usize {
         self.image_size / self.patch_size
