@@ -451,8 +451,8 @@ fn fp16_streamed_graphs_take_f16_weights_whatever_the_file_holds() {
             distorch_vision::model::Model::open(&fixture(name).join("model.safetensors")).unwrap();
         for block in &model.blocks {
             let elem = |dtype| {
-                let (proto, weights) = blocks::block_graph(&model, &block.name, "w", true, dtype);
-                assert!(!weights.is_empty(), "{name}/{}", block.name);
+                let (proto, weights) = blocks::block_graph(&model, block.kind, "w", true, dtype);
+                assert!(!weights.is_empty(), "{name}/{}", block.kind);
                 let graph = proto.graph.unwrap();
                 weights
                     .iter()
