@@ -473,3 +473,41 @@ fn fp16_streamed_graphs_take_f16_weights_whatever_the_file_holds() {
         }
     }
 }
+
+#[test]
+fn a_manifest_block_name_that_names_no_block_is_refused() {
+    // Blocks are read back from the manifest by name: an unknown one is an error naming it
+    // and the valid names, never some other block.
+    use distorch_vision::export::{self, Granularity};
+    use distorch_vision::plan::Device;
+    use distorch_vision::runtime::{Pipeline, StagePlan};
+    let tmp = temp_dir("bad_block_name");
+    let f = fixture("clip_gelu_f16");
+    let model = std::sync::Arc::new(
+        distorch_vision::model::Model::open(&f.join("model.safetensors")).unwrap(),
+    );
+    let layers = model.config.num_layers;
+    let mut e = export::export(&model, None, Some(&tmp), Granularity::Blocks).unwrap();
+    let plan = vec![
+        StagePlan {
+            exec: Device::Cpu,
+            streamed: true,
+        };
+        e.manifest.blocks.len()
+    ];
+    e.manifest.blocks[2].name = "layer.1".into();
+    let err = Pipeline::build(model.clone(), e.clone(), &plan)
+        .err()
+        .expect("an unknown block name must not build");
+    let msg = err.message();
+    assert!(msg.contains("manifest.json"), "{msg}");
+    assert!(
+        msg.contains(&format!(
+            "unknown block \"layer.1\" for a model of {layers} layers (valid: embed, layer.00 to layer.{:02}, head)",
+            layers - 1
+        )),
+        "{msg}"
+    );
+    e.manifest.blocks[2].name = "layer.01".into();
+    Pipeline::build(model, e, &plan).unwrap();
+}
