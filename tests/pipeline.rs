@@ -475,9 +475,9 @@ fn fp16_streamed_graphs_take_f16_weights_whatever_the_file_holds() {
 }
 
 #[test]
-fn a_manifest_block_name_that_names_no_block_is_refused() {
+fn a_manifest_block_that_is_not_the_models_block_is_refused() {
     // Blocks are read back from the manifest by name: an unknown one is an error naming it
-    // and the valid names, never some other block.
+    // and the valid names, never some other block; so is a block in another block's place.
     use distorch_vision::export::{self, Granularity};
     use distorch_vision::plan::Device;
     use distorch_vision::runtime::{Pipeline, StagePlan};
@@ -507,6 +507,17 @@ fn a_manifest_block_name_that_names_no_block_is_refused() {
             layers - 1
         )),
         "{msg}"
+    );
+    // A real block name at another block's position is refused too.
+    e.manifest.blocks[2].name = "layer.00".into();
+    let err = Pipeline::build(model.clone(), e.clone(), &plan)
+        .err()
+        .expect("a block out of order must not build");
+    assert!(
+        err.message()
+            .ends_with("block 2 is layer.00, but block 2 of the model is layer.01"),
+        "{}",
+        err.message()
     );
     e.manifest.blocks[2].name = "layer.01".into();
     Pipeline::build(model, e, &plan).unwrap();

@@ -458,9 +458,19 @@ fn build_stage(
     sp: StagePlan,
 ) -> Result<Stage> {
     let block = &export.manifest.blocks[i];
-    // The manifest is read from disk: a name that is no block of this model is an error.
+    // The manifest is read from disk: a name that is no block of this model, or not the
+    // block at this position, is an error (the runner relies on model order).
+    let manifest = export.dir.join("manifest.json");
     let kind = BlockKind::parse(&block.name, model.config.num_layers)
-        .map_err(|e| e.context(export.dir.join("manifest.json").display()))?;
+        .map_err(|e| e.context(manifest.display()))?;
+    let want = model.blocks.get(i).map(|b| b.kind);
+    if want != Some(kind) {
+        return Err(Error::runtime(format!(
+            "{}: block {i} is {kind}, but block {i} of the model is {}",
+            manifest.display(),
+            want.map_or("missing".to_string(), |k| k.name())
+        )));
+    }
     let streamed = sp.streamed;
     let builder = Session::builder(env)?
         .with_optimization_level(GraphOptimizationLevel::Level3)?
