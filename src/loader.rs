@@ -151,10 +151,7 @@ pub fn plan_model(model: &Model, loader: &LoaderOptions, inv: &Inventory) -> Res
     let blocks: Vec<BlockSize> = model
         .blocks
         .iter()
-        .map(|b| BlockSize {
-            name: b.name.clone(),
-            bytes: b.bytes,
-        })
+        .map(|b| BlockSize::new(b.kind, b.bytes))
         .collect();
     plan::plan(&blocks, loader, inv, activation_reserve(model))
 }
@@ -218,7 +215,7 @@ impl ClipVision {
             .iter()
             .map(|b| StagePlan {
                 exec: b.exec,
-                streamed: b.home != b.exec || forced(&b.name),
+                streamed: b.home != b.exec || forced(&b.kind.name()),
             })
             .collect();
         if opts.dtype == ComputeDtype::Int8 && stages.iter().any(|s| s.streamed) {

@@ -841,7 +841,7 @@ fn inspect(model: &std::path::Path, json: bool) -> Result<()> {
             "dtypes": m.dtype_summary().iter().map(|(d, n, b)| serde_json::json!({"dtype": d, "tensors": n, "bytes": b})).collect::<Vec<_>>(),
             "outputs": m.output_names(),
             "outputs_on_request": m.on_request_output_names(),
-            "blocks": m.blocks.iter().map(|b| serde_json::json!({"name": b.name, "bytes": b.bytes, "tensors": b.weights.len()})).collect::<Vec<_>>(),
+            "blocks": m.blocks.iter().map(|b| serde_json::json!({"name": b.kind, "bytes": b.bytes, "tensors": b.weights.len()})).collect::<Vec<_>>(),
         });
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         return Ok(());
@@ -883,7 +883,7 @@ fn inspect(model: &std::path::Path, json: bool) -> Result<()> {
     for b in &m.blocks {
         println!(
             "  {:<10} {:>12}  {:>3} tensors",
-            b.name,
+            b.kind,
             human(b.bytes),
             b.weights.len()
         );

@@ -303,7 +303,7 @@ fn so400m_14_384_embed_block_yields_729_tokens() {
     std::fs::hard_link(&path, dir.join("weights.safetensors")).unwrap();
     let (proto, _) = blocks::block_graph(
         &model,
-        "embed",
+        distorch_vision::model::BlockKind::Embed,
         "weights.safetensors",
         false,
         distorch_vision::export::ComputeDtype::Fp32,

@@ -451,8 +451,8 @@ fn fp16_streamed_graphs_take_f16_weights_whatever_the_file_holds() {
             distorch_vision::model::Model::open(&fixture(name).join("model.safetensors")).unwrap();
         for block in &model.blocks {
             let elem = |dtype| {
-                let (proto, weights) = blocks::block_graph(&model, &block.name, "w", true, dtype);
-                assert!(!weights.is_empty(), "{name}/{}", block.name);
+                let (proto, weights) = blocks::block_graph(&model, block.kind, "w", true, dtype);
+                assert!(!weights.is_empty(), "{name}/{}", block.kind);
                 let graph = proto.graph.unwrap();
                 weights
                     .iter()
@@ -472,4 +472,53 @@ fn fp16_streamed_graphs_take_f16_weights_whatever_the_file_holds() {
             }
         }
     }
+}
+
+#[test]
+fn a_manifest_block_that_is_not_the_models_block_is_refused() {
+    // Blocks are read back from the manifest by name: an unknown one is an error naming it
+    // and the valid names, never some other block; so is a block in another block's place.
+    use distorch_vision::export::{self, Granularity};
+    use distorch_vision::plan::Device;
+    use distorch_vision::runtime::{Pipeline, StagePlan};
+    let tmp = temp_dir("bad_block_name");
+    let f = fixture("clip_gelu_f16");
+    let model = std::sync::Arc::new(
+        distorch_vision::model::Model::open(&f.join("model.safetensors")).unwrap(),
+    );
+    let layers = model.config.num_layers;
+    let mut e = export::export(&model, None, Some(&tmp), Granularity::Blocks).unwrap();
+    let plan = vec![
+        StagePlan {
+            exec: Device::Cpu,
+            streamed: true,
+        };
+        e.manifest.blocks.len()
+    ];
+    e.manifest.blocks[2].name = "layer.1".into();
+    let err = Pipeline::build(model.clone(), e.clone(), &plan)
+        .err()
+        .expect("an unknown block name must not build");
+    let msg = err.message();
+    assert!(msg.contains("manifest.json"), "{msg}");
+    assert!(
+        msg.contains(&format!(
+            "unknown block \"layer.1\" for a model of {layers} layers (valid: embed, layer.00 to layer.{:02}, head)",
+            layers - 1
+        )),
+        "{msg}"
+    );
+    // A real block name at another block's position is refused too.
+    e.manifest.blocks[2].name = "layer.00".into();
+    let err = Pipeline::build(model.clone(), e.clone(), &plan)
+        .err()
+        .expect("a block out of order must not build");
+    assert!(
+        err.message()
+            .ends_with("block 2 is layer.00, but block 2 of the model is layer.01"),
+        "{}",
+        err.message()
+    );
+    e.manifest.blocks[2].name = "layer.01".into();
+    Pipeline::build(model, e, &plan).unwrap();
 }

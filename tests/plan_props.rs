@@ -1,6 +1,7 @@
 //! Property tests of the DisTorch2 planner, and "never panics" checks on every parser
 //! (standing in for cargo fuzz so they run in CI).
 
+use distorch_vision::model::BlockKind;
 use distorch_vision::plan::{
     parse_allocations, parse_bytes, plan, BlockSize, Device, DonorPolicy, Inventory, LoaderOptions,
     Mode, Plan,
@@ -16,7 +17,10 @@ fn blocks_from(sizes: &[u64]) -> Vec<BlockSize> {
     sizes
         .iter()
         .enumerate()
-        .map(|(i, &b)| BlockSize::new(format!("b{i}"), b))
+        .map(|(index, &b)| {
+            let layers = sizes.len();
+            BlockSize::new(BlockKind::Layer { index, layers }, b)
+        })
         .collect()
 }
 
@@ -42,7 +46,8 @@ fn options(device: &str, vram: f64, donor: &str, expert: &str) -> LoaderOptions 
 fn assert_same_blocks(p: &Plan, sizes: &[u64]) {
     assert_eq!(p.blocks.len(), sizes.len());
     for (i, (b, &s)) in p.blocks.iter().zip(sizes).enumerate() {
-        assert_eq!(b.name, format!("b{i}"));
+        let layers = sizes.len();
+        assert_eq!(b.kind, BlockKind::Layer { index: i, layers });
         assert_eq!(b.bytes, s);
     }
     assert_eq!(p.model_bytes, sizes.iter().sum::<u64>());
@@ -74,7 +79,7 @@ fn assert_exec_rule(p: &Plan) {
                 DonorPolicy::Execute => Device::Cpu,
             },
         };
-        assert_eq!(b.exec, want, "{}", b.name);
+        assert_eq!(b.exec, want, "{}", b.kind);
     }
 }
 

@@ -5,24 +5,24 @@ use super::graph::{attr_int, attr_ints, Dim, GraphBuilder};
 use super::onnx::ModelProto;
 use super::quant::QuantSink;
 use super::ComputeDtype;
-use crate::model::{names, Activation, Kind, Mlp, Model, Output};
+use crate::model::{names, Activation, BlockKind, Kind, Mlp, Model, Output};
 
 /// Graph inputs and outputs of one block, as listed in the manifest.
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct BlockIo {
-    pub name: String,
+    pub kind: BlockKind,
     pub inputs: Vec<String>,
     pub outputs: Vec<String>,
 }
 
 pub const PIXELS: &str = "pixel_values";
 
-/// Inputs and outputs of block `name`.
-pub fn block_io(model: &Model, name: &str) -> BlockIo {
+/// Inputs and outputs of block `kind`.
+pub fn block_io(model: &Model, kind: BlockKind) -> BlockIo {
     let v = |s: &[&str]| s.iter().map(|s| s.to_string()).collect();
-    let (inputs, outputs) = match name {
-        "embed" => (v(&[PIXELS]), v(&["embeddings"])),
-        "head" => match model.config.kind {
+    let (inputs, outputs) = match kind {
+        BlockKind::Embed => (v(&[PIXELS]), v(&["embeddings"])),
+        BlockKind::Head => match model.config.kind {
             Kind::Siglip => (v(&["hidden_states"]), v(&["last_hidden_state"])),
             Kind::Dinov2 | Kind::Dinov3 => (
                 v(&["hidden_states"]),
@@ -34,10 +34,10 @@ pub fn block_io(model: &Model, name: &str) -> BlockIo {
             ),
             Kind::Clip => (v(&["last_hidden_state"]), v(&["image_embeds"])),
         },
-        _ => (v(&["hidden_states"]), v(&["hidden_states_out"])),
+        BlockKind::Layer { .. } => (v(&["hidden_states"]), v(&["hidden_states_out"])),
     };
     BlockIo {
-        name: name.into(),
+        kind,
         inputs,
         outputs,
     }
@@ -50,7 +50,7 @@ pub fn head_output(model: &Model, output: Output) -> Option<usize> {
         (Kind::Siglip, Output::ImageEmbeds) => Output::LastHiddenState.name(),
         (_, o) => o.name(),
     };
-    block_io(model, "head")
+    block_io(model, BlockKind::Head)
         .outputs
         .iter()
         .position(|o| o == name)
@@ -82,13 +82,13 @@ fn output_dims(model: &Model, output: &str) -> Vec<Dim> {
 /// activations, in the file's dtype) instead of external initializers.
 pub fn block_graph(
     model: &Model,
-    name: &str,
+    kind: BlockKind,
     weights_file: &str,
     weights_as_inputs: bool,
     dtype: ComputeDtype,
 ) -> (ModelProto, Vec<String>) {
     let g = builder(model, weights_file, weights_as_inputs, dtype);
-    let (proto, weight_inputs, _) = build_block(g, name);
+    let (proto, weight_inputs, _) = build_block(g, kind);
     (proto, weight_inputs)
 }
 
@@ -108,23 +108,23 @@ fn builder<'m>(
 /// The int8 graph of one block and its quantised weights (`<block>.q8`), if it has any.
 pub fn block_graph_int8(
     model: &Model,
-    name: &str,
+    kind: BlockKind,
     weights_file: &str,
 ) -> crate::Result<(ModelProto, Option<QuantSink>)> {
-    let g = GraphBuilder::new(model, weights_file, false).with_quantization(&format!("{name}.q8"));
-    let (proto, _, quant) = build_block(g, name);
+    let g = GraphBuilder::new(model, weights_file, false).with_quantization(&format!("{kind}.q8"));
+    let (proto, _, quant) = build_block(g, kind);
     Ok((proto, quant?.filter(|q| !q.bytes.is_empty())))
 }
 
 fn build_block(
     mut g: GraphBuilder,
-    name: &str,
+    kind: BlockKind,
 ) -> (ModelProto, Vec<String>, crate::Result<Option<QuantSink>>) {
     let model = g.model();
-    let io = block_io(model, name);
+    let io = block_io(model, kind);
     let c = &model.config;
-    let outs: Vec<String> = match name {
-        "embed" => {
+    let outs: Vec<String> = match kind {
+        BlockKind::Embed => {
             let s = c.image_size;
             let x = g.input(
                 PIXELS,
@@ -132,7 +132,7 @@ fn build_block(
             );
             vec![embed(&mut g, &x)]
         }
-        "head" => {
+        BlockKind::Head => {
             let x = g.input(&io.inputs[0], &hidden_dims(model));
             let penult = if io.inputs.len() > 1 {
                 Some(g.input(&io.inputs[1], &hidden_dims(model)))
@@ -141,13 +141,7 @@ fn build_block(
             };
             head(&mut g, &x, penult.as_deref())
         }
-        _ => {
-            let index = model
-                .blocks
-                .iter()
-                .position(|b| b.name == name)
-                .map(|i| i - 1)
-                .unwrap_or(0);
+        BlockKind::Layer { index, .. } => {
             let x = g.input(&io.inputs[0], &hidden_dims(model));
             vec![layer(&mut g, index, &x)]
         }
@@ -158,7 +152,7 @@ fn build_block(
     }
     let weight_inputs = g.weight_inputs().to_vec();
     let quant = g.take_quantized();
-    (g.finish(name), weight_inputs, quant)
+    (g.finish(&kind.name()), weight_inputs, quant)
 }
 
 /// Every output of the model from one graph (`export --granularity whole`), computing in

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 pub use blocks::BlockIo;
 
-use crate::model::Model;
+use crate::model::{BlockKind, Model};
 use crate::paths::{copy_atomic, write_atomic};
 use crate::{Error, Result};
 
@@ -75,6 +75,7 @@ impl std::str::FromStr for ComputeDtype {
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct ManifestBlock {
+    /// The block's name ([`BlockKind`] as text); read back with [`BlockKind::parse`].
     pub name: String,
     pub file: String,
     pub inputs: Vec<String>,
@@ -204,17 +205,17 @@ pub fn export_with(
     for block in &model.blocks {
         let proto = match dtype {
             ComputeDtype::Fp32 | ComputeDtype::Fp16 => {
-                blocks::block_graph(model, &block.name, WEIGHTS_FILE, false, dtype).0
+                blocks::block_graph(model, block.kind, WEIGHTS_FILE, false, dtype).0
             }
             ComputeDtype::Int8 => {
-                let (proto, quant) = blocks::block_graph_int8(model, &block.name, WEIGHTS_FILE)?;
+                let (proto, quant) = blocks::block_graph_int8(model, block.kind, WEIGHTS_FILE)?;
                 if let Some(q) = quant {
                     write_atomic(&dir.join(&q.file), &q.bytes)?;
                 }
                 proto
             }
         };
-        write_atomic(&dir.join(block_file(&block.name)), &proto.encode_to_vec())?;
+        write_atomic(&dir.join(block_file(block.kind)), &proto.encode_to_vec())?;
     }
     let blocks = manifest_blocks(model);
     let whole = if granularity == Granularity::Whole && dtype != ComputeDtype::Int8 {
@@ -313,8 +314,8 @@ fn weights_file_ok(path: &Path, bytes: u64) -> bool {
     std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_file() && m.len() == bytes)
 }
 
-fn block_file(name: &str) -> String {
-    format!("{name}.onnx")
+fn block_file(kind: BlockKind) -> String {
+    format!("{kind}.onnx")
 }
 
 /// The manifest's block list for `model`: names, files, inputs and outputs in order.
@@ -323,10 +324,10 @@ fn manifest_blocks(model: &Model) -> Vec<ManifestBlock> {
         .blocks
         .iter()
         .map(|block| {
-            let io = blocks::block_io(model, &block.name);
+            let io = blocks::block_io(model, block.kind);
             ManifestBlock {
-                name: block.name.clone(),
-                file: block_file(&block.name),
+                name: block.kind.name(),
+                file: block_file(block.kind),
                 inputs: io.inputs,
                 outputs: io.outputs,
                 bytes: block.bytes,

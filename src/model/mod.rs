@@ -1,6 +1,7 @@
 //! A CLIP Vision model file: validated header, HF-normalised keys, configuration, and the
 //! list of blocks (`embed`, `layer.NN`, `head`) with the tensors and bytes each one uses.
 
+pub mod block;
 pub mod config;
 pub mod folders;
 pub mod keys;
@@ -12,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+pub use block::BlockKind;
 pub use config::{Activation, Kind, Mlp, VisionConfig};
 pub use keys::{KeyLayout, Keys, Layout, WeightRef};
 pub use outputs::Output;
@@ -22,7 +24,8 @@ use crate::{Error, Result};
 /// One block of the forward pass and the HF keys of the weights it uses.
 #[derive(Clone, Debug, Serialize)]
 pub struct Block {
-    pub name: String,
+    #[serde(rename = "name")]
+    pub kind: BlockKind,
     pub weights: Vec<String>,
     /// Bytes of those weights as stored in the file.
     pub bytes: u64,
@@ -36,15 +39,6 @@ pub struct Model {
     pub blocks: Vec<Block>,
     /// LLaVA projector widths (linear_1 out, linear_2 out).
     pub projector: Option<(usize, usize)>,
-}
-
-/// The name of layer `i` of `n`: two digits, three when there are more than 99 layers.
-pub fn layer_name(i: usize, n: usize) -> String {
-    if n > 99 {
-        format!("layer.{i:03}")
-    } else {
-        format!("layer.{i:02}")
-    }
 }
 
 impl Model {
@@ -116,7 +110,7 @@ impl Model {
             embed.push((format!("{n}.weight"), vec![d]));
             embed.push((format!("{n}.bias"), vec![d]));
         }
-        blocks.push(("embed".to_string(), embed));
+        blocks.push((BlockKind::Embed, embed));
 
         // SwiGLU's `weights_in` holds both halves.
         let mlp_rows = match c.mlp {
@@ -145,7 +139,8 @@ impl Model {
             for s in [&n.scale1, &n.scale2].into_iter().flatten() {
                 w.push((s.clone(), vec![d]));
             }
-            blocks.push((layer_name(l, c.num_layers), w));
+            let layers = c.num_layers;
+            blocks.push((BlockKind::Layer { index: l, layers }, w));
         }
 
         let norm = names::head_norm(c.kind);
@@ -174,12 +169,12 @@ impl Model {
             head.push(("multi_modal_projector.linear_2.bias".into(), vec![o2]));
             self.projector = Some((o1, o2));
         }
-        blocks.push(("head".to_string(), head));
+        blocks.push((BlockKind::Head, head));
 
         let path = self.path.display();
         blocks
             .into_iter()
-            .map(|(name, weights)| {
+            .map(|(kind, weights)| {
                 let mut bytes = 0;
                 for (key, shape) in &weights {
                     let w = self.keys.get(key).ok_or_else(|| {
@@ -188,7 +183,7 @@ impl Model {
                             KeyLayout::HuggingFace => "",
                         };
                         Error::model(format!(
-                            "{path}: missing tensor {key}{layout} with shape {shape:?}, needed by block {name} of {}",
+                            "{path}: missing tensor {key}{layout} with shape {shape:?}, needed by block {kind} of {}",
                             self.config.family
                         ))
                     })?;
@@ -208,7 +203,7 @@ impl Model {
                     bytes += w.info.nbytes;
                 }
                 Ok(Block {
-                    name,
+                    kind,
                     weights: weights.into_iter().map(|(k, _)| k).collect(),
                     bytes,
                 })

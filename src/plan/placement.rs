@@ -5,21 +5,19 @@ use super::device::{Device, DonorPolicy};
 use super::grammar::{parse_allocations, AllocKind, Allocation, Amount};
 use super::inventory::Inventory;
 use super::units::format_bytes;
+use crate::model::BlockKind;
 use crate::{Error, ErrorKind, Result};
 
 /// One block of the model, in model order, with its bytes as stored in the file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BlockSize {
-    pub name: String,
+    pub kind: BlockKind,
     pub bytes: u64,
 }
 
 impl BlockSize {
-    pub fn new(name: impl Into<String>, bytes: u64) -> Self {
-        BlockSize {
-            name: name.into(),
-            bytes,
-        }
+    pub fn new(kind: BlockKind, bytes: u64) -> Self {
+        BlockSize { kind, bytes }
     }
 }
 
@@ -93,7 +91,7 @@ impl std::fmt::Display for Mode {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PlacedBlock {
-    pub name: String,
+    pub kind: BlockKind,
     pub bytes: u64,
     /// Where its weights live.
     pub home: Device,
@@ -159,8 +157,8 @@ fn block_range(blocks: &[BlockSize], start: usize, end: usize) -> String {
         blocks.get(start),
         end.checked_sub(1).and_then(|l| blocks.get(l)),
     ) {
-        (Some(a), Some(_)) if end.saturating_sub(start) == 1 => a.name.clone(),
-        (Some(a), Some(b)) => format!("{}..{}", a.name, b.name),
+        (Some(a), Some(_)) if end.saturating_sub(start) == 1 => a.kind.name(),
+        (Some(a), Some(b)) => format!("{}..{}", a.kind, b.kind),
         _ => String::from("(none)"),
     }
 }
@@ -431,7 +429,7 @@ pub fn plan(
         if k == 0 {
             warnings.push(format!(
                 "virtual VRAM: the first block {:?} ({}) is larger than the {} moved to {donor}; every block stays on {compute}",
-                blocks[0].name,
+                blocks[0].kind.name(),
                 format_bytes(blocks[0].bytes),
                 format_bytes(limit)
             ));
@@ -468,7 +466,7 @@ pub fn plan(
         .iter()
         .zip(&homes)
         .map(|(b, &home)| PlacedBlock {
-            name: b.name.clone(),
+            kind: b.kind,
             bytes: b.bytes,
             home,
             exec: exec_of(home),

@@ -38,13 +38,13 @@ impl Plan {
         for (i, b) in self.blocks.iter().enumerate() {
             match out.last_mut() {
                 Some(s) if s.home == b.home && s.exec == b.exec => {
-                    s.last = b.name.clone();
+                    s.last = b.kind.name();
                     s.count += 1;
                     s.bytes = s.bytes.saturating_add(b.bytes);
                 }
                 _ => out.push(Segment {
-                    first: b.name.clone(),
-                    last: b.name.clone(),
+                    first: b.kind.name(),
+                    last: b.kind.name(),
                     start: i,
                     count: 1,
                     bytes: b.bytes,
@@ -74,7 +74,7 @@ impl Plan {
             .iter()
             .map(|b| {
                 json!({
-                    "name": b.name,
+                    "name": b.kind.name(),
                     "bytes": b.bytes,
                     "home": b.home.to_string(),
                     "exec": b.exec.to_string(),

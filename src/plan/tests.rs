@@ -1,6 +1,7 @@
 //! Placement tests on a ViT-H/14-shaped f16 model with simulated devices.
 
 use super::*;
+use crate::model::BlockKind;
 use crate::ErrorKind;
 
 const G: u64 = 1 << 30;
@@ -13,11 +14,14 @@ const LAYER: u64 = (4 * 1280 * 1280 + 4 * 1280 + 2 * 1280 * 5120 + 5120 + 1280 +
 const HEAD: u64 = (2 * 1280 + 1024 * 1280) * 2;
 
 fn vit_h() -> Vec<BlockSize> {
-    let mut v = vec![BlockSize::new("embed", EMBED)];
-    for i in 0..32 {
-        v.push(BlockSize::new(format!("layer.{i:02}"), LAYER));
+    let mut v = vec![BlockSize::new(BlockKind::Embed, EMBED)];
+    for index in 0..32 {
+        v.push(BlockSize::new(
+            BlockKind::Layer { index, layers: 32 },
+            LAYER,
+        ));
     }
-    v.push(BlockSize::new("head", HEAD));
+    v.push(BlockSize::new(BlockKind::Head, HEAD));
     v
 }
 
@@ -485,7 +489,10 @@ fn input_errors_name_field_and_choices() {
 
     let e = plan(&[], &opts("cuda:0", 0.0, "cpu", ""), &inv(), 0).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidArgument);
-    let huge = vec![BlockSize::new("a", u64::MAX), BlockSize::new("b", 1)];
+    let huge = vec![
+        BlockSize::new(BlockKind::Embed, u64::MAX),
+        BlockSize::new(BlockKind::Head, 1),
+    ];
     let e = plan(&huge, &opts("cuda:0", 0.0, "cpu", ""), &inv(), 0).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidArgument);
 }
@@ -618,7 +625,7 @@ fn bytes_leftover_never_goes_beyond_a_gpu_budget() {
     }
     let on_cpu: Vec<&PlacedBlock> = p.blocks.iter().filter(|b| b.home == CPU).collect();
     assert!(!on_cpu.is_empty());
-    assert_eq!(on_cpu.last().unwrap().name, "head");
+    assert_eq!(on_cpu.last().unwrap().kind, BlockKind::Head);
     assert!(on_cpu.iter().all(|b| b.exec == C0));
     assert!(
         p.warnings

@@ -15,6 +15,7 @@ use ort::value::{DynValue, Tensor};
 
 use super::pipeline::{Outputs, Pipeline};
 use super::route::{assemble, Pass, Route};
+use crate::model::BlockKind;
 use crate::{Error, Result};
 
 /// One micro-batch in flight.
@@ -45,26 +46,30 @@ fn segments(p: &Pipeline, active: &[usize], max_blocks: Option<usize>) -> Vec<Ve
 }
 
 fn step(p: &Pipeline, route: &Route, stage: usize, f: &mut Flight) -> Result<()> {
-    let head = p.stage_count() - 1;
     let missing = || Error::runtime("micro-batch state missing");
-    if stage == 0 {
-        let px = f
-            .pixels
-            .take()
-            .ok_or_else(|| Error::runtime("micro-batch pixels missing"))?;
-        let input: DynValue = Tensor::from_array(px)?.into_dyn();
-        let e = p.run_stage(0, vec![&input])?.into_iter().next();
-        f.pass.set_embed(e.ok_or_else(missing)?);
-    } else if stage == head && route.run_head {
-        let mut args = vec![f.pass.current().ok_or_else(missing)?];
-        if route.head_takes_penult {
-            args.push(f.pass.penultimate().ok_or_else(missing)?);
+    match p.stage_kind(stage) {
+        BlockKind::Embed => {
+            let px = f
+                .pixels
+                .take()
+                .ok_or_else(|| Error::runtime("micro-batch pixels missing"))?;
+            let input: DynValue = Tensor::from_array(px)?.into_dyn();
+            let e = p.run_stage(stage, vec![&input])?.into_iter().next();
+            f.pass.set_embed(e.ok_or_else(missing)?);
         }
-        f.pass.head = p.run_stage(head, args)?;
-    } else {
-        let h = f.pass.current().ok_or_else(missing)?;
-        let next = p.run_stage(stage, vec![h])?.into_iter().next();
-        f.pass.push_layer(next.ok_or_else(missing)?);
+        // The route lists the head only when it runs.
+        BlockKind::Head => {
+            let mut args = vec![f.pass.current().ok_or_else(missing)?];
+            if route.head_takes_penult {
+                args.push(f.pass.penultimate().ok_or_else(missing)?);
+            }
+            f.pass.head = p.run_stage(stage, args)?;
+        }
+        BlockKind::Layer { .. } => {
+            let h = f.pass.current().ok_or_else(missing)?;
+            let next = p.run_stage(stage, vec![h])?.into_iter().next();
+            f.pass.push_layer(next.ok_or_else(missing)?);
+        }
     }
     Ok(())
 }

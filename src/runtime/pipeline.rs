@@ -13,7 +13,7 @@ use prost::Message;
 use super::env::environment;
 use super::route::Route;
 use crate::export::{blocks, Export};
-use crate::model::{DType, Model};
+use crate::model::{BlockKind, DType, Model};
 use crate::plan::Device;
 use crate::{Error, Result};
 
@@ -40,7 +40,7 @@ pub fn resolve_outputs(model: &Model, requested: &[String]) -> Result<Vec<String
 }
 
 struct Stage {
-    name: String,
+    kind: BlockKind,
     /// Seconds of each run, recorded while profiling is on (`bench`).
     times: Mutex<Vec<f64>>,
     session: Mutex<Session>,
@@ -169,12 +169,13 @@ impl Pipeline {
     pub fn profile(&self) -> Vec<(String, Vec<f64>)> {
         self.stages
             .iter()
-            .map(|st| (st.name.clone(), lock(&st.times).clone()))
+            .map(|st| (st.kind.name(), lock(&st.times).clone()))
             .collect()
     }
 
-    pub fn block_names(&self) -> Vec<&str> {
-        self.stages.iter().map(|s| s.name.as_str()).collect()
+    /// The blocks, in order.
+    pub fn blocks(&self) -> Vec<BlockKind> {
+        self.stages.iter().map(|s| s.kind).collect()
     }
 
     /// Encodes `pixels` in batches of `batch_size`, returning the requested outputs.
@@ -282,7 +283,7 @@ impl Pipeline {
         let t = std::time::Instant::now();
         let mut out = session
             .run(named)
-            .map_err(|e| Error::runtime(format!("block {}: {e}", st.name)))?;
+            .map_err(|e| Error::runtime(format!("block {}: {e}", st.kind)))?;
         if self.profiling.load(std::sync::atomic::Ordering::Relaxed) {
             lock(&st.times).push(t.elapsed().as_secs_f64());
         }
@@ -290,7 +291,7 @@ impl Pipeline {
             .iter()
             .map(|name| {
                 out.remove(name.as_str())
-                    .ok_or_else(|| Error::runtime(format!("block {} gave no {name}", st.name)))
+                    .ok_or_else(|| Error::runtime(format!("block {} gave no {name}", st.kind)))
             })
             .collect()
     }
@@ -352,7 +353,7 @@ impl Pipeline {
         named.extend(pinned.iter().map(|(k, v)| (k.clone(), &**v)));
         named.extend(unpinned.iter().map(|(k, v)| (k.clone(), v)));
         let t = std::time::Instant::now();
-        let out = gpu.run_stage(n, &st.name, &st.session, named, &st.outputs, staged)?;
+        let out = gpu.run_stage(n, &st.kind.name(), &st.session, named, &st.outputs, staged)?;
         if self.profiling.load(std::sync::atomic::Ordering::Relaxed) {
             lock(&st.times).push(t.elapsed().as_secs_f64());
         }
@@ -395,9 +396,9 @@ impl Pipeline {
         }
     }
 
-    /// Number of blocks (sessions).
-    pub(crate) fn stage_count(&self) -> usize {
-        self.stages.len()
+    /// What block `i` is.
+    pub(crate) fn stage_kind(&self, i: usize) -> BlockKind {
+        self.stages[i].kind
     }
     /// Where block `i` executes.
     pub(crate) fn stage_exec(&self, i: usize) -> Device {
@@ -457,6 +458,19 @@ fn build_stage(
     sp: StagePlan,
 ) -> Result<Stage> {
     let block = &export.manifest.blocks[i];
+    // The manifest is read from disk: a name that is no block of this model, or not the
+    // block at this position, is an error (the runner relies on model order).
+    let manifest = export.dir.join("manifest.json");
+    let kind = BlockKind::parse(&block.name, model.config.num_layers)
+        .map_err(|e| e.context(manifest.display()))?;
+    let want = model.blocks.get(i).map(|b| b.kind);
+    if want != Some(kind) {
+        return Err(Error::runtime(format!(
+            "{}: block {i} is {kind}, but block {i} of the model is {}",
+            manifest.display(),
+            want.map_or("missing".to_string(), |k| k.name())
+        )));
+    }
     let streamed = sp.streamed;
     let builder = Session::builder(env)?
         .with_optimization_level(GraphOptimizationLevel::Level3)?
@@ -470,7 +484,7 @@ fn build_stage(
     let (session, weight_inputs) = if streamed {
         let (proto, weights) = blocks::block_graph(
             model,
-            &block.name,
+            kind,
             crate::export::WEIGHTS_FILE,
             true,
             export.manifest.dtype,
@@ -497,7 +511,7 @@ fn build_stage(
         _ => None,
     };
     Ok(Stage {
-        name: block.name.clone(),
+        kind,
         times: Mutex::new(Vec::new()),
         session: Mutex::new(session),
         inputs: block.inputs.clone(),

@@ -2,7 +2,7 @@
 //! states a pass keeps, and which value yields each requested output.
 
 use crate::export::blocks;
-use crate::model::{Model, Output};
+use crate::model::{BlockKind, Model, Output};
 use crate::Result;
 
 /// Where an output's value comes from.
@@ -51,7 +51,7 @@ impl Route {
             .collect();
         let has = |s: fn(&Source) -> bool| outputs.iter().any(|(_, src)| s(src));
         let run_head = has(|s| matches!(s, Source::Head(_)));
-        let head_takes_penult = blocks::block_io(model, "head").inputs.len() > 1;
+        let head_takes_penult = blocks::block_io(model, BlockKind::Head).inputs.len() > 1;
         let layers = model.config.num_layers;
         let run_layers = if run_head || has(|s| matches!(s, Source::State | Source::AllLayers)) {
             layers
