@@ -12,7 +12,7 @@ use crate::export::{self, ComputeDtype, Export, Granularity};
 use crate::job::models::ModelFolders;
 use crate::model::Model;
 use crate::plan::{self, BlockSize, Device, Inventory, LoaderOptions, Plan};
-use crate::runtime::{device, Outputs, Pipeline, StagePlan};
+use crate::runtime::{gpu, Outputs, Pipeline, StagePlan};
 use crate::{Error, ErrorKind, Result};
 
 /// Batch size the activation reserve of the fit check is sized for.
@@ -204,7 +204,7 @@ impl ClipVision {
         }
         // Fail before any export or session work when a device cannot run here.
         for d in plan.exec_devices() {
-            device::check_usable(d)?;
+            gpu::check_usable(d)?;
         }
         let forced = |name: &str| opts.force_streamed.iter().any(|b| b == name || b == "all");
         let stages: Vec<StagePlan> = plan
@@ -317,7 +317,6 @@ impl ClipVision {
     }
 }
 
-// --- gpu ---
 impl ClipVision {
     /// Like [`ClipVision::encode`], with the images cut into micro-batches of `micro` that
     /// flow through the plan's device segments concurrently (`runtime::microbatch`).
@@ -332,7 +331,6 @@ impl ClipVision {
         crate::runtime::microbatch::encode(&p, pixels, outputs, micro, None)
     }
 }
-// --- end gpu ---
 
 impl Shared {
     fn is_loaded(&self) -> bool {
