@@ -13,7 +13,7 @@
 //! UNVERIFIED: none of the CUDA paths has run on a GPU (the development machine has none);
 //! `scripts/gpu_check.sh` exercises them on a GPU machine.
 
-pub(crate) mod driver;
+pub mod driver;
 mod libs;
 mod memory;
 mod pinned;
@@ -33,7 +33,7 @@ use crate::model::DType;
 use crate::plan::Device;
 use crate::Result;
 
-pub use libs::LibStatus;
+pub use libs::{LibStatus, REQUIRED_LIBS};
 pub use provider::{check_usable, cuda_provider_available, provider_status, register, CudaStatus};
 pub use staging::UploadStats;
 pub use unavailable::Unavailable;
