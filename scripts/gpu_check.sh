@@ -214,7 +214,7 @@ main() {
   local provider
   provider=$(dirname "${ORT_DYLIB_PATH:-/nonexistent/x}")/libonnxruntime_providers_cuda.so
   if [ -f "$provider" ]; then
-    # Where the binary looks (runtime::cuda): DISTORCH_CUDA_LIB_DIRS, python3's nvidia
+    # Where the binary looks (runtime::gpu::libs): DISTORCH_CUDA_LIB_DIRS, python3's nvidia
     # wheels, then the system linker path (LD_LIBRARY_PATH, ld.so.cache, default folders).
     local dirs needed missing_libs=() n found ldc
     dirs=$(

@@ -46,17 +46,15 @@ pub struct BenchReport {
     /// `within` / `over` the budget, or `not_applicable` when the budget is below the
     /// runtime's own footprint (tiny models), where the comparison means nothing.
     pub rss_verdict: String,
-    // --- gpu ---
     /// Weight bytes uploaded host → GPU on every pass (CPU-homed blocks executed on a GPU).
     pub streamed_bytes_per_pass: u64,
     /// Uploads through the staging double buffer over the timed passes (all zero when
     /// nothing is streamed, or streamed without a staging).
-    pub uploads: crate::runtime::staging::UploadStats,
+    pub uploads: crate::runtime::gpu::UploadStats,
     /// Micro-batch size of the timed passes (`--micro-batch`), if any.
     pub micro_batch: Option<usize>,
     /// Device copies made during the whole run, by kind (GPU plans only).
     pub device_copies: std::collections::BTreeMap<String, u64>,
-    // --- end gpu ---
 }
 
 pub fn median(v: &mut [f64]) -> f64 {

@@ -12,7 +12,7 @@ use crate::export::{self, ComputeDtype, Export, Granularity};
 use crate::model::folders::ModelFolders;
 use crate::model::{Model, VisionConfig};
 use crate::plan::{self, BlockSize, Device, Inventory, LoaderOptions, Plan};
-use crate::runtime::{device, Outputs, Pipeline, StagePlan};
+use crate::runtime::{gpu, Outputs, Pipeline, StagePlan};
 use crate::{Error, ErrorKind, Result};
 
 /// Batch size the activation reserve of the fit check is sized for.
@@ -207,7 +207,7 @@ impl ClipVision {
         }
         // Fail before any export or session work when a device cannot run here.
         for d in plan.exec_devices() {
-            device::check_usable(d)?;
+            gpu::check_usable(d)?;
         }
         let forced = |name: &str| opts.force_streamed.iter().any(|b| b == name || b == "all");
         let stages: Vec<StagePlan> = plan
@@ -320,7 +320,6 @@ impl ClipVision {
     }
 }
 
-// --- gpu ---
 impl ClipVision {
     /// Like [`ClipVision::encode`], with the images cut into micro-batches of `micro` that
     /// flow through the plan's device segments concurrently (`runtime::microbatch`).
@@ -335,7 +334,6 @@ impl ClipVision {
         crate::runtime::microbatch::encode(&p, pixels, outputs, micro, None)
     }
 }
-// --- end gpu ---
 
 impl Shared {
     fn is_loaded(&self) -> bool {

@@ -538,7 +538,7 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let inv = inventory(simulate_devices.as_deref())?;
             // gpu: the CUDA provider's status (usable, or why not) beside the inventory.
-            let cuda = distorch_vision::runtime::cuda::provider_status();
+            let cuda = distorch_vision::runtime::gpu::provider_status();
             if json {
                 // {"devices": [...inventory...], "cuda_provider": {...}}
                 let v = serde_json::json!({"devices": inv.to_json(), "cuda_provider": cuda});

@@ -10,12 +10,12 @@ use distorch_vision::plan::LoaderOptions;
 use std::process::Output;
 
 fn no_driver_here() -> bool {
-    !distorch_vision::runtime::cuda::provider_status().driver
+    !distorch_vision::runtime::gpu::provider_status().driver
 }
 
 #[test]
 fn provider_status_says_why_not_usable() {
-    let st = distorch_vision::runtime::cuda::provider_status();
+    let st = distorch_vision::runtime::gpu::provider_status();
     if st.usable {
         return; // a GPU machine with the GPU build: nothing to refuse
     }

@@ -3,7 +3,6 @@
 
 use std::collections::HashSet;
 use std::fmt::Write as _;
-use std::sync::{Arc, OnceLock};
 
 use super::device::Device;
 use super::units::{format_bytes, parse_bytes};
@@ -271,63 +270,17 @@ fn detect_cpu() -> DeviceInfo {
     }
 }
 
-type GpuContexts = Vec<(u32, Arc<cudarc::driver::CudaContext>, String)>;
-
-/// One primary context per GPU, created once per process (ONNX Runtime uses the same ones).
-fn gpu_contexts() -> &'static GpuContexts {
-    static CONTEXTS: OnceLock<GpuContexts> = OnceLock::new();
-    CONTEXTS.get_or_init(|| {
-        let probe = std::panic::catch_unwind(|| -> GpuContexts {
-            // SAFETY: only tries to dlopen the driver library.
-            if !unsafe { cudarc::driver::sys::is_culib_present() } {
-                tracing::debug!("no CUDA driver library: no GPUs");
-                return Vec::new();
-            }
-            let count = match cudarc::driver::CudaContext::device_count() {
-                Ok(n) => n.max(0),
-                Err(e) => {
-                    tracing::debug!("CUDA driver present but unusable ({e}): no GPUs");
-                    return Vec::new();
-                }
-            };
-            let mut out = Vec::new();
-            for i in 0..count {
-                match cudarc::driver::CudaContext::new(i as usize) {
-                    Ok(ctx) => {
-                        let name = ctx.name().unwrap_or_else(|_| format!("GPU {i}"));
-                        out.push((i as u32, ctx, name));
-                    }
-                    Err(e) => tracing::warn!("cuda:{i}: cannot open a context ({e}); skipped"),
-                }
-            }
-            out
-        });
-        probe.unwrap_or_else(|_| {
-            tracing::warn!(
-                "probing the CUDA driver panicked; treating the machine as having no GPUs"
-            );
-            Vec::new()
-        })
-    })
-}
-
+/// The GPUs the CUDA driver reports (through the runtime's one driver probe).
 fn detect_gpus() -> Vec<DeviceInfo> {
-    let contexts = gpu_contexts();
-    let mut out = Vec::new();
-    for (i, ctx, name) in contexts {
-        let info = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| ctx.mem_get_info()));
-        match info {
-            Ok(Ok((free, total))) => out.push(DeviceInfo {
-                device: Device::Cuda(*i),
-                name: name.clone(),
-                total_bytes: total as u64,
-                free_bytes: free as u64,
-            }),
-            Ok(Err(e)) => tracing::warn!("cuda:{i}: cannot read its memory ({e}); skipped"),
-            Err(_) => tracing::warn!("cuda:{i}: reading its memory panicked; skipped"),
-        }
-    }
-    out
+    crate::runtime::gpu::driver::gpus()
+        .into_iter()
+        .map(|g| DeviceInfo {
+            device: Device::Cuda(g.index),
+            name: g.name,
+            total_bytes: g.total_bytes,
+            free_bytes: g.free_bytes,
+        })
+        .collect()
 }
 
 #[cfg(test)]

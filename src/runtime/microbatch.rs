@@ -5,7 +5,7 @@
 //!
 //! The machinery is device-agnostic and tested on the CPU (where a plan has one segment,
 //! tests cut it into several with `max_segment_blocks`). On GPUs each segment thread hands
-//! its blocks to that GPU's worker thread (`gpu_runner`), so each GPU is still driven by one
+//! its blocks to that GPU's worker thread (`gpu::worker`), so each GPU is still driven by one
 //! thread. The overlap actually achieved on GPUs is UNVERIFIED (no GPU here).
 
 use std::sync::mpsc;

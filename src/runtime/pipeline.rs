@@ -11,6 +11,7 @@ use ort::value::{DynValue, Tensor};
 use prost::Message;
 
 use super::env::environment;
+use super::gpu::{self, GpuPath};
 use super::route::Route;
 use crate::export::{blocks, Export};
 use crate::model::{BlockKind, DType, Model};
@@ -48,11 +49,20 @@ struct Stage {
     outputs: Vec<String>,
     /// Weights fed as inputs each pass (streaming variant); empty for resident weights.
     weight_inputs: Vec<String>,
-    // --- gpu ---
     exec: Device,
-    /// Streamed weights of a GPU-executed block, in pinned host memory.
-    pinned: Option<super::pinned::PinnedWeights>,
-    // --- end gpu ---
+}
+
+impl Stage {
+    fn gpu_block(&self) -> gpu::Block<'_> {
+        gpu::Block {
+            exec: self.exec,
+            kind: self.kind,
+            session: &self.session,
+            inputs: &self.inputs,
+            outputs: &self.outputs,
+            weight_inputs: &self.weight_inputs,
+        }
+    }
 }
 
 /// Where one block's session runs and whether its weights are streamed.
@@ -64,18 +74,12 @@ pub struct StagePlan {
 }
 
 pub struct Pipeline {
-    /// gpu: double-buffered uploads of streamed weights, per GPU. Declared (so dropped)
-    /// before `stages`: dropping a staging waits for its copies, which read the stages'
-    /// pinned host memory.
-    staging: std::collections::BTreeMap<u32, Mutex<super::staging::Staging>>,
     model: Arc<Model>,
     export: Export,
     stages: Vec<Stage>,
     profiling: std::sync::atomic::AtomicBool,
-    /// gpu: worker threads of the GPUs this plan executes on; `None` for CPU-only plans.
-    gpu: Option<super::gpu_runner::GpuRunner>,
-    /// gpu: for each streamed GPU block, the streamed block to prefetch while it runs.
-    next_streamed: Vec<Option<usize>>,
+    /// The GPU path of the blocks that execute on a GPU; `None` for CPU-only plans.
+    gpu: Option<GpuPath>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -137,16 +141,15 @@ impl Pipeline {
         } else {
             (0..n).map(build).collect::<Result<_>>()?
         };
-        let gpu = super::gpu_runner::GpuRunner::for_devices(plan.iter().map(|p| p.exec))?;
-        let (staging, next_streamed) = staging_for(&stages);
+        let fp16 = export.manifest.dtype == crate::export::ComputeDtype::Fp16;
+        let blocks: Vec<gpu::Block> = stages.iter().map(Stage::gpu_block).collect();
+        let gpu = GpuPath::for_blocks(&blocks, |k| streamed_weight(&model, k, fp16))?;
         Ok(Pipeline {
             model,
             export,
             stages,
             profiling: Default::default(),
             gpu,
-            staging,
-            next_streamed,
         })
     }
 
@@ -258,19 +261,16 @@ impl Pipeline {
     /// Runs one block: activation inputs in order, then its streamed weights if any.
     fn run_values(&self, stage: usize, mut args: Vec<SessionInputValue>) -> Result<Vec<DynValue>> {
         let st = &self.stages[stage];
-        // --- gpu ---
-        if let (Device::Cuda(n), Some(gpu)) = (st.exec, self.gpu.as_ref()) {
-            return self.run_gpu(stage, n, gpu, args);
-        }
-        if self.gpu.is_some() {
-            // A CPU-executed block after GPU blocks: its inputs come to the host first.
-            for a in args.iter_mut() {
-                if let Some(h) = self.host_copy(a)? {
-                    *a = SessionInputValue::from(h);
-                }
+        if let Some(gpu) = &self.gpu {
+            if let Device::Cuda(n) = st.exec {
+                let block = st.gpu_block();
+                let (out, secs) = gpu.run(n, stage, &block, &args, |k| self.weight_tensor(k))?;
+                self.record(st, secs);
+                return Ok(out);
             }
+            // A CPU-executed block after GPU blocks: its inputs come to the host first.
+            gpu.inputs_to_host(&mut args)?;
         }
-        // --- end gpu ---
         let mut named: Vec<(String, SessionInputValue)> =
             st.inputs.iter().cloned().zip(args.drain(..)).collect();
         for key in &st.weight_inputs {
@@ -284,9 +284,7 @@ impl Pipeline {
         let mut out = session
             .run(named)
             .map_err(|e| Error::runtime(format!("block {}: {e}", st.kind)))?;
-        if self.profiling.load(std::sync::atomic::Ordering::Relaxed) {
-            lock(&st.times).push(t.elapsed().as_secs_f64());
-        }
+        self.record(st, t.elapsed().as_secs_f64());
         st.outputs
             .iter()
             .map(|name| {
@@ -301,63 +299,11 @@ impl Pipeline {
         self.export.manifest.dtype == crate::export::ComputeDtype::Fp16
     }
 
-    // --- gpu ---
-    /// `v` copied to host memory when it lives on a GPU; `None` when already on the host.
-    fn host_copy(&self, v: &DynValue) -> Result<Option<DynValue>> {
-        match &self.gpu {
-            Some(g) => g.to_host(v),
-            None => Ok(None),
-        }
-    }
-
-    /// Runs a GPU-executed block on its GPU's worker thread, outputs left on the GPU.
-    fn run_gpu(
-        &self,
-        stage: usize,
-        n: u32,
-        gpu: &super::gpu_runner::GpuRunner,
-        args: Vec<SessionInputValue>,
-    ) -> Result<Vec<DynValue>> {
-        let st = &self.stages[stage];
-        let mut named: Vec<(String, &DynValue)> = st
-            .inputs
-            .iter()
-            .cloned()
-            .zip(args.iter().map(|a| &**a))
-            .collect();
-        let staged = match (&st.pinned, self.staging.get(&n)) {
-            (Some(weights), Some(staging)) => Some(super::gpu_runner::Staged {
-                staging,
-                stage,
-                weights,
-                next: self.next_streamed[stage].and_then(|j| {
-                    let w = self.stages[j].pinned.as_ref()?;
-                    Some((j, w))
-                }),
-            }),
-            _ => None,
-        };
-        // Without a staging buffer, pinned weights are bound as host inputs for ORT to upload.
-        let pinned = match (&st.pinned, &staged) {
-            (Some(p), None) => p.tensors()?,
-            _ => Vec::new(),
-        };
-        let unpinned: Vec<(String, DynValue)> = if st.pinned.is_none() {
-            st.weight_inputs
-                .iter()
-                .map(|k| Ok((k.clone(), self.weight_tensor(k)?)))
-                .collect::<Result<_>>()?
-        } else {
-            Vec::new()
-        };
-        named.extend(pinned.iter().map(|(k, v)| (k.clone(), &**v)));
-        named.extend(unpinned.iter().map(|(k, v)| (k.clone(), v)));
-        let t = std::time::Instant::now();
-        let out = gpu.run_stage(n, &st.kind.name(), &st.session, named, &st.outputs, staged)?;
+    /// Records one run of `st` while profiling is on.
+    fn record(&self, st: &Stage, secs: f64) {
         if self.profiling.load(std::sync::atomic::Ordering::Relaxed) {
-            lock(&st.times).push(t.elapsed().as_secs_f64());
+            lock(&st.times).push(secs);
         }
-        Ok(out)
     }
 
     /// Bytes of weights uploaded from host memory to a GPU on every full pass (blocks homed
@@ -365,34 +311,36 @@ impl Pipeline {
     pub fn streamed_bytes_per_pass(&self) -> u64 {
         self.stages
             .iter()
-            .filter(|s| s.exec.is_gpu())
-            .map(|s| match &s.pinned {
-                Some(p) => p.bytes(),
-                None => s
-                    .weight_inputs
-                    .iter()
-                    .map(|k| {
-                        let info = &self.model.weight(k).info;
-                        let size = if self.fp16() { 2 } else { info.dtype.size() };
-                        info.shape.iter().product::<usize>() as u64 * size
-                    })
-                    .sum(),
-            })
+            .enumerate()
+            .filter(|(_, s)| s.exec.is_gpu())
+            .map(
+                |(i, s)| match self.gpu.as_ref().and_then(|g| g.pinned_bytes(i)) {
+                    Some(b) => b,
+                    None => s
+                        .weight_inputs
+                        .iter()
+                        .map(|k| {
+                            let info = &self.model.weight(k).info;
+                            let size = if self.fp16() { 2 } else { info.dtype.size() };
+                            info.shape.iter().product::<usize>() as u64 * size
+                        })
+                        .sum(),
+                },
+            )
             .sum()
     }
 
     /// Uploads of streamed weights through the staging buffers since the last reset.
-    pub fn upload_stats(&self) -> super::staging::UploadStats {
-        let mut total = super::staging::UploadStats::default();
-        for s in self.staging.values() {
-            total.add(&lock(s).stats());
-        }
-        total
+    pub fn upload_stats(&self) -> gpu::UploadStats {
+        self.gpu
+            .as_ref()
+            .map(|g| g.upload_stats())
+            .unwrap_or_default()
     }
 
     pub fn reset_upload_stats(&self) {
-        for s in self.staging.values() {
-            lock(s).reset_stats();
+        if let Some(g) = &self.gpu {
+            g.reset_upload_stats();
         }
     }
 
@@ -410,8 +358,10 @@ impl Pipeline {
     }
     /// `v` as a host f32 array (copied off its GPU first when it lives on one).
     pub(crate) fn extract_host(&self, v: &DynValue) -> Result<ArrayD<f32>> {
-        if let Some(h) = self.host_copy(v)? {
-            return Ok(h.try_extract_array::<f32>()?.to_owned());
+        if let Some(gpu) = &self.gpu {
+            if let Some(h) = gpu.to_host(v)? {
+                return Ok(h.try_extract_array::<f32>()?.to_owned());
+            }
         }
         Ok(v.try_extract_array::<f32>()?.to_owned())
     }
@@ -423,7 +373,6 @@ impl Pipeline {
             .map(|g| g.copy_counts())
             .unwrap_or_default()
     }
-    // --- end gpu ---
 
     /// A streamed weight as the graph takes it, copied from the mapped file.
     fn weight_tensor(&self, key: &str) -> Result<DynValue> {
@@ -480,7 +429,7 @@ fn build_stage(
         // no speed gained); the arena already reuses freed tensors across blocks.
         .with_memory_pattern(sp.exec.is_gpu())?;
     let builder = super::dtype::configure(builder, export.manifest.dtype)?;
-    let mut builder = super::device::register(builder, sp.exec)?;
+    let mut builder = gpu::register(builder, sp.exec)?;
     let (session, weight_inputs) = if streamed {
         let (proto, weights) = blocks::block_graph(
             model,
@@ -502,14 +451,6 @@ fn build_stage(
             block.name, sp.exec
         ))
     })?;
-    // gpu: streamed weights of a GPU block go to pinned host memory once, here.
-    let pinned = match sp.exec {
-        Device::Cuda(n) if !weight_inputs.is_empty() => {
-            let fp16 = export.manifest.dtype == crate::export::ComputeDtype::Fp16;
-            pin_weights(model, n, &weight_inputs, &block.name, fp16)
-        }
-        _ => None,
-    };
     Ok(Stage {
         kind,
         times: Mutex::new(Vec::new()),
@@ -518,7 +459,6 @@ fn build_stage(
         outputs: block.outputs.clone(),
         weight_inputs,
         exec: sp.exec,
-        pinned,
     })
 }
 
@@ -556,85 +496,3 @@ fn le_values<T>(bytes: &[u8], f: impl Fn(&[u8]) -> T) -> Vec<T> {
     let n = std::mem::size_of::<T>();
     bytes.chunks_exact(n).map(f).collect()
 }
-
-// --- gpu ---
-/// A double-buffered staging per GPU that executes streamed blocks, and for each such block
-/// the streamed block after it on the same GPU (wrapping to the first: the next batch).
-/// A GPU whose staging cannot be made falls back to ORT's own uploads, with a warning.
-#[allow(clippy::type_complexity)]
-fn staging_for(
-    stages: &[Stage],
-) -> (
-    std::collections::BTreeMap<u32, Mutex<super::staging::Staging>>,
-    Vec<Option<usize>>,
-) {
-    use super::staging::{layout, Staging};
-    let mut next = vec![None; stages.len()];
-    let mut map = std::collections::BTreeMap::new();
-    let mut gpus: Vec<u32> = stages
-        .iter()
-        .filter(|s| s.pinned.is_some())
-        .filter_map(|s| match s.exec {
-            Device::Cuda(n) => Some(n),
-            Device::Cpu => None,
-        })
-        .collect();
-    gpus.sort_unstable();
-    gpus.dedup();
-    for n in gpus {
-        let on_n: Vec<usize> = (0..stages.len())
-            .filter(|&i| stages[i].exec == Device::Cuda(n) && stages[i].pinned.is_some())
-            .collect();
-        let capacity = on_n
-            .iter()
-            .filter_map(|&i| stages[i].pinned.as_ref())
-            .map(|p| layout(p.parts().map(|w| w.bytes.len())).1)
-            .max()
-            .unwrap_or(0);
-        match Staging::new(n, capacity) {
-            Ok(s) => {
-                map.insert(n, Mutex::new(s));
-                for (k, &i) in on_n.iter().enumerate() {
-                    next[i] = Some(on_n[(k + 1) % on_n.len()]);
-                }
-            }
-            Err(e) => tracing::warn!("{e}; streamed weights are uploaded without overlap"),
-        }
-    }
-    (map, next)
-}
-
-/// Pinned host copies of a GPU block's streamed weights; `None` (weights then come from
-/// ordinary host memory each pass) when pinning fails, with a warning.
-fn pin_weights(
-    model: &Model,
-    device: u32,
-    keys: &[String],
-    block: &str,
-    fp16: bool,
-) -> Option<super::pinned::PinnedWeights> {
-    let mut sources = Vec::with_capacity(keys.len());
-    for key in keys {
-        let (dtype, bytes, shape) = match streamed_weight(model, key, fp16) {
-            Ok(w) => w,
-            Err(e) => {
-                tracing::warn!("block {block}: {e}; streaming from pageable memory");
-                return None;
-            }
-        };
-        sources.push(super::pinned::WeightSource {
-            name: key.clone(),
-            dtype,
-            shape,
-            bytes,
-        });
-    }
-    match super::pinned::PinnedWeights::new(device, sources) {
-        Ok(p) => Some(p),
-        Err(e) => {
-            tracing::warn!("block {block}: {e}; streaming from pageable memory");
-            None
-        }
-    }
-}
-// --- end gpu ---

@@ -15,8 +15,9 @@ use std::sync::Arc;
 
 use cudarc::driver::{sys, CudaContext, PinnedHostSlice};
 use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
-use ort::value::{DynValueTypeMarker, TensorRefMut, ValueRefMut};
+use ort::value::{DynValueTypeMarker, ValueRefMut};
 
+use super::memory::weight_view;
 use crate::model::DType;
 use crate::{Error, Result};
 
@@ -125,32 +126,4 @@ impl PinnedWeights {
         }
         Ok(out)
     }
-}
-
-/// A tensor view of a weight's bytes at `ptr` in the memory `info` names.
-///
-/// # Safety
-/// `ptr` addresses `shape` elements of `dtype` in that memory, valid for `'a`.
-pub(crate) unsafe fn weight_view<'a>(
-    info: &MemoryInfo,
-    ptr: *mut std::ffi::c_void,
-    dtype: DType,
-    shape: &[i64],
-    name: &str,
-) -> Result<ValueRefMut<'a, DynValueTypeMarker>> {
-    let shape = ort::value::Shape::new(shape.iter().copied());
-    let info = info.clone();
-    // SAFETY: as the caller promises.
-    Ok(unsafe {
-        match dtype {
-            DType::F16 => TensorRefMut::<half::f16>::from_raw(info, ptr, shape)?.into_dyn(),
-            DType::BF16 => TensorRefMut::<half::bf16>::from_raw(info, ptr, shape)?.into_dyn(),
-            DType::F32 => TensorRefMut::<f32>::from_raw(info, ptr, shape)?.into_dyn(),
-            other => {
-                return Err(Error::runtime(format!(
-                    "streamed weight {name}: dtype {other:?} is not a float weight"
-                )))
-            }
-        }
-    })
 }

@@ -1,19 +1,17 @@
-//! The CUDA side of the runtime: whether the CUDA execution provider is usable here and, if
-//! not, why; and preloading the CUDA 13 / cuDNN 9 libraries the GPU build of ONNX Runtime
-//! needs (from the `nvidia-*` wheels `scripts/setup.sh --gpu` installs, or the system) with
-//! `RTLD_GLOBAL`, before the provider is registered.
+//! The CUDA 13 / cuDNN 9 libraries the GPU build of ONNX Runtime needs: where they are
+//! searched (the `nvidia-*` wheels `scripts/setup.sh --gpu` installs, or the system) and
+//! preloading them with `RTLD_GLOBAL` before the provider is registered.
 //!
-//! Verified on a machine without a GPU or driver only: there the status says "no CUDA
-//! driver". The preload order and the sonames below follow the CUDA 13 wheels' layout as
-//! documented by NVIDIA; they have not been exercised against real wheels on a GPU machine
-//! (run `scripts/gpu_check.sh` there).
+//! Verified on a machine without a GPU or driver only. The preload order and the sonames
+//! below follow the CUDA 13 wheels' layout as documented by NVIDIA; they have not been
+//! exercised against real wheels on a GPU machine (run `scripts/gpu_check.sh` there).
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use serde::Serialize;
 
-use crate::{Error, ErrorKind, Result};
+use super::unavailable::Unavailable;
 
 /// The libraries `libonnxruntime_providers_cuda.so` (1.31.1, CUDA 13) links against, by
 /// soname, in an order where each one's dependencies come first.
@@ -30,9 +28,6 @@ pub const REQUIRED_LIBS: &[&str] = &[
 /// preloading them globally makes those opens find the wheel's copies).
 const OPTIONAL_PREFIXES: &[&str] = &["libnvJitLink.so", "libnvrtc.so", "libcudnn_"];
 
-/// The provider library that must sit beside `libonnxruntime.so.1.31.1` in a GPU build.
-pub const PROVIDER_LIB: &str = "libonnxruntime_providers_cuda.so";
-
 /// One library of [`REQUIRED_LIBS`] and where it was found.
 #[derive(Clone, Debug, Serialize)]
 pub struct LibStatus {
@@ -40,58 +35,6 @@ pub struct LibStatus {
     pub path: Option<String>,
     pub loaded: bool,
     pub error: Option<String>,
-}
-
-/// Whether sessions can run on the CUDA execution provider here, and why not.
-#[derive(Clone, Debug, Serialize)]
-pub struct CudaStatus {
-    /// `libcuda.so.1` could be opened.
-    pub driver: bool,
-    /// GPUs the driver reports.
-    pub gpus: usize,
-    /// The ONNX Runtime library in use (or the error loading it).
-    pub ort_library: Option<String>,
-    /// The loaded ONNX Runtime build has the CUDA provider compiled in and its provider
-    /// library beside it.
-    pub provider_in_build: bool,
-    pub libraries: Vec<LibStatus>,
-    pub usable: bool,
-    /// Why not, when not usable: the first blocking reason, in the order driver, GPU,
-    /// ONNX Runtime build, CUDA libraries.
-    pub reason: Option<String>,
-}
-
-impl CudaStatus {
-    /// One line for `devices`.
-    pub fn render_line(&self) -> String {
-        if self.usable {
-            format!(
-                "CUDA provider: usable ({} GPU{}, {})",
-                self.gpus,
-                if self.gpus == 1 { "" } else { "s" },
-                self.ort_library.as_deref().unwrap_or("?")
-            )
-        } else {
-            format!(
-                "CUDA provider: not usable: {}",
-                self.reason.as_deref().unwrap_or("unknown reason")
-            )
-        }
-    }
-}
-
-fn driver_present() -> bool {
-    // SAFETY: only tries to dlopen the driver library; a panic is caught.
-    std::panic::catch_unwind(|| unsafe { cudarc::driver::sys::is_culib_present() }).unwrap_or(false)
-}
-
-fn gpu_count() -> usize {
-    if !driver_present() {
-        return 0;
-    }
-    std::panic::catch_unwind(|| cudarc::driver::CudaContext::device_count().unwrap_or(0))
-        .unwrap_or(0)
-        .max(0) as usize
 }
 
 /// Folders searched for the CUDA libraries, in order: `DISTORCH_CUDA_LIB_DIRS` (colon
@@ -105,9 +48,9 @@ pub fn search_dirs() -> Vec<PathBuf> {
     }
     let mut roots: Vec<PathBuf> = Vec::new();
     // <site>/onnxruntime/capi/libonnxruntime.so.* → <site>/nvidia
-    let lib = super::env::loaded_library()
+    let lib = crate::runtime::env::loaded_library()
         .map(Path::to_path_buf)
-        .or_else(|| super::library::find(None).ok());
+        .or_else(|| crate::runtime::library::find(None).ok());
     if let Some(site) = lib.as_deref().and_then(|p| p.ancestors().nth(3)) {
         roots.push(site.join("nvidia"));
     }
@@ -141,7 +84,7 @@ pub fn search_dirs() -> Vec<PathBuf> {
 fn python_nvidia_dir() -> Option<PathBuf> {
     static DIR: OnceLock<Option<PathBuf>> = OnceLock::new();
     DIR.get_or_init(|| {
-        super::library::python_path(
+        crate::runtime::library::python_path(
             "import importlib.util as u;s=u.find_spec('nvidia');print(list(s.submodule_search_locations)[0] if s and s.submodule_search_locations else '')",
         )
     })
@@ -255,7 +198,7 @@ pub fn missing_libraries() -> Vec<String> {
 
 /// Locates the required libraries without loading them (for the status on machines
 /// without a GPU, where loading them would be pointless).
-fn locate_only() -> Vec<LibStatus> {
+pub fn locate_only() -> Vec<LibStatus> {
     let dirs = search_dirs();
     REQUIRED_LIBS
         .iter()
@@ -268,89 +211,15 @@ fn locate_only() -> Vec<LibStatus> {
         .collect()
 }
 
-/// Whether the ONNX Runtime build in use has the CUDA provider: compiled in, and its
-/// provider library beside the main library. `Err` carries the reason when ONNX Runtime
-/// itself cannot be loaded.
-fn provider_in_build() -> std::result::Result<(bool, String), String> {
-    let compiled = super::device::cuda_provider_available().map_err(|e| e.to_string())?;
-    let lib = super::env::loaded_library()
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
-    let beside = lib.parent().is_some_and(|d| d.join(PROVIDER_LIB).is_file());
-    Ok((compiled && beside, lib.display().to_string()))
-}
-
-/// The CUDA provider's status on this machine with the ONNX Runtime build in use.
-pub fn provider_status() -> CudaStatus {
-    let driver = driver_present();
-    let gpus = gpu_count();
-    let (provider, ort_library, ort_err) = match provider_in_build() {
-        Ok((p, lib)) => (p, Some(lib), None),
-        Err(e) => (false, None, Some(e)),
-    };
-    let libraries = if driver && gpus > 0 && provider {
-        preload().to_vec()
-    } else {
-        locate_only()
-    };
-    let missing: Vec<&str> = libraries
-        .iter()
-        .filter(|l| {
-            if driver && gpus > 0 && provider {
-                !l.loaded
-            } else {
-                l.path.is_none()
-            }
-        })
-        .map(|l| l.name.as_str())
-        .collect();
-    let reason = if !driver {
-        Some("no CUDA driver (libcuda.so.1 not found)".to_string())
-    } else if gpus == 0 {
-        Some("no GPU (the CUDA driver reports none)".to_string())
-    } else if let Some(e) = ort_err {
-        Some(format!("ONNX Runtime cannot be loaded: {e}"))
-    } else if !provider {
-        Some(format!(
-            "the ONNX Runtime build at {} has no CUDA execution provider ({PROVIDER_LIB} missing or not compiled in); install onnxruntime-gpu==1.31.1 with `scripts/setup.sh --gpu`",
-            ort_library.as_deref().unwrap_or("?")
-        ))
-    } else if !missing.is_empty() {
-        Some(missing_message(&missing))
-    } else {
-        None
-    };
-    CudaStatus {
-        driver,
-        gpus,
-        ort_library,
-        provider_in_build: provider,
-        libraries,
-        usable: reason.is_none(),
-        reason,
+/// Why the provider cannot run: `missing` required libraries, and where they were looked for.
+pub fn missing(missing: &[impl AsRef<str>]) -> Unavailable {
+    Unavailable::MissingLibraries {
+        missing: missing.iter().map(|m| m.as_ref().to_string()).collect(),
+        searched: search_dirs()
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect(),
     }
-}
-
-/// Fails with the missing libraries' names when the CUDA libraries cannot be preloaded.
-pub fn require_libraries() -> Result<()> {
-    let missing = missing_libraries();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    Err(Error::new(ErrorKind::Runtime, missing_message(&missing)))
-}
-
-/// Names the missing CUDA libraries, where they were looked for, and the fix.
-fn missing_message(missing: &[impl AsRef<str>]) -> String {
-    let dirs: Vec<String> = search_dirs()
-        .iter()
-        .map(|d| d.display().to_string())
-        .collect();
-    format!(
-        "CUDA libraries missing: {} (looked in {} and the system linker path; `scripts/setup.sh --gpu` installs them, or set DISTORCH_CUDA_LIB_DIRS)",
-        missing.iter().map(AsRef::as_ref).collect::<Vec<&str>>().join(", "),
-        dirs.join(", ")
-    )
 }
 
 #[cfg(test)]

@@ -23,7 +23,8 @@ use std::time::Instant;
 use cudarc::driver::{sys, CudaContext};
 use ort::value::{DynValueTypeMarker, ValueRefMut};
 
-use super::pinned::{weight_view, PinnedWeights};
+use super::memory::{cuda_memory, weight_view};
+use super::pinned::PinnedWeights;
 use crate::{Error, Result};
 
 /// Device allocations are handed out at this alignment (cudaMalloc's own guarantee).
@@ -220,7 +221,7 @@ impl Staging {
         slot: usize,
         weights: &PinnedWeights,
     ) -> Result<Vec<(String, ValueRefMut<'_, DynValueTypeMarker>)>> {
-        let mem = super::gpu_runner::cuda_memory(self.device)?;
+        let mem = cuda_memory(self.device)?;
         let (offsets, _) = layout(weights.parts().map(|p| p.bytes.len()));
         let base = self.slots[slot].ptr;
         let mut out = Vec::new();

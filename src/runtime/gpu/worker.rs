@@ -2,7 +2,7 @@
 //!
 //! - One OS thread per GPU ([`DeviceWorker`]) runs every session of that GPU, and every copy
 //!   out of it, so no two threads drive one GPU's sessions (ARCHITECTURE: avoids known ORT
-//!   multi-GPU bugs). The pipeline hands it closures and waits for the result.
+//!   multi-GPU bugs). The GPU path hands it closures and waits for the result.
 //! - A GPU block runs through an `IoBinding` whose outputs are bound to that GPU's CUDA
 //!   memory, so activations stay on the device from block to block.
 //! - An input on another GPU is copied device to device (ORT's identity-session copy,
@@ -19,10 +19,11 @@ use std::collections::BTreeMap;
 use std::sync::mpsc;
 use std::sync::Mutex;
 
-use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
+use ort::memory::AllocationDevice;
 use ort::session::Session;
 use ort::value::DynValue;
 
+use super::memory::{cuda_memory, value_device};
 use super::pinned::PinnedWeights;
 use super::staging::Staging;
 use crate::plan::Device;
@@ -94,27 +95,6 @@ impl Drop for DeviceWorker {
     }
 }
 
-/// The CUDA memory of GPU `n`, as ORT names it.
-pub fn cuda_memory(n: u32) -> Result<MemoryInfo<'static>> {
-    Ok(MemoryInfo::new(
-        AllocationDevice::CUDA,
-        n as i32,
-        AllocatorType::Device,
-        MemoryType::Default,
-    )?)
-}
-
-/// Where a value lives: `None` for host-accessible memory, `Some(n)` for GPU `n`.
-pub fn value_device(v: &DynValue) -> Option<u32> {
-    let t = v.view().downcast::<ort::value::DynTensorValueType>().ok()?;
-    let mi = t.memory_info();
-    if mi.is_cpu_accessible() || mi.allocation_device() != AllocationDevice::CUDA {
-        None
-    } else {
-        Some(mi.device_id().max(0) as u32)
-    }
-}
-
 fn p2p_enabled() -> bool {
     std::env::var("DISTORCH_P2P").map_or(true, |v| v != "0")
 }
@@ -135,7 +115,7 @@ fn bind_in_place(
     // (not to our buffer's contents) until the inputs are cleared, which the caller does
     // before the buffer can be reused.
     let status = unsafe { (api.BindInput)(binding.ptr_mut(), name.as_ptr(), value.ptr()) };
-    super::env::check_status(status, &format!("binding {name:?}"))
+    crate::runtime::env::check_status(status, &format!("binding {name:?}"))
 }
 
 /// A block whose streamed weights go through a [`Staging`] double buffer.
