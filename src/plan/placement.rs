@@ -1,5 +1,9 @@
 //! The DisTorch2 placement (contract §5.3): which device holds each block's weights (home) and
 //! which runs it (exec), and the fit check.
+//!
+//! [`plan`] runs the steps in order: check the options and resolve the devices, choose homes
+//! (`homes`: from the allocation string, or from virtual VRAM), derive exec devices, check the
+//! fit (`fit`).
 
 mod fit;
 mod homes;
