@@ -153,9 +153,7 @@ impl ShardIndex {
         let bytes = serde_json::to_vec_pretty(self).unwrap_or_default();
         write_atomic(&dir.join(INDEX_FILE), &bytes)
     }
-}
 
-impl ShardIndex {
     /// The index a run in `dir` continues: a new one, or with `opts.resume` the folder's,
     /// after dropping shards that are damaged or cut short (their rows are encoded again) and
     /// checking that this run makes the same rows. Removes temporary files of a killed run.
