@@ -1,12 +1,17 @@
 //! Image files to pixels and embeddings: one-shot preprocessing (`preprocess`, `encode
 //! --images`) and sharded batch encoding at scale (decoding in parallel with inference,
 //! atomic shards, an index, resume).
+//!
+//! Sharded runs (`encode_sharded`) are put together from `shard_index` (`index.json`: reading,
+//! checking a resume, which files are left to encode), `decode_pool` (images decoded on worker
+//! threads, taken in order), `shard_writer` (encoded rows into atomic shards) and `progress`.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::{IsTerminal, Write};
+mod decode_pool;
+mod progress;
+mod shard_index;
+mod shard_writer;
+
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use ndarray::{Array4, ArrayD, Axis};
@@ -18,7 +23,10 @@ use crate::job::{interrupt, output};
 use crate::loader::ClipVision;
 use crate::model::Model;
 use crate::paths::write_atomic;
-use crate::{Error, ErrorKind, Result};
+use crate::{Error, Result};
+use progress::Progress;
+pub use shard_index::{shard_name, RunIdentity, ShardEntry, ShardIndex, INDEX_FILE};
+use shard_writer::ShardWriter;
 
 /// The preprocessing a model wants (its image size and mean/std), with `crop`: the
 /// config's [`crate::model::VisionConfig::preprocess_spec`].
@@ -167,26 +175,6 @@ fn create_parent(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Name of the index file of a sharded output folder.
-pub const INDEX_FILE: &str = "index.json";
-
-/// Name of shard `n`.
-pub fn shard_name(n: usize) -> String {
-    format!("shard-{n:05}.safetensors")
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct ShardEntry {
-    pub file: String,
-    pub rows: usize,
-    /// The files of the rows, spelled as the user gave them.
-    pub sources: Vec<String>,
-    /// The same files as canonical absolute paths: what `--resume` compares, so that
-    /// `../imgs` and `/data/imgs` are the same images. Absent in older indexes.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub keys: Vec<String>,
-}
-
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Skipped {
     pub file: String,
@@ -239,129 +227,6 @@ pub fn path_text(p: &Path) -> String {
         }
     }
     out
-}
-
-/// What decides the rows of a sharded run: a resume must match it exactly.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct RunIdentity {
-    /// Content hash of the model's weights (the export's model id).
-    pub model_id: String,
-    pub family: String,
-    /// The model's configuration (sizes, activation, image size; ours or the family table's).
-    pub config: serde_json::Value,
-    pub crop: String,
-    pub dtype: crate::export::ComputeDtype,
-}
-
-impl RunIdentity {
-    fn of(cv: &ClipVision, spec: &PreprocessSpec) -> RunIdentity {
-        let m = &cv.export().manifest;
-        let mut config = serde_json::to_value(&cv.model().config).unwrap_or_default();
-        // Labels, not sizes: moving a config.json into a sidecar changes no row.
-        if let Some(o) = config.as_object_mut() {
-            o.remove("source");
-            o.remove("family");
-        }
-        RunIdentity {
-            model_id: m.model_id.clone(),
-            family: cv.model().config.family.clone(),
-            config,
-            crop: spec.crop.as_str().to_string(),
-            dtype: m.dtype,
-        }
-    }
-
-    /// Each way `now` differs from `self` (the earlier run), for a person.
-    fn differences(&self, now: &RunIdentity, prev_model: &str, model: &str) -> Vec<String> {
-        let mut d = Vec::new();
-        if self.model_id != now.model_id {
-            d.push(format!(
-                "model: it was encoded with {prev_model} ({}, weights {}), this run uses {model} ({}, weights {})",
-                self.family,
-                short(&self.model_id),
-                now.family,
-                short(&now.model_id)
-            ));
-        } else {
-            // Keys only one side has were added or dropped by another version of this program
-            // (it cannot change the rows of the same weights); values both sides have must match.
-            let keys: Vec<String> = match (self.config.as_object(), now.config.as_object()) {
-                (Some(a), Some(b)) => a
-                    .iter()
-                    .filter_map(|(k, v)| {
-                        let w = b.get(k)?;
-                        (v != w).then(|| format!("{k} {v} -> {w}"))
-                    })
-                    .collect(),
-                _ if self.config != now.config => vec!["(not comparable)".into()],
-                _ => Vec::new(),
-            };
-            if !keys.is_empty() {
-                d.push(format!(
-                    "model configuration (same weights): {}",
-                    keys.join(", ")
-                ));
-            }
-        }
-        if self.crop != now.crop {
-            d.push(format!("crop: {} before, {} now", self.crop, now.crop));
-        }
-        if self.dtype != now.dtype {
-            d.push(format!(
-                "dtype: {} before, {} now",
-                dtype_name(self.dtype),
-                dtype_name(now.dtype)
-            ));
-        }
-        d
-    }
-}
-
-fn short(id: &str) -> &str {
-    id.get(..16).unwrap_or(id)
-}
-
-fn dtype_name(d: crate::export::ComputeDtype) -> String {
-    serde_json::to_value(d)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
-}
-
-/// `index.json` of a sharded output folder; rewritten atomically after each shard.
-#[derive(Clone, Debug, Serialize, Deserialize, Default)]
-pub struct ShardIndex {
-    /// The model as the user named it (for people; `identity` is what is compared).
-    pub model: String,
-    /// What decides the rows; absent in indexes written by older versions.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub identity: Option<RunIdentity>,
-    pub outputs: Vec<String>,
-    pub shard_size: usize,
-    pub shards: Vec<ShardEntry>,
-    /// Rows in all finished shards.
-    pub rows: usize,
-    pub skipped: Vec<Skipped>,
-    /// True once every input was encoded or skipped.
-    pub complete: bool,
-}
-
-impl ShardIndex {
-    pub fn read(dir: &Path) -> Result<Option<ShardIndex>> {
-        let p = dir.join(INDEX_FILE);
-        match std::fs::read(&p) {
-            Ok(b) => serde_json::from_slice(&b)
-                .map(Some)
-                .map_err(|e| Error::invalid(format!("{}: {e}", p.display()))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::io(&p, e)),
-        }
-    }
-
-    fn write(&self, dir: &Path) -> Result<()> {
-        let bytes = serde_json::to_vec_pretty(self).unwrap_or_default();
-        write_atomic(&dir.join(INDEX_FILE), &bytes)
-    }
 }
 
 /// How a sharded run goes.
@@ -431,98 +296,6 @@ impl ShardSummary {
     }
 }
 
-/// Progress on stderr: one updating line on a terminal, periodic plain lines otherwise.
-struct Progress {
-    total: usize,
-    start: Instant,
-    last: Instant,
-    tty: bool,
-    enabled: bool,
-}
-
-impl Progress {
-    fn new(total: usize, enabled: bool) -> Self {
-        let now = Instant::now();
-        Progress {
-            total,
-            start: now,
-            last: now,
-            tty: std::io::stderr().is_terminal(),
-            enabled,
-        }
-    }
-
-    fn update(&mut self, done: usize, force: bool) {
-        if !self.enabled {
-            return;
-        }
-        let every = if self.tty {
-            Duration::from_millis(200)
-        } else {
-            Duration::from_secs(5)
-        };
-        if !force && self.last.elapsed() < every {
-            return;
-        }
-        self.last = Instant::now();
-        let secs = self.start.elapsed().as_secs_f64();
-        let rate = if secs > 0.0 { done as f64 / secs } else { 0.0 };
-        let eta = if rate > 0.0 {
-            format!("{:.0} s", (self.total - done.min(self.total)) as f64 / rate)
-        } else {
-            "?".into()
-        };
-        let pct = if self.total > 0 {
-            100.0 * done as f64 / self.total as f64
-        } else {
-            100.0
-        };
-        let line = format!(
-            "{done}/{} images ({pct:.1}%), {rate:.1} images/s, ETA {eta}",
-            self.total
-        );
-        let mut err = std::io::stderr().lock();
-        if self.tty {
-            let _ = write!(err, "\r\x1b[2K{line}");
-        } else {
-            let _ = writeln!(err, "progress: {line}");
-        }
-        let _ = err.flush();
-    }
-
-    fn finish(&mut self, done: usize) {
-        if self.total == 0 {
-            return;
-        }
-        self.update(done, true);
-        if self.enabled && self.tty {
-            eprintln!();
-        }
-    }
-}
-
-/// The shard being filled.
-#[derive(Default)]
-struct OpenShard {
-    sources: Vec<String>,
-    keys: Vec<String>,
-    outputs: Vec<(String, Vec<ArrayD<f32>>)>,
-}
-
-impl OpenShard {
-    fn push(&mut self, res: crate::runtime::Outputs, sources: Vec<String>, keys: Vec<String>) {
-        self.keys.extend(keys);
-        if self.outputs.is_empty() {
-            self.outputs = res.tensors.into_iter().map(|(n, t)| (n, vec![t])).collect();
-        } else {
-            for ((_, acc), (_, t)) in self.outputs.iter_mut().zip(res.tensors) {
-                acc.push(t);
-            }
-        }
-        self.sources.extend(sources);
-    }
-}
-
 /// Encodes `files` into shards under `opts.out_dir` (see the module doc).
 pub fn encode_sharded(
     cv: &ClipVision,
@@ -550,364 +323,153 @@ pub fn encode_sharded(
         .collect();
 
     let identity = RunIdentity::of(cv, spec);
-    let prev_index = ShardIndex::read(dir)?;
-    if prev_index.is_none() {
-        if let Some(shard) = first_shard_file(dir) {
-            return Err(Error::invalid(format!(
-                "{}: the folder holds shards ({shard}, ...) but no {INDEX_FILE}, so which images they hold is unknown; {} would overwrite them: move them away, or choose another output folder",
-                dir.display(),
-                if opts.resume { "resuming" } else { "a new run" }
-            )));
-        }
-    }
-    let mut index = match prev_index {
-        Some(mut prev) if opts.resume => {
-            // A shard cut short or damaged after the index listed it: its rows are encoded again.
-            let mut kept = Vec::with_capacity(prev.shards.len());
-            for s in std::mem::take(&mut prev.shards) {
-                let path = dir.join(&s.file);
-                match shard_problem(&path, &s, &prev.outputs) {
-                    Some(why) if path.is_file() => {
-                        tracing::warn!(
-                            "{}: {why}; its {} rows will be encoded again",
-                            path.display(),
-                            s.rows
-                        );
-                        let _ = std::fs::remove_file(&path);
-                    }
-                    _ => kept.push(s),
-                }
-            }
-            prev.shards = kept;
-            prev.rows = prev.shards.iter().map(|s| s.rows).sum();
-            for s in &prev.shards {
-                if !dir.join(&s.file).is_file() {
-                    return Err(Error::new(
-                        ErrorKind::NotFound,
-                        format!(
-                            "{}: the index lists {} but the file is missing; cannot resume",
-                            dir.display(),
-                            s.file
-                        ),
-                    ));
-                }
-            }
-            let mut diff = match &prev.identity {
-                Some(p) => p.differences(&identity, &prev.model, &opts.model_label),
-                None => {
-                    tracing::warn!(
-                        "{}: {INDEX_FILE} was written by an older version and does not record which model, crop and dtype made its rows; resuming without checking them",
-                        dir.display()
-                    );
-                    Vec::new()
-                }
-            };
-            if prev.outputs != outputs {
-                diff.push(format!(
-                    "outputs: {} before, {} now",
-                    prev.outputs.join(","),
-                    outputs.join(",")
-                ));
-            }
-            if !diff.is_empty() {
-                return Err(Error::invalid(format!(
-                    "{}: cannot resume: this run would add rows unlike those already there ({}); use the same settings, or another output folder",
-                    dir.display(),
-                    diff.join("; ")
-                )));
-            }
-            prev
-        }
-        Some(_) => {
-            return Err(Error::invalid(format!(
-                "{} already holds a run ({INDEX_FILE}); pass --resume to continue it, or choose another folder",
-                dir.display()
-            )))
-        }
-        None => ShardIndex {
-            model: opts.model_label.clone(),
-            outputs: outputs.clone(),
-            shard_size: opts.shard_size,
-            ..Default::default()
-        },
-    };
-    index.identity = Some(identity);
-    // Leftover temporary files of a killed run.
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with("shard-") && name.contains(".tmp") || name.starts_with("index.tmp")
-            {
-                let _ = std::fs::remove_file(e.path());
-            }
-        }
-    }
-    // Finished rows by canonical path, whatever the spelling of either run.
-    let mut done: HashSet<String> = HashSet::new();
-    for s in &index.shards {
-        if s.keys.len() == s.sources.len() {
-            done.extend(s.keys.iter().cloned());
-        } else {
-            // An older index: its spellings, resolved from here.
-            done.extend(s.sources.iter().map(|f| source_key(Path::new(f))));
-        }
-    }
+    let mut index = ShardIndex::start_run(dir, opts, &outputs, identity)?;
     let already_done = index.rows;
-    let mut todo: Vec<(PathBuf, String)> = Vec::new();
-    for f in files {
-        let key = source_key(f);
-        // A file given twice (or seen in a finished shard) is encoded once.
-        if done.insert(key.clone()) {
-            todo.push((f.clone(), key));
-        }
-    }
-    drop(done);
-    // Files that failed before are tried again.
-    let retry: HashSet<&str> = todo.iter().map(|(_, k)| k.as_str()).collect();
-    index.skipped.retain(|s| {
-        let key = if s.key.is_empty() {
-            source_key(Path::new(&s.file))
-        } else {
-            s.key.clone()
-        };
-        !retry.contains(key.as_str())
-    });
-    drop(retry);
-    index.complete = false;
-    index.shard_size = opts.shard_size;
+    let todo = index.rows_to_encode(files, opts.shard_size);
 
     let start = Instant::now();
     let mut progress = Progress::new(todo.len(), opts.progress);
     let threads = opts.decode_threads.clamp(1, 64);
+    // Decoded images may run this far ahead of the encoder, so memory stays flat.
     let capacity = (2 * opts.batch_size).clamp(4, 64);
     let window = capacity + 2 * threads;
-    let next = AtomicUsize::new(0);
-    let consumed = AtomicUsize::new(0);
-    let stop = AtomicBool::new(false);
-    let (tx, rx) = mpsc::sync_channel::<(usize, Result<Vec<f32>>)>(capacity);
-
-    let mut encoded = 0usize;
-    let mut shards_written = 0usize;
-    let mut new_skipped: Vec<Skipped> = Vec::new();
-    let mut stopped = false;
+    let run = ShardRun {
+        cv,
+        opts,
+        outputs: &outputs,
+        todo: &todo,
+        size: spec.size as usize,
+    };
+    let mut shards = ShardWriter::new(dir, opts, index);
+    let mut tally = Tally::default();
     // SIGINT/SIGTERM stop the loop below between batches (when the program opted in).
     let signals = interrupt::Guard::install();
-
-    let result: Result<()> = std::thread::scope(|scope| {
-        for _ in 0..threads {
-            let tx = tx.clone();
-            let (next, consumed, stop, todo) = (&next, &consumed, &stop, &todo);
-            scope.spawn(move || loop {
-                let i = next.fetch_add(1, Ordering::SeqCst);
-                if i >= todo.len() {
-                    return;
-                }
-                // Stay within a window of the consumer so memory stays flat.
-                while i >= consumed.load(Ordering::SeqCst) + window {
-                    if stop.load(Ordering::SeqCst) {
-                        return;
-                    }
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                if stop.load(Ordering::SeqCst) {
-                    return;
-                }
-                let r = preprocess_file(&todo[i].0, spec);
-                if tx.send((i, r)).is_err() {
-                    return;
-                }
-            });
-        }
-        drop(tx);
-        let rx = rx;
-        let mut pending: BTreeMap<usize, Result<Vec<f32>>> = BTreeMap::new();
-        let mut shard = OpenShard::default();
-        let s = spec.size as usize;
-        // Grows with the batch; reserving batch_size rows up front would let a huge
-        // --batch-size abort the process.
-        let mut batch: Vec<f32> = Vec::new();
-        let mut batch_src: Vec<String> = Vec::new();
-        let mut batch_keys: Vec<String> = Vec::new();
-        let mut processed = 0usize;
-        let run = (|| -> Result<()> {
-            let mut expect = 0usize;
-            while expect < todo.len() {
-                if interrupt::requested() {
-                    // Keep what is encoded; decoded rows not yet encoded are redone on resume.
-                    stopped = true;
-                    if !shard.sources.is_empty() {
-                        write_shard(dir, &mut index, std::mem::take(&mut shard), opts)?;
-                        shards_written += 1;
-                    }
-                    return Ok(());
-                }
-                // The next item in order.
-                let item = loop {
-                    if let Some(r) = pending.remove(&expect) {
-                        break r;
-                    }
-                    match rx.recv() {
-                        Ok((i, r)) => {
-                            pending.insert(i, r);
-                        }
-                        Err(_) => {
-                            return Err(Error::runtime("batch: the image decoders stopped early"))
-                        }
-                    }
-                };
-                let (path, key) = &todo[expect];
-                expect += 1;
-                consumed.store(expect, Ordering::SeqCst);
-                processed += 1;
-                match item {
-                    Ok(v) => {
-                        batch.extend(v);
-                        batch_src.push(path_text(path));
-                        batch_keys.push(key.clone());
-                    }
-                    Err(e) if opts.strict => {
-                        return Err(e.context("--strict: stopping at an unreadable image"));
-                    }
-                    Err(e) => {
-                        let sk = Skipped::new(path, &e);
-                        index.skipped.push(sk.clone());
-                        new_skipped.push(sk);
-                    }
-                }
-                let room = opts.shard_size - shard.sources.len();
-                let last = expect == todo.len();
-                if batch_src.len() >= opts.batch_size.min(room) || (last && !batch_src.is_empty()) {
-                    let n = batch_src.len();
-                    let px = Array4::from_shape_vec((n, 3, s, s), std::mem::take(&mut batch))
-                        .map_err(|e| Error::runtime(format!("batch: {e}")))?;
-                    let res = cv.encode(px.view(), &outputs, opts.batch_size)?;
-                    shard.push(
-                        res,
-                        std::mem::take(&mut batch_src),
-                        std::mem::take(&mut batch_keys),
-                    );
-                    encoded += n;
-                    if !opts.throttle.is_zero() {
-                        std::thread::sleep(opts.throttle);
-                    }
-                }
-                if shard.sources.len() == opts.shard_size || (last && !shard.sources.is_empty()) {
-                    write_shard(dir, &mut index, std::mem::take(&mut shard), opts)?;
-                    shards_written += 1;
-                }
-                progress.update(processed, false);
-            }
-            Ok(())
-        })();
-        stop.store(true, Ordering::SeqCst);
-        drop(rx);
-        run
-    });
+    let result = decode_pool::run_ordered(
+        todo.len(),
+        threads,
+        window,
+        |i| preprocess_file(&todo[i].0, spec),
+        |decoded| run.encode_in_order(decoded, &mut shards, &mut progress, &mut tally),
+    );
     drop(signals);
-    progress.finish(encoded + new_skipped.len());
+    progress.finish(tally.encoded + tally.skipped.len());
     result?;
-    index.complete = !stopped;
+    let (shards_written, mut index) = (shards.written, shards.index);
+    index.complete = !tally.stopped;
     index.write(dir)?;
     Ok(ShardSummary {
-        encoded,
+        encoded: tally.encoded,
         already_done,
         shards_written,
-        skipped: new_skipped,
+        skipped: tally.skipped,
         seconds: start.elapsed().as_secs_f64(),
         total: files.len(),
         rows: index.rows,
         shards: index.shards.len(),
-        stopped,
+        stopped: tally.stopped,
     })
 }
 
-/// The first `shard-*.safetensors` in `dir`, if any.
-fn first_shard_file(dir: &Path) -> Option<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .ok()?
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("shard-") && n.ends_with(".safetensors"))
-        .collect();
-    names.sort();
-    names.into_iter().next()
+/// What a sharded run's encoding loop reads.
+struct ShardRun<'a> {
+    cv: &'a ClipVision,
+    opts: &'a ShardOptions,
+    outputs: &'a [String],
+    /// The files to encode with their canonical keys, in row order.
+    todo: &'a [(PathBuf, String)],
+    /// Image side in pixels.
+    size: usize,
 }
 
-/// Why the shard at `path` does not hold what the index says (`None`: it does).
-fn shard_problem(path: &Path, s: &ShardEntry, outputs: &[String]) -> Option<String> {
-    let st = match crate::model::SafeTensors::open(path) {
-        Ok(st) => st,
-        Err(e) => return Some(format!("the shard is damaged ({})", e.message())),
-    };
-    for name in outputs {
-        match st.tensors().get(name) {
-            None => return Some(format!("the shard lacks output {name:?}")),
-            Some(t) if t.shape.first() != Some(&s.rows) => {
-                return Some(format!(
-                    "output {name:?} has shape {:?} but the index lists {} rows",
-                    t.shape, s.rows
-                ))
+/// What a sharded run's encoding loop did.
+#[derive(Default)]
+struct Tally {
+    encoded: usize,
+    /// Images skipped by this run.
+    skipped: Vec<Skipped>,
+    /// A caught signal ended the loop early.
+    stopped: bool,
+}
+
+/// Decoded rows waiting to be encoded as one batch.
+#[derive(Default)]
+struct Batch {
+    /// Grows with the batch; reserving batch_size rows up front would let a huge
+    /// --batch-size abort the process.
+    pixels: Vec<f32>,
+    sources: Vec<String>,
+    keys: Vec<String>,
+}
+
+impl ShardRun<'_> {
+    /// Takes the decoded images in order, encodes them in batches and fills shards, until every
+    /// image is taken or a caught signal asks to stop.
+    fn encode_in_order(
+        &self,
+        decoded: &mut decode_pool::Ordered<'_, Result<Vec<f32>>>,
+        shards: &mut ShardWriter<'_>,
+        progress: &mut Progress,
+        tally: &mut Tally,
+    ) -> Result<()> {
+        let opts = self.opts;
+        let mut batch = Batch::default();
+        let mut expect = 0usize;
+        while expect < self.todo.len() {
+            if interrupt::requested() {
+                // Keep what is encoded; decoded rows not yet encoded are redone on resume.
+                tally.stopped = true;
+                return shards.finish_shard();
             }
-            Some(t) => {
-                if let Err(e) = st.data(t) {
-                    return Some(format!("the shard is damaged ({})", e.message()));
+            // The next item in order.
+            let Some(item) = decoded.next_item() else {
+                return Err(Error::runtime("batch: the image decoders stopped early"));
+            };
+            let (path, key) = &self.todo[expect];
+            expect += 1;
+            match item {
+                Ok(v) => {
+                    batch.pixels.extend(v);
+                    batch.sources.push(path_text(path));
+                    batch.keys.push(key.clone());
+                }
+                Err(e) if opts.strict => {
+                    return Err(e.context("--strict: stopping at an unreadable image"));
+                }
+                Err(e) => {
+                    let sk = Skipped::new(path, &e);
+                    shards.index.skipped.push(sk.clone());
+                    tally.skipped.push(sk);
                 }
             }
+            let room = opts.shard_size - shards.open_rows();
+            let last = expect == self.todo.len();
+            if batch.sources.len() >= opts.batch_size.min(room)
+                || (last && !batch.sources.is_empty())
+            {
+                tally.encoded += self.encode_batch(std::mem::take(&mut batch), shards)?;
+            }
+            if shards.open_rows() == opts.shard_size || last {
+                shards.finish_shard()?;
+            }
+            progress.update(expect, false);
         }
+        Ok(())
     }
-    let inputs = st
-        .metadata()
-        .get("inputs")
-        .and_then(|v| serde_json::from_str::<Vec<String>>(v).ok());
-    match inputs {
-        Some(v) if v.len() == s.rows => None,
-        _ => Some(format!(
-            "its \"inputs\" metadata does not list the {} rows of the index",
-            s.rows
-        )),
-    }
-}
 
-fn write_shard(
-    dir: &Path,
-    index: &mut ShardIndex,
-    shard: OpenShard,
-    opts: &ShardOptions,
-) -> Result<()> {
-    // The next number no listed shard uses (a damaged shard dropped on resume leaves a gap).
-    let mut n = index.shards.len();
-    while index.shards.iter().any(|s| s.file == shard_name(n)) {
-        n += 1;
+    /// Encodes `batch` into the shard being filled; returns its rows.
+    fn encode_batch(&self, batch: Batch, shards: &mut ShardWriter<'_>) -> Result<usize> {
+        let (n, s) = (batch.sources.len(), self.size);
+        let px = Array4::from_shape_vec((n, 3, s, s), batch.pixels)
+            .map_err(|e| Error::runtime(format!("batch: {e}")))?;
+        let res = self
+            .cv
+            .encode(px.view(), self.outputs, self.opts.batch_size)?;
+        shards.push(res, batch.sources, batch.keys);
+        if !self.opts.throttle.is_zero() {
+            std::thread::sleep(self.opts.throttle);
+        }
+        Ok(n)
     }
-    let file = shard_name(n);
-    let mut tensors = Vec::with_capacity(shard.outputs.len());
-    for (name, parts) in shard.outputs {
-        let views: Vec<_> = parts.iter().map(|t| t.view()).collect();
-        let t = ndarray::concatenate(Axis(0), &views)
-            .map_err(|e| Error::runtime(format!("shard {file}: {name}: {e}")))?;
-        tensors.push((name, t));
-    }
-    let mut meta = HashMap::new();
-    meta.insert(
-        "inputs".to_string(),
-        serde_json::to_string(&shard.sources).unwrap_or_default(),
-    );
-    meta.insert("model".to_string(), opts.model_label.clone());
-    meta.insert("shard".to_string(), n.to_string());
-    meta.insert(
-        "producer".to_string(),
-        format!("distorch-vision {}", env!("CARGO_PKG_VERSION")),
-    );
-    let bytes = output::to_safetensors(&tensors, &meta)?;
-    write_atomic(&dir.join(&file), &bytes)?;
-    index.rows += shard.sources.len();
-    index.shards.push(ShardEntry {
-        file,
-        rows: shard.sources.len(),
-        sources: shard.sources,
-        keys: shard.keys,
-    });
-    index.write(dir)
 }
 
 /// Format of a one-file (not sharded) encode output.
