@@ -6,10 +6,13 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use distorch_vision::job::interrupt;
-use distorch_vision::ErrorKind;
+use distorch_vision::{ErrorKind, Result};
 
-use cli::args::Cli;
-use cli::cmd::run;
+use cli::args::{Cli, Command};
+use cli::cmd::{
+    cmd_bench, cmd_devices, cmd_encode, cmd_export, cmd_inspect, cmd_models, cmd_plan,
+    cmd_preprocess, cmd_run,
+};
 use cli::logging::init_logging;
 
 fn main() -> ExitCode {
@@ -82,5 +85,41 @@ fn kind_name(k: ErrorKind) -> &'static str {
         ErrorKind::InvalidModel => "invalid_model",
         ErrorKind::DoesNotFit => "does_not_fit",
         ErrorKind::Runtime => "runtime",
+    }
+}
+
+/// One verb, one function.
+fn run(cli: Cli) -> Result<()> {
+    let folders = cli.folders.folders();
+    // -q: errors only; progress and summaries on stderr are left out too.
+    let quiet = cli.verbosity.quiet > 0;
+    match cli.command {
+        Command::Devices {
+            json,
+            simulate_devices,
+        } => cmd_devices(json, simulate_devices.as_deref()),
+        Command::Plan {
+            model,
+            loader,
+            json,
+        } => cmd_plan(&model, &loader, json, &folders),
+        Command::Inspect { model, json } => cmd_inspect(&model, json, &folders),
+        Command::Export {
+            model,
+            out,
+            granularity,
+            common,
+        } => cmd_export(&model, out.as_deref(), granularity, &common, &folders),
+        Command::Encode(args) => cmd_encode(args, folders, quiet),
+        Command::Preprocess {
+            model,
+            images,
+            crop,
+            out,
+            strict,
+        } => cmd_preprocess(&model, &images, crop, &out, strict, &folders, quiet),
+        Command::Run { file, json, common } => cmd_run(&file, json, &common, folders, quiet),
+        Command::Models { json } => cmd_models(json, &folders, quiet),
+        Command::Bench(args) => cmd_bench(args),
     }
 }

@@ -189,65 +189,7 @@ pub(crate) enum Command {
     #[command(
         after_help = "Examples:\n  distorch-vision encode --model clip_vision_h --comfyui ~/ComfyUI --images photos/ --out emb.safetensors\n  distorch-vision encode --model m.safetensors --images photos/ --out shards/ --shard-size 1024 --resume\n  distorch-vision encode --model m.safetensors --pixels px.safetensors --out emb.safetensors --outputs image_embeds --json"
     )]
-    Encode {
-        /// The model: a .safetensors path, or a name in the model folders (see `models`).
-        #[arg(long, value_name = "NAME|PATH", visible_aliases = ["clip-vision", "clip-name"])]
-        model: String,
-        /// Image files and folders (folders expand recursively, sorted).
-        #[arg(long, num_args = 1.., conflicts_with = "pixels", required_unless_present = "pixels", help_heading = "Input")]
-        images: Vec<PathBuf>,
-        /// A safetensors file with one NCHW f32 tensor, used as is.
-        #[arg(long, help_heading = "Input")]
-        pixels: Option<PathBuf>,
-        /// `center` (default) or `none` (stretch).
-        #[arg(long, default_value = "center", help_heading = "Input")]
-        crop: Crop,
-        /// Output file (or, with --format npy, a folder), or a folder of shards (sharded mode).
-        #[arg(long, help_heading = "Output")]
-        out: PathBuf,
-        /// `safetensors`, or `npy`: --out x.npy writes one .npy (one output; row sources in
-        /// x.sources.json), another --out a folder of <output>.npy and sources.json.
-        /// Default: npy when --out ends in .npy, else safetensors.
-        #[arg(long, help_heading = "Output")]
-        format: Option<OutFormat>,
-        /// Comma-separated outputs (default: all the model has but all_hidden_states, which is
-        /// computed only when named here).
-        #[arg(long, value_delimiter = ',', help_heading = "Output")]
-        outputs: Vec<String>,
-        /// Print the summary as one JSON object on stdout (encoded, skipped, outputs, seconds, ...).
-        #[arg(long, help_heading = "Output")]
-        json: bool,
-        /// Rows per shard; turns on sharded mode (--out is then a folder).
-        #[arg(long, help_heading = "Sharded mode")]
-        shard_size: Option<usize>,
-        /// Sharded mode: skip images already in finished shards of --out (same model, outputs, crop and dtype).
-        #[arg(long, help_heading = "Sharded mode")]
-        resume: bool,
-        /// Abort on an unreadable image instead of skipping it (and listing it).
-        #[arg(long, help_heading = "Input")]
-        strict: bool,
-        /// Sharded mode: image decoder threads.
-        #[arg(long, default_value_t = 2, help_heading = "Sharded mode")]
-        decode_threads: usize,
-        /// Test hook: sleep this many milliseconds after each encoded batch.
-        #[arg(long, default_value_t = 0, hide = true)]
-        throttle_ms: u64,
-        #[command(flatten)]
-        loader: LoaderArgs,
-        /// Images per forward pass (more uses more activation memory).
-        #[arg(long, default_value_t = 8, help_heading = "Compute")]
-        batch_size: usize,
-        /// Test hook: run these blocks (comma-separated, or `all`) with their weights fed as inputs each pass.
-        #[arg(long, value_delimiter = ',', hide = true)]
-        stream_blocks: Vec<String>,
-        /// Compute precision: `fp32` (default, the reference), `int8` (CPU, approximate), `fp16` (for CUDA; runs on the CPU only to check results).
-        #[arg(long, default_value = "fp32", help_heading = "Compute")]
-        dtype: ComputeDtype,
-        #[command(flatten)]
-        common: Common,
-        #[command(flatten)]
-        gpu: GpuArgs,
-    },
+    Encode(EncodeArgs),
     /// Decode and preprocess images into one NCHW `pixel_values` tensor (safetensors).
     #[command(
         after_help = "Example:\n  distorch-vision preprocess --model m.safetensors --images photos/ --out px.safetensors\n  distorch-vision encode --model m.safetensors --pixels px.safetensors --out emb.safetensors"
@@ -312,6 +254,68 @@ pub(crate) struct GpuArgs {
     pub(crate) micro_batch: Option<usize>,
 }
 
+/// Flags of `encode`.
+#[derive(Args)]
+pub(crate) struct EncodeArgs {
+    /// The model: a .safetensors path, or a name in the model folders (see `models`).
+    #[arg(long, value_name = "NAME|PATH", visible_aliases = ["clip-vision", "clip-name"])]
+    pub(crate) model: String,
+    /// Image files and folders (folders expand recursively, sorted).
+    #[arg(long, num_args = 1.., conflicts_with = "pixels", required_unless_present = "pixels", help_heading = "Input")]
+    pub(crate) images: Vec<PathBuf>,
+    /// A safetensors file with one NCHW f32 tensor, used as is.
+    #[arg(long, help_heading = "Input")]
+    pub(crate) pixels: Option<PathBuf>,
+    /// `center` (default) or `none` (stretch).
+    #[arg(long, default_value = "center", help_heading = "Input")]
+    pub(crate) crop: Crop,
+    /// Output file (or, with --format npy, a folder), or a folder of shards (sharded mode).
+    #[arg(long, help_heading = "Output")]
+    pub(crate) out: PathBuf,
+    /// `safetensors`, or `npy`: --out x.npy writes one .npy (one output; row sources in
+    /// x.sources.json), another --out a folder of <output>.npy and sources.json.
+    /// Default: npy when --out ends in .npy, else safetensors.
+    #[arg(long, help_heading = "Output")]
+    pub(crate) format: Option<OutFormat>,
+    /// Comma-separated outputs (default: all the model has but all_hidden_states, which is
+    /// computed only when named here).
+    #[arg(long, value_delimiter = ',', help_heading = "Output")]
+    pub(crate) outputs: Vec<String>,
+    /// Print the summary as one JSON object on stdout (encoded, skipped, outputs, seconds, ...).
+    #[arg(long, help_heading = "Output")]
+    pub(crate) json: bool,
+    /// Rows per shard; turns on sharded mode (--out is then a folder).
+    #[arg(long, help_heading = "Sharded mode")]
+    pub(crate) shard_size: Option<usize>,
+    /// Sharded mode: skip images already in finished shards of --out (same model, outputs, crop and dtype).
+    #[arg(long, help_heading = "Sharded mode")]
+    pub(crate) resume: bool,
+    /// Abort on an unreadable image instead of skipping it (and listing it).
+    #[arg(long, help_heading = "Input")]
+    pub(crate) strict: bool,
+    /// Sharded mode: image decoder threads.
+    #[arg(long, default_value_t = 2, help_heading = "Sharded mode")]
+    pub(crate) decode_threads: usize,
+    /// Test hook: sleep this many milliseconds after each encoded batch.
+    #[arg(long, default_value_t = 0, hide = true)]
+    pub(crate) throttle_ms: u64,
+    #[command(flatten)]
+    pub(crate) loader: LoaderArgs,
+    /// Images per forward pass (more uses more activation memory).
+    #[arg(long, default_value_t = 8, help_heading = "Compute")]
+    pub(crate) batch_size: usize,
+    /// Test hook: run these blocks (comma-separated, or `all`) with their weights fed as inputs each pass.
+    #[arg(long, value_delimiter = ',', hide = true)]
+    pub(crate) stream_blocks: Vec<String>,
+    /// Compute precision: `fp32` (default, the reference), `int8` (CPU, approximate), `fp16` (for CUDA; runs on the CPU only to check results).
+    #[arg(long, default_value = "fp32", help_heading = "Compute")]
+    pub(crate) dtype: ComputeDtype,
+    #[command(flatten)]
+    pub(crate) common: Common,
+    #[command(flatten)]
+    pub(crate) gpu: GpuArgs,
+}
+
 /// Flags of `bench`.
 #[derive(Args)]
 pub(crate) struct BenchArgs {
@@ -348,9 +352,9 @@ impl Command {
             Command::Devices { json, .. }
             | Command::Plan { json, .. }
             | Command::Inspect { json, .. }
-            | Command::Encode { json, .. }
             | Command::Run { json, .. }
             | Command::Models { json } => *json,
+            Command::Encode(e) => e.json,
             Command::Bench(b) => b.json,
             Command::Export { .. } | Command::Preprocess { .. } => false,
         }
