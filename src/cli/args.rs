@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use distorch_vision::export::{ComputeDtype, Granularity};
 use distorch_vision::image::Crop;
-use distorch_vision::job::batch::OutFormat;
+use distorch_vision::job::batch::{OutFormat, DEFAULT_DECODE_THREADS};
 use distorch_vision::job::models::ModelFolders;
-use distorch_vision::plan::{DonorPolicy, LoaderOptions};
+use distorch_vision::plan::{DonorPolicy, LoaderOptions, DEFAULT_BATCH_SIZE};
 use distorch_vision::Result;
 
 pub(crate) const ABOUT_LONG: &str = "\
@@ -98,16 +98,16 @@ pub(crate) struct LoaderArgs {
     #[arg(long, allow_negative_numbers = true)]
     virtual_vram_gb: Option<f64>,
     /// Where moved weights live.
-    #[arg(long, default_value = "cpu")]
+    #[arg(long, default_value_t = LoaderOptions::default().donor_device)]
     pub(crate) donor_device: String,
     /// Explicit allocation, e.g. `cuda:0,60%;cuda:1,30%;cpu,10%` or `cuda:0,4gb;cpu,*`.
-    #[arg(long, default_value = "")]
+    #[arg(long, default_value_t = LoaderOptions::default().expert_mode_allocations)]
     pub(crate) expert_mode_allocations: String,
     /// Release other loaded models from the compute device first (true/false).
-    #[arg(long, default_value = "true", action = clap::ArgAction::Set)]
+    #[arg(long, default_value_t = LoaderOptions::default().eject_models, action = clap::ArgAction::Set)]
     pub(crate) eject_models: bool,
     /// CPU-homed blocks on a GPU compute device: `stream` their weights, or `execute` on the CPU.
-    #[arg(long, default_value = "stream")]
+    #[arg(long, default_value_t = LoaderOptions::default().donor_policy.to_string())]
     pub(crate) donor_policy: String,
     /// Replace the device inventory for planning: `cuda:0=24GiB,cuda:1=12GiB/10GiB,cpu=64GiB` (total[/free]).
     #[arg(long)]
@@ -202,7 +202,7 @@ pub(crate) enum Command {
         #[arg(long, num_args = 1.., required = true)]
         images: Vec<PathBuf>,
         /// `center` (default) or `none` (stretch).
-        #[arg(long, default_value = "center")]
+        #[arg(long, default_value_t = Crop::default())]
         crop: Crop,
         /// Output safetensors file holding `pixel_values` [N,3,S,S] f32 (input of `encode --pixels`;
         /// sources and preprocessing in its metadata).
@@ -267,7 +267,7 @@ pub(crate) struct EncodeArgs {
     #[arg(long, help_heading = "Input")]
     pub(crate) pixels: Option<PathBuf>,
     /// `center` (default) or `none` (stretch).
-    #[arg(long, default_value = "center", help_heading = "Input")]
+    #[arg(long, default_value_t = Crop::default(), help_heading = "Input")]
     pub(crate) crop: Crop,
     /// Output file (or, with --format npy, a folder), or a folder of shards (sharded mode).
     #[arg(long, help_heading = "Output")]
@@ -294,7 +294,7 @@ pub(crate) struct EncodeArgs {
     #[arg(long, help_heading = "Input")]
     pub(crate) strict: bool,
     /// Sharded mode: image decoder threads.
-    #[arg(long, default_value_t = 2, help_heading = "Sharded mode")]
+    #[arg(long, default_value_t = DEFAULT_DECODE_THREADS, help_heading = "Sharded mode")]
     pub(crate) decode_threads: usize,
     /// Test hook: sleep this many milliseconds after each encoded batch.
     #[arg(long, default_value_t = 0, hide = true)]
@@ -302,13 +302,13 @@ pub(crate) struct EncodeArgs {
     #[command(flatten)]
     pub(crate) loader: LoaderArgs,
     /// Images per forward pass (more uses more activation memory).
-    #[arg(long, default_value_t = 8, help_heading = "Compute")]
+    #[arg(long, default_value_t = DEFAULT_BATCH_SIZE, help_heading = "Compute")]
     pub(crate) batch_size: usize,
     /// Test hook: run these blocks (comma-separated, or `all`) with their weights fed as inputs each pass.
     #[arg(long, value_delimiter = ',', hide = true)]
     pub(crate) stream_blocks: Vec<String>,
     /// Compute precision: `fp32` (default, the reference), `int8` (CPU, approximate), `fp16` (for CUDA; runs on the CPU only to check results).
-    #[arg(long, default_value = "fp32", help_heading = "Compute")]
+    #[arg(long, default_value_t = ComputeDtype::default(), help_heading = "Compute")]
     pub(crate) dtype: ComputeDtype,
     #[command(flatten)]
     pub(crate) common: Common,
@@ -325,7 +325,7 @@ pub(crate) struct BenchArgs {
     #[command(flatten)]
     pub(crate) loader: LoaderArgs,
     /// Images per timed batch.
-    #[arg(long, default_value_t = 8, help_heading = "Benchmark")]
+    #[arg(long, default_value_t = DEFAULT_BATCH_SIZE, help_heading = "Benchmark")]
     pub(crate) batch_size: usize,
     /// Timed iterations after one warm-up batch (the median is reported).
     #[arg(long, default_value_t = 5, help_heading = "Benchmark")]
@@ -337,7 +337,7 @@ pub(crate) struct BenchArgs {
     #[arg(long, help_heading = "Output")]
     pub(crate) json: bool,
     /// Compute precision: `fp32` (default, the reference), `int8` (CPU, approximate), `fp16` (for CUDA; runs on the CPU only to check results).
-    #[arg(long, default_value = "fp32", help_heading = "Benchmark")]
+    #[arg(long, default_value_t = ComputeDtype::default(), help_heading = "Benchmark")]
     pub(crate) dtype: ComputeDtype,
     #[command(flatten)]
     pub(crate) common: Common,
@@ -389,5 +389,61 @@ mod tests {
             }
         }
         assert!(missing.is_empty(), "{missing:#?}");
+    }
+
+    #[test]
+    fn loader_flags_default_to_the_library_defaults() {
+        let cli = Cli::try_parse_from(["distorch-vision", "plan", "--model", "m"]).unwrap();
+        let Command::Plan { loader, .. } = cli.command else {
+            panic!("not plan")
+        };
+        let (got, want) = (loader.options().unwrap(), LoaderOptions::default());
+        assert_eq!(format!("{got:?}"), format!("{want:?}"));
+        // The one default a doc comment spells out (an unset flag must stay `None`).
+        let plan = Cli::command();
+        let plan = plan.find_subcommand("plan").unwrap();
+        let vram = plan
+            .get_arguments()
+            .find(|a| a.get_id() == "virtual_vram_gb")
+            .unwrap();
+        let help = vram.get_help().unwrap().to_string();
+        let default = format!(
+            "[default: {}]",
+            distorch_vision::plan::DEFAULT_VIRTUAL_VRAM_GB
+        );
+        assert!(help.contains(&default), "{help}");
+    }
+
+    #[test]
+    fn encode_and_bench_defaults_are_the_library_defaults() {
+        let cli = Cli::try_parse_from([
+            "distorch-vision",
+            "encode",
+            "--model",
+            "m",
+            "--images",
+            "a",
+            "--out",
+            "o",
+        ])
+        .unwrap();
+        let Command::Encode(e) = cli.command else {
+            panic!("not encode")
+        };
+        let job = distorch_vision::job::batch::EncodeJob::default();
+        assert_eq!(
+            (e.batch_size, e.decode_threads, e.crop, e.dtype),
+            (
+                job.batch_size,
+                job.decode_threads,
+                job.crop,
+                ComputeDtype::default()
+            )
+        );
+        let cli = Cli::try_parse_from(["distorch-vision", "bench", "--model", "m"]).unwrap();
+        let Command::Bench(b) = cli.command else {
+            panic!("not bench")
+        };
+        assert_eq!(b.batch_size, DEFAULT_BATCH_SIZE);
     }
 }

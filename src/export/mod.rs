@@ -58,6 +58,22 @@ pub enum ComputeDtype {
     Fp16,
 }
 
+impl ComputeDtype {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ComputeDtype::Fp32 => "fp32",
+            ComputeDtype::Int8 => "int8",
+            ComputeDtype::Fp16 => "fp16",
+        }
+    }
+}
+
+impl std::fmt::Display for ComputeDtype {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl std::str::FromStr for ComputeDtype {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {

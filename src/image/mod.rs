@@ -39,9 +39,10 @@ pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
 
 /// How an image whose aspect ratio differs from the square model input is fitted.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Crop {
     /// Scale the short side to the model size, then cut the centre square.
+    #[default]
     Center,
     /// Stretch to the square model size.
     None,

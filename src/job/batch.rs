@@ -18,6 +18,7 @@ use crate::job::summary::{self, EncodeSummary, OutputShape};
 use crate::job::{interrupt, output};
 use crate::loader::ClipVision;
 use crate::model::Model;
+use crate::plan::DEFAULT_BATCH_SIZE;
 use crate::{Error, ErrorKind, Result};
 
 /// The preprocessing a model wants (its image size and mean/std), with `crop`.
@@ -394,11 +395,11 @@ impl Default for ShardOptions {
         ShardOptions {
             out_dir: PathBuf::new(),
             shard_size: 1024,
-            batch_size: 8,
+            batch_size: DEFAULT_BATCH_SIZE,
             outputs: Vec::new(),
             resume: false,
             strict: false,
-            decode_threads: 2,
+            decode_threads: DEFAULT_DECODE_THREADS,
             model_label: String::new(),
             throttle: Duration::ZERO,
             progress: true,
@@ -938,6 +939,9 @@ impl std::str::FromStr for OutFormat {
     }
 }
 
+/// Image decoder threads of sharded encoding when not set (CLI and YAML).
+pub const DEFAULT_DECODE_THREADS: usize = 2;
+
 /// One encode job, as the CLI and YAML runs describe it.
 #[derive(Clone, Debug)]
 pub struct EncodeJob {
@@ -965,15 +969,15 @@ impl Default for EncodeJob {
         EncodeJob {
             images: Vec::new(),
             pixels: None,
-            crop: Crop::Center,
-            batch_size: 8,
+            crop: Crop::default(),
+            batch_size: DEFAULT_BATCH_SIZE,
             outputs: Vec::new(),
             out: PathBuf::new(),
             format: OutFormat::Safetensors,
             shard_size: None,
             resume: false,
             strict: false,
-            decode_threads: 2,
+            decode_threads: DEFAULT_DECODE_THREADS,
             throttle: Duration::ZERO,
             model_label: String::new(),
             progress: true,
