@@ -46,7 +46,7 @@ impl std::str::FromStr for Granularity {
 }
 
 /// Compute precision of the exported graphs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ComputeDtype {
     /// The reference: f32 compute on the file's values (contract §2.4).
@@ -71,6 +71,13 @@ impl ComputeDtype {
 impl std::fmt::Display for ComputeDtype {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// Read as on the command line (`fp16`, `half`, `FP32`, ...), in YAML runs and manifests alike.
+impl<'de> Deserialize<'de> for ComputeDtype {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        crate::error::deserialize_parsed(d, "a compute dtype (fp32, int8 or fp16)", "dtype")
     }
 }
 

@@ -66,6 +66,12 @@ impl fmt::Display for Crop {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for Crop {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        crate::error::deserialize_parsed(d, "a crop (\"center\" or \"none\")", "crop")
+    }
+}
+
 impl FromStr for Crop {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {

@@ -926,6 +926,16 @@ pub enum OutFormat {
     Npy,
 }
 
+impl<'de> Deserialize<'de> for OutFormat {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        crate::error::deserialize_parsed(
+            d,
+            "an output format (\"safetensors\" or \"npy\")",
+            "format",
+        )
+    }
+}
+
 impl std::str::FromStr for OutFormat {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
