@@ -180,7 +180,7 @@ pub(crate) enum Command {
         #[arg(long, help_heading = "Output")]
         out: Option<PathBuf>,
         /// `blocks` (default) or `whole` (also one whole-model graph).
-        #[arg(long, default_value = "blocks", help_heading = "Output")]
+        #[arg(long, default_value_t = Granularity::default(), help_heading = "Output")]
         granularity: Granularity,
         #[command(flatten)]
         common: Common,

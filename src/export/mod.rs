@@ -32,6 +32,15 @@ pub enum Granularity {
     Whole,
 }
 
+impl std::fmt::Display for Granularity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Granularity::Blocks => "blocks",
+            Granularity::Whole => "whole",
+        })
+    }
+}
+
 impl std::str::FromStr for Granularity {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
