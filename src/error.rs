@@ -72,6 +72,38 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
+/// Deserializes a value through its `FromStr`, so a file accepts exactly what the command line
+/// does and a bad value gets the same message (naming the valid choices). Reading the string
+/// inside a visitor matters: serde_yaml then adds the value's own line and column to the error,
+/// and its key path, so a message's own `field: ` prefix is left out (`crop: crop: ...`).
+pub(crate) fn deserialize_parsed<'de, T, D>(
+    d: D,
+    expecting: &'static str,
+    field: &'static str,
+) -> std::result::Result<T, D::Error>
+where
+    T: std::str::FromStr<Err = Error>,
+    D: serde::Deserializer<'de>,
+{
+    struct Parsed<T>(&'static str, &'static str, std::marker::PhantomData<T>);
+    impl<T: std::str::FromStr<Err = Error>> serde::de::Visitor<'_> for Parsed<T> {
+        type Value = T;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.0)
+        }
+        fn visit_str<E: serde::de::Error>(self, s: &str) -> std::result::Result<T, E> {
+            s.parse().map_err(|e: Error| {
+                let m = e
+                    .message
+                    .strip_prefix(self.1)
+                    .and_then(|m| m.strip_prefix(": "));
+                E::custom(m.unwrap_or(&e.message))
+            })
+        }
+    }
+    d.deserialize_str(Parsed(expecting, field, std::marker::PhantomData))
+}
+
 impl<R> From<ort::Error<R>> for Error {
     fn from(e: ort::Error<R>) -> Self {
         Error::runtime(format!("ONNX Runtime: {e}"))

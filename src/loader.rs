@@ -15,8 +15,8 @@ use crate::plan::{self, BlockSize, Device, Inventory, LoaderOptions, Plan};
 use crate::runtime::{gpu, Outputs, Pipeline, StagePlan};
 use crate::{Error, ErrorKind, Result};
 
-/// Batch size the activation reserve of the fit check is sized for.
-pub const RESERVE_BATCH: u64 = 8;
+/// Batch size the activation reserve of the fit check is sized for: the default one.
+pub const RESERVE_BATCH: u64 = plan::DEFAULT_BATCH_SIZE as u64;
 
 #[derive(Clone, Debug, Default)]
 pub struct LoadOptions {

@@ -27,7 +27,7 @@ use ndarray::ArrayView4;
 
 use crate::export::Granularity;
 use crate::loader::{ClipVision, LoadOptions};
-use crate::plan::{Inventory, LoaderOptions, DEFAULT_VIRTUAL_VRAM_GB};
+use crate::plan::{Inventory, LoaderOptions, DEFAULT_BATCH_SIZE, DEFAULT_VIRTUAL_VRAM_GB};
 use crate::runtime::Outputs;
 use crate::{Error, ErrorKind};
 
@@ -315,7 +315,7 @@ unsafe fn output_list(p: *const c_char) -> R<Vec<String>> {
 
 fn batch_or_default(batch_size: usize) -> usize {
     if batch_size == 0 {
-        8
+        DEFAULT_BATCH_SIZE
     } else {
         batch_size
     }
@@ -620,7 +620,7 @@ unsafe fn load_options(o: &DvLoadOptions) -> R<LoadOptions> {
                 .then_some(o.virtual_vram_gb),
             donor_device: opt_str(o.donor_device, "donor_device")?.unwrap_or(defaults.donor_device),
             expert_mode_allocations: opt_str(o.expert_mode_allocations, "expert_mode_allocations")?
-                .unwrap_or_default(),
+                .unwrap_or(defaults.expert_mode_allocations),
             eject_models: o.eject_models != 0,
             donor_policy: match opt_str(o.donor_policy, "donor_policy")?
                 .filter(|s| !s.trim().is_empty())
@@ -1101,5 +1101,26 @@ mod tests {
         assert_eq!(read(&o), Some(8.0));
         o.virtual_vram_gb = 0.0;
         assert_eq!(read(&o), Some(0.0));
+    }
+
+    #[test]
+    fn initialised_options_read_back_as_the_loader_defaults() {
+        let model = CString::new("m.safetensors").unwrap();
+        let mut o: DvLoadOptions = unsafe { std::mem::zeroed() };
+        let size = std::mem::size_of::<DvLoadOptions>();
+        assert_eq!(unsafe { dv_load_options_init(&mut o, size) }, DV_OK);
+        o.clip_vision = model.as_ptr();
+        let l = match unsafe { load_options(&o) } {
+            Ok(l) => l,
+            Err(f) => panic!("{}", f.message),
+        };
+        let want = LoaderOptions::default();
+        assert_eq!(format!("{:?}", l.loader), format!("{want:?}"));
+        assert_eq!(l.dtype, crate::export::ComputeDtype::default());
+        // The header documents what a batch_size of 0 means.
+        assert_eq!(batch_or_default(0), DEFAULT_BATCH_SIZE);
+        let header = include_str!("../../distorch_vision.h");
+        let doc = format!("batch_size images per forward pass; 0 = {DEFAULT_BATCH_SIZE}");
+        assert!(header.contains(&doc), "distorch_vision.h lacks {doc:?}");
     }
 }

@@ -33,6 +33,15 @@ pub enum Granularity {
     Whole,
 }
 
+impl std::fmt::Display for Granularity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Granularity::Blocks => "blocks",
+            Granularity::Whole => "whole",
+        })
+    }
+}
+
 impl std::str::FromStr for Granularity {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
@@ -47,7 +56,7 @@ impl std::str::FromStr for Granularity {
 }
 
 /// Compute precision of the exported graphs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ComputeDtype {
     /// The reference: f32 compute on the file's values (contract §2.4).
@@ -57,6 +66,29 @@ pub enum ComputeDtype {
     Int8,
     /// f16 weights and activations inside each block (f32 at block boundaries); for CUDA.
     Fp16,
+}
+
+impl ComputeDtype {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ComputeDtype::Fp32 => "fp32",
+            ComputeDtype::Int8 => "int8",
+            ComputeDtype::Fp16 => "fp16",
+        }
+    }
+}
+
+impl std::fmt::Display for ComputeDtype {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Read as on the command line (`fp16`, `half`, `FP32`, ...), in YAML runs and manifests alike.
+impl<'de> Deserialize<'de> for ComputeDtype {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        crate::error::deserialize_parsed(d, "a compute dtype (fp32, int8 or fp16)", "dtype")
+    }
 }
 
 impl std::str::FromStr for ComputeDtype {

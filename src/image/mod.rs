@@ -39,9 +39,10 @@ pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
 
 /// How an image whose aspect ratio differs from the square model input is fitted.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Crop {
     /// Scale the short side to the model size, then cut the centre square.
+    #[default]
     Center,
     /// Stretch to the square model size.
     None,
@@ -62,6 +63,12 @@ impl Crop {
 impl fmt::Display for Crop {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Crop {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        crate::error::deserialize_parsed(d, "a crop (\"center\" or \"none\")", "crop")
     }
 }
 

@@ -1,7 +1,9 @@
 //! YAML run files: one job (a mapping) or `jobs: [...]`, run in order. Keys are the loader
-//! inputs of contract §1 with the same names plus the job's inputs and outputs; unknown keys and
-//! wrong types are errors with line and column. Paths are relative to the YAML file. Every
-//! job is checked before the first runs ([`check_jobs`]); jobs of one file share loaded models.
+//! inputs of contract §1 with the same names plus the job's inputs and outputs; unknown keys,
+//! wrong types and bad values (crop, dtype, donor_policy, format) are errors with line and
+//! column. Defaults are the library's ([`LoaderOptions::default`], [`DEFAULT_BATCH_SIZE`], ...).
+//! Paths are relative to the YAML file. Every job is checked before the first runs
+//! ([`check_jobs`]); jobs of one file share loaded models.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -10,35 +12,33 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::export::Granularity;
+use crate::export::{ComputeDtype, Granularity};
 use crate::image::Crop;
-use crate::job::batch::{self, EncodeJob, OutFormat};
+use crate::job::batch::{self, EncodeJob, OutFormat, DEFAULT_DECODE_THREADS};
 use crate::job::summary::EncodeSummary;
 use crate::loader::{ClipVision, LoadKey, LoadOptions};
 use crate::model::folders::ModelFolders;
-use crate::plan::{DonorPolicy, LoaderOptions};
+use crate::plan::{DonorPolicy, LoaderOptions, DEFAULT_BATCH_SIZE};
 use crate::{Error, Result};
 
-fn default_donor() -> String {
-    "cpu".into()
+// serde's `default = "..."` takes functions: these read the one definition of each default.
+fn default_donor_device() -> String {
+    LoaderOptions::default().donor_device
 }
-fn default_true() -> bool {
-    true
+fn default_expert_mode_allocations() -> String {
+    LoaderOptions::default().expert_mode_allocations
 }
-fn default_policy() -> String {
-    "stream".into()
+fn default_eject_models() -> bool {
+    LoaderOptions::default().eject_models
 }
-fn default_crop() -> String {
-    "center".into()
+fn default_donor_policy() -> DonorPolicy {
+    LoaderOptions::default().donor_policy
 }
-fn default_batch() -> usize {
-    8
+fn default_batch_size() -> usize {
+    DEFAULT_BATCH_SIZE
 }
-fn default_format() -> String {
-    "safetensors".into()
-}
-fn default_threads() -> usize {
-    2
+fn default_decode_threads() -> usize {
+    DEFAULT_DECODE_THREADS
 }
 
 /// What a job reads.
@@ -69,17 +69,17 @@ pub struct JobSpec {
     /// `None` when the file does not set it (the default applies, quietly).
     #[serde(default)]
     pub virtual_vram_gb: Option<f64>,
-    #[serde(default = "default_donor")]
+    #[serde(default = "default_donor_device")]
     pub donor_device: String,
-    #[serde(default)]
+    #[serde(default = "default_expert_mode_allocations")]
     pub expert_mode_allocations: String,
-    #[serde(default = "default_true")]
+    #[serde(default = "default_eject_models")]
     pub eject_models: bool,
-    #[serde(default = "default_policy")]
-    pub donor_policy: String,
+    #[serde(default = "default_donor_policy")]
+    pub donor_policy: DonorPolicy,
     /// Compute precision: `fp32` (default), `int8` (CPU) or `fp16` (CUDA).
     #[serde(default)]
-    pub dtype: Option<String>,
+    pub dtype: Option<ComputeDtype>,
     /// Micro-batches of N flowing through the device segments concurrently.
     #[serde(default)]
     pub micro_batch: Option<usize>,
@@ -93,17 +93,18 @@ pub struct JobSpec {
     #[serde(default)]
     pub extra_model_paths: Option<PathBuf>,
     pub inputs: Inputs,
-    #[serde(default = "default_crop")]
-    pub crop: String,
-    #[serde(default = "default_batch")]
+    /// `center` (default) or `none`.
+    #[serde(default)]
+    pub crop: Crop,
+    #[serde(default = "default_batch_size")]
     pub batch_size: usize,
     /// Outputs to write (default: all the model has but `all_hidden_states`, written only
     /// when named).
     #[serde(default)]
     pub outputs: Vec<String>,
     /// `safetensors` (default) or `npy` (a folder of `.npy` files).
-    #[serde(default = "default_format")]
-    pub format: String,
+    #[serde(default)]
+    pub format: OutFormat,
     pub out: PathBuf,
     #[serde(default)]
     pub shard_size: Option<usize>,
@@ -111,7 +112,7 @@ pub struct JobSpec {
     pub resume: bool,
     #[serde(default)]
     pub strict: bool,
-    #[serde(default = "default_threads")]
+    #[serde(default = "default_decode_threads")]
     pub decode_threads: usize,
 }
 
@@ -249,7 +250,7 @@ impl JobSpec {
                 donor_device: self.donor_device.clone(),
                 expert_mode_allocations: self.expert_mode_allocations.clone(),
                 eject_models: self.eject_models,
-                donor_policy: self.donor_policy.parse::<DonorPolicy>()?,
+                donor_policy: self.donor_policy,
             },
             simulate_devices: self.simulate_devices.clone(),
             graphs_dir: self
@@ -258,10 +259,7 @@ impl JobSpec {
                 .map(|p| rel(base, p))
                 .or_else(|| settings.graphs_dir.clone()),
             granularity: Granularity::Blocks,
-            dtype: match &self.dtype {
-                Some(d) => d.parse()?,
-                None => Default::default(),
-            },
+            dtype: self.dtype.unwrap_or_default(),
             micro_batch: self.micro_batch,
             force_streamed: Vec::new(),
             model_folders: folders,
@@ -270,8 +268,6 @@ impl JobSpec {
 
     /// The encode job, paths made relative to `base`.
     pub fn encode_job(&self, base: &Path, settings: &RunSettings) -> Result<EncodeJob> {
-        let crop: Crop = self.crop.parse()?;
-        let format: OutFormat = self.format.parse()?;
         if self.inputs.images.is_empty() && self.inputs.pixels.is_none() {
             return Err(Error::invalid(
                 "inputs: give images (a list of files and folders) and/or pixels (a safetensors file)",
@@ -280,11 +276,11 @@ impl JobSpec {
         Ok(EncodeJob {
             images: self.inputs.images.iter().map(|p| rel(base, p)).collect(),
             pixels: self.inputs.pixels.as_ref().map(|p| rel(base, p)),
-            crop,
+            crop: self.crop,
             batch_size: self.batch_size,
             outputs: self.outputs.clone(),
             out: rel(base, &self.out),
-            format,
+            format: self.format,
             shard_size: self.shard_size,
             resume: self.resume,
             strict: self.strict,
@@ -517,5 +513,78 @@ mod tests {
         let jobs = parse(ok, Path::new("r.yaml")).unwrap();
         assert_eq!(jobs.len(), 1);
         assert_eq!(jobs[0].clip_vision, "m");
+    }
+
+    #[test]
+    fn bad_values_have_line_column_and_the_valid_choices() {
+        let job = "clip_vision: m\ninputs: {images: [a.png]}\nout: o\n";
+        let cases = [
+            (
+                "crop: middle\n",
+                "4:7",
+                ["\"middle\"", "\"center\", \"none\""],
+            ),
+            ("dtype: int4\n", "4:8", ["\"int4\"", "fp32, int8, fp16"]),
+            (
+                "donor_policy: run\n",
+                "4:15",
+                ["\"run\"", "\"stream\" and \"execute\""],
+            ),
+            (
+                "format: parquet\n",
+                "4:9",
+                ["\"parquet\"", "\"safetensors\", \"npy\""],
+            ),
+        ];
+        for (line, at, parts) in cases {
+            let e = parse(&format!("{job}{line}"), Path::new("r.yaml")).unwrap_err();
+            assert!(e.message().starts_with(&format!("r.yaml:{at}: ")), "{e}");
+            for p in parts {
+                assert!(e.message().contains(p), "{p} missing: {e}");
+            }
+        }
+        // In a job list too, where the error also names the other bad jobs.
+        let text = "jobs:\n  - clip_vision: m\n    inputs: {images: [a]}\n    out: o\n    dtype: half\n\
+                    \n  - name: second\n    clip_vision: m\n    inputs: {images: [a]}\n    out: p\n    crop: wide\n\
+                    \n  - name: third\n    clip_vision: m\n    inputs: {images: [a]}\n    out: q\n    donor_policy: run\n";
+        let e = parse(text, Path::new("r.yaml")).unwrap_err();
+        assert!(e.message().starts_with("r.yaml:11:11: "), "{e}");
+        assert!(e.message().contains("crop: unknown value \"wide\""), "{e}");
+        assert!(
+            e.message()
+                .contains("third: donor_policy: donor policy \"run\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn values_parse_as_on_the_command_line_and_defaults_are_the_library_ones() {
+        let job = "clip_vision: m\ninputs: {images: [a.png]}\nout: o\n";
+        let d = &parse(job, Path::new("r.yaml")).unwrap()[0];
+        let opts = d
+            .load_options(Path::new("."), &RunSettings::default())
+            .unwrap();
+        let want = LoaderOptions::default();
+        assert_eq!(format!("{:?}", opts.loader), format!("{want:?}"));
+        assert_eq!(opts.dtype, ComputeDtype::default());
+        let ej = d
+            .encode_job(Path::new("."), &RunSettings::default())
+            .unwrap();
+        let def = EncodeJob::default();
+        assert_eq!(
+            (ej.crop, ej.format, ej.batch_size, ej.decode_threads),
+            (def.crop, def.format, def.batch_size, def.decode_threads)
+        );
+        let text = format!("{job}crop: none\ndtype: HALF\ndonor_policy: Execute\nformat: npy\n");
+        let s = &parse(&text, Path::new("r.yaml")).unwrap()[0];
+        assert_eq!(
+            (s.crop, s.dtype, s.donor_policy, s.format),
+            (
+                Crop::None,
+                Some(ComputeDtype::Fp16),
+                DonorPolicy::Execute,
+                OutFormat::Npy
+            )
+        );
     }
 }

@@ -120,6 +120,16 @@ impl FromStr for DonorPolicy {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for DonorPolicy {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        crate::error::deserialize_parsed(
+            d,
+            "a donor policy (\"stream\" or \"execute\")",
+            "donor_policy",
+        )
+    }
+}
+
 impl serde::Serialize for DonorPolicy {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         s.serialize_str(self.as_str())

@@ -13,7 +13,7 @@ pub use grammar::{parse_allocations, AllocEntry, AllocKind, Allocation, Amount};
 pub use inventory::{DeviceInfo, Inventory};
 pub use placement::{
     compute_device, plan, BlockSize, DeviceUse, LoaderOptions, Mode, PlacedBlock, Plan,
-    DEFAULT_VIRTUAL_VRAM_GB,
+    DEFAULT_BATCH_SIZE, DEFAULT_VIRTUAL_VRAM_GB,
 };
 pub use report::Segment;
 pub use units::{format_bytes, parse_bytes};

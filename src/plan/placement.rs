@@ -27,7 +27,9 @@ impl BlockSize {
     }
 }
 
-/// The loader's inputs that concern placement (contract §1).
+/// The loader's inputs that concern placement (contract §1). Its [`Default`] is the one
+/// definition of their defaults: the CLI's flags, YAML run files and the C ABI all take them
+/// from it.
 #[derive(Clone, Debug)]
 pub struct LoaderOptions {
     /// The compute device; `None` = `cuda:0` when the inventory has a GPU, else `cpu`.
@@ -45,6 +47,10 @@ pub struct LoaderOptions {
 
 /// `virtual_vram_gb` when the user does not set it (DisTorch2's default).
 pub const DEFAULT_VIRTUAL_VRAM_GB: f64 = 4.0;
+
+/// Images per forward pass when the caller does not say (CLI, YAML, C ABI); the fit check's
+/// activation reserve is sized for it.
+pub const DEFAULT_BATCH_SIZE: usize = 8;
 
 impl LoaderOptions {
     /// The `virtual_vram_gb` in effect: the user's, else the default.

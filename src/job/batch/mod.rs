@@ -23,6 +23,7 @@ use crate::job::{interrupt, output};
 use crate::loader::ClipVision;
 use crate::model::Model;
 use crate::paths::write_atomic;
+use crate::plan::DEFAULT_BATCH_SIZE;
 use crate::{Error, Result};
 use progress::Progress;
 pub use shard_index::{shard_name, RunIdentity, ShardEntry, ShardIndex, INDEX_FILE};
@@ -254,11 +255,11 @@ impl Default for ShardOptions {
         ShardOptions {
             out_dir: PathBuf::new(),
             shard_size: 1024,
-            batch_size: 8,
+            batch_size: DEFAULT_BATCH_SIZE,
             outputs: Vec::new(),
             resume: false,
             strict: false,
-            decode_threads: 2,
+            decode_threads: DEFAULT_DECODE_THREADS,
             model_label: String::new(),
             throttle: Duration::ZERO,
             progress: true,
@@ -482,6 +483,16 @@ pub enum OutFormat {
     Npy,
 }
 
+impl<'de> Deserialize<'de> for OutFormat {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        crate::error::deserialize_parsed(
+            d,
+            "an output format (\"safetensors\" or \"npy\")",
+            "format",
+        )
+    }
+}
+
 impl std::str::FromStr for OutFormat {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
@@ -494,6 +505,9 @@ impl std::str::FromStr for OutFormat {
         }
     }
 }
+
+/// Image decoder threads of sharded encoding when not set (CLI and YAML).
+pub const DEFAULT_DECODE_THREADS: usize = 2;
 
 /// One encode job, as the CLI and YAML runs describe it.
 #[derive(Clone, Debug)]
@@ -522,15 +536,15 @@ impl Default for EncodeJob {
         EncodeJob {
             images: Vec::new(),
             pixels: None,
-            crop: Crop::Center,
-            batch_size: 8,
+            crop: Crop::default(),
+            batch_size: DEFAULT_BATCH_SIZE,
             outputs: Vec::new(),
             out: PathBuf::new(),
             format: OutFormat::Safetensors,
             shard_size: None,
             resume: false,
             strict: false,
-            decode_threads: 2,
+            decode_threads: DEFAULT_DECODE_THREADS,
             throttle: Duration::ZERO,
             model_label: String::new(),
             progress: true,

@@ -1,0 +1,449 @@
+//! The command line's flags (clap definitions) and help texts.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use distorch_vision::export::{ComputeDtype, Granularity};
+use distorch_vision::image::Crop;
+use distorch_vision::job::batch::{OutFormat, DEFAULT_DECODE_THREADS};
+use distorch_vision::model::folders::ModelFolders;
+use distorch_vision::plan::{DonorPolicy, LoaderOptions, DEFAULT_BATCH_SIZE};
+use distorch_vision::Result;
+
+pub(crate) const ABOUT_LONG: &str = "\
+CLIP Vision encoders (the .safetensors files of ComfyUI's models/clip_vision) split into one
+ONNX Runtime session per block, placed across GPUs and the CPU by a DisTorch2 planner.";
+
+pub(crate) const LOGGING_HELP: &str = "\
+Logging (on stderr):
+  -v / -vv / -vvv     info / debug / trace;  -q errors only (no progress or summaries either)
+  DISTORCH_LOG=FILTER a tracing filter, e.g. `info` or `warn,distorch_vision=debug`
+  RUST_LOG=FILTER     used when DISTORCH_LOG is not set
+  Precedence: -v/-q, then DISTORCH_LOG, then RUST_LOG, then `warn,ort=error`. ONNX Runtime's own
+  messages (target `ort`) stay at warn or quieter unless the filter names `ort`, e.g.
+  DISTORCH_LOG=info,ort=info.
+
+Errors: exit status 1 and one `error: ...` line on stderr (2 for a bad command line). With --json
+the error is also printed on stdout as one object: {\"error\": {\"kind\": ..., \"message\": ...}}.
+
+Environment: COMFYUI_PATH (model folder root), ORT_DYLIB_PATH (ONNX Runtime library),
+DISTORCH_THREADS (CPU threads, default every core).";
+
+#[derive(Parser)]
+#[command(
+    name = "distorch-vision",
+    version,
+    about = "CLIP Vision encoders as per-block ONNX Runtime sessions, placed across GPUs and the CPU",
+    long_about = ABOUT_LONG,
+    after_help = LOGGING_HELP
+)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Command,
+    #[command(flatten)]
+    pub(crate) folders: FolderArgs,
+    #[command(flatten)]
+    pub(crate) verbosity: Verbosity,
+}
+
+/// -v / -q (global).
+#[derive(Args, Clone)]
+#[command(next_help_heading = "Logging")]
+pub(crate) struct Verbosity {
+    /// More log output on stderr: -v info, -vv debug, -vvv trace (wins over DISTORCH_LOG / RUST_LOG).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub(crate) verbose: u8,
+    /// Less output on stderr: errors only (no warnings, progress or summaries).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true, conflicts_with = "verbose")]
+    pub(crate) quiet: u8,
+}
+
+/// Where model names are looked up (contract §2.5).
+#[derive(Args, Clone)]
+#[command(next_help_heading = "Model folders")]
+pub(crate) struct FolderArgs {
+    /// ComfyUI folder whose models/clip_vision holds models (default: env COMFYUI_PATH).
+    #[arg(long, global = true)]
+    pub(crate) comfyui: Option<PathBuf>,
+    /// An extra_model_paths.yaml (default: <comfyui>/extra_model_paths.yaml when present).
+    #[arg(long, global = true)]
+    pub(crate) extra_model_paths: Option<PathBuf>,
+}
+
+impl FolderArgs {
+    pub(crate) fn folders(&self) -> ModelFolders {
+        ModelFolders::new(self.comfyui.clone(), self.extra_model_paths.clone())
+    }
+}
+
+#[derive(Args, Clone)]
+#[command(next_help_heading = "Runtime")]
+pub(crate) struct Common {
+    /// Root folder of exported graphs (default: graphs/ of the checkout, else ~/.cache/distorch-vision/graphs).
+    #[arg(long)]
+    pub(crate) graphs_dir: Option<PathBuf>,
+    /// Path of libonnxruntime.so.1.31.1 (default: ORT_DYLIB_PATH, the checkout's .runtime/, the onnxruntime Python package).
+    #[arg(long)]
+    pub(crate) ort_library: Option<PathBuf>,
+}
+
+/// The loader inputs of contract §1, with the same names.
+#[derive(Args, Clone)]
+#[command(next_help_heading = "Loader (placement across devices)")]
+pub(crate) struct LoaderArgs {
+    /// Compute device: `cpu` or `cuda:N` (default: cuda:0 when a GPU exists, else cpu).
+    #[arg(long)]
+    pub(crate) device: Option<String>,
+    /// GiB of weights to move off the compute device onto --donor-device (0.0–128.0) [default: 4].
+    #[arg(long, allow_negative_numbers = true)]
+    virtual_vram_gb: Option<f64>,
+    /// Where moved weights live.
+    #[arg(long, default_value_t = LoaderOptions::default().donor_device)]
+    pub(crate) donor_device: String,
+    /// Explicit allocation, e.g. `cuda:0,60%;cuda:1,30%;cpu,10%` or `cuda:0,4gb;cpu,*`.
+    #[arg(long, default_value_t = LoaderOptions::default().expert_mode_allocations)]
+    pub(crate) expert_mode_allocations: String,
+    /// Release other loaded models from the compute device first (true/false).
+    #[arg(long, default_value_t = LoaderOptions::default().eject_models, action = clap::ArgAction::Set)]
+    pub(crate) eject_models: bool,
+    /// CPU-homed blocks on a GPU compute device: `stream` their weights, or `execute` on the CPU.
+    #[arg(long, default_value_t = LoaderOptions::default().donor_policy.to_string())]
+    pub(crate) donor_policy: String,
+    /// Replace the device inventory for planning: `cuda:0=24GiB,cuda:1=12GiB/10GiB,cpu=64GiB` (total[/free]).
+    #[arg(long)]
+    pub(crate) simulate_devices: Option<String>,
+}
+
+impl LoaderArgs {
+    pub(crate) fn options(&self) -> Result<LoaderOptions> {
+        Ok(LoaderOptions {
+            device: self.device.clone(),
+            virtual_vram_gb: self.virtual_vram_gb,
+            donor_device: self.donor_device.clone(),
+            expert_mode_allocations: self.expert_mode_allocations.clone(),
+            eject_models: self.eject_models,
+            donor_policy: self.donor_policy.parse::<DonorPolicy>()?,
+        })
+    }
+}
+
+#[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once
+pub(crate) enum Command {
+    /// List the devices this process sees (GPUs through the CUDA driver, and the CPU).
+    #[command(
+        after_help = "Examples:\n  distorch-vision devices\n  distorch-vision devices --json --simulate-devices cuda:0=24GiB,cuda:1=12GiB/10GiB"
+    )]
+    Devices {
+        /// Print the inventory and the CUDA provider's status as one JSON object.
+        #[arg(long)]
+        json: bool,
+        /// Show a simulated inventory instead: `cuda:0=24GiB,cuda:1=12GiB/10GiB,cpu=64GiB` (total[/free]).
+        #[arg(long, value_name = "SPEC")]
+        simulate_devices: Option<String>,
+    },
+    /// Plan a model's placement across devices (reads only the header and config).
+    #[command(
+        after_help = "Examples:\n  distorch-vision plan --model clip_vision_h.safetensors --comfyui ~/ComfyUI\n  distorch-vision plan --model m.safetensors --expert-mode-allocations 'cuda:0,60%;cpu,*' --simulate-devices cuda:0=8GiB"
+    )]
+    Plan {
+        /// The model: a .safetensors path, or a name in the model folders (see `models`).
+        #[arg(long, value_name = "NAME|PATH", visible_aliases = ["clip-vision", "clip-name"])]
+        model: String,
+        #[command(flatten)]
+        loader: LoaderArgs,
+        /// Print the plan as JSON (contract §5.4) instead of a table.
+        #[arg(long, help_heading = "Output")]
+        json: bool,
+    },
+    /// Show a model's family, configuration, dtypes and blocks.
+    #[command(
+        after_help = "Example:\n  distorch-vision inspect --model sigclip_vision_patch14_384.safetensors --comfyui ~/ComfyUI"
+    )]
+    Inspect {
+        /// The model: a .safetensors path, or a name in the model folders (see `models`).
+        #[arg(long, value_name = "NAME|PATH", visible_aliases = ["clip-vision", "clip-name"])]
+        model: String,
+        /// Print everything as one JSON object.
+        #[arg(long, help_heading = "Output")]
+        json: bool,
+    },
+    /// Write one ONNX graph per block (and a manifest) for a model.
+    #[command(
+        after_help = "Example:\n  distorch-vision export --model clip_vision_h.safetensors --out /tmp/vit-h-graphs"
+    )]
+    Export {
+        /// The model: a .safetensors path, or a name in the model folders (see `models`).
+        #[arg(long, value_name = "NAME|PATH", visible_aliases = ["clip-vision", "clip-name"])]
+        model: String,
+        /// Output folder (default: <graphs-dir>/<model-id>/).
+        #[arg(long, help_heading = "Output")]
+        out: Option<PathBuf>,
+        /// `blocks` (default) or `whole` (also one whole-model graph).
+        #[arg(long, default_value_t = Granularity::default(), help_heading = "Output")]
+        granularity: Granularity,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Encode images (or preprocessed pixels) into embeddings; sharded with --shard-size or a folder --out.
+    #[command(
+        after_help = "Examples:\n  distorch-vision encode --model clip_vision_h --comfyui ~/ComfyUI --images photos/ --out emb.safetensors\n  distorch-vision encode --model m.safetensors --images photos/ --out shards/ --shard-size 1024 --resume\n  distorch-vision encode --model m.safetensors --pixels px.safetensors --out emb.safetensors --outputs image_embeds --json"
+    )]
+    Encode(EncodeArgs),
+    /// Decode and preprocess images into one NCHW `pixel_values` tensor (safetensors).
+    #[command(
+        after_help = "Example:\n  distorch-vision preprocess --model m.safetensors --images photos/ --out px.safetensors\n  distorch-vision encode --model m.safetensors --pixels px.safetensors --out emb.safetensors"
+    )]
+    Preprocess {
+        /// The model whose image size and mean/std to use: a path, or a name in the model folders.
+        #[arg(long, value_name = "NAME|PATH", visible_aliases = ["clip-vision", "clip-name"])]
+        model: String,
+        /// Image files and folders (folders expand recursively, sorted).
+        #[arg(long, num_args = 1.., required = true)]
+        images: Vec<PathBuf>,
+        /// `center` (default) or `none` (stretch).
+        #[arg(long, default_value_t = Crop::default())]
+        crop: Crop,
+        /// Output safetensors file holding `pixel_values` [N,3,S,S] f32 (input of `encode --pixels`;
+        /// sources and preprocessing in its metadata).
+        #[arg(long)]
+        out: PathBuf,
+        /// Abort on an unreadable image instead of skipping it (and listing it).
+        #[arg(long)]
+        strict: bool,
+    },
+    /// Run the jobs of a YAML file in order, after checking them all (see examples/).
+    #[command(
+        after_help = "Examples:\n  distorch-vision run examples/encode_folder.yaml\n  distorch-vision run examples/multi_job.yaml --json"
+    )]
+    Run {
+        /// The YAML run file: one job (a mapping) or `jobs: [...]`; paths in it are relative to it.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// Print one JSON object on stdout: {"jobs": [{"job", "encoded", ...}]}.
+        #[arg(long, help_heading = "Output")]
+        json: bool,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// List the clip_vision models in the model folders (--comfyui, COMFYUI_PATH, extra_model_paths.yaml).
+    ///
+    /// Only files that look like a vision tower are listed (read from the header), with their
+    /// family. When none is found, the folders searched are named and the exit status is 1.
+    #[command(
+        after_help = "Examples:\n  distorch-vision models --comfyui ~/ComfyUI\n  distorch-vision models --extra-model-paths ~/ComfyUI/extra_model_paths.yaml --json"
+    )]
+    Models {
+        /// Print {"folders", "searched", "models", "skipped"} as JSON (models with name, path, bytes, family).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Throughput of the block pipeline against one whole-model session on the same weights.
+    #[command(
+        after_help = "Example:\n  distorch-vision bench --model m.safetensors --device cpu --batch-size 8 --iters 5"
+    )]
+    Bench(BenchArgs),
+}
+
+/// Options of the GPU path.
+#[derive(Args, Clone)]
+#[command(next_help_heading = "GPU")]
+pub(crate) struct GpuArgs {
+    /// Cut the images into micro-batches of N that flow through the device segments concurrently.
+    #[arg(long)]
+    pub(crate) micro_batch: Option<usize>,
+}
+
+/// Flags of `encode`.
+#[derive(Args)]
+pub(crate) struct EncodeArgs {
+    /// The model: a .safetensors path, or a name in the model folders (see `models`).
+    #[arg(long, value_name = "NAME|PATH", visible_aliases = ["clip-vision", "clip-name"])]
+    pub(crate) model: String,
+    /// Image files and folders (folders expand recursively, sorted).
+    #[arg(long, num_args = 1.., conflicts_with = "pixels", required_unless_present = "pixels", help_heading = "Input")]
+    pub(crate) images: Vec<PathBuf>,
+    /// A safetensors file with one NCHW f32 tensor, used as is.
+    #[arg(long, help_heading = "Input")]
+    pub(crate) pixels: Option<PathBuf>,
+    /// `center` (default) or `none` (stretch).
+    #[arg(long, default_value_t = Crop::default(), help_heading = "Input")]
+    pub(crate) crop: Crop,
+    /// Output file (or, with --format npy, a folder), or a folder of shards (sharded mode).
+    #[arg(long, help_heading = "Output")]
+    pub(crate) out: PathBuf,
+    /// `safetensors`, or `npy`: --out x.npy writes one .npy (one output; row sources in
+    /// x.sources.json), another --out a folder of <output>.npy and sources.json.
+    /// Default: npy when --out ends in .npy, else safetensors.
+    #[arg(long, help_heading = "Output")]
+    pub(crate) format: Option<OutFormat>,
+    /// Comma-separated outputs (default: all the model has but all_hidden_states, which is
+    /// computed only when named here).
+    #[arg(long, value_delimiter = ',', help_heading = "Output")]
+    pub(crate) outputs: Vec<String>,
+    /// Print the summary as one JSON object on stdout (encoded, skipped, outputs, seconds, ...).
+    #[arg(long, help_heading = "Output")]
+    pub(crate) json: bool,
+    /// Rows per shard; turns on sharded mode (--out is then a folder).
+    #[arg(long, help_heading = "Sharded mode")]
+    pub(crate) shard_size: Option<usize>,
+    /// Sharded mode: skip images already in finished shards of --out (same model, outputs, crop and dtype).
+    #[arg(long, help_heading = "Sharded mode")]
+    pub(crate) resume: bool,
+    /// Abort on an unreadable image instead of skipping it (and listing it).
+    #[arg(long, help_heading = "Input")]
+    pub(crate) strict: bool,
+    /// Sharded mode: image decoder threads.
+    #[arg(long, default_value_t = DEFAULT_DECODE_THREADS, help_heading = "Sharded mode")]
+    pub(crate) decode_threads: usize,
+    /// Test hook: sleep this many milliseconds after each encoded batch.
+    #[arg(long, default_value_t = 0, hide = true)]
+    pub(crate) throttle_ms: u64,
+    #[command(flatten)]
+    pub(crate) loader: LoaderArgs,
+    /// Images per forward pass (more uses more activation memory).
+    #[arg(long, default_value_t = DEFAULT_BATCH_SIZE, help_heading = "Compute")]
+    pub(crate) batch_size: usize,
+    /// Test hook: run these blocks (comma-separated, or `all`) with their weights fed as inputs each pass.
+    #[arg(long, value_delimiter = ',', hide = true)]
+    pub(crate) stream_blocks: Vec<String>,
+    /// Compute precision: `fp32` (default, the reference), `int8` (CPU, approximate), `fp16` (for CUDA; runs on the CPU only to check results).
+    #[arg(long, default_value_t = ComputeDtype::default(), help_heading = "Compute")]
+    pub(crate) dtype: ComputeDtype,
+    #[command(flatten)]
+    pub(crate) common: Common,
+    #[command(flatten)]
+    pub(crate) gpu: GpuArgs,
+}
+
+/// Flags of `bench`.
+#[derive(Args)]
+pub(crate) struct BenchArgs {
+    /// The model: a .safetensors path, or a name in the model folders (see `models`).
+    #[arg(long, value_name = "NAME|PATH", visible_aliases = ["clip-vision", "clip-name"])]
+    pub(crate) model: String,
+    #[command(flatten)]
+    pub(crate) loader: LoaderArgs,
+    /// Images per timed batch.
+    #[arg(long, default_value_t = DEFAULT_BATCH_SIZE, help_heading = "Benchmark")]
+    pub(crate) batch_size: usize,
+    /// Timed iterations after one warm-up batch (the median is reported).
+    #[arg(long, default_value_t = 5, help_heading = "Benchmark")]
+    pub(crate) iters: usize,
+    /// Skip the whole-model session (no split-overhead ratio).
+    #[arg(long, help_heading = "Benchmark")]
+    pub(crate) no_whole: bool,
+    /// Print the report as JSON.
+    #[arg(long, help_heading = "Output")]
+    pub(crate) json: bool,
+    /// Compute precision: `fp32` (default, the reference), `int8` (CPU, approximate), `fp16` (for CUDA; runs on the CPU only to check results).
+    #[arg(long, default_value_t = ComputeDtype::default(), help_heading = "Benchmark")]
+    pub(crate) dtype: ComputeDtype,
+    #[command(flatten)]
+    pub(crate) common: Common,
+    #[command(flatten)]
+    pub(crate) gpu: GpuArgs,
+}
+
+impl Command {
+    /// Whether the user asked for JSON output.
+    pub(crate) fn json(&self) -> bool {
+        match self {
+            Command::Devices { json, .. }
+            | Command::Plan { json, .. }
+            | Command::Inspect { json, .. }
+            | Command::Run { json, .. }
+            | Command::Models { json } => *json,
+            Command::Encode(e) => e.json,
+            Command::Bench(b) => b.json,
+            Command::Export { .. } | Command::Preprocess { .. } => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_flag_and_verb_is_described_and_every_verb_has_an_example() {
+        let cli = Cli::command();
+        let mut missing = Vec::new();
+        for sub in cli.get_subcommands() {
+            if sub.get_name() == "help" {
+                continue;
+            }
+            if sub.get_about().is_none() {
+                missing.push(format!("{}: no description", sub.get_name()));
+            }
+            let example = sub.get_after_help().map(|h| h.to_string());
+            if !example.is_some_and(|h| h.contains("distorch-vision ")) {
+                missing.push(format!("{}: no example", sub.get_name()));
+            }
+            for arg in sub.get_arguments() {
+                let builtin = matches!(arg.get_id().as_str(), "help" | "version");
+                if !arg.is_hide_set() && !builtin && arg.get_help().is_none() {
+                    missing.push(format!("{} {}: no help", sub.get_name(), arg.get_id()));
+                }
+            }
+        }
+        assert!(missing.is_empty(), "{missing:#?}");
+    }
+
+    #[test]
+    fn loader_flags_default_to_the_library_defaults() {
+        let cli = Cli::try_parse_from(["distorch-vision", "plan", "--model", "m"]).unwrap();
+        let Command::Plan { loader, .. } = cli.command else {
+            panic!("not plan")
+        };
+        let (got, want) = (loader.options().unwrap(), LoaderOptions::default());
+        assert_eq!(format!("{got:?}"), format!("{want:?}"));
+        // The one default a doc comment spells out (an unset flag must stay `None`).
+        let plan = Cli::command();
+        let plan = plan.find_subcommand("plan").unwrap();
+        let vram = plan
+            .get_arguments()
+            .find(|a| a.get_id() == "virtual_vram_gb")
+            .unwrap();
+        let help = vram.get_help().unwrap().to_string();
+        let default = format!(
+            "[default: {}]",
+            distorch_vision::plan::DEFAULT_VIRTUAL_VRAM_GB
+        );
+        assert!(help.contains(&default), "{help}");
+    }
+
+    #[test]
+    fn encode_and_bench_defaults_are_the_library_defaults() {
+        let cli = Cli::try_parse_from([
+            "distorch-vision",
+            "encode",
+            "--model",
+            "m",
+            "--images",
+            "a",
+            "--out",
+            "o",
+        ])
+        .unwrap();
+        let Command::Encode(e) = cli.command else {
+            panic!("not encode")
+        };
+        let job = distorch_vision::job::batch::EncodeJob::default();
+        assert_eq!(
+            (e.batch_size, e.decode_threads, e.crop, e.dtype),
+            (
+                job.batch_size,
+                job.decode_threads,
+                job.crop,
+                ComputeDtype::default()
+            )
+        );
+        let cli = Cli::try_parse_from(["distorch-vision", "bench", "--model", "m"]).unwrap();
+        let Command::Bench(b) = cli.command else {
+            panic!("not bench")
+        };
+        assert_eq!(b.batch_size, DEFAULT_BATCH_SIZE);
+    }
+}

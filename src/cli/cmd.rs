@@ -1,0 +1,266 @@
+//! What each verb does: one `cmd_*` function per verb, which calls the library and prints.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use distorch_vision::export::{self, Granularity};
+use distorch_vision::image::Crop;
+use distorch_vision::job::batch::{self, EncodeJob, OutFormat};
+use distorch_vision::job::{out_guard, yaml};
+use distorch_vision::loader::{inventory, plan_model, resolve_model_in, ClipVision, LoadOptions};
+use distorch_vision::model::folders::ModelFolders;
+use distorch_vision::model::Model;
+use distorch_vision::{Error, ErrorKind, Result};
+
+use super::args::{BenchArgs, Common, EncodeArgs, LoaderArgs};
+use super::print;
+
+/// Points the runtime at `--ort-library` when given.
+pub(crate) fn setup(common: &Common) -> Result<()> {
+    if let Some(p) = &common.ort_library {
+        distorch_vision::runtime::set_library_path(p)?;
+    }
+    Ok(())
+}
+
+/// `devices`: the inventory and the CUDA provider's status.
+pub(crate) fn cmd_devices(json: bool, simulate_devices: Option<&str>) -> Result<()> {
+    let inv = inventory(simulate_devices)?;
+    // gpu: the CUDA provider's status (usable, or why not) beside the inventory.
+    let cuda = distorch_vision::runtime::gpu::provider_status();
+    if json {
+        // {"devices": [...inventory...], "cuda_provider": {...}}
+        print::json(&serde_json::json!({"devices": inv.to_json(), "cuda_provider": cuda}));
+    } else {
+        print!("{}", inv.render_table());
+        println!("{}", cuda.render_line());
+    }
+    Ok(())
+}
+
+/// `plan`: a model's placement, as a table or JSON.
+pub(crate) fn cmd_plan(
+    model: &str,
+    loader: &LoaderArgs,
+    json: bool,
+    folders: &ModelFolders,
+) -> Result<()> {
+    let m = Model::open(&resolve_model_in(model, folders)?)?;
+    let inv = inventory(loader.simulate_devices.as_deref())?;
+    let p = plan_model(&m, &loader.options()?, &inv)?;
+    if json {
+        print::json(&p.to_json());
+    } else {
+        print!("{}", p.render_table());
+    }
+    Ok(())
+}
+
+/// `inspect`: a model's family, configuration, dtypes and blocks.
+pub(crate) fn cmd_inspect(model: &str, json: bool, folders: &ModelFolders) -> Result<()> {
+    let m = Model::open(&resolve_model_in(model, folders)?)?;
+    if json {
+        print::json(&print::inspect_json(&m));
+    } else {
+        print::inspect_text(&m);
+    }
+    Ok(())
+}
+
+/// `export`: one ONNX graph per block (or reuse an existing export).
+pub(crate) fn cmd_export(
+    model: &str,
+    out: Option<&Path>,
+    granularity: Granularity,
+    common: &Common,
+    folders: &ModelFolders,
+) -> Result<()> {
+    setup(common)?;
+    let m = Model::open(&resolve_model_in(model, folders)?)?;
+    let t = Instant::now();
+    let e = export::export(&m, out, common.graphs_dir.as_deref(), granularity)?;
+    let n = e.manifest.blocks.len();
+    if e.reused {
+        println!(
+            "reused the existing export of {n} blocks in {} ({:.2} s)",
+            e.dir.display(),
+            t.elapsed().as_secs_f64()
+        );
+    } else {
+        println!(
+            "exported {n} blocks to {} in {:.2} s",
+            e.dir.display(),
+            t.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
+/// `encode`: images or pixels into embeddings (one file, or shards).
+pub(crate) fn cmd_encode(a: EncodeArgs, folders: ModelFolders, quiet: bool) -> Result<()> {
+    setup(&a.common)?;
+    let format = a.format.unwrap_or(
+        if a.out
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("npy"))
+        {
+            OutFormat::Npy
+        } else {
+            OutFormat::Safetensors
+        },
+    );
+    let job = EncodeJob {
+        images: a.images,
+        pixels: a.pixels,
+        crop: a.crop,
+        batch_size: a.batch_size,
+        outputs: a.outputs,
+        out: a.out,
+        format,
+        shard_size: a.shard_size,
+        resume: a.resume,
+        strict: a.strict,
+        decode_threads: a.decode_threads,
+        throttle: Duration::from_millis(a.throttle_ms),
+        model_label: a.model.clone(),
+        progress: !quiet,
+    };
+    if !job.is_sharded() && a.resume {
+        return Err(Error::invalid(
+            "--resume applies to sharded encoding (--shard-size N, or --out FOLDER)",
+        ));
+    }
+    let cv = ClipVision::load(&LoadOptions {
+        clip_vision: a.model,
+        loader: a.loader.options()?,
+        simulate_devices: a.loader.simulate_devices.clone(),
+        graphs_dir: a.common.graphs_dir.clone(),
+        granularity: Granularity::Blocks,
+        force_streamed: a.stream_blocks,
+        model_folders: folders,
+        dtype: a.dtype,
+        micro_batch: a.gpu.micro_batch,
+    })?;
+    let summary = batch::run_encode(&cv, &job)?;
+    if a.json {
+        print::json(&summary);
+    } else if !quiet {
+        eprintln!("{summary}");
+    }
+    Ok(())
+}
+
+/// `preprocess`: images into one `pixel_values` safetensors file.
+pub(crate) fn cmd_preprocess(
+    model: &str,
+    images: &[PathBuf],
+    crop: Crop,
+    out: &Path,
+    strict: bool,
+    folders: &ModelFolders,
+    quiet: bool,
+) -> Result<()> {
+    if out
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("npy"))
+    {
+        return Err(Error::invalid(format!(
+            "--out {}: preprocess writes safetensors (what encode --pixels reads); name it .safetensors",
+            out.display()
+        )));
+    }
+    let m = Model::open(&resolve_model_in(model, folders)?)?;
+    // Never over the model, an input, or a file this program did not write.
+    let protected = out_guard::protected(m.path(), None, images);
+    out_guard::check_targets(&[out.to_path_buf()], &protected, None)?;
+    let spec = batch::preprocess_spec(&m, crop);
+    let (px, sources, skipped) = if strict {
+        let (px, src) = batch::preprocess_inputs(images, &spec)
+            .map_err(|e| e.context("--strict: stopping at an unreadable image"))?;
+        (px, src, Vec::new())
+    } else {
+        batch::preprocess_inputs_skipping(images, &spec)?
+    };
+    batch::print_skipped(&skipped);
+    batch::write_pixels(out, &px, &sources, model, &spec)?;
+    if !quiet {
+        eprintln!(
+            "preprocessed {} images into {} (pixel_values {:?}){}",
+            sources.len(),
+            out.display(),
+            px.shape(),
+            if skipped.is_empty() {
+                String::new()
+            } else {
+                format!("; {} skipped", skipped.len())
+            }
+        );
+    }
+    Ok(())
+}
+
+/// `run`: the jobs of a YAML file.
+pub(crate) fn cmd_run(
+    file: &Path,
+    json: bool,
+    common: &Common,
+    folders: ModelFolders,
+    quiet: bool,
+) -> Result<()> {
+    setup(common)?;
+    let settings = yaml::RunSettings {
+        graphs_dir: common.graphs_dir.clone(),
+        model_folders: folders,
+        progress: !quiet,
+        ..Default::default()
+    };
+    let results = yaml::run_file(file, &settings)?;
+    if json {
+        print::json(&serde_json::json!({ "jobs": results }));
+    } else if !quiet {
+        for r in &results {
+            eprintln!("{r}");
+        }
+    }
+    Ok(())
+}
+
+/// `models`: the vision towers in the model folders; none found is an error.
+pub(crate) fn cmd_models(json: bool, folders: &ModelFolders, quiet: bool) -> Result<()> {
+    let listing = folders.listing()?;
+    if listing.models.is_empty() {
+        return Err(Error::new(ErrorKind::NotFound, listing.nothing_found()));
+    }
+    if json {
+        print::json(&listing.to_json());
+    } else {
+        print::models_table(&listing, quiet);
+    }
+    Ok(())
+}
+
+/// `bench`: the block pipeline against one whole-model session.
+pub(crate) fn cmd_bench(b: BenchArgs) -> Result<()> {
+    setup(&b.common)?;
+    let opts = LoadOptions {
+        clip_vision: b.model.clone(),
+        loader: b.loader.options()?,
+        simulate_devices: b.loader.simulate_devices.clone(),
+        graphs_dir: b.common.graphs_dir.clone(),
+        dtype: b.dtype,
+        ..Default::default()
+    };
+    let r = distorch_vision::bench::run_micro(
+        &opts,
+        b.batch_size,
+        b.iters,
+        !b.no_whole,
+        b.gpu.micro_batch,
+    )?;
+    if b.json {
+        print::json(&r);
+    } else {
+        print::bench_report(&r);
+    }
+    Ok(())
+}
