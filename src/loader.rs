@@ -246,6 +246,7 @@ impl ClipVision {
             micro_batch: opts.micro_batch,
             pipeline: RwLock::new(Some(Arc::new(pipeline))),
         });
+        crate::runtime::env::on_shutdown_release(release_all_sessions);
         let mut reg = registry();
         reg.retain(|w| w.strong_count() > 0);
         reg.push(Arc::downgrade(&shared));
@@ -364,7 +365,7 @@ fn load_inventory(simulate: Option<&str>) -> Result<Inventory> {
     Ok(inv)
 }
 
-/// Releases the sessions of every loaded model (for `runtime::env::shutdown`). An encode
+/// Releases the sessions of every loaded model (registered with `runtime::env::shutdown`). An encode
 /// running on another thread keeps its sessions until it returns.
 pub(crate) fn release_all_sessions() {
     let all: Vec<Arc<Shared>> = registry().iter().filter_map(Weak::upgrade).collect();

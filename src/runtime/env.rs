@@ -20,6 +20,9 @@ static EXPLICIT: Mutex<Option<PathBuf>> = Mutex::new(None);
 /// unloaded (the `ort` crate keeps it), so it outlives any one environment.
 static LIBRARY: OnceLock<PathBuf> = OnceLock::new();
 static STATE: Mutex<State> = Mutex::new(State::NotStarted);
+/// Releases every session built on the environment; [`shutdown`] calls it first. Set by
+/// the owner of the sessions (the loader's registry), so the runtime does not reach up into it.
+static RELEASE_SESSIONS: OnceLock<fn()> = OnceLock::new();
 
 enum State {
     /// No environment yet. A failed creation stays here: after a wrong path, a later call
@@ -120,10 +123,19 @@ pub fn is_shut_down() -> bool {
 /// An encode still running on another thread keeps its sessions, and so the environment,
 /// until it returns. Safe to call more than once, and before anything was loaded.
 pub fn shutdown() {
-    crate::loader::release_all_sessions();
+    if let Some(release) = RELEASE_SESSIONS.get() {
+        release();
+    }
     let released = std::mem::replace(&mut *state(), State::ShutDown);
     // Dropped outside the lock: ReleaseEnv joins the pool's threads.
     drop(released);
+}
+
+/// Names the function that releases every session; [`shutdown`] calls it before the
+/// environment goes, as ONNX Runtime wants sessions released before their environment. The
+/// first registration wins (there is one session owner per process).
+pub fn on_shutdown_release(release: fn()) {
+    let _ = RELEASE_SESSIONS.set(release);
 }
 
 /// Registers [`shutdown`] to run at process exit, or when this library is unloaded.
