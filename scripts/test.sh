@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Runs every test on a fresh machine: installs the ONNX Runtime library (scripts/setup.sh) and
 # valgrind (tests/valgrind.rs runs the hosts under memcheck), then the Rust unit and
-# integration tests (which also run the exported graphs through the stock onnxruntime Python
-# package, and the C and Python plugin hosts), then the Python package and ComfyUI node tests
-# (pytest) in a virtual environment made from python/requirements-test.txt and cached in
-# ~/.cache/distorch-vision/venv-<hash>.
+# integration tests (one `integration` binary from tests/integration/, plus one binary for each
+# tests/*.rs that needs a process of its own; they also run the exported graphs through the
+# stock onnxruntime Python package, and the C and Python plugin hosts), then the Python package
+# and ComfyUI node tests (pytest) in a virtual environment made from
+# python/requirements-test.txt and cached in ~/.cache/distorch-vision/venv-<hash>.
 #
 # The Python tests load the debug library and CLI that `cargo test` has just built (no second,
 # optimised compile of the crate: the tests check results, and ONNX Runtime does the math).

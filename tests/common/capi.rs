@@ -1,5 +1,6 @@
 //! Shared by the `capi_*` tests: loads the built plugin the way a host would (libloading,
-//! the library name from plugin.toml) and wraps the C functions. A test uses it with
+//! the library name from plugin.toml) and wraps the C functions. A module of the `integration`
+//! binary uses it with `use crate::common::capi::*;`, a test binary of its own with
 //! `mod common;` and `use common::capi::*;` (the paths and fixtures come from `common`).
 
 use std::ffi::{c_char, CStr, CString};

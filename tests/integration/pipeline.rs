@@ -2,9 +2,7 @@
 //! references, the streamed (weights-as-inputs) variant, export reuse, and the exported
 //! graphs run by the stock onnxruntime Python package alone.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use distorch_vision::loader::{ClipVision, LoadOptions};
 use distorch_vision::plan::LoaderOptions;
 

@@ -2,9 +2,7 @@
 //! machine without a driver, fp16 graphs on the CPU (with a warning), and the micro-batch runner's
 //! threading machinery (segments on the CPU give the same outputs as the plain runner).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use distorch_vision::loader::{ClipVision, LoadOptions};
 use distorch_vision::plan::LoaderOptions;
 use std::process::Output;

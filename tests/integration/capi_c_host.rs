@@ -2,12 +2,10 @@
 //! runs it on fixtures: it dlopen()s the plugin, encodes, compares with expected values and
 //! checks the misuse paths (see the C file).
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::capi::*;
+use crate::common::capi::*;
 
 fn write_f32(path: &Path, values: &[f32]) {
     let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();

@@ -1,10 +1,8 @@
 //! YAML run files: the shipped examples, equality with the CLI, located errors.
 
-mod common;
-
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 
 fn run_yaml(path: &Path) -> std::process::Output {
     run(bin().arg("run").arg(path))

@@ -1,12 +1,10 @@
 //! scripts/encode_with_plugin.py (ctypes) drives the plugin: with numpy (from the
 //! checkout's .runtime/cpu) and without it, on a fixture's pixels; outputs match Hugging Face.
 
-mod common;
-
 use std::path::PathBuf;
 use std::process::Command;
 
-use common::capi::*;
+use crate::common::capi::*;
 
 fn run_script(model: &str, out: &PathBuf, with_numpy: bool) -> std::process::Output {
     let dir = fixture(model);

@@ -1,11 +1,9 @@
 //! `dv_preprocess_encoded`: image file bytes → the pixels the CLI's `encode --images` makes
 //! (the Python Ray encoder's decoder), and its errors.
 
-mod common;
-
 use std::ffi::c_char;
 
-use common::capi::*;
+use crate::common::capi::*;
 use distorch_vision::image::Crop;
 use distorch_vision::job::batch::{preprocess_file, preprocess_spec};
 use distorch_vision::model::Model;

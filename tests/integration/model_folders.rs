@@ -1,11 +1,9 @@
 //! Model names resolved against model folders (contract §2.5): `--comfyui`, `COMFYUI_PATH`,
 //! `extra_model_paths.yaml` with `base_path`, `~`, env vars, `|` lists and `is_default`.
 
-mod common;
-
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 
 fn place(dst: &Path) {
     std::fs::create_dir_all(dst.parent().unwrap()).unwrap();

@@ -1,11 +1,9 @@
 //! `dv_model_plan_text` and `dv_model_outputs_json`: what a host shows about a loaded model
 //! (the plan table it logs at load time, the outputs an encode returns by default).
 
-mod common;
-
 use std::ffi::c_char;
 
-use common::capi::*;
+use crate::common::capi::*;
 
 type StringFn = unsafe extern "C" fn(u64, *mut *mut c_char) -> Status;
 

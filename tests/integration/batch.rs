@@ -1,13 +1,11 @@
 //! Preprocessing and batch encoding through the CLI: `preprocess`, `encode --images`, sharded
 //! encoding with a run killed midway and resumed, unreadable images (skipped / `--strict`).
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use distorch_vision::image::Crop;
 use distorch_vision::job::batch::{preprocess_file, preprocess_spec, ShardIndex};
 use distorch_vision::model::{Model, SafeTensors};

@@ -2,11 +2,9 @@
 //! `config.json`, on header-only files in the real files' layouts; and the embed block of
 //! SigLIP so400m/14-384 (S = 384 is not a multiple of P = 14) run at its true size.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 /// DINOv2 in the original layout ComfyUI's clip_vision folder holds (no prefix).

@@ -2,12 +2,10 @@
 //! src/capi/, the declarations of distorch_vision.h, and plugin.toml's symbol list; checks
 //! the built library exports every listed symbol, and the node's inputs match contract §1.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use common::capi::*;
+use crate::common::capi::*;
 
 /// Every `.rs` file under `dir`, at any depth (a submodule folder must not hide an export).
 fn rust_files(dir: &Path) -> Vec<PathBuf> {

@@ -1,11 +1,9 @@
 //! `plan --json` on a header-only ViT-H/14 f16 file (a sparse file with a true header):
 //! the seed's examples, the report, and the errors.
 
-mod common;
-
 use std::path::PathBuf;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 /// Writes a sparse ViT-H/14 f16 safetensors file (1.26 GB apparent, a few KB on disk).

@@ -1,12 +1,10 @@
 //! Bad input of every kind gives a non-zero exit and one clear line on stderr: never a
 //! panic, a backtrace or a hang.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 
 /// Runs the binary under a 60 s timeout and checks the failure is one clean line.
 fn expect_error(args: &[&std::ffi::OsStr], needle: &str) {

@@ -1,12 +1,10 @@
 //! The C ABI driven as a host would: the built cdylib loaded with libloading, fixtures
 //! encoded and compared with the CLI and with Hugging Face's outputs; misuse; threads.
 
-mod common;
-
 use std::ffi::{c_char, CStr, CString};
 use std::process::Command;
 
-use common::capi::*;
+use crate::common::capi::*;
 
 #[test]
 fn versions_and_status_names() {
@@ -66,7 +64,7 @@ fn fixtures_match_the_cli_and_hugging_face() {
         let cli = read_safetensors(&out);
         // The defaults: on-request outputs (all_hidden_states) are checked by name elsewhere.
         let mut expected = read_safetensors(&dir.join("expected.safetensors"));
-        expected.retain(|t| !common::ON_REQUEST.contains(&t.0.as_str()));
+        expected.retain(|t| !crate::common::ON_REQUEST.contains(&t.0.as_str()));
 
         let mut got_sorted = got.clone();
         got_sorted.sort_by(|a, b| a.0.cmp(&b.0));

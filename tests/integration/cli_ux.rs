@@ -1,12 +1,10 @@
 //! What a person meets first: logging controls (-v/-q, DISTORCH_LOG, RUST_LOG, ONNX Runtime
 //! kept at warn), JSON summaries and JSON errors, and the wording of `export` and `bench`.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 
 /// `encode` of one image on the CPU, with the logging environment cleared first.
 fn encode(tmp: &Path, tweak: impl FnOnce(&mut Command)) -> std::process::Output {
