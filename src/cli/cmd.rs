@@ -173,7 +173,7 @@ pub(crate) fn cmd_preprocess(
     // Never over the model, an input, or a file this program did not write.
     let protected = out_guard::protected(m.path(), None, images);
     out_guard::check_targets(&[out.to_path_buf()], &protected, None)?;
-    let spec = batch::preprocess_spec(&m, crop);
+    let spec = m.config.preprocess_spec(crop);
     let (px, sources, skipped) = if strict {
         let (px, src) = batch::preprocess_inputs(images, &spec)
             .map_err(|e| e.context("--strict: stopping at an unreadable image"))?;

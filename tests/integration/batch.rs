@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::*;
 use distorch_vision::image::Crop;
-use distorch_vision::job::batch::{preprocess_file, preprocess_spec, ShardIndex};
+use distorch_vision::job::batch::{preprocess_file, ShardIndex};
 use distorch_vision::model::{Model, SafeTensors};
 
 fn clip() -> PathBuf {
@@ -75,7 +75,7 @@ fn preprocess_cli_equals_library_per_file_in_order() {
         assert_eq!(t.len(), 1);
         assert_eq!(t[0].0, "pixel_values");
         assert_eq!(t[0].1, vec![3, 3, 32, 32]);
-        let spec = preprocess_spec(&Model::open(&model).unwrap(), crop);
+        let spec = Model::open(&model).unwrap().config.preprocess_spec(crop);
         for (i, f) in files.iter().enumerate() {
             let want = preprocess_file(f, &spec).unwrap();
             assert_eq!(

@@ -5,7 +5,7 @@ use std::ffi::c_char;
 
 use crate::common::capi::*;
 use distorch_vision::image::Crop;
-use distorch_vision::job::batch::{preprocess_file, preprocess_spec};
+use distorch_vision::job::batch::preprocess_file;
 use distorch_vision::model::Model;
 
 type PreprocessFn =
@@ -50,7 +50,7 @@ fn equals_the_cli_preprocessing_and_names_bad_images() {
             )
         };
         assert_eq!(st, DV_OK, "{image}: {}", api.last_error());
-        let cli = preprocess_file(&path, &preprocess_spec(&m, crop)).unwrap();
+        let cli = preprocess_file(&path, &m.config.preprocess_spec(crop)).unwrap();
         assert_eq!(px, cli, "{image}");
     }
     let junk = b"not an image at all";

@@ -114,7 +114,7 @@ fn errors_name_line_and_column() {
         assert!(line.contains(what), "{i}: {err}");
         assert_eq!(err.lines().count(), 1, "{err}");
     }
-    // Values are checked when the job runs, naming the field.
+    // A bad typed value is refused when the file is read, naming the field and its valid choices.
     let p = tmp.join("crop.yaml");
     std::fs::write(
         &p,

@@ -21,19 +21,12 @@ use crate::image::{self, Crop, PreprocessSpec};
 use crate::job::summary::{self, EncodeSummary, OutputShape};
 use crate::job::{interrupt, output};
 use crate::loader::ClipVision;
-use crate::model::Model;
 use crate::paths::write_atomic;
 use crate::plan::DEFAULT_BATCH_SIZE;
 use crate::{Error, Result};
 use progress::Progress;
 pub use shard_index::{shard_name, RunIdentity, ShardEntry, ShardIndex, INDEX_FILE};
 use shard_writer::ShardWriter;
-
-/// The preprocessing a model wants (its image size and mean/std), with `crop`: the
-/// config's [`crate::model::VisionConfig::preprocess_spec`].
-pub fn preprocess_spec(model: &Model, crop: Crop) -> PreprocessSpec {
-    model.config.preprocess_spec(crop)
-}
 
 /// One file decoded and preprocessed to `3 × S × S` values. Errors name the file.
 pub fn preprocess_file(path: &Path, spec: &PreprocessSpec) -> Result<Vec<f32>> {
@@ -585,7 +578,7 @@ pub fn run_encode(cv: &ClipVision, job: &EncodeJob) -> Result<EncodeSummary> {
         return Err(Error::invalid("encode: give images or pixels as input"));
     }
     let t = Instant::now();
-    let spec = preprocess_spec(cv.model(), job.crop);
+    let spec = cv.model().config.preprocess_spec(job.crop);
     if job.format == OutFormat::Safetensors && is_npy_file(&job.out) {
         return Err(Error::invalid(format!(
             "out {} ends in .npy but the format is safetensors; choose format npy (--format npy), or a .safetensors name",
