@@ -45,17 +45,19 @@ for shape in $shapes; do
       echo "bench: $shape $dtype batch $batch" >&2
       ours="" ov="" torch=""
       for r in $(seq "$rounds"); do
-        ours+="$($bin bench --model "$dir/model.safetensors" --device cpu --batch-size "$batch" --iters "$iters" --json --graphs-dir "$work/graphs")"$'\n'
-        ov+="$("$py" scripts/bench_openvino.py "$dir" --batch-size "$batch" --iters "$iters" --threads "$threads" --bin "$bin" --json | tail -n 1)"$'\n'
-        torch+="$("$py" scripts/bench_torch.py "$dir" --batch-size "$batch" --iters "$iters" --threads "$threads" --json | tail -n 1)"$'\n'
+        ours+="$($bin bench --model "$dir/model.safetensors" --device cpu --batch-size "$batch" --iters "$iters" --json --graphs-dir "$work/graphs")"$'\n\x1e\n'
+        ov+="$("$py" scripts/bench_openvino.py "$dir" --batch-size "$batch" --iters "$iters" --threads "$threads" --bin "$bin" --json | tail -n 1)"$'\n\x1e\n'
+        torch+="$("$py" scripts/bench_torch.py "$dir" --batch-size "$batch" --iters "$iters" --threads "$threads" --json | tail -n 1)"$'\n\x1e\n'
       done
       OURS="$ours" OV="$ov" TORCH="$torch" SHAPE="$shape" DTYPE="$dtype" "$py" - >> BENCHMARKS.md <<'PY'
 import json, os, statistics
 def rows(k):
+    # One JSON document per round, one per line or pretty-printed over several (`bench --json`);
+    # a round whose tool printed no JSON gives None.
     out = []
-    for line in os.environ[k].splitlines():
+    for chunk in os.environ[k].split("\n\x1e\n")[:-1]:
         try:
-            out.append(json.loads(line))
+            out.append(json.loads(chunk))
         except Exception:
             out.append(None)
     return out

@@ -32,29 +32,37 @@ for f in "$a" "$b"; do
 done
 [ -f "$model" ] || { echo "bench_builds.sh: model $model not found" >&2; exit 2; }
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# Builds copied out of a checkout do not find its ONNX Runtime on their own.
+if [ -z "${ORT_DYLIB_PATH:-}" ] && [ -f "$root/.runtime/cpu/onnxruntime/capi/libonnxruntime.so.1.31.1" ]; then
+  export ORT_DYLIB_PATH="$root/.runtime/cpu/onnxruntime/capi/libonnxruntime.so.1.31.1"
+fi
 graphs=$(mktemp -d)
 trap 'rm -rf "$graphs"' EXIT
 echo "machine: $("$root/scripts/cpu_info.sh"); DISTORCH_THREADS=${DISTORCH_THREADS:-all cores}" >&2
-rows=""
 for r in $(seq "$rounds"); do
   # Separate graph folders: builds with different export formats must not share exports.
-  ja=$("$a" bench --model "$model" --device cpu --batch-size "$batch" --iters "$iters" --json --graphs-dir "$graphs/a")
-  jb=$("$b" bench --model "$model" --device cpu --batch-size "$batch" --iters "$iters" --json --graphs-dir "$graphs/b")
-  load=$(cut -d' ' -f1 /proc/loadavg)
-  rows+="$r	$load	$ja	$jb"$'\n'
+  "$a" bench --model "$model" --device cpu --batch-size "$batch" --iters "$iters" --json --graphs-dir "$graphs/a" > "$graphs/a-$r.json"
+  "$b" bench --model "$model" --device cpu --batch-size "$batch" --iters "$iters" --json --graphs-dir "$graphs/b" > "$graphs/b-$r.json"
+  cut -d' ' -f1 /proc/loadavg > "$graphs/load-$r"
+  echo "bench_builds: round $r of $rounds done" >&2
 done
-ROWS="$rows" python3 - <<'PY'
+DIR="$graphs" ROUNDS="$rounds" python3 - <<'PY'
 import json, os, statistics
-rows = [line.split("\t") for line in os.environ["ROWS"].splitlines() if line]
+d, n = os.environ["DIR"], int(os.environ["ROUNDS"])
+read = lambda name: json.load(open(os.path.join(d, name)))
 fig = {"A": [], "B": []}
-for r, load, ja, jb in rows:
-    a, b = json.loads(ja), json.loads(jb)
+for r in range(1, n + 1):
+    a, b = read(f"a-{r}.json"), read(f"b-{r}.json")
+    load = open(os.path.join(d, f"load-{r}")).read().strip()
     for k, j in (("A", a), ("B", b)):
-        fig[k].append((j["blocks"]["images_per_s"], (j["whole"] or {}).get("images_per_s"), j.get("split_ratio")))
-    print(f"round {r}: A blocks {a['blocks']['images_per_s']:.2f} img/s (blocks/whole {a.get('split_ratio') or float('nan'):.3f}), "
-          f"B blocks {b['blocks']['images_per_s']:.2f} img/s (blocks/whole {b.get('split_ratio') or float('nan'):.3f}); "
+        fig[k].append((j["blocks"]["images_per_s"], (j.get("whole") or {}).get("images_per_s"), j.get("split_ratio")))
+    ra, rb = a.get("split_ratio") or float("nan"), b.get("split_ratio") or float("nan")
+    print(f"round {r}: A blocks {a['blocks']['images_per_s']:.2f} img/s (blocks/whole {ra:.3f}), "
+          f"B blocks {b['blocks']['images_per_s']:.2f} img/s (blocks/whole {rb:.3f}); "
           f"B/A {b['blocks']['images_per_s'] / a['blocks']['images_per_s']:.3f}; load {load}")
-med = lambda v: statistics.median([x for x in v if x is not None]) if any(x is not None for x in v) else float("nan")
+def med(v):
+    v = [x for x in v if x is not None]
+    return statistics.median(v) if v else float("nan")
 for k in ("A", "B"):
     f = fig[k]
     print(f"median {k}: blocks {med([x[0] for x in f]):.2f} img/s, whole {med([x[1] for x in f]):.2f} img/s, blocks/whole {med([x[2] for x in f]):.3f}")
