@@ -10,7 +10,7 @@ use ndarray::ArrayView4;
 
 use crate::export::{self, ComputeDtype, Export, Granularity};
 use crate::model::folders::ModelFolders;
-use crate::model::{Model, VisionConfig};
+use crate::model::{BlockKind, Model, VisionConfig};
 use crate::plan::{self, BlockSize, Device, Inventory, LoaderOptions, Plan};
 use crate::runtime::{gpu, Outputs, Pipeline, StagePlan};
 use crate::{Error, ErrorKind, Result};
@@ -209,13 +209,21 @@ impl ClipVision {
         for d in plan.exec_devices() {
             gpu::check_usable(d)?;
         }
-        let forced = |name: &str| opts.force_streamed.iter().any(|b| b == name || b == "all");
+        // The test hook's block names are checked like any name from outside.
+        let layers = model.config.num_layers;
+        let mut forced_kinds = Vec::new();
+        for name in opts.force_streamed.iter().filter(|b| *b != "all") {
+            forced_kinds
+                .push(BlockKind::parse(name, layers).map_err(|e| e.context("stream_blocks"))?);
+        }
+        let all_forced = opts.force_streamed.iter().any(|b| b == "all");
+        let forced = |kind: BlockKind| all_forced || forced_kinds.contains(&kind);
         let stages: Vec<StagePlan> = plan
             .blocks
             .iter()
             .map(|b| StagePlan {
                 exec: b.exec,
-                streamed: b.home != b.exec || forced(&b.kind.name()),
+                streamed: b.home != b.exec || forced(b.kind),
             })
             .collect();
         if opts.dtype == ComputeDtype::Int8 && stages.iter().any(|s| s.streamed) {

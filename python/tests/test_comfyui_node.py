@@ -324,3 +324,40 @@ def test_outputs_survive_deepcopy(loader):
     assert dup.image_embeds is not out.image_embeds
     assert torch.equal(dup.image_embeds, out.image_embeds)
     assert dup.mm_projected is None and dup.image_sizes == out.image_sizes
+
+
+
+# ------------------------------------------------------------------------------ defaults in one place
+
+
+def test_every_front_end_takes_the_librarys_loader_defaults(loader):
+    """The loader defaults (contract §1) are defined once, in the library. plugin.toml declares
+    them to hosts (a Rust test ties it to the library); the Python API, the Ray entry point, the
+    node's widgets and its FUNCTION must agree with it, and with what dv_load_options_init fills
+    in, so a change there cannot leave one of them behind."""
+    import ctypes
+    import inspect
+    import tomllib
+
+    import distorch_vision
+    import distorch_vision.ray
+    from distorch_vision.library import LoadOptions, lib
+
+    manifest = tomllib.loads((ROOT / "plugin.toml").read_text())
+    inputs = {i["name"]: i for node in manifest["nodes"] for i in node["inputs"]}
+    declared = {k: inputs[k]["default"]
+                for k in ("virtual_vram_gb", "donor_device", "expert_mode_allocations", "eject_models")}
+    o = LoadOptions()
+    lib().check(lib().dv_load_options_init(ctypes.byref(o), ctypes.sizeof(o)), "dv_load_options_init")
+    assert o.virtual_vram_gb == declared["virtual_vram_gb"]
+    assert bool(o.eject_models) == declared["eject_models"]
+    functions = [("distorch_vision.load", distorch_vision.load),
+                 ("distorch_vision.ray.encode", distorch_vision.ray.encode),
+                 ("the node's FUNCTION", getattr(loader, type(loader).FUNCTION))]
+    for where, fn in functions:
+        params = inspect.signature(fn).parameters
+        for k, v in declared.items():
+            assert params[k].default == v, f"{where}: {k} defaults to {params[k].default!r}, plugin.toml says {v!r}"
+    widgets = type(loader).INPUT_TYPES()["optional"]
+    for k, v in declared.items():
+        assert widgets[k][1]["default"] == v, f"node widget {k}: {widgets[k][1]['default']!r}, plugin.toml {v!r}"

@@ -26,7 +26,7 @@ pub(crate) fn setup(common: &Common) -> Result<()> {
 /// `devices`: the inventory and the CUDA provider's status.
 pub(crate) fn cmd_devices(json: bool, simulate_devices: Option<&str>) -> Result<()> {
     let inv = inventory(simulate_devices)?;
-    // gpu: the CUDA provider's status (usable, or why not) beside the inventory.
+    // The CUDA provider's status (usable, or why not) beside the inventory.
     let cuda = distorch_vision::runtime::gpu::provider_status();
     if json {
         // {"devices": [...inventory...], "cuda_provider": {...}}

@@ -11,10 +11,11 @@
 use std::sync::mpsc;
 
 use ndarray::{ArrayD, ArrayView4, Axis};
+use ort::session::SessionInputValue;
 use ort::value::{DynValue, Tensor};
 
 use super::pipeline::{Outputs, Pipeline};
-use super::route::{assemble, Pass, Route};
+use super::route::{Pass, Route};
 use crate::model::BlockKind;
 use crate::{Error, Result};
 
@@ -46,32 +47,18 @@ fn segments(p: &Pipeline, active: &[usize], max_blocks: Option<usize>) -> Vec<Ve
 }
 
 fn step(p: &Pipeline, route: &Route, stage: usize, f: &mut Flight) -> Result<()> {
-    let missing = || Error::runtime("micro-batch state missing");
-    match p.stage_kind(stage) {
+    let pixels: Option<DynValue> = match p.stage_kind(stage) {
         BlockKind::Embed => {
             let px = f
                 .pixels
                 .take()
                 .ok_or_else(|| Error::runtime("micro-batch pixels missing"))?;
-            let input: DynValue = Tensor::from_array(px)?.into_dyn();
-            let e = p.run_stage(stage, vec![&input])?.into_iter().next();
-            f.pass.set_embed(e.ok_or_else(missing)?);
+            Some(Tensor::from_array(px)?.into_dyn())
         }
-        // The route lists the head only when it runs.
-        BlockKind::Head => {
-            let mut args = vec![f.pass.current().ok_or_else(missing)?];
-            if route.head_takes_penult {
-                args.push(f.pass.penultimate().ok_or_else(missing)?);
-            }
-            f.pass.head = p.run_stage(stage, args)?;
-        }
-        BlockKind::Layer { .. } => {
-            let h = f.pass.current().ok_or_else(missing)?;
-            let next = p.run_stage(stage, vec![h])?.into_iter().next();
-            f.pass.push_layer(next.ok_or_else(missing)?);
-        }
-    }
-    Ok(())
+        _ => None,
+    };
+    let mut input = pixels.as_ref().map(SessionInputValue::from);
+    p.advance(route, stage, &mut f.pass, &mut input)
 }
 
 /// Encodes `pixels` in micro-batches of `micro` images, pipelined across the device
@@ -130,16 +117,12 @@ pub fn encode(
     let mut parts: Vec<Vec<ArrayD<f32>>> = vec![Vec::new(); route.outputs.len()];
     for r in results {
         let f = r?;
-        for (i, &(o, source)) in route.outputs.iter().enumerate() {
-            let values = f
-                .pass
-                .values(source)
-                .ok_or_else(|| Error::runtime(format!("output {o} missing")))?;
-            let host = values
-                .into_iter()
-                .map(|v| p.extract_host(v))
-                .collect::<Result<Vec<_>>>()?;
-            parts[i].push(assemble(source, host)?);
+        for (i, t) in route
+            .collect(&f.pass, |v| p.extract_host(v))?
+            .into_iter()
+            .enumerate()
+        {
+            parts[i].push(t);
         }
     }
     let mut tensors = Vec::new();

@@ -12,7 +12,7 @@ use prost::Message;
 
 use super::env::environment;
 use super::gpu::{self, GpuPath};
-use super::route::Route;
+use super::route::{Pass, Route};
 use crate::export::{blocks, Export};
 use crate::model::{BlockKind, DType, Model};
 use crate::plan::Device;
@@ -144,6 +144,11 @@ impl Pipeline {
         let fp16 = export.manifest.dtype == crate::export::ComputeDtype::Fp16;
         let blocks: Vec<gpu::Block> = stages.iter().map(Stage::gpu_block).collect();
         let gpu = GpuPath::for_blocks(&blocks, |k| streamed_weight(&model, k, fp16))?;
+        if gpu.is_some() {
+            // Pinning made temporary (fp16-converted) copies of streamed weights; give their
+            // pages back, as after each session build.
+            super::heap::release_free();
+        }
         Ok(Pipeline {
             model,
             export,
@@ -217,45 +222,49 @@ impl Pipeline {
         // The pixels are handed to ONNX Runtime in place (a batch chunk is contiguous).
         let pixels = pixels.as_standard_layout();
         let input = ort::value::TensorRef::from_array_view(pixels.view())?;
+        let mut input = Some(SessionInputValue::from(input));
         let mut pass = route.pass::<DynValue>();
-        pass.set_embed(
-            self.run_values(0, vec![SessionInputValue::from(input)])?
-                .remove(0),
-        );
-        let missing = || Error::runtime("a layer state is missing");
-        for l in 0..route.run_layers {
-            let next = self.run_ref(1 + l, pass.current().ok_or_else(missing)?)?;
-            pass.push_layer(next.into_iter().next().ok_or_else(missing)?);
+        for stage in route.blocks() {
+            self.advance(route, stage, &mut pass, &mut input)?;
         }
-        if route.run_head {
-            let head = self.stages.len() - 1;
-            let mut args = vec![SessionInputValue::from(pass.current().ok_or_else(missing)?)];
-            if route.head_takes_penult {
-                args.push(SessionInputValue::from(
-                    pass.penultimate().ok_or_else(missing)?,
-                ));
-            }
-            pass.head = self.run_values(head, args)?;
-        }
-        route
-            .outputs
-            .iter()
-            .map(|&(o, source)| {
-                let values = pass
-                    .values(source)
-                    .ok_or_else(|| Error::runtime(format!("output {o} missing")))?;
-                // gpu: device-resident outputs come back to the host here, at the end.
-                let host = values
-                    .into_iter()
-                    .map(|v| self.extract_host(v))
-                    .collect::<Result<Vec<_>>>()?;
-                super::route::assemble(source, host)
-            })
-            .collect()
+        // Outputs left on a GPU come back to the host here, at the end.
+        route.collect(&pass, |v| self.extract_host(v))
     }
 
-    fn run_ref(&self, stage: usize, input: &DynValue) -> Result<Vec<DynValue>> {
-        self.run_values(stage, vec![SessionInputValue::from(input)])
+    /// Runs block `stage` of a pass, by its kind: the embed block takes `pixels`, a layer the
+    /// current state, the head the current (and, for LLaVA, the penultimate) state. Both the
+    /// plain and the micro-batch runner step through a route with this.
+    pub(crate) fn advance(
+        &self,
+        route: &Route,
+        stage: usize,
+        pass: &mut Pass<DynValue>,
+        pixels: &mut Option<SessionInputValue>,
+    ) -> Result<()> {
+        let kind = self.stages[stage].kind;
+        let missing = || Error::runtime(format!("block {kind}: an input is missing from the pass"));
+        match kind {
+            BlockKind::Embed => {
+                let px = pixels.take().ok_or_else(missing)?;
+                let e = self.run_values(stage, vec![px])?.into_iter().next();
+                pass.set_embed(e.ok_or_else(missing)?);
+            }
+            BlockKind::Layer { .. } => {
+                let h = SessionInputValue::from(pass.current().ok_or_else(missing)?);
+                let next = self.run_values(stage, vec![h])?.into_iter().next();
+                pass.push_layer(next.ok_or_else(missing)?);
+            }
+            BlockKind::Head => {
+                let mut args = vec![SessionInputValue::from(pass.current().ok_or_else(missing)?)];
+                if route.head_takes_penult {
+                    args.push(SessionInputValue::from(
+                        pass.penultimate().ok_or_else(missing)?,
+                    ));
+                }
+                pass.head = self.run_values(stage, args)?;
+            }
+        }
+        Ok(())
     }
 
     /// Runs one block: activation inputs in order, then its streamed weights if any.
@@ -351,10 +360,6 @@ impl Pipeline {
     /// Where block `i` executes.
     pub(crate) fn stage_exec(&self, i: usize) -> Device {
         self.stages[i].exec
-    }
-    /// Runs block `i` (for the micro-batch runner).
-    pub(crate) fn run_stage(&self, i: usize, args: Vec<&DynValue>) -> Result<Vec<DynValue>> {
-        self.run_values(i, args.into_iter().map(SessionInputValue::from).collect())
     }
     /// `v` as a host f32 array (copied off its GPU first when it lives on one).
     pub(crate) fn extract_host(&self, v: &DynValue) -> Result<ArrayD<f32>> {

@@ -86,6 +86,25 @@ impl Route {
             .collect()
     }
 
+    /// Each requested output of a finished pass as one host array, in route order;
+    /// `to_host` copies one value to the host (off its GPU when it lives on one).
+    pub fn collect<V>(
+        &self,
+        pass: &Pass<V>,
+        to_host: impl Fn(&V) -> Result<ndarray::ArrayD<f32>>,
+    ) -> Result<Vec<ndarray::ArrayD<f32>>> {
+        self.outputs
+            .iter()
+            .map(|&(o, source)| {
+                let values = pass
+                    .values(source)
+                    .ok_or_else(|| crate::Error::runtime(format!("output {o} missing")))?;
+                let host = values.into_iter().map(&to_host).collect::<Result<_>>()?;
+                assemble(source, host)
+            })
+            .collect()
+    }
+
     /// Whether a pass must keep layer `l`'s output after the next layer has read it.
     fn keeps(&self, l: usize) -> bool {
         self.keep_all || (self.keep_penult && l + 2 == self.layers)

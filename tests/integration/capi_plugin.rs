@@ -958,3 +958,38 @@ fn list_models_names_what_load_resolves() {
         DV_ERR_NULL_POINTER
     );
 }
+
+#[test]
+fn plugin_toml_declares_the_librarys_loader_defaults() {
+    // Hosts read the node's defaults from plugin.toml; they must be LoaderOptions::default()
+    // (the Python package, Ray entry point and ComfyUI node are checked against this file).
+    let d = distorch_vision::plan::LoaderOptions::default();
+    let manifest = plugin_toml();
+    let inputs: Vec<&toml::Value> = manifest["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|n| n["inputs"].as_array().unwrap())
+        .collect();
+    let default_of = |name: &str| {
+        inputs
+            .iter()
+            .find(|i| i["name"].as_str() == Some(name))
+            .and_then(|i| i.get("default"))
+            .cloned()
+            .unwrap_or_else(|| panic!("plugin.toml: no default for {name}"))
+    };
+    assert_eq!(
+        default_of("virtual_vram_gb").as_float(),
+        Some(d.virtual_vram())
+    );
+    assert_eq!(
+        default_of("donor_device").as_str(),
+        Some(d.donor_device.as_str())
+    );
+    assert_eq!(
+        default_of("expert_mode_allocations").as_str(),
+        Some(d.expert_mode_allocations.as_str())
+    );
+    assert_eq!(default_of("eject_models").as_bool(), Some(d.eject_models));
+}

@@ -108,6 +108,29 @@ fn library_encode_matches_hugging_face_with_batches_and_subsets() {
 }
 
 #[test]
+fn an_unknown_streamed_block_name_is_refused() {
+    // Names given from outside are parsed, never matched loosely: `layer.5` is not a block of
+    // a model whose layers are `layer.00`.. (and a name that matches nothing was once ignored).
+    let tmp = temp_dir("streamed_names");
+    let f = fixture("clip_gelu_f16");
+    let mut opts = cpu_options(&f.join("model.safetensors"), &tmp);
+    for bad in ["layer.5", "layer.99", "Head", ""] {
+        opts.force_streamed = vec![bad.into()];
+        let err = ClipVision::load(&opts).err().expect(bad);
+        assert!(
+            err.to_string().contains(&format!("unknown block {bad:?}")),
+            "{bad}: {err}"
+        );
+        assert!(
+            err.to_string().contains("valid: embed, layer.00 to"),
+            "{err}"
+        );
+    }
+    opts.force_streamed = vec!["layer.01".into(), "head".into()];
+    ClipVision::load(&opts).unwrap();
+}
+
+#[test]
 fn streamed_weights_variant_matches() {
     // The graph variant whose weights are inputs fed from host memory each pass (used for
     // blocks whose home is not their exec device) must compute the same thing.

@@ -247,7 +247,7 @@ impl Default for ShardOptions {
     fn default() -> Self {
         ShardOptions {
             out_dir: PathBuf::new(),
-            shard_size: 1024,
+            shard_size: DEFAULT_SHARD_SIZE,
             batch_size: DEFAULT_BATCH_SIZE,
             outputs: Vec::new(),
             resume: false,
@@ -533,7 +533,7 @@ impl Default for EncodeJob {
             batch_size: DEFAULT_BATCH_SIZE,
             outputs: Vec::new(),
             out: PathBuf::new(),
-            format: OutFormat::Safetensors,
+            format: OutFormat::default(),
             shard_size: None,
             resume: false,
             strict: false,

@@ -113,10 +113,7 @@ fn short(id: &str) -> &str {
 }
 
 fn dtype_name(d: crate::export::ComputeDtype) -> String {
-    serde_json::to_value(d)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
+    d.as_str().to_string()
 }
 
 /// `index.json` of a sharded output folder; rewritten atomically after each shard.

@@ -286,7 +286,7 @@ fn sum_bytes(blocks: &[BlockSize]) -> u64 {
 /// Ratio: boundary after device j = the block boundary (prefix sum) nearest the cumulative
 /// share, ties to the earlier boundary; the last boundary is the end of the model.
 /// Returns the end index of each device's segment.
-pub(crate) fn ratio_boundaries(prefix: &[u64], shares: &[f64]) -> Vec<usize> {
+fn ratio_boundaries(prefix: &[u64], shares: &[f64]) -> Vec<usize> {
     let n = prefix.len().saturating_sub(1);
     let total = prefix.last().copied().unwrap_or(0) as f64;
     let sum: f64 = shares.iter().sum();
@@ -334,7 +334,7 @@ fn greedy_end(blocks: &[BlockSize], start: usize, budgets: &[u64]) -> usize {
 }
 
 /// Bytes/fraction: segment end per entry; `None` budget is the `*` entry.
-pub(crate) fn budget_ends(blocks: &[BlockSize], budgets: &[Option<u64>]) -> Vec<usize> {
+fn budget_ends(blocks: &[BlockSize], budgets: &[Option<u64>]) -> Vec<usize> {
     let n = blocks.len();
     let mut ends = Vec::with_capacity(budgets.len());
     let mut p = 0usize;

@@ -55,7 +55,8 @@ impl fmt::Display for Unavailable {
             Unavailable::NoOrt(e) => write!(f, "ONNX Runtime cannot be loaded: {e}"),
             Unavailable::NoProvider { library } => write!(
                 f,
-                "the ONNX Runtime build at {library} has no CUDA execution provider ({PROVIDER_LIB} missing or not compiled in); install onnxruntime-gpu==1.31.1 with `scripts/setup.sh --gpu`"
+                "the ONNX Runtime build at {library} has no CUDA execution provider ({PROVIDER_LIB} missing or not compiled in); install onnxruntime-gpu=={} with `scripts/setup.sh --gpu`",
+                crate::runtime::library::ORT_VERSION
             ),
             Unavailable::MissingLibraries { missing, searched } => write!(
                 f,

@@ -1,8 +1,8 @@
 //! The device-resident path for blocks that execute on a GPU.
 //!
 //! - One OS thread per GPU ([`DeviceWorker`]) runs every session of that GPU, and every copy
-//!   out of it, so no two threads drive one GPU's sessions (ARCHITECTURE: avoids known ORT
-//!   multi-GPU bugs). The GPU path hands it closures and waits for the result.
+//!   out of it, so no two threads drive one GPU's sessions (docs/architecture.md: this
+//!   avoids known ORT multi-GPU bugs). The GPU path hands it closures and waits for the result.
 //! - A GPU block runs through an `IoBinding` whose outputs are bound to that GPU's CUDA
 //!   memory, so activations stay on the device from block to block.
 //! - An input on another GPU is copied device to device (ORT's identity-session copy,
