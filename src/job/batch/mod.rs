@@ -34,20 +34,26 @@ pub fn preprocess_file(path: &Path, spec: &PreprocessSpec) -> Result<Vec<f32>> {
     image::preprocess(&img, spec).map_err(|e| e.context(path.display()))
 }
 
+/// Room for `n` images of `3 × s × s` values, reserved up front so a folder too large for
+/// memory fails with advice instead of aborting mid-way.
+fn pixel_buffer(n: usize, s: usize) -> Result<Vec<f32>> {
+    let mut data: Vec<f32> = Vec::new();
+    let total = n.checked_mul(3 * s * s);
+    if total.is_none_or(|t| data.try_reserve_exact(t).is_err()) {
+        return Err(Error::invalid(format!(
+            "{n} images of {s}×{s} pixels do not fit in memory at once; encode them in shards (--shard-size N)"
+        )));
+    }
+    Ok(data)
+}
+
 /// Files (in the order given) to one NCHW tensor, and the source names in row order.
 pub fn preprocess_files(
     paths: &[PathBuf],
     spec: &PreprocessSpec,
 ) -> Result<(Array4<f32>, Vec<String>)> {
     let s = spec.size as usize;
-    let mut data: Vec<f32> = Vec::new();
-    let total = paths.len().checked_mul(3 * s * s);
-    if total.is_none_or(|n| data.try_reserve_exact(n).is_err()) {
-        return Err(Error::invalid(format!(
-            "{} images of {s}×{s} pixels do not fit in memory at once; encode them in shards (--shard-size N)",
-            paths.len()
-        )));
-    }
+    let mut data = pixel_buffer(paths.len(), s)?;
     let mut sources = Vec::with_capacity(paths.len());
     for p in paths {
         data.extend(preprocess_file(p, spec)?);
@@ -65,14 +71,7 @@ pub fn preprocess_files_skipping(
     spec: &PreprocessSpec,
 ) -> Result<(Array4<f32>, Vec<String>, Vec<Skipped>)> {
     let s = spec.size as usize;
-    let mut data: Vec<f32> = Vec::new();
-    let total = paths.len().checked_mul(3 * s * s);
-    if total.is_none_or(|n| data.try_reserve_exact(n).is_err()) {
-        return Err(Error::invalid(format!(
-            "{} images of {s}×{s} pixels do not fit in memory at once; encode them in shards (--shard-size N)",
-            paths.len()
-        )));
-    }
+    let mut data = pixel_buffer(paths.len(), s)?;
     let mut sources = Vec::with_capacity(paths.len());
     let mut skipped = Vec::new();
     for p in paths {
