@@ -584,23 +584,32 @@ fn json_int(o: &Json, name: &str, default: usize, bad: &dyn Fn(String) -> Error)
     }
 }
 
-/// A Hugging Face `Dinov2Config` (defaults as in transformers). The MLP width comes from
-/// `mlp_ratio` as `Dinov2MLP` / `Dinov2SwiGLUFFN` compute it.
-fn dinov2_config(o: &Json, bad: &dyn Fn(String) -> Error) -> Result<VisionConfig> {
-    let int = |name: &str, default: usize| json_int(o, name, default, bad);
-    let flag = |name: &str, default: bool| match o.get(name) {
+fn json_bool(o: &Json, name: &str, default: bool, bad: &dyn Fn(String) -> Error) -> Result<bool> {
+    match o.get(name) {
         None | Some(serde_json::Value::Null) => Ok(default),
         Some(v) => v
             .as_bool()
             .ok_or_else(|| bad(format!("{name} must be true or false, got {v}"))),
-    };
-    let number = |name: &str, default: f64| match o.get(name) {
+    }
+}
+
+/// A finite number (`NaN`/`inf` are refused).
+fn json_f64(o: &Json, name: &str, default: f64, bad: &dyn Fn(String) -> Error) -> Result<f64> {
+    match o.get(name) {
         None | Some(serde_json::Value::Null) => Ok(default),
         Some(v) => v
             .as_f64()
             .filter(|x| x.is_finite())
             .ok_or_else(|| bad(format!("{name} must be a number, got {v}"))),
-    };
+    }
+}
+
+/// A Hugging Face `Dinov2Config` (defaults as in transformers). The MLP width comes from
+/// `mlp_ratio` as `Dinov2MLP` / `Dinov2SwiGLUFFN` compute it.
+fn dinov2_config(o: &Json, bad: &dyn Fn(String) -> Error) -> Result<VisionConfig> {
+    let int = |name: &str, default: usize| json_int(o, name, default, bad);
+    let flag = |name: &str, default: bool| json_bool(o, name, default, bad);
+    let number = |name: &str, default: f64| json_f64(o, name, default, bad);
     if !flag("qkv_bias", true)? {
         return Err(bad(
             "qkv_bias = false is not supported (DINOv2 files carry query/key/value biases)".into(),
@@ -653,12 +662,7 @@ fn dinov2_config(o: &Json, bad: &dyn Fn(String) -> Error) -> Result<VisionConfig
 /// released checkpoints (no key bias, every other linear biased) is supported.
 fn dinov3_config(o: &Json, bad: &dyn Fn(String) -> Error) -> Result<VisionConfig> {
     let int = |name: &str, default: usize| json_int(o, name, default, bad);
-    let flag = |name: &str, default: bool| match o.get(name) {
-        None | Some(serde_json::Value::Null) => Ok(default),
-        Some(v) => v
-            .as_bool()
-            .ok_or_else(|| bad(format!("{name} must be true or false, got {v}"))),
-    };
+    let flag = |name: &str, default: bool| json_bool(o, name, default, bad);
     for (name, want) in [
         ("query_bias", true),
         ("key_bias", false),
@@ -673,13 +677,7 @@ fn dinov3_config(o: &Json, bad: &dyn Fn(String) -> Error) -> Result<VisionConfig
             )));
         }
     }
-    let number = |name: &str, default: f64| match o.get(name) {
-        None | Some(serde_json::Value::Null) => Ok(default),
-        Some(v) => v
-            .as_f64()
-            .filter(|x| x.is_finite())
-            .ok_or_else(|| bad(format!("{name} must be a number, got {v}"))),
-    };
+    let number = |name: &str, default: f64| json_f64(o, name, default, bad);
     let gated = flag("use_gated_mlp", false)?;
     let act = match o.get("hidden_act") {
         None => "gelu",

@@ -88,6 +88,12 @@ pub fn preprocess_files_skipping(
     Ok((px, sources, skipped))
 }
 
+/// The error when `inputs` name no image file at all.
+fn no_images_in(inputs: &[PathBuf]) -> Error {
+    let names: Vec<String> = inputs.iter().map(|p| path_text(p)).collect();
+    Error::invalid(format!("no image files found in {}", names.join(", ")))
+}
+
 /// Files and folders (folders expand recursively, sorted) to pixels, as `preprocess_files`.
 pub fn preprocess_inputs(
     inputs: &[PathBuf],
@@ -95,14 +101,7 @@ pub fn preprocess_inputs(
 ) -> Result<(Array4<f32>, Vec<String>)> {
     let files = image::expand_inputs(inputs)?;
     if files.is_empty() {
-        return Err(Error::invalid(format!(
-            "no image files found in {}",
-            inputs
-                .iter()
-                .map(|p| path_text(p))
-                .collect::<Vec<_>>()
-                .join(", ")
-        )));
+        return Err(no_images_in(inputs));
     }
     preprocess_files(&files, spec)
 }
@@ -122,14 +121,7 @@ pub fn preprocess_inputs_skipping(
                 first.file,
                 first.reason
             )),
-            None => Error::invalid(format!(
-                "no image files found in {}",
-                inputs
-                    .iter()
-                    .map(|p| path_text(p))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )),
+            None => no_images_in(inputs),
         });
     }
     Ok((px, sources, skipped))
