@@ -11,8 +11,9 @@ use ndarray::ArrayView4;
 use crate::export::{self, ComputeDtype, Export, Granularity};
 use crate::model::folders::ModelFolders;
 use crate::model::{BlockKind, Model, VisionConfig};
-use crate::plan::{self, BlockSize, Device, Inventory, LoaderOptions, Plan};
-use crate::runtime::{gpu, Outputs, Pipeline, StagePlan};
+use crate::plan::{self, BlockSize, Device, Engine, Inventory, LoaderOptions, Plan};
+use crate::runtime::engine::{self, Engines};
+use crate::runtime::{gpu, openvino, Outputs, Pipeline, StagePlan};
 use crate::{Error, ErrorKind, Result};
 
 /// Batch size the activation reserve of the fit check is sized for: the default one.
@@ -39,6 +40,9 @@ pub struct LoadOptions {
     pub force_streamed: Vec<String>,
     /// Folders a model name is looked up in (contract §2.5); the default uses `COMFYUI_PATH`.
     pub model_folders: ModelFolders,
+    /// The OpenVINO plugin library (or a folder holding it); `None` = searched for
+    /// (`runtime::openvino::candidates`). One per process.
+    pub openvino_ep: Option<PathBuf>,
 }
 
 /// Everything that makes one loaded model differ from another: two loads with equal keys
@@ -60,6 +64,8 @@ pub struct LoadKey {
     pub dtype: ComputeDtype,
     pub micro_batch: Option<usize>,
     pub force_streamed: Vec<String>,
+    pub cpu_engine: crate::plan::CpuEngine,
+    pub openvino_ep: Option<PathBuf>,
 }
 
 impl LoadOptions {
@@ -77,6 +83,7 @@ impl LoadOptions {
             force_streamed,
             // Only used to find the file, which the key holds.
             model_folders: _,
+            openvino_ep,
         } = self;
         let LoaderOptions {
             device,
@@ -85,6 +92,7 @@ impl LoadOptions {
             expert_mode_allocations,
             eject_models,
             donor_policy,
+            cpu_engine,
         } = loader;
         LoadKey {
             file: std::fs::canonicalize(file).unwrap_or_else(|_| file.to_path_buf()),
@@ -100,6 +108,8 @@ impl LoadOptions {
             dtype: *dtype,
             micro_batch: *micro_batch,
             force_streamed: force_streamed.clone(),
+            cpu_engine: *cpu_engine,
+            openvino_ep: openvino_ep.clone(),
         }
     }
 }
@@ -146,7 +156,50 @@ pub fn inventory(simulate: Option<&str>) -> Result<Inventory> {
     }
 }
 
-/// Plans `model` from its header alone.
+/// Whether the loader options name an Intel GPU anywhere (then the inventory needs the
+/// OpenVINO plugin's devices).
+fn mentions_xpu(loader: &LoaderOptions) -> bool {
+    let named = |s: &str| s.to_ascii_lowercase().contains("xpu");
+    loader.device.as_deref().is_some_and(named)
+        || named(&loader.donor_device)
+        || named(&loader.expert_mode_allocations)
+}
+
+/// The inventory for planning `loader`'s options: [`inventory`], plus the Intel GPUs the
+/// OpenVINO plugin (found from `openvino_ep`) lists when the options name an `xpu` device on
+/// a real (not simulated) inventory. A missing plugin is an error then, naming where it looked.
+pub fn inventory_for(
+    simulate: Option<&str>,
+    loader: &LoaderOptions,
+    openvino_ep: Option<&Path>,
+) -> Result<Inventory> {
+    let mut inv = inventory(simulate)?;
+    if !inv.simulated && mentions_xpu(loader) {
+        add_xpus(&mut inv, openvino_ep, "an xpu:N device")?;
+    }
+    Ok(inv)
+}
+
+/// Adds the Intel GPUs the OpenVINO plugin lists to `inv`.
+pub fn add_xpus(inv: &mut Inventory, openvino_ep: Option<&Path>, needed_for: &str) -> Result<()> {
+    match openvino::plugin(openvino_ep)? {
+        openvino::Availability::Ready(p) => {
+            for d in &p.devices {
+                if let Some(n) = d.xpu {
+                    inv.add_xpu(n, &d.name, d.total_bytes);
+                }
+            }
+            Ok(())
+        }
+        openvino::Availability::Missing { looked } => Err(Error::new(
+            ErrorKind::NotFound,
+            openvino::not_found_message(&looked, needed_for),
+        )),
+    }
+}
+
+/// Plans `model` from its header alone. CPU blocks are named with the MLAS engine; see
+/// [`plan_with_engines`] for the engines a load resolves.
 pub fn plan_model(model: &Model, loader: &LoaderOptions, inv: &Inventory) -> Result<Plan> {
     let blocks: Vec<BlockSize> = model
         .blocks
@@ -156,6 +209,21 @@ pub fn plan_model(model: &Model, loader: &LoaderOptions, inv: &Inventory) -> Res
     plan::plan(&blocks, loader, inv, activation_reserve(model))
 }
 
+/// [`plan_model`], then the engines resolved for the plan (`cpu_engine` against the dtype and
+/// the installed plugin), named on its blocks.
+pub fn plan_with_engines(
+    model: &Model,
+    loader: &LoaderOptions,
+    inv: &Inventory,
+    dtype: ComputeDtype,
+    openvino_ep: Option<&Path>,
+) -> Result<(Plan, Engines)> {
+    let mut plan = plan_model(model, loader, inv)?;
+    let engines = engine::resolve(loader.cpu_engine, dtype, &plan.exec_devices(), openvino_ep)?;
+    plan.set_cpu_engine(engines.cpu);
+    Ok((plan, engines))
+}
+
 /// What a model needs to (re)build its sessions.
 struct Shared {
     id: u64,
@@ -163,6 +231,7 @@ struct Shared {
     export: Export,
     plan: Plan,
     stages: Vec<StagePlan>,
+    engines: Engines,
     micro_batch: Option<usize>,
     /// `None` while ejected; rebuilt on the next encode.
     pipeline: RwLock<Option<Arc<Pipeline>>>,
@@ -185,22 +254,29 @@ impl ClipVision {
         let path = resolve_model_in(&opts.clip_vision, &opts.model_folders)?;
         let model = Arc::new(Model::open(&path)?);
         let sim = opts.simulate_devices.as_deref();
+        let ov = opts.openvino_ep.as_deref();
+        let inv = || load_inventory(sim, &opts.loader, ov);
+        let plan_it =
+            |inv: &Inventory| plan_with_engines(&model, &opts.loader, inv, opts.dtype, ov);
         // contract §5.6: the fit check counts what ejecting frees. Plan first against what the
         // loaded models hold; only a plan that does not fit ejects before checking again, so
         // a load that fails for another reason (a bad option) leaves the others loaded.
-        let plan = match plan_model(&model, &opts.loader, &load_inventory(sim)?) {
+        let (plan, engines) = match plan_it(&inv()?) {
             Err(e) if e.kind() == ErrorKind::DoesNotFit && opts.loader.eject_models => {
-                let compute = plan::compute_device(&opts.loader, &load_inventory(sim)?)?;
+                let compute = plan::compute_device(&opts.loader, &inv()?)?;
                 if eject_others(compute, None) == 0 {
                     return Err(e);
                 }
                 crate::runtime::heap::release_free();
-                plan_model(&model, &opts.loader, &load_inventory(sim)?)?
+                plan_it(&inv()?)?
             }
             r => r?,
         };
         for w in &plan.warnings {
             tracing::warn!("plan: {w}");
+        }
+        if let Some(n) = &engines.note {
+            tracing::info!("{n}");
         }
         if let Some(w) = crate::runtime::dtype::check(opts.dtype, &plan.exec_devices())? {
             tracing::warn!("{w}");
@@ -208,6 +284,7 @@ impl ClipVision {
         // Fail before any export or session work when a device cannot run here.
         for d in plan.exec_devices() {
             gpu::check_usable(d)?;
+            engine::check_usable(d, &engines)?;
         }
         // The test hook's block names are checked like any name from outside.
         let layers = model.config.num_layers;
@@ -223,6 +300,7 @@ impl ClipVision {
             .iter()
             .map(|b| StagePlan {
                 exec: b.exec,
+                engine: b.engine,
                 streamed: b.home != b.exec || forced(b.kind),
             })
             .collect();
@@ -244,13 +322,14 @@ impl ClipVision {
         if opts.loader.eject_models {
             eject_others(plan.compute_device, None);
         }
-        let pipeline = Pipeline::build(model.clone(), export.clone(), &stages)?;
+        let pipeline = Pipeline::build(model.clone(), export.clone(), &stages, &engines)?;
         let shared = Arc::new(Shared {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             model,
             export,
             plan,
             stages,
+            engines,
             micro_batch: opts.micro_batch,
             pipeline: RwLock::new(Some(Arc::new(pipeline))),
         });
@@ -272,6 +351,14 @@ impl ClipVision {
     }
     pub fn plan(&self) -> &Plan {
         &self.shared.plan
+    }
+    /// The engines its sessions run on (the CPU engine, the OpenVINO plugin if loaded).
+    pub fn engines(&self) -> &Engines {
+        &self.shared.engines
+    }
+    /// The engine of its CPU-executed blocks.
+    pub fn cpu_engine(&self) -> Engine {
+        self.shared.engines.cpu
     }
     /// True while the model's sessions are loaded (false after another model ejected it).
     pub fn is_loaded(&self) -> bool {
@@ -310,6 +397,7 @@ impl ClipVision {
             s.model.clone(),
             s.export.clone(),
             &s.stages,
+            &s.engines,
         )?);
         *slot = Some(p.clone());
         Ok(p)
@@ -360,8 +448,12 @@ impl Shared {
 /// The inventory a load plans against. A real device's free memory already falls as this
 /// process loads models; a simulated one knows nothing of them, so the resident bytes the
 /// loaded (not ejected) models' plans put on it are taken off its free bytes.
-fn load_inventory(simulate: Option<&str>) -> Result<Inventory> {
-    let mut inv = inventory(simulate)?;
+fn load_inventory(
+    simulate: Option<&str>,
+    loader: &LoaderOptions,
+    openvino_ep: Option<&Path>,
+) -> Result<Inventory> {
+    let mut inv = inventory_for(simulate, loader, openvino_ep)?;
     if inv.simulated {
         let loaded: Vec<Arc<Shared>> = registry().iter().filter_map(Weak::upgrade).collect();
         for s in loaded.iter().filter(|s| s.is_loaded()) {

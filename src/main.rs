@@ -97,12 +97,14 @@ fn run(cli: Cli) -> Result<()> {
         Command::Devices {
             json,
             simulate_devices,
-        } => cmd_devices(json, simulate_devices.as_deref()),
+            openvino_ep,
+        } => cmd_devices(json, simulate_devices.as_deref(), openvino_ep.as_deref()),
         Command::Plan {
             model,
             loader,
+            dtype,
             json,
-        } => cmd_plan(&model, &loader, json, &folders),
+        } => cmd_plan(&model, &loader, dtype, json, &folders),
         Command::Inspect { model, json } => cmd_inspect(&model, json, &folders),
         Command::Export {
             model,

@@ -630,6 +630,7 @@ unsafe fn load_options(o: &DvLoadOptions) -> R<LoadOptions> {
                     .map_err(|e: Error| Fail::from(e.context("donor_policy")))?,
                 None => defaults.donor_policy,
             },
+            ..defaults
         },
         simulate_devices: None,
         graphs_dir: opt_str(o.graphs_dir, "graphs_dir")?

@@ -7,7 +7,7 @@ use distorch_vision::export::{ComputeDtype, Granularity};
 use distorch_vision::image::Crop;
 use distorch_vision::job::batch::{OutFormat, DEFAULT_DECODE_THREADS};
 use distorch_vision::model::folders::ModelFolders;
-use distorch_vision::plan::{DonorPolicy, LoaderOptions, DEFAULT_BATCH_SIZE};
+use distorch_vision::plan::{CpuEngine, DonorPolicy, LoaderOptions, DEFAULT_BATCH_SIZE};
 use distorch_vision::Result;
 
 pub(crate) const ABOUT_LONG: &str = "\
@@ -27,7 +27,7 @@ Errors: exit status 1 and one `error: ...` line on stderr (2 for a bad command l
 the error is also printed on stdout as one object: {\"error\": {\"kind\": ..., \"message\": ...}}.
 
 Environment: COMFYUI_PATH (model folder root), ORT_DYLIB_PATH (ONNX Runtime library),
-DISTORCH_THREADS (CPU threads, default every core).";
+DISTORCH_OPENVINO_EP (OpenVINO plugin library), DISTORCH_THREADS (CPU threads, default every core).";
 
 #[derive(Parser)]
 #[command(
@@ -91,7 +91,7 @@ pub(crate) struct Common {
 #[derive(Args, Clone)]
 #[command(next_help_heading = "Loader (placement across devices)")]
 pub(crate) struct LoaderArgs {
-    /// Compute device: `cpu` or `cuda:N` (default: cuda:0 when a GPU exists, else cpu).
+    /// Compute device: `cpu`, `cuda:N`, or `xpu:N` (Intel GPU N, through OpenVINO) (default: cuda:0 when a CUDA GPU exists, else cpu).
     #[arg(long)]
     pub(crate) device: Option<String>,
     /// GiB of weights to move off the compute device onto --donor-device (0.0–128.0) [default: 4].
@@ -109,9 +109,15 @@ pub(crate) struct LoaderArgs {
     /// CPU-homed blocks on a GPU compute device: `stream` their weights, or `execute` on the CPU.
     #[arg(long, default_value_t = LoaderOptions::default().donor_policy.to_string())]
     pub(crate) donor_policy: String,
-    /// Replace the device inventory for planning: `cuda:0=24GiB,cuda:1=12GiB/10GiB,cpu=64GiB` (total[/free]).
+    /// Replace the device inventory for planning: `cuda:0=24GiB,cuda:1=12GiB/10GiB,xpu:0=16GiB,cpu=64GiB` (total[/free]).
     #[arg(long)]
     pub(crate) simulate_devices: Option<String>,
+    /// What runs the CPU blocks: `auto` (OpenVINO when its plugin is found and the dtype runs there, else mlas), `mlas` (ONNX Runtime's own) or `openvino`.
+    #[arg(long, default_value_t = LoaderOptions::default().cpu_engine)]
+    pub(crate) cpu_engine: CpuEngine,
+    /// The OpenVINO plugin library, or a folder holding it (default: DISTORCH_OPENVINO_EP, the checkout's .runtime/openvino/, the onnxruntime_ep_openvino Python package).
+    #[arg(long, value_name = "PATH")]
+    pub(crate) openvino_ep: Option<PathBuf>,
 }
 
 impl LoaderArgs {
@@ -123,6 +129,7 @@ impl LoaderArgs {
             expert_mode_allocations: self.expert_mode_allocations.clone(),
             eject_models: self.eject_models,
             donor_policy: self.donor_policy.parse::<DonorPolicy>()?,
+            cpu_engine: self.cpu_engine,
         })
     }
 }
@@ -130,17 +137,20 @@ impl LoaderArgs {
 #[derive(Subcommand)]
 #[allow(clippy::large_enum_variant)] // parsed once
 pub(crate) enum Command {
-    /// List the devices this process sees (GPUs through the CUDA driver, and the CPU).
+    /// List the devices this process sees (GPUs through the CUDA driver, Intel GPUs through the OpenVINO plugin, and the CPU).
     #[command(
         after_help = "Examples:\n  distorch-vision devices\n  distorch-vision devices --json --simulate-devices cuda:0=24GiB,cuda:1=12GiB/10GiB"
     )]
     Devices {
-        /// Print the inventory and the CUDA provider's status as one JSON object.
+        /// Print the inventory, the CUDA provider's and the OpenVINO plugin's status as one JSON object.
         #[arg(long)]
         json: bool,
         /// Show a simulated inventory instead: `cuda:0=24GiB,cuda:1=12GiB/10GiB,cpu=64GiB` (total[/free]).
         #[arg(long, value_name = "SPEC")]
         simulate_devices: Option<String>,
+        /// The OpenVINO plugin library, or a folder holding it (default: searched for, see `encode --help`).
+        #[arg(long, value_name = "PATH")]
+        openvino_ep: Option<PathBuf>,
     },
     /// Plan a model's placement across devices (reads only the header and config).
     #[command(
@@ -152,6 +162,9 @@ pub(crate) enum Command {
         model: String,
         #[command(flatten)]
         loader: LoaderArgs,
+        /// The compute dtype the plan is for (it decides the CPU engine `auto` picks): fp32, int8, fp16, bf16.
+        #[arg(long, default_value_t = ComputeDtype::default(), help_heading = "Compute")]
+        dtype: ComputeDtype,
         /// Print the plan as JSON (contract §5.4) instead of a table.
         #[arg(long, help_heading = "Output")]
         json: bool,
@@ -307,7 +320,7 @@ pub(crate) struct EncodeArgs {
     /// Test hook: run these blocks (comma-separated, or `all`) with their weights fed as inputs each pass.
     #[arg(long, value_delimiter = ',', hide = true)]
     pub(crate) stream_blocks: Vec<String>,
-    /// Compute precision: `fp32` (default, the reference), `int8` (CPU, approximate), `fp16` (for CUDA; runs on the CPU only to check results).
+    /// Compute precision: `fp32` (default, the reference), `int8` (CPU, approximate), `fp16` (for GPUs; runs on the CPU only to check results), `bf16` (OpenVINO on CPUs with AMX or AVX512_BF16; approximate, fast).
     #[arg(long, default_value_t = ComputeDtype::default(), help_heading = "Compute")]
     pub(crate) dtype: ComputeDtype,
     #[command(flatten)]
@@ -336,7 +349,7 @@ pub(crate) struct BenchArgs {
     /// Print the report as JSON.
     #[arg(long, help_heading = "Output")]
     pub(crate) json: bool,
-    /// Compute precision: `fp32` (default, the reference), `int8` (CPU, approximate), `fp16` (for CUDA; runs on the CPU only to check results).
+    /// Compute precision: `fp32` (default, the reference), `int8` (CPU, approximate), `fp16` (for GPUs; runs on the CPU only to check results), `bf16` (OpenVINO on CPUs with AMX or AVX512_BF16; approximate, fast).
     #[arg(long, default_value_t = ComputeDtype::default(), help_heading = "Benchmark")]
     pub(crate) dtype: ComputeDtype,
     #[command(flatten)]

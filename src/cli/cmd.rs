@@ -3,11 +3,15 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use distorch_vision::export::ComputeDtype;
 use distorch_vision::export::{self, Granularity};
 use distorch_vision::image::Crop;
 use distorch_vision::job::batch::{self, EncodeJob, OutFormat};
 use distorch_vision::job::{out_guard, yaml};
-use distorch_vision::loader::{inventory, plan_model, resolve_model_in, ClipVision, LoadOptions};
+use distorch_vision::loader::{
+    add_xpus, inventory, inventory_for, plan_with_engines, resolve_model_in, ClipVision,
+    LoadOptions,
+};
 use distorch_vision::model::folders::ModelFolders;
 use distorch_vision::model::Model;
 use distorch_vision::{Error, ErrorKind, Result};
@@ -23,17 +27,32 @@ pub(crate) fn setup(common: &Common) -> Result<()> {
     Ok(())
 }
 
-/// `devices`: the inventory and the CUDA provider's status.
-pub(crate) fn cmd_devices(json: bool, simulate_devices: Option<&str>) -> Result<()> {
-    let inv = inventory(simulate_devices)?;
+/// `devices`: the inventory, the CUDA provider's and the OpenVINO plugin's status.
+pub(crate) fn cmd_devices(
+    json: bool,
+    simulate_devices: Option<&str>,
+    openvino_ep: Option<&Path>,
+) -> Result<()> {
+    let mut inv = inventory(simulate_devices)?;
     // The CUDA provider's status (usable, or why not) beside the inventory.
     let cuda = distorch_vision::runtime::gpu::provider_status();
+    // The OpenVINO plugin: its devices and capabilities (loads OpenVINO when found); its Intel
+    // GPUs join a real inventory as xpu:N.
+    let openvino = distorch_vision::runtime::openvino::status(openvino_ep);
+    if !inv.simulated && openvino.library.is_some() {
+        add_xpus(&mut inv, openvino_ep, "listing Intel GPUs")?;
+    }
     if json {
-        // {"devices": [...inventory...], "cuda_provider": {...}}
-        print::json(&serde_json::json!({"devices": inv.to_json(), "cuda_provider": cuda}));
+        // {"devices": [...inventory...], "cuda_provider": {...}, "openvino": {...}}
+        print::json(&serde_json::json!({
+            "devices": inv.to_json(),
+            "cuda_provider": cuda,
+            "openvino": openvino,
+        }));
     } else {
         print!("{}", inv.render_table());
         println!("{}", cuda.render_line());
+        print!("{}", openvino.render());
     }
     Ok(())
 }
@@ -42,12 +61,15 @@ pub(crate) fn cmd_devices(json: bool, simulate_devices: Option<&str>) -> Result<
 pub(crate) fn cmd_plan(
     model: &str,
     loader: &LoaderArgs,
+    dtype: ComputeDtype,
     json: bool,
     folders: &ModelFolders,
 ) -> Result<()> {
     let m = Model::open(&resolve_model_in(model, folders)?)?;
-    let inv = inventory(loader.simulate_devices.as_deref())?;
-    let p = plan_model(&m, &loader.options()?, &inv)?;
+    let opts = loader.options()?;
+    let ov = loader.openvino_ep.as_deref();
+    let inv = inventory_for(loader.simulate_devices.as_deref(), &opts, ov)?;
+    let (p, _) = plan_with_engines(&m, &opts, &inv, dtype, ov)?;
     if json {
         print::json(&p.to_json());
     } else {
@@ -140,6 +162,7 @@ pub(crate) fn cmd_encode(a: EncodeArgs, folders: ModelFolders, quiet: bool) -> R
         model_folders: folders,
         dtype: a.dtype,
         micro_batch: a.gpu.micro_batch,
+        openvino_ep: a.loader.openvino_ep.clone(),
     })?;
     let summary = batch::run_encode(&cv, &job)?;
     if a.json {
@@ -248,6 +271,7 @@ pub(crate) fn cmd_bench(b: BenchArgs) -> Result<()> {
         simulate_devices: b.loader.simulate_devices.clone(),
         graphs_dir: b.common.graphs_dir.clone(),
         dtype: b.dtype,
+        openvino_ep: b.loader.openvino_ep.clone(),
         ..Default::default()
     };
     let r = distorch_vision::bench::run_micro(

@@ -101,7 +101,7 @@ fn builder<'m>(
     let g = GraphBuilder::new(model, weights_file, weights_as_inputs);
     match dtype {
         ComputeDtype::Fp16 => g.with_fp16_compute(),
-        ComputeDtype::Fp32 | ComputeDtype::Int8 => g,
+        ComputeDtype::Fp32 | ComputeDtype::Int8 | ComputeDtype::Bf16 => g,
     }
 }
 

@@ -23,6 +23,8 @@ use crate::{Error, Result};
 pub const EXPORT_FORMAT: u32 = 4;
 pub const WEIGHTS_FILE: &str = "weights.safetensors";
 pub const WHOLE_FILE: &str = "whole.onnx";
+/// The folder of an export where OpenVINO keeps the blocks it compiled (`runtime::engine`).
+pub const COMPILED_CACHE_DIR: &str = "openvino-cache";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum Granularity {
@@ -66,6 +68,9 @@ pub enum ComputeDtype {
     Int8,
     /// f16 weights and activations inside each block (f32 at block boundaries); for CUDA.
     Fp16,
+    /// The fp32 graphs, compiled by OpenVINO's CPU device with its bf16 precision hint (AMX or
+    /// AVX512_BF16 CPUs): contract §6.4.
+    Bf16,
 }
 
 impl ComputeDtype {
@@ -74,6 +79,16 @@ impl ComputeDtype {
             ComputeDtype::Fp32 => "fp32",
             ComputeDtype::Int8 => "int8",
             ComputeDtype::Fp16 => "fp16",
+            ComputeDtype::Bf16 => "bf16",
+        }
+    }
+
+    /// The dtype of the graphs this compute dtype runs: bf16 is a compile setting of
+    /// OpenVINO on the fp32 graphs, so it shares their export.
+    pub fn graphs(self) -> ComputeDtype {
+        match self {
+            ComputeDtype::Bf16 => ComputeDtype::Fp32,
+            d => d,
         }
     }
 }
@@ -87,7 +102,7 @@ impl std::fmt::Display for ComputeDtype {
 /// Read as on the command line (`fp16`, `half`, `FP32`, ...), in YAML runs and manifests alike.
 impl<'de> Deserialize<'de> for ComputeDtype {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        crate::error::deserialize_parsed(d, "a compute dtype (fp32, int8 or fp16)", "dtype")
+        crate::error::deserialize_parsed(d, "a compute dtype (fp32, int8, fp16 or bf16)", "dtype")
     }
 }
 
@@ -98,8 +113,9 @@ impl std::str::FromStr for ComputeDtype {
             "fp32" | "f32" | "float32" => Ok(ComputeDtype::Fp32),
             "int8" | "i8" => Ok(ComputeDtype::Int8),
             "fp16" | "f16" | "float16" | "half" => Ok(ComputeDtype::Fp16),
+            "bf16" | "bfloat16" => Ok(ComputeDtype::Bf16),
             _ => Err(Error::invalid(format!(
-                "dtype: unknown compute dtype {s:?} (valid: fp32, int8, fp16)"
+                "dtype: unknown compute dtype {s:?} (valid: fp32, int8, fp16, bf16)"
             ))),
         }
     }
@@ -199,7 +215,7 @@ pub fn export(
 }
 
 /// `export` in a given compute precision (int8 and fp16 graphs go to `<model-id>-int8/` and
-/// `<model-id>-fp16/`).
+/// `<model-id>-fp16/`; bf16 runs the fp32 graphs, see [`ComputeDtype::graphs`]).
 pub fn export_with(
     model: &Model,
     out: Option<&Path>,
@@ -207,6 +223,7 @@ pub fn export_with(
     granularity: Granularity,
     dtype: ComputeDtype,
 ) -> Result<Export> {
+    let dtype = dtype.graphs();
     let root = graphs_root
         .map(Path::to_path_buf)
         .unwrap_or_else(default_graphs_root);
@@ -214,7 +231,7 @@ pub fn export_with(
     let dir = match out {
         Some(d) => d.to_path_buf(),
         None => root.join(match dtype {
-            ComputeDtype::Fp32 => model_dir_name(model, &content_id),
+            ComputeDtype::Fp32 | ComputeDtype::Bf16 => model_dir_name(model, &content_id),
             ComputeDtype::Int8 => format!("{}-int8", model_dir_name(model, &content_id)),
             ComputeDtype::Fp16 => format!("{}-fp16", model_dir_name(model, &content_id)),
         }),
@@ -232,11 +249,13 @@ pub fn export_with(
     let manifest_path = dir.join("manifest.json");
     // An unfinished or stale export must never be mistaken for a finished one.
     let _ = std::fs::remove_file(&manifest_path);
+    // Nor may blocks compiled from the old graphs be loaded for the new ones.
+    let _ = std::fs::remove_dir_all(dir.join(COMPILED_CACHE_DIR));
     link_weights(model.path(), &dir.join(WEIGHTS_FILE))?;
 
     for block in &model.blocks {
         let proto = match dtype {
-            ComputeDtype::Fp32 | ComputeDtype::Fp16 => {
+            ComputeDtype::Fp32 | ComputeDtype::Fp16 | ComputeDtype::Bf16 => {
                 blocks::block_graph(model, block.kind, WEIGHTS_FILE, false, dtype).0
             }
             ComputeDtype::Int8 => {

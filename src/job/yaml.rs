@@ -18,7 +18,7 @@ use crate::job::batch::{self, EncodeJob, OutFormat, DEFAULT_DECODE_THREADS};
 use crate::job::summary::EncodeSummary;
 use crate::loader::{ClipVision, LoadKey, LoadOptions};
 use crate::model::folders::ModelFolders;
-use crate::plan::{DonorPolicy, LoaderOptions, DEFAULT_BATCH_SIZE};
+use crate::plan::{CpuEngine, DonorPolicy, LoaderOptions, DEFAULT_BATCH_SIZE};
 use crate::{Error, Result};
 
 // serde's `default = "..."` takes functions: these read the one definition of each default.
@@ -77,7 +77,14 @@ pub struct JobSpec {
     pub eject_models: bool,
     #[serde(default = "default_donor_policy")]
     pub donor_policy: DonorPolicy,
-    /// Compute precision: `fp32` (default), `int8` (CPU) or `fp16` (CUDA).
+    /// What runs the CPU blocks: `auto` (default), `mlas` or `openvino` (contract §6.4).
+    #[serde(default)]
+    pub cpu_engine: CpuEngine,
+    /// The OpenVINO plugin library (or a folder holding it); default: searched for.
+    #[serde(default)]
+    pub openvino_ep: Option<PathBuf>,
+    /// Compute precision: `fp32` (default), `int8` (CPU), `fp16` (GPUs) or `bf16` (OpenVINO
+    /// on CPUs with AMX or AVX512_BF16).
     #[serde(default)]
     pub dtype: Option<ComputeDtype>,
     /// Micro-batches of N flowing through the device segments concurrently.
@@ -251,6 +258,7 @@ impl JobSpec {
                 expert_mode_allocations: self.expert_mode_allocations.clone(),
                 eject_models: self.eject_models,
                 donor_policy: self.donor_policy,
+                cpu_engine: self.cpu_engine,
             },
             simulate_devices: self.simulate_devices.clone(),
             graphs_dir: self
@@ -263,6 +271,7 @@ impl JobSpec {
             micro_batch: self.micro_batch,
             force_streamed: Vec::new(),
             model_folders: folders,
+            openvino_ep: self.openvino_ep.as_ref().map(|p| rel(base, p)),
         })
     }
 

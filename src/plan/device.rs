@@ -1,4 +1,4 @@
-//! Device names (`cpu`, `cuda:N`) and the donor policy.
+//! Device names (`cpu`, `cuda:N`, `xpu:N`) and the donor policy.
 
 use std::fmt;
 use std::str::FromStr;
@@ -7,23 +7,30 @@ use crate::{Error, Result};
 
 /// A place that can hold weights or run blocks.
 ///
-/// Ordering: `Cpu` sorts before every `Cuda(_)`; GPUs sort by index.
+/// Ordering: `Cpu` sorts before every `Cuda(_)`, which sort before every `Xpu(_)`; GPUs sort by
+/// index.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Device {
     Cpu,
+    /// An NVIDIA GPU, run by ONNX Runtime's CUDA execution provider.
     Cuda(u32),
+    /// An Intel GPU (ComfyUI's `xpu:N`), run by OpenVINO's GPU device through the OpenVINO
+    /// plugin of ONNX Runtime; N counts the GPUs the plugin lists, in its order.
+    Xpu(u32),
 }
 
 impl Device {
+    /// A GPU of either kind: memory of its own, which the planner budgets.
     pub fn is_gpu(self) -> bool {
-        matches!(self, Device::Cuda(_))
+        matches!(self, Device::Cuda(_) | Device::Xpu(_))
     }
 
-    /// Sort key used for listings: GPUs by index first, then `cpu`.
+    /// Sort key used for listings: CUDA GPUs by index first, then Intel GPUs, then `cpu`.
     pub(crate) fn listing_key(self) -> (u8, u32) {
         match self {
             Device::Cuda(i) => (0, i),
-            Device::Cpu => (1, 0),
+            Device::Xpu(i) => (1, i),
+            Device::Cpu => (2, 0),
         }
     }
 }
@@ -33,28 +40,36 @@ impl fmt::Display for Device {
         match self {
             Device::Cpu => f.write_str("cpu"),
             Device::Cuda(i) => write!(f, "cuda:{i}"),
+            Device::Xpu(i) => write!(f, "xpu:{i}"),
         }
     }
 }
 
-const DEVICE_FORMS: &str =
-    "valid forms are \"cpu\", \"cuda\" (= cuda:0) and \"cuda:N\" with N a GPU index such as 0 or 1";
+const DEVICE_FORMS: &str = "valid forms are \"cpu\", \"cuda\" (= cuda:0), \"cuda:N\" with N a GPU index such as 0 or 1, and \"xpu:N\" for Intel GPU N (through OpenVINO)";
 
 impl FromStr for Device {
     type Err = Error;
 
-    /// Accepts `cpu`, `cuda`, `cuda:N`; case-insensitive, surrounding whitespace ignored.
+    /// Accepts `cpu`, `cuda`, `cuda:N`, `xpu`, `xpu:N`; case-insensitive, surrounding
+    /// whitespace ignored.
     fn from_str(s: &str) -> Result<Self> {
         let t = s.trim().to_ascii_lowercase();
-        if t == "cpu" {
-            return Ok(Device::Cpu);
+        match t.as_str() {
+            "cpu" => return Ok(Device::Cpu),
+            "cuda" => return Ok(Device::Cuda(0)),
+            "xpu" => return Ok(Device::Xpu(0)),
+            _ => {}
         }
-        if t == "cuda" {
-            return Ok(Device::Cuda(0));
-        }
-        if let Some(idx) = t.strip_prefix("cuda:") {
+        let indexed = t
+            .strip_prefix("cuda:")
+            .map(|i| (i, Device::Cuda as fn(u32) -> Device))
+            .or_else(|| {
+                t.strip_prefix("xpu:")
+                    .map(|i| (i, Device::Xpu as fn(u32) -> Device))
+            });
+        if let Some((idx, make)) = indexed {
             if !idx.is_empty() && idx.bytes().all(|b| b.is_ascii_digit()) {
-                return idx.parse::<u32>().map(Device::Cuda).map_err(|_| {
+                return idx.parse::<u32>().map(make).map_err(|_| {
                     Error::invalid(format!(
                         "device {s:?}: GPU index {idx:?} is too large; {DEVICE_FORMS}"
                     ))
@@ -150,6 +165,10 @@ mod tests {
         assert_eq!("\tcuda:12\n".parse::<Device>().unwrap(), Device::Cuda(12));
         assert_eq!(Device::Cuda(2).to_string(), "cuda:2");
         assert_eq!(Device::Cpu.to_string(), "cpu");
+        assert_eq!("XPU:1".parse::<Device>().unwrap(), Device::Xpu(1));
+        assert_eq!("xpu".parse::<Device>().unwrap(), Device::Xpu(0));
+        assert_eq!(Device::Xpu(3).to_string(), "xpu:3");
+        assert!(Device::Xpu(0).is_gpu() && Device::Cuda(0).is_gpu() && !Device::Cpu.is_gpu());
     }
 
     #[test]
@@ -166,6 +185,9 @@ mod tests {
             "cuda:99999999999",
             "cpu0",
             "cuda0",
+            "xpu:",
+            "xpu:a",
+            "xpu0",
         ] {
             let e = bad.parse::<Device>().unwrap_err();
             assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{bad}");
@@ -178,6 +200,7 @@ mod tests {
     fn device_order() {
         assert!(Device::Cpu < Device::Cuda(0));
         assert!(Device::Cuda(0) < Device::Cuda(1));
+        assert!(Device::Cuda(7) < Device::Xpu(0));
     }
 
     #[test]

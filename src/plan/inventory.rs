@@ -1,5 +1,6 @@
 //! Which devices exist and how much memory each has: from the CUDA driver and
-//! `/proc/meminfo`, or simulated from a string.
+//! `/proc/meminfo` (and Intel GPUs from the OpenVINO plugin, which the loader adds with
+//! [`Inventory::add_xpu`]), or simulated from a string.
 
 use std::collections::HashSet;
 use std::fmt::Write as _;
@@ -24,6 +25,9 @@ pub struct Inventory {
     pub simulated: bool,
     /// The devices whose figures came from the simulation string (not from this machine).
     pub simulated_devices: Vec<Device>,
+    /// Intel GPUs that exist but whose memory the OpenVINO plugin does not report, with their
+    /// names: the planner has no budget for them until one is given.
+    pub unmeasured: Vec<(Device, String)>,
 }
 
 const SIMULATE_FORMS: &str = "write comma-separated entries \"device=total\" or \"device=total/free\" with binary units, e.g. \"cuda:0=24GiB,cuda:1=12GiB/10GiB,cpu=64GiB\" (cpu is taken from this machine when not given)";
@@ -38,6 +42,7 @@ impl Inventory {
             devices,
             simulated: false,
             simulated_devices: Vec::new(),
+            unmeasured: Vec::new(),
         }
     }
 
@@ -102,6 +107,7 @@ impl Inventory {
             let name = match device {
                 Device::Cpu => "simulated CPU".to_string(),
                 Device::Cuda(i) => format!("simulated GPU {i}"),
+                Device::Xpu(i) => format!("simulated Intel GPU {i}"),
             };
             devices.push(DeviceInfo {
                 device,
@@ -120,7 +126,30 @@ impl Inventory {
             devices,
             simulated: true,
             simulated_devices,
+            unmeasured: Vec::new(),
         })
+    }
+
+    /// Adds Intel GPU `n` as the OpenVINO plugin lists it: with its memory (free is taken as
+    /// total: OpenVINO reports no free memory), or, when the plugin reports none, as a device
+    /// that needs a budget.
+    pub fn add_xpu(&mut self, n: u32, name: &str, total_bytes: Option<u64>) {
+        let device = Device::Xpu(n);
+        if self.get(device).is_some() {
+            return;
+        }
+        match total_bytes {
+            Some(total) => {
+                self.devices.push(DeviceInfo {
+                    device,
+                    name: name.to_string(),
+                    total_bytes: total,
+                    free_bytes: total,
+                });
+                self.devices.sort_by_key(|d| d.device.listing_key());
+            }
+            None => self.unmeasured.push((device, name.to_string())),
+        }
     }
 
     /// Takes `bytes` this process already holds on `d` off its free memory, for a simulated
@@ -154,20 +183,30 @@ impl Inventory {
             .join(", ")
     }
 
-    /// Looks a device up, or fails with `NotFound` naming the field and the available devices.
+    /// Looks a device up, or fails with `NotFound` naming the field and the available devices
+    /// (`InvalidArgument` asking for a budget when it exists with no known memory).
     pub fn require(&self, d: Device, field: &str) -> Result<&DeviceInfo> {
+        if let Some((_, name)) = self.unmeasured.iter().find(|(u, _)| *u == d) {
+            return Err(Error::invalid(format!(
+                "{field}: {d} ({name}) has no memory size: the OpenVINO plugin reports none for it, so the planner has no budget for it; give its memory with --simulate-devices \"{d}=16GiB\" (YAML simulate_devices; write its real size)"
+            )));
+        }
         self.get(d).ok_or_else(|| {
             Error::new(
                 crate::ErrorKind::NotFound,
                 format!(
-                    "{field}: device {:?} does not exist{}; available devices are {}",
+                    "{field}: device {:?} does not exist{}; available devices are {}{}",
                     d.to_string(),
                     if self.simulated {
                         " in the simulated inventory"
                     } else {
                         " on this machine"
                     },
-                    self.device_list()
+                    self.device_list(),
+                    match d {
+                        Device::Xpu(_) if !self.simulated => " (xpu:N are the Intel GPUs the OpenVINO plugin lists: see `distorch-vision devices`)",
+                        _ => "",
+                    }
                 ),
             )
         })
@@ -382,6 +421,35 @@ mod tests {
         assert_eq!(j[1]["name"], "simulated CPU");
         let t = inv.render_table();
         assert!(t.contains("cuda:0") && t.contains("24.00 GiB") && t.contains("20.00 GiB"));
+    }
+
+    #[test]
+    fn intel_gpus_from_the_plugin_with_and_without_memory() {
+        let mut inv = Inventory::simulate("cpu=64GiB").unwrap();
+        inv.add_xpu(0, "Intel(R) Arc(TM) A770", Some(16 * G));
+        inv.add_xpu(1, "Intel(R) Graphics", None);
+        let devs: Vec<_> = inv.devices.iter().map(|d| d.device).collect();
+        assert_eq!(devs, vec![Device::Xpu(0), Device::Cpu]);
+        assert_eq!(
+            inv.require(Device::Xpu(0), "device").unwrap().free_bytes,
+            16 * G
+        );
+        let e = inv.require(Device::Xpu(1), "device").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+        let m = e.message();
+        assert!(
+            m.contains("xpu:1")
+                && m.contains("Intel(R) Graphics")
+                && m.contains("--simulate-devices \"xpu:1="),
+            "{m}"
+        );
+        // Simulated Intel GPUs take their memory from the string.
+        let inv = Inventory::simulate("xpu:0=16GiB").unwrap();
+        assert_eq!(
+            inv.get(Device::Xpu(0)).unwrap().name,
+            "simulated Intel GPU 0"
+        );
+        assert!(inv.get(Device::Cpu).is_some());
     }
 
     #[test]

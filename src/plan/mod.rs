@@ -2,6 +2,7 @@
 //! grammar, block placement (home and exec device per block), the fit check and the report.
 
 mod device;
+mod engine;
 mod grammar;
 mod inventory;
 mod placement;
@@ -9,6 +10,7 @@ mod report;
 mod units;
 
 pub use device::{Device, DonorPolicy};
+pub use engine::{CpuEngine, Engine};
 pub use grammar::{parse_allocations, AllocEntry, AllocKind, Allocation, Amount};
 pub use inventory::{DeviceInfo, Inventory};
 pub use placement::{

@@ -9,6 +9,7 @@ mod fit;
 mod homes;
 
 use super::device::{Device, DonorPolicy};
+use super::engine::{CpuEngine, Engine};
 use super::inventory::Inventory;
 use crate::model::BlockKind;
 use crate::{Error, Result};
@@ -43,6 +44,9 @@ pub struct LoaderOptions {
     /// Not used by the planner; carried along for the loader.
     pub eject_models: bool,
     pub donor_policy: DonorPolicy,
+    /// What runs the CPU-executed blocks (contract §6.4); the loader resolves `auto` and
+    /// names the result with [`Plan::set_cpu_engine`].
+    pub cpu_engine: CpuEngine,
 }
 
 /// `virtual_vram_gb` when the user does not set it (DisTorch2's default).
@@ -68,6 +72,7 @@ impl Default for LoaderOptions {
             expert_mode_allocations: String::new(),
             eject_models: true,
             donor_policy: DonorPolicy::Stream,
+            cpu_engine: CpuEngine::Auto,
         }
     }
 }
@@ -109,6 +114,9 @@ pub struct PlacedBlock {
     pub home: Device,
     /// Where it runs.
     pub exec: Device,
+    /// What runs it there: CUDA on `cuda:N`, OpenVINO on `xpu:N`, and on the CPU the engine
+    /// the loader resolved (MLAS until [`Plan::set_cpu_engine`] says otherwise).
+    pub engine: Engine,
 }
 
 /// One inventory device as the plan uses it.
@@ -143,6 +151,15 @@ pub struct Plan {
     pub activation_reserve_bytes: u64,
 }
 
+impl Plan {
+    /// Names `cpu` as the engine of every block executing on the CPU.
+    pub fn set_cpu_engine(&mut self, cpu: Engine) {
+        for b in &mut self.blocks {
+            b.engine = Engine::for_exec(b.exec, cpu);
+        }
+    }
+}
+
 fn parse_device_field(value: &str, field: &str, inv: &Inventory) -> Result<Device> {
     let d: Device = value
         .parse()
@@ -151,6 +168,8 @@ fn parse_device_field(value: &str, field: &str, inv: &Inventory) -> Result<Devic
     Ok(d)
 }
 
+/// `cuda:0`, else the first CUDA GPU, else `cpu`. Intel GPUs are used only when named: an
+/// integrated one is often slower than the CPU it shares memory with.
 fn default_device(inv: &Inventory) -> Device {
     if inv.get(Device::Cuda(0)).is_some() {
         return Device::Cuda(0);
@@ -158,7 +177,7 @@ fn default_device(inv: &Inventory) -> Device {
     inv.devices
         .iter()
         .map(|d| d.device)
-        .filter(|d| d.is_gpu())
+        .filter(|d| matches!(d, Device::Cuda(_)))
         .min()
         .unwrap_or(Device::Cpu)
 }
@@ -258,7 +277,7 @@ fn model_bytes(blocks: &[BlockSize]) -> Result<u64> {
 fn exec_device(compute: Device, home: Device, policy: DonorPolicy) -> Device {
     match (compute, home) {
         (Device::Cpu, _) => Device::Cpu,
-        (_, Device::Cuda(_)) => home,
+        (_, Device::Cuda(_) | Device::Xpu(_)) => home,
         (_, Device::Cpu) => match policy {
             DonorPolicy::Stream => compute,
             DonorPolicy::Execute => Device::Cpu,
@@ -283,6 +302,7 @@ fn place_blocks(
             bytes: b.bytes,
             home,
             exec: exec_device(compute, home, policy),
+            engine: Engine::for_exec(exec_device(compute, home, policy), Engine::Mlas),
         })
         .collect();
     if compute == Device::Cpu {

@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 
 use super::device::Device;
+use super::engine::Engine;
 use super::placement::Plan;
 use super::units::{format_bytes, gib};
 
@@ -19,6 +20,8 @@ pub struct Segment {
     pub bytes: u64,
     pub home: Device,
     pub exec: Device,
+    /// What runs its blocks (contract §6.4).
+    pub engine: Engine,
 }
 
 impl Segment {
@@ -37,7 +40,7 @@ impl Plan {
         let mut out: Vec<Segment> = Vec::new();
         for (i, b) in self.blocks.iter().enumerate() {
             match out.last_mut() {
-                Some(s) if s.home == b.home && s.exec == b.exec => {
+                Some(s) if s.home == b.home && s.exec == b.exec && s.engine == b.engine => {
                     s.last = b.kind.name();
                     s.count += 1;
                     s.bytes = s.bytes.saturating_add(b.bytes);
@@ -50,6 +53,7 @@ impl Plan {
                     bytes: b.bytes,
                     home: b.home,
                     exec: b.exec,
+                    engine: b.engine,
                 }),
             }
         }
@@ -78,6 +82,7 @@ impl Plan {
                     "bytes": b.bytes,
                     "home": b.home.to_string(),
                     "exec": b.exec.to_string(),
+                    "engine": b.engine.as_str(),
                 })
             })
             .collect();
@@ -114,6 +119,7 @@ impl Plan {
                     "bytes": s.bytes,
                     "home": s.home.to_string(),
                     "exec": s.exec.to_string(),
+                    "engine": s.engine.as_str(),
                 })
             })
             .collect();
@@ -181,16 +187,17 @@ impl Plan {
             .max(6);
         let _ = writeln!(
             out,
-            "{:<range_w$}  {:>6}  {:<18}  {:>10}",
-            "blocks", "count", "home -> exec", "bytes"
+            "{:<range_w$}  {:>6}  {:<18}  {:<8}  {:>10}",
+            "blocks", "count", "home -> exec", "engine", "bytes"
         );
         for s in &segs {
             let _ = writeln!(
                 out,
-                "{:<range_w$}  {:>6}  {:<18}  {:>10}",
+                "{:<range_w$}  {:>6}  {:<18}  {:<8}  {:>10}",
                 s.range(),
                 s.count,
                 format!("{} -> {}", s.home, s.exec),
+                s.engine.as_str(),
                 format_bytes(s.bytes)
             );
         }

@@ -1,5 +1,6 @@
 //! Which compute dtype (`--dtype`) can run where: `fp32` (the default, contract §2.4's reference
-//! pass) everywhere, `int8` on the CPU, `fp16` meant for CUDA.
+//! pass) everywhere, `int8` on the CPU, `fp16` meant for CUDA, `bf16` on OpenVINO's CPU device
+//! on CPUs with AMX or AVX512_BF16 (contract §6.4).
 //!
 //! fp16 graphs also run on the CPU, where ONNX Runtime computes the ops it has no f16
 //! kernel for in f32 behind inserted casts: slower than fp32 and no more accurate than
@@ -14,6 +15,7 @@ use crate::{Error, Result};
 pub use crate::export::ComputeDtype;
 
 /// Checks that `dtype` can run on the plan's exec devices; returns a warning to show, if any.
+/// (Which CPU engine a dtype needs is the engine resolution's check, `runtime::engine`.)
 pub fn check(dtype: ComputeDtype, exec: &[Device]) -> Result<Option<String>> {
     let on_gpu = exec.iter().any(|d| d.is_gpu());
     match dtype {
@@ -21,6 +23,10 @@ pub fn check(dtype: ComputeDtype, exec: &[Device]) -> Result<Option<String>> {
         ComputeDtype::Int8 if on_gpu => Err(Error::invalid(
             "dtype: int8 runs on the CPU only; this plan runs blocks on a GPU (use --device cpu, or --dtype fp32)",
         )),
+        ComputeDtype::Bf16 if on_gpu => Err(Error::invalid(
+            "dtype: bf16 runs on OpenVINO's CPU device only; this plan runs blocks on a GPU (use --device cpu, or --dtype fp32, or fp16 on a GPU)",
+        )),
+        ComputeDtype::Bf16 => bf16_cpu().map(|_| None),
         ComputeDtype::Int8 => Ok(None),
         ComputeDtype::Fp16 if exec.contains(&Device::Cpu) => Ok(Some(
             "dtype: fp16 is meant for CUDA; on the CPU it runs (ONNX Runtime casts to f32 around ops without f16 kernels) but more slowly than fp32 and no more exactly, so use it there only to check results".into(),
@@ -39,8 +45,69 @@ pub fn check(dtype: ComputeDtype, exec: &[Device]) -> Result<Option<String>> {
 pub fn configure(builder: SessionBuilder, dtype: ComputeDtype) -> Result<SessionBuilder> {
     Ok(match dtype {
         ComputeDtype::Int8 if !u8s8_is_exact() => builder.with_precise_qmm()?,
-        ComputeDtype::Int8 | ComputeDtype::Fp32 | ComputeDtype::Fp16 => builder,
+        ComputeDtype::Int8 | ComputeDtype::Fp32 | ComputeDtype::Fp16 | ComputeDtype::Bf16 => {
+            builder
+        }
     })
+}
+
+/// The CPU's bf16 unit OpenVINO computes `bf16` with (`"AMX"` or `"AVX512_BF16"`), or an error
+/// naming what is missing and the dtypes that work here. Read from CPUID (and the OS's saved
+/// register state), so an emulated CPU (`qemu-x86_64 -cpu ...`) answers for itself.
+pub fn bf16_cpu() -> Result<&'static str> {
+    let (amx, avx512_bf16) = bf16_units();
+    if amx {
+        return Ok("AMX");
+    }
+    if avx512_bf16 {
+        return Ok("AVX512_BF16");
+    }
+    Err(Error::invalid(
+        "dtype: bf16 needs a CPU with AMX (AMX-BF16) or AVX512_BF16, which OpenVINO computes bf16 with; this CPU has neither (dtypes that work here: fp32, the reference; int8, approximate and faster)",
+    ))
+}
+
+/// (AMX-BF16 usable, AVX512_BF16 usable) on this CPU.
+#[allow(unused_unsafe)] // CPUID is unsafe before Rust 1.87 (rust-version)
+fn bf16_units() -> (bool, bool) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::__cpuid_count;
+        // SAFETY: CPUID exists on every x86-64 CPU; leaves above the maximum read as zero
+        // here because they are only read when the maximum allows.
+        let max = unsafe { __cpuid_count(0, 0) }.eax;
+        if max < 7 {
+            return (false, false);
+        }
+        let leaf7 = unsafe { __cpuid_count(7, 0) };
+        let avx512_bf16 = leaf7.eax >= 1
+            && unsafe { __cpuid_count(7, 1) }.eax & (1 << 5) != 0
+            && std::arch::is_x86_feature_detected!("avx512f");
+        let amx_cpu = leaf7.edx & (1 << 22) != 0 && leaf7.edx & (1 << 24) != 0;
+        (amx_cpu && os_saves_amx_tiles(), avx512_bf16)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        (false, false)
+    }
+}
+
+/// Whether the OS has enabled the AMX tile state (XCR0 bits 17 and 18).
+#[cfg(target_arch = "x86_64")]
+#[allow(unused_unsafe)]
+fn os_saves_amx_tiles() -> bool {
+    use std::arch::x86_64::__cpuid_count;
+    // SAFETY: leaf 1 always exists; XGETBV is only executed when OSXSAVE says it may be.
+    let osxsave = unsafe { __cpuid_count(1, 0) }.ecx & (1 << 27) != 0;
+    if !osxsave {
+        return false;
+    }
+    #[target_feature(enable = "xsave")]
+    unsafe fn xcr0() -> u64 {
+        std::arch::x86_64::_xgetbv(0)
+    }
+    let xcr0 = unsafe { xcr0() };
+    xcr0 & (0b11 << 17) == (0b11 << 17)
 }
 
 /// Whether ONNX Runtime's u8×s8 GEMM kernel on this CPU accumulates without saturating: the
@@ -80,5 +147,28 @@ mod tests {
         assert_eq!(check(ComputeDtype::Fp16, &[Device::Cuda(0)]).unwrap(), None);
         let w = check(ComputeDtype::Fp16, &[Device::Cuda(0), Device::Cpu]).unwrap();
         assert!(w.is_some_and(|w| w.contains("CUDA")));
+        assert_eq!("BF16".parse::<ComputeDtype>().unwrap(), ComputeDtype::Bf16);
+        assert_eq!(ComputeDtype::Bf16.graphs(), ComputeDtype::Fp32);
+        let e = check(ComputeDtype::Bf16, &[Device::Xpu(0)]).unwrap_err();
+        assert!(e.message().contains("bf16") && e.message().contains("CPU"));
+        assert!(check(ComputeDtype::Bf16, &[Device::Cuda(0)]).is_err());
+    }
+
+    #[test]
+    fn bf16_on_the_cpu_follows_the_cpus_units() {
+        // The answer depends on this CPU; the message does not.
+        match bf16_cpu() {
+            Ok(unit) => {
+                assert!(unit == "AMX" || unit == "AVX512_BF16");
+                assert_eq!(check(ComputeDtype::Bf16, &[Device::Cpu]).unwrap(), None);
+            }
+            Err(e) => {
+                let m = e.message();
+                assert!(
+                    m.contains("AMX") && m.contains("AVX512_BF16") && m.contains("fp32"),
+                    "{m}"
+                );
+            }
+        }
     }
 }

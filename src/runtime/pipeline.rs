@@ -10,12 +10,13 @@ use ort::session::{Session, SessionInputValue};
 use ort::value::{DynValue, Tensor};
 use prost::Message;
 
+use super::engine::Engines;
 use super::env::environment;
 use super::gpu::{self, GpuPath};
 use super::route::{Pass, Route};
 use crate::export::{blocks, Export};
 use crate::model::{BlockKind, DType, Model};
-use crate::plan::Device;
+use crate::plan::{Device, Engine};
 use crate::{Error, Result};
 
 /// Encoded outputs, each `[B, …]` f32, in contract §3 order.
@@ -65,10 +66,12 @@ impl Stage {
     }
 }
 
-/// Where one block's session runs and whether its weights are streamed.
+/// Where one block's session runs, on which engine, and whether its weights are streamed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StagePlan {
     pub exec: Device,
+    /// What runs it there (the plan's engine for the block).
+    pub engine: Engine,
     /// Weights are graph inputs fed from host memory on every pass (home ≠ exec device).
     pub streamed: bool,
 }
@@ -87,8 +90,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Pipeline {
-    /// Builds one session per block of `export`, each on its planned device.
-    pub fn build(model: Arc<Model>, export: Export, plan: &[StagePlan]) -> Result<Pipeline> {
+    /// Builds one session per block of `export`, each on its planned device and engine.
+    pub fn build(
+        model: Arc<Model>,
+        export: Export,
+        plan: &[StagePlan],
+        engines: &Engines,
+    ) -> Result<Pipeline> {
         let env = environment()?;
         if plan.len() != export.manifest.blocks.len() {
             return Err(Error::runtime(format!(
@@ -99,7 +107,7 @@ impl Pipeline {
         }
         let n = export.manifest.blocks.len();
         let build = |i: usize| {
-            let stage = build_stage(&env, &model, &export, i, plan[i]);
+            let stage = build_stage(&env, &model, &export, i, plan[i], engines);
             // The weights' unpacked copies are freed by now; give their pages back before the
             // next session reads its own, so loading peaks near the weights' size.
             super::heap::release_free();
@@ -410,6 +418,7 @@ fn build_stage(
     export: &Export,
     i: usize,
     sp: StagePlan,
+    engines: &Engines,
 ) -> Result<Stage> {
     let block = &export.manifest.blocks[i];
     // The manifest is read from disk: a name that is no block of this model, or not the
@@ -434,7 +443,7 @@ fn build_stage(
         // no speed gained); the arena already reuses freed tensors across blocks.
         .with_memory_pattern(sp.exec.is_gpu())?;
     let builder = super::dtype::configure(builder, export.manifest.dtype)?;
-    let mut builder = gpu::register(builder, sp.exec)?;
+    let mut builder = super::engine::configure(builder, sp, engines, &export.dir)?;
     let (session, weight_inputs) = if streamed {
         let (proto, weights) = blocks::block_graph(
             model,
@@ -452,8 +461,8 @@ fn build_stage(
     };
     let session = session.map_err(|e| {
         Error::runtime(format!(
-            "building the session of block {} on {}: {e}",
-            block.name, sp.exec
+            "building the session of block {} on {} ({}): {e}",
+            block.name, sp.exec, sp.engine
         ))
     })?;
     Ok(Stage {

@@ -512,12 +512,13 @@ fn a_manifest_block_that_is_not_the_models_block_is_refused() {
     let plan = vec![
         StagePlan {
             exec: Device::Cpu,
+            engine: distorch_vision::plan::Engine::Mlas,
             streamed: true,
         };
         e.manifest.blocks.len()
     ];
     e.manifest.blocks[2].name = "layer.1".into();
-    let err = Pipeline::build(model.clone(), e.clone(), &plan)
+    let err = Pipeline::build(model.clone(), e.clone(), &plan, &Default::default())
         .err()
         .expect("an unknown block name must not build");
     let msg = err.message();
@@ -531,7 +532,7 @@ fn a_manifest_block_that_is_not_the_models_block_is_refused() {
     );
     // A real block name at another block's position is refused too.
     e.manifest.blocks[2].name = "layer.00".into();
-    let err = Pipeline::build(model.clone(), e.clone(), &plan)
+    let err = Pipeline::build(model.clone(), e.clone(), &plan, &Default::default())
         .err()
         .expect("a block out of order must not build");
     assert!(
@@ -541,5 +542,5 @@ fn a_manifest_block_that_is_not_the_models_block_is_refused() {
         err.message()
     );
     e.manifest.blocks[2].name = "layer.01".into();
-    Pipeline::build(model, e, &plan).unwrap();
+    Pipeline::build(model, e, &plan, &Default::default()).unwrap();
 }

@@ -3,15 +3,16 @@
 
 use distorch_vision::model::BlockKind;
 use distorch_vision::plan::{
-    parse_allocations, parse_bytes, plan, BlockSize, Device, DonorPolicy, Inventory, LoaderOptions,
-    Mode, Plan,
+    parse_allocations, parse_bytes, plan, BlockSize, Device, DonorPolicy, Engine, Inventory,
+    LoaderOptions, Mode, Plan,
 };
 use distorch_vision::ErrorKind;
 use proptest::prelude::*;
 
-const POOL: [&str; 4] = ["cuda:0", "cuda:1", "cuda:2", "cpu"];
+/// Two CUDA GPUs, an Intel GPU (`xpu:0`, OpenVINO's) and the CPU.
+const POOL: [&str; 4] = ["cuda:0", "cuda:1", "xpu:0", "cpu"];
 /// Every device practically unlimited; cuda:3 is the compute device and never listed.
-const BIG: &str = "cuda:0=1000000t,cuda:1=1000000t,cuda:2=1000000t,cuda:3=1000000t,cpu=1000000t";
+const BIG: &str = "cuda:0=1000000t,cuda:1=1000000t,xpu:0=1000000t,cuda:3=1000000t,cpu=1000000t";
 
 fn blocks_from(sizes: &[u64]) -> Vec<BlockSize> {
     sizes
@@ -73,13 +74,20 @@ fn assert_exec_rule(p: &Plan) {
     for b in &p.blocks {
         let want = match (p.compute_device, b.home) {
             (Device::Cpu, _) => Device::Cpu,
-            (_, Device::Cuda(_)) => b.home,
+            (_, Device::Cuda(_) | Device::Xpu(_)) => b.home,
             (c, Device::Cpu) => match p.donor_policy {
                 DonorPolicy::Stream => c,
                 DonorPolicy::Execute => Device::Cpu,
             },
         };
         assert_eq!(b.exec, want, "{}", b.kind);
+        // Intel GPUs run on OpenVINO, CUDA GPUs on CUDA, the CPU on the engine the loader names.
+        let engine = match b.exec {
+            Device::Cpu => Engine::Mlas,
+            Device::Cuda(_) => Engine::Cuda,
+            Device::Xpu(_) => Engine::OpenVino,
+        };
+        assert_eq!(b.engine, engine, "{}", b.kind);
     }
 }
 

@@ -212,7 +212,7 @@ fn staging_for(
         .filter(|&i| pinned[i].is_some())
         .filter_map(|i| match execs[i] {
             Device::Cuda(n) => Some(n),
-            Device::Cpu => None,
+            Device::Cpu | Device::Xpu(_) => None,
         })
         .collect();
     gpus.sort_unstable();

@@ -154,11 +154,15 @@ pub fn provider_status() -> CudaStatus {
     }
 }
 
-/// Registers `device`'s execution provider on a session builder. CUDA registration must not
-/// fall back to the CPU silently. CPU sessions get no provider options at all.
+/// Registers `device`'s CUDA execution provider on a session builder. CUDA registration must
+/// not fall back to the CPU silently. CPU sessions get no provider options at all; Intel GPUs
+/// are OpenVINO's (`runtime::engine`).
 pub fn register(builder: SessionBuilder, device: Device) -> Result<SessionBuilder> {
     match device {
         Device::Cpu => Ok(builder),
+        Device::Xpu(_) => Err(crate::Error::runtime(format!(
+            "{device} runs on OpenVINO, not on the CUDA provider"
+        ))),
         Device::Cuda(n) => {
             // Preload CUDA 13 / cuDNN 9 with RTLD_GLOBAL before the provider is loaded.
             libs::preload();

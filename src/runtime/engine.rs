@@ -1,0 +1,243 @@
+//! The engine of each block's session (contract §6.4): resolving the `cpu_engine` choice
+//! against the dtype and what is installed, and making a session builder for a block's engine
+//! (MLAS: ONNX Runtime's CPU provider as it is; CUDA; OpenVINO's CPU or GPU device).
+
+use std::path::{Path, PathBuf};
+
+use ort::session::builder::SessionBuilder;
+
+use super::openvino::{self, Availability, Hint, Plugin};
+use super::pipeline::StagePlan;
+use crate::export::ComputeDtype;
+use crate::plan::{CpuEngine, Device, Engine};
+use crate::{Error, ErrorKind, Result};
+
+/// What the loader resolved: the CPU blocks' engine, and the OpenVINO plugin when any block
+/// runs on it.
+#[derive(Clone, Debug, Default)]
+pub struct Engines {
+    pub cpu: Engine,
+    pub openvino: Option<Plugin>,
+    /// The compute dtype the user asked for (bf16 is OpenVINO's precision hint on fp32 graphs).
+    pub dtype: ComputeDtype,
+    /// Said once at load: why `auto` chose as it did, when it is worth saying.
+    pub note: Option<String>,
+    /// Where the plugin was looked for, when it was needed for `xpu:N` blocks and not found
+    /// (the plan stands; [`check_usable`] fails the load).
+    pub missing_plugin: Option<String>,
+}
+
+/// Resolves `choice` for a plan whose blocks execute on `exec`, with `explicit` the plugin
+/// path the caller named (`--openvino-ep`, YAML `openvino_ep`, the C ABI option).
+///
+/// `auto` is OpenVINO when its plugin is found and the dtype runs there (fp32, bf16), else
+/// MLAS: int8 graphs use ONNX Runtime's own quantised kernels and fp16 on the CPU is a
+/// checking mode of MLAS. A missing plugin is an error only when something asks for it:
+/// `openvino`, `bf16`, an `xpu:N` block, or an explicit path.
+pub fn resolve(
+    choice: CpuEngine,
+    dtype: ComputeDtype,
+    exec: &[Device],
+    explicit: Option<&Path>,
+) -> Result<Engines> {
+    let on_cpu = exec.contains(&Device::Cpu);
+    let on_xpu = exec.iter().any(|d| matches!(d, Device::Xpu(_)));
+    // What needs the plugin, for the message when it is missing.
+    // (An xpu:N block needs it too, but only to load: a plan on a simulated xpu stands.)
+    let need = if on_cpu && dtype == ComputeDtype::Bf16 {
+        Some("--dtype bf16")
+    } else if on_cpu && choice == CpuEngine::OpenVino {
+        Some("--cpu-engine openvino")
+    } else if explicit.is_some() {
+        Some("the OpenVINO plugin path given (openvino_ep)")
+    } else {
+        None
+    };
+    if on_cpu {
+        match (choice, dtype) {
+            (CpuEngine::Mlas, ComputeDtype::Bf16) => {
+                return Err(Error::invalid(
+                    "dtype: bf16 runs on OpenVINO's CPU device, but cpu_engine is mlas (use --cpu-engine openvino or auto, or --dtype fp32 or int8 on mlas)",
+                ))
+            }
+            (CpuEngine::OpenVino, ComputeDtype::Int8) => {
+                return Err(Error::invalid(
+                    "cpu_engine: openvino does not run the int8 graphs (ONNX Runtime's own quantised MatMul); use --cpu-engine mlas or auto for int8, or --dtype bf16 for OpenVINO's fast path",
+                ))
+            }
+            (CpuEngine::OpenVino, ComputeDtype::Fp16) => {
+                return Err(Error::invalid(
+                    "cpu_engine: openvino does not run fp16 on the CPU (fp16 is for GPUs); use --dtype fp32 or bf16 on openvino, or --cpu-engine mlas",
+                ))
+            }
+            _ => {}
+        }
+        if dtype == ComputeDtype::Bf16 {
+            super::dtype::bf16_cpu()?;
+        }
+    }
+    let wants_openvino_cpu = on_cpu
+        && match choice {
+            CpuEngine::Mlas => false,
+            CpuEngine::OpenVino => true,
+            CpuEngine::Auto => matches!(dtype, ComputeDtype::Fp32 | ComputeDtype::Bf16),
+        };
+    // Load OpenVINO only when some block could run on it, or when the caller named the plugin.
+    if !(wants_openvino_cpu || on_xpu || explicit.is_some()) {
+        return Ok(Engines {
+            cpu: Engine::Mlas,
+            dtype,
+            ..Default::default()
+        });
+    }
+    let plugin = match openvino::plugin(explicit) {
+        Ok(Availability::Ready(p)) => p,
+        Ok(Availability::Missing { looked }) if need.is_none() && on_xpu => {
+            return Ok(Engines {
+                cpu: Engine::Mlas,
+                dtype,
+                missing_plugin: Some(looked),
+                ..Default::default()
+            })
+        }
+        Ok(Availability::Missing { looked }) => match need {
+            Some(what) => {
+                return Err(Error::new(
+                    ErrorKind::NotFound,
+                    openvino::not_found_message(&looked, what),
+                ))
+            }
+            None => {
+                return Ok(Engines {
+                    cpu: Engine::Mlas,
+                    dtype,
+                    note: Some(format!(
+                        "cpu_engine auto: the OpenVINO plugin is not installed, so CPU blocks run on mlas (looked in: {looked})"
+                    )),
+                    ..Default::default()
+                })
+            }
+        },
+        // Found but refused: an error when asked for, else MLAS with a warning.
+        Err(e) if need.is_none() => {
+            tracing::warn!("{}; CPU blocks run on mlas", e.message());
+            return Ok(Engines {
+                cpu: Engine::Mlas,
+                dtype,
+                ..Default::default()
+            });
+        }
+        Err(e) => return Err(e),
+    };
+    let cpu = if wants_openvino_cpu {
+        if plugin.cpu().is_none() {
+            let msg = format!(
+                "the OpenVINO plugin ({}) lists no CPU device (its devices: {})",
+                plugin.path.display(),
+                plugin.device_list()
+            );
+            if need.is_some() {
+                return Err(Error::runtime(msg));
+            }
+            tracing::warn!("{msg}; CPU blocks run on mlas");
+            Engine::Mlas
+        } else {
+            Engine::OpenVino
+        }
+    } else {
+        Engine::Mlas
+    };
+    Ok(Engines {
+        cpu,
+        openvino: Some(plugin),
+        dtype,
+        ..Default::default()
+    })
+}
+
+/// Checks that `device` can run here with `engines` (before any export or session work): an
+/// `xpu:N` needs the plugin, listing Intel GPU N. CUDA devices are `gpu::check_usable`'s.
+pub fn check_usable(device: Device, engines: &Engines) -> Result<()> {
+    let Device::Xpu(n) = device else {
+        return Ok(());
+    };
+    let Some(plugin) = &engines.openvino else {
+        let looked = engines.missing_plugin.as_deref().unwrap_or("nowhere");
+        return Err(Error::new(
+            ErrorKind::NotFound,
+            openvino::not_found_message(looked, &format!("device {device}")),
+        ));
+    };
+    if plugin.xpu(n).is_none() {
+        return Err(Error::new(
+            ErrorKind::NotFound,
+            format!(
+                "device {device}: the OpenVINO plugin ({}) lists no Intel GPU {n} on this machine (its devices: {}); a plan on a simulated {device} runs only where that GPU exists",
+                plugin.path.display(),
+                plugin.device_list()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The OpenVINO model cache of an export for one device and precision hint: compiled blocks
+/// are kept beside their graphs. One folder per device and hint, because the plugin's cache
+/// (onnxruntime-ep-openvino 1.8.1) keys a blob on the graph alone: a bf16 load after an f32
+/// one imported the f32 blob and returned NaN (seen here), and the other order would give
+/// fp32 results computed in bf16.
+pub fn cache_dir(export_dir: &Path, ov_device: &str, hint: Hint) -> PathBuf {
+    let device: String = ov_device
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    export_dir
+        .join(crate::export::COMPILED_CACHE_DIR)
+        .join(format!("{device}-{}", hint.as_str()))
+}
+
+/// Registers the engine of a block executing as `sp` says on `builder`.
+pub fn configure(
+    builder: SessionBuilder,
+    sp: StagePlan,
+    engines: &Engines,
+    export_dir: &Path,
+) -> Result<SessionBuilder> {
+    match sp.engine {
+        Engine::Mlas => Ok(builder),
+        Engine::Cuda => super::gpu::register(builder, sp.exec),
+        Engine::OpenVino => {
+            let plugin = engines.openvino.as_ref().ok_or_else(|| {
+                Error::runtime("a block runs on OpenVINO, but its plugin was not loaded")
+            })?;
+            let (device, hint) = match sp.exec {
+                Device::Cpu => (
+                    plugin.cpu(),
+                    if engines.dtype == ComputeDtype::Bf16 {
+                        Hint::Bf16
+                    } else {
+                        Hint::F32
+                    },
+                ),
+                Device::Xpu(n) => (
+                    plugin.xpu(n),
+                    if engines.dtype == ComputeDtype::Fp16 {
+                        Hint::F16
+                    } else {
+                        Hint::F32
+                    },
+                ),
+                Device::Cuda(_) => (None, Hint::F32),
+            };
+            let device = device.ok_or_else(|| {
+                Error::runtime(format!(
+                    "the OpenVINO plugin lists no device for {} (its devices: {})",
+                    sp.exec,
+                    plugin.device_list()
+                ))
+            })?;
+            let cache = cache_dir(export_dir, &device.ov_device, hint);
+            openvino::register(builder, device, hint, Some(&cache))
+        }
+    }
+}
