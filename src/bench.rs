@@ -229,7 +229,7 @@ pub fn run_micro(
     })
 }
 
-/// One session of `whole.onnx` (CPU) on the same pixels.
+/// One session of `whole.onnx` (CPU, on the CPU blocks' engine) on the same pixels.
 struct WholeSession {
     session: Session,
     px: Array4<f32>,
@@ -245,9 +245,17 @@ impl WholeSession {
         let builder = Session::builder(&env)?
             .with_optimization_level(GraphOptimizationLevel::Level3)?
             .with_env_allocators()?;
-        let session = crate::runtime::dtype::configure(builder, cv.export().manifest.dtype)?
-            .commit_from_file(&file)
-            .map_err(|e| Error::runtime(format!("{}: {e}", file.display())))?;
+        let builder = crate::runtime::dtype::configure(builder, cv.export().manifest.dtype)?;
+        // On the engine of the CPU blocks, so the ratio is the split's cost alone.
+        let sp = crate::runtime::StagePlan {
+            exec: crate::plan::Device::Cpu,
+            engine: cv.cpu_engine(),
+            streamed: false,
+        };
+        let session =
+            crate::runtime::engine::configure(builder, sp, cv.engines(), &cv.export().dir)?
+                .commit_from_file(&file)
+                .map_err(|e| Error::runtime(format!("{}: {e}", file.display())))?;
         let mut w = WholeSession {
             session,
             px: px.clone(),
