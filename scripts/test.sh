@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs every test on a fresh machine: installs the ONNX Runtime library (scripts/setup.sh) and
+# Runs every test on a fresh machine: installs the ONNX Runtime library and its OpenVINO plugin
+# (scripts/setup.sh --openvino) and
 # valgrind (tests/valgrind.rs runs the hosts under memcheck), then the Rust unit and
 # integration tests (one `integration` binary from tests/integration/, plus one binary for each
 # tests/*.rs that needs a process of its own; they also run the exported graphs through the
@@ -18,7 +19,9 @@ cd "$root"
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps
-scripts/setup.sh --no-build
+# ONNX Runtime, and the OpenVINO plugin (tests/integration/openvino.rs: parity on any CPU,
+# bf16 where the CPU has AMX or AVX512_BF16).
+scripts/setup.sh --no-build --openvino
 
 # valgrind, from the distribution's packages when missing (Debian/Ubuntu, as root).
 if ! valgrind --version >/dev/null 2>&1; then

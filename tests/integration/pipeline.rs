@@ -8,11 +8,14 @@ use distorch_vision::plan::LoaderOptions;
 
 const TOL: f32 = 1e-4;
 
+/// On MLAS, named: with the OpenVINO plugin installed `auto` would pick OpenVINO, which
+/// `openvino.rs` checks on its own.
 fn cpu_options(model: &std::path::Path, graphs: &std::path::Path) -> LoadOptions {
     LoadOptions {
         clip_vision: model.display().to_string(),
         loader: LoaderOptions {
             device: Some("cpu".into()),
+            cpu_engine: distorch_vision::plan::CpuEngine::Mlas,
             ..Default::default()
         },
         graphs_dir: Some(graphs.to_path_buf()),
