@@ -94,7 +94,7 @@ typedef uint64_t dv_outputs;
  * Initialise with dv_load_options_init(), then set fields. Later versions only append
  * fields; @c struct_size tells the library which version the caller was built with.
  * Version 1 ends after @c extra_model_paths; version 2 adds @c dtype; version 3 adds
- * @c donor_policy. A library older than the caller's header ignores fields it does not know:
+ * @c donor_policy; version 4 adds @c cpu_engine and @c openvino_ep. A library older than the caller's header ignores fields it does not know:
  * to tell, set the newest field you need to a non-NULL sentinel before
  * dv_load_options_init(); a library that knows that version resets it to NULL.
  * The library only reads the strings during dv_model_load().
@@ -102,7 +102,7 @@ typedef uint64_t dv_outputs;
 typedef struct dv_load_options {
     size_t struct_size;      /**< sizeof(dv_load_options); set by dv_load_options_init() */
     const char *clip_vision; /**< required: path of a .safetensors CLIP Vision model, or a name in the model folders (ComfyUI's own CLIPVisionLoader calls this input clip_name) */
-    const char *device;      /**< compute device "cpu" or "cuda:N"; NULL or "" = cuda:0 when a GPU exists, else cpu */
+    const char *device;      /**< compute device "cpu", "cuda:N", or "xpu:N" (Intel GPU N through OpenVINO); NULL or "" = cuda:0 when a CUDA GPU exists, else cpu */
     double virtual_vram_gb;  /**< GiB of weights moved from device to donor_device, 0.0–128.0; default 4.0. A host's field always holds a number, so exactly 4.0 (the default) counts as "not set": with expert_mode_allocations it is then ignored without a warning; any other value counts as set */
     const char *donor_device; /**< where moved weights live; NULL = "cpu" */
     const char *expert_mode_allocations; /**< e.g. "cuda:0,60%;cpu,*"; NULL or "" = not set */
@@ -111,9 +111,12 @@ typedef struct dv_load_options {
     const char *comfyui_path; /**< ComfyUI folder whose models/clip_vision resolves a model name in clip_vision; NULL = COMFYUI_PATH; borrowed */
     const char *extra_model_paths; /**< an extra_model_paths.yaml whose clip_vision: entries are searched too; NULL = none; borrowed */
     /* version 2 */
-    const char *dtype;       /**< compute precision: "fp32" (default, ComfyUI parity), "fp16" (CUDA), "int8" (CPU); NULL or "" = fp32; borrowed */
+    const char *dtype;       /**< compute precision: "fp32" (default, ComfyUI parity), "fp16" (GPUs), "int8" (CPU), "bf16" (OpenVINO on CPUs with AMX or AVX512_BF16); NULL or "" = fp32; borrowed */
     /* version 3 */
     const char *donor_policy; /**< blocks homed on cpu while device is a GPU: "stream" their weights to the GPU each pass (default, as DisTorch) or "execute" them on the CPU; NULL or "" = stream; borrowed */
+    /* version 4 */
+    const char *cpu_engine;  /**< what runs the CPU blocks: "auto" (OpenVINO when its plugin is found and the dtype runs there, else MLAS), "mlas" (ONNX Runtime's own) or "openvino"; NULL or "" = auto; borrowed */
+    const char *openvino_ep; /**< the OpenVINO plugin library (libonnxruntime_providers_openvino_plugin.so) or a folder holding it; NULL or "" = searched (DISTORCH_OPENVINO_EP, the checkout's .runtime/openvino/, the onnxruntime_ep_openvino Python package); one per process; borrowed */
 } dv_load_options;
 
 /**

@@ -7,7 +7,7 @@ use distorch_vision::export::ComputeDtype;
 use distorch_vision::export::{self, Granularity};
 use distorch_vision::image::Crop;
 use distorch_vision::job::batch::{self, EncodeJob, OutFormat};
-use distorch_vision::job::{out_guard, yaml};
+use distorch_vision::job::{out_guard, summary, yaml};
 use distorch_vision::loader::{
     add_xpus, inventory, inventory_for, plan_with_engines, resolve_model_in, ClipVision,
     LoadOptions,
@@ -204,7 +204,7 @@ pub(crate) fn cmd_preprocess(
     } else {
         batch::preprocess_inputs_skipping(images, &spec)?
     };
-    batch::print_skipped(&skipped);
+    summary::print_skipped(&skipped);
     batch::write_pixels(out, &px, &sources, model, &spec)?;
     if !quiet {
         eprintln!(
