@@ -250,7 +250,10 @@ mod tests {
     #[test]
     fn version_4_reads_the_cpu_engine_and_the_plugin_path() {
         let model = CString::new("m.safetensors").unwrap();
-        let (engine, plugin) = (CString::new("openvino").unwrap(), CString::new("/p").unwrap());
+        let (engine, plugin) = (
+            CString::new("openvino").unwrap(),
+            CString::new("/p").unwrap(),
+        );
         let mut o: DvLoadOptions = unsafe { std::mem::zeroed() };
         let size = std::mem::size_of::<DvLoadOptions>();
         assert_eq!(unsafe { dv_load_options_init(&mut o, size) }, DV_OK);
@@ -265,6 +268,10 @@ mod tests {
         let bad = CString::new("tbb").unwrap();
         o.cpu_engine = bad.as_ptr();
         let e = unsafe { load_options(&o) }.err().unwrap();
-        assert!(e.message.contains("\"tbb\"") && e.message.contains("openvino"), "{}", e.message);
+        assert!(
+            e.message.contains("\"tbb\"") && e.message.contains("openvino"),
+            "{}",
+            e.message
+        );
     }
 }

@@ -54,6 +54,14 @@ pub struct LoadOptionsV3 {
     pub donor_policy: *const c_char,
 }
 
+/// `dv_load_options` version 4: version 3 plus `cpu_engine` and `openvino_ep`.
+#[repr(C)]
+pub struct LoadOptionsV4 {
+    pub v3: LoadOptionsV3,
+    pub cpu_engine: *const c_char,
+    pub openvino_ep: *const c_char,
+}
+
 /// `dv_tensor`.
 #[repr(C)]
 pub struct Tensor {

@@ -644,31 +644,31 @@ fn a_newer_callers_larger_options_struct_is_accepted() {
     #[repr(C)]
     struct Grown {
         v1: LoadOptions,
-        added: [u64; 4],
+        added: [u64; 6],
     }
     let api = api();
     let path = path_cstring(&fixture("siglip_f32").join("model.safetensors"));
     let graphs = path_cstring(&graphs_dir());
     let mut g: Grown = unsafe { std::mem::zeroed() };
-    g.added = [0xABAB_ABAB_ABAB_ABAB; 4];
+    g.added = [0xABAB_ABAB_ABAB_ABAB; 6];
     let size = std::mem::size_of::<Grown>();
     assert_eq!(unsafe { (api.load_options_init)(&mut g.v1, size) }, DV_OK);
     assert_eq!(g.v1.struct_size, size);
     assert_eq!(g.v1.virtual_vram_gb, 4.0);
     assert_eq!(g.v1.eject_models, 1);
-    // Versions 2 and 3 write their added fields (dtype, donor_policy = NULL); nothing past
-    // them is touched.
+    // Versions 2 to 4 write their added fields (dtype, donor_policy, cpu_engine, openvino_ep
+    // = NULL); nothing past them is touched.
     assert_eq!(
-        g.added[..2],
-        [0, 0],
-        "dtype and donor_policy initialised to NULL"
+        g.added[..4],
+        [0, 0, 0, 0],
+        "dtype, donor_policy, cpu_engine and openvino_ep initialised to NULL"
     );
     assert_eq!(
-        g.added[2..],
+        g.added[4..],
         [0xABAB_ABAB_ABAB_ABAB; 2],
         "bytes past the library's version are not touched"
     );
-    // A newer caller's fields beyond version 3 are its own; they must not be read.
+    // A newer caller's fields beyond version 4 are its own; they must not be read.
     g.v1.clip_vision = path.as_ptr();
     g.v1.graphs_dir = graphs.as_ptr();
     g.v1.eject_models = 0;
@@ -992,4 +992,73 @@ fn plugin_toml_declares_the_librarys_loader_defaults() {
         Some(d.expert_mode_allocations.as_str())
     );
     assert_eq!(default_of("eject_models").as_bool(), Some(d.eject_models));
+}
+
+/// Loads the quickgelu fixture on the CPU through a version-4 struct with `cpu_engine` and
+/// `openvino_ep` (the checkout's plugin), returning the plan's engines or the error.
+fn load_v4(
+    api: &Api,
+    engine: Option<&str>,
+    dtype: Option<&str>,
+) -> Result<Vec<String>, (Status, String)> {
+    let path = path_cstring(&fixture("clip_quickgelu_f32").join("model.safetensors"));
+    let graphs = path_cstring(&graphs_dir());
+    let plugin = path_cstring(&root().join(".runtime/openvino"));
+    let cpu = cstring("cpu");
+    let engine = engine.map(cstring);
+    let dtype = dtype.map(cstring);
+    let mut o: LoadOptionsV4 = unsafe { std::mem::zeroed() };
+    o.cpu_engine = c"sentinel".as_ptr();
+    let size = std::mem::size_of::<LoadOptionsV4>();
+    let v1 = &mut o.v3.v2.v1;
+    assert_eq!(unsafe { (api.load_options_init)(v1, size) }, DV_OK);
+    assert!(
+        o.cpu_engine.is_null(),
+        "a library that knows version 4 resets cpu_engine to NULL"
+    );
+    o.v3.v2.v1.clip_vision = path.as_ptr();
+    o.v3.v2.v1.device = cpu.as_ptr();
+    o.v3.v2.v1.graphs_dir = graphs.as_ptr();
+    o.v3.v2.v1.eject_models = 0;
+    o.v3.v2.dtype = dtype.as_ref().map_or(std::ptr::null(), |p| p.as_ptr());
+    o.cpu_engine = engine.as_ref().map_or(std::ptr::null(), |p| p.as_ptr());
+    o.openvino_ep = plugin.as_ptr();
+    let mut h = 0u64;
+    let opts = (&o as *const LoadOptionsV4).cast::<LoadOptions>();
+    match unsafe { (api.model_load)(opts, &mut h) } {
+        DV_OK => {
+            let mut p: *mut c_char = std::ptr::null_mut();
+            assert_eq!(unsafe { (api.model_plan_json)(h, &mut p) }, DV_OK);
+            let plan: serde_json::Value =
+                serde_json::from_str(&unsafe { api.take_string(p) }).unwrap();
+            assert_eq!(unsafe { (api.model_unload)(h) }, DV_OK);
+            Ok(plan["blocks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|b| b["engine"].as_str().unwrap().to_string())
+                .collect())
+        }
+        st => Err((st, api.last_error())),
+    }
+}
+
+#[test]
+fn a_version_4_options_struct_chooses_the_cpu_engine() {
+    let api = api();
+    let all = |v: Vec<String>, e: &str| !v.is_empty() && v.iter().all(|x| x == e);
+    assert!(all(load_v4(api, Some("mlas"), None).unwrap(), "mlas"));
+    assert!(all(
+        load_v4(api, Some("openvino"), None).unwrap(),
+        "openvino"
+    ));
+    // NULL = auto: the plugin named here is found, so OpenVINO; int8 stays on mlas.
+    assert!(all(load_v4(api, None, None).unwrap(), "openvino"));
+    assert!(all(load_v4(api, None, Some("int8")).unwrap(), "mlas"));
+    let (st, msg) = load_v4(api, Some("gpu"), None).unwrap_err();
+    assert_eq!(st, DV_ERR_INVALID_ARGUMENT, "{msg}");
+    assert!(
+        msg.contains("cpu_engine") && msg.contains("openvino"),
+        "{msg}"
+    );
 }

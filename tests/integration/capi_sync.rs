@@ -294,7 +294,8 @@ fn node_inputs_are_spec_section_1() {
             "expert_mode_allocations",
             "eject_models",
             "dtype",
-            "donor_policy"
+            "donor_policy",
+            "cpu_engine"
         ]
     );
     let get = |n: &str| {
@@ -349,8 +350,20 @@ fn node_inputs_are_spec_section_1() {
             .parse::<distorch_vision::plan::DonorPolicy>()
             .unwrap();
     }
+    let engine = get("cpu_engine");
+    assert_eq!(
+        engine["default"].as_str(),
+        Some(d.cpu_engine.as_str()),
+        "cpu_engine default"
+    );
+    for c in engine["choices"].as_array().unwrap() {
+        c.as_str()
+            .unwrap()
+            .parse::<distorch_vision::plan::CpuEngine>()
+            .unwrap();
+    }
     let header = std::fs::read_to_string(root().join("distorch_vision.h")).unwrap();
-    for (field, version) in [("dtype", 2), ("donor_policy", 3)] {
+    for (field, version) in [("dtype", 2), ("donor_policy", 3), ("cpu_engine", 4)] {
         assert_eq!(
             get(field)["since_options_version"].as_integer(),
             Some(version)
