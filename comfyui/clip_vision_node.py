@@ -37,8 +37,14 @@ def _intermediate_device() -> Any:
     return mm.intermediate_device()
 
 
+#: The node's extra inputs (plugin.toml's, dv_load_options versions 2 and 4).
+DTYPES = ("fp32", "fp16", "int8", "bf16")
+CPU_ENGINES = ("auto", "mlas", "openvino")
+
+
 def _device_choices() -> list[str]:
-    """Devices the library sees (``cuda:N`` first when present, then ``cpu``)."""
+    """Devices the library sees (``cuda:N`` first when present, Intel GPUs as ``xpu:N`` when the
+    OpenVINO plugin is installed, then ``cpu``)."""
     try:
         names = [d["device"] for d in dv.devices()]
     except dv.DistorchError as e:
@@ -170,6 +176,12 @@ class CLIPVisionLoaderDisTorch2MultiGPU:
                                "(when set it alone decides placement)"}),
                 "eject_models": ("BOOLEAN", {"default": True,
                                              "tooltip": "unload other models from device before loading"}),
+                "dtype": (list(DTYPES), {"default": "fp32",
+                                         "tooltip": "compute precision: fp32 (ComfyUI parity), fp16 (GPUs), "
+                                                    "int8 (CPU, approximate), bf16 (OpenVINO on AMX/AVX512_BF16 CPUs)"}),
+                "cpu_engine": (list(CPU_ENGINES), {"default": "auto",
+                                                   "tooltip": "what runs the CPU blocks: auto (OpenVINO when its "
+                                                              "plugin is installed, else mlas), mlas or openvino"}),
             },
         }
 
@@ -187,6 +199,8 @@ class CLIPVisionLoaderDisTorch2MultiGPU:
         expert_mode_allocations: str = "",
         eject_models: bool = True,
         clip_vision: Optional[str] = None,
+        dtype: str = "fp32",
+        cpu_engine: str = "auto",
     ) -> tuple:
         name = clip_name if clip_name is not None else clip_vision
         if not name:
@@ -207,6 +221,8 @@ class CLIPVisionLoaderDisTorch2MultiGPU:
             donor_device=donor_device,
             expert_mode_allocations=expert_mode_allocations or "",
             eject_models=eject_models,
+            dtype=dtype,
+            cpu_engine=cpu_engine,
         )
         log.info("[DisTorch2] CLIP Vision %s loaded; plan:\n%s", name, model.plan_table().rstrip())
         return (DisTorchClipVision(model, name),)

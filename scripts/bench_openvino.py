@@ -8,7 +8,7 @@ optional:
 
     python3 -m pip install openvino numpy
     python3 scripts/bench_openvino.py MODEL_DIR [--batch-size 8] [--iters 5] [--threads N] [--json]
-        [--precision f32|bf16] [--graphs DIR] [--bin target/release/distorch-vision] [--int8]
+        [--precision f32|bf16|default] [--graphs DIR] [--bin target/release/distorch-vision] [--int8]
 
 MODEL_DIR holds model.safetensors + config.json (scripts/make_random_model.py). The export is
 made with the project's binary into --graphs (reused when present). --int8 runs OpenVINO's own
@@ -37,7 +37,8 @@ ap.add_argument("model_dir")
 ap.add_argument("--batch-size", type=int, default=8)
 ap.add_argument("--iters", type=int, default=5)
 ap.add_argument("--threads", type=int, default=int(os.environ.get("DISTORCH_THREADS", os.cpu_count())))
-ap.add_argument("--precision", choices=["f32", "bf16"], default="f32")
+ap.add_argument("--precision", choices=["f32", "bf16", "default"], default="f32",
+                help="INFERENCE_PRECISION_HINT; default = none set (OpenVINO's own choice: bf16 on AMX/AVX512_BF16 CPUs)")
 ap.add_argument("--graphs", default=None, help="export folder (default MODEL_DIR/ov-whole)")
 ap.add_argument("--bin", default="target/release/distorch-vision")
 ap.add_argument("--json", action="store_true")
@@ -58,12 +59,10 @@ core = ov.Core()
 t0 = time.perf_counter()
 model = core.read_model(whole)
 model.reshape({"pixel_values": [a.batch_size, 3, s, s]})
-compiled = core.compile_model(model, "CPU", {
-    "INFERENCE_NUM_THREADS": a.threads,
-    "INFERENCE_PRECISION_HINT": a.precision,
-    "PERFORMANCE_HINT": "LATENCY",
-    "NUM_STREAMS": 1,
-})
+config = {"INFERENCE_NUM_THREADS": a.threads, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
+if a.precision != "default":
+    config["INFERENCE_PRECISION_HINT"] = a.precision
+compiled = core.compile_model(model, "CPU", config)
 build_s = time.perf_counter() - t0
 request = compiled.create_infer_request()
 # The same random pixels bench_torch.py uses in shape and range (uniform -2..2).

@@ -4,10 +4,12 @@ count as `distorch-vision bench`: prints the median images/s. torch is optional:
 
     python3 -m pip install torch transformers safetensors
     python3 scripts/bench_torch.py MODEL_DIR [--batch-size 8] [--iters 5] [--threads N] [--json]
-        [--device cpu|cuda|cuda:N] [--dtype fp32|fp16]
+        [--device cpu|cuda|cuda:N] [--dtype fp32|fp16|bf16-autocast]
 
 With --device cuda the timing synchronises the GPU around each batch and TF32 is off (fp32
-parity with distorch-vision's CUDA sessions, which also keep TF32 off).
+parity with distorch-vision's CUDA sessions, which also keep TF32 off). --dtype bf16-autocast
+keeps the fp32 weights and runs the forward pass under `torch.autocast(device, torch.bfloat16)`,
+what a torch user on a CPU with AMX or AVX512_BF16 would try.
 """
 import argparse
 import json
@@ -32,7 +34,7 @@ ap.add_argument("--iters", type=int, default=5)
 ap.add_argument("--threads", type=int, default=int(os.environ.get("DISTORCH_THREADS", os.cpu_count())))
 ap.add_argument("--json", action="store_true")
 ap.add_argument("--device", default="cpu")
-ap.add_argument("--dtype", choices=["fp32", "fp16"], default="fp32")
+ap.add_argument("--dtype", choices=["fp32", "fp16", "bf16-autocast"], default="fp32")
 a = ap.parse_args()
 dev = torch.device(a.device)
 if dev.type == "cuda":
@@ -58,7 +60,9 @@ model = model.to(device=dev, dtype=tdtype)
 g = torch.Generator().manual_seed(0)
 px = (torch.rand((a.batch_size, 3, cfg.image_size, cfg.image_size), generator=g) * 4 - 2).to(dev, tdtype)
 times = []
-with torch.inference_mode():
+autocast = (torch.autocast(dev.type, dtype=torch.bfloat16) if a.dtype == "bf16-autocast"
+            else __import__("contextlib").nullcontext())
+with torch.inference_mode(), autocast:
     model(pixel_values=px, output_hidden_states=True)
     sync()
     for _ in range(a.iters):

@@ -180,6 +180,18 @@ pub fn inventory_for(
     Ok(inv)
 }
 
+/// This machine's devices with the Intel GPUs of the OpenVINO plugin when it is found (loading
+/// ONNX Runtime and OpenVINO then); a missing or failing plugin only leaves them out.
+pub fn detected_inventory() -> Inventory {
+    let mut inv = Inventory::detect();
+    if openvino::find(None).is_ok() {
+        if let Err(e) = add_xpus(&mut inv, None, "listing Intel GPUs") {
+            tracing::debug!("Intel GPUs not listed: {e}");
+        }
+    }
+    inv
+}
+
 /// Adds the Intel GPUs the OpenVINO plugin lists to `inv`.
 pub fn add_xpus(inv: &mut Inventory, openvino_ep: Option<&Path>, needed_for: &str) -> Result<()> {
     match openvino::plugin(openvino_ep)? {

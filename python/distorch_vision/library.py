@@ -37,7 +37,8 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 
 
 class LoadOptions(C.Structure):
-    """``dv_load_options`` version 2."""
+    """``dv_load_options`` version 4 (``distorch_vision.h``; tests/integration/capi_sync.rs
+    checks the fields against the header)."""
 
     _fields_ = [
         ("struct_size", C.c_size_t),
@@ -51,6 +52,9 @@ class LoadOptions(C.Structure):
         ("comfyui_path", C.c_char_p),
         ("extra_model_paths", C.c_char_p),
         ("dtype", C.c_char_p),  # version 2
+        ("donor_policy", C.c_char_p),  # version 3
+        ("cpu_engine", C.c_char_p),  # version 4
+        ("openvino_ep", C.c_char_p),  # version 4
     ]
 
 

@@ -303,17 +303,25 @@ def load(
     comfyui_path: Optional[PathLike] = None,
     extra_model_paths: Optional[PathLike] = None,
     graphs_dir: Optional[PathLike] = None,
+    cpu_engine: Optional[str] = None,
+    openvino_ep: Optional[PathLike] = None,
 ) -> Model:
     """Loads a CLIP Vision model: the loader inputs of contract §1 as keyword arguments.
 
     ``clip_vision``: a ``.safetensors`` path, or a name in ``<comfyui_path>/models/clip_vision``
     (default ``$COMFYUI_PATH``) and the ``clip_vision:`` folders of ``extra_model_paths``.
-    ``device``: ``"cpu"`` or ``"cuda:N"``; None = ``cuda:0`` when a GPU exists, else ``cpu``.
+    ``device``: ``"cpu"``, ``"cuda:N"`` or ``"xpu:N"`` (Intel GPU N, through OpenVINO); None =
+    ``cuda:0`` when a CUDA GPU exists, else ``cpu``.
     ``virtual_vram_gb``: GiB of weights moved off ``device`` onto ``donor_device`` (0–128).
     ``expert_mode_allocations``: e.g. ``"cuda:0,60%;cpu,*"``; when set it alone decides placement.
     ``eject_models``: release other loaded models from ``device`` first (a bool; strings such
     as ``"false"`` raise rather than read as True).
-    ``dtype``: ``"fp32"`` (default, ComfyUI parity), ``"fp16"`` (CUDA) or ``"int8"`` (CPU).
+    ``dtype``: ``"fp32"`` (default, ComfyUI parity), ``"fp16"`` (GPUs), ``"int8"`` (CPU) or
+    ``"bf16"`` (OpenVINO on CPUs with AMX or AVX512_BF16).
+    ``cpu_engine``: what runs the CPU blocks: ``"auto"`` (default: OpenVINO when its ONNX Runtime
+    plugin is installed and the dtype runs there, else ``"mlas"``), ``"mlas"`` or ``"openvino"``.
+    ``openvino_ep``: the OpenVINO plugin library or a folder holding it (default: searched,
+    ``DISTORCH_OPENVINO_EP`` first; the ``openvino`` extra of this package installs it).
     ``graphs_dir``: where exported block graphs are kept (default: the library's).
     Bad values raise :class:`DistorchError` naming the field and the valid choices.
     """
@@ -336,6 +344,8 @@ def load(
     o.expert_mode_allocations = _text("expert_mode_allocations", expert_mode_allocations)
     o.eject_models = _flag("eject_models", eject_models)
     o.dtype = _text("dtype", dtype)
+    o.cpu_engine = _text("cpu_engine", cpu_engine)
+    o.openvino_ep = _text("openvino_ep", openvino_ep)
     o.comfyui_path = _text("comfyui_path", comfyui_path)
     o.extra_model_paths = _text("extra_model_paths", extra_model_paths)
     o.graphs_dir = _text("graphs_dir", graphs_dir)

@@ -146,7 +146,14 @@ def test_node_registers_with_the_seeds_inputs(node_package):
     assert "clip_quickgelu_f32/model.safetensors" in types["required"]["clip_name"][0]
     opt = types["optional"]
     assert list(opt) == ["device", "virtual_vram_gb", "donor_device", "expert_mode_allocations",
-                         "eject_models"]
+                         "eject_models", "dtype", "cpu_engine"]
+    # The extra inputs take plugin.toml's choices and defaults.
+    import tomllib
+    manifest = tomllib.loads((ROOT / "plugin.toml").read_text())
+    declared = {i["name"]: i for node in manifest["nodes"] for i in node["inputs"]}
+    for k in ("dtype", "cpu_engine"):
+        assert list(opt[k][0]) == declared[k]["choices"], k
+        assert opt[k][1]["default"] == declared[k]["default"], k
     devices = opt["device"][0]
     assert "cpu" in devices and opt["device"][1]["default"] in devices
     assert opt["donor_device"][0] == devices and opt["donor_device"][1]["default"] == "cpu"
@@ -290,6 +297,21 @@ def test_clip_vision_synonym_eject_and_plan_log(loader, caplog):
     load(loader, "siglip_f32", eject_models=False)
     assert mm.unload_all_models_calls == before + 1
     assert cv.image_size == 32
+
+
+def test_the_node_runs_the_cpu_engine_and_dtype_it_is_given(loader):
+    """cpu_engine and dtype reach the library: the plan names the engine of every block, and
+    a bad engine is refused with the valid ones."""
+    import distorch_vision as dv
+
+    (cv,) = loader.load_clip("clip_quickgelu_f32/model.safetensors", device="cpu", cpu_engine="mlas")
+    assert {b["engine"] for b in cv.distorch_model.plan()["blocks"]} == {"mlas"}
+    (cv,) = loader.load_clip("clip_quickgelu_f32/model.safetensors", device="cpu", cpu_engine="openvino")
+    assert {b["engine"] for b in cv.distorch_model.plan()["blocks"]} == {"openvino"}
+    (cv,) = loader.load_clip("clip_quickgelu_f32/model.safetensors", device="cpu", dtype="int8")
+    assert {b["engine"] for b in cv.distorch_model.plan()["blocks"]} == {"mlas"}
+    with pytest.raises(dv.DistorchError, match="openvino"):
+        loader.load_clip("clip_quickgelu_f32/model.safetensors", device="cpu", cpu_engine="tbb")
 
 
 def test_unsupported_uses_fail_clearly(loader):

@@ -74,6 +74,34 @@ def test_encode_pixels_matches_hugging_face(library_path, name):
         assert max_diff(t.image_embeds, expected["image_embeds"]) <= TOL
 
 
+@pytest.mark.parametrize("engine", ["mlas", "openvino"])
+def test_each_cpu_engine_matches_hugging_face(library_path, engine):
+    """cpu_engine through the Python API (dv_load_options version 4): both engines within the
+    fp32 tolerance of Hugging Face, and the plan names the engine of every block."""
+    for name in ("clip_quickgelu_f32", "dinov2_swiglu_f32"):
+        expected = load_file(str(fixture(name) / "expected.safetensors"))
+        with load_fixture(name, cpu_engine=engine, openvino_ep=ROOT / ".runtime/openvino") as m:
+            assert {b["engine"] for b in m.plan()["blocks"]} == {engine}
+            out = m.encode_pixels(pixels_of(name), outputs=list(expected))
+            for k, v in expected.items():
+                assert max_diff(out[k], v) <= TOL, f"{engine} {name}/{k}"
+
+
+def test_bf16_through_python_or_the_missing_cpu_feature(library_path):
+    expected = load_file(str(fixture("clip_quickgelu_f32") / "expected.safetensors"))["image_embeds"]
+    try:
+        m = load_fixture("clip_quickgelu_f32", dtype="bf16", openvino_ep=str(ROOT / ".runtime/openvino"))
+    except dv.DistorchError as e:
+        # Only on CPUs without a bf16 unit; the message names what is missing.
+        assert "AMX" in str(e) and "AVX512_BF16" in str(e), e
+        pytest.skip(f"no bf16 unit on this CPU: {e}")
+    with m:
+        got = m.encode_pixels(pixels_of("clip_quickgelu_f32"), outputs=["image_embeds"]).image_embeds
+    cos = (got * expected).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(expected, axis=1)
+    print(f"bf16 image_embeds cosine vs HF fp32: {cos.min():.6f}")
+    assert cos.min() >= 0.999
+
+
 def test_all_hidden_states_on_request_or_a_clear_error(library_path):
     """all_hidden_states (contract §3, on request) is passed through by name when the library has it."""
     name = "siglip_f32"

@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use super::ffi::{self, guard, guard_string_out, opt_str, put, DvStatus, Fail};
 use super::ffi::{DV_ERR_INVALID_HANDLE, DV_ERR_RUNTIME, DV_ERR_SHUT_DOWN};
 use super::{handles, options};
-use crate::plan::Inventory;
 
 /// `DV_ABI_VERSION`: bumped on any incompatible change of the C surface.
 pub const ABI_VERSION: u32 = 1;
@@ -77,7 +76,8 @@ pub extern "C" fn dv_shutdown() -> DvStatus {
 #[no_mangle]
 pub unsafe extern "C" fn dv_list_devices(json_out: *mut *mut c_char) -> DvStatus {
     guard_string_out(json_out, "json_out", || {
-        serde_json::to_string(&Inventory::detect().to_json())
+        // Intel GPUs (xpu:N) too, when the OpenVINO plugin is installed.
+        serde_json::to_string(&crate::loader::detected_inventory().to_json())
             .map_err(|e| Fail::new(DV_ERR_RUNTIME, format!("serialising devices: {e}")))
     })
 }

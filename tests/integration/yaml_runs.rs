@@ -18,6 +18,7 @@ fn shipped_examples_run() {
     assert!(out.join("encode_folder/index.json").is_file());
     assert!(out.join("multi/clip_stretch/image_embeds.npy").is_file());
     assert!(out.join("multi/siglip_pixels.safetensors").is_file());
+    assert!(out.join("multi/siglip_mlas.safetensors").is_file());
 }
 
 #[test]
@@ -123,6 +124,18 @@ fn errors_name_line_and_column() {
     .unwrap();
     let err = stderr(&run_yaml(&p));
     assert!(err.contains("crop: unknown value \"middle\""), "{err}");
+    // So is a CPU engine, with the valid ones.
+    let p = tmp.join("engine.yaml");
+    std::fs::write(
+        &p,
+        "clip_vision: x\ninputs: {images: [a.png]}\nout: o\ncpu_engine: tbb\n",
+    )
+    .unwrap();
+    let err = stderr(&run_yaml(&p));
+    assert!(
+        err.contains(":4:") && err.contains("\"tbb\"") && err.contains("\"openvino\""),
+        "{err}"
+    );
 }
 
 /// A ComfyUI tree with one model (`clip_l.safetensors`) and a folder of two images.
