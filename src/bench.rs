@@ -28,6 +28,9 @@ pub struct BenchReport {
     pub batch_size: usize,
     pub iters: usize,
     pub threads: usize,
+    /// The compute dtype, and the engine of the CPU blocks (and of the whole-model session).
+    pub dtype: crate::export::ComputeDtype,
+    pub cpu_engine: crate::plan::Engine,
     pub blocks: Figures,
     pub per_block_median_ms: Vec<(String, f64)>,
     pub whole: Option<Figures>,
@@ -208,6 +211,8 @@ pub fn run_micro(
         batch_size: batch,
         iters,
         threads: crate::runtime::env::threads(),
+        dtype: opts.dtype,
+        cpu_engine: cv.cpu_engine(),
         split_ratio: whole_fig
             .as_ref()
             .map(|w| blocks.images_per_s / w.images_per_s),

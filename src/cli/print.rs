@@ -7,8 +7,8 @@ use distorch_vision::model::Model;
 /// `bench` as a report (one line per figure).
 pub(crate) fn bench_report(r: &BenchReport) {
     println!(
-        "model      {} ({}), batch {}, {} iterations, {} threads",
-        r.model, r.family, r.batch_size, r.iters, r.threads
+        "model      {} ({}), batch {}, {} iterations, {} threads, {} on {}",
+        r.model, r.family, r.batch_size, r.iters, r.threads, r.dtype, r.cpu_engine
     );
     let row = |name: &str, f: &Figures| {
         println!(
