@@ -357,11 +357,14 @@ mod tests {
         std::fs::create_dir_all(prefix.join("lib/python3.10/site-packages")).unwrap();
         std::fs::create_dir_all(prefix.join("bin")).unwrap();
         // The CLI in <prefix>/bin: only the environment that holds distorch_vision.
-        assert_eq!(installed_site_packages(&prefix.join("bin")), [site.clone()]);
+        assert_eq!(
+            installed_site_packages(&prefix.join("bin")),
+            vec![site.clone()]
+        );
         // The library in <site>/distorch_vision/lib.
         assert_eq!(
             installed_site_packages(&site.join("distorch_vision/lib")),
-            [site.clone()]
+            vec![site.clone()]
         );
         // Anywhere else: none.
         assert!(installed_site_packages(&prefix).is_empty());
