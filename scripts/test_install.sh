@@ -166,7 +166,19 @@ written=$( { find "$cpu_site" -type f -newer "$marker" ! -path "$overlay"
 $written"
 ok "nothing written into site-packages or the clone"
 
-# --- 3. cargo install --path . -----------------------------------------------------------------
+# --- 3. the crate: what `cargo package` ships, and `cargo install --path .` ---------------------
+files=$(cd "$root" && cargo package --list --allow-dirty --quiet 2>/dev/null) || fail "cargo package --list failed"
+for want in Cargo.toml Cargo.lock src/lib.rs src/main.rs distorch_vision.h plugin.toml README.md; do
+  grep -qx "$want" <<<"$files" || fail "cargo package leaves out $want"
+done
+extra=$(grep -vE '^(src/.*\.rs|Cargo\.toml|Cargo\.toml\.orig|Cargo\.lock|\.cargo_vcs_info\.json|README\.md|distorch_vision\.h|plugin\.toml|docs/[a-z-]+\.md)$' <<<"$files" || true)
+[ -z "$extra" ] || fail "cargo package ships files the build does not need:
+$extra"
+meta=$(cd "$root" && cargo metadata --no-deps --format-version 1 --offline)
+"$py" -c 'import json,sys; p=json.loads(sys.argv[1])["packages"][0]; missing=[k for k in ("license","description","repository") if not p.get(k)]; sys.exit(f"Cargo.toml lacks {missing}" if missing else 0)' "$meta" \
+  || fail "crate metadata"
+ok "cargo package: $(wc -l <<<"$files") files (sources, header, plugin.toml, docs), license/description/repository set"
+
 # --debug with the clone's target dir: the build test.sh has just made (a release install
 # compiles the same sources with optimisations).
 t=$(now)
