@@ -272,5 +272,6 @@ in_venv "$gpu" distorch-vision encode --model "$fixture_model" --pixels "$work/p
   --device cpu --out "$work/gpu_venv.safetensors" -q || fail "encode on cpu in the [gpu] venv"
 ok "[gpu]: onnxruntime-gpu found, CUDA provider in the build, its libraries found, no driver"
 
+rm -rf "$work"     # gigabytes of venvs: part of the step's time
 say "wheel $wheel_kib KiB; pip install [cpu] $cpu_install_s s; all install checks $(since "$t_all") s"
 say "$passed passed, 0 failed"
