@@ -7,7 +7,7 @@ use ndarray::Array4;
 
 use crate::image::PreprocessSpec;
 use crate::model::{DType, SafeTensors};
-use crate::paths::write_atomic;
+use crate::paths::{create_parent, write_atomic};
 use crate::runtime::Outputs;
 use crate::{Error, Result};
 
@@ -76,7 +76,7 @@ pub fn pixels_mismatch(path: &Path, want: &PreprocessSpec) -> Result<Vec<String>
 }
 
 /// Serialises tensors (f32) with string metadata into safetensors bytes.
-pub fn to_safetensors(
+fn to_safetensors(
     tensors: &[(String, ndarray::ArrayD<f32>)],
     metadata: &HashMap<String, String>,
 ) -> Result<Vec<u8>> {
@@ -99,21 +99,34 @@ pub fn to_safetensors(
         .map_err(|e| Error::runtime(format!("safetensors: {e}")))
 }
 
+/// The metadata of every safetensors file this program writes: the sources of the rows in
+/// order (`inputs`, a JSON list), the model as the user named it, and the producer.
+pub fn metadata(inputs: &[String], model: &str) -> HashMap<String, String> {
+    HashMap::from([
+        (
+            "inputs".to_string(),
+            serde_json::to_string(inputs).unwrap_or_default(),
+        ),
+        ("model".to_string(), model.to_string()),
+        (
+            "producer".to_string(),
+            format!("distorch-vision {}", env!("CARGO_PKG_VERSION")),
+        ),
+    ])
+}
+
+/// Writes `tensors` with `metadata` to `path` atomically, creating its folder.
+pub fn write_safetensors(
+    path: &Path,
+    tensors: &[(String, ndarray::ArrayD<f32>)],
+    metadata: &HashMap<String, String>,
+) -> Result<()> {
+    let bytes = to_safetensors(tensors, metadata)?;
+    create_parent(path)?;
+    write_atomic(path, &bytes)
+}
+
 /// Writes `outputs` to `path` atomically, with `inputs` (row order) in the metadata.
 pub fn write_outputs(path: &Path, outputs: &Outputs, inputs: &[String], model: &str) -> Result<()> {
-    let mut meta = HashMap::new();
-    meta.insert(
-        "inputs".to_string(),
-        serde_json::to_string(inputs).unwrap_or_default(),
-    );
-    meta.insert("model".to_string(), model.to_string());
-    meta.insert(
-        "producer".to_string(),
-        format!("distorch-vision {}", env!("CARGO_PKG_VERSION")),
-    );
-    let bytes = to_safetensors(&outputs.tensors, &meta)?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    }
-    write_atomic(path, &bytes)
+    write_safetensors(path, &outputs.tensors, &metadata(inputs, model))
 }

@@ -1,15 +1,12 @@
 //! Encoded rows into shards: a shard fills to `shard_size` rows, is written atomically, and only
 //! then listed in the index (itself rewritten atomically), so a killed run leaves whole shards.
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use ndarray::{ArrayD, Axis};
 
 use super::shard_index::{shard_name, ShardEntry, ShardIndex};
-use super::ShardOptions;
 use crate::job::output;
-use crate::paths::write_atomic;
 use crate::{Error, Result};
 
 /// The shard being filled.
@@ -37,7 +34,8 @@ impl OpenShard {
 /// The shards of one run and its index.
 pub(super) struct ShardWriter<'a> {
     dir: &'a Path,
-    opts: &'a ShardOptions,
+    /// The model as the user named it, recorded in each shard.
+    model_label: &'a str,
     /// The folder's index: finished shards (earlier runs' too) and skipped images.
     pub index: ShardIndex,
     open: OpenShard,
@@ -46,10 +44,10 @@ pub(super) struct ShardWriter<'a> {
 }
 
 impl<'a> ShardWriter<'a> {
-    pub fn new(dir: &'a Path, opts: &'a ShardOptions, index: ShardIndex) -> Self {
+    pub fn new(dir: &'a Path, model_label: &'a str, index: ShardIndex) -> Self {
         ShardWriter {
             dir,
-            opts,
+            model_label,
             index,
             open: OpenShard::default(),
             written: 0,
@@ -72,7 +70,7 @@ impl<'a> ShardWriter<'a> {
             return Ok(());
         }
         let shard = std::mem::take(&mut self.open);
-        write_shard(self.dir, &mut self.index, shard, self.opts)?;
+        write_shard(self.dir, &mut self.index, shard, self.model_label)?;
         self.written += 1;
         Ok(())
     }
@@ -82,7 +80,7 @@ fn write_shard(
     dir: &Path,
     index: &mut ShardIndex,
     shard: OpenShard,
-    opts: &ShardOptions,
+    model_label: &str,
 ) -> Result<()> {
     // The next number no listed shard uses (a damaged shard dropped on resume leaves a gap).
     let mut n = index.shards.len();
@@ -97,19 +95,9 @@ fn write_shard(
             .map_err(|e| Error::runtime(format!("shard {file}: {name}: {e}")))?;
         tensors.push((name, t));
     }
-    let mut meta = HashMap::new();
-    meta.insert(
-        "inputs".to_string(),
-        serde_json::to_string(&shard.sources).unwrap_or_default(),
-    );
-    meta.insert("model".to_string(), opts.model_label.clone());
+    let mut meta = output::metadata(&shard.sources, model_label);
     meta.insert("shard".to_string(), n.to_string());
-    meta.insert(
-        "producer".to_string(),
-        format!("distorch-vision {}", env!("CARGO_PKG_VERSION")),
-    );
-    let bytes = output::to_safetensors(&tensors, &meta)?;
-    write_atomic(&dir.join(&file), &bytes)?;
+    output::write_safetensors(&dir.join(&file), &tensors, &meta)?;
     index.rows += shard.sources.len();
     index.shards.push(ShardEntry {
         file,
