@@ -223,6 +223,8 @@ class CLIPVisionLoaderDisTorch2MultiGPU:
             eject_models=eject_models,
             dtype=dtype,
             cpu_engine=cpu_engine,
+            # the user cache, never this folder or the checkout it may be linked from (§6.1b)
+            graphs_dir=str(dv.user_graphs_dir()),
         )
         log.info("[DisTorch2] CLIP Vision %s loaded; plan:\n%s", name, model.plan_table().rstrip())
         return (DisTorchClipVision(model, name),)
