@@ -102,6 +102,15 @@ def test_bf16_through_python_or_the_missing_cpu_feature(library_path):
     assert cos.min() >= 0.999
 
 
+def test_an_intel_gpu_that_is_not_there_is_a_clear_error(library_path):
+    """xpu:N through Python: on a machine whose OpenVINO plugin lists no Intel GPU the load says
+    so (where one exists, this check does not apply)."""
+    if any(d["device"].startswith("xpu:") for d in dv.devices()):
+        pytest.skip("this machine has an Intel GPU")
+    with pytest.raises(dv.DistorchError, match="xpu:0"):
+        load_fixture("clip_quickgelu_f32", device="xpu:0")
+
+
 def test_all_hidden_states_on_request_or_a_clear_error(library_path):
     """all_hidden_states (contract §3, on request) is passed through by name when the library has it."""
     name = "siglip_f32"
