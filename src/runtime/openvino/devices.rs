@@ -130,7 +130,19 @@ pub fn plugin(explicit: Option<&Path>) -> Result<Availability> {
                 Err(looked) => return Ok(Availability::Missing { looked }),
             };
             let env = environment()?;
-            if let Err(e) = env.register_ep_library(REGISTRATION, &path) {
+            // ONNX Runtime's environment is one per process, shared by every copy of this
+            // library in it (the CLI's or a host's rlib beside a dlopen()ed plugin): another copy
+            // may have registered the plugin under this name already, which is as good.
+            let registered = env.register_ep_library(REGISTRATION, &path).or_else(|e| {
+                let by_another_copy = e.to_string().contains("already registered")
+                    && env.devices().any(|d| d.ep().ok() == Some(EP_NAME));
+                if by_another_copy {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            });
+            if let Err(e) = registered {
                 let msg = e.to_string();
                 *st = Registration::Failed(path.clone(), msg.clone());
                 return Err(Error::runtime(format!(
