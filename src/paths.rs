@@ -87,6 +87,30 @@ pub fn is_plugin() -> bool {
     own_file().is_some_and(|f| Some(&f) != exe.as_ref())
 }
 
+/// Keeps this shared library loaded until the process exits, whatever `dlclose()` a host calls
+/// (`RTLD_NODELETE`); a no-op in an executable. For code whose teardown cannot run inside a
+/// `dlclose()` (`runtime::openvino`: OpenVINO's own libraries and threads).
+pub fn pin_own_library() {
+    if !is_plugin() {
+        return;
+    }
+    let Some(file) = own_file() else { return };
+    let Ok(c) = std::ffi::CString::new(file.as_os_str().as_encoded_bytes()) else {
+        return;
+    };
+    // SAFETY: NOLOAD only looks the already-loaded object up; the handle is dropped unused (it
+    // holds one more reference, which NODELETE makes permanent anyway).
+    let handle = unsafe {
+        libc::dlopen(
+            c.as_ptr(),
+            libc::RTLD_NOW | libc::RTLD_NOLOAD | libc::RTLD_NODELETE,
+        )
+    };
+    if handle.is_null() {
+        tracing::warn!("could not keep {} loaded until exit", file.display());
+    }
+}
+
 /// The file this code was loaded from (canonical).
 fn own_file() -> Option<PathBuf> {
     let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };

@@ -127,6 +127,10 @@ pub fn shutdown() {
         release();
     }
     let released = std::mem::replace(&mut *state(), State::ShutDown);
+    // Plugin execution providers go before the environment, while this library is loaded.
+    if let State::Running(env) = &released {
+        super::openvino::unregister(env);
+    }
     // Dropped outside the lock: ReleaseEnv joins the pool's threads.
     drop(released);
 }

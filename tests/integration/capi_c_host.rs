@@ -72,4 +72,27 @@ fn c_host_encodes_fixtures_and_survives_misuse() {
             eprintln!("{m}:\n{stdout}");
         }
     }
+    // Each way a host can end, with every block on OpenVINO: releasing OpenVINO's sessions
+    // from inside the host's dlclose() crashed at exit (SIGSEGV) until the library kept itself
+    // loaded once the plugin was in.
+    let m = "clip_quickgelu_f32";
+    for end in ["dlclose", "exit", "shutdown"] {
+        let out = Command::new(&exe)
+            .arg(plugin_path())
+            .arg(ort_library())
+            .arg(fixture(m).join("model.safetensors"))
+            .arg(graphs_dir())
+            .arg(dir.join(m))
+            .arg(end)
+            .env("DISTORCH_OPENVINO_EP", root().join(".runtime/openvino"))
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.trim_end().ends_with("OK"),
+            "C host on OpenVINO, ending with {end}: {:?}\n{stdout}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }

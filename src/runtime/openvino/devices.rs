@@ -152,6 +152,10 @@ pub fn plugin(explicit: Option<&Path>) -> Result<Availability> {
                 )));
             }
             tracing::debug!("OpenVINO plugin registered from {}", path.display());
+            // Releasing OpenVINO's sessions from inside a host's dlclose() of this library
+            // crashed at exit (tests/c_host `dlclose`): once it is in, this library stays
+            // loaded until the process exits, where the usual exit-time shutdown releases it.
+            crate::paths::pin_own_library();
             *st = Registration::Registered(path.clone());
             path
         }
@@ -161,6 +165,26 @@ pub fn plugin(explicit: Option<&Path>) -> Result<Availability> {
         devices: list_devices()?,
         path,
     }))
+}
+
+/// Unregisters the plugin from `env` when this library registered it (called by
+/// `runtime::env::shutdown` after the sessions are released, before the environment goes).
+/// So the plugin goes while this library, whose logger the environment calls, is loaded.
+pub(crate) fn unregister(env: &ort::environment::Environment) {
+    let mut st = STATE.lock().unwrap_or_else(|e| e.into_inner());
+    if !matches!(*st, Registration::Registered(_)) {
+        return;
+    }
+    let name = std::ffi::CString::new(REGISTRATION).expect("no NUL in the name");
+    // SAFETY: a live environment and a NUL-terminated name; the sessions using the plugin
+    // were released before.
+    let status = unsafe {
+        (ort::api().UnregisterExecutionProviderLibrary)(env.ptr().cast_mut(), name.as_ptr())
+    };
+    match crate::runtime::env::check_status(status, "unregistering the OpenVINO plugin") {
+        Ok(()) => *st = Registration::NotYet,
+        Err(e) => tracing::warn!("{e}"),
+    }
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {

@@ -17,6 +17,7 @@ mod devices;
 mod library;
 mod session;
 
+pub(crate) use devices::unregister;
 pub use devices::{plugin, status, Availability, Kind, OvDevice, Plugin, Status, EP_NAME};
 pub use library::{
     candidates, find, not_found_message, ENV_VAR, INSTALL_HINT, PLUGIN_LIB, PLUGIN_VERSION,
