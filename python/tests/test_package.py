@@ -87,6 +87,19 @@ def test_each_cpu_engine_matches_hugging_face(library_path, engine):
                 assert max_diff(out[k], v) <= TOL, f"{engine} {name}/{k}"
 
 
+def test_an_openvino_load_leaves_the_hosts_locale_alone(library_path, tmp_path):
+    """OpenVINO's compile sets the process's C locale to "C" and back; two compiles at once left
+    "C" behind, and this interpreter's default text encoding became ASCII."""
+    import locale
+
+    before = (locale.setlocale(locale.LC_ALL), locale.getpreferredencoding(False))
+    for name in ("clip_quickgelu_f32", "siglip_f32"):
+        with load_fixture(name, cpu_engine="openvino", openvino_ep=ROOT / ".runtime/openvino",
+                          graphs_dir=tmp_path) as m:  # a fresh folder: every block compiled
+            m.encode_pixels(pixels_of(name))
+    assert (locale.setlocale(locale.LC_ALL), locale.getpreferredencoding(False)) == before
+
+
 def test_bf16_through_python_or_the_missing_cpu_feature(library_path):
     expected = load_file(str(fixture("clip_quickgelu_f32") / "expected.safetensors"))["image_embeds"]
     try:

@@ -43,6 +43,7 @@ pub fn resolve_outputs(model: &Model, requested: &[String]) -> Result<Vec<String
 
 struct Stage {
     kind: BlockKind,
+    engine: Engine,
     /// Seconds of each run, recorded while profiling is on (`bench`).
     times: Mutex<Vec<f64>>,
     session: Mutex<Session>,
@@ -119,7 +120,11 @@ impl Pipeline {
         let workers = std::thread::available_parallelism()
             .map_or(1, |w| w.get())
             .min(n);
-        let stages: Vec<Stage> = if workers > 1 && plan.iter().all(|p| p.exec == Device::Cpu) {
+        // OpenVINO compiles one block at a time (`openvino::locale`), using every core itself.
+        let parallel = plan
+            .iter()
+            .all(|p| p.exec == Device::Cpu && p.engine == Engine::Mlas);
+        let stages: Vec<Stage> = if workers > 1 && parallel {
             let mut slots: Vec<Option<Result<Stage>>> = (0..n).map(|_| None).collect();
             std::thread::scope(|scope| {
                 let handles: Vec<_> = (0..workers)
@@ -297,10 +302,11 @@ impl Pipeline {
             ));
         }
         let mut session = lock(&st.session);
+        let keep = (st.engine == Engine::OpenVino).then(super::openvino::KeepLocale::new);
         let t = std::time::Instant::now();
-        let mut out = session
-            .run(named)
-            .map_err(|e| Error::runtime(format!("block {}: {e}", st.kind)))?;
+        let out = session.run(named);
+        drop(keep);
+        let mut out = out.map_err(|e| Error::runtime(format!("block {}: {e}", st.kind)))?;
         self.record(st, t.elapsed().as_secs_f64());
         st.outputs
             .iter()
@@ -435,6 +441,9 @@ fn build_stage(
         )));
     }
     let streamed = sp.streamed;
+    // One OpenVINO compile at a time, the host's locale kept (see `openvino::locale`).
+    let _one = (sp.engine == Engine::OpenVino).then(super::openvino::build_lock);
+    let _keep = (sp.engine == Engine::OpenVino).then(super::openvino::KeepLocale::new);
     let builder = Session::builder(env)?
         .with_optimization_level(GraphOptimizationLevel::Level3)?
         .with_env_allocators()?
@@ -467,6 +476,7 @@ fn build_stage(
     })?;
     Ok(Stage {
         kind,
+        engine: sp.engine,
         times: Mutex::new(Vec::new()),
         session: Mutex::new(session),
         inputs: block.inputs.clone(),

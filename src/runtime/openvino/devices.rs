@@ -133,6 +133,7 @@ pub fn plugin(explicit: Option<&Path>) -> Result<Availability> {
             // ONNX Runtime's environment is one per process, shared by every copy of this
             // library in it (the CLI's or a host's rlib beside a dlopen()ed plugin): another copy
             // may have registered the plugin under this name already, which is as good.
+            let keep = super::KeepLocale::new();
             let registered = env.register_ep_library(REGISTRATION, &path).or_else(|e| {
                 let by_another_copy = e.to_string().contains("already registered")
                     && env.devices().any(|d| d.ep().ok() == Some(EP_NAME));
@@ -142,6 +143,7 @@ pub fn plugin(explicit: Option<&Path>) -> Result<Availability> {
                     Err(e)
                 }
             });
+            drop(keep);
             if let Err(e) = registered {
                 let msg = e.to_string();
                 *st = Registration::Failed(path.clone(), msg.clone());

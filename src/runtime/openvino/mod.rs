@@ -8,6 +8,7 @@
 //! - `devices`: registering it once per process; the devices it lists (CPU, Intel GPUs as
 //!   `xpu:N`, NPUs) with their capabilities and memory.
 //! - `session`: a session on one OpenVINO device, with the precision hint always set.
+//! - `locale`: the host's C locale kept across calls into OpenVINO (which sets it to "C").
 //!
 //! UNVERIFIED: Intel GPUs (`xpu:N`) have not run here (no Intel GPU on the development
 //! machine): the GPU listing, its memory key and the GPU `load_config` follow the plugin's
@@ -15,6 +16,7 @@
 
 mod devices;
 mod library;
+mod locale;
 mod session;
 
 pub(crate) use devices::unregister;
@@ -22,4 +24,5 @@ pub use devices::{plugin, status, Availability, Kind, OvDevice, Plugin, Status, 
 pub use library::{
     candidates, find, not_found_message, ENV_VAR, INSTALL_HINT, PLUGIN_LIB, PLUGIN_VERSION,
 };
+pub(crate) use locale::{build_lock, KeepLocale};
 pub use session::{load_config, register, Hint};
