@@ -111,7 +111,7 @@ fn file_or_folder(p: &Path) -> Place {
 /// The `site-packages` folders holding the `distorch_vision` package this code came from: the
 /// wheel puts the library in `<site>/distorch_vision/lib/` and the CLI in `<prefix>/bin/`,
 /// beside `<prefix>/lib/python3.X/site-packages` (`dist-packages` on Debian's system Python).
-fn installed_site_packages(own_dir: &Path) -> Vec<PathBuf> {
+pub(crate) fn installed_site_packages(own_dir: &Path) -> Vec<PathBuf> {
     if own_dir.ends_with("distorch_vision/lib") {
         return own_dir
             .ancestors()

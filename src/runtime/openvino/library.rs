@@ -1,8 +1,9 @@
 //! Finding the OpenVINO plugin library (`libonnxruntime_providers_openvino_plugin.so`, from
 //! PyPI's `onnxruntime-ep-openvino`, with OpenVINO and TBB beside it), in the order ONNX
 //! Runtime itself is found: an explicit path, `DISTORCH_OPENVINO_EP`, the checkout's
-//! `.runtime/openvino/`, the folder of this program or library, an installed
-//! `onnxruntime_ep_openvino` Python package.
+//! `.runtime/openvino/`, the folder of this program or library, the `onnxruntime_ep_openvino`
+//! package of the Python environment an installed distorch-vision wheel lives in, then the one
+//! `python3` on PATH finds.
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -15,7 +16,7 @@ pub const PLUGIN_LIB: &str = "libonnxruntime_providers_openvino_plugin.so";
 pub const PACKAGE_DIR: &str = "onnxruntime_ep_openvino";
 pub const PLUGIN_VERSION: &str = "1.8.1";
 pub const ENV_VAR: &str = "DISTORCH_OPENVINO_EP";
-pub const INSTALL_HINT: &str = "run `scripts/setup.sh --openvino` in the distorch-vision checkout (it installs onnxruntime-ep-openvino==1.8.1 from PyPI into .runtime/openvino/), or `pip install onnxruntime-ep-openvino==1.8.1` (the `openvino` extra of the distorch-vision package) and set DISTORCH_OPENVINO_EP to its onnxruntime_ep_openvino/libonnxruntime_providers_openvino_plugin.so";
+pub const INSTALL_HINT: &str = "run `scripts/setup.sh --openvino` in the distorch-vision checkout (it installs onnxruntime-ep-openvino==1.8.1 from PyPI into .runtime/openvino/), or `pip install \"distorch-vision[openvino]\"` into the Python environment distorch-vision is installed in (it adds onnxruntime-ep-openvino==1.8.1), or set DISTORCH_OPENVINO_EP to a libonnxruntime_providers_openvino_plugin.so";
 
 /// The plugin file a user path names: the file itself, or a folder holding it directly or in
 /// the package folder (an install target such as `.runtime/openvino`).
@@ -57,10 +58,17 @@ pub fn candidates(explicit: Option<&Path>) -> Vec<(String, PathBuf)> {
             "the program's folder"
         };
         out.push((whose.into(), dir.join(PLUGIN_LIB)));
+        // An installed wheel: the `openvino` extra puts the plugin's package beside ours.
+        for site in crate::runtime::library::installed_site_packages(&dir) {
+            out.push((
+                "the onnxruntime_ep_openvino package of the Python environment distorch-vision is installed in".into(),
+                site.join(PACKAGE_DIR).join(PLUGIN_LIB),
+            ));
+        }
     }
     if let Some(dir) = python_package_dir() {
         out.push((
-            "the installed onnxruntime_ep_openvino Python package".into(),
+            "the onnxruntime_ep_openvino package of python3 on PATH".into(),
             dir.join(PLUGIN_LIB),
         ));
     }
