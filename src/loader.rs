@@ -6,9 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 
-use ndarray::ArrayView4;
-
 use crate::export::{self, ComputeDtype, Export, Granularity};
+use crate::image::PixelsView;
 use crate::model::folders::ModelFolders;
 use crate::model::{BlockKind, Model, VisionConfig};
 use crate::plan::{self, BlockSize, Device, Inventory, LoaderOptions, Plan};
@@ -315,13 +314,16 @@ impl ClipVision {
         Ok(p)
     }
 
-    pub fn encode(
+    /// Encodes square pixels `[B, 3, S, S]` (an `ArrayView4`) or, for a naflex model, patches
+    /// with their grids (a [`PixelsView`]), in batches of `batch_size`.
+    pub fn encode<'a>(
         &self,
-        pixels: ArrayView4<f32>,
+        pixels: impl Into<PixelsView<'a>>,
         outputs: &[String],
         batch_size: usize,
     ) -> Result<Outputs> {
-        self.model().check_pixels(pixels.shape())?;
+        let pixels = pixels.into();
+        self.model().check_input(&pixels)?;
         match self.shared.micro_batch {
             Some(m) => self.encode_micro(pixels, outputs, m),
             None => self.pipeline()?.encode(pixels, outputs, batch_size),
@@ -332,13 +334,14 @@ impl ClipVision {
 impl ClipVision {
     /// Like [`ClipVision::encode`], with the images cut into micro-batches of `micro` that
     /// flow through the plan's device segments concurrently (`runtime::microbatch`).
-    pub fn encode_micro(
+    pub fn encode_micro<'a>(
         &self,
-        pixels: ArrayView4<f32>,
+        pixels: impl Into<PixelsView<'a>>,
         outputs: &[String],
         micro: usize,
     ) -> Result<Outputs> {
-        self.model().check_pixels(pixels.shape())?;
+        let pixels = pixels.into();
+        self.model().check_input(&pixels)?;
         let p = self.pipeline()?;
         crate::runtime::microbatch::encode(&p, pixels, outputs, micro, None)
     }
@@ -426,6 +429,8 @@ mod tests {
             rope_theta: 0.0,
             layer_norm_eps: 1e-5,
             llava: false,
+            num_patches: 0,
+            attention_pool: false,
             source: "key table".into(),
         }
     }

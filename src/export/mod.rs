@@ -5,6 +5,7 @@
 
 pub mod blocks;
 pub mod graph;
+pub mod naflex;
 pub mod onnx;
 pub mod quant;
 
@@ -251,11 +252,11 @@ pub fn export_with(
     }
     let blocks = manifest_blocks(model);
     let whole = if granularity == Granularity::Whole && dtype != ComputeDtype::Int8 {
-        let (proto, outputs) = blocks::whole_graph(model, WEIGHTS_FILE, dtype);
+        let (proto, outputs, inputs) = blocks::whole_graph(model, WEIGHTS_FILE, dtype);
         write_atomic(&dir.join(WHOLE_FILE), &proto.encode_to_vec())?;
         Some(ManifestWhole {
             file: WHOLE_FILE.into(),
-            inputs: vec![blocks::PIXELS.into()],
+            inputs,
             outputs,
         })
     } else {

@@ -3,32 +3,39 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use ndarray::Array4;
+use ndarray::{Array3, Array4};
 
-use crate::image::PreprocessSpec;
-use crate::model::{DType, SafeTensors};
+use crate::image::{Grid, Pixels, PreprocessSpec};
+use crate::model::{DType, SafeTensors, TensorInfo};
 use crate::paths::write_atomic;
 use crate::runtime::Outputs;
 use crate::{Error, Result};
 
-/// Reads a safetensors file holding exactly one NCHW f32 tensor of preprocessed pixels.
-pub fn read_pixels(path: &Path) -> Result<Array4<f32>> {
+/// Reads preprocessed pixels from a safetensors file: exactly one NCHW f32 tensor (square
+/// models), or a naflex batch as Hugging Face's processor and `preprocess` write it:
+/// `pixel_values` `[B, T, 3·P²]` (F32), `spatial_shapes` `[B, 2]` (I64 or I32, rows then
+/// columns) and optionally `pixel_attention_mask` `[B, T]`, which must then mark exactly each
+/// grid's patches.
+pub fn read_pixels(path: &Path) -> Result<Pixels> {
     let st = SafeTensors::open(path)?;
-    let mut tensors = st.tensors().iter();
-    let (name, info) = match (tensors.next(), tensors.next()) {
+    let bad = |msg: String| Error::invalid(format!("{}: {msg}", path.display()));
+    let tensors = st.tensors();
+    if tensors.contains_key(SPATIAL_SHAPES) {
+        return read_patches(&st).map_err(|e| e.context(path.display()));
+    }
+    let mut all = tensors.iter();
+    let (name, info) = match (all.next(), all.next()) {
         (Some(t), None) => t,
         _ => {
-            return Err(Error::invalid(format!(
-                "{}: a pixel file must hold exactly one tensor, found {}",
-                path.display(),
-                st.tensors().len()
+            return Err(bad(format!(
+                "a pixel file must hold exactly one tensor (NCHW pixels), or pixel_values with spatial_shapes (naflex patches); found {}",
+                tensors.len()
             )))
         }
     };
     if info.dtype != DType::F32 || info.shape.len() != 4 {
-        return Err(Error::invalid(format!(
-            "{}: tensor {name:?} is {} {:?}; pixels must be one F32 tensor of rank 4 (NCHW)",
-            path.display(),
+        return Err(bad(format!(
+            "tensor {name:?} is {} {:?}; pixels must be one F32 tensor of rank 4 (NCHW)",
             info.dtype.name(),
             info.shape
         )));
@@ -36,7 +43,100 @@ pub fn read_pixels(path: &Path) -> Result<Array4<f32>> {
     let values = DType::F32.to_f32(st.data(info)?).unwrap_or_default();
     let s = &info.shape;
     Array4::from_shape_vec((s[0], s[1], s[2], s[3]), values)
-        .map_err(|e| Error::invalid(format!("{}: {e}", path.display())))
+        .map(Pixels::Square)
+        .map_err(|e| bad(e.to_string()))
+}
+
+const PIXEL_VALUES: &str = "pixel_values";
+const SPATIAL_SHAPES: &str = "spatial_shapes";
+const PIXEL_MASK: &str = "pixel_attention_mask";
+
+/// The naflex layout of [`read_pixels`].
+fn read_patches(st: &SafeTensors) -> Result<Pixels> {
+    let tensors = st.tensors();
+    let get = |name: &str| {
+        tensors.get(name).ok_or_else(|| {
+            Error::invalid(format!(
+                "naflex pixels need {PIXEL_VALUES} [B, T, 3·P²] (F32) and {SPATIAL_SHAPES} [B, 2]; {name} is missing"
+            ))
+        })
+    };
+    let (pv, ss) = (get(PIXEL_VALUES)?, get(SPATIAL_SHAPES)?);
+    if let Some(extra) = tensors
+        .keys()
+        .find(|k| ![PIXEL_VALUES, SPATIAL_SHAPES, PIXEL_MASK].contains(&k.as_str()))
+    {
+        return Err(Error::invalid(format!(
+            "unexpected tensor {extra:?} beside naflex pixels (valid: {PIXEL_VALUES}, {SPATIAL_SHAPES}, {PIXEL_MASK})"
+        )));
+    }
+    if pv.dtype != DType::F32 || pv.shape.len() != 3 {
+        return Err(Error::invalid(format!(
+            "{PIXEL_VALUES} is {} {:?}; naflex pixels are F32 [B, T, 3·P²]",
+            pv.dtype.name(),
+            pv.shape
+        )));
+    }
+    let b = pv.shape[0];
+    let shapes = integers(st, ss, SPATIAL_SHAPES)?;
+    if ss.shape != [b, 2] {
+        return Err(Error::invalid(format!(
+            "{SPATIAL_SHAPES} has shape {:?}; with {b} images it must be [{b}, 2] (rows, cols)",
+            ss.shape
+        )));
+    }
+    let grids = shapes
+        .chunks_exact(2)
+        .map(|g| {
+            let side = |v: i64| usize::try_from(v).ok().filter(|&v| v > 0);
+            match (side(g[0]), side(g[1])) {
+                (Some(r), Some(c)) => Ok(Grid::new(r, c)),
+                _ => Err(Error::invalid(format!(
+                    "{SPATIAL_SHAPES} holds ({}, {}); a grid needs at least one patch a side",
+                    g[0], g[1]
+                ))),
+            }
+        })
+        .collect::<Result<Vec<Grid>>>()?;
+    if let Some(m) = tensors.get(PIXEL_MASK) {
+        let mask = integers(st, m, PIXEL_MASK)?;
+        let t = pv.shape[1];
+        let want = grids
+            .iter()
+            .flat_map(|g| (0..t).map(move |j| i64::from(j < g.patches())));
+        if m.shape != [b, t] || !mask.iter().copied().eq(want) {
+            return Err(Error::invalid(format!(
+                "{PIXEL_MASK} does not mark exactly the patches of {SPATIAL_SHAPES} (each image's first rows·cols of {t})"
+            )));
+        }
+    }
+    let values = DType::F32.to_f32(st.data(pv)?).unwrap_or_default();
+    let s = &pv.shape;
+    let values = Array3::from_shape_vec((s[0], s[1], s[2]), values)
+        .map_err(|e| Error::invalid(e.to_string()))?;
+    Ok(Pixels::Patches { values, grids })
+}
+
+/// An integer tensor's values (I64, I32 or BOOL) as i64.
+fn integers(st: &SafeTensors, info: &TensorInfo, name: &str) -> Result<Vec<i64>> {
+    let bytes = st.data(info)?;
+    Ok(match info.dtype {
+        DType::I64 => bytes
+            .chunks_exact(8)
+            .map(|b| i64::from_le_bytes(b.try_into().unwrap_or_default()))
+            .collect(),
+        DType::I32 => bytes
+            .chunks_exact(4)
+            .map(|b| i64::from(i32::from_le_bytes(b.try_into().unwrap_or_default())))
+            .collect(),
+        DType::Bool => bytes.iter().map(|&b| i64::from(b != 0)).collect(),
+        other => {
+            return Err(Error::invalid(format!(
+                "{name} is {}; it must hold integers (I64 or I32)",
+                other.name()
+            )))
+        }
+    })
 }
 
 /// Metadata of a pixels file recording how it was made (size, crop, mean, std).

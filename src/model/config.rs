@@ -18,6 +18,9 @@ pub enum Kind {
     Dinov2,
     /// DINOv3 ViT (contract §2.1b): register tokens, RoPE on the patch tokens, no position table.
     Dinov3,
+    /// SigLIP2 "naflex" (contract §2.1b): a `Linear` patch embedding over flattened patches,
+    /// a variable patch grid per image, the position table resized to each grid.
+    Siglip2,
 }
 
 impl Kind {
@@ -29,6 +32,11 @@ impl Kind {
     /// DINOv2 and DINOv3: layer scales, the final norm over every token, the class token pooled.
     pub fn is_dino(self) -> bool {
         matches!(self, Kind::Dinov2 | Kind::Dinov3)
+    }
+
+    /// A variable token count per image (SigLIP2 naflex): the blocks take a key mask.
+    pub fn is_naflex(self) -> bool {
+        self == Kind::Siglip2
     }
 }
 
@@ -94,8 +102,20 @@ pub struct VisionConfig {
     pub layer_norm_eps: f32,
     /// The file carries LLaVA's `multi_modal_projector`.
     pub llava: bool,
+    /// SigLIP2 naflex: the most patches an image is cut into (the position table's rows, a
+    /// square); 0 for the fixed-size families.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub num_patches: usize,
+    /// SigLIP2 naflex: the file's attention-pooling head (`vision_model.head.*`) gives
+    /// `image_embeds`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub attention_pool: bool,
     /// "config.json" or "key table".
     pub source: String,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl VisionConfig {
@@ -105,7 +125,7 @@ impl VisionConfig {
     pub fn mean_std(&self) -> ([f32; 3], [f32; 3]) {
         match self.kind {
             Kind::Clip => (crate::image::CLIP_MEAN, crate::image::CLIP_STD),
-            Kind::Siglip => (crate::image::SIGLIP_MEAN, crate::image::SIGLIP_STD),
+            Kind::Siglip | Kind::Siglip2 => (crate::image::SIGLIP_MEAN, crate::image::SIGLIP_STD),
             Kind::Dinov2 | Kind::Dinov3 => {
                 (crate::image::IMAGENET_MEAN, crate::image::IMAGENET_STD)
             }
@@ -113,7 +133,8 @@ impl VisionConfig {
     }
 
     /// The preprocessing this model takes (contract §4): its image size and the family's
-    /// mean/std, with `crop` (the caller's choice; a model does not decide it).
+    /// mean/std, with `crop` (the caller's choice; a model does not decide it); for a naflex
+    /// model its patching (contract §4b), where `crop` has no effect.
     pub fn preprocess_spec(&self, crop: crate::image::Crop) -> crate::image::PreprocessSpec {
         let (mean, std) = self.mean_std();
         crate::image::PreprocessSpec {
@@ -121,24 +142,43 @@ impl VisionConfig {
             mean,
             std,
             crop,
+            patching: self.patching(),
         }
     }
 
-    /// Patches per side: the stride-P convolution drops a remainder of S (contract §2.1).
+    /// How a naflex model cuts images into patches; `None` for fixed-size towers.
+    pub fn patching(&self) -> Option<crate::image::Patching> {
+        self.kind.is_naflex().then_some(crate::image::Patching {
+            patch_size: self.patch_size,
+            num_patches: self.num_patches,
+        })
+    }
+
+    /// Patches per side: the stride-P convolution drops a remainder of S (contract §2.1). For
+    /// naflex, the side of the square position table.
     pub fn grid(&self) -> usize {
+        if self.kind.is_naflex() {
+            return self.num_patches.isqrt();
+        }
         self.image_size / self.patch_size
     }
 
     fn validate(&self) -> Result<()> {
         // Generous bounds (bigG is 1664 wide, 48 layers, 8192 MLP; SigLIP 512 px) that keep
         // every size computed from them far from overflow.
+        // naflex towers have no fixed image size; their patch count is bounded instead.
+        let (size_name, size, size_max) = if self.kind.is_naflex() {
+            ("num_patches", self.num_patches, 1 << 16)
+        } else {
+            ("image_size", self.image_size, 4096)
+        };
         let positive = [
             ("hidden_size", self.hidden_size, 1 << 16),
             ("num_hidden_layers", self.num_layers, 1000),
             ("num_attention_heads", self.num_heads, 1 << 10),
             ("intermediate_size", self.intermediate_size, 1 << 18),
             ("patch_size", self.patch_size, 1 << 10),
-            ("image_size", self.image_size, 4096),
+            (size_name, size, size_max),
         ];
         for (name, v, max) in positive {
             if v == 0 || v > max {
@@ -153,8 +193,14 @@ impl VisionConfig {
                 self.hidden_size, self.num_heads
             )));
         }
+        if self.kind.is_naflex() && self.grid().pow(2) != self.num_patches {
+            return Err(Error::model(format!(
+                "num_patches = {} is not a square: the position table is a square grid",
+                self.num_patches
+            )));
+        }
         // S need not be a multiple of P (so400m/14-384: 27 patches, 6 pixels dropped).
-        if self.image_size < self.patch_size {
+        if !self.kind.is_naflex() && self.image_size < self.patch_size {
             return Err(Error::model(format!(
                 "image_size {} is smaller than patch_size {}: no patch fits",
                 self.image_size, self.patch_size
@@ -240,7 +286,8 @@ pub fn detect(weights: &Path, keys: &Keys) -> Result<VisionConfig> {
     Ok(cfg)
 }
 
-/// Validates ranges, then sets the token count (which divides by the patch size).
+/// Validates ranges, then sets the token count (which divides by the patch size): for naflex,
+/// the most an image has.
 fn finish(cfg: &mut VisionConfig) -> Result<()> {
     cfg.validate()?;
     cfg.tokens = cfg.grid().pow(2) + usize::from(cfg.kind.has_class_token()) + cfg.registers;
@@ -277,10 +324,15 @@ fn sidecar(weights: &Path) -> Option<std::path::PathBuf> {
 fn fits(cfg: &VisionConfig, keys: &Keys) -> Result<()> {
     let (d, p) = (cfg.hidden_size, cfg.patch_size);
     let layer = |i: usize| format!("vision_model.encoder.layers.{i}.mlp.fc1.weight");
+    let patch_shape = if cfg.kind.is_naflex() {
+        vec![d, 3 * p * p]
+    } else {
+        vec![d, 3, p, p]
+    };
     let mut want: Vec<(String, Vec<usize>)> = vec![
         (
             "vision_model.embeddings.patch_embedding.weight".into(),
-            vec![d, 3, p, p],
+            patch_shape,
         ),
         (
             "vision_model.embeddings.position_embedding.weight".into(),
@@ -312,7 +364,9 @@ fn fits(cfg: &VisionConfig, keys: &Keys) -> Result<()> {
         )));
     }
     let class = keys.contains("vision_model.embeddings.class_embedding");
-    if (cfg.kind == Kind::Clip && !class) || (cfg.kind == Kind::Siglip && class) {
+    if (cfg.kind == Kind::Clip && !class)
+        || (matches!(cfg.kind, Kind::Siglip | Kind::Siglip2) && class)
+    {
         return Err(Error::model(format!(
             "it describes a {:?} tower, but the file {} a class token",
             cfg.kind,
@@ -349,14 +403,22 @@ fn from_table(keys: &Keys, llava: bool) -> Result<VisionConfig> {
         rope_theta: 0.0,
         layer_norm_eps: 1e-5,
         llava,
+        num_patches: 0,
+        attention_pool: false,
         source: "key table".into(),
     };
+    let patch_rank = keys
+        .shape("vision_model.embeddings.patch_embedding.weight")
+        .map_or(0, <[usize]>::len);
     let cfg = if keys.contains(&layer(47)) {
         clip("ViT-bigG/14", 1664, 48, 8192, 224, 1280)
     } else if keys.contains(&layer(30)) {
         clip("ViT-H/14", 1280, 32, 5120, 224, 1024)
     } else if keys.contains(&layer(22)) {
-        if width == 1152 {
+        if width == 1152 && patch_rank == 2 {
+            // ComfyUI's clip_vision_siglip2_base_naflex.json: a Linear patch embedding.
+            siglip2_so400m(keys, positions)?
+        } else if width == 1152 {
             let (family, patch, image) = match positions {
                 729 => ("SigLIP so400m/14-384", 14, 384),
                 1024 => ("SigLIP so400m/16-512", 16, 512),
@@ -383,6 +445,8 @@ fn from_table(keys: &Keys, llava: bool) -> Result<VisionConfig> {
                 rope_theta: 0.0,
                 layer_norm_eps: 1e-5,
                 llava: false,
+                num_patches: 0,
+                attention_pool: false,
                 source: "key table".into(),
             }
         } else {
@@ -412,6 +476,43 @@ fn from_table(keys: &Keys, llava: bool) -> Result<VisionConfig> {
         ));
     };
     Ok(cfg)
+}
+
+/// SigLIP2 so400m naflex (contract §2.1b), as ComfyUI's `clip_vision_siglip2_base_naflex.json`:
+/// the patch size from the `[D, 3·P²]` patch embedding, the patch count from the position
+/// table (256 in the released file), the pooling head when the file has it.
+fn siglip2_so400m(keys: &Keys, positions: usize) -> Result<VisionConfig> {
+    let inputs = keys
+        .shape("vision_model.embeddings.patch_embedding.weight")
+        .and_then(|s| s.get(1).copied())
+        .unwrap_or(0);
+    let patch = (inputs / 3).isqrt();
+    if patch == 0 || 3 * patch * patch != inputs {
+        return Err(Error::model(format!(
+            "vision_model.embeddings.patch_embedding.weight has {inputs} inputs; a SigLIP2 naflex patch embedding takes 3·P² (768 for P = 16)"
+        )));
+    }
+    Ok(VisionConfig {
+        family: "SigLIP2 so400m/16 naflex".into(),
+        kind: Kind::Siglip2,
+        hidden_size: 1152,
+        num_layers: 27,
+        num_heads: 16,
+        intermediate_size: 4304,
+        activation: Activation::GeluTanh,
+        mlp: Mlp::Standard,
+        patch_size: patch,
+        image_size: 0,
+        tokens: 0,
+        projection_dim: None,
+        registers: 0,
+        rope_theta: 0.0,
+        layer_norm_eps: 1e-5,
+        llava: false,
+        num_patches: positions,
+        attention_pool: keys.contains(super::names::HEAD_PROBE),
+        source: "key table".into(),
+    })
 }
 
 /// A DINOv3 row of contract §2.1b: patch 16, 4 registers, RoPE base 100, eps 1e-5.
@@ -445,6 +546,8 @@ fn dinov3(
         rope_theta: 100.0,
         layer_norm_eps: 1e-5,
         llava: false,
+        num_patches: 0,
+        attention_pool: false,
         source: "key table".into(),
     }
 }
@@ -468,6 +571,8 @@ fn dinov2(family: &str, d: usize, layers: usize, heads: usize, i: usize, mlp: Ml
         rope_theta: 0.0,
         layer_norm_eps: 1e-6,
         llava: false,
+        num_patches: 0,
+        attention_pool: false,
         source: "key table".into(),
     }
 }
@@ -497,13 +602,14 @@ fn from_config_json(path: &Path, keys: &Keys, llava: bool) -> Result<VisionConfi
     let kind = match model_type {
         "clip_vision_model" | "clip" | "llava" => Kind::Clip,
         "siglip_vision_model" | "siglip" => Kind::Siglip,
+        "siglip2_vision_model" | "siglip2" => return siglip2_config(vision, keys, &bad),
         "dinov2" => return dinov2_config(vision, &bad),
         "dinov3_vit" | "dinov3" => return dinov3_config(vision, &bad),
         "" if keys.contains("vision_model.embeddings.class_embedding") => Kind::Clip,
         "" => Kind::Siglip,
         other => {
             return Err(bad(format!(
-                "model_type {other:?} is not a vision tower (valid: clip_vision_model, siglip_vision_model, clip, siglip, dinov2, dinov3_vit)"
+                "model_type {other:?} is not a vision tower (valid: clip_vision_model, siglip_vision_model, siglip2_vision_model, clip, siglip, siglip2, dinov2, dinov3_vit)"
             )))
         }
     };
@@ -511,7 +617,9 @@ fn from_config_json(path: &Path, keys: &Keys, llava: bool) -> Result<VisionConfi
     // Defaults are those of transformers' CLIPVisionConfig / SiglipVisionConfig.
     let (act_default, patch_default, proj_default, eps_default) = match kind {
         Kind::Clip => ("quick_gelu", 32, Some(512), 1e-5),
-        Kind::Siglip | Kind::Dinov2 | Kind::Dinov3 => ("gelu_pytorch_tanh", 16, None, 1e-5),
+        Kind::Siglip | Kind::Siglip2 | Kind::Dinov2 | Kind::Dinov3 => {
+            ("gelu_pytorch_tanh", 16, None, 1e-5)
+        }
     };
     let act = match vision.get("hidden_act") {
         None => act_default,
@@ -527,7 +635,7 @@ fn from_config_json(path: &Path, keys: &Keys, llava: bool) -> Result<VisionConfi
             as f32,
     };
     let projection_dim = match kind {
-        Kind::Siglip | Kind::Dinov2 | Kind::Dinov3 => None,
+        Kind::Siglip | Kind::Siglip2 | Kind::Dinov2 | Kind::Dinov3 => None,
         Kind::Clip => {
             let from = |o: &serde_json::Map<String, serde_json::Value>| {
                 o.get("projection_dim").and_then(|v| v.as_u64())
@@ -549,6 +657,7 @@ fn from_config_json(path: &Path, keys: &Keys, llava: bool) -> Result<VisionConfi
                 Kind::Clip if llava => "LLaVA CLIP",
                 Kind::Clip => "CLIP",
                 Kind::Siglip => "SigLIP",
+                Kind::Siglip2 => "SigLIP2 naflex",
                 Kind::Dinov2 => "DINOv2",
                 Kind::Dinov3 => "DINOv3",
             }
@@ -568,6 +677,8 @@ fn from_config_json(path: &Path, keys: &Keys, llava: bool) -> Result<VisionConfi
         rope_theta: 0.0,
         layer_norm_eps: eps,
         llava: llava && kind == Kind::Clip,
+        num_patches: 0,
+        attention_pool: false,
         source: "config.json".into(),
     })
 }
@@ -602,6 +713,59 @@ fn json_f64(o: &Json, name: &str, default: f64, bad: &dyn Fn(String) -> Error) -
             .filter(|x| x.is_finite())
             .ok_or_else(|| bad(format!("{name} must be a number, got {v}"))),
     }
+}
+
+/// A Hugging Face `Siglip2VisionConfig` (`model_type: siglip2_vision_model`, or a full
+/// `siglip2` config's `vision_config`): defaults as in transformers but the layer norm epsilon,
+/// 1e-5 as ComfyUI uses (contract §2.1). `vision_use_head: false`, or a file without
+/// `vision_model.head.*`, leaves `image_embeds` out.
+fn siglip2_config(o: &Json, keys: &Keys, bad: &dyn Fn(String) -> Error) -> Result<VisionConfig> {
+    let int = |name: &str, default: usize| json_int(o, name, default, bad);
+    if int("num_channels", 3)? != 3 {
+        return Err(bad(format!(
+            "num_channels = {} is not supported (valid: 3, RGB)",
+            int("num_channels", 3)?
+        )));
+    }
+    let act = match o.get("hidden_act") {
+        None => "gelu_pytorch_tanh",
+        Some(v) => v
+            .as_str()
+            .ok_or_else(|| bad(format!("hidden_act must be a string, got {v}")))?,
+    };
+    // Absent: the head is used when the file has it (ComfyUI's files may lack it).
+    let has_head = keys.contains(super::names::HEAD_PROBE);
+    let use_head = match o.get("vision_use_head") {
+        None | Some(serde_json::Value::Null) => has_head,
+        Some(_) => json_bool(o, "vision_use_head", true, bad)?,
+    };
+    if use_head && !has_head {
+        return Err(bad(format!(
+            "vision_use_head is true but the file has no {} (set it to false to load the tower without its pooling head)",
+            super::names::HEAD_PROBE
+        )));
+    }
+    Ok(VisionConfig {
+        family: "SigLIP2 naflex (config.json)".into(),
+        kind: Kind::Siglip2,
+        hidden_size: int("hidden_size", 768)?,
+        num_layers: int("num_hidden_layers", 12)?,
+        num_heads: int("num_attention_heads", 12)?,
+        intermediate_size: int("intermediate_size", 3072)?,
+        activation: Activation::parse(act).map_err(|e| bad(e.to_string()))?,
+        mlp: Mlp::Standard,
+        patch_size: int("patch_size", 16)?,
+        image_size: 0,
+        tokens: 0,
+        projection_dim: None,
+        registers: 0,
+        rope_theta: 0.0,
+        layer_norm_eps: json_f64(o, "layer_norm_eps", 1e-5, bad)? as f32,
+        llava: false,
+        num_patches: int("num_patches", 256)?,
+        attention_pool: use_head,
+        source: "config.json".into(),
+    })
 }
 
 /// A Hugging Face `Dinov2Config` (defaults as in transformers). The MLP width comes from
@@ -654,6 +818,8 @@ fn dinov2_config(o: &Json, bad: &dyn Fn(String) -> Error) -> Result<VisionConfig
         rope_theta: 0.0,
         layer_norm_eps: number("layer_norm_eps", 1e-6)? as f32,
         llava: false,
+        num_patches: 0,
+        attention_pool: false,
         source: "config.json".into(),
     })
 }
@@ -702,6 +868,8 @@ fn dinov3_config(o: &Json, bad: &dyn Fn(String) -> Error) -> Result<VisionConfig
         rope_theta: number("rope_theta", 100.0)? as f32,
         layer_norm_eps: number("layer_norm_eps", 1e-5)? as f32,
         llava: false,
+        num_patches: 0,
+        attention_pool: false,
         source: "config.json".into(),
     })
 }

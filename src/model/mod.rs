@@ -93,7 +93,13 @@ impl Model {
         let mut blocks = Vec::new();
 
         let e = names::embed(c.kind);
-        let mut embed: Vec<(String, Vec<usize>)> = vec![(e.patch_weight.into(), vec![d, 3, p, p])];
+        // naflex: a `Linear` over flattened patches, and the square table it resizes.
+        let patch_shape = if c.kind.is_naflex() {
+            vec![d, 3 * p * p]
+        } else {
+            vec![d, 3, p, p]
+        };
+        let mut embed: Vec<(String, Vec<usize>)> = vec![(e.patch_weight.into(), patch_shape)];
         if let Some(pos) = e.positions {
             embed.push((pos.into(), if dino { vec![1, t, d] } else { vec![t, d] }));
         }
@@ -151,6 +157,22 @@ impl Model {
         if c.kind == config::Kind::Clip {
             let proj = c.projection_dim.unwrap_or(0);
             head.push(("visual_projection.weight".into(), vec![proj, d]));
+        }
+        if c.attention_pool {
+            head.push((names::HEAD_PROBE.into(), vec![1, 1, d]));
+            head.push((names::HEAD_IN_PROJ_WEIGHT.into(), vec![3 * d, d]));
+            head.push((names::HEAD_IN_PROJ_BIAS.into(), vec![3 * d]));
+            for (prefix, shape) in [
+                (names::HEAD_OUT_PROJ, vec![d, d]),
+                (names::HEAD_MLP_IN, vec![i_sz, d]),
+                (names::HEAD_MLP_OUT, vec![d, i_sz]),
+            ] {
+                let rows = shape[0];
+                head.push((format!("{prefix}.weight"), shape));
+                head.push((format!("{prefix}.bias"), vec![rows]));
+            }
+            head.push((format!("{}.weight", names::HEAD_NORM), vec![d]));
+            head.push((format!("{}.bias", names::HEAD_NORM), vec![d]));
         }
         if c.llava {
             let o1 = self
@@ -259,6 +281,13 @@ impl Model {
 
     /// Checks that `shape` is `[B, 3, S, S]` pixels for this model.
     pub fn check_pixels(&self, shape: &[usize]) -> Result<()> {
+        if let Some(p) = self.config.patching() {
+            return Err(Error::invalid(format!(
+                "pixel tensor has shape {shape:?}; this SigLIP2 naflex model takes patches [B, T ≤ {}, {}] with each image's patch grid (spatial_shapes), not square pixels",
+                p.num_patches,
+                p.patch_len()
+            )));
+        }
         let s = self.config.image_size;
         if shape.len() != 4 || shape[0] == 0 || shape[1] != 3 || shape[2] != s || shape[3] != s {
             return Err(Error::invalid(format!(
@@ -268,12 +297,59 @@ impl Model {
         Ok(())
     }
 
+    /// Checks a batch of model inputs: square pixels as [`Model::check_pixels`], or naflex
+    /// patches `[B, T, 3·P²]` (B ≥ 1, 1 ≤ T ≤ num_patches) with one grid per image that fits
+    /// in T patches and in the position table's bounds.
+    pub fn check_input(&self, px: &crate::image::PixelsView<'_>) -> Result<()> {
+        let (values, grids) = match px {
+            crate::image::PixelsView::Square(a) => return self.check_pixels(a.shape()),
+            crate::image::PixelsView::Patches { values, grids } => (values, grids),
+        };
+        let Some(p) = self.config.patching() else {
+            let s = self.config.image_size;
+            return Err(Error::invalid(format!(
+                "patches {:?} given; this model takes square pixels [B, 3, {s}, {s}] (NCHW)",
+                values.shape()
+            )));
+        };
+        let shape = values.shape();
+        if shape[0] == 0 || shape[1] == 0 || shape[1] > p.num_patches || shape[2] != p.patch_len() {
+            return Err(Error::invalid(format!(
+                "patch tensor has shape {shape:?}; this model needs [B, T, {}] with B ≥ 1 and 1 ≤ T ≤ {} (flattened {}x{} RGB patches)",
+                p.patch_len(),
+                p.num_patches,
+                p.patch_size,
+                p.patch_size
+            )));
+        }
+        if grids.len() != shape[0] {
+            return Err(Error::invalid(format!(
+                "{} spatial shapes for {} images; give one (rows, cols) patch grid per image",
+                grids.len(),
+                shape[0]
+            )));
+        }
+        for (i, g) in grids.iter().enumerate() {
+            if g.rows == 0 || g.cols == 0 || g.patches() > shape[1] {
+                return Err(Error::invalid(format!(
+                    "spatial shape {} of image {i}: a grid needs at least one patch a side and at most {} patches (the patch rows given)",
+                    g,
+                    shape[1]
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Every output this model can produce, in contract §3 order (`all_hidden_states` included:
     /// every family has it, on request).
     pub fn available_outputs(&self) -> Vec<Output> {
+        let c = &self.config;
         Output::ALL
             .into_iter()
-            .filter(|&o| o != Output::MmProjected || self.config.llava)
+            .filter(|&o| o != Output::MmProjected || c.llava)
+            // naflex towers pool with their attention head, which a file may lack.
+            .filter(|&o| o != Output::ImageEmbeds || !c.kind.is_naflex() || c.attention_pool)
             .collect()
     }
 

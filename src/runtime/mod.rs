@@ -6,6 +6,7 @@ pub mod gpu;
 pub mod heap;
 pub mod library;
 pub mod microbatch;
+pub mod pass_input;
 pub mod pipeline;
 pub mod route;
 

@@ -357,9 +357,14 @@ pub fn read_safetensors(path: &Path) -> Vec<(String, Vec<usize>, Vec<f32>)> {
     out
 }
 
+/// A fixture's square pixels (NCHW); see [`read_patches`] for naflex fixtures.
 pub fn read_pixels(model: &str) -> ndarray::Array4<f32> {
-    distorch_vision::job::output::read_pixels(&fixture(model).join("pixels.safetensors"))
+    match distorch_vision::job::output::read_pixels(&fixture(model).join("pixels.safetensors"))
         .expect("pixels")
+    {
+        distorch_vision::image::Pixels::Square(a) => a,
+        distorch_vision::image::Pixels::Patches { .. } => panic!("{model} holds naflex patches"),
+    }
 }
 
 /// VmRSS of this process in KiB.

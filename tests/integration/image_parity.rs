@@ -87,6 +87,7 @@ fn spec(size: u32, crop: &str, family: &str) -> PreprocessSpec {
         mean,
         std,
         crop: crop.parse().unwrap(),
+        patching: None,
     }
 }
 

@@ -28,6 +28,7 @@ mod families;
 mod gpu_path;
 mod image_parity;
 mod model_folders;
+mod naflex;
 mod pipeline;
 mod plan_cli;
 mod plan_props;

@@ -14,7 +14,7 @@ mod shard_writer;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use ndarray::{Array4, ArrayD, Axis};
+use ndarray::{Array4, ArrayD};
 use serde::{Deserialize, Serialize};
 
 use crate::image::{self, Crop, PreprocessSpec};
@@ -664,7 +664,7 @@ pub fn run_encode(cv: &ClipVision, job: &EncodeJob) -> Result<EncodeSummary> {
         "one-file mode: {} is written once every input is encoded",
         job.out.display()
     );
-    let mut parts: Vec<Array4<f32>> = Vec::new();
+    let mut parts: Vec<image::Pixels> = Vec::new();
     let mut sources: Vec<String> = Vec::new();
     let mut skipped: Vec<Skipped> = Vec::new();
     if let Some(p) = &job.pixels {
@@ -697,18 +697,12 @@ pub fn run_encode(cv: &ClipVision, job: &EncodeJob) -> Result<EncodeSummary> {
             skipped = sk;
             (px, src)
         };
-        parts.push(px);
+        parts.push(image::Pixels::Square(px));
         sources.extend(src);
     }
     print_skipped(&skipped);
-    let px = if parts.len() == 1 {
-        parts.pop().unwrap_or_default()
-    } else {
-        let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
-        ndarray::concatenate(Axis(0), &views)
-            .map_err(|e| Error::invalid(format!("pixels and images have different shapes: {e}")))?
-    };
-    cv.model().check_pixels(px.shape())?;
+    let px = image::Pixels::concat(parts)?;
+    cv.model().check_input(&px.view())?;
     let res = cv.encode(px.view(), &job.outputs, job.batch_size)?;
     match job.format {
         OutFormat::Safetensors => {
