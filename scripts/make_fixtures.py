@@ -265,9 +265,9 @@ def dinov3_case(name, seed, gated, image_size):
 
 
 # SigLIP2 naflex grids (rows, cols) of the parity batch, with at most 64 patches: 1:1, 1:4, 4:1,
-# 2:3, 7:5 and a small 3x3; the 8x8 position table is resized down on one axis and up on the
-# other for 1:4 and 4:1.
-NAFLEX_GRIDS = [(8, 8), (4, 16), (16, 4), (6, 9), (7, 5), (3, 3)]
+# 2:3, 7:5, a small 3x3 and a single column; the 8x8 position table is resized down on one axis
+# and up on the other for 1:4 and 4:1.
+NAFLEX_GRIDS = [(8, 8), (4, 16), (16, 4), (6, 9), (7, 5), (3, 3), (12, 1)]
 # Image files (tests/fixtures/images) of the image-level case: lossless, of varied aspect ratios.
 NAFLEX_IMAGES = ["big_480x400.png", "landscape_131x33.png", "tall_7x300.png", "portrait_45x77.png",
                  "down_97x61.png", "exact_32x32.png", "rgba_33x50.png"]
@@ -275,10 +275,27 @@ NAFLEX_IMAGES = ["big_480x400.png", "landscape_131x33.png", "tall_7x300.png", "p
 NAFLEX_SO400M_IMAGES = ["big_480x400.png", "landscape_131x33.png"]
 
 
+def one_column_resize_fix():
+    """torch 2.15's antialiased bilinear F.interpolate on the CPU is wrong when the output is
+    one column wide and the height changes (every output row is input row 0 when upsampling),
+    which Siglip2VisionEmbeddings.resize_positional_embeddings hits for grids (h, 1). The
+    reference resizes those through the transposed table, where the same kernel is right (and
+    equal to the direct call for every other size); contract §3 records the difference."""
+    import torch.nn.functional as F
+    from transformers.models.siglip2 import modeling_siglip2
+    interpolate = F.interpolate
+
+    def fixed(x, size=None, **kw):
+        if size is not None and x.dim() == 4 and size[1] == 1 and size[0] != x.shape[2]:
+            return interpolate(x.transpose(2, 3), size=(size[1], size[0]), **kw).transpose(2, 3)
+        return interpolate(x, size=size, **kw)
+    modeling_siglip2.F = type("F", (), {"interpolate": staticmethod(fixed)})
+
+
 def siglip2_case(name, seed, patch=4, num_patches=64):
     """SigLIP2 naflex: a tiny Siglip2VisionModel (with its attention-pooling head) run by
     transformers on patches of mixed grids, padded, with pixel_attention_mask and
-    spatial_shapes. Padded rows of the token outputs are zeroed, as distorch-vision returns
+    spatial_shapes (one-column grids resized as one_column_resize_fix says). Padded rows of the token outputs are zeroed, as distorch-vision returns
     them. Also writes, for the same model:
       images_expected.safetensors  HF's own processor (Siglip2ImageProcessor, else its PIL
                                    variant) and model on NAFLEX_IMAGES: image-level parity.
@@ -287,6 +304,7 @@ def siglip2_case(name, seed, patch=4, num_patches=64):
                                    so400m's (16 px, 256 patches): each image's flattened patches
                                    as their 8-bit values (u8, before the /255 and mean/std step,
                                    a pure function of them) and its grid."""
+    one_column_resize_fix()
     cfg = Siglip2VisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=3,
                               num_attention_heads=4, patch_size=patch, num_patches=num_patches,
                               hidden_act="gelu_pytorch_tanh", layer_norm_eps=1e-6,

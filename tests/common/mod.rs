@@ -69,6 +69,35 @@ pub fn read_tensors(path: &Path) -> Vec<(String, Vec<usize>, Vec<f32>)> {
         .collect()
 }
 
+/// Every tensor of a safetensors file (F32, I64, I32 or U8), its values as f64, by name.
+pub fn read_any_tensors(path: &Path) -> Vec<(String, Vec<usize>, Vec<f64>)> {
+    use distorch_vision::model::DType;
+    let st = SafeTensors::open(path).unwrap();
+    st.tensors()
+        .iter()
+        .map(|(name, info)| {
+            let b = st.data(info).unwrap();
+            let v: Vec<f64> = match info.dtype {
+                DType::F32 => b
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64)
+                    .collect(),
+                DType::I64 => b
+                    .chunks_exact(8)
+                    .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64)
+                    .collect(),
+                DType::I32 => b
+                    .chunks_exact(4)
+                    .map(|c| i32::from_le_bytes(c.try_into().unwrap()) as f64)
+                    .collect(),
+                DType::U8 => b.iter().map(|&c| c as f64).collect(),
+                other => panic!("{name}: {other:?}"),
+            };
+            (name.clone(), info.shape.clone(), v)
+        })
+        .collect()
+}
+
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
     a.iter()
