@@ -93,6 +93,37 @@ class Output:
         self.__dict__.update(state)
 
 
+class _Tokens:
+    """A naflex encode's token rows cut to the batch's grid, as ComfyUI returns them (its
+    IMAGE batch is one size, so every image has the same grid); nothing to do otherwise."""
+
+    def __init__(self, grids: Any, patch_size: int) -> None:
+        self.grid = None
+        if grids is not None and len(grids):
+            first = tuple(int(v) for v in grids[0])
+            if any(tuple(int(v) for v in g) != first for g in grids):
+                raise ValueError(f"images of one IMAGE batch got different patch grids: {grids.tolist()}")
+            self.grid = first
+        self.patch_size = patch_size
+
+    def unpad(self, name: str, t: Any) -> Any:
+        """``t`` with only the grid's tokens: [B, T, D] → [B, rows·cols, D], and the token axis
+        of all_hidden_states [B, L, T, D]; pooled outputs as they are."""
+        if self.grid is None or t is None or t.dim() < 3:
+            return t
+        n = self.grid[0] * self.grid[1]
+        return t[..., :n, :].contiguous()
+
+    def image_sizes(self, b: int, square: int) -> list:
+        """ComfyUI's ``image_sizes``: the preprocessed pixels' shape (3, H, W) per image."""
+        import torch
+
+        if self.grid is None:
+            return [torch.Size((3, square, square))] * b
+        h, w = (g * self.patch_size for g in self.grid)
+        return [torch.Size((3, h, w))] * b
+
+
 class DisTorchClipVision:
     """A ``CLIP_VISION`` whose forward pass runs in distorch-vision's per-block sessions."""
 
@@ -102,23 +133,33 @@ class DisTorchClipVision:
         self.image_size = model.image_size
 
     def encode_image(self, image: Any, crop: bool = True) -> Output:
-        """``image``: IMAGE [B, H, W, C] in 0..1; ``crop``: True = centre crop, False = resize."""
+        """``image``: IMAGE [B, H, W, C] in 0..1; ``crop``: True = centre crop, False = resize
+        (no effect for a SigLIP2 naflex model, as in ComfyUI)."""
+        import torch
+
         device = _intermediate_device()
         res = self.distorch_model.encode_images(image, crop=crop, as_torch=True)
+        grids = res.pop("spatial_shapes", None)
         b = next(iter(res.values())).shape[0]
+        tokens = _Tokens(grids, self.distorch_model.patch_size)
 
         def encode_more(name: str) -> Any:
             extra = self.distorch_model.encode_images(image, crop=crop, outputs=[name], as_torch=True)
-            return extra[name].to(device)
+            return tokens.unpad(name, extra[name]).to(device)
 
         out = Output(encode_more)
         for name, t in res.items():
-            out[name] = t.to(device)
+            out[name] = tokens.unpad(name, t).to(device)
+        if grids is not None:
+            # As ComfyUI's naflex CLIPVisionModelProjection (no projection): image_embeds is
+            # last_hidden_state; the attention-pooling head's [B, D] embedding, which ComfyUI
+            # never computes, is there as pooler_output (Hugging Face's name).
+            if "image_embeds" in res:
+                out["pooler_output"] = out["image_embeds"]
+            out["image_embeds"] = out["last_hidden_state"]
         if "mm_projected" not in res:
             out["mm_projected"] = None  # as ComfyUI: None when the file has no projector
-        import torch
-
-        out["image_sizes"] = [torch.Size((3, self.image_size, self.image_size))] * b
+        out["image_sizes"] = tokens.image_sizes(b, self.image_size)
         return out
 
     def load_sd(self, sd: Any) -> Any:

@@ -1,5 +1,6 @@
-//! Files and folders every layer needs: atomic writes (a reader never sees half a file), the
-//! folder this code was loaded from, and the distorch-vision checkout it runs from.
+//! Files and folders every layer needs: atomic writes (a reader never sees half a file), paths
+//! as text and as canonical keys, the folder this code was loaded from, and the
+//! distorch-vision checkout it runs from.
 
 use std::path::{Path, PathBuf};
 
@@ -34,6 +35,41 @@ pub fn copy_atomic(source: &Path, target: &Path) -> Result<()> {
         return Err(Error::io(&tmp, e));
     }
     publish(&tmp, target)
+}
+
+/// Creates the folder `path` goes into, when it names one.
+pub fn create_parent(path: &Path) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    Ok(())
+}
+
+/// The canonical absolute path of an input (lexically absolute when it no longer exists),
+/// exact for any file name (see [`path_text`]).
+pub fn source_key(p: &Path) -> String {
+    path_text(
+        &std::fs::canonicalize(p)
+            .or_else(|_| std::path::absolute(p))
+            .unwrap_or_else(|_| p.to_path_buf()),
+    )
+}
+
+/// A path as text, losslessly: a UTF-8 path as it is; otherwise each byte that is not part of
+/// valid UTF-8 as `\xNN` and each backslash as `\\` (so `lat\xe9.png` and `lat\xe8.png`
+/// stay two names, never one `lat�.png`).
+pub fn path_text(p: &Path) -> String {
+    if let Some(s) = p.to_str() {
+        return s.to_string();
+    }
+    let mut out = String::new();
+    for chunk in p.as_os_str().as_encoded_bytes().utf8_chunks() {
+        out.push_str(&chunk.valid().replace('\\', "\\\\"));
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
 }
 
 /// The folder holding this code: the executable's, or the shared library's when a host

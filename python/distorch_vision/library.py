@@ -25,7 +25,7 @@ ABI_VERSION = 1
 CROP_CODES = {"center": 0, "none": 1}
 
 #: ``DV_DTYPE_*`` codes of output tensors → numpy dtype names.
-DTYPES = {1: "float32"}
+DTYPES = {1: "float32", 2: "int64"}
 
 ENV_LIBRARY = "DISTORCH_VISION_LIBRARY"
 SETUP_HINT = (
@@ -71,6 +71,7 @@ class Tensor(C.Structure):
 
 _u64, _st, _sz = C.c_uint64, C.c_int32, C.c_size_t
 _fp = C.POINTER(C.c_float)
+_i64p = C.POINTER(C.c_int64)
 _str_out = C.POINTER(C.c_void_p)
 
 # name → (restype, argtypes); every one must be exported.
@@ -106,6 +107,14 @@ _OPTIONAL: dict[str, tuple[Any, list[Any]]] = {
     # used by distorch_vision.ray: encoded file bytes → 3×S×S pixels, as the CLI's encode --images
     "dv_preprocess_encoded": (
         _st, [_u64, C.c_char_p, _sz, C.c_char_p, C.c_int32, _fp, _sz],
+    ),
+    # SigLIP2 naflex models: patching, patches with their grids, encoded bytes → patches
+    "dv_model_patching": (_st, [_u64, C.POINTER(C.c_uint32), C.POINTER(C.c_uint32)]),
+    "dv_encode_patches": (
+        _st, [_u64, _fp, _sz, _sz, _sz, _sz, _i64p, _sz, C.c_char_p, _sz, C.POINTER(_u64)],
+    ),
+    "dv_preprocess_encoded_patches": (
+        _st, [_u64, C.c_char_p, _sz, C.c_char_p, _fp, _sz, _i64p],
     ),
 }
 

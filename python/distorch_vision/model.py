@@ -123,6 +123,10 @@ class Model:
         size = C.c_uint32(0)
         L.check(L.dv_model_image_size(handle, C.byref(size)), "dv_model_image_size")
         self._image_size = int(size.value)
+        patch, count = C.c_uint32(0), C.c_uint32(0)
+        if L.has("dv_model_patching"):
+            L.check(L.dv_model_patching(handle, C.byref(patch), C.byref(count)), "dv_model_patching")
+        self._patching = (int(patch.value), int(count.value))
         self._output_names = tuple(json.loads(L.call_string("dv_model_outputs_json", handle)))
 
     # ------------------------------------------------------------------ properties
@@ -140,8 +144,26 @@ class Model:
 
     @property
     def image_size(self) -> int:
-        """The input size S: encode_pixels takes [B, 3, S, S]."""
+        """The input size S: encode_pixels takes [B, 3, S, S]. 0 for a SigLIP2 naflex model,
+        which takes patches of a grid per image (:attr:`patch_size`, :attr:`num_patches`)."""
         return self._image_size
+
+    @property
+    def naflex(self) -> bool:
+        """True for a SigLIP2 naflex model: images keep their aspect ratio and become a grid of
+        at most :attr:`num_patches` patches; token outputs hold ``num_patches`` rows an image,
+        the first ``rows * cols`` (``spatial_shapes``) its patches, the rest zero."""
+        return self._patching[1] > 0
+
+    @property
+    def patch_size(self) -> int:
+        """A naflex model's patch side P in pixels (a patch is 3·P² floats); 0 otherwise."""
+        return self._patching[0]
+
+    @property
+    def num_patches(self) -> int:
+        """The most patches a naflex model cuts an image into; 0 otherwise."""
+        return self._patching[1]
 
     @property
     def output_names(self) -> tuple[str, ...]:
@@ -191,6 +213,51 @@ class Model:
         )
         return _collect(out.value, as_torch)
 
+    def encode_patches(
+        self,
+        patches: Any,
+        spatial_shapes: Any,
+        outputs: Union[None, str, Sequence[str]] = None,
+        batch_size: int = 0,
+        as_torch: bool = False,
+    ) -> Outputs:
+        """Encodes a SigLIP2 naflex model's patches, as Hugging Face's processor gives them.
+
+        ``patches``: [B, T, 3·P²] f32 (T ≤ :attr:`num_patches`), image i's first
+        ``rows * cols`` rows its flattened patches (row, column, channel), the rest padding.
+        ``spatial_shapes``: [B, 2] integers, each image's grid (rows, cols).
+        The result holds ``spatial_shapes`` (int64) besides the outputs; token outputs have
+        :attr:`num_patches` rows an image, zero after its own. Other arguments as
+        :meth:`encode_pixels`.
+        """
+        buf = F32Buffer(patches, "patches")
+        if len(buf.shape) != 3:
+            raise DistorchError(
+                "DV_ERR_INVALID_ARGUMENT",
+                f"patches has shape {list(buf.shape)}; encode_patches takes [B, T, 3·P²] "
+                "(flattened patches) with spatial_shapes [B, 2]",
+            )
+        try:
+            shapes = np.ascontiguousarray(
+                spatial_shapes.detach().cpu().numpy() if hasattr(spatial_shapes, "detach")
+                else spatial_shapes, dtype=np.int64)
+        except (TypeError, ValueError) as e:
+            raise DistorchError(
+                "DV_ERR_INVALID_ARGUMENT", f"spatial_shapes cannot be read as integers ({e})"
+            ) from None
+        b, t, d = buf.shape
+        L = lib()
+        out = C.c_uint64(0)
+        L.check(
+            L.dv_encode_patches(
+                self.handle, buf.pointer(), buf.numel, b, t, d,
+                shapes.ctypes.data_as(C.POINTER(C.c_int64)), shapes.size,
+                _output_list(outputs), _batch(batch_size), C.byref(out),
+            ),
+            "dv_encode_patches",
+        )
+        return _collect(out.value, as_torch)
+
     def encode_images(
         self,
         images: Any,
@@ -207,7 +274,9 @@ class Model:
         The library preprocesses it exactly as ComfyUI's ``clip_preprocess`` (contract §4):
         ``crop="center"`` (or True) scales the short side to S and crops the centre,
         ``crop="none"`` (or False) resizes to S×S. A single [H, W, C] image is taken as B = 1.
-        Other arguments as :meth:`encode_pixels`.
+        A naflex model takes ComfyUI's ``siglip2_preprocess`` instead (contract §4b: the
+        aspect ratio kept, ``crop`` without effect) and returns what :meth:`encode_patches`
+        does. Other arguments as :meth:`encode_pixels`.
         """
         code = _crop_code(crop)
         buf = F32Buffer(_image_floats(images), "images")
@@ -256,7 +325,12 @@ class Model:
             pass  # interpreter shutdown: the library may already be gone
 
     def __repr__(self) -> str:
-        state = "closed" if self.closed else f"image_size={self.image_size}"
+        if self.closed:
+            state = "closed"
+        elif self.naflex:
+            state = f"naflex patch_size={self.patch_size} num_patches={self.num_patches}"
+        else:
+            state = f"image_size={self.image_size}"
         return f"<distorch_vision.Model {self.clip_vision!r} {state}>"
 
 

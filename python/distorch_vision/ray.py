@@ -254,6 +254,22 @@ def preprocess_encoded(model: Any, data: bytes, name: str, crop: str = "center")
     return out
 
 
+def preprocess_encoded_patches(model: Any, data: bytes, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """One encoded image file (bytes) → a SigLIP2 naflex model's [num_patches, 3·P²] padded patch
+    rows and the image's grid [2] (rows, cols), as the CLI's ``encode --images`` (contract §4b)."""
+    L = lib()
+    if not L.has("dv_preprocess_encoded_patches"):
+        raise DistorchError("DV_ERR_RUNTIME",
+                            f"{L.path} does not export dv_preprocess_encoded_patches; rebuild it (scripts/setup.sh)")
+    out = np.empty((model.num_patches, 3 * model.patch_size ** 2), dtype=np.float32)
+    grid = np.zeros(2, dtype=np.int64)
+    L.check(L.dv_preprocess_encoded_patches(model.handle, bytes(data), len(data), name.encode(),
+                                            out.ctypes.data_as(C.POINTER(C.c_float)), out.size,
+                                            grid.ctypes.data_as(C.POINTER(C.c_int64))),
+            "dv_preprocess_encoded_patches")
+    return out, grid
+
+
 class Encoder:
     """The actor of the pool: one model loaded per actor (its DisTorch2 plan applied inside the
     actor, on the GPUs Ray gave it), called on batches of image rows."""
@@ -267,13 +283,23 @@ class Encoder:
         self.crop, self.outputs, self.batch_size = crop, outputs, batch_size
         self.pool = ThreadPoolExecutor(max(1, decode_threads))  # ctypes calls release the GIL
 
-    def _pixels(self, data: bytes, name: str, err: str) -> tuple[Optional[np.ndarray], str]:
+    def _pixels(self, data: bytes, name: str, err: str) -> tuple[Optional[Any], str]:
+        """[3, S, S] pixels, or a naflex model's (patches, grid); or the error."""
         if err:
             return None, err
         try:
+            if self.model.naflex:
+                return preprocess_encoded_patches(self.model, data, name), ""
             return preprocess_encoded(self.model, data, name, self.crop), ""
         except DistorchError as e:
             return None, e.message
+
+    def _encode(self, got: list) -> Any:
+        """The model's outputs for prepared images; a naflex batch's with its spatial_shapes."""
+        if self.model.naflex:
+            return self.model.encode_patches(np.stack([p for p, _ in got]), np.stack([g for _, g in got]),
+                                             outputs=self.outputs, batch_size=self.batch_size)
+        return self.model.encode_pixels(np.stack(got), outputs=self.outputs, batch_size=self.batch_size)
 
     def __call__(self, batch: dict) -> dict:
         names, datas, errs = batch["image_path"], batch["data"], batch["error"]
@@ -291,25 +317,40 @@ class Encoder:
                 error[start + j] = e
             if not ok:
                 continue
-            res = self.model.encode_pixels(np.stack([got[i - start][0] for i in ok]),
-                                           outputs=self.outputs, batch_size=self.batch_size)
-            for name in self.outputs:
+            res = self._encode([got[i - start][0] for i in ok])
+            for name in self._columns():
                 t = res[name]
                 if name not in results:
-                    results[name] = np.zeros((n,) + t.shape[1:], dtype=np.float32)
+                    results[name] = np.zeros((n,) + t.shape[1:], dtype=t.dtype)
                 results[name][ok] = t
         out["error"] = error
-        for name in self.outputs:
+        for name in self._columns():
             # No readable image in this call: zero rows of the output's shape (never written).
-            out[name] = results.get(name, np.zeros((n,) + self._shape(name), dtype=np.float32))
+            out[name] = results.get(name) if name in results else np.zeros((n,) + self._shape(name),
+                                                                            dtype=self._dtype(name))
         return out
 
+    def _columns(self) -> list:
+        """The outputs, and a naflex model's spatial_shapes (to cut each image's tokens out)."""
+        return self.outputs + (["spatial_shapes"] if self.model.naflex else [])
+
+    def _probe(self) -> dict:
+        if not hasattr(self, "_probed"):
+            if self.model.naflex:
+                d = 3 * self.model.patch_size ** 2
+                probe = self.model.encode_patches(np.zeros((1, 1, d), np.float32), np.ones((1, 2), np.int64),
+                                                  outputs=self.outputs)
+            else:
+                s = self.model.image_size
+                probe = self.model.encode_pixels(np.zeros((1, 3, s, s), np.float32), outputs=self.outputs)
+            self._probed = {k: (v.shape[1:], v.dtype) for k, v in probe.items()}
+        return self._probed
+
     def _shape(self, name: str) -> tuple:
-        if not hasattr(self, "_shapes"):
-            s = self.model.image_size
-            probe = self.model.encode_pixels(np.zeros((1, 3, s, s), np.float32), outputs=self.outputs)
-            self._shapes = {k: v.shape[1:] for k, v in probe.items()}
-        return self._shapes[name]
+        return self._probe()[name][0]
+
+    def _dtype(self, name: str) -> Any:
+        return self._probe()[name][1]
 
 
 # ---------------------------------------------------------------------------------- output
@@ -370,8 +411,10 @@ def write_shard(layout: Layout, shard: InputShard, rows: dict, outputs: list[str
         meta_table = pa.table(meta)
         cols = dict(meta)
         shapes = {}
-        for name in outputs:
-            t = np.ascontiguousarray(rows[name][ok], dtype=np.float32)
+        # A naflex model's grids come along, int64, so its token rows can be cut per image.
+        for name in outputs + [c for c in ("spatial_shapes",) if c in rows]:
+            t = np.ascontiguousarray(rows[name][ok])
+            t = t if t.dtype == np.int64 else t.astype(np.float32)
             shapes[name] = list(t.shape[1:])
             flat = t.reshape(t.shape[0], -1)
             cols[name] = pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), flat.shape[1])

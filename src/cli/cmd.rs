@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use distorch_vision::export::{self, Granularity};
 use distorch_vision::image::Crop;
 use distorch_vision::job::batch::{self, EncodeJob, OutFormat};
-use distorch_vision::job::{out_guard, yaml};
+use distorch_vision::job::{out_guard, summary, yaml};
 use distorch_vision::loader::{inventory, plan_model, resolve_model_in, ClipVision, LoadOptions};
 use distorch_vision::model::folders::ModelFolders;
 use distorch_vision::model::Model;
@@ -181,7 +181,7 @@ pub(crate) fn cmd_preprocess(
     } else {
         batch::preprocess_inputs_skipping(images, &spec)?
     };
-    batch::print_skipped(&skipped);
+    summary::print_skipped(&skipped);
     batch::write_pixels(out, &px, &sources, model, &spec)?;
     if !quiet {
         eprintln!(

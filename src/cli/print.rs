@@ -23,6 +23,19 @@ pub(crate) fn bench_report(r: &BenchReport) {
     if let Some(ratio) = r.split_ratio {
         println!("split      blocks/whole throughput = {ratio:.3}");
     }
+    if let Some(g) = &r.grids {
+        let grids: Vec<String> = g.iter().map(|g| g.to_string()).collect();
+        println!(
+            "grids      {} (naflex, padded to the largest)",
+            grids.join(" ")
+        );
+    }
+    if let Some(p) = &r.per_image {
+        row("per image", p);
+    }
+    if let Some(ratio) = r.padded_over_per_image {
+        println!("naflex     padded batch / one image at a time throughput = {ratio:.3}");
+    }
     println!(
         "peak RSS   {} after the blocks, {} in all (model weights in the file: {})",
         human(r.blocks_peak_rss_bytes),
@@ -98,11 +111,17 @@ pub(crate) fn inspect_text(m: &Model) {
         "family    {family} (from {}, {:?} keys)",
         c.source, m.keys.layout
     );
+    // naflex towers take any aspect ratio: a grid of at most `num_patches` patches per image.
+    let image = match c.patching() {
+        Some(p) => format!("any (a grid per image, patches<={})", p.num_patches),
+        None => c.image_size.to_string(),
+    };
     println!(
-        "config    D={} layers={} heads={} mlp={} act={:?} patch={} image={} tokens={} proj={} eps={:e}{}",
+        "config    D={} layers={} heads={} mlp={} act={:?} patch={} image={image} tokens={} proj={} eps={:e}{}{}",
         c.hidden_size, c.num_layers, c.num_heads, c.intermediate_size, c.activation, c.patch_size,
-        c.image_size, c.tokens, c.projection_dim.map_or("-".into(), |p| p.to_string()), c.layer_norm_eps,
-        if c.llava { " +LLaVA projector" } else { "" }
+        c.tokens, c.projection_dim.map_or("-".into(), |p| p.to_string()), c.layer_norm_eps,
+        if c.llava { " +LLaVA projector" } else { "" },
+        if c.attention_pool { " +attention-pooling head" } else { "" }
     );
     let dtypes: Vec<String> = m
         .dtype_summary()

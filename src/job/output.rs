@@ -7,7 +7,7 @@ use ndarray::{Array3, Array4};
 
 use crate::image::{Grid, Pixels, PreprocessSpec};
 use crate::model::{DType, SafeTensors, TensorInfo};
-use crate::paths::write_atomic;
+use crate::paths::{create_parent, write_atomic};
 use crate::runtime::Outputs;
 use crate::{Error, Result};
 
@@ -48,7 +48,6 @@ pub fn read_pixels(path: &Path) -> Result<Pixels> {
 }
 
 const PIXEL_VALUES: &str = "pixel_values";
-const SPATIAL_SHAPES: &str = "spatial_shapes";
 const PIXEL_MASK: &str = "pixel_attention_mask";
 
 /// The naflex layout of [`read_pixels`].
@@ -139,15 +138,25 @@ fn integers(st: &SafeTensors, info: &TensorInfo, name: &str) -> Result<Vec<i64>>
     })
 }
 
-/// Metadata of a pixels file recording how it was made (size, crop, mean, std).
+/// Metadata of a pixels file recording how it was made (size, crop, mean, std; a naflex
+/// model's patch size and patch count instead of the size).
 pub fn pixels_metadata(spec: &PreprocessSpec) -> HashMap<String, String> {
     let json = |v: &[f32; 3]| serde_json::to_string(v).unwrap_or_default();
-    HashMap::from([
-        ("image_size".to_string(), spec.size.to_string()),
+    let mut meta = HashMap::from([
         ("crop".to_string(), spec.crop.as_str().to_string()),
         ("mean".to_string(), json(&spec.mean)),
         ("std".to_string(), json(&spec.std)),
-    ])
+    ]);
+    match spec.patching {
+        Some(p) => {
+            meta.insert("patch_size".to_string(), p.patch_size.to_string());
+            meta.insert("num_patches".to_string(), p.num_patches.to_string());
+        }
+        None => {
+            meta.insert("image_size".to_string(), spec.size.to_string());
+        }
+    }
+    meta
 }
 
 /// How the preprocessing recorded in a pixels file differs from `want` (the model's), one
@@ -158,8 +167,18 @@ pub fn pixels_mismatch(path: &Path, want: &PreprocessSpec) -> Result<Vec<String>
     let meta = st.metadata();
     let mut diff = Vec::new();
     if let Some(size) = meta.get("image_size") {
-        if size.trim() != want.size.to_string() {
+        if want.patching.is_some() || size.trim() != want.size.to_string() {
             diff.push(format!("image size {size}, the model takes {}", want.size));
+        }
+    }
+    let (patch, count) = want
+        .patching
+        .map_or((0, 0), |p| (p.patch_size, p.num_patches));
+    for (key, have) in [("patch_size", patch), ("num_patches", count)] {
+        if let Some(v) = meta.get(key) {
+            if v.trim() != have.to_string() {
+                diff.push(format!("{key} {v}, the model's is {have}"));
+            }
         }
     }
     for (key, have) in [("mean", want.mean), ("std", want.std)] {
@@ -175,22 +194,53 @@ pub fn pixels_mismatch(path: &Path, want: &PreprocessSpec) -> Result<Vec<String>
     Ok(diff)
 }
 
-/// Serialises tensors (f32) with string metadata into safetensors bytes.
-pub fn to_safetensors(
+/// The name of a naflex batch's grids in every file this program writes (pixels, outputs,
+/// shards): `[B, 2]` I64, rows then columns, as Hugging Face's processor names them.
+pub const SPATIAL_SHAPES: &str = "spatial_shapes";
+
+/// `grids` as the values of [`SPATIAL_SHAPES`].
+pub fn grid_values(grids: &[Grid]) -> Vec<i64> {
+    grids
+        .iter()
+        .flat_map(|g| [g.rows as i64, g.cols as i64])
+        .collect()
+}
+
+/// Serialises tensors (f32), a naflex batch's grids (as the I64 [`SPATIAL_SHAPES`]) and string
+/// metadata into safetensors bytes.
+fn to_safetensors(
     tensors: &[(String, ndarray::ArrayD<f32>)],
+    grids: Option<&[Grid]>,
     metadata: &HashMap<String, String>,
 ) -> Result<Vec<u8>> {
-    let data: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+    let mut data: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = tensors
         .iter()
         .map(|(name, t)| {
             let bytes = t.iter().flat_map(|v| v.to_le_bytes()).collect();
-            (name.clone(), t.shape().to_vec(), bytes)
+            (
+                name.clone(),
+                safetensors::Dtype::F32,
+                t.shape().to_vec(),
+                bytes,
+            )
         })
         .collect();
+    if let Some(g) = grids {
+        let bytes = grid_values(g)
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        data.push((
+            SPATIAL_SHAPES.to_string(),
+            safetensors::Dtype::I64,
+            vec![g.len(), 2],
+            bytes,
+        ));
+    }
     let views = data
         .iter()
-        .map(|(name, shape, bytes)| {
-            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)
+        .map(|(name, dtype, shape, bytes)| {
+            safetensors::tensor::TensorView::new(*dtype, shape.clone(), bytes)
                 .map(|v| (name.clone(), v))
         })
         .collect::<std::result::Result<Vec<_>, _>>()
@@ -199,21 +249,42 @@ pub fn to_safetensors(
         .map_err(|e| Error::runtime(format!("safetensors: {e}")))
 }
 
-/// Writes `outputs` to `path` atomically, with `inputs` (row order) in the metadata.
-pub fn write_outputs(path: &Path, outputs: &Outputs, inputs: &[String], model: &str) -> Result<()> {
-    let mut meta = HashMap::new();
-    meta.insert(
-        "inputs".to_string(),
-        serde_json::to_string(inputs).unwrap_or_default(),
-    );
-    meta.insert("model".to_string(), model.to_string());
-    meta.insert(
-        "producer".to_string(),
-        format!("distorch-vision {}", env!("CARGO_PKG_VERSION")),
-    );
-    let bytes = to_safetensors(&outputs.tensors, &meta)?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    }
+/// The metadata of every safetensors file this program writes: the sources of the rows in
+/// order (`inputs`, a JSON list), the model as the user named it, and the producer.
+pub fn metadata(inputs: &[String], model: &str) -> HashMap<String, String> {
+    HashMap::from([
+        (
+            "inputs".to_string(),
+            serde_json::to_string(inputs).unwrap_or_default(),
+        ),
+        ("model".to_string(), model.to_string()),
+        (
+            "producer".to_string(),
+            format!("distorch-vision {}", env!("CARGO_PKG_VERSION")),
+        ),
+    ])
+}
+
+/// Writes `tensors` (and a naflex batch's `grids`) with `metadata` to `path` atomically,
+/// creating its folder.
+pub fn write_safetensors(
+    path: &Path,
+    tensors: &[(String, ndarray::ArrayD<f32>)],
+    grids: Option<&[Grid]>,
+    metadata: &HashMap<String, String>,
+) -> Result<()> {
+    let bytes = to_safetensors(tensors, grids, metadata)?;
+    create_parent(path)?;
     write_atomic(path, &bytes)
+}
+
+/// Writes `outputs` to `path` atomically, with `inputs` (row order) in the metadata and a
+/// naflex model's grids as [`SPATIAL_SHAPES`].
+pub fn write_outputs(path: &Path, outputs: &Outputs, inputs: &[String], model: &str) -> Result<()> {
+    write_safetensors(
+        path,
+        &outputs.tensors,
+        outputs.grids.as_deref(),
+        &metadata(inputs, model),
+    )
 }

@@ -179,6 +179,12 @@ impl Pipeline {
             .store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// Pauses (or resumes) recording without clearing what was recorded.
+    pub fn pause_profiling(&self, paused: bool) {
+        self.profiling
+            .store(!paused, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Recorded run times (seconds) per block, in block order.
     pub fn profile(&self) -> Vec<(String, Vec<f64>)> {
         self.stages

@@ -80,7 +80,7 @@ fn preprocess_cli_equals_library_per_file_in_order() {
             let want = preprocess_file(f, &spec).unwrap();
             assert_eq!(
                 &t[0].2[i * 3072..(i + 1) * 3072],
-                &want[..],
+                &want.values[..],
                 "{}",
                 f.display()
             );

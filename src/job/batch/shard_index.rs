@@ -6,10 +6,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::{source_key, ShardOptions, Skipped};
+use super::encode_job::EncodeJob;
 use crate::image::PreprocessSpec;
+use crate::job::summary::Skipped;
 use crate::loader::ClipVision;
-use crate::paths::write_atomic;
+use crate::paths::{source_key, write_atomic};
 use crate::{Error, ErrorKind, Result};
 
 /// Name of the index file of a sharded output folder.
@@ -151,12 +152,12 @@ impl ShardIndex {
         write_atomic(&dir.join(INDEX_FILE), &bytes)
     }
 
-    /// The index a run in `dir` continues: a new one, or with `opts.resume` the folder's,
+    /// The index a run in `dir` continues: a new one, or with `job.resume` the folder's,
     /// after dropping shards that are damaged or cut short (their rows are encoded again) and
     /// checking that this run makes the same rows. Removes temporary files of a killed run.
     pub(super) fn start_run(
         dir: &Path,
-        opts: &ShardOptions,
+        job: &EncodeJob,
         outputs: &[String],
         identity: RunIdentity,
     ) -> Result<ShardIndex> {
@@ -166,12 +167,12 @@ impl ShardIndex {
                 return Err(Error::invalid(format!(
                     "{}: the folder holds shards ({shard}, ...) but no {INDEX_FILE}, so which images they hold is unknown; {} would overwrite them: move them away, or choose another output folder",
                     dir.display(),
-                    if opts.resume { "resuming" } else { "a new run" }
+                    if job.resume { "resuming" } else { "a new run" }
                 )));
             }
         }
         let mut index = match prev_index {
-            Some(prev) if opts.resume => prev.resumed(dir, opts, outputs, &identity)?,
+            Some(prev) if job.resume => prev.resumed(dir, job, outputs, &identity)?,
             Some(_) => {
                 return Err(Error::invalid(format!(
                     "{} already holds a run ({INDEX_FILE}); pass --resume to continue it, or choose another folder",
@@ -179,9 +180,9 @@ impl ShardIndex {
                 )))
             }
             None => ShardIndex {
-                model: opts.model_label.clone(),
+                model: job.model_label.clone(),
                 outputs: outputs.to_vec(),
-                shard_size: opts.shard_size,
+                shard_size: job.rows_per_shard(),
                 ..Default::default()
             },
         };
@@ -194,7 +195,7 @@ impl ShardIndex {
     fn resumed(
         self,
         dir: &Path,
-        opts: &ShardOptions,
+        job: &EncodeJob,
         outputs: &[String],
         identity: &RunIdentity,
     ) -> Result<ShardIndex> {
@@ -230,7 +231,7 @@ impl ShardIndex {
             }
         }
         let mut diff = match &prev.identity {
-            Some(p) => p.differences(identity, &prev.model, &opts.model_label),
+            Some(p) => p.differences(identity, &prev.model, &job.model_label),
             None => {
                 tracing::warn!(
                     "{}: {INDEX_FILE} was written by an older version and does not record which model, crop and dtype made its rows; resuming without checking them",

@@ -1,15 +1,13 @@
 //! Encoded rows into shards: a shard fills to `shard_size` rows, is written atomically, and only
 //! then listed in the index (itself rewritten atomically), so a killed run leaves whole shards.
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use ndarray::{ArrayD, Axis};
 
 use super::shard_index::{shard_name, ShardEntry, ShardIndex};
-use super::ShardOptions;
+use crate::image::Grid;
 use crate::job::output;
-use crate::paths::write_atomic;
 use crate::{Error, Result};
 
 /// The shard being filled.
@@ -18,11 +16,16 @@ struct OpenShard {
     sources: Vec<String>,
     keys: Vec<String>,
     outputs: Vec<(String, Vec<ArrayD<f32>>)>,
+    /// naflex: the rows' grids.
+    grids: Option<Vec<Grid>>,
 }
 
 impl OpenShard {
     fn push(&mut self, res: crate::runtime::Outputs, sources: Vec<String>, keys: Vec<String>) {
         self.keys.extend(keys);
+        if let Some(g) = res.grids {
+            self.grids.get_or_insert_with(Vec::new).extend(g);
+        }
         if self.outputs.is_empty() {
             self.outputs = res.tensors.into_iter().map(|(n, t)| (n, vec![t])).collect();
         } else {
@@ -37,7 +40,8 @@ impl OpenShard {
 /// The shards of one run and its index.
 pub(super) struct ShardWriter<'a> {
     dir: &'a Path,
-    opts: &'a ShardOptions,
+    /// The model as the user named it, recorded in each shard.
+    model_label: &'a str,
     /// The folder's index: finished shards (earlier runs' too) and skipped images.
     pub index: ShardIndex,
     open: OpenShard,
@@ -46,10 +50,10 @@ pub(super) struct ShardWriter<'a> {
 }
 
 impl<'a> ShardWriter<'a> {
-    pub fn new(dir: &'a Path, opts: &'a ShardOptions, index: ShardIndex) -> Self {
+    pub fn new(dir: &'a Path, model_label: &'a str, index: ShardIndex) -> Self {
         ShardWriter {
             dir,
-            opts,
+            model_label,
             index,
             open: OpenShard::default(),
             written: 0,
@@ -72,7 +76,7 @@ impl<'a> ShardWriter<'a> {
             return Ok(());
         }
         let shard = std::mem::take(&mut self.open);
-        write_shard(self.dir, &mut self.index, shard, self.opts)?;
+        write_shard(self.dir, &mut self.index, shard, self.model_label)?;
         self.written += 1;
         Ok(())
     }
@@ -82,7 +86,7 @@ fn write_shard(
     dir: &Path,
     index: &mut ShardIndex,
     shard: OpenShard,
-    opts: &ShardOptions,
+    model_label: &str,
 ) -> Result<()> {
     // The next number no listed shard uses (a damaged shard dropped on resume leaves a gap).
     let mut n = index.shards.len();
@@ -97,19 +101,9 @@ fn write_shard(
             .map_err(|e| Error::runtime(format!("shard {file}: {name}: {e}")))?;
         tensors.push((name, t));
     }
-    let mut meta = HashMap::new();
-    meta.insert(
-        "inputs".to_string(),
-        serde_json::to_string(&shard.sources).unwrap_or_default(),
-    );
-    meta.insert("model".to_string(), opts.model_label.clone());
+    let mut meta = output::metadata(&shard.sources, model_label);
     meta.insert("shard".to_string(), n.to_string());
-    meta.insert(
-        "producer".to_string(),
-        format!("distorch-vision {}", env!("CARGO_PKG_VERSION")),
-    );
-    let bytes = output::to_safetensors(&tensors, &meta)?;
-    write_atomic(&dir.join(&file), &bytes)?;
+    output::write_safetensors(&dir.join(&file), &tensors, shard.grids.as_deref(), &meta)?;
     index.rows += shard.sources.len();
     index.shards.push(ShardEntry {
         file,

@@ -1,0 +1,105 @@
+//! An encode job as the CLI and YAML runs describe it: inputs, output and its format, batch
+//! and shard sizes, and the defaults of each.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::image::Crop;
+use crate::plan::DEFAULT_BATCH_SIZE;
+use crate::{Error, Result};
+
+/// Format of a one-file (not sharded) encode output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum OutFormat {
+    /// One safetensors file, the sources in its metadata.
+    #[default]
+    Safetensors,
+    /// A folder with one `<output>.npy` per output and `sources.json`.
+    Npy,
+}
+
+impl<'de> Deserialize<'de> for OutFormat {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        crate::error::deserialize_parsed(
+            d,
+            "an output format (\"safetensors\" or \"npy\")",
+            "format",
+        )
+    }
+}
+
+impl std::str::FromStr for OutFormat {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "safetensors" => Ok(OutFormat::Safetensors),
+            "npy" => Ok(OutFormat::Npy),
+            _ => Err(Error::invalid(format!(
+                "format: unknown value {s:?}; valid choices are \"safetensors\", \"npy\""
+            ))),
+        }
+    }
+}
+
+/// Image decoder threads of sharded encoding when not set (CLI and YAML).
+pub const DEFAULT_DECODE_THREADS: usize = 2;
+
+/// One encode job, as the CLI and YAML runs describe it.
+#[derive(Clone, Debug)]
+pub struct EncodeJob {
+    /// Files and folders (folders expand recursively, sorted).
+    pub images: Vec<PathBuf>,
+    /// A safetensors file of preprocessed NCHW pixels (rows come before `images`).
+    pub pixels: Option<PathBuf>,
+    pub crop: Crop,
+    pub batch_size: usize,
+    pub outputs: Vec<String>,
+    pub out: PathBuf,
+    pub format: OutFormat,
+    /// Sharded mode when set, or when `out` is an existing folder.
+    pub shard_size: Option<usize>,
+    pub resume: bool,
+    pub strict: bool,
+    pub decode_threads: usize,
+    pub throttle: Duration,
+    pub model_label: String,
+    pub progress: bool,
+}
+
+impl Default for EncodeJob {
+    fn default() -> Self {
+        EncodeJob {
+            images: Vec::new(),
+            pixels: None,
+            crop: Crop::default(),
+            batch_size: DEFAULT_BATCH_SIZE,
+            outputs: Vec::new(),
+            out: PathBuf::new(),
+            format: OutFormat::default(),
+            shard_size: None,
+            resume: false,
+            strict: false,
+            decode_threads: DEFAULT_DECODE_THREADS,
+            throttle: Duration::ZERO,
+            model_label: String::new(),
+            progress: true,
+        }
+    }
+}
+
+/// Default shard size when sharded mode is chosen by `out` being a folder.
+pub const DEFAULT_SHARD_SIZE: usize = 1024;
+
+impl EncodeJob {
+    /// Sharded when `shard_size` is set, or a safetensors job's `out` is an existing folder.
+    pub fn is_sharded(&self) -> bool {
+        self.shard_size.is_some() || (self.format == OutFormat::Safetensors && self.out.is_dir())
+    }
+
+    /// Rows per shard of a sharded run: `shard_size`, or [`DEFAULT_SHARD_SIZE`].
+    pub fn rows_per_shard(&self) -> usize {
+        self.shard_size.unwrap_or(DEFAULT_SHARD_SIZE)
+    }
+}

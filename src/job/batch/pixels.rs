@@ -1,0 +1,145 @@
+//! Image files to pixels: decoding and preprocessing files and folders into one batch for the
+//! model (NCHW pixels, or a naflex model's patches and grids; strict, or skipping unreadable
+//! files), and writing pixels for `encode --pixels`.
+
+use std::path::{Path, PathBuf};
+
+use crate::image::{self, Pixels, Prepared, PreprocessSpec};
+use crate::job::output;
+use crate::job::summary::Skipped;
+use crate::paths::path_text;
+use crate::{Error, Result};
+
+/// One file decoded and prepared for its model: `3 × S × S` values, or a naflex model's
+/// padded patch rows and grid. Errors name the file.
+pub fn preprocess_file(path: &Path, spec: &PreprocessSpec) -> Result<Prepared> {
+    let img = image::decode_file(path)?;
+    image::prepare(&img, spec).map_err(|e| e.context(path.display()))
+}
+
+/// Prepared images gathered into one batch, their room reserved up front so a folder too
+/// large for memory fails with advice instead of aborting mid-way.
+struct Gather<'a> {
+    spec: &'a PreprocessSpec,
+    values: Vec<f32>,
+    grids: Vec<image::Grid>,
+}
+
+impl<'a> Gather<'a> {
+    fn new(n: usize, spec: &'a PreprocessSpec) -> Result<Gather<'a>> {
+        let mut values: Vec<f32> = Vec::new();
+        let total = n.checked_mul(spec.image_len());
+        if total.is_none_or(|t| values.try_reserve_exact(t).is_err()) {
+            return Err(Error::invalid(format!(
+                "{n} images do not fit in memory at once; encode them in shards (--shard-size N)"
+            )));
+        }
+        Ok(Gather {
+            spec,
+            values,
+            grids: Vec::new(),
+        })
+    }
+
+    fn push(&mut self, p: Prepared) {
+        self.values.extend(p.values);
+        self.grids.extend(p.grid);
+    }
+
+    fn finish(self) -> Result<Pixels> {
+        Pixels::from_values(self.values, self.grids, self.spec).map_err(|e| e.context("preprocess"))
+    }
+}
+
+/// Files (in the order given) to one batch, and the source names in row order.
+pub fn preprocess_files(paths: &[PathBuf], spec: &PreprocessSpec) -> Result<(Pixels, Vec<String>)> {
+    let mut batch = Gather::new(paths.len(), spec)?;
+    let mut sources = Vec::with_capacity(paths.len());
+    for p in paths {
+        batch.push(preprocess_file(p, spec)?);
+        sources.push(path_text(p));
+    }
+    Ok((batch.finish()?, sources))
+}
+
+/// Files (in the order given) to one batch, skipping the files that cannot be read: the
+/// pixels, the sources in row order and the skipped files with their reasons.
+pub fn preprocess_files_skipping(
+    paths: &[PathBuf],
+    spec: &PreprocessSpec,
+) -> Result<(Pixels, Vec<String>, Vec<Skipped>)> {
+    let mut batch = Gather::new(paths.len(), spec)?;
+    let mut sources = Vec::with_capacity(paths.len());
+    let mut skipped = Vec::new();
+    for p in paths {
+        match preprocess_file(p, spec) {
+            Ok(v) => {
+                batch.push(v);
+                sources.push(path_text(p));
+            }
+            Err(e) => skipped.push(Skipped::new(p, &e)),
+        }
+    }
+    Ok((batch.finish()?, sources, skipped))
+}
+
+/// The error when `inputs` name no image file at all.
+fn no_images_in(inputs: &[PathBuf]) -> Error {
+    let names: Vec<String> = inputs.iter().map(|p| path_text(p)).collect();
+    Error::invalid(format!("no image files found in {}", names.join(", ")))
+}
+
+/// Files and folders (folders expand recursively, sorted) to pixels, as `preprocess_files`.
+pub fn preprocess_inputs(
+    inputs: &[PathBuf],
+    spec: &PreprocessSpec,
+) -> Result<(Pixels, Vec<String>)> {
+    let files = image::expand_inputs(inputs)?;
+    if files.is_empty() {
+        return Err(no_images_in(inputs));
+    }
+    preprocess_files(&files, spec)
+}
+
+/// Files and folders to pixels, as `preprocess_files_skipping`; an error when none is readable.
+pub fn preprocess_inputs_skipping(
+    inputs: &[PathBuf],
+    spec: &PreprocessSpec,
+) -> Result<(Pixels, Vec<String>, Vec<Skipped>)> {
+    let files = image::expand_inputs(inputs)?;
+    let (px, sources, skipped) = preprocess_files_skipping(&files, spec)?;
+    if sources.is_empty() {
+        return Err(match skipped.first() {
+            Some(first) => Error::invalid(format!(
+                "none of the {} image files could be read (the first, {}: {})",
+                skipped.len(),
+                first.file,
+                first.reason
+            )),
+            None => no_images_in(inputs),
+        });
+    }
+    Ok((px, sources, skipped))
+}
+
+/// Writes pixels as a safetensors file with one tensor `pixel_values` (readable by
+/// `output::read_pixels`; a naflex batch adds its grids as `spatial_shapes`, the layout of
+/// Hugging Face's processor), the sources in row order in the metadata `inputs`, and the
+/// preprocessing (size or patching, crop, mean, std) that `encode --pixels` checks against
+/// its model.
+pub fn write_pixels(
+    path: &Path,
+    pixels: &Pixels,
+    sources: &[String],
+    model: &str,
+    spec: &PreprocessSpec,
+) -> Result<()> {
+    let mut meta = output::metadata(sources, model);
+    meta.extend(output::pixels_metadata(spec));
+    let (values, grids) = match pixels {
+        Pixels::Square(a) => (a.clone().into_dyn(), None),
+        Pixels::Patches { values, grids } => (values.clone().into_dyn(), Some(&grids[..])),
+    };
+    let t = [("pixel_values".to_string(), values)];
+    output::write_safetensors(path, &t, grids, &meta)
+}
