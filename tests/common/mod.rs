@@ -20,6 +20,7 @@ pub const FIXTURES: &[&str] = &[
     "dinov2_gelu_f32",
     "dinov3_gelu_f32",
     "dinov3_gated_f32",
+    "siglip2_naflex_f32",
 ];
 
 /// Outputs computed only when asked for; fixtures' `expected.safetensors` may hold them.
@@ -53,11 +54,13 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// Every f32 tensor of a safetensors file, by name.
+/// Every f32 tensor of a safetensors file, by name (a naflex output's I64 `spatial_shapes` is
+/// left out: see [`read_any_tensors`]).
 pub fn read_tensors(path: &Path) -> Vec<(String, Vec<usize>, Vec<f32>)> {
     let st = SafeTensors::open(path).unwrap();
     st.tensors()
         .iter()
+        .filter(|(_, info)| info.dtype == distorch_vision::model::DType::F32)
         .map(|(name, info)| {
             let bytes = st.data(info).unwrap();
             let v = bytes

@@ -172,65 +172,178 @@ fn comfyui_siglip2_preprocess_is_reproduced_bit_for_bit() {
     assert_eq!(checked, 9);
 }
 
-#[test]
-fn images_match_hugging_face_processor_and_model() {
-    // Each image through our preprocessing (ComfyUI's) and graphs, against HF's own processor
-    // and model: the same grids, and cosine ≥ 0.999 per image.
-    use distorch_vision::image;
-    let tmp = temp_dir("naflex_images");
-    let cv = load(&tmp);
-    let refs = read_any_tensors(&fixture(NAME).join("images_expected.safetensors"));
+/// The image files of the image-level fixture, in its order.
+fn image_files() -> Vec<std::path::PathBuf> {
     let st = distorch_vision::model::SafeTensors::open(
         &fixture(NAME).join("images_expected.safetensors"),
     )
     .unwrap();
-    let files: Vec<String> = serde_json::from_str(&st.metadata()["inputs"]).unwrap();
-    let spec = cv.model().config.preprocess_spec(Default::default());
-    let rows: Vec<_> = files
+    let names: Vec<String> = serde_json::from_str(&st.metadata()["inputs"]).unwrap();
+    names
         .iter()
-        .map(|f| {
-            let img = image::decode_file(&root().join("tests/fixtures/images").join(f)).unwrap();
-            image::prepare(&img, &spec).unwrap()
-        })
-        .collect();
-    let px = Pixels::from_prepared(rows, &spec).unwrap();
-    let res = cv.encode(px.view(), &[], 4).unwrap();
-    let grids = res.grids.clone().unwrap();
-    let want = |name: &str| &refs.iter().find(|t| t.0 == name).unwrap().2;
-    let shapes = want("spatial_shapes");
-    for (i, g) in grids.iter().enumerate() {
-        assert_eq!(
-            [g.rows as f64, g.cols as f64],
-            [shapes[2 * i], shapes[2 * i + 1]],
-            "{}",
-            files[i]
+        .map(|f| root().join("tests/fixtures/images").join(f))
+        .collect()
+}
+
+fn model_file() -> std::path::PathBuf {
+    fixture(NAME).join("model.safetensors")
+}
+
+/// `encode` through the CLI with `args`, into `out`.
+fn cli_encode(graphs: &std::path::Path, out: &std::path::Path, args: &[&std::ffi::OsStr]) {
+    let o = run(bin()
+        .args(["encode", "--device", "cpu", "--model"])
+        .arg(model_file())
+        .args(args)
+        .arg("--out")
+        .arg(out)
+        .arg("--graphs-dir")
+        .arg(graphs));
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+fn os(s: &str) -> &std::ffi::OsStr {
+    s.as_ref()
+}
+
+/// A named tensor of `read_any_tensors`.
+fn tensor<'a>(
+    t: &'a [(String, Vec<usize>, Vec<f64>)],
+    name: &str,
+) -> &'a (String, Vec<usize>, Vec<f64>) {
+    t.iter()
+        .find(|x| x.0 == name)
+        .unwrap_or_else(|| panic!("no {name}"))
+}
+
+#[test]
+fn images_match_hugging_face_processor_and_model() {
+    // Each image file through the CLI (decoding, our preprocessing = ComfyUI's, the graphs),
+    // against HF's own processor and model: the same grids, and cosine ≥ 0.999 per image.
+    let tmp = temp_dir("naflex_images");
+    let files = image_files();
+    let out = tmp.join("out.safetensors");
+    let mut args: Vec<&std::ffi::OsStr> = vec![os("--images")];
+    args.extend(files.iter().map(|f| f.as_os_str()));
+    args.extend([os("--batch-size"), os("4")]);
+    cli_encode(&tmp.join("graphs"), &out, &args);
+    let got = read_any_tensors(&out);
+    let want = read_any_tensors(&fixture(NAME).join("images_expected.safetensors"));
+    let shapes = &tensor(&got, "spatial_shapes").2;
+    assert_eq!(shapes, &tensor(&want, "spatial_shapes").2);
+    let (_, shape, last) = tensor(&got, "last_hidden_state");
+    let (t, d) = (shape[1], shape[2]);
+    assert_eq!(t, 64);
+    let embeds = &tensor(&got, "image_embeds").2;
+    for (i, f) in files.iter().enumerate() {
+        let n = (shapes[2 * i] * shapes[2 * i + 1]) as usize * d;
+        let rows = i * t * d..i * t * d + n;
+        let c = cosine(
+            &last[rows.clone()],
+            &tensor(&want, "last_hidden_state").2[rows],
         );
-    }
-    let last = res.get("last_hidden_state").unwrap();
-    let (t, d) = (last.shape()[1], last.shape()[2]);
-    let embeds = res.get("image_embeds").unwrap();
-    for (i, g) in grids.iter().enumerate() {
-        let n = g.patches() * d;
-        let got: Vec<f32> = last.iter().skip(i * t * d).take(n).copied().collect();
-        let ref_last = &want("last_hidden_state")[i * t * d..i * t * d + n];
-        let c = cosine64(&got, ref_last);
-        let e: Vec<f32> = embeds
-            .index_axis(ndarray::Axis(0), i)
-            .iter()
-            .copied()
-            .collect();
-        let ce = cosine64(&e, &want("image_embeds")[i * d..(i + 1) * d]);
+        let e = i * d..(i + 1) * d;
+        let ce = cosine(&embeds[e.clone()], &tensor(&want, "image_embeds").2[e]);
+        let name = f.file_name().unwrap().to_string_lossy();
         eprintln!(
-            "{} ({g}): last_hidden_state cosine {c:.6}, image_embeds cosine {ce:.6}",
-            files[i]
+            "{name} ({}x{}): last_hidden_state cosine {c:.6}, image_embeds cosine {ce:.6}",
+            shapes[2 * i],
+            shapes[2 * i + 1]
         );
-        assert!(c >= 0.999 && ce >= 0.999, "{}: {c} {ce}", files[i]);
+        assert!(c >= 0.999 && ce >= 0.999, "{name}: {c} {ce}");
+        // The padding rows are zero.
+        assert!(
+            last[i * t * d + n..(i + 1) * t * d]
+                .iter()
+                .all(|&v| v == 0.0),
+            "{name}"
+        );
     }
 }
 
-fn cosine64(a: &[f32], b: &[f64]) -> f64 {
-    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * y).sum();
-    let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+#[test]
+fn preprocess_then_encode_pixels_npy_shards_and_yaml_agree_with_images() {
+    let tmp = temp_dir("naflex_front_ends");
+    let graphs = tmp.join("graphs");
+    let files = image_files();
+    let mut images: Vec<&std::ffi::OsStr> = vec![os("--images")];
+    images.extend(files.iter().map(|f| f.as_os_str()));
+    let direct = tmp.join("direct.safetensors");
+    cli_encode(&graphs, &direct, &images);
+    let direct = read_any_tensors(&direct);
+    // preprocess writes patches with their grids (HF's layout); encode --pixels reads them.
+    let px = tmp.join("px.safetensors");
+    let o = run(bin()
+        .args(["preprocess", "--model"])
+        .arg(model_file())
+        .args(&images)
+        .arg("--out")
+        .arg(&px));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let p = read_any_tensors(&px);
+    assert_eq!(tensor(&p, "pixel_values").1, vec![files.len(), 64, 48]);
+    assert_eq!(
+        tensor(&p, "spatial_shapes").2,
+        tensor(&direct, "spatial_shapes").2
+    );
+    let via_pixels = tmp.join("via_pixels.safetensors");
+    cli_encode(&graphs, &via_pixels, &[os("--pixels"), px.as_os_str()]);
+    assert_eq!(read_any_tensors(&via_pixels), direct);
+    // npy: one file per output, and the grids as int64.
+    let npy = tmp.join("npy");
+    let mut args = images.clone();
+    args.extend([os("--format"), os("npy")]);
+    cli_encode(&graphs, &npy, &args);
+    let grids = std::fs::read(npy.join("spatial_shapes.npy")).unwrap();
+    assert!(String::from_utf8_lossy(&grids[..64]).contains("'<i8'"));
+    let values: Vec<f64> = grids[grids.len() - 16 * files.len()..]
+        .chunks_exact(8)
+        .map(|b| i64::from_le_bytes(b.try_into().unwrap()) as f64)
+        .collect();
+    assert_eq!(&values, &tensor(&direct, "spatial_shapes").2);
+    // Shards of 3 (a batch of 2): every shard holds its rows' grids.
+    let shards = tmp.join("shards");
+    let mut args = images.clone();
+    args.extend([os("--shard-size"), os("3"), os("--batch-size"), os("2")]);
+    cli_encode(&graphs, &shards, &args);
+    let mut joined: Vec<Vec<f64>> = vec![Vec::new(); 2];
+    for k in 0..3 {
+        let s = read_any_tensors(&shards.join(distorch_vision::job::batch::shard_name(k)));
+        joined[0].extend(&tensor(&s, "spatial_shapes").2);
+        joined[1].extend(&tensor(&s, "image_embeds").2);
+    }
+    assert_eq!(joined[0], tensor(&direct, "spatial_shapes").2);
+    let d = joined[1]
+        .iter()
+        .zip(&tensor(&direct, "image_embeds").2)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    assert!(d <= 1e-5, "sharded image_embeds differ by {d}");
+    // A YAML run of the same job writes what the CLI wrote.
+    let yaml = tmp.join("job.yaml");
+    let list: Vec<String> = files
+        .iter()
+        .map(|f| format!("    - {}", f.display()))
+        .collect();
+    std::fs::write(
+        &yaml,
+        format!(
+            "clip_vision: {}\ndevice: cpu\ngraphs_dir: {}\ninputs:\n  images:\n{}\nout: {}\n",
+            model_file().display(),
+            graphs.display(),
+            list.join("\n"),
+            tmp.join("yaml.safetensors").display()
+        ),
+    )
+    .unwrap();
+    let o = run(bin().arg("run").arg(&yaml));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(read_any_tensors(&tmp.join("yaml.safetensors")), direct);
+}
+
+fn cosine(a: &[f64], b: &[f64]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let na: f64 = a.iter().map(|x| x * x).sum::<f64>().sqrt();
     let nb: f64 = b.iter().map(|x| x * x).sum::<f64>().sqrt();
     dot / (na * nb)
 }

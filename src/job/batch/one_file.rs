@@ -126,9 +126,30 @@ pub fn npy_sources_path(out: &Path) -> PathBuf {
     out.with_extension("sources.json")
 }
 
+/// Where a one-file `.npy` output of a naflex model puts its grids: `x.npy` ->
+/// `x.spatial_shapes.npy`.
+pub fn npy_grids_path(out: &Path) -> PathBuf {
+    out.with_extension("spatial_shapes.npy")
+}
+
 /// `.npy` bytes (version 1.0, little-endian f32, C order) of a tensor.
 pub fn npy_bytes(t: &ArrayD<f32>) -> Vec<u8> {
-    let shape = match t.shape() {
+    npy(t.shape(), "<f4", t.iter().flat_map(|v| v.to_le_bytes()))
+}
+
+/// `.npy` bytes of a naflex batch's grids: `[B, 2]` little-endian int64.
+fn npy_grid_bytes(grids: &[crate::image::Grid]) -> Vec<u8> {
+    let values = output::grid_values(grids);
+    npy(
+        &[grids.len(), 2],
+        "<i8",
+        values.iter().flat_map(|v| v.to_le_bytes()),
+    )
+}
+
+/// `.npy` version 1.0 bytes (C order) of `data`, elements of numpy type `descr`.
+fn npy(shape: &[usize], descr: &str, data: impl Iterator<Item = u8>) -> Vec<u8> {
+    let shape = match shape {
         [n] => format!("({n},)"),
         s => format!(
             "({})",
@@ -138,18 +159,19 @@ pub fn npy_bytes(t: &ArrayD<f32>) -> Vec<u8> {
                 .join(", ")
         ),
     };
-    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}");
+    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
     let unpadded = 10 + header.len() + 1;
     header.push_str(&" ".repeat((64 - unpadded % 64) % 64));
     header.push('\n');
     let mut out = b"\x93NUMPY\x01\x00".to_vec();
     out.extend((header.len() as u16).to_le_bytes());
     out.extend(header.as_bytes());
-    out.extend(t.iter().flat_map(|v| v.to_le_bytes()));
+    out.extend(data);
     out
 }
 
-/// The one output of `res` as the `.npy` file `out`, its sources beside it.
+/// The one output of `res` as the `.npy` file `out`, its sources (and a naflex model's grids)
+/// beside it.
 fn write_npy_file(out: &Path, res: &Outputs, sources: &[String]) -> Result<()> {
     create_parent(out)?;
     let (_, t) = res
@@ -157,15 +179,23 @@ fn write_npy_file(out: &Path, res: &Outputs, sources: &[String]) -> Result<()> {
         .first()
         .ok_or_else(|| Error::runtime("encode returned no output"))?;
     write_atomic(out, &npy_bytes(t))?;
+    if let Some(g) = &res.grids {
+        write_atomic(&npy_grids_path(out), &npy_grid_bytes(g))?;
+    }
     let src = serde_json::to_vec_pretty(sources).unwrap_or_default();
     write_atomic(&npy_sources_path(out), &src)
 }
 
-/// Each output of `res` as `<dir>/<output>.npy`, the sources in `<dir>/sources.json`.
+/// Each output of `res` as `<dir>/<output>.npy` (a naflex model's grids as
+/// `spatial_shapes.npy`, int64), the sources in `<dir>/sources.json`.
 fn write_npy_dir(dir: &Path, res: &Outputs, sources: &[String]) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     for (name, t) in &res.tensors {
         write_atomic(&dir.join(format!("{name}.npy")), &npy_bytes(t))?;
+    }
+    if let Some(g) = &res.grids {
+        let file = format!("{}.npy", output::SPATIAL_SHAPES);
+        write_atomic(&dir.join(file), &npy_grid_bytes(g))?;
     }
     let src = serde_json::to_vec_pretty(sources).unwrap_or_default();
     write_atomic(&dir.join("sources.json"), &src)
