@@ -34,12 +34,27 @@ fn fixtures_match_the_cli_and_hugging_face() {
     let tmp = tempdir("cli");
     for m in FIXTURES {
         let dir = fixture(m);
-        let px = read_pixels(m);
         let h = api.load(&dir.join("model.safetensors"));
         let mut size = 0u32;
         assert_eq!(unsafe { (api.model_image_size)(h, &mut size) }, DV_OK);
-        assert_eq!(size as usize, px.shape()[2]);
-        let got = api.encode_pixels_vec(h, &px);
+        let (mut patch, mut count) = (9u32, 9u32);
+        assert_eq!(
+            unsafe { (api.model_patching)(h, &mut patch, &mut count) },
+            DV_OK
+        );
+        let got = if is_naflex(m) {
+            // naflex: no square size; patches with their grids, which come back last.
+            let (values, grids) = read_patches(m);
+            assert_eq!((size, patch, count), (0, 4, 64));
+            let (got, shapes) = api.encode_patches_vec(h, &values, &grids);
+            assert_eq!(shapes, grids, "{m}: spatial_shapes");
+            got
+        } else {
+            let px = read_pixels(m);
+            assert_eq!(size as usize, px.shape()[2]);
+            assert_eq!((patch, count), (0, 0));
+            api.encode_pixels_vec(h, &px)
+        };
         assert_eq!(unsafe { (api.model_unload)(h) }, DV_OK);
 
         let out = tmp.join(format!("{m}.safetensors"));
@@ -992,4 +1007,139 @@ fn plugin_toml_declares_the_librarys_loader_defaults() {
         Some(d.expert_mode_allocations.as_str())
     );
     assert_eq!(default_of("eject_models").as_bool(), Some(d.eject_models));
+}
+
+#[test]
+fn naflex_patches_images_and_misuse() {
+    let api = api();
+    let m = "siglip2_naflex_f32";
+    let h = api.load(&fixture(m).join("model.safetensors"));
+    let null = std::ptr::null();
+    let mut out = 0u64;
+    // An IMAGE buffer of one size: every image gets the grid ComfyUI's siglip2_preprocess picks.
+    let (b, ih, iw) = (2usize, 20usize, 45usize);
+    let image: Vec<f32> = (0..b * ih * iw * 3)
+        .map(|i| ((i * 37) % 256) as f32 / 255.0)
+        .collect();
+    let st = unsafe {
+        (api.encode_image)(
+            h,
+            image.as_ptr(),
+            image.len(),
+            b,
+            ih,
+            iw,
+            3,
+            DV_CROP_CENTER,
+            null,
+            0,
+            &mut out,
+        )
+    };
+    assert_eq!(st, DV_OK, "{}", api.last_error());
+    let (tensors, shapes) = api.take_all_outputs(out);
+    let p = distorch_vision::image::Patching {
+        patch_size: 4,
+        num_patches: 64,
+    };
+    let g = p.grid_for(ih, iw);
+    assert_eq!(shapes.unwrap(), [g.rows as i64, g.cols as i64].repeat(b));
+    let last = tensors.iter().find(|t| t.0 == "last_hidden_state").unwrap();
+    assert_eq!(last.1, vec![b, 64, 32]);
+    // One encoded file into patches, as the CLI prepares it.
+    let path = fixture("..").join("images/landscape_131x33.png");
+    let bytes = std::fs::read(&path).unwrap();
+    let mut patches = vec![0f32; p.image_len()];
+    let mut grid = [0i64; 2];
+    let name = cstring("landscape");
+    let st = unsafe {
+        (api.preprocess_encoded_patches)(
+            h,
+            bytes.as_ptr(),
+            bytes.len(),
+            name.as_ptr(),
+            patches.as_mut_ptr(),
+            patches.len(),
+            grid.as_mut_ptr(),
+        )
+    };
+    assert_eq!(st, DV_OK, "{}", api.last_error());
+    let spec = distorch_vision::model::Model::open(&fixture(m).join("model.safetensors"))
+        .unwrap()
+        .config
+        .preprocess_spec(Default::default());
+    let cli = distorch_vision::job::batch::preprocess_file(&path, &spec).unwrap();
+    assert_eq!(patches, cli.values);
+    let g = cli.grid.unwrap();
+    assert_eq!(grid, [g.rows as i64, g.cols as i64]);
+    // The wrong buffer size, and square-model calls on a naflex model, are refused by name.
+    let st = unsafe {
+        (api.preprocess_encoded_patches)(
+            h,
+            bytes.as_ptr(),
+            bytes.len(),
+            name.as_ptr(),
+            patches.as_mut_ptr(),
+            patches.len() - 1,
+            grid.as_mut_ptr(),
+        )
+    };
+    assert_eq!(st, DV_ERR_SIZE_MISMATCH);
+    let px = vec![0f32; 3 * 16 * 16];
+    let st =
+        unsafe { (api.encode_pixels)(h, px.as_ptr(), px.len(), 1, 3, 16, 16, null, 0, &mut out) };
+    assert_eq!(st, DV_ERR_INVALID_ARGUMENT);
+    assert!(api.last_error().contains("patches"), "{}", api.last_error());
+    // Grids: one pair an image, each within the patch rows given.
+    let (values, grids) = read_patches(m);
+    let s = values.shape().to_vec();
+    let data = values.as_standard_layout().to_owned();
+    let encode = |grids: &[i64]| {
+        let mut out = 0u64;
+        let st = unsafe {
+            (api.encode_patches)(
+                h,
+                data.as_ptr(),
+                data.len(),
+                s[0],
+                s[1],
+                s[2],
+                grids.as_ptr(),
+                grids.len(),
+                std::ptr::null(),
+                0,
+                &mut out,
+            )
+        };
+        assert_eq!(out, 0);
+        (st, api.last_error())
+    };
+    let (st, _) = encode(&grids[..grids.len() - 2]);
+    assert_eq!(st, DV_ERR_SIZE_MISMATCH);
+    let mut big = grids.clone();
+    big[0] = 9;
+    let (st, e) = encode(&big);
+    assert_eq!(st, DV_ERR_INVALID_ARGUMENT);
+    assert!(e.contains("9x8") && e.contains("64"), "{e}");
+    big[0] = 0;
+    let (st, e) = encode(&big);
+    assert_eq!(st, DV_ERR_INVALID_ARGUMENT);
+    assert!(e.contains("spatial_shapes"), "{e}");
+    assert_eq!(unsafe { (api.model_unload)(h) }, DV_OK);
+    // A square model takes no patches.
+    let sq = api.load(&fixture("siglip_f32").join("model.safetensors"));
+    let st = unsafe {
+        (api.preprocess_encoded_patches)(
+            sq,
+            bytes.as_ptr(),
+            bytes.len(),
+            name.as_ptr(),
+            patches.as_mut_ptr(),
+            patches.len(),
+            grid.as_mut_ptr(),
+        )
+    };
+    assert_eq!(st, DV_ERR_INVALID_ARGUMENT);
+    assert!(api.last_error().contains("square"), "{}", api.last_error());
+    assert_eq!(unsafe { (api.model_unload)(sq) }, DV_OK);
 }

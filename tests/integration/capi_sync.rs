@@ -124,6 +124,8 @@ fn c_type(rust: &str) -> String {
         "*constf32" => "constfloat*",
         "*mutf32" => "float*",
         "*constu8" => "constuint8_t*",
+        "*consti64" => "constint64_t*",
+        "*muti64" => "int64_t*",
         "*mutu64" => "uint64_t*",
         "*mutu32" => "uint32_t*",
         "*mutusize" => "size_t*",
