@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from reference import ROOT, comfy_preprocess, hf_outputs, max_diff, mean_std, random_image
+from reference import (ROOT, comfy_preprocess, comfy_siglip2_preprocess, hf_outputs,
+                       hf_siglip2_outputs, max_diff, mean_std, random_image)
 
 STANDINS = Path(__file__).resolve().parent / "comfy_standins"
 sys.path.insert(0, str(STANDINS))
@@ -196,6 +197,32 @@ def test_clip_vision_encode_matches_hf_on_comfy_preprocessing(loader, name, crop
     else:
         assert out.mm_projected is None and out["mm_projected"] is None
     assert out.image_sizes == [torch.Size((3, 32, 32))] * 2
+
+
+@pytest.mark.parametrize("crop", ["center", "none"])
+def test_siglip2_naflex_outputs_as_comfyui_returns_them(loader, crop):
+    # ComfyUI's naflex encode: siglip2_preprocess (aspect kept, crop ignored), no padding (an
+    # IMAGE batch is one size), image_embeds = last_hidden_state (its projection is the
+    # identity), image_sizes the preprocessed pixels' (3, H, W). The attention-pooling head,
+    # which ComfyUI never runs, is there as pooler_output.
+    name = "siglip2_naflex_f32"
+    cv = load(loader, name)
+    image = random_image(2, 45, 61, seed=7)
+    (out,) = clip_vision_encode(cv, image, crop)
+    patches, (rows, cols) = comfy_siglip2_preprocess(image, 4, 64)
+    ref = hf_siglip2_outputs(name, patches, torch.tensor([[rows, cols]] * 2))
+    assert out.last_hidden_state.shape == (2, rows * cols, 32)
+    for k in ("last_hidden_state", "penultimate_hidden_states"):
+        d = max_diff(out[k], ref[k])
+        print(f"{name}/{crop}/{k}: max |diff| vs HF on torch preprocessing = {d:.2e}")
+        assert d <= TOL, f"{k}: {d}"
+    assert out.image_embeds is out.last_hidden_state
+    assert max_diff(out.pooler_output, ref["image_embeds"]) <= TOL
+    assert out.image_sizes == [torch.Size((3, rows * 4, cols * 4))] * 2
+    assert out.mm_projected is None
+    all_hs = out.all_hidden_states  # on request, cut to the grid too
+    assert all_hs.shape == (2, 3, rows * cols, 32)
+    assert max_diff(all_hs, ref["all_hidden_states"]) <= TOL
 
 
 def test_unclip_conditioning_reads_image_embeds(loader):

@@ -28,8 +28,19 @@ def load_fixture(name, **kw):
 
 
 def pixels_of(name):
-    (px,) = load_file(str(fixture(name) / "pixels.safetensors")).values()
+    """A fixture's NCHW pixels, or a naflex fixture's (patches, spatial_shapes)."""
+    px = load_file(str(fixture(name) / "pixels.safetensors"))
+    if "spatial_shapes" in px:
+        return px["pixel_values"], px["spatial_shapes"]
+    (px,) = px.values()
     return px
+
+
+def encode_fixture(m, px, **kw):
+    """encode_pixels, or encode_patches for a naflex fixture's (patches, grids)."""
+    if isinstance(px, tuple):
+        return m.encode_patches(*px, **kw)
+    return m.encode_pixels(px, **kw)
 
 
 def cli() -> Path:
@@ -55,23 +66,63 @@ def test_encode_pixels_matches_hugging_face(library_path, name):
     px = pixels_of(name)
     # all_hidden_states is never a default output: it is encoded only when named.
     on_request = sorted(k for k in expected if k == "all_hidden_states")
+    naflex = isinstance(px, tuple)
     with load_fixture(name) as m:
-        assert m.image_size == px.shape[-1]
+        assert m.naflex == naflex
+        if naflex:  # any aspect ratio: no square size; the grids come back as int64
+            assert (m.image_size, m.patch_size, m.num_patches) == (0, 4, 64)
+        else:
+            assert m.image_size == px.shape[-1]
         defaults = set(expected) - set(on_request)
         assert set(m.output_names) == defaults, (m.output_names, sorted(expected))
-        out = m.encode_pixels(px)
-        assert list(out) == list(m.output_names)
+        out = encode_fixture(m, px)
+        assert list(out) == list(m.output_names) + (["spatial_shapes"] if naflex else [])
+        if naflex:
+            assert out["spatial_shapes"].dtype == np.int64
+            assert (out.pop("spatial_shapes") == px[1]).all()
         if on_request:
-            out.update(m.encode_pixels(px, outputs=on_request))
+            out.update(encode_fixture(m, px, outputs=on_request))
         for k, v in expected.items():
             assert out[k].dtype == np.float32
             d = max_diff(out[k], v)
             print(f"{name}/{k}: max |diff| vs HF = {d:.2e}")
             assert d <= TOL, f"{name}/{k}: {d}"
         # The same pixels as a torch tensor, asking for torch back and one output by name.
-        t = m.encode_pixels(torch.from_numpy(px), outputs=["image_embeds"], as_torch=True)
+        tpx = tuple(map(torch.from_numpy, px)) if naflex else torch.from_numpy(px)
+        t = encode_fixture(m, tpx, outputs=["image_embeds"], as_torch=True)
+        t.pop("spatial_shapes", None)
         assert list(t) == ["image_embeds"] and isinstance(t.image_embeds, torch.Tensor)
         assert max_diff(t.image_embeds, expected["image_embeds"]) <= TOL
+
+
+def test_naflex_images_match_hugging_face_processor_and_model(library_path):
+    # Images of several aspect ratios, each encoded from its uint8 array (our preprocessing,
+    # ComfyUI's siglip2_preprocess), against HF's own processor and Siglip2VisionModel.
+    from reference import hf_siglip2
+    from transformers import Siglip2ImageProcessorPil
+
+    name = "siglip2_naflex_f32"
+    processor = Siglip2ImageProcessorPil(patch_size=4, max_num_patches=64)
+    model = hf_siglip2(name)
+    files = ["big_480x400.png", "landscape_131x33.png", "portrait_45x77.png", "down_97x61.png",
+             "rgba_33x50.png", "up_20x13.png"]
+    with load_fixture(name) as m:
+        for f in files:
+            img = Image.open(ROOT / "tests/fixtures/images" / f).convert("RGB")
+            ours = m.encode_images(np.asarray(img))
+            inputs = processor(images=[img], return_tensors="pt")
+            with torch.no_grad():
+                hf = model(**inputs)
+            assert (ours["spatial_shapes"] == inputs["spatial_shapes"].numpy()).all(), f
+            rows, cols = ours["spatial_shapes"][0]
+            n = int(rows * cols)
+            cos = torch.nn.functional.cosine_similarity
+            c = float(cos(torch.from_numpy(ours["image_embeds"]), hf.pooler_output)[0])
+            cl = float(cos(torch.from_numpy(ours["last_hidden_state"][0, :n]).flatten()[None],
+                           hf.last_hidden_state[0, :n].flatten()[None])[0])
+            print(f"{f} ({rows}x{cols}): image_embeds cosine {c:.6f}, last_hidden_state {cl:.6f}")
+            assert c >= 0.999 and cl >= 0.999, (f, c, cl)
+            assert not ours["last_hidden_state"][0, n:].any()  # padding rows are zero
 
 
 def test_all_hidden_states_on_request_or_a_clear_error(library_path):
