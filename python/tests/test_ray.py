@@ -150,6 +150,32 @@ def test_folder_equals_cli_then_rerun_does_no_work(ray_cluster, images, cli_refe
         encode([folder], out, MODEL, **dict(kw, crop="none"))
 
 
+def test_naflex_rows_equal_cli_with_their_grids(ray_cluster, images, tmp_path):
+    # A SigLIP2 naflex model: each image becomes its own patch grid; the rows equal the CLI's,
+    # and the grids come along (int64) so the token rows can be cut per image.
+    from distorch_vision.ray import encode
+
+    naflex = ROOT / "tests/fixtures/models/siglip2_naflex_f32/model.safetensors"
+    folder, _ = images
+    ref_out = tmp_path / "cli.safetensors"
+    r = subprocess.run([str(cli()), "encode", "--model", str(naflex), "--images", str(folder),
+                        "--out", str(ref_out), "--device", "cpu", "--eject-models", "false"],
+                       capture_output=True, text=True, env=dict(os.environ, DISTORCH_LOG="error"))
+    assert r.returncode == 0, r.stderr
+    with safe_open(str(ref_out), "np") as f:
+        ref = {k: f.get_tensor(k) for k in f.keys()}
+    out = tmp_path / "out"
+    s = encode([folder], out, naflex, device="cpu", outputs="image_embeds,last_hidden_state",
+               batch_size=4, shard_size=16)
+    assert s.images == N_IMAGES, s
+    emb, _, tables = _read_out(out)
+    assert np.abs(emb - ref["image_embeds"]).max() <= 1e-5
+    grids = np.concatenate([np.stack(t.column("spatial_shapes").to_pylist()) for t in tables])
+    assert grids.dtype == np.int64 and (grids == ref["spatial_shapes"]).all()
+    lhs = np.concatenate([np.stack(t.column("last_hidden_state").to_pylist()) for t in tables])
+    assert np.abs(lhs.reshape(ref["last_hidden_state"].shape) - ref["last_hidden_state"]).max() <= 1e-5
+
+
 def _make_tars(folder: Path, dest: Path):
     """Two img2dataset-style shards: KEY.jpg|png + KEY.txt + KEY.json, and a corrupt image."""
     files = sorted(p for p in folder.rglob("*") if p.is_file())
