@@ -144,8 +144,9 @@ const ASPECTS: [(usize, usize); 8] = [
     (1200, 300),
 ];
 
-/// A naflex batch of `batch` images of mixed aspect ratios ([`ASPECTS`]): pseudo-random
-/// patch values in about [-2, 2], zero padding after each grid.
+/// A naflex batch of `batch` images of mixed aspect ratios (square, 4:3, 16:9, 3:2, 1:4 and
+/// their transposes, cycled): pseudo-random patch values in about [-2, 2], zero padding after
+/// each grid.
 pub fn patches(batch: usize, patching: Patching) -> Pixels {
     let grids: Vec<Grid> = (0..batch)
         .map(|i| {

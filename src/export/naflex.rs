@@ -74,7 +74,7 @@ pub fn key_mask(g: &mut GraphBuilder, patches: &str, grids: &str) -> String {
     )
 }
 
-/// `[B, 1, 1, T]` of the compute type: 0 for valid keys, [`MASKED`] for padding; added to
+/// `[B, 1, 1, T]` of the compute type: 0 for valid keys, -10000 for padding; added to
 /// attention scores `[B, H, Q, T]`.
 pub fn mask_bias(g: &mut GraphBuilder, key_mask: &str) -> String {
     let m = g.op(

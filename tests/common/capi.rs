@@ -82,6 +82,9 @@ impl Tensor {
     }
 }
 
+/// One f32 output: name, shape, values.
+pub type Output = (String, Vec<usize>, Vec<f32>);
+
 #[allow(clippy::type_complexity)]
 pub struct Api {
     pub version: unsafe extern "C" fn() -> *const c_char,
@@ -334,7 +337,7 @@ impl Api {
         model: u64,
         values: &ndarray::Array3<f32>,
         grids: &[i64],
-    ) -> (Vec<(String, Vec<usize>, Vec<f32>)>, Vec<i64>) {
+    ) -> (Vec<Output>, Vec<i64>) {
         let s = values.shape();
         let data = values.as_standard_layout();
         let data = data.as_slice().expect("contiguous");
@@ -367,10 +370,7 @@ impl Api {
 
     /// The f32 outputs of `out` and, for a naflex model, the int64 `spatial_shapes` that comes
     /// last; then frees it.
-    pub fn take_all_outputs(
-        &self,
-        out: u64,
-    ) -> (Vec<(String, Vec<usize>, Vec<f32>)>, Option<Vec<i64>>) {
+    pub fn take_all_outputs(&self, out: u64) -> (Vec<Output>, Option<Vec<i64>>) {
         let mut n = 0usize;
         assert_eq!(unsafe { (self.outputs_count)(out, &mut n) }, DV_OK);
         let mut res = Vec::new();
