@@ -347,3 +347,232 @@ fn cosine(a: &[f64], b: &[f64]) -> f64 {
     let nb: f64 = b.iter().map(|x| x * x).sum::<f64>().sqrt();
     dot / (na * nb)
 }
+
+/// A SigLIP2 naflex tower's tensors (HF layout) for a header-only file.
+fn naflex_tensors(
+    d: usize,
+    layers: usize,
+    mlp: usize,
+    patch: usize,
+    n: usize,
+    head: bool,
+) -> Tensors {
+    let mut t: Tensors = vec![
+        (
+            "vision_model.embeddings.patch_embedding.weight".into(),
+            vec![d, 3 * patch * patch],
+        ),
+        (
+            "vision_model.embeddings.patch_embedding.bias".into(),
+            vec![d],
+        ),
+        (
+            "vision_model.embeddings.position_embedding.weight".into(),
+            vec![n, d],
+        ),
+        ("vision_model.post_layernorm.weight".into(), vec![d]),
+        ("vision_model.post_layernorm.bias".into(), vec![d]),
+    ];
+    if head {
+        t.push(("vision_model.head.probe".into(), vec![1, 1, d]));
+        t.push((
+            "vision_model.head.attention.in_proj_weight".into(),
+            vec![3 * d, d],
+        ));
+        t.push((
+            "vision_model.head.attention.in_proj_bias".into(),
+            vec![3 * d],
+        ));
+        for (name, shape) in [
+            ("attention.out_proj", vec![d, d]),
+            ("mlp.fc1", vec![mlp, d]),
+            ("mlp.fc2", vec![d, mlp]),
+        ] {
+            let rows = shape[0];
+            t.push((format!("vision_model.head.{name}.weight"), shape));
+            t.push((format!("vision_model.head.{name}.bias"), vec![rows]));
+        }
+        t.push(("vision_model.head.layernorm.weight".into(), vec![d]));
+        t.push(("vision_model.head.layernorm.bias".into(), vec![d]));
+    }
+    for l in 0..layers {
+        let p = format!("vision_model.encoder.layers.{l}.");
+        for n in ["layer_norm1", "layer_norm2"] {
+            t.push((format!("{p}{n}.weight"), vec![d]));
+            t.push((format!("{p}{n}.bias"), vec![d]));
+        }
+        for n in ["q_proj", "k_proj", "v_proj", "out_proj"] {
+            t.push((format!("{p}self_attn.{n}.weight"), vec![d, d]));
+            t.push((format!("{p}self_attn.{n}.bias"), vec![d]));
+        }
+        t.push((format!("{p}mlp.fc1.weight"), vec![mlp, d]));
+        t.push((format!("{p}mlp.fc1.bias"), vec![mlp]));
+        t.push((format!("{p}mlp.fc2.weight"), vec![d, mlp]));
+        t.push((format!("{p}mlp.fc2.bias"), vec![d]));
+    }
+    t
+}
+
+#[test]
+fn a_siglip2_vision_config_sidecar_sizes_other_towers_and_bad_ones_are_named() {
+    // google/siglip2-base-patch16-naflex's shape: 768 wide, 12 layers (no key-table row).
+    let tmp = temp_dir("naflex_sidecar");
+    let file = tmp.join("base.safetensors");
+    write_sparse_safetensors(&file, &naflex_tensors(768, 12, 3072, 16, 256, true));
+    let inspect = || run(bin().args(["inspect", "--json", "--model"]).arg(&file));
+    let o = inspect();
+    assert!(!o.status.success(), "no row matches a 768-wide naflex file");
+    let sidecar = tmp.join("base.json");
+    let write = |json: serde_json::Value| std::fs::write(&sidecar, json.to_string()).unwrap();
+    write(
+        serde_json::json!({"model_type": "siglip2_vision_model", "hidden_size": 768,
+        "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12,
+        "patch_size": 16, "num_patches": 256}),
+    );
+    let o = inspect();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["family"], "SigLIP2 naflex (base.json)");
+    let c = &v["config"];
+    assert_eq!(
+        (&c["kind"], &c["num_patches"], &c["tokens"]),
+        (&"siglip2".into(), &256.into(), &256.into())
+    );
+    assert_eq!(c["attention_pool"], true);
+    // The whole config of a SigLIP2 model (text and vision) works too.
+    write(
+        serde_json::json!({"model_type": "siglip2", "vision_config": {"hidden_size": 768,
+        "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12}}),
+    );
+    assert!(inspect().status.success());
+    // Bad values are named.
+    for (json, needle) in [
+        (
+            serde_json::json!({"model_type": "siglip2_vision_model", "hidden_size": 768,
+            "intermediate_size": 3072, "num_attention_heads": 12, "num_patches": 250}),
+            "num_patches = 250",
+        ),
+        (
+            serde_json::json!({"model_type": "siglip2_vision_model", "num_channels": 1}),
+            "num_channels",
+        ),
+        (
+            serde_json::json!({"model_type": "siglip2_vision_model", "hidden_size": 768,
+            "intermediate_size": 3072, "num_attention_heads": 12, "num_patches": 256,
+            "patch_size": 14}),
+            "patch_embedding.weight",
+        ),
+    ] {
+        write(json);
+        let o = inspect();
+        assert!(!o.status.success());
+        assert!(stderr(&o).contains(needle), "{needle}: {}", stderr(&o));
+    }
+    // vision_use_head true on a file without the head is an error; false loads the tower
+    // without image_embeds.
+    write_sparse_safetensors(&file, &naflex_tensors(768, 12, 3072, 16, 256, false));
+    let base = serde_json::json!({"model_type": "siglip2_vision_model", "hidden_size": 768,
+        "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12});
+    let mut with = base.clone();
+    with["vision_use_head"] = true.into();
+    write(with);
+    let o = inspect();
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("vision_use_head"), "{}", stderr(&o));
+    write(base);
+    let o = inspect();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        v["outputs"],
+        serde_json::json!(["last_hidden_state", "penultimate_hidden_states"])
+    );
+}
+
+#[test]
+fn bad_naflex_inputs_are_refused_with_the_layout_expected() {
+    let tmp = temp_dir("naflex_bad");
+    let naflex_px = fixture(NAME).join("pixels.safetensors");
+    let encode = |model: &std::path::Path, px: &std::path::Path| {
+        run(bin()
+            .args(["encode", "--device", "cpu", "--model"])
+            .arg(model)
+            .arg("--pixels")
+            .arg(px)
+            .arg("--out")
+            .arg(tmp.join("out.safetensors"))
+            .arg("--graphs-dir")
+            .arg(tmp.join("graphs")))
+    };
+    // Square pixels to a naflex model, and naflex patches to a square model.
+    let o = encode(
+        &model_file(),
+        &fixture("siglip_f32").join("pixels.safetensors"),
+    );
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("spatial_shapes"), "{}", stderr(&o));
+    let o = encode(&fixture("siglip_f32").join("model.safetensors"), &naflex_px);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("square pixels"), "{}", stderr(&o));
+    // A pixel file whose mask disagrees with its grids, or whose grids miss an image.
+    let st = distorch_vision::model::SafeTensors::open(&naflex_px).unwrap();
+    let get = |name: &str| {
+        let info = &st.tensors()[name];
+        (
+            info.dtype,
+            info.shape.clone(),
+            st.data(info).unwrap().to_vec(),
+        )
+    };
+    let write =
+        |path: &std::path::Path,
+         tensors: Vec<(&str, (distorch_vision::model::DType, Vec<usize>, Vec<u8>))>| {
+            let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
+                .iter()
+                .map(|(n, (dt, shape, bytes))| {
+                    let dt = match dt {
+                        distorch_vision::model::DType::F32 => safetensors::Dtype::F32,
+                        distorch_vision::model::DType::I64 => safetensors::Dtype::I64,
+                        _ => safetensors::Dtype::I32,
+                    };
+                    (
+                        n.to_string(),
+                        safetensors::tensor::TensorView::new(dt, shape.clone(), bytes).unwrap(),
+                    )
+                })
+                .collect();
+            std::fs::write(path, safetensors::serialize(views, None).unwrap()).unwrap();
+        };
+    let mut mask = get("pixel_attention_mask");
+    mask.2[0] ^= 1;
+    let bad = tmp.join("bad_mask.safetensors");
+    write(
+        &bad,
+        vec![
+            ("pixel_values", get("pixel_values")),
+            ("spatial_shapes", get("spatial_shapes")),
+            ("pixel_attention_mask", mask),
+        ],
+    );
+    let o = encode(&model_file(), &bad);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("pixel_attention_mask"),
+        "{}",
+        stderr(&o)
+    );
+    let mut shapes = get("spatial_shapes");
+    shapes.1 = vec![3, 2];
+    shapes.2.truncate(3 * 2 * 8);
+    let bad = tmp.join("bad_shapes.safetensors");
+    write(
+        &bad,
+        vec![
+            ("pixel_values", get("pixel_values")),
+            ("spatial_shapes", shapes),
+        ],
+    );
+    let o = encode(&model_file(), &bad);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("[7, 2]"), "{}", stderr(&o));
+}
