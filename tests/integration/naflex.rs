@@ -489,6 +489,9 @@ fn a_siglip2_vision_config_sidecar_sizes_other_towers_and_bad_ones_are_named() {
     );
 }
 
+/// A tensor as stored: dtype, shape, bytes.
+type Raw = (distorch_vision::model::DType, Vec<usize>, Vec<u8>);
+
 #[test]
 fn bad_naflex_inputs_are_refused_with_the_layout_expected() {
     let tmp = temp_dir("naflex_bad");
@@ -524,25 +527,23 @@ fn bad_naflex_inputs_are_refused_with_the_layout_expected() {
             st.data(info).unwrap().to_vec(),
         )
     };
-    let write =
-        |path: &std::path::Path,
-         tensors: Vec<(&str, (distorch_vision::model::DType, Vec<usize>, Vec<u8>))>| {
-            let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
-                .iter()
-                .map(|(n, (dt, shape, bytes))| {
-                    let dt = match dt {
-                        distorch_vision::model::DType::F32 => safetensors::Dtype::F32,
-                        distorch_vision::model::DType::I64 => safetensors::Dtype::I64,
-                        _ => safetensors::Dtype::I32,
-                    };
-                    (
-                        n.to_string(),
-                        safetensors::tensor::TensorView::new(dt, shape.clone(), bytes).unwrap(),
-                    )
-                })
-                .collect();
-            std::fs::write(path, safetensors::serialize(views, None).unwrap()).unwrap();
-        };
+    let write = |path: &std::path::Path, tensors: Vec<(&str, Raw)>| {
+        let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
+            .iter()
+            .map(|(n, (dt, shape, bytes))| {
+                let dt = match dt {
+                    distorch_vision::model::DType::F32 => safetensors::Dtype::F32,
+                    distorch_vision::model::DType::I64 => safetensors::Dtype::I64,
+                    _ => safetensors::Dtype::I32,
+                };
+                (
+                    n.to_string(),
+                    safetensors::tensor::TensorView::new(dt, shape.clone(), bytes).unwrap(),
+                )
+            })
+            .collect();
+        std::fs::write(path, safetensors::serialize(views, None).unwrap()).unwrap();
+    };
     let mut mask = get("pixel_attention_mask");
     mask.2[0] ^= 1;
     let bad = tmp.join("bad_mask.safetensors");
