@@ -1,4 +1,4 @@
-//! The SigLIP2 naflex parts of the forward pass (contract §3): a batch holds images of
+//! The SigLIP2 naflex parts of the forward pass (contract §3.1): a batch holds images of
 //! different patch grids, padded to its largest, so the token count is a graph dimension
 //! (`tokens`) and every block after the embedding takes a key mask.
 //!

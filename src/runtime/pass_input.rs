@@ -1,6 +1,6 @@
 //! What one pass of the runner feeds the blocks, for both runners: square pixels go to the
 //! embed block as they are; a naflex batch is cut to its largest grid (images with fewer
-//! patches padded, contract §3), goes in with its grids, and every later block gets the key
+//! patches padded, contract §3.1), goes in with its grids, and every later block gets the key
 //! mask that keeps the padding out of attention. Token outputs come back padded to the
 //! model's `num_patches` with zero rows after each image's own patches, so batches of any mix
 //! of grids join into one tensor.

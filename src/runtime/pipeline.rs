@@ -199,7 +199,7 @@ impl Pipeline {
     }
 
     /// Encodes `pixels` in batches of `batch_size`, returning the requested outputs. A naflex
-    /// batch runs padded to its largest grid, with a key mask (contract §3).
+    /// batch runs padded to its largest grid, with a key mask (contract §3.1).
     pub fn encode<'a>(
         &self,
         pixels: impl Into<PixelsView<'a>>,

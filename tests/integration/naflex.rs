@@ -577,3 +577,44 @@ fn bad_naflex_inputs_are_refused_with_the_layout_expected() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("[7, 2]"), "{}", stderr(&o));
 }
+
+#[test]
+fn the_whole_model_graph_makes_its_own_key_mask() {
+    // `export --granularity whole`: one graph from patches and grids to the outputs, its key
+    // mask built in the graph (bench's split ratio runs it).
+    use ort::session::Session;
+    let tmp = temp_dir("naflex_whole");
+    let o = run(bin()
+        .args(["export", "--granularity", "whole", "--model"])
+        .arg(model_file())
+        .arg("--out")
+        .arg(&tmp));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (values, grids) = fixture_patches();
+    let shapes = ndarray::Array2::from_shape_fn((grids.len(), 2), |(i, k)| {
+        (if k == 0 { grids[i].rows } else { grids[i].cols }) as i64
+    });
+    let env = distorch_vision::runtime::environment().unwrap();
+    let mut session = Session::builder(&env)
+        .unwrap()
+        .commit_from_file(tmp.join("whole.onnx"))
+        .unwrap();
+    let out = session
+        .run(ort::inputs![
+            "pixel_values" => ort::value::TensorRef::from_array_view(values.view()).unwrap(),
+            "spatial_shapes" => ort::value::Tensor::from_array(shapes).unwrap()
+        ])
+        .unwrap();
+    let expected = read_tensors(&fixture(NAME).join("expected.safetensors"));
+    for (name, _, want) in expected.iter().filter(|t| t.0 != "all_hidden_states") {
+        let got = out[name.as_str()]
+            .try_extract_array::<f32>()
+            .unwrap()
+            .to_owned();
+        // Padding rows are whatever the graph makes of them; the runner zeroes them.
+        let got = distorch_vision::runtime::pass_input::pad_tokens(got, &grids, 64);
+        let got: Vec<f32> = got.iter().copied().collect();
+        let d = max_abs_diff(&got, want);
+        assert!(d <= TOL, "{name}: {d}");
+    }
+}
