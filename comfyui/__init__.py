@@ -1,8 +1,10 @@
 """ComfyUI custom node: CLIPVisionLoaderDisTorch2MultiGPU backed by distorch-vision.
 
-Link or copy this folder into ``ComfyUI/custom_nodes/``. The ``distorch_vision`` package is
-taken from the checkout this folder belongs to (``../python``, following a symlink), else
-from the Python environment (``pip install ./python``).
+Copy or clone this folder into ``ComfyUI/custom_nodes/`` and ``pip install -r requirements.txt``
+in ComfyUI's Python (ComfyUI-Manager does both): the ``distorch_vision`` package comes from that
+environment. Linked from a distorch-vision checkout, it uses the checkout's ``../python``
+(following the symlink) instead. It never writes into this folder or the checkout: exported
+graphs go to the user cache (``dv.user_graphs_dir()``).
 """
 
 import sys
@@ -16,9 +18,10 @@ try:
     import distorch_vision  # noqa: F401
 except ImportError as e:  # pragma: no cover - depends on the installation
     raise ImportError(
-        "distorch-vision's ComfyUI node needs the distorch_vision package: link this folder from a "
-        "distorch-vision checkout (it uses ../python), or `pip install <checkout>/python` into "
-        f"ComfyUI's Python environment ({e})"
+        "distorch-vision's ComfyUI node needs the distorch_vision package in ComfyUI's Python "
+        "environment: `pip install -r requirements.txt` in this folder (or install the "
+        "distorch-vision wheel), or link this folder from a distorch-vision checkout, which "
+        f"uses its ../python ({e})"
     ) from e
 
 from .clip_vision_node import CLIPVisionLoaderDisTorch2MultiGPU, DisTorchClipVision, Output

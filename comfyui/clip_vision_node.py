@@ -248,6 +248,8 @@ class CLIPVisionLoaderDisTorch2MultiGPU:
             donor_device=donor_device,
             expert_mode_allocations=expert_mode_allocations or "",
             eject_models=eject_models,
+            # the user cache, never this folder or the checkout it may be linked from (§6.1b)
+            graphs_dir=str(dv.user_graphs_dir()),
         )
         log.info("[DisTorch2] CLIP Vision %s loaded; plan:\n%s", name, model.plan_table().rstrip())
         return (DisTorchClipVision(model, name),)

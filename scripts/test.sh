@@ -10,6 +10,10 @@
 # The Python tests load the debug library and CLI that `cargo test` has just built (no second,
 # optimised compile of the crate: the tests check results, and ONNX Runtime does the math).
 # DISTORCH_TEST_VENV=DIR uses an existing environment instead of the cached one.
+#
+# Last, scripts/test_install.sh builds the wheel (scripts/build_wheel.sh: manylinux_2_28,
+# release code, its own cached target dir) and tests it installed as users install it, in
+# fresh virtual environments outside the clone: [cpu], no extra, [gpu], and `cargo install`.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -67,3 +71,6 @@ case "$target" in /*) ;; *) target="$root/$target" ;; esac
 export DISTORCH_VISION_LIBRARY="$target/debug/libdistorch_vision.so"
 export DISTORCH_VISION_CLI="$target/debug/distorch-vision"
 "$venv/bin/python" -m pytest "$root/python/tests" -q
+
+# --- The wheel, installed as a user installs it ----------------------------------------------
+"$root/scripts/test_install.sh" "$venv"

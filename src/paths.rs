@@ -93,25 +93,39 @@ fn own_file() -> Option<PathBuf> {
     let addr = own_dir as *const libc::c_void;
     // SAFETY: dladdr only reads the loader's tables for an address inside this object.
     let found = unsafe { libc::dladdr(addr, &mut info) } != 0 && !info.dli_fname.is_null();
-    let path = if found {
+    let name = if found {
         // SAFETY: dli_fname is a NUL-terminated string owned by the loader.
         let c = unsafe { std::ffi::CStr::from_ptr(info.dli_fname) };
         PathBuf::from(c.to_string_lossy().into_owned())
     } else {
+        PathBuf::new()
+    };
+    // For the executable itself glibc names argv[0] as typed (`distorch-vision`, found on
+    // PATH), not a path: ask the kernel instead.
+    let path = if name.as_os_str().is_empty()
+        || std::env::args_os().next() == Some(name.clone().into_os_string())
+    {
         std::env::current_exe().ok()?
+    } else {
+        name
     };
     Some(path.canonicalize().unwrap_or(path))
 }
 
-/// The distorch-vision checkout this program was built in, when it runs from one
-/// (`<root>/target/<profile>/…`): where `.runtime/` and `graphs/` live.
+/// The distorch-vision checkout this program was built in, when it runs from its build folder
+/// (`<root>/target/…`): where `.runtime/` and `graphs/` live. Code installed anywhere else
+/// (a wheel in a virtual environment kept inside a checkout, `cargo install`) has none.
 pub fn project_root() -> Option<PathBuf> {
-    let start = own_dir()?;
-    start
-        .ancestors()
-        .find(|dir| {
-            std::fs::read_to_string(dir.join("Cargo.toml"))
-                .is_ok_and(|t| t.contains("name = \"distorch-vision\""))
+    checkout_of(&own_dir()?)
+}
+
+/// The checkout whose `target/` holds `dir`.
+fn checkout_of(dir: &Path) -> Option<PathBuf> {
+    dir.ancestors()
+        .find(|root| {
+            dir.starts_with(root.join("target"))
+                && std::fs::read_to_string(root.join("Cargo.toml"))
+                    .is_ok_and(|t| t.contains("name = \"distorch-vision\""))
         })
         .map(Path::to_path_buf)
 }
@@ -160,6 +174,25 @@ mod tests {
         assert!(e.to_string().contains("copy"), "{e}");
         assert_eq!(leftovers(&dir), ["taken"]);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn only_a_build_folder_of_a_checkout_is_in_the_checkout() {
+        let root = temp_dir("checkout");
+        std::fs::write(
+            root.join("Cargo.toml"),
+            "[package]\nname = \"distorch-vision\"\n",
+        )
+        .unwrap();
+        let release = root.join("target/release");
+        let site = root.join(".venv/lib/python3.11/site-packages/distorch_vision/lib");
+        std::fs::create_dir_all(&release).unwrap();
+        std::fs::create_dir_all(&site).unwrap();
+        assert_eq!(checkout_of(&release), Some(root.clone()));
+        assert_eq!(checkout_of(&root.join("target")), Some(root.clone()));
+        assert_eq!(checkout_of(&site), None);
+        assert_eq!(checkout_of(&root), None);
+        let _ = std::fs::remove_dir_all(&root);
     }
 
     #[test]

@@ -8,7 +8,9 @@ across GPUs and the CPU by a DisTorch2 planner, over the library's C ABI (ctypes
         out.image_embeds, out["last_hidden_state"]
 
 The library (``libdistorch_vision.so``) is found in ``$DISTORCH_VISION_LIBRARY``, inside the
-installed package, or in the checkout's ``target/release`` (``scripts/setup.sh`` builds it).
+installed package (the wheel's ``distorch_vision/lib/``), or in the checkout's ``target/release``
+(``scripts/setup.sh`` builds it). ONNX Runtime comes from this environment's ``onnxruntime`` or
+``onnxruntime-gpu`` (the ``[cpu]`` / ``[gpu]`` extras).
 """
 
 from .errors import DistorchError, LibraryNotFoundError
@@ -16,6 +18,7 @@ from .library import ABI_VERSION, devices, init, library_name, live_objects, ver
 from .library import find_library as library_path
 from .model import Model, load
 from .outputs import Outputs
+from .paths import user_graphs_dir
 
 __all__ = [
     "ABI_VERSION",
@@ -29,6 +32,7 @@ __all__ = [
     "library_path",
     "live_objects",
     "load",
+    "user_graphs_dir",
     "version",
 ]
 

@@ -29,8 +29,9 @@ DTYPES = {1: "float32", 2: "int64"}
 
 ENV_LIBRARY = "DISTORCH_VISION_LIBRARY"
 SETUP_HINT = (
-    "run `scripts/setup.sh` in the distorch-vision checkout (it builds target/release/{name}), "
-    "or set " + ENV_LIBRARY + " to the library's path"
+    "install the distorch-vision wheel (it carries {name}), or run `scripts/setup.sh` in a "
+    "distorch-vision checkout (it builds target/release/{name}), or set " + ENV_LIBRARY
+    + " to the library's path"
 )
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -243,12 +244,33 @@ _lib: Optional[Library] = None
 
 
 def _interpreter_onnxruntime() -> Optional[str]:
-    """libonnxruntime of this interpreter's ``onnxruntime`` package, if it has one."""
+    """libonnxruntime of this interpreter's ``onnxruntime`` package (``onnxruntime`` or
+    ``onnxruntime-gpu``, any version: the library refuses one too old), if it has one."""
     spec = importlib.util.find_spec("onnxruntime")
     if spec is None or not spec.origin:
         return None
-    p = Path(spec.origin).parent / "capi" / "libonnxruntime.so.1.31.1"
-    return str(p) if p.is_file() else None
+    return newest_onnxruntime(Path(spec.origin).parent / "capi")
+
+
+def newest_onnxruntime(folder: Path) -> Optional[str]:
+    """The newest ``libonnxruntime.so.<version>`` in ``folder`` (else ``libonnxruntime.so``),
+    as the library's own search picks one."""
+    best: Optional[tuple[tuple[int, ...], Path]] = None
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return None
+    for p in entries:
+        rest = p.name[len("libonnxruntime.so"):] if p.name.startswith("libonnxruntime.so") else None
+        if rest is None or not p.is_file():
+            continue
+        parts = rest[1:].split(".") if rest.startswith(".") else ([] if rest == "" else None)
+        if parts is None or not all(x.isdigit() for x in parts):
+            continue
+        version = tuple(int(x) for x in parts)
+        if best is None or version > best[0]:
+            best = (version, p)
+    return str(best[1]) if best else None
 
 
 def lib() -> Library:
@@ -274,8 +296,9 @@ def lib() -> Library:
 def init(ort_library: Optional[str] = None) -> None:
     """Loads ONNX Runtime now (``dv_init``); optional, the first load does it.
 
-    ``ort_library`` is the path of ``libonnxruntime.so.1.31.1``; None uses the library's search
-    (``ORT_DYLIB_PATH``, the checkout's ``.runtime/``, the ``onnxruntime`` Python package).
+    ``ort_library`` is the path of ``libonnxruntime.so.<version>`` (1.31 or newer) or its folder;
+    None uses the library's search (``ORT_DYLIB_PATH``, the checkout's ``.runtime/``, the
+    ``onnxruntime`` package of this environment or of ``python3``).
     """
     L = lib()
     L.check(L.dv_init(ort_library.encode() if ort_library else None), "dv_init")

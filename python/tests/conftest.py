@@ -1,5 +1,10 @@
 """Test setup: the package from this checkout, every dependency present (a missing one stops
-the run with the reason, never a skip), exports in a temporary folder."""
+the run with the reason, never a skip), exports in a temporary folder.
+
+With ``DISTORCH_TEST_INSTALLED=1`` (scripts/test_install.sh, which runs a copy of these tests
+outside the clone) the package is the one installed in this Python instead, and exports go
+where an installed package puts them by default; ``DISTORCH_TEST_CHECKOUT`` names the clone
+whose fixtures the tests read."""
 
 import importlib.util
 import os
@@ -9,8 +14,10 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "python"))
+INSTALLED = os.environ.get("DISTORCH_TEST_INSTALLED") == "1"
+ROOT = Path(os.environ.get("DISTORCH_TEST_CHECKOUT") or Path(__file__).resolve().parents[2])
+if not INSTALLED:
+    sys.path.insert(0, str(ROOT / "python"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 _NEEDED = {
@@ -28,8 +35,15 @@ if _missing:
         "`pip install -r python/requirements-test.txt`"
     )
 
-# Exported graphs go to a folder of this run, not the checkout's graphs/.
-os.environ.setdefault("DISTORCH_GRAPHS_DIR", tempfile.mkdtemp(prefix="dv-pytest-graphs-"))
+if INSTALLED:
+    _spec = importlib.util.find_spec("distorch_vision")
+    if _spec is None or Path(_spec.origin).resolve().is_relative_to(ROOT):
+        raise pytest.UsageError(
+            f"DISTORCH_TEST_INSTALLED=1 needs distorch_vision installed outside {ROOT}, "
+            f"found {_spec.origin if _spec else 'none'}")
+else:
+    # Exported graphs go to a folder of this run, not the checkout's graphs/.
+    os.environ.setdefault("DISTORCH_GRAPHS_DIR", tempfile.mkdtemp(prefix="dv-pytest-graphs-"))
 
 
 @pytest.fixture(scope="session")

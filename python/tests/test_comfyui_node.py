@@ -6,6 +6,7 @@ ComfyUI's preprocessing (re-done in torch) of the same IMAGE."""
 import importlib.util
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -24,14 +25,25 @@ import comfy.model_management as mm  # noqa: E402  (the stand-in)
 
 TOL = 1e-4
 NODE_ID = "CLIPVisionLoaderDisTorch2MultiGPU"
+# Against the installed wheel (scripts/test_install.sh): the node folder is copied, as a user or
+# ComfyUI-Manager puts it into custom_nodes, so it cannot reach the checkout's ../python.
+INSTALLED = os.environ.get("DISTORCH_TEST_INSTALLED") == "1"
+
+
+def place_node(custom_nodes: Path) -> Path:
+    """comfyui/ in a custom_nodes folder: linked from the checkout, or copied when INSTALLED."""
+    folder = custom_nodes / "distorch-vision"
+    if INSTALLED:
+        shutil.copytree(ROOT / "comfyui", folder, ignore=shutil.ignore_patterns("__pycache__"))
+    else:
+        folder.symlink_to(ROOT / "comfyui", target_is_directory=True)
+    return folder
 
 
 @pytest.fixture(scope="module")
 def node_package(tmp_path_factory):
-    """comfyui/ linked into a custom_nodes folder and imported as ComfyUI's load_custom_node does."""
-    custom_nodes = tmp_path_factory.mktemp("custom_nodes")
-    link = custom_nodes / "distorch-vision"
-    link.symlink_to(ROOT / "comfyui", target_is_directory=True)
+    """comfyui/ placed in a custom_nodes folder and imported as ComfyUI's load_custom_node does."""
+    link = place_node(tmp_path_factory.mktemp("custom_nodes"))
     spec = importlib.util.spec_from_file_location(link.name, os.path.join(link, "__init__.py"))
     module = importlib.util.module_from_spec(spec)
     sys.modules[link.name] = module
@@ -158,6 +170,7 @@ def test_node_registers_with_the_seeds_inputs(node_package):
     assert opt["eject_models"][0] == "BOOLEAN" and opt["eject_models"][1]["default"] is True
 
 
+@pytest.mark.skipif(INSTALLED, reason="a copied node has no checkout; see the installed variant")
 def test_node_finds_the_package_of_its_checkout(tmp_path):
     """Linked into custom_nodes with nothing installed, the node imports ../python."""
     link = tmp_path / "custom_nodes" / "distorch-vision"
@@ -175,6 +188,61 @@ def test_node_finds_the_package_of_its_checkout(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert NODE_ID in r.stdout and str(ROOT / "python" / "distorch_vision") in r.stdout, r.stdout
+
+
+def _run_node(folder: Path, code: str, **env_changes) -> subprocess.CompletedProcess:
+    """``code`` in a fresh Python after importing the node in ``folder`` as ComfyUI does (bound
+    to ``node``), with the stand-ins on PYTHONPATH and the cwd beside the folder."""
+    prelude = textwrap.dedent(f"""
+        import importlib.util, sys
+        spec = importlib.util.spec_from_file_location("distorch-vision", {str(folder / '__init__.py')!r})
+        node = importlib.util.module_from_spec(spec); sys.modules["distorch-vision"] = node
+        spec.loader.exec_module(node)
+    """)
+    env = dict(os.environ, PYTHONPATH=str(STANDINS))
+    for k, v in env_changes.items():
+        if v is None:
+            env.pop(k, None)
+        else:
+            env[k] = v
+    return subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(code)],
+                          capture_output=True, text=True, env=env, cwd=folder.parent)
+
+
+@pytest.mark.skipif(not INSTALLED, reason="checks the installed wheel (scripts/test_install.sh)")
+def test_copied_node_uses_the_installed_package(tmp_path):
+    (tmp_path / "custom_nodes").mkdir()
+    folder = place_node(tmp_path / "custom_nodes")
+    r = _run_node(folder, "import distorch_vision; print(distorch_vision.__file__)")
+    assert r.returncode == 0, r.stderr
+    installed = Path(r.stdout.strip())
+    assert installed.is_relative_to(sys.prefix) and not installed.is_relative_to(ROOT), installed
+
+
+def test_node_writes_exports_to_the_user_cache_only(tmp_path):
+    """Contract §6.1b: nothing in the node's folder or the checkout (here the library is the
+    checkout's build, whose own default is <checkout>/graphs); the user cache instead."""
+    (tmp_path / "custom_nodes").mkdir()
+    folder = place_node(tmp_path / "custom_nodes")
+
+    def listing(d: Path) -> set:
+        return {p.relative_to(d) for p in d.rglob("*") if "__pycache__" not in p.parts} \
+            if d.is_dir() else set()
+
+    node_before, graphs_before = listing(folder.resolve()), listing(ROOT / "graphs")
+    cache = tmp_path / "cache"
+    r = _run_node(folder, """
+        loader = node.NODE_CLASS_MAPPINGS["CLIPVisionLoaderDisTorch2MultiGPU"]()
+        (cv,) = loader.load_clip(clip_name="clip_quickgelu_f32/model.safetensors", device="cpu",
+                                 eject_models=False)
+        import torch
+        print(cv.encode_image(torch.rand(1, 40, 30, 3)).image_embeds.shape)
+    """, DISTORCH_GRAPHS_DIR=None, XDG_CACHE_HOME=str(cache))
+    assert r.returncode == 0, r.stderr
+    exports = list((cache / "distorch-vision" / "graphs").glob("model-*/manifest.json"))
+    assert exports, f"no export under {cache}: {r.stderr}"
+    assert listing(folder.resolve()) == node_before
+    assert listing(ROOT / "graphs") == graphs_before
 
 
 # ------------------------------------------------------------------------------ consumers

@@ -79,10 +79,10 @@ impl FolderArgs {
 #[derive(Args, Clone)]
 #[command(next_help_heading = "Runtime")]
 pub(crate) struct Common {
-    /// Root folder of exported graphs (default: graphs/ of the checkout, else ~/.cache/distorch-vision/graphs).
+    /// Root folder of exported graphs (default: DISTORCH_GRAPHS_DIR, else graphs/ of the checkout this program was built in, else ~/.cache/distorch-vision/graphs).
     #[arg(long)]
     pub(crate) graphs_dir: Option<PathBuf>,
-    /// Path of libonnxruntime.so.1.31.1 (default: ORT_DYLIB_PATH, the checkout's .runtime/, the onnxruntime Python package).
+    /// ONNX Runtime's library, 1.31 or newer: the file or its folder (default: ORT_DYLIB_PATH, the checkout's .runtime/, this program's folder, the onnxruntime package of the Python environment it is installed in, then python3's).
     #[arg(long)]
     pub(crate) ort_library: Option<PathBuf>,
 }

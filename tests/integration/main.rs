@@ -32,4 +32,5 @@ mod naflex;
 mod pipeline;
 mod plan_cli;
 mod plan_props;
+mod versions;
 mod yaml_runs;

@@ -1,9 +1,11 @@
 """Stand-in for ComfyUI's folder_paths: the clip_vision folder is tests/fixtures/models
 (names are relative paths with '/', as ComfyUI lists subfolders)."""
 
+import os
 from pathlib import Path
 
-CLIP_VISION = Path(__file__).resolve().parents[3] / "tests" / "fixtures" / "models"
+_ROOT = Path(os.environ.get("DISTORCH_TEST_CHECKOUT") or Path(__file__).resolve().parents[3])
+CLIP_VISION = _ROOT / "tests" / "fixtures" / "models"
 
 
 def get_filename_list(folder_name):
