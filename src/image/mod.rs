@@ -5,7 +5,8 @@
 //!   (PIL `ImageOps.exif_transpose` + `convert("RGB")`), then `/255` in f32.
 //! - [`preprocess`] / [`preprocess_comfy_batch`]: resize (PyTorch's antialiased bicubic,
 //!   reproduced bit for bit), centre crop, 8-bit quantisation and mean/std normalisation, NCHW.
-//! - [`expand_inputs`]: files and folders to an ordered list of image files.
+//! - [`expand_inputs`] / [`input_files`]: files, folders and file lists to an ordered list of
+//!   image files, each once.
 
 mod decode;
 mod inputs;
@@ -22,7 +23,10 @@ use resize::try_zeroed;
 use crate::{Error, Result};
 
 pub use decode::{decode_bytes, decode_file, MAX_DECODE_ALLOC, MAX_DIMENSION};
-pub use inputs::{expand_inputs, is_image_path, IMAGE_EXTENSIONS};
+pub use inputs::{
+    expand_inputs, input_files, is_image_path, is_list_path, no_images_in, IMAGE_EXTENSIONS,
+    LIST_EXTENSIONS,
+};
 
 /// CLIP's per-channel mean (contract §2.1).
 pub const CLIP_MEAN: [f32; 3] = [0.48145466, 0.4578275, 0.40821073];

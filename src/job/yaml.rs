@@ -330,12 +330,21 @@ fn job_problems(job: &JobSpec, base: &Path, settings: &RunSettings) -> Vec<Error
         problems.push(e);
     }
     let inputs = job.inputs.images.iter().chain(job.inputs.pixels.iter());
+    let mut missing = false;
     for p in inputs.map(|p| rel(base, p)) {
         if !p.exists() {
+            missing = true;
             problems.push(Error::new(
                 crate::ErrorKind::NotFound,
                 format!("input {} does not exist", p.display()),
             ));
+        }
+    }
+    // Folders (and lists) that hold no image at all, before any job runs.
+    if !missing && !job.inputs.images.is_empty() {
+        let images: Vec<PathBuf> = job.inputs.images.iter().map(|p| rel(base, p)).collect();
+        if let Err(e) = crate::image::input_files(&images) {
+            problems.push(e);
         }
     }
     let Some(opts) = opts else { return problems };

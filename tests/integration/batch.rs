@@ -965,3 +965,98 @@ fn preprocess_out_never_overwrites_an_input_or_a_foreign_file() {
         assert!(o.status.success(), "{}", stderr(&o));
     }
 }
+
+#[test]
+fn empty_inputs_are_refused_in_every_mode_and_nothing_is_written() {
+    let tmp = temp_dir("empty_inputs");
+    let graphs = tmp.join("graphs");
+    let empty = tmp.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    std::fs::write(empty.join("notes.md"), b"no images here").unwrap();
+    let sharded = tmp.join("shards");
+    let one = tmp.join("one.safetensors");
+    let npy = tmp.join("npy");
+    let runs: [(&str, std::process::Command, &Path); 3] = [
+        (
+            "sharded",
+            {
+                let mut c = sharded_cmd(&empty, &sharded, &graphs);
+                c.args(["--shard-size", "4"]);
+                c
+            },
+            &sharded,
+        ),
+        ("one file", sharded_cmd(&empty, &one, &graphs), &one),
+        (
+            "npy folder",
+            {
+                let mut c = sharded_cmd(&empty, &npy, &graphs);
+                c.args(["--format", "npy"]);
+                c
+            },
+            &npy,
+        ),
+    ];
+    for (mode, mut cmd, out) in runs {
+        let o = run(&mut cmd);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{mode}: {err}");
+        assert!(
+            err.contains("no image files found in") && err.contains(&empty.display().to_string()),
+            "{mode}: {err}"
+        );
+        assert!(!out.exists(), "{mode}: {} was written", out.display());
+    }
+    // The real run that follows is not refused as "already holds a run".
+    let imgs = tmp.join("imgs");
+    make_images(&imgs, 2);
+    let o = run(sharded_cmd(&imgs, &sharded, &graphs).args(["--shard-size", "4"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn a_sharded_run_never_starts_in_a_folder_of_other_files() {
+    let tmp = temp_dir("foreign_folder");
+    let graphs = tmp.join("graphs");
+    let imgs = tmp.join("imgs");
+    make_images(&imgs, 3);
+    // A folder of .npy outputs (written by this program, but not as a sharded run).
+    let npy = tmp.join("npy");
+    let o = run(sharded_cmd(&imgs, &npy, &graphs).args(["--format", "npy"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let before: Vec<_> = {
+        let mut v: Vec<_> = std::fs::read_dir(&npy)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        v.sort();
+        v
+    };
+    for extra in [&["--resume"][..], &["--shard-size", "2"][..], &[][..]] {
+        let o = run(sharded_cmd(&imgs, &npy, &graphs).args(extra));
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{extra:?}: {err}");
+        assert!(
+            err.contains("holds files that are not a sharded run")
+                && err.contains("image_embeds.npy"),
+            "{extra:?}: {err}"
+        );
+        if extra == ["--resume"] {
+            assert!(err.contains("nothing to resume"), "{err}");
+        }
+        let mut after: Vec<_> = std::fs::read_dir(&npy)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        after.sort();
+        assert_eq!(after, before, "{extra:?}: files were added");
+    }
+    // Any other file too (a user's folder given as --out).
+    let docs = tmp.join("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    std::fs::write(docs.join("letter.txt"), b"dear").unwrap();
+    let o = run(sharded_cmd(&imgs, &docs, &graphs).args(["--shard-size", "2"]));
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("letter.txt"), "{}", stderr(&o));
+    assert_eq!(std::fs::read_dir(&docs).unwrap().count(), 1);
+}

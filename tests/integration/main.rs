@@ -31,4 +31,5 @@ mod model_folders;
 mod pipeline;
 mod plan_cli;
 mod plan_props;
+mod scripts;
 mod yaml_runs;

@@ -192,6 +192,23 @@ fn every_job_is_checked_before_the_first_runs() {
         "{err}"
     );
     assert!(!tmp.join("first.safetensors").exists());
+    // So is a folder without a single image (sharded: it would write an index and exit 0).
+    std::fs::create_dir_all(tmp.join("empty")).unwrap();
+    std::fs::write(
+        &yaml,
+        "jobs:\n  - clip_vision: clip_l\n    comfyui: ComfyUI\n    device: cpu\n    graphs_dir: graphs\n    inputs: {images: [imgs]}\n    out: first.safetensors\n\
+         \n  - clip_vision: clip_l\n    comfyui: ComfyUI\n    device: cpu\n    inputs: {images: [empty]}\n    out: shards\n    shard_size: 8\n",
+    )
+    .unwrap();
+    let o = run_yaml(&yaml);
+    let err = stderr(&o);
+    assert!(!o.status.success(), "{err}");
+    assert!(
+        err.contains("job 2: no image files found in") && err.contains("empty"),
+        "{err}"
+    );
+    assert!(!tmp.join("first.safetensors").exists());
+    assert!(!tmp.join("shards").exists());
 }
 
 #[test]

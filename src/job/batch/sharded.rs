@@ -41,7 +41,7 @@ pub(super) fn run(
             "sharded encoding writes safetensors shards only",
         ));
     }
-    let files = image::expand_inputs(&job.images)?;
+    let files = image::input_files(&job.images)?;
     let s = encode_sharded(cv, &files, spec, job)?;
     summary::print_skipped(&s.skipped);
     EncodeSummary::sharded(&job.out, s)
