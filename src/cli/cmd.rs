@@ -185,8 +185,8 @@ pub(crate) fn cmd_preprocess(
     batch::write_pixels(out, &px, &sources, model, &spec)?;
     if !quiet {
         eprintln!(
-            "preprocessed {} images into {} (pixel_values {:?}){}",
-            sources.len(),
+            "preprocessed {} into {} (pixel_values {:?}){}",
+            summary::images(sources.len()),
             out.display(),
             px.shape(),
             if skipped.is_empty() {

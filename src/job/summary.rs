@@ -52,15 +52,13 @@ impl EncodeSummary {
     pub fn sharded(out: &Path, s: ShardSummary) -> Result<EncodeSummary> {
         let shown = out.display();
         if s.stopped {
-            return Err(Error::runtime(format!(
-                "stopped at {}/{}; rerun with --resume to encode the rest ({} images are in {} finished shards in {shown})",
-                s.rows, s.total, s.rows, s.shards
-            )));
+            return Err(Error::runtime(stopped_line(s.rows, s.total, s.shards, out)));
         }
         let line = if s.encoded == 0 && s.skipped.is_empty() && s.already_done > 0 {
             format!(
-                "nothing to encode: all {} images are already in {} shards in {shown}",
-                s.already_done, s.shards
+                "nothing to encode: all {} are already in {} in {shown}",
+                images(s.already_done),
+                shards(s.shards)
             )
         } else {
             let earlier = if s.already_done > 0 {
@@ -72,9 +70,10 @@ impl EncodeSummary {
                 String::new()
             };
             format!(
-                "encoded {} images into {} new shards in {shown} in {:.2} s ({:.1} images/s){earlier}; {} skipped",
-                s.encoded,
+                "encoded {} into {} new {} in {shown} in {:.2} s ({:.1} images/s){earlier}; {} skipped",
+                images(s.encoded),
                 s.shards_written,
+                if s.shards_written == 1 { "shard" } else { "shards" },
                 s.seconds,
                 s.images_per_s(),
                 s.skipped.len()
@@ -110,7 +109,8 @@ impl EncodeSummary {
             })
             .collect();
         let line = format!(
-            "encoded {encoded} images into {} ({}) in {seconds:.2} s{}",
+            "encoded {} into {} ({}) in {seconds:.2} s{}",
+            images(encoded),
             out.display(),
             outputs
                 .iter()
@@ -135,6 +135,30 @@ impl EncodeSummary {
             line,
         }
     }
+}
+
+/// Where a sharded run stopped by a signal is, and how to go on.
+pub fn stopped_line(rows: usize, total: usize, shards: usize, out: &Path) -> String {
+    format!(
+        "stopped at {rows}/{total}; rerun with --resume to encode the rest ({} in {} in {})",
+        images(rows),
+        shards_word(shards, "finished shard"),
+        out.display()
+    )
+}
+
+/// "1 image", "2 images".
+pub fn images(n: usize) -> String {
+    format!("{n} image{}", if n == 1 { "" } else { "s" })
+}
+
+fn shards(n: usize) -> String {
+    shards_word(n, "shard")
+}
+
+/// "1 finished shard", "3 finished shards".
+fn shards_word(n: usize, word: &str) -> String {
+    format!("{n} {word}{}", if n == 1 { "" } else { "s" })
 }
 
 /// What a sharded run did.

@@ -33,7 +33,11 @@ fn logging_levels_sources_and_onnx_runtime_cap() {
     let o = encode(&tmp, |_| {});
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
-    assert!(stderr(&o).starts_with("encoded 1 images"));
+    assert!(
+        stderr(&o).starts_with("encoded 1 image into"),
+        "{}",
+        stderr(&o)
+    );
     // debug from DISTORCH_LOG, from RUST_LOG, and from -vv.
     let debug_line = "ONNX Runtime loaded from";
     let o = encode(&tmp, |c| {

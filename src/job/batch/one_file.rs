@@ -4,10 +4,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use ndarray::{Array4, ArrayD, Axis};
+use ndarray::{Array4, ArrayD, ArrayView4, Axis};
 
 use super::encode_job::{EncodeJob, OutFormat};
 use super::pixels::{preprocess_inputs, preprocess_inputs_skipping};
+use super::progress::Progress;
 use crate::image::PreprocessSpec;
 use crate::job::summary::{self, EncodeSummary, Skipped};
 use crate::job::{interrupt, output};
@@ -48,7 +49,7 @@ pub(super) fn run(
     let (px, sources, skipped) = gather(cv, job, spec)?;
     summary::print_skipped(&skipped);
     cv.model().check_pixels(px.shape())?;
-    let res = cv.encode(px.view(), &job.outputs, job.batch_size)?;
+    let res = encode_with_progress(cv, px.view(), job)?;
     match job.format {
         OutFormat::Safetensors => {
             output::write_outputs(&job.out, &res, &sources, &job.model_label)?
@@ -64,6 +65,41 @@ pub(super) fn run(
         skipped,
         seconds,
     ))
+}
+
+/// Encodes `px` batch by batch, with the same progress line as a sharded run.
+fn encode_with_progress(cv: &ClipVision, px: ArrayView4<f32>, job: &EncodeJob) -> Result<Outputs> {
+    let n = px.shape()[0];
+    let batch = job.batch_size.max(1);
+    if n <= batch {
+        return cv.encode(px, &job.outputs, batch);
+    }
+    let mut progress = Progress::new(n, job.progress);
+    let mut parts: Vec<Outputs> = Vec::with_capacity(n.div_ceil(batch));
+    let mut done = 0;
+    for chunk in px.axis_chunks_iter(Axis(0), batch) {
+        parts.push(cv.encode(chunk, &job.outputs, batch)?);
+        done += chunk.shape()[0];
+        progress.update(done, false);
+    }
+    progress.finish(done);
+    join_batches(parts)
+}
+
+/// The outputs of consecutive batches joined along the rows.
+fn join_batches(parts: Vec<Outputs>) -> Result<Outputs> {
+    let Some(first) = parts.first() else {
+        return Err(Error::runtime("encode returned no output"));
+    };
+    let names: Vec<String> = first.tensors.iter().map(|(n, _)| n.clone()).collect();
+    let mut tensors = Vec::with_capacity(names.len());
+    for (i, name) in names.into_iter().enumerate() {
+        let views: Vec<_> = parts.iter().map(|p| p.tensors[i].1.view()).collect();
+        let t = ndarray::concatenate(Axis(0), &views)
+            .map_err(|e| Error::runtime(format!("joining batches of {name}: {e}")))?;
+        tensors.push((name, t));
+    }
+    Ok(Outputs { tensors })
 }
 
 /// The job's pixels (rows of `job.pixels` first, then its images), their sources in row order

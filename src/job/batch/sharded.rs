@@ -6,6 +6,7 @@
 //! `shard_writer` (encoded rows into atomic shards) and `progress`.
 
 use std::path::PathBuf;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
 use ndarray::Array4;
@@ -93,20 +94,45 @@ pub fn encode_sharded(
         todo: &todo,
         size: spec.size as usize,
     };
-    let mut shards = ShardWriter::new(dir, &job.model_label, index);
+    let shards = Mutex::new(ShardWriter::new(dir, &job.model_label, index));
     let mut tally = Tally::default();
-    // SIGINT/SIGTERM stop the loop below between batches (when the program opted in).
-    let signals = interrupt::Guard::install();
-    let result = decode_pool::run_ordered(
-        todo.len(),
-        threads,
-        window,
-        |i| preprocess_file(&todo[i].0, spec),
-        |decoded| run.encode_in_order(decoded, &mut shards, &mut progress, &mut tally),
+    // SIGINT/SIGTERM stop the loop below between batches (when the program opted in); a second
+    // one writes the rows encoded so far at once (see `interrupt::watch`).
+    let total = files.len();
+    let stop_now = || {
+        let mut w = lock(&shards);
+        let written = w.finish_shard().and_then(|()| {
+            w.index.complete = false;
+            w.index.write(dir)
+        });
+        match written {
+            Ok(()) => interrupt::say(&summary::stopped_line(
+                w.index.rows,
+                total,
+                w.index.shards.len(),
+                dir,
+            )),
+            Err(e) => interrupt::say(&format!(
+                "stopped; the rows encoded since the last finished shard could not be written: {e}"
+            )),
+        }
+    };
+    let result = interrupt::watch(
+        "stopping after the current batch... (Ctrl-C again stops now, keeping the images already encoded)",
+        stop_now,
+        || {
+            decode_pool::run_ordered(
+                todo.len(),
+                threads,
+                window,
+                |i| preprocess_file(&todo[i].0, spec),
+                |decoded| run.encode_in_order(decoded, &shards, &mut progress, &mut tally),
+            )
+        },
     );
-    drop(signals);
     progress.finish(tally.encoded + tally.skipped.len());
     result?;
+    let shards = shards.into_inner().unwrap_or_else(|e| e.into_inner());
     let (shards_written, mut index) = (shards.written, shards.index);
     index.complete = !tally.stopped;
     index.write(dir)?;
@@ -116,11 +142,19 @@ pub fn encode_sharded(
         shards_written,
         skipped: tally.skipped,
         seconds: start.elapsed().as_secs_f64(),
-        total: files.len(),
+        total,
         rows: index.rows,
         shards: index.shards.len(),
         stopped: tally.stopped,
     })
+}
+
+/// The shard writer, shared by the encoding loop and a second Ctrl-C (see `interrupt::watch`).
+type SharedWriter<'a> = Mutex<ShardWriter<'a>>;
+
+fn lock<'m, 'a>(w: &'m SharedWriter<'a>) -> MutexGuard<'m, ShardWriter<'a>> {
+    // Nothing panics while holding the lock, so a poisoned writer is still consistent.
+    w.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// What a sharded run's encoding loop reads.
@@ -162,7 +196,7 @@ impl ShardRun<'_> {
     fn encode_in_order(
         &self,
         decoded: &mut decode_pool::Ordered<'_, Result<Vec<f32>>>,
-        shards: &mut ShardWriter<'_>,
+        shards: &SharedWriter<'_>,
         progress: &mut Progress,
         tally: &mut Tally,
     ) -> Result<()> {
@@ -173,7 +207,7 @@ impl ShardRun<'_> {
             if interrupt::requested() {
                 // Keep what is encoded; decoded rows not yet encoded are redone on resume.
                 tally.stopped = true;
-                return shards.finish_shard();
+                return lock(shards).finish_shard();
             }
             // The next item in order.
             let Some(item) = decoded.next_item() else {
@@ -192,34 +226,38 @@ impl ShardRun<'_> {
                 }
                 Err(e) => {
                     let sk = Skipped::new(path, &e);
-                    shards.index.skipped.push(sk.clone());
+                    lock(shards).index.skipped.push(sk.clone());
                     tally.skipped.push(sk);
                 }
             }
-            let room = shard_size - shards.open_rows();
+            let room = shard_size - lock(shards).open_rows();
             let last = expect == self.todo.len();
             if batch.sources.len() >= job.batch_size.min(room)
                 || (last && !batch.sources.is_empty())
             {
                 tally.encoded += self.encode_batch(std::mem::take(&mut batch), shards)?;
             }
-            if shards.open_rows() == shard_size || last {
-                shards.finish_shard()?;
+            let mut w = lock(shards);
+            if w.open_rows() == shard_size || last {
+                w.finish_shard()?;
             }
+            drop(w);
             progress.update(expect, false);
         }
         Ok(())
     }
 
     /// Encodes `batch` into the shard being filled; returns its rows.
-    fn encode_batch(&self, batch: Batch, shards: &mut ShardWriter<'_>) -> Result<usize> {
+    fn encode_batch(&self, batch: Batch, shards: &SharedWriter<'_>) -> Result<usize> {
         let (n, s) = (batch.sources.len(), self.size);
         let px = Array4::from_shape_vec((n, 3, s, s), batch.pixels)
             .map_err(|e| Error::runtime(format!("batch: {e}")))?;
+        // The lock is not held here: a second Ctrl-C writes the rows before this batch.
         let res = self
             .cv
             .encode(px.view(), self.outputs, self.job.batch_size)?;
-        shards.push(res, batch.sources, batch.keys);
+        lock(shards).push(res, batch.sources, batch.keys);
+        tracing::debug!("encoded a batch of {n} images");
         if !self.job.throttle.is_zero() {
             std::thread::sleep(self.job.throttle);
         }
