@@ -1,8 +1,11 @@
-"""ComfyUI custom node: CLIPVisionLoaderDisTorch2MultiGPU backed by distorch-vision.
+"""ComfyUI custom node: a CLIP Vision loader (DisTorch2, MultiGPU) backed by distorch-vision.
 
 Link or copy this folder into ``ComfyUI/custom_nodes/``. The ``distorch_vision`` package is
 taken from the checkout this folder belongs to (``../python``, following a symlink), else
-from the Python environment (``pip install ./python``).
+from the Python environment (``pip install ./python``). The node registers as
+``DistorchVisionCLIPVisionLoader``, and as ComfyUI-MultiGPU's
+``CLIPVisionLoaderDisTorch2MultiGPU`` when no other node pack provides that key (see
+``registration``).
 """
 
 import sys
@@ -21,19 +24,25 @@ except ImportError as e:  # pragma: no cover - depends on the installation
         f"ComfyUI's Python environment ({e})"
     ) from e
 
-from .clip_vision_node import CLIPVisionLoaderDisTorch2MultiGPU, DisTorchClipVision, Output
+from .clip_vision_node import (
+    CLIPVisionLoaderDisTorch2MultiGPU,
+    DisTorchClipVision,
+    DistorchVisionCLIPVisionLoader,
+    Output,
+)
+from .registration import NODE_KEY, SEED_KEY, mappings
 
-NODE_CLASS_MAPPINGS = {
-    "CLIPVisionLoaderDisTorch2MultiGPU": CLIPVisionLoaderDisTorch2MultiGPU,
-}
-NODE_DISPLAY_NAME_MAPPINGS = {
-    "CLIPVisionLoaderDisTorch2MultiGPU": "Load CLIP Vision (DisTorch2, MultiGPU)",
-}
+NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS = mappings(
+    DistorchVisionCLIPVisionLoader, CLIPVisionLoaderDisTorch2MultiGPU, Path(__file__).parent
+)
 
 __all__ = [
     "NODE_CLASS_MAPPINGS",
     "NODE_DISPLAY_NAME_MAPPINGS",
+    "NODE_KEY",
+    "SEED_KEY",
     "CLIPVisionLoaderDisTorch2MultiGPU",
+    "DistorchVisionCLIPVisionLoader",
     "DisTorchClipVision",
     "Output",
 ]

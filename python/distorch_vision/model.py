@@ -124,6 +124,7 @@ class Model:
         L.check(L.dv_model_image_size(handle, C.byref(size)), "dv_model_image_size")
         self._image_size = int(size.value)
         self._output_names = tuple(json.loads(L.call_string("dv_model_outputs_json", handle)))
+        self._info = json.loads(L.call_string("dv_model_info_json", handle))
 
     # ------------------------------------------------------------------ properties
 
@@ -147,6 +148,24 @@ class Model:
     def output_names(self) -> tuple[str, ...]:
         """What an encode returns by default (contract §3 order); others only on request."""
         return self._output_names
+
+    @property
+    def info(self) -> dict:
+        """What the model is: ``path``, ``family`` (e.g. ``"SigLIP so400m/14-384"``), ``kind``
+        (``"clip"``, ``"siglip"``, ``"dinov2"``, ``"dinov3"``), ``image_size``, ``patch_size``,
+        ``hidden_size``, ``num_layers``, ``tokens``, ``llava``, ``outputs`` and ``on_request``
+        (outputs computed only when named)."""
+        return dict(self._info)
+
+    @property
+    def family(self) -> str:
+        """The model family, as ``distorch-vision inspect`` names it."""
+        return self._info["family"]
+
+    @property
+    def kind(self) -> str:
+        """``"clip"``, ``"siglip"``, ``"dinov2"`` or ``"dinov3"``."""
+        return self._info["kind"]
 
     def plan(self) -> dict:
         """The placement plan (contract §5.4): compute_device, mode, model_bytes, blocks, devices, warnings."""
@@ -199,7 +218,8 @@ class Model:
         batch_size: int = 0,
         as_torch: bool = False,
     ) -> Outputs:
-        """Encodes a ComfyUI IMAGE batch: [B, H, W, C] floats in 0..1, C = 3 or 4.
+        """Encodes a ComfyUI IMAGE batch: [B, H, W, C] floats in 0..1; C = 3 or 4 (alpha
+        dropped), or 1 (grey, broadcast to RGB as ComfyUI does).
 
         uint8 images (0..255) are scaled by 1/255; other integer types raise
         :class:`DistorchError`, and floats above 1.5 warn (0..255 floats need dividing by 255).
@@ -218,7 +238,7 @@ class Model:
             raise DistorchError(
                 "DV_ERR_INVALID_ARGUMENT",
                 f"images has shape {list(buf.shape)}; encode_images takes an IMAGE [B, H, W, C] "
-                "(floats in 0..1, C = 3 or 4)",
+                "(floats in 0..1, C = 1, 3 or 4)",
             )
         b, h, w, c = shape
         L = lib()

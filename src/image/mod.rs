@@ -196,9 +196,9 @@ pub fn preprocess_comfy_batch(
     c: usize,
     spec: &PreprocessSpec,
 ) -> Result<Array4<f32>> {
-    if !matches!(c, 1 | 3 | 4) {
+    if c != 1 && c < 3 {
         return Err(Error::invalid(format!(
-            "image batch: {c} channels per pixel; valid choices are 1 (grey), 3 (RGB) or 4 (RGBA)"
+            "image batch: {c} channels per pixel; valid choices are 1 (grey), 3 (RGB) or 4 (RGBA) (beyond 3, the first 3 are used)"
         )));
     }
     let per_image = h
