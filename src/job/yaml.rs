@@ -273,7 +273,7 @@ impl JobSpec {
                 "inputs: give images (a list of files and folders) and/or pixels (a safetensors file)",
             ));
         }
-        Ok(EncodeJob {
+        let job = EncodeJob {
             images: self.inputs.images.iter().map(|p| rel(base, p)).collect(),
             pixels: self.inputs.pixels.as_ref().map(|p| rel(base, p)),
             crop: self.crop,
@@ -288,7 +288,9 @@ impl JobSpec {
             throttle: settings.throttle,
             model_label: self.clip_vision.clone(),
             progress: settings.progress,
-        })
+        };
+        job.validate()?;
+        Ok(job)
     }
 }
 

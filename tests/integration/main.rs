@@ -23,6 +23,7 @@ mod capi_plugin;
 mod capi_preprocess_encoded;
 mod capi_python;
 mod capi_sync;
+mod clean;
 mod cli_ux;
 mod families;
 mod gpu_path;

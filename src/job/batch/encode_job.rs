@@ -98,6 +98,24 @@ impl EncodeJob {
         self.shard_size.is_some() || (self.format == OutFormat::Safetensors && self.out.is_dir())
     }
 
+    /// Refuses counts that cannot work (0 images per batch, 0 decoder threads, 0 rows per
+    /// shard), naming the field and the valid values.
+    pub fn validate(&self) -> Result<()> {
+        let counts = [
+            ("batch_size", Some(self.batch_size)),
+            ("decode_threads", Some(self.decode_threads)),
+            ("shard_size", self.shard_size),
+        ];
+        for (name, value) in counts {
+            if value == Some(0) {
+                return Err(Error::invalid(format!(
+                    "{name} is 0; valid: a whole number of at least 1"
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Rows per shard of a sharded run: `shard_size`, or [`DEFAULT_SHARD_SIZE`].
     pub fn rows_per_shard(&self) -> usize {
         self.shard_size.unwrap_or(DEFAULT_SHARD_SIZE)
