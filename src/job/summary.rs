@@ -24,7 +24,8 @@ pub struct EncodeSummary {
     pub shards_written: Option<usize>,
     /// Inputs that could not be read, with the reason (sharded mode skips them).
     pub skipped: Vec<Skipped>,
-    /// Single-file mode: each output's name and shape.
+    /// Each output's name and shape: of the file written (one-file mode), or over every row
+    /// of the folder's shards (sharded mode).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub outputs: Vec<OutputShape>,
     pub seconds: f64,
@@ -86,7 +87,7 @@ impl EncodeSummary {
             shards_written: Some(s.shards_written),
             images_per_s: s.images_per_s(),
             skipped: s.skipped,
-            outputs: Vec::new(),
+            outputs: s.outputs,
             seconds: s.seconds,
             line,
         })
@@ -179,6 +180,8 @@ pub struct ShardSummary {
     pub shards: usize,
     /// A caught SIGINT/SIGTERM stopped the run early (see `interrupt`).
     pub stopped: bool,
+    /// Each output with its shape over every row of the folder's shards.
+    pub outputs: Vec<OutputShape>,
 }
 
 impl ShardSummary {

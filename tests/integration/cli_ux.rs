@@ -129,6 +129,36 @@ fn encode_json_summary_and_json_errors() {
     assert!(v["seconds"].as_f64().unwrap() >= 0.0);
     assert_eq!(stderr(&o), "", "the summary is not printed twice");
 
+    // Sharded mode lists its outputs too, with their shapes over every row of the folder.
+    let o = run(bin()
+        .args([
+            "encode",
+            "--json",
+            "--device",
+            "cpu",
+            "--shard-size",
+            "2",
+            "--model",
+        ])
+        .arg(fixture("clip_quickgelu_f32").join("model.safetensors"))
+        .arg("--images")
+        .arg(root().join("tests/fixtures/images"))
+        .arg("--out")
+        .arg(tmp.join("shards"))
+        .arg("--graphs-dir")
+        .arg(tmp.join("graphs")));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON object");
+    let n = v["encoded"].as_u64().unwrap();
+    assert!(n >= 3, "{v}");
+    let embeds = v["outputs"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no outputs in {v}"))
+        .iter()
+        .find(|o| o["name"] == "image_embeds")
+        .unwrap_or_else(|| panic!("no image_embeds in {v}"));
+    assert_eq!(embeds["shape"], serde_json::json!([n, 16]), "{v}");
+
     // Errors under --json: one object on stdout, the usual line on stderr, exit 1.
     let o = run(bin().args(["plan", "--model", "/no/such/model.safetensors", "--json"]));
     assert_eq!(o.status.code(), Some(1));

@@ -19,7 +19,7 @@ use super::shard_index::{RunIdentity, ShardIndex};
 use super::shard_writer::ShardWriter;
 use crate::image::{self, PreprocessSpec};
 use crate::job::interrupt;
-use crate::job::summary::{self, EncodeSummary, ShardSummary, Skipped};
+use crate::job::summary::{self, EncodeSummary, OutputShape, ShardSummary, Skipped};
 use crate::loader::ClipVision;
 use crate::paths::path_text;
 use crate::{Error, Result};
@@ -136,6 +136,7 @@ pub fn encode_sharded(
     let (shards_written, mut index) = (shards.written, shards.index);
     index.complete = !tally.stopped;
     index.write(dir)?;
+    let output_shapes = shard_output_shapes(dir, &index);
     Ok(ShardSummary {
         encoded: tally.encoded,
         already_done,
@@ -146,7 +147,31 @@ pub fn encode_sharded(
         rows: index.rows,
         shards: index.shards.len(),
         stopped: tally.stopped,
+        outputs: output_shapes,
     })
+}
+
+/// Each output of the folder's shards with its shape over every row (`[rows, ...]`), read
+/// from the first shard's header.
+fn shard_output_shapes(dir: &std::path::Path, index: &ShardIndex) -> Vec<OutputShape> {
+    let Some(first) = index.shards.first() else {
+        return Vec::new();
+    };
+    let Ok(st) = crate::model::SafeTensors::open(&dir.join(&first.file)) else {
+        return Vec::new();
+    };
+    index
+        .outputs
+        .iter()
+        .filter_map(|name| {
+            let mut shape = st.tensors().get(name)?.shape.clone();
+            *shape.first_mut()? = index.rows;
+            Some(OutputShape {
+                name: name.clone(),
+                shape,
+            })
+        })
+        .collect()
 }
 
 /// The shard writer, shared by the encoding loop and a second Ctrl-C (see `interrupt::watch`).
