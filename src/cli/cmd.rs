@@ -124,6 +124,7 @@ pub(crate) fn cmd_encode(a: EncodeArgs, folders: ModelFolders, quiet: bool) -> R
         throttle: Duration::from_millis(a.throttle_ms),
         model_label: a.model.clone(),
         progress: !quiet,
+        out_label: None,
     };
     if !job.is_sharded() && a.resume {
         return Err(Error::invalid(

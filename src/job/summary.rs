@@ -50,10 +50,12 @@ impl std::fmt::Display for EncodeSummary {
 impl EncodeSummary {
     /// The summary of a sharded run into `out`; an error saying where it stopped when a caught
     /// signal ended it early (the finished rows stay).
-    pub fn sharded(out: &Path, s: ShardSummary) -> Result<EncodeSummary> {
-        let shown = out.display();
+    /// `shown` names `out` in the line (as the user wrote it).
+    pub fn sharded(out: &Path, shown: &str, s: ShardSummary) -> Result<EncodeSummary> {
         if s.stopped {
-            return Err(Error::runtime(stopped_line(s.rows, s.total, s.shards, out)));
+            return Err(Error::runtime(stopped_line(
+                s.rows, s.total, s.shards, shown,
+            )));
         }
         let line = if s.encoded == 0 && s.skipped.is_empty() && s.already_done > 0 {
             format!(
@@ -93,9 +95,11 @@ impl EncodeSummary {
         })
     }
 
-    /// The summary of a one-file run that wrote `res` (`encoded` rows) to `out`.
+    /// The summary of a one-file run that wrote `res` (`encoded` rows) to `out` (`shown` in
+    /// the line).
     pub fn one_file(
         out: &Path,
+        shown: &str,
         encoded: usize,
         res: &Outputs,
         skipped: Vec<Skipped>,
@@ -110,9 +114,8 @@ impl EncodeSummary {
             })
             .collect();
         let line = format!(
-            "encoded {} into {} ({}) in {seconds:.2} s{}",
+            "encoded {} into {shown} ({}) in {seconds:.2} s{}",
             images(encoded),
-            out.display(),
             outputs
                 .iter()
                 .map(|o| format!("{} {:?}", o.name, o.shape))
@@ -139,12 +142,11 @@ impl EncodeSummary {
 }
 
 /// Where a sharded run stopped by a signal is, and how to go on.
-pub fn stopped_line(rows: usize, total: usize, shards: usize, out: &Path) -> String {
+pub fn stopped_line(rows: usize, total: usize, shards: usize, shown: &str) -> String {
     format!(
-        "stopped at {rows}/{total}; rerun with --resume to encode the rest ({} in {} in {})",
+        "stopped at {rows}/{total}; rerun with --resume to encode the rest ({} in {} in {shown})",
         images(rows),
         shards_word(shards, "finished shard"),
-        out.display()
     )
 }
 

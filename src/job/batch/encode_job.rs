@@ -66,6 +66,8 @@ pub struct EncodeJob {
     pub throttle: Duration,
     pub model_label: String,
     pub progress: bool,
+    /// How messages name `out` (a YAML run: as written in the file); None: `out` itself.
+    pub out_label: Option<String>,
 }
 
 impl Default for EncodeJob {
@@ -85,6 +87,7 @@ impl Default for EncodeJob {
             throttle: Duration::ZERO,
             model_label: String::new(),
             progress: true,
+            out_label: None,
         }
     }
 }
@@ -114,6 +117,13 @@ impl EncodeJob {
             }
         }
         Ok(())
+    }
+
+    /// `out` as messages name it.
+    pub fn shown_out(&self) -> String {
+        self.out_label
+            .clone()
+            .unwrap_or_else(|| self.out.display().to_string())
     }
 
     /// Rows per shard of a sharded run: `shard_size`, or [`DEFAULT_SHARD_SIZE`].

@@ -60,6 +60,7 @@ pub(super) fn run(
     let seconds = t.elapsed().as_secs_f64();
     Ok(EncodeSummary::one_file(
         &job.out,
+        &job.shown_out(),
         px.shape()[0],
         &res,
         skipped,

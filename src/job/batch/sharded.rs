@@ -45,7 +45,7 @@ pub(super) fn run(
     let files = image::input_files(&job.images)?;
     let s = encode_sharded(cv, &files, spec, job)?;
     summary::print_skipped(&s.skipped);
-    EncodeSummary::sharded(&job.out, s)
+    EncodeSummary::sharded(&job.out, &job.shown_out(), s)
 }
 
 /// Encodes `files` into shards under `job.out` (see the module doc).
@@ -110,7 +110,7 @@ pub fn encode_sharded(
                 w.index.rows,
                 total,
                 w.index.shards.len(),
-                dir,
+                &job.shown_out(),
             )),
             Err(e) => interrupt::say(&format!(
                 "stopped; the rows encoded since the last finished shard could not be written: {e}"
