@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes as C
 import json
 import os
+import sys
 import threading
 import warnings
 from typing import Any, Iterable, Optional, Sequence, Union
@@ -191,6 +192,7 @@ class Model:
         ``batch_size``: images per forward pass, 0 = the library's default.
         Returns numpy arrays by name, or torch tensors with ``as_torch=True``.
         """
+        _need_torch(as_torch)
         buf = F32Buffer(pixels, "pixels")
         if len(buf.shape) != 4:
             raise DistorchError(
@@ -230,6 +232,7 @@ class Model:
         Other arguments as :meth:`encode_pixels`.
         """
         code = _crop_code(crop)
+        _need_torch(as_torch)
         buf = F32Buffer(_image_floats(images), "images")
         shape = buf.shape
         if len(shape) == 3:
@@ -251,6 +254,56 @@ class Model:
             "dv_encode_image",
         )
         return _collect(out.value, as_torch)
+
+    def preprocess_encoded(self, data: bytes, name: str = "image", crop: Union[str, bool] = "center") -> np.ndarray:
+        """One encoded image file's bytes (PNG, JPEG, WebP, BMP, GIF, TIFF) → [3, S, S] f32
+        pixels, by the library's decoder and contract §4 preprocessing, exactly as the CLI's
+        ``encode --images``. An unreadable image raises naming ``name``."""
+        L = lib()
+        if not L.has("dv_preprocess_encoded"):
+            raise DistorchError(
+                "DV_ERR_RUNTIME", f"{L.path} does not export dv_preprocess_encoded; rebuild it (scripts/setup.sh)"
+            )
+        code = _crop_code(crop)
+        s = self.image_size
+        out = np.empty((3, s, s), dtype=np.float32)
+        data = bytes(data)
+        L.check(
+            L.dv_preprocess_encoded(self.handle, data, len(data), name.encode(), code,
+                                    out.ctypes.data_as(C.POINTER(C.c_float)), out.size),
+            "dv_preprocess_encoded",
+        )
+        return out
+
+    def encode_files(
+        self,
+        files: Union[Any, Sequence[Any]],
+        crop: Union[str, bool] = "center",
+        outputs: Union[None, str, Sequence[str]] = None,
+        batch_size: int = 0,
+        as_torch: bool = False,
+    ) -> Outputs:
+        """Encodes image files of any sizes: paths (``str`` / ``os.PathLike``) or PIL images,
+        one or a list, rows in the order given.
+
+        Each is decoded and preprocessed by the library exactly as the CLI's ``encode --images``
+        does it (EXIF orientation, RGB, resize and crop to the model's size, its mean/std); a
+        PIL image is oriented by its EXIF and handed over as lossless PNG. A file that cannot
+        be read raises (``FileNotFoundError`` for a missing one, ``ValueError`` for one that is
+        not an image) naming it. Other arguments as :meth:`encode_pixels`.
+        """
+        _need_torch(as_torch)
+        if isinstance(files, (str, os.PathLike)) or hasattr(files, "mode"):
+            files = [files]
+        files = list(files)
+        if not files:
+            raise DistorchError("DV_ERR_INVALID_ARGUMENT", "files is empty; give at least one path or PIL image")
+        s = self.image_size
+        pixels = np.empty((len(files), 3, s, s), dtype=np.float32)
+        for i, item in enumerate(files):
+            data, name = _file_bytes(item, i)
+            pixels[i] = self.preprocess_encoded(data, name, crop)
+        return self.encode_pixels(pixels, outputs=outputs, batch_size=batch_size, as_torch=as_torch)
 
     # ------------------------------------------------------------------ lifetime
 
@@ -278,6 +331,50 @@ class Model:
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"image_size={self.image_size}"
         return f"<distorch_vision.Model {self.clip_vision!r} {state}>"
+
+
+def _need_torch(as_torch: bool) -> None:
+    """``as_torch=True`` needs PyTorch: said before any work is done."""
+    if not as_torch:
+        return
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise ModuleNotFoundError(
+            "as_torch=True returns torch tensors, but PyTorch is not installed in this Python "
+            f"({sys.executable}); install it (pip install torch), or leave as_torch=False for "
+            "numpy arrays", name="torch",
+        ) from None
+
+
+def _file_bytes(item: Any, i: int) -> tuple[bytes, str]:
+    """An encode_files item as encoded image bytes and a name for messages: a path is read as
+    it is; a PIL image is oriented as its EXIF says (as ComfyUI's LoadImage does) and written
+    as lossless PNG, so the library's decoder sees exactly its pixels."""
+    if isinstance(item, (str, os.PathLike)):
+        path = os.fspath(item)
+        try:
+            with open(path, "rb") as f:
+                return f.read(), path
+        except FileNotFoundError:
+            raise DistorchError("DV_ERR_NOT_FOUND", f"{path}: no such file") from None
+        except OSError as e:
+            raise DistorchError("DV_ERR_IO", f"{path}: {e.strerror or e}") from None
+    if hasattr(item, "save") and hasattr(item, "mode"):  # a PIL image
+        import io
+
+        from PIL import ImageOps
+
+        img = ImageOps.exif_transpose(item)
+        if img.mode not in ("1", "L", "LA", "P", "RGB", "RGBA", "I;16"):
+            img = img.convert("RGB")
+        buf = io.BytesIO()
+        img.save(buf, format="PNG")
+        return buf.getvalue(), getattr(item, "filename", None) or f"image {i}"
+    raise DistorchError(
+        "DV_ERR_INVALID_ARGUMENT",
+        f"files[{i}] is a {type(item).__name__}; valid: a path (str or os.PathLike) or a PIL image",
+    )
 
 
 def _batch(batch_size: int) -> int:
