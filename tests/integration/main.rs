@@ -25,6 +25,7 @@ mod capi_python;
 mod capi_sync;
 mod clean;
 mod cli_ux;
+mod docs_sync;
 mod families;
 mod gpu_path;
 mod image_parity;
