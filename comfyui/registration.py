@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -29,12 +30,10 @@ _MAX_FILES, _MAX_BYTES = 400, 4 << 20
 
 def seed_key_provider(own_dir: Path) -> Optional[str]:
     """The other node pack that provides ``SEED_KEY``, or None when none does."""
-    try:
-        import nodes  # ComfyUI's; holds the packs loaded so far
-
-        cls = nodes.NODE_CLASS_MAPPINGS.get(SEED_KEY)
-    except ImportError:
-        cls = None
+    # ComfyUI's `nodes` (already imported when it loads custom nodes) holds the packs loaded so
+    # far; it is looked up, never imported, so no unrelated module of that name is run.
+    registry = getattr(sys.modules.get("nodes"), "NODE_CLASS_MAPPINGS", None)
+    cls = registry.get(SEED_KEY) if isinstance(registry, dict) else None
     if cls is not None:
         return getattr(cls, "RELATIVE_PYTHON_MODULE", None) or cls.__module__
     try:
