@@ -1,8 +1,8 @@
-//! Ctrl-C (SIGINT) and SIGTERM during encoding. In a sharded run ([`watch`]) the first signal
+//! Ctrl-C (SIGINT) and SIGTERM during encoding. In a sharded run (`watch`) the first signal
 //! asks the run to stop after the batch in flight (said at once, on stderr), write the finished
 //! rows as a shard and report how to resume; a second one stops at once but still writes the
 //! rows already encoded (the batch in flight is dropped: resume encodes it again); a third ends
-//! the process without writing. A one-file run ([`Guard::install_one_file`]) has nothing
+//! the process without writing. A one-file run (`Guard::install_one_file`) has nothing
 //! finished to keep: a signal ends it, saying so. Only programs that opt in (`enable`, the CLI
 //! does) get these handlers, and only while a run is encoding: a host embedding the library
 //! keeps its own.

@@ -42,7 +42,7 @@ fn the_c_guide_lists_every_option_field_and_status() {
         let Some(decl) = line.split(';').next().filter(|d| !d.is_empty()) else {
             continue;
         };
-        let field = decl.rsplit(|c: char| c == ' ' || c == '*').next().unwrap();
+        let field = decl.rsplit([' ', '*']).next().unwrap();
         let row = format!("| `{field}` | {version} |");
         if !doc.contains(&row) {
             missing.push(row);
