@@ -271,6 +271,16 @@ dv_status dv_model_plan_text(dv_model model, char **text_out);
 dv_status dv_model_outputs_json(dv_model model, char **json_out);
 
 /**
+ * What the model is, as a JSON object: {"path", "family" (e.g. "SigLIP so400m/14-384"),
+ * "kind" ("clip", "siglip", "siglip2" (naflex), "dinov2" or "dinov3"), "image_size",
+ * "patch_size", "hidden_size", "num_layers", "tokens", "llava", "outputs" (as dv_model_outputs_json), "on_request"
+ * (outputs computed only when named, e.g. ["all_hidden_states"])}. A host that mirrors
+ * another loader per family reads it (ComfyUI returns all_hidden_states for SigLIP only).
+ * @param json_out receives a string owned by the caller: free it with dv_string_free().
+ */
+dv_status dv_model_info_json(dv_model model, char **json_out);
+
+/**
  * @param size_out receives the model's input image size S (pixels are [B,3,S,S]); 0 for a
  *        SigLIP2 naflex model, which takes patches of any grid (see dv_model_patching()).
  */
@@ -322,7 +332,9 @@ dv_status dv_encode_patches(dv_model model, const float *patches, size_t count,
  * Encodes a ComfyUI IMAGE buffer: preprocesses it (contract §4: drop alpha, resize, crop,
  * quantise, normalise with the model's mean/std; for a naflex model contract §4b, where
  * @p crop has no effect, and the outputs are those of dv_encode_patches()) and encodes.
- * @param image B×H×W×C floats in 0..1, row-major, C = 3 or 4; borrowed for the call
+ * @param image B×H×W×C floats in 0..1, row-major; borrowed for the call. C = 3 (RGB),
+ *        4 (RGBA: alpha dropped) or more (the first 3 used), or 1 (grey, broadcast to RGB as
+ *        ComfyUI's clip_preprocess does); C = 2 is ::DV_ERR_INVALID_ARGUMENT
  * @param count number of floats in @p image; must equal B·H·W·C
  * @param crop ::DV_CROP_CENTER or ::DV_CROP_NONE
  * @param outputs, batch_size, outputs_out as dv_encode_pixels()

@@ -41,6 +41,8 @@ if [ "$gpu" = 1 ]; then
     nvidia-curand nvidia-cufft nvidia-cudnn-cu13
 fi
 if [ "$build" = 1 ]; then
-  (cd "$root" && cargo build --release --quiet)
+  # cargo's own progress shows (the first build compiles every dependency: minutes).
+  echo "setup: building the release binary (cargo build --release)"
+  (cd "$root" && cargo build --release)
   echo "setup: built $root/target/release/distorch-vision"
 fi

@@ -233,6 +233,13 @@ impl ClipVision {
         if opts.micro_batch == Some(0) {
             return Err(Error::invalid("--micro-batch must be at least 1"));
         }
+        if let Some(m) = opts.micro_batch {
+            if !stages.iter().any(|s| s.exec.is_gpu()) {
+                tracing::warn!(
+                    "micro_batch {m}: every block of this plan runs on the CPU, where micro-batches only cut each batch smaller (they overlap GPU device segments); the results are the same, usually slower"
+                );
+            }
+        }
         let export = export::export_with(
             &model,
             None,

@@ -10,7 +10,7 @@ use distorch_vision::{ErrorKind, Result};
 
 use cli::args::{Cli, Command};
 use cli::cmd::{
-    cmd_bench, cmd_devices, cmd_encode, cmd_export, cmd_inspect, cmd_models, cmd_plan,
+    cmd_bench, cmd_clean, cmd_devices, cmd_encode, cmd_export, cmd_inspect, cmd_models, cmd_plan,
     cmd_preprocess, cmd_run,
 };
 use cli::logging::init_logging;
@@ -121,5 +121,20 @@ fn run(cli: Cli) -> Result<()> {
         Command::Run { file, json, common } => cmd_run(&file, json, &common, folders, quiet),
         Command::Models { json } => cmd_models(json, &folders, quiet),
         Command::Bench(args) => cmd_bench(args),
+        Command::Clean {
+            model,
+            missing,
+            all,
+            graphs_dir,
+            json,
+        } => cmd_clean(
+            model.as_deref(),
+            missing,
+            all,
+            graphs_dir.as_deref(),
+            json,
+            &folders,
+            quiet,
+        ),
     }
 }

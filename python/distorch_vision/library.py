@@ -91,6 +91,7 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "dv_model_plan_json": (_st, [_u64, _str_out]),
     "dv_model_plan_text": (_st, [_u64, _str_out]),
     "dv_model_outputs_json": (_st, [_u64, _str_out]),
+    "dv_model_info_json": (_st, [_u64, _str_out]),
     "dv_model_image_size": (_st, [_u64, C.POINTER(C.c_uint32)]),
     "dv_encode_pixels": (_st, [_u64, _fp, _sz, _sz, _sz, _sz, _sz, C.c_char_p, _sz, C.POINTER(_u64)]),
     "dv_encode_image": (

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes as C
 import json
 import os
+import sys
 import threading
 import warnings
 from typing import Any, Iterable, Optional, Sequence, Union
@@ -128,6 +129,7 @@ class Model:
             L.check(L.dv_model_patching(handle, C.byref(patch), C.byref(count)), "dv_model_patching")
         self._patching = (int(patch.value), int(count.value))
         self._output_names = tuple(json.loads(L.call_string("dv_model_outputs_json", handle)))
+        self._info = json.loads(L.call_string("dv_model_info_json", handle))
 
     # ------------------------------------------------------------------ properties
 
@@ -170,6 +172,24 @@ class Model:
         """What an encode returns by default (contract §3 order); others only on request."""
         return self._output_names
 
+    @property
+    def info(self) -> dict:
+        """What the model is: ``path``, ``family`` (e.g. ``"SigLIP so400m/14-384"``), ``kind``
+        (``"clip"``, ``"siglip"``, ``"dinov2"``, ``"dinov3"``), ``image_size``, ``patch_size``,
+        ``hidden_size``, ``num_layers``, ``tokens``, ``llava``, ``outputs`` and ``on_request``
+        (outputs computed only when named)."""
+        return dict(self._info)
+
+    @property
+    def family(self) -> str:
+        """The model family, as ``distorch-vision inspect`` names it."""
+        return self._info["family"]
+
+    @property
+    def kind(self) -> str:
+        """``"clip"``, ``"siglip"``, ``"dinov2"`` or ``"dinov3"``."""
+        return self._info["kind"]
+
     def plan(self) -> dict:
         """The placement plan (contract §5.4): compute_device, mode, model_bytes, blocks, devices, warnings."""
         return json.loads(lib().call_string("dv_model_plan_json", self.handle))
@@ -194,6 +214,7 @@ class Model:
         ``batch_size``: images per forward pass, 0 = the library's default.
         Returns numpy arrays by name, or torch tensors with ``as_torch=True``.
         """
+        _need_torch(as_torch)
         buf = F32Buffer(pixels, "pixels")
         if len(buf.shape) != 4:
             raise DistorchError(
@@ -266,7 +287,8 @@ class Model:
         batch_size: int = 0,
         as_torch: bool = False,
     ) -> Outputs:
-        """Encodes a ComfyUI IMAGE batch: [B, H, W, C] floats in 0..1, C = 3 or 4.
+        """Encodes a ComfyUI IMAGE batch: [B, H, W, C] floats in 0..1; C = 3 or 4 (alpha
+        dropped), or 1 (grey, broadcast to RGB as ComfyUI does).
 
         uint8 images (0..255) are scaled by 1/255; other integer types raise
         :class:`DistorchError`, and floats above 1.5 warn (0..255 floats need dividing by 255).
@@ -279,6 +301,7 @@ class Model:
         does. Other arguments as :meth:`encode_pixels`.
         """
         code = _crop_code(crop)
+        _need_torch(as_torch)
         buf = F32Buffer(_image_floats(images), "images")
         shape = buf.shape
         if len(shape) == 3:
@@ -287,7 +310,7 @@ class Model:
             raise DistorchError(
                 "DV_ERR_INVALID_ARGUMENT",
                 f"images has shape {list(buf.shape)}; encode_images takes an IMAGE [B, H, W, C] "
-                "(floats in 0..1, C = 3 or 4)",
+                "(floats in 0..1, C = 1, 3 or 4)",
             )
         b, h, w, c = shape
         L = lib()
@@ -300,6 +323,56 @@ class Model:
             "dv_encode_image",
         )
         return _collect(out.value, as_torch)
+
+    def preprocess_encoded(self, data: bytes, name: str = "image", crop: Union[str, bool] = "center") -> np.ndarray:
+        """One encoded image file's bytes (PNG, JPEG, WebP, BMP, GIF, TIFF) → [3, S, S] f32
+        pixels, by the library's decoder and contract §4 preprocessing, exactly as the CLI's
+        ``encode --images``. An unreadable image raises naming ``name``."""
+        L = lib()
+        if not L.has("dv_preprocess_encoded"):
+            raise DistorchError(
+                "DV_ERR_RUNTIME", f"{L.path} does not export dv_preprocess_encoded; rebuild it (scripts/setup.sh)"
+            )
+        code = _crop_code(crop)
+        s = self.image_size
+        out = np.empty((3, s, s), dtype=np.float32)
+        data = bytes(data)
+        L.check(
+            L.dv_preprocess_encoded(self.handle, data, len(data), name.encode(), code,
+                                    out.ctypes.data_as(C.POINTER(C.c_float)), out.size),
+            "dv_preprocess_encoded",
+        )
+        return out
+
+    def encode_files(
+        self,
+        files: Union[Any, Sequence[Any]],
+        crop: Union[str, bool] = "center",
+        outputs: Union[None, str, Sequence[str]] = None,
+        batch_size: int = 0,
+        as_torch: bool = False,
+    ) -> Outputs:
+        """Encodes image files of any sizes: paths (``str`` / ``os.PathLike``) or PIL images,
+        one or a list, rows in the order given.
+
+        Each is decoded and preprocessed by the library exactly as the CLI's ``encode --images``
+        does it (EXIF orientation, RGB, resize and crop to the model's size, its mean/std); a
+        PIL image is oriented by its EXIF and handed over as lossless PNG. A file that cannot
+        be read raises (``FileNotFoundError`` for a missing one, ``ValueError`` for one that is
+        not an image) naming it. Other arguments as :meth:`encode_pixels`.
+        """
+        _need_torch(as_torch)
+        if isinstance(files, (str, os.PathLike)) or hasattr(files, "mode"):
+            files = [files]
+        files = list(files)
+        if not files:
+            raise DistorchError("DV_ERR_INVALID_ARGUMENT", "files is empty; give at least one path or PIL image")
+        s = self.image_size
+        pixels = np.empty((len(files), 3, s, s), dtype=np.float32)
+        for i, item in enumerate(files):
+            data, name = _file_bytes(item, i)
+            pixels[i] = self.preprocess_encoded(data, name, crop)
+        return self.encode_pixels(pixels, outputs=outputs, batch_size=batch_size, as_torch=as_torch)
 
     # ------------------------------------------------------------------ lifetime
 
@@ -332,6 +405,50 @@ class Model:
         else:
             state = f"image_size={self.image_size}"
         return f"<distorch_vision.Model {self.clip_vision!r} {state}>"
+
+
+def _need_torch(as_torch: bool) -> None:
+    """``as_torch=True`` needs PyTorch: said before any work is done."""
+    if not as_torch:
+        return
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise ModuleNotFoundError(
+            "as_torch=True returns torch tensors, but PyTorch is not installed in this Python "
+            f"({sys.executable}); install it (pip install torch), or leave as_torch=False for "
+            "numpy arrays", name="torch",
+        ) from None
+
+
+def _file_bytes(item: Any, i: int) -> tuple[bytes, str]:
+    """An encode_files item as encoded image bytes and a name for messages: a path is read as
+    it is; a PIL image is oriented as its EXIF says (as ComfyUI's LoadImage does) and written
+    as lossless PNG, so the library's decoder sees exactly its pixels."""
+    if isinstance(item, (str, os.PathLike)):
+        path = os.fspath(item)
+        try:
+            with open(path, "rb") as f:
+                return f.read(), path
+        except FileNotFoundError:
+            raise DistorchError("DV_ERR_NOT_FOUND", f"{path}: no such file") from None
+        except OSError as e:
+            raise DistorchError("DV_ERR_IO", f"{path}: {e.strerror or e}") from None
+    if hasattr(item, "save") and hasattr(item, "mode"):  # a PIL image
+        import io
+
+        from PIL import ImageOps
+
+        img = ImageOps.exif_transpose(item)
+        if img.mode not in ("1", "L", "LA", "P", "RGB", "RGBA", "I;16"):
+            img = img.convert("RGB")
+        buf = io.BytesIO()
+        img.save(buf, format="PNG")
+        return buf.getvalue(), getattr(item, "filename", None) or f"image {i}"
+    raise DistorchError(
+        "DV_ERR_INVALID_ARGUMENT",
+        f"files[{i}] is a {type(item).__name__}; valid: a path (str or os.PathLike) or a PIL image",
+    )
 
 
 def _batch(batch_size: int) -> int:

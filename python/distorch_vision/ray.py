@@ -237,21 +237,11 @@ def read_shard(row: dict) -> list[dict]:
 
 def preprocess_encoded(model: Any, data: bytes, name: str, crop: str = "center") -> np.ndarray:
     """One encoded image file (bytes) → [3, S, S] f32 pixels, by the library's decoder and contract §4
-    preprocessing exactly as the CLI's ``encode --images``. Raises :class:`DistorchError`
-    naming ``name`` for an unreadable image."""
-    L = lib()
-    if not L.has("dv_preprocess_encoded"):
-        raise DistorchError("DV_ERR_RUNTIME",
-                            f"{L.path} does not export dv_preprocess_encoded; rebuild it (scripts/setup.sh)")
-    code = CROP_CODES.get(crop)
-    if code is None:
+    preprocessing exactly as the CLI's ``encode --images`` (:meth:`Model.preprocess_encoded`).
+    Raises :class:`DistorchError` naming ``name`` for an unreadable image."""
+    if crop not in CROP_CODES:
         raise DistorchError("DV_ERR_INVALID_ARGUMENT", f"crop is {crop!r}; valid: 'center', 'none'")
-    s = model.image_size
-    out = np.empty((3, s, s), dtype=np.float32)
-    L.check(L.dv_preprocess_encoded(model.handle, bytes(data), len(data), name.encode(), code,
-                                    out.ctypes.data_as(C.POINTER(C.c_float)), out.size),
-            "dv_preprocess_encoded")
-    return out
+    return model.preprocess_encoded(data, name, crop)
 
 
 def preprocess_encoded_patches(model: Any, data: bytes, name: str) -> tuple[np.ndarray, np.ndarray]:

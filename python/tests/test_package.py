@@ -480,3 +480,123 @@ def test_nearest_neighbours_reads_every_output_layout(library_path, tmp_path):
     r = subprocess.run([sys.executable, script, tmp_path / "one.safetensors", "--tensor", "x"],
                        capture_output=True, text=True)
     assert r.returncode == 1 and "'x'" in r.stderr and "image_embeds" in r.stderr, r.stderr
+
+
+# ------------------------------------------------------------------------------ encode_files
+
+
+def _comfy_load_image(path):
+    """ComfyUI's LoadImage pixels (PIL: EXIF orientation applied, RGB) as 0..1 floats [1, H, W, 3]."""
+    from PIL import ImageOps
+
+    u8 = np.asarray(ImageOps.exif_transpose(Image.open(path)).convert("RGB"))
+    return torch.from_numpy(u8.astype(np.float32) / 255.0)[None]
+
+
+def test_encode_files_takes_paths_and_pil_images_of_any_size(library_path):
+    from reference import comfy_preprocess, mean_std
+
+    name = "clip_quickgelu_f32"
+    images = ROOT / "tests/fixtures/images"
+    # Lossless files of several sizes (PIL's decode is the reference), EXIF-rotated ones included.
+    files = [images / f for f in ("portrait_45x77.png", "exif6_27x18.png", "landscape_131x33.png",
+                                  "palette_25x25.png", "grey_40x30.png", "exif8_27x18.webp")]
+    with load_fixture(name) as m:
+        for crop in ("center", "none"):
+            out = m.encode_files([str(files[0]), *files[1:]], crop=crop)
+            assert out.image_embeds.shape == (len(files), 16)
+            pixels = torch.cat([comfy_preprocess(_comfy_load_image(f), 32, *mean_std(name),
+                                                 crop=crop == "center") for f in files])
+            ref = hf_outputs(name, pixels)
+            for k in ("last_hidden_state", "image_embeds", "penultimate_hidden_states"):
+                d = max_diff(out[k], ref[k])
+                assert d <= TOL, f"{crop}/{k}: {d}"
+            # PIL images give the same rows as their files, one file alone a batch of 1.
+            pil = m.encode_files([Image.open(f) for f in files], crop=crop)
+            for k in out:
+                assert np.array_equal(pil[k], out[k]), k
+            one = m.encode_files(files[2], crop=crop)
+            assert np.array_equal(one.image_embeds[0], out.image_embeds[2])
+        # A PIL image of a JPEG: the pixels PIL decoded, as ComfyUI's LoadImage has them.
+        jpg = images / "exif6_40x24.jpg"
+        out = m.encode_files(Image.open(jpg))
+        ref = hf_outputs(name, comfy_preprocess(_comfy_load_image(jpg), 32, *mean_std(name), crop=True))
+        assert max_diff(out.image_embeds, ref["image_embeds"]) <= TOL
+
+
+def test_encode_files_errors_are_the_matching_builtins(library_path, tmp_path):
+    (tmp_path / "notes.png").write_bytes(b"not an image")
+    with load_fixture("clip_quickgelu_f32") as m:
+        with pytest.raises(FileNotFoundError, match="missing.jpg"):
+            m.encode_files([tmp_path / "missing.jpg"])
+        with pytest.raises(ValueError, match="notes.png"):
+            m.encode_files([tmp_path / "notes.png"])
+        with pytest.raises(ValueError, match="PIL image"):
+            m.encode_files([42])
+        with pytest.raises(ValueError, match="empty"):
+            m.encode_files([])
+
+
+# ------------------------------------------------------------------------------ exceptions
+
+
+def test_errors_are_also_the_matching_builtin_exceptions(library_path, tmp_path):
+    model = fixture("clip_quickgelu_f32") / "model.safetensors"
+    with pytest.raises(FileNotFoundError) as e:
+        dv.load(tmp_path / "nope.safetensors")
+    assert isinstance(e.value, dv.NotFoundError) and e.value.status == "DV_ERR_NOT_FOUND"
+    with pytest.raises(ValueError) as e:
+        dv.load(model, virtual_vram_gb=500.0, device="cpu")
+    assert isinstance(e.value, dv.InvalidArgumentError) and "virtual_vram_gb" in e.value.message
+    with pytest.raises(ValueError):
+        dv.load(model, device="tpu:0")
+    (tmp_path / "vae.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")
+    with pytest.raises(ValueError) as e:
+        dv.load(tmp_path / "vae.safetensors", device="cpu")
+    assert isinstance(e.value, dv.InvalidModelError), type(e.value)
+    # Status codes from the library map through the same classes (DV_ERR_DOES_NOT_FIT is 5).
+    from distorch_vision.library import lib
+
+    with pytest.raises(MemoryError) as e:
+        lib().check(5, "dv_model_load")
+    assert isinstance(e.value, dv.DoesNotFitError) and e.value.status == "DV_ERR_DOES_NOT_FIT"
+    # Still one DistorchError to catch, picklable as itself.
+    import pickle
+
+    err = dv.DistorchError("DV_ERR_NOT_FOUND", "x.safetensors")
+    assert type(err) is dv.NotFoundError and isinstance(err, OSError)
+    back = pickle.loads(pickle.dumps(err))
+    assert type(back) is dv.NotFoundError and back.message == "x.safetensors"
+    assert type(dv.DistorchError("DV_ERR_RUNTIME", "r")) is dv.DistorchError
+
+
+def test_as_torch_without_torch_says_to_install_it(library_path, tmp_path):
+    code = textwrap.dedent(f"""
+        import sys
+        sys.modules["torch"] = None  # this Python has no PyTorch
+        import numpy as np
+        import distorch_vision as dv
+        m = dv.load({str(fixture("clip_quickgelu_f32") / "model.safetensors")!r}, device="cpu",
+                    eject_models=False)
+        print(m.encode_pixels(np.zeros((1, 3, 32, 32), np.float32)).image_embeds.shape)
+        try:
+            m.encode_pixels(np.zeros((1, 3, 32, 32), np.float32), as_torch=True)
+        except ImportError as e:
+            print("ImportError:", e)
+    """)
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "python"))
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "(1, 16)" in r.stdout
+    assert "ImportError: as_torch=True returns torch tensors" in r.stdout, r.stdout
+    assert "pip install torch" in r.stdout, r.stdout
+
+
+def test_python_m_help_is_plain_text_with_examples():
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "python"))
+    for args in (["--help"], ["encode", "--help"]):
+        r = subprocess.run([sys.executable, "-m", "distorch_vision", *args],
+                           capture_output=True, text=True, env=env)
+        assert r.returncode == 0, r.stderr
+        assert "``" not in r.stdout and ":class:" not in r.stdout, r.stdout
+        assert "examples:" in r.stdout and "--images" in r.stdout, r.stdout

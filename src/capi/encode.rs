@@ -183,10 +183,11 @@ pub unsafe extern "C" fn dv_encode_image(
         let cv = model::live(model)?;
         running()?;
         let data = f32_buffer(image, count, &[("B", b), ("H", h), ("W", w), ("C", c)])?;
-        if c != 3 && c != 4 {
+        // As ComfyUI's clip_preprocess: the first 3 channels, or one grey channel broadcast.
+        if c != 1 && c < 3 {
             return Err(Fail::new(
                 DV_ERR_INVALID_ARGUMENT,
-                format!("C is {c}; an IMAGE buffer has 3 (RGB) or 4 (RGBA) channels"),
+                format!("C is {c}; an IMAGE buffer has 1 (grey), 3 (RGB) or 4 (RGBA) channels (beyond 3, the first 3 are used)"),
             ));
         }
         let crop = crop_mode(crop)?;

@@ -1,5 +1,5 @@
 //! Models: loading one from `dv_load_options`, unloading it, and what a host asks of a loaded
-//! model (its plan as JSON or a table, its output names, its image size).
+//! model (its plan as JSON or a table, its output names, what it is, its image size).
 
 use std::ffi::c_char;
 use std::sync::Arc;
@@ -105,6 +105,39 @@ pub unsafe extern "C" fn dv_model_outputs_json(model: u64, json_out: *mut *mut c
         let names = crate::runtime::resolve_outputs(live(model)?.model(), &[])?;
         serde_json::to_string(&names)
             .map_err(|e| Fail::new(DV_ERR_RUNTIME, format!("serialising the output names: {e}")))
+    })
+}
+
+/// `dv_status dv_model_info_json(dv_model model, char **json_out)`: what the model is, for a
+/// host that follows another loader's behaviour per family (ComfyUI returns
+/// `all_hidden_states` for SigLIP towers only): `{"path", "family", "kind", "image_size",
+/// "patch_size", "hidden_size", "num_layers", "tokens", "llava", "outputs", "on_request"}`.
+/// `kind` is `"clip"`, `"siglip"`, `"siglip2"` (naflex), `"dinov2"` or `"dinov3"`; `outputs` is what
+/// `dv_model_outputs_json` lists, `on_request` the outputs computed only when named.
+///
+/// # Safety
+/// `json_out` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn dv_model_info_json(model: u64, json_out: *mut *mut c_char) -> DvStatus {
+    guard_string_out(json_out, "json_out", || {
+        let cv = live(model)?;
+        let m = cv.model();
+        let c = &m.config;
+        let info = serde_json::json!({
+            "path": crate::paths::path_text(m.path()),
+            "family": c.family,
+            "kind": c.kind,
+            "image_size": c.image_size,
+            "patch_size": c.patch_size,
+            "hidden_size": c.hidden_size,
+            "num_layers": c.num_layers,
+            "tokens": c.tokens,
+            "llava": c.llava,
+            "outputs": crate::runtime::resolve_outputs(m, &[])?,
+            "on_request": m.on_request_output_names(),
+        });
+        serde_json::to_string(&info)
+            .map_err(|e| Fail::new(DV_ERR_RUNTIME, format!("serialising the model info: {e}")))
     })
 }
 

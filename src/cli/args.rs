@@ -238,6 +238,34 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List exported graphs and remove those of a model, of deleted models, or all of them.
+    ///
+    /// An export's weights.safetensors is a hard link to the model file, so deleting a model
+    /// frees no disk while an export of it exists. Without --model, --missing or --all this only
+    /// lists. Exports are made again when a model is next used.
+    #[command(after_help = "Examples:
+  distorch-vision clean
+  distorch-vision clean --model clip_vision_h.safetensors
+  distorch-vision clean --missing
+  distorch-vision clean --all --graphs-dir /tmp/graphs")]
+    Clean {
+        /// Remove the exports of this model: a name in the model folders or a path, or the file
+        /// name of a model already deleted.
+        #[arg(long, value_name = "NAME|PATH", visible_aliases = ["clip-vision", "clip-name"])]
+        model: Option<String>,
+        /// Remove the exports whose model file no longer exists.
+        #[arg(long)]
+        missing: bool,
+        /// Remove every export in the graphs folder.
+        #[arg(long)]
+        all: bool,
+        /// The graphs folder (default: graphs/ of the checkout, else ~/.cache/distorch-vision/graphs; env DISTORCH_GRAPHS_DIR).
+        #[arg(long)]
+        graphs_dir: Option<PathBuf>,
+        /// Print {"graphs_dir", "exports", "removed", "freed_bytes"} as JSON.
+        #[arg(long, help_heading = "Output")]
+        json: bool,
+    },
     /// Throughput of the block pipeline against one whole-model session on the same weights.
     #[command(
         after_help = "Example:\n  distorch-vision bench --model m.safetensors --device cpu --batch-size 8 --iters 5"
@@ -245,12 +273,23 @@ pub(crate) enum Command {
     Bench(BenchArgs),
 }
 
+/// A count that must be at least 1 (images per batch, threads, rows per shard).
+fn at_least_one(s: &str) -> std::result::Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(0) => Err("0 is not allowed; valid: a whole number of at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!(
+            "{s:?} is not a whole number; valid: a whole number of at least 1"
+        )),
+    }
+}
+
 /// Options of the GPU path.
 #[derive(Args, Clone)]
 #[command(next_help_heading = "GPU")]
 pub(crate) struct GpuArgs {
     /// Cut the images into micro-batches of N that flow through the device segments concurrently.
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one)]
     pub(crate) micro_batch: Option<usize>,
 }
 
@@ -285,7 +324,7 @@ pub(crate) struct EncodeArgs {
     #[arg(long, help_heading = "Output")]
     pub(crate) json: bool,
     /// Rows per shard; turns on sharded mode (--out is then a folder).
-    #[arg(long, help_heading = "Sharded mode")]
+    #[arg(long, value_parser = at_least_one, help_heading = "Sharded mode")]
     pub(crate) shard_size: Option<usize>,
     /// Sharded mode: skip images already in finished shards of --out (same model, outputs, crop and dtype).
     #[arg(long, help_heading = "Sharded mode")]
@@ -294,7 +333,7 @@ pub(crate) struct EncodeArgs {
     #[arg(long, help_heading = "Input")]
     pub(crate) strict: bool,
     /// Sharded mode: image decoder threads.
-    #[arg(long, default_value_t = DEFAULT_DECODE_THREADS, help_heading = "Sharded mode")]
+    #[arg(long, default_value_t = DEFAULT_DECODE_THREADS, value_parser = at_least_one, help_heading = "Sharded mode")]
     pub(crate) decode_threads: usize,
     /// Test hook: sleep this many milliseconds after each encoded batch.
     #[arg(long, default_value_t = 0, hide = true)]
@@ -302,7 +341,7 @@ pub(crate) struct EncodeArgs {
     #[command(flatten)]
     pub(crate) loader: LoaderArgs,
     /// Images per forward pass (more uses more activation memory).
-    #[arg(long, default_value_t = DEFAULT_BATCH_SIZE, help_heading = "Compute")]
+    #[arg(long, default_value_t = DEFAULT_BATCH_SIZE, value_parser = at_least_one, help_heading = "Compute")]
     pub(crate) batch_size: usize,
     /// Test hook: run these blocks (comma-separated, or `all`) with their weights fed as inputs each pass.
     #[arg(long, value_delimiter = ',', hide = true)]
@@ -325,10 +364,10 @@ pub(crate) struct BenchArgs {
     #[command(flatten)]
     pub(crate) loader: LoaderArgs,
     /// Images per timed batch.
-    #[arg(long, default_value_t = DEFAULT_BATCH_SIZE, help_heading = "Benchmark")]
+    #[arg(long, default_value_t = DEFAULT_BATCH_SIZE, value_parser = at_least_one, help_heading = "Benchmark")]
     pub(crate) batch_size: usize,
     /// Timed iterations after one warm-up batch (the median is reported).
-    #[arg(long, default_value_t = 5, help_heading = "Benchmark")]
+    #[arg(long, default_value_t = 5, value_parser = at_least_one, help_heading = "Benchmark")]
     pub(crate) iters: usize,
     /// Skip the whole-model session (no split-overhead ratio).
     #[arg(long, help_heading = "Benchmark")]
@@ -353,7 +392,8 @@ impl Command {
             | Command::Plan { json, .. }
             | Command::Inspect { json, .. }
             | Command::Run { json, .. }
-            | Command::Models { json } => *json,
+            | Command::Models { json }
+            | Command::Clean { json, .. } => *json,
             Command::Encode(e) => e.json,
             Command::Bench(b) => b.json,
             Command::Export { .. } | Command::Preprocess { .. } => false,

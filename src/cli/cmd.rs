@@ -124,6 +124,7 @@ pub(crate) fn cmd_encode(a: EncodeArgs, folders: ModelFolders, quiet: bool) -> R
         throttle: Duration::from_millis(a.throttle_ms),
         model_label: a.model.clone(),
         progress: !quiet,
+        out_label: None,
     };
     if !job.is_sharded() && a.resume {
         return Err(Error::invalid(
@@ -185,8 +186,8 @@ pub(crate) fn cmd_preprocess(
     batch::write_pixels(out, &px, &sources, model, &spec)?;
     if !quiet {
         eprintln!(
-            "preprocessed {} images into {} (pixel_values {:?}){}",
-            sources.len(),
+            "preprocessed {} into {} (pixel_values {:?}){}",
+            summary::images(sources.len()),
             out.display(),
             px.shape(),
             if skipped.is_empty() {
@@ -261,6 +262,88 @@ pub(crate) fn cmd_bench(b: BenchArgs) -> Result<()> {
         print::json(&r);
     } else {
         print::bench_report(&r);
+    }
+    Ok(())
+}
+
+/// `clean`: the exports in the graphs folder; those of `model`, of missing models, or all
+/// removed.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn cmd_clean(
+    model: Option<&str>,
+    missing: bool,
+    all: bool,
+    graphs_dir: Option<&Path>,
+    json: bool,
+    folders: &ModelFolders,
+    quiet: bool,
+) -> Result<()> {
+    use distorch_vision::export::clean::{list_exports, matches_model, remove_export};
+    let root = graphs_dir.map_or_else(export::default_graphs_root, Path::to_path_buf);
+    let exports = list_exports(&root)?;
+    let model_file = model.and_then(|m| resolve_model_in(m, folders).ok());
+    let chosen = |e: &&distorch_vision::export::clean::ExportEntry| {
+        all || (missing && !e.model_exists)
+            || model.is_some_and(|m| matches_model(e, m, model_file.as_deref()))
+    };
+    let selected: Vec<_> = exports.iter().filter(chosen).cloned().collect();
+    // A deleted model named by its file name alone may match exports of several models.
+    if let (Some(m), false) = (model, all) {
+        let mut sources: Vec<&str> = selected
+            .iter()
+            .filter(|e| !e.model_exists)
+            .filter_map(|e| e.model.as_deref())
+            .collect();
+        sources.sort_unstable();
+        sources.dedup();
+        if model_file.is_none() && sources.len() > 1 {
+            return Err(Error::invalid(format!(
+                "model {m:?} names exports of {} deleted models ({}); give the model's full path, or --missing for all of them",
+                sources.len(),
+                sources.join(", ")
+            )));
+        }
+    }
+    if let (Some(m), true) = (model, selected.is_empty()) {
+        if !all {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!(
+                    "no export of {m:?} in {} ({} export{} there{})",
+                    root.display(),
+                    exports.len(),
+                    if exports.len() == 1 { "" } else { "s" },
+                    if exports.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            ": {}",
+                            exports
+                                .iter()
+                                .map(|e| e.model.as_deref().unwrap_or("unfinished"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    }
+                ),
+            ));
+        }
+    }
+    let mut freed = 0u64;
+    let mut removed = Vec::new();
+    for e in &selected {
+        freed += remove_export(e)?;
+        removed.push(e.dir.clone());
+    }
+    if json {
+        print::json(&serde_json::json!({
+            "graphs_dir": root,
+            "exports": exports,
+            "removed": removed,
+            "freed_bytes": freed,
+        }));
+    } else if !quiet {
+        print::exports_report(&root, &exports, &removed, freed);
     }
     Ok(())
 }

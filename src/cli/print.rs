@@ -188,3 +188,57 @@ pub(crate) fn human(b: u64) -> String {
         format!("{b} B")
     }
 }
+
+/// `clean`: every export with what it holds, then what was removed.
+pub(crate) fn exports_report(
+    root: &std::path::Path,
+    exports: &[distorch_vision::export::clean::ExportEntry],
+    removed: &[std::path::PathBuf],
+    freed: u64,
+) {
+    if exports.is_empty() {
+        println!("no exported graphs in {}", root.display());
+        return;
+    }
+    println!("exported graphs in {}:", root.display());
+    for e in exports {
+        let name = e
+            .dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let model = match (&e.model, e.model_exists) {
+            (Some(m), true) => format!("model {m}"),
+            (Some(m), false) => format!("model deleted: {m}"),
+            (None, _) => "unfinished export".to_string(),
+        };
+        let weights = if e.weights_shared {
+            "weights shared with the model file".to_string()
+        } else {
+            format!("weights {} held only here", human(e.weights_bytes))
+        };
+        let gone = if removed.contains(&e.dir) {
+            "  [removed]"
+        } else {
+            ""
+        };
+        println!(
+            "  {name}  {} {}  {model}; graphs {}, {weights}{gone}",
+            e.dtype.as_deref().unwrap_or("-"),
+            e.family.as_deref().unwrap_or("-"),
+            human(e.graph_bytes),
+        );
+    }
+    if removed.is_empty() {
+        println!(
+            "nothing removed: pass --model M, --missing (exports of deleted models) or --all to remove exports"
+        );
+    } else {
+        println!(
+            "removed {} export{}, {} freed",
+            removed.len(),
+            if removed.len() == 1 { "" } else { "s" },
+            human(freed)
+        );
+    }
+}

@@ -1,9 +1,11 @@
 //! Export: one ONNX graph per block (and optionally one whole-model graph) whose weights are
 //! external data pointing into the original safetensors file through a hard link, so nothing
-//! is duplicated on disk. A `manifest.json` lists the blocks in order; it is written last and
+//! is duplicated on disk (and deleting the model frees nothing while an export of it exists:
+//! `clean` lists and removes exports). A `manifest.json` lists the blocks in order; it is written last and
 //! marks a finished export, which later runs on the same file reuse.
 
 pub mod blocks;
+pub mod clean;
 pub mod graph;
 pub mod naflex;
 pub mod onnx;
@@ -266,7 +268,10 @@ pub fn export_with(
         format: EXPORT_FORMAT,
         dtype,
         model_id: content_id,
-        source: model.path().display().to_string(),
+        // Absolute, so `clean` can tell later whether the model file still exists.
+        source: crate::paths::path_text(
+            &std::fs::canonicalize(model.path()).unwrap_or_else(|_| model.path().to_path_buf()),
+        ),
         source_bytes: model.file.file_len(),
         weights: WEIGHTS_FILE.into(),
         family: model.config.family.clone(),

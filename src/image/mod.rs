@@ -7,7 +7,8 @@
 //!   reproduced bit for bit), centre crop, 8-bit quantisation and mean/std normalisation, NCHW.
 //! - [`prepare`] / [`prepare_comfy_batch`]: the same for any model, naflex ones included
 //!   (ComfyUI's `siglip2_preprocess`, [`naflex`]): a [`Prepared`] image or a [`Pixels`] batch.
-//! - [`expand_inputs`]: files and folders to an ordered list of image files.
+//! - [`expand_inputs`] / [`input_files`]: files, folders and file lists to an ordered list of
+//!   image files, each once.
 
 mod decode;
 mod inputs;
@@ -26,7 +27,10 @@ use resize::try_zeroed;
 use crate::{Error, Result};
 
 pub use decode::{decode_bytes, decode_file, MAX_DECODE_ALLOC, MAX_DIMENSION};
-pub use inputs::{expand_inputs, is_image_path, IMAGE_EXTENSIONS};
+pub use inputs::{
+    expand_inputs, input_files, is_image_path, is_list_path, no_images_in, IMAGE_EXTENSIONS,
+    LIST_EXTENSIONS,
+};
 pub use naflex::{Grid, Patching};
 pub use pixels::{Pixels, PixelsView, Prepared};
 
@@ -273,9 +277,9 @@ pub fn prepare_comfy_batch(
 
 /// Checks a ComfyUI IMAGE buffer's shape against its length; values per image.
 fn comfy_batch_len(data: &[f32], (b, h, w, c): (usize, usize, usize, usize)) -> Result<usize> {
-    if !matches!(c, 1 | 3 | 4) {
+    if c != 1 && c < 3 {
         return Err(Error::invalid(format!(
-            "image batch: {c} channels per pixel; valid choices are 1 (grey), 3 (RGB) or 4 (RGBA)"
+            "image batch: {c} channels per pixel; valid choices are 1 (grey), 3 (RGB) or 4 (RGBA) (beyond 3, the first 3 are used)"
         )));
     }
     let per_image = h

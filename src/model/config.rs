@@ -471,9 +471,7 @@ fn from_table(keys: &Keys, llava: bool) -> Result<VisionConfig> {
         // ComfyUI's dino3_large.json: plain GELU MLP, 224 px.
         dinov3("DINOv3 large/16", 1024, 24, 16, 4096, Mlp::Standard, 224)
     } else {
-        return Err(Error::model(
-            "no known CLIP Vision family matches this file: looked for vision_model.encoder.layers.{47,30,22}.layer_norm1.weight (or the open_clip visual.transformer.resblocks.* layout) DINOv2's encoder.layer.{39,23}.layer_scale2.lambda1 and DINOv3's layer.0.mlp.gate_proj.weight + layer.31.norm1.weight or layer.23.attention.o_proj.bias; for other sizes put a Hugging Face config.json beside the weights",
-        ));
+        return Err(Error::model(NO_FAMILY));
     };
     Ok(cfg)
 }
@@ -514,6 +512,9 @@ fn siglip2_so400m(keys: &Keys, positions: usize) -> Result<VisionConfig> {
         source: "key table".into(),
     })
 }
+
+/// Why a file is not a vision tower of any known family: the keys looked for, one family a clause.
+pub const NO_FAMILY: &str = "no known CLIP Vision family matches this file. Looked for: CLIP and SigLIP, vision_model.encoder.layers.{47,30,22}.layer_norm1.weight (or open_clip's visual.transformer.resblocks.* layout); DINOv2, encoder.layer.{39,23}.layer_scale2.lambda1; DINOv3, layer.0.mlp.gate_proj.weight with layer.31.norm1.weight, or layer.23.attention.o_proj.bias. For other sizes, put a Hugging Face config.json beside the weights";
 
 /// A DINOv3 row of contract §2.1b: patch 16, 4 registers, RoPE base 100, eps 1e-5.
 fn dinov3(

@@ -342,6 +342,11 @@ const VISION_TOWER_KEYS: [&str; 2] = [
     "embeddings.patch_embeddings.projection.weight",
 ];
 
+/// Whether a tensor name (as in the file) is a vision tower's patch embedding, in any layout.
+fn is_vision_key(name: &str) -> bool {
+    VISION_TOWER_KEYS.contains(&name) || name == "visual.conv1.weight"
+}
+
 /// What a model-named file is.
 pub enum Tower {
     /// A vision tower that loads, with its family.
@@ -356,7 +361,16 @@ pub enum Tower {
 pub fn vision_tower(path: &Path) -> Tower {
     let file = match crate::model::SafeTensors::open(path) {
         Ok(f) => f,
-        Err(e) => return Tower::Not(e.message().to_string()),
+        // A damaged vision tower (a cut-short download) is listed with the reason; a file
+        // whose header names no vision tower is passed over.
+        Err(e) => {
+            return match crate::model::SafeTensors::header_names(path) {
+                Some(names) if !names.iter().any(|n| is_vision_key(n)) => {
+                    Tower::Not(e.message().to_string())
+                }
+                _ => Tower::Broken(e.message().to_string()),
+            }
+        }
     };
     let keys = crate::model::Keys::from_file(&file);
     if !VISION_TOWER_KEYS.iter().any(|k| keys.contains(k)) {

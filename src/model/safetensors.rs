@@ -172,6 +172,30 @@ impl SafeTensors {
         })
     }
 
+    /// The tensor names in `path`'s header, read without checking the data against them (a
+    /// truncated or damaged file still names its tensors); None when the header itself
+    /// cannot be read.
+    pub fn header_names(path: &Path) -> Option<Vec<String>> {
+        let mut file = File::open(path).ok()?;
+        let file_len = file.metadata().ok()?.len();
+        let mut len_bytes = [0u8; 8];
+        read_exact_at(&mut file, 0, &mut len_bytes).ok()?;
+        let header_len = u64::from_le_bytes(len_bytes);
+        if header_len > MAX_HEADER_BYTES || header_len > file_len.saturating_sub(8) {
+            return None;
+        }
+        let mut header = vec![0u8; header_len as usize];
+        read_exact_at(&mut file, 8, &mut header).ok()?;
+        let map: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(&header).ok()?;
+        Some(
+            map.into_iter()
+                .map(|(k, _)| k)
+                .filter(|k| k != "__metadata__")
+                .collect(),
+        )
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

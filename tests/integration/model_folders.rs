@@ -397,17 +397,34 @@ fn models_lists_only_vision_towers_with_their_family() {
         cv.join("nocfg/tiny.safetensors"),
     )
     .unwrap();
+    // A vision tower cut short (an interrupted download): listed with the reason too.
+    let whole = std::fs::read(fixture("siglip_f32").join("model.safetensors")).unwrap();
+    std::fs::create_dir_all(cv.join("partial")).unwrap();
+    std::fs::write(
+        cv.join("partial/model.safetensors"),
+        &whole[..whole.len() / 2],
+    )
+    .unwrap();
     let v = models_json(bin().arg("--comfyui").arg(&comfy));
     assert_eq!(
         names(&v),
         [
             "clip_l.safetensors",
             "nocfg/tiny.safetensors",
+            "partial/model.safetensors",
             "sig/model.safetensors"
         ]
     );
     for m in v["models"].as_array().unwrap() {
-        if m["name"] == "nocfg/tiny.safetensors" {
+        if m["name"] == "partial/model.safetensors" {
+            assert!(m["family"].is_null(), "{m}");
+            assert!(
+                m["problem"]
+                    .as_str()
+                    .is_some_and(|p| p.contains("not a valid safetensors file")),
+                "{m}"
+            );
+        } else if m["name"] == "nocfg/tiny.safetensors" {
             assert!(m["family"].is_null(), "{m}");
             assert!(m["problem"].as_str().is_some_and(|p| !p.is_empty()), "{m}");
         } else {

@@ -40,6 +40,7 @@ pub fn run_encode(cv: &ClipVision, job: &EncodeJob) -> Result<EncodeSummary> {
     if job.images.is_empty() && job.pixels.is_none() {
         return Err(Error::invalid("encode: give images or pixels as input"));
     }
+    job.validate()?;
     let spec = cv.model().config.preprocess_spec(job.crop);
     if job.format == OutFormat::Safetensors && is_npy_file(&job.out) {
         return Err(Error::invalid(format!(

@@ -4,11 +4,12 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use ndarray::ArrayD;
+use ndarray::{ArrayD, Axis};
 
 use super::encode_job::{EncodeJob, OutFormat};
 use super::pixels::{preprocess_inputs, preprocess_inputs_skipping};
-use crate::image::{Pixels, PreprocessSpec};
+use super::progress::Progress;
+use crate::image::{Pixels, PixelsView, PreprocessSpec};
 use crate::job::summary::{self, EncodeSummary, Skipped};
 use crate::job::{interrupt, output};
 use crate::loader::ClipVision;
@@ -48,7 +49,7 @@ pub(super) fn run(
     let (px, sources, skipped) = gather(cv, job, spec)?;
     summary::print_skipped(&skipped);
     cv.model().check_input(&px.view())?;
-    let res = cv.encode(px.view(), &job.outputs, job.batch_size)?;
+    let res = encode_with_progress(cv, px.view(), job)?;
     match job.format {
         OutFormat::Safetensors => {
             output::write_outputs(&job.out, &res, &sources, &job.model_label)?
@@ -59,11 +60,52 @@ pub(super) fn run(
     let seconds = t.elapsed().as_secs_f64();
     Ok(EncodeSummary::one_file(
         &job.out,
+        &job.shown_out(),
         px.shape()[0],
         &res,
         skipped,
         seconds,
     ))
+}
+
+/// Encodes `px` batch by batch, with the same progress line as a sharded run.
+fn encode_with_progress(cv: &ClipVision, px: PixelsView<'_>, job: &EncodeJob) -> Result<Outputs> {
+    let n = px.len();
+    let batch = job.batch_size.max(1);
+    if n <= batch {
+        return cv.encode(px, &job.outputs, batch);
+    }
+    let mut progress = Progress::new(n, job.progress);
+    let mut parts: Vec<Outputs> = Vec::with_capacity(n.div_ceil(batch));
+    let mut done = 0;
+    for chunk in px.chunks(batch) {
+        done += chunk.len();
+        parts.push(cv.encode(chunk, &job.outputs, batch)?);
+        progress.update(done, false);
+    }
+    progress.finish(done);
+    join_batches(parts)
+}
+
+/// The outputs of consecutive batches joined along the rows (with their grids, for naflex).
+fn join_batches(parts: Vec<Outputs>) -> Result<Outputs> {
+    let Some(first) = parts.first() else {
+        return Err(Error::runtime("encode returned no output"));
+    };
+    let names: Vec<String> = first.tensors.iter().map(|(n, _)| n.clone()).collect();
+    let mut tensors = Vec::with_capacity(names.len());
+    for (i, name) in names.into_iter().enumerate() {
+        let views: Vec<_> = parts.iter().map(|p| p.tensors[i].1.view()).collect();
+        let t = ndarray::concatenate(Axis(0), &views)
+            .map_err(|e| Error::runtime(format!("joining batches of {name}: {e}")))?;
+        tensors.push((name, t));
+    }
+    let grids = parts
+        .iter()
+        .map(|p| p.grids.clone())
+        .collect::<Option<Vec<_>>>()
+        .map(|g| g.concat());
+    Ok(Outputs { tensors, grids })
 }
 
 /// The job's pixels (rows of `job.pixels` first, then its images), their sources in row order

@@ -83,22 +83,12 @@ pub fn preprocess_files_skipping(
     Ok((batch.finish()?, sources, skipped))
 }
 
-/// The error when `inputs` name no image file at all.
-fn no_images_in(inputs: &[PathBuf]) -> Error {
-    let names: Vec<String> = inputs.iter().map(|p| path_text(p)).collect();
-    Error::invalid(format!("no image files found in {}", names.join(", ")))
-}
-
 /// Files and folders (folders expand recursively, sorted) to pixels, as `preprocess_files`.
 pub fn preprocess_inputs(
     inputs: &[PathBuf],
     spec: &PreprocessSpec,
 ) -> Result<(Pixels, Vec<String>)> {
-    let files = image::expand_inputs(inputs)?;
-    if files.is_empty() {
-        return Err(no_images_in(inputs));
-    }
-    preprocess_files(&files, spec)
+    preprocess_files(&image::input_files(inputs)?, spec)
 }
 
 /// Files and folders to pixels, as `preprocess_files_skipping`; an error when none is readable.
@@ -106,7 +96,7 @@ pub fn preprocess_inputs_skipping(
     inputs: &[PathBuf],
     spec: &PreprocessSpec,
 ) -> Result<(Pixels, Vec<String>, Vec<Skipped>)> {
-    let files = image::expand_inputs(inputs)?;
+    let files = image::input_files(inputs)?;
     let (px, sources, skipped) = preprocess_files_skipping(&files, spec)?;
     if sources.is_empty() {
         return Err(match skipped.first() {
@@ -116,7 +106,7 @@ pub fn preprocess_inputs_skipping(
                 first.file,
                 first.reason
             )),
-            None => no_images_in(inputs),
+            None => image::no_images_in(inputs),
         });
     }
     Ok((px, sources, skipped))
