@@ -228,11 +228,11 @@ impl ClipVision {
             .collect();
         if opts.dtype == ComputeDtype::Int8 && stages.iter().any(|s| s.streamed) {
             return Err(Error::invalid(
-                "dtype: int8 has no streamed-weights variant; use --dtype fp32",
+                "dtype: int8 has no streamed-weights variant; use `dtype=fp32`",
             ));
         }
         if opts.micro_batch == Some(0) {
-            return Err(Error::invalid("--micro-batch must be at least 1"));
+            return Err(Error::invalid("`micro_batch` must be at least 1"));
         }
         let export = export::export_with(
             &model,

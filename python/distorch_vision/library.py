@@ -37,7 +37,8 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 
 
 class LoadOptions(C.Structure):
-    """``dv_load_options`` version 2."""
+    """``dv_load_options``, its newest version (the header's fields, in order; the library reads
+    as many as ``struct_size`` covers). tests/integration/capi_sync.rs holds it to the header."""
 
     _fields_ = [
         ("struct_size", C.c_size_t),
@@ -50,12 +51,15 @@ class LoadOptions(C.Structure):
         ("graphs_dir", C.c_char_p),
         ("comfyui_path", C.c_char_p),
         ("extra_model_paths", C.c_char_p),
-        ("dtype", C.c_char_p),  # version 2
+        # version 2
+        ("dtype", C.c_char_p),
+        # version 3
+        ("donor_policy", C.c_char_p),
     ]
 
 
 class Tensor(C.Structure):
-    """``dv_tensor``."""
+    """``dv_tensor`` (held to the header like :class:`LoadOptions`)."""
 
     _fields_ = [
         ("struct_size", C.c_size_t),
@@ -73,7 +77,8 @@ _u64, _st, _sz = C.c_uint64, C.c_int32, C.c_size_t
 _fp = C.POINTER(C.c_float)
 _str_out = C.POINTER(C.c_void_p)
 
-# name → (restype, argtypes); every one must be exported.
+# name → (restype, argtypes), as the header declares them (tests/integration/capi_sync.rs
+# checks); every one must be exported.
 _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "dv_version": (C.c_char_p, []),
     "dv_abi_version": (C.c_uint32, []),

@@ -433,6 +433,7 @@ def encode(
     expert_mode_allocations: str = "",
     eject_models: bool = True,
     dtype: Optional[str] = None,
+    donor_policy: Optional[str] = None,
     comfyui_path: Optional[str] = None,
     extra_model_paths: Optional[str] = None,
     outputs: Union[None, str, Iterable[str]] = None,
@@ -536,7 +537,8 @@ def encode(
             env["DISTORCH_THREADS"] = str(max(1, int(cpus)))  # actors share a node's cores
         load_kwargs = dict(device=device, virtual_vram_gb=virtual_vram_gb, donor_device=donor_device,
                            expert_mode_allocations=expert_mode_allocations, eject_models=eject_models,
-                           dtype=dtype, comfyui_path=comfyui_path, extra_model_paths=extra_model_paths)
+                           dtype=dtype, donor_policy=donor_policy, comfyui_path=comfyui_path,
+                           extra_model_paths=extra_model_paths)
         by_index = {s.index: s for s in todo}
         items = [{"shard": s.index, "kind": s.kind, "source": s.source, "files": json.dumps(s.files)}
                  for s in todo]

@@ -1,11 +1,11 @@
 //! What each verb does: one `cmd_*` function per verb, which calls the library and prints.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use distorch_vision::export::{self, Granularity};
 use distorch_vision::image::Crop;
-use distorch_vision::job::batch::{self, EncodeJob, OutFormat};
+use distorch_vision::job::batch;
 use distorch_vision::job::{out_guard, summary, yaml};
 use distorch_vision::loader::{inventory, plan_model, resolve_model_in, ClipVision, LoadOptions};
 use distorch_vision::model::folders::ModelFolders;
@@ -47,7 +47,7 @@ pub(crate) fn cmd_plan(
 ) -> Result<()> {
     let m = Model::open(&resolve_model_in(model, folders)?)?;
     let inv = inventory(loader.simulate_devices.as_deref())?;
-    let p = plan_model(&m, &loader.options()?, &inv)?;
+    let p = plan_model(&m, &loader.options(), &inv)?;
     if json {
         print::json(&p.to_json());
     } else {
@@ -99,50 +99,11 @@ pub(crate) fn cmd_export(
 /// `encode`: images or pixels into embeddings (one file, or shards).
 pub(crate) fn cmd_encode(a: EncodeArgs, folders: ModelFolders, quiet: bool) -> Result<()> {
     setup(&a.common)?;
-    let format = a.format.unwrap_or(
-        if a.out
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("npy"))
-        {
-            OutFormat::Npy
-        } else {
-            OutFormat::Safetensors
-        },
-    );
-    let job = EncodeJob {
-        images: a.images,
-        pixels: a.pixels,
-        crop: a.crop,
-        batch_size: a.batch_size,
-        outputs: a.outputs,
-        out: a.out,
-        format,
-        shard_size: a.shard_size,
-        resume: a.resume,
-        strict: a.strict,
-        decode_threads: a.decode_threads,
-        throttle: Duration::from_millis(a.throttle_ms),
-        model_label: a.model.clone(),
-        progress: !quiet,
-    };
-    if !job.is_sharded() && a.resume {
-        return Err(Error::invalid(
-            "--resume applies to sharded encoding (--shard-size N, or --out FOLDER)",
-        ));
-    }
-    let cv = ClipVision::load(&LoadOptions {
-        clip_vision: a.model,
-        loader: a.loader.options()?,
-        simulate_devices: a.loader.simulate_devices.clone(),
-        graphs_dir: a.common.graphs_dir.clone(),
-        granularity: Granularity::Blocks,
-        force_streamed: a.stream_blocks,
-        model_folders: folders,
-        dtype: a.dtype,
-        micro_batch: a.gpu.micro_batch,
-    })?;
+    let json = a.json;
+    let (load, job) = a.into_job(folders, quiet)?;
+    let cv = ClipVision::load(&load)?;
     let summary = batch::run_encode(&cv, &job)?;
-    if a.json {
+    if json {
         print::json(&summary);
     } else if !quiet {
         eprintln!("{summary}");
@@ -176,7 +137,7 @@ pub(crate) fn cmd_preprocess(
     let spec = m.config.preprocess_spec(crop);
     let (px, sources, skipped) = if strict {
         let (px, src) = batch::preprocess_inputs(images, &spec)
-            .map_err(|e| e.context("--strict: stopping at an unreadable image"))?;
+            .map_err(|e| e.context("`strict`: stopping at an unreadable image"))?;
         (px, src, Vec::new())
     } else {
         batch::preprocess_inputs_skipping(images, &spec)?
@@ -243,12 +204,8 @@ pub(crate) fn cmd_models(json: bool, folders: &ModelFolders, quiet: bool) -> Res
 pub(crate) fn cmd_bench(b: BenchArgs) -> Result<()> {
     setup(&b.common)?;
     let opts = LoadOptions {
-        clip_vision: b.model.clone(),
-        loader: b.loader.options()?,
-        simulate_devices: b.loader.simulate_devices.clone(),
-        graphs_dir: b.common.graphs_dir.clone(),
         dtype: b.dtype,
-        ..Default::default()
+        ..b.loader.load_options(&b.model, &b.common)
     };
     let r = distorch_vision::bench::run_micro(
         &opts,

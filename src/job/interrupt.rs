@@ -5,12 +5,20 @@
 //! only while a sharded run is encoding: a host embedding the library keeps its own.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
 static REQUESTED: AtomicBool = AtomicBool::new(false);
 
-/// Lets sharded runs of this process catch SIGINT/SIGTERM while they encode.
-pub fn enable() {
+/// Said by a one-file encode stopped by a signal (it has no finished rows to keep), naming the
+/// option as the library does; `enable` takes the program's own wording of it.
+pub const ONE_FILE_MESSAGE: &str = "interrupted; nothing was written: one-file mode writes at the end - use `shard_size` for resumable runs\n";
+static ONE_FILE: OnceLock<Box<str>> = OnceLock::new();
+
+/// Lets encodes of this process catch SIGINT/SIGTERM while they run; `one_file_message` is
+/// [`ONE_FILE_MESSAGE`] as the program words it (the CLI names its flags).
+pub fn enable(one_file_message: &str) {
+    let _ = ONE_FILE.set(one_file_message.into());
     ENABLED.store(true, Ordering::SeqCst);
 }
 
@@ -27,13 +35,12 @@ extern "C" fn on_signal(_: libc::c_int) {
     }
 }
 
-/// Said by a one-file encode stopped by a signal (it has no finished rows to keep).
-const ONE_FILE_MESSAGE: &[u8] = b"interrupted; nothing was written: one-file mode writes at the end - use --shard-size for resumable runs\n";
-
 extern "C" fn on_signal_one_file(_: libc::c_int) {
-    // SAFETY: write and _exit are async-signal-safe; the message is a static buffer.
+    // A OnceLock once set is read with one atomic load: async-signal-safe.
+    let message = ONE_FILE.get().map_or(ONE_FILE_MESSAGE, |m| m);
+    // SAFETY: write and _exit are async-signal-safe; the message outlives the process.
     unsafe {
-        libc::write(2, ONE_FILE_MESSAGE.as_ptr().cast(), ONE_FILE_MESSAGE.len());
+        libc::write(2, message.as_ptr().cast(), message.len());
         libc::_exit(130)
     }
 }

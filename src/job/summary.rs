@@ -53,7 +53,7 @@ impl EncodeSummary {
         let shown = out.display();
         if s.stopped {
             return Err(Error::runtime(format!(
-                "stopped at {}/{}; rerun with --resume to encode the rest ({} images are in {} finished shards in {shown})",
+                "stopped at {}/{}; rerun with `resume` to encode the rest ({} images are in {} finished shards in {shown})",
                 s.rows, s.total, s.rows, s.shards
             )));
         }

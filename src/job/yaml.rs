@@ -87,8 +87,9 @@ pub struct JobSpec {
     pub simulate_devices: Option<String>,
     #[serde(default)]
     pub graphs_dir: Option<PathBuf>,
-    /// ComfyUI folder for model names (default: env COMFYUI_PATH).
-    #[serde(default)]
+    /// ComfyUI folder for model names (default: env COMFYUI_PATH); `comfyui_path` is the
+    /// library's name of it (messages use that).
+    #[serde(default, alias = "comfyui_path")]
     pub comfyui: Option<PathBuf>,
     #[serde(default)]
     pub extra_model_paths: Option<PathBuf>,

@@ -32,7 +32,7 @@ pub(super) fn run(
         let names = crate::runtime::resolve_outputs(cv.model(), &job.outputs)?;
         if names.len() != 1 {
             return Err(Error::invalid(format!(
-                "out {} is one .npy file, which holds one array, but {} outputs are asked for ({}); pick one with --outputs NAME, or give a folder as out for one .npy per output",
+                "out {} is one .npy file, which holds one array, but {} outputs are asked for ({}); pick one with `outputs=NAME`, or give a folder as out for one .npy per output",
                 job.out.display(),
                 names.len(),
                 names.join(", ")
@@ -100,7 +100,7 @@ fn gather(
     if !job.images.is_empty() {
         let (px, src) = if job.strict {
             preprocess_inputs(&job.images, spec)
-                .map_err(|e| e.context("--strict: stopping at an unreadable image"))?
+                .map_err(|e| e.context("`strict`: stopping at an unreadable image"))?
         } else {
             let (px, src, sk) = preprocess_inputs_skipping(&job.images, spec)?;
             skipped = sk;

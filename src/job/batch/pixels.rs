@@ -24,7 +24,7 @@ fn pixel_buffer(n: usize, s: usize) -> Result<Vec<f32>> {
     let total = n.checked_mul(3 * s * s);
     if total.is_none_or(|t| data.try_reserve_exact(t).is_err()) {
         return Err(Error::invalid(format!(
-            "{n} images of {s}×{s} pixels do not fit in memory at once; encode them in shards (--shard-size N)"
+            "{n} images of {s}×{s} pixels do not fit in memory at once; encode them in shards (`shard_size=N`)"
         )));
     }
     Ok(data)

@@ -188,7 +188,7 @@ impl ShardRun<'_> {
                     batch.keys.push(key.clone());
                 }
                 Err(e) if job.strict => {
-                    return Err(e.context("--strict: stopping at an unreadable image"));
+                    return Err(e.context("`strict`: stopping at an unreadable image"));
                 }
                 Err(e) => {
                     let sk = Skipped::new(path, &e);

@@ -1,0 +1,113 @@
+//! Library messages name a caller's options the library's way, `name` or `name=VALUE` between
+//! backticks (Python's keyword arguments, the fields of `dv_load_options`, YAML keys); the
+//! command line shows them as its flags (`--name`, `--name VALUE`).
+
+use std::str::FromStr;
+
+use clap::CommandFactory;
+use distorch_vision::Error;
+
+use super::args::Cli;
+
+/// Library option names whose flag is spelled otherwise (the rest: `--` and the name with `-`).
+const RENAMED: &[(&str, &str)] = &[("comfyui_path", "comfyui")];
+
+/// `message` with every option the library names written as this CLI's flag; other text in
+/// backticks (commands, file contents) is left as it is.
+pub(crate) fn with_flags(message: &str) -> String {
+    let cli = Cli::command();
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(open) = rest.find('`') {
+        let Some(len) = rest[open + 1..].find('`') else {
+            break;
+        };
+        let span = &rest[open + 1..open + 1 + len];
+        out.push_str(&rest[..open]);
+        match as_flag(&cli, span) {
+            Some(flag) => out.push_str(&flag),
+            None => out.push_str(&rest[open..open + len + 2]),
+        }
+        rest = &rest[open + len + 2..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// A typed flag's value parser: the type's own `FromStr`, its message with flags.
+pub(crate) fn parse<T: FromStr<Err = Error>>(s: &str) -> Result<T, String> {
+    s.parse().map_err(|e: Error| with_flags(e.message()))
+}
+
+/// `name` → `--flag`, `name=VALUE` → `--flag VALUE`, when `name` is one of this CLI's options.
+fn as_flag(cli: &clap::Command, span: &str) -> Option<String> {
+    let (name, value) = match span.split_once('=') {
+        Some((n, v)) => (n, Some(v)),
+        None => (span, None),
+    };
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+        return None;
+    }
+    let id = RENAMED
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map_or(name, |(_, id)| *id);
+    let long = long_flag(cli, id)?;
+    Some(match value {
+        Some(v) => format!("--{long} {v}"),
+        None => format!("--{long}"),
+    })
+}
+
+/// The long flag of the argument `id` anywhere in the command tree.
+fn long_flag(cmd: &clap::Command, id: &str) -> Option<String> {
+    cmd.get_arguments()
+        .find(|a| a.get_id() == id)
+        .and_then(|a| a.get_long())
+        .map(str::to_string)
+        .or_else(|| cmd.get_subcommands().find_map(|s| long_flag(s, id)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_the_library_names_become_flags() {
+        assert_eq!(
+            with_flags("pass `comfyui_path=PATH` (the folder), or give `extra_model_paths=FILE`"),
+            "pass --comfyui PATH (the folder), or give --extra-model-paths FILE"
+        );
+        assert_eq!(
+            with_flags("use `device=cpu`, or `dtype=fp32`; `micro_batch` must be at least 1"),
+            "use --device cpu, or --dtype fp32; --micro-batch must be at least 1"
+        );
+        // Every option a library message names has a flag.
+        for name in [
+            "comfyui_path",
+            "extra_model_paths",
+            "device",
+            "dtype",
+            "micro_batch",
+            "resume",
+            "strict",
+            "format",
+            "outputs",
+            "shard_size",
+            "granularity",
+        ] {
+            let flag = with_flags(&format!("`{name}`"));
+            assert!(flag.starts_with("--"), "{name}: {flag}");
+        }
+        // Anything else in backticks stays.
+        for text in [
+            "install it with `scripts/setup.sh --gpu`",
+            "see `distorch-vision models`",
+            "unknown field `batchsize`",
+            "`comfyui:` with `base_path:`",
+            "an unclosed ` quote",
+        ] {
+            assert_eq!(with_flags(text), text);
+        }
+    }
+}
