@@ -4,7 +4,7 @@ mod cli;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use distorch_vision::job::interrupt;
 use distorch_vision::Result;
 
@@ -50,7 +50,13 @@ fn main() -> ExitCode {
     // Library messages name options the library's way; show them as flags, except in YAML
     // runs, whose keys are those names.
     let flags = !matches!(cli.command, Command::Run { .. });
-    let shown = |m: &str| if flags { with_flags(m) } else { m.to_string() };
+    let shown = |m: &str| {
+        if flags {
+            with_flags(&Cli::command(), m)
+        } else {
+            m.to_string()
+        }
+    };
     // Encodes stop cleanly on Ctrl-C / SIGTERM (see job::interrupt).
     interrupt::enable(&shown(interrupt::ONE_FILE_MESSAGE));
     let result = run(cli);

@@ -111,7 +111,7 @@ pub(crate) struct LoaderArgs {
     #[arg(long, default_value_t = LoaderOptions::default().eject_models, action = clap::ArgAction::Set)]
     pub(crate) eject_models: bool,
     /// CPU-homed blocks on a GPU compute device: `stream` their weights, or `execute` on the CPU.
-    #[arg(long, default_value_t = LoaderOptions::default().donor_policy, value_parser = flags::parse::<DonorPolicy>)]
+    #[arg(long, default_value_t = LoaderOptions::default().donor_policy, value_parser = flags::typed::<DonorPolicy>())]
     pub(crate) donor_policy: DonorPolicy,
     /// Replace the device inventory for planning: `cuda:0=24GiB,cuda:1=12GiB/10GiB,cpu=64GiB` (total[/free]).
     #[arg(long)]
@@ -196,7 +196,7 @@ pub(crate) enum Command {
         #[arg(long, help_heading = "Output")]
         out: Option<PathBuf>,
         /// `blocks` (default) or `whole` (also one whole-model graph).
-        #[arg(long, default_value_t = Granularity::default(), value_parser = flags::parse::<Granularity>, help_heading = "Output")]
+        #[arg(long, default_value_t = Granularity::default(), value_parser = flags::typed::<Granularity>(), help_heading = "Output")]
         granularity: Granularity,
         #[command(flatten)]
         common: Common,
@@ -218,7 +218,7 @@ pub(crate) enum Command {
         #[arg(long, num_args = 1.., required = true)]
         images: Vec<PathBuf>,
         /// `center` (default) or `none` (stretch).
-        #[arg(long, default_value_t = Crop::default(), value_parser = flags::parse::<Crop>)]
+        #[arg(long, default_value_t = Crop::default(), value_parser = flags::typed::<Crop>())]
         crop: Crop,
         /// Output safetensors file holding `pixel_values` [N,3,S,S] f32 (input of `encode --pixels`;
         /// sources and preprocessing in its metadata).
@@ -283,7 +283,7 @@ pub(crate) struct EncodeArgs {
     #[arg(long, help_heading = "Input")]
     pub(crate) pixels: Option<PathBuf>,
     /// `center` (default) or `none` (stretch).
-    #[arg(long, default_value_t = Crop::default(), value_parser = flags::parse::<Crop>, help_heading = "Input")]
+    #[arg(long, default_value_t = Crop::default(), value_parser = flags::typed::<Crop>(), help_heading = "Input")]
     pub(crate) crop: Crop,
     /// Output file (or, with --format npy, a folder), or a folder of shards (sharded mode).
     #[arg(long, help_heading = "Output")]
@@ -291,7 +291,7 @@ pub(crate) struct EncodeArgs {
     /// `safetensors`, or `npy`: --out x.npy writes one .npy (one output; row sources in
     /// x.sources.json), another --out a folder of <output>.npy and sources.json.
     /// Default: npy when --out ends in .npy, else safetensors.
-    #[arg(long, value_parser = flags::parse::<OutFormat>, help_heading = "Output")]
+    #[arg(long, value_parser = flags::typed::<OutFormat>(), help_heading = "Output")]
     pub(crate) format: Option<OutFormat>,
     /// Comma-separated outputs (default: all the model has but all_hidden_states, which is
     /// computed only when named here).
@@ -324,7 +324,7 @@ pub(crate) struct EncodeArgs {
     #[arg(long, value_delimiter = ',', hide = true)]
     pub(crate) stream_blocks: Vec<String>,
     /// Compute precision: `fp32` (default, the reference), `int8` (CPU, approximate), `fp16` (for CUDA; runs on the CPU only to check results).
-    #[arg(long, default_value_t = ComputeDtype::default(), value_parser = flags::parse::<ComputeDtype>, help_heading = "Compute")]
+    #[arg(long, default_value_t = ComputeDtype::default(), value_parser = flags::typed::<ComputeDtype>(), help_heading = "Compute")]
     pub(crate) dtype: ComputeDtype,
     #[command(flatten)]
     pub(crate) common: Common,
@@ -402,7 +402,7 @@ pub(crate) struct BenchArgs {
     #[arg(long, help_heading = "Output")]
     pub(crate) json: bool,
     /// Compute precision: `fp32` (default, the reference), `int8` (CPU, approximate), `fp16` (for CUDA; runs on the CPU only to check results).
-    #[arg(long, default_value_t = ComputeDtype::default(), value_parser = flags::parse::<ComputeDtype>, help_heading = "Benchmark")]
+    #[arg(long, default_value_t = ComputeDtype::default(), value_parser = flags::typed::<ComputeDtype>(), help_heading = "Benchmark")]
     pub(crate) dtype: ComputeDtype,
     #[command(flatten)]
     pub(crate) common: Common,

@@ -7,7 +7,7 @@ use distorch_vision::export::{self, Granularity};
 use distorch_vision::image::Crop;
 use distorch_vision::job::batch;
 use distorch_vision::job::{out_guard, summary, yaml};
-use distorch_vision::loader::{inventory, plan_model, resolve_model_in, ClipVision, LoadOptions};
+use distorch_vision::loader::{inventory, plan_model, ClipVision, LoadOptions};
 use distorch_vision::model::folders::ModelFolders;
 use distorch_vision::model::Model;
 use distorch_vision::{Error, ErrorKind, Result};
@@ -45,7 +45,7 @@ pub(crate) fn cmd_plan(
     json: bool,
     folders: &ModelFolders,
 ) -> Result<()> {
-    let m = Model::open(&resolve_model_in(model, folders)?)?;
+    let m = Model::open(&folders.resolve(model)?)?;
     let inv = inventory(loader.simulate_devices.as_deref())?;
     let p = plan_model(&m, &loader.options(), &inv)?;
     if json {
@@ -58,7 +58,7 @@ pub(crate) fn cmd_plan(
 
 /// `inspect`: a model's family, configuration, dtypes and blocks.
 pub(crate) fn cmd_inspect(model: &str, json: bool, folders: &ModelFolders) -> Result<()> {
-    let m = Model::open(&resolve_model_in(model, folders)?)?;
+    let m = Model::open(&folders.resolve(model)?)?;
     if json {
         print::json(&print::inspect_json(&m));
     } else {
@@ -76,7 +76,7 @@ pub(crate) fn cmd_export(
     folders: &ModelFolders,
 ) -> Result<()> {
     setup(common)?;
-    let m = Model::open(&resolve_model_in(model, folders)?)?;
+    let m = Model::open(&folders.resolve(model)?)?;
     let t = Instant::now();
     let e = export::export(&m, out, common.graphs_dir.as_deref(), granularity)?;
     let n = e.manifest.blocks.len();
@@ -130,7 +130,7 @@ pub(crate) fn cmd_preprocess(
             out.display()
         )));
     }
-    let m = Model::open(&resolve_model_in(model, folders)?)?;
+    let m = Model::open(&folders.resolve(model)?)?;
     // Never over the model, an input, or a file this program did not write.
     let protected = out_guard::protected(m.path(), None, images);
     out_guard::check_targets(&[out.to_path_buf()], &protected, None)?;

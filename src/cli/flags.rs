@@ -2,20 +2,58 @@
 //! backticks (Python's keyword arguments, the fields of `dv_load_options`, YAML keys); the
 //! command line shows them as its flags (`--name`, `--name VALUE`).
 
+use std::ffi::OsStr;
+use std::marker::PhantomData;
 use std::str::FromStr;
 
-use clap::CommandFactory;
+use clap::builder::TypedValueParser;
 use distorch_vision::Error;
-
-use super::args::Cli;
 
 /// Library option names whose flag is spelled otherwise (the rest: `--` and the name with `-`).
 const RENAMED: &[(&str, &str)] = &[("comfyui_path", "comfyui")];
 
-/// `message` with every option the library names written as this CLI's flag; other text in
-/// backticks (commands, file contents) is left as it is.
-pub(crate) fn with_flags(message: &str) -> String {
-    let cli = Cli::command();
+/// `message` with every option the library names written as the flag `cli` (or one of its
+/// subcommands) has for it; other text in backticks (commands, file contents) is left as it is.
+pub(crate) fn with_flags(cli: &clap::Command, message: &str) -> String {
+    render(message, |id| long_flag(cli, id))
+}
+
+/// The value parser of a typed flag: the type's own `FromStr`, its message with flags.
+pub(crate) fn typed<T>() -> Typed<T> {
+    Typed(PhantomData)
+}
+
+#[derive(Clone)]
+pub(crate) struct Typed<T>(PhantomData<fn() -> T>);
+
+impl<T: FromStr<Err = Error> + Clone + Send + Sync + 'static> TypedValueParser for Typed<T> {
+    type Value = T;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &OsStr,
+    ) -> Result<T, clap::Error> {
+        // The flags of this command, owned: clap's own parser of a function does the rest
+        // (the "invalid value ... for '--flag'" wording).
+        let longs: Vec<(String, String)> = cmd
+            .get_arguments()
+            .filter_map(|a| Some((a.get_id().to_string(), a.get_long()?.to_string())))
+            .collect();
+        let parse = move |s: &str| {
+            s.parse::<T>().map_err(|e: Error| {
+                render(e.message(), |id| {
+                    longs.iter().find(|(i, _)| i == id).map(|(_, l)| l.clone())
+                })
+            })
+        };
+        parse.parse_ref(cmd, arg, value)
+    }
+}
+
+/// `message` with each `` `name` `` / `` `name=VALUE` `` whose flag `long_of` knows rewritten.
+fn render(message: &str, long_of: impl Fn(&str) -> Option<String>) -> String {
     let mut out = String::with_capacity(message.len());
     let mut rest = message;
     while let Some(open) = rest.find('`') {
@@ -24,7 +62,7 @@ pub(crate) fn with_flags(message: &str) -> String {
         };
         let span = &rest[open + 1..open + 1 + len];
         out.push_str(&rest[..open]);
-        match as_flag(&cli, span) {
+        match as_flag(span, &long_of) {
             Some(flag) => out.push_str(&flag),
             None => out.push_str(&rest[open..open + len + 2]),
         }
@@ -34,13 +72,8 @@ pub(crate) fn with_flags(message: &str) -> String {
     out
 }
 
-/// A typed flag's value parser: the type's own `FromStr`, its message with flags.
-pub(crate) fn parse<T: FromStr<Err = Error>>(s: &str) -> Result<T, String> {
-    s.parse().map_err(|e: Error| with_flags(e.message()))
-}
-
-/// `name` → `--flag`, `name=VALUE` → `--flag VALUE`, when `name` is one of this CLI's options.
-fn as_flag(cli: &clap::Command, span: &str) -> Option<String> {
+/// `name` → `--flag`, `name=VALUE` → `--flag VALUE`, when `name` is one of the CLI's options.
+fn as_flag(span: &str, long_of: impl Fn(&str) -> Option<String>) -> Option<String> {
     let (name, value) = match span.split_once('=') {
         Some((n, v)) => (n, Some(v)),
         None => (span, None),
@@ -52,7 +85,7 @@ fn as_flag(cli: &clap::Command, span: &str) -> Option<String> {
         .iter()
         .find(|(n, _)| *n == name)
         .map_or(name, |(_, id)| *id);
-    let long = long_flag(cli, id)?;
+    let long = long_of(id)?;
     Some(match value {
         Some(v) => format!("--{long} {v}"),
         None => format!("--{long}"),
@@ -70,7 +103,12 @@ fn long_flag(cmd: &clap::Command, id: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::cli::args::Cli;
+    use clap::{CommandFactory, Parser};
+
+    fn with_flags(message: &str) -> String {
+        super::with_flags(&Cli::command(), message)
+    }
 
     #[test]
     fn options_the_library_names_become_flags() {
@@ -109,5 +147,19 @@ mod tests {
         ] {
             assert_eq!(with_flags(text), text);
         }
+    }
+
+    #[test]
+    fn typed_flags_parse_with_the_types_own_message_and_flags_in_it() {
+        let e = Cli::try_parse_from(["dv", "export", "--model", "m", "--granularity", "layers"])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("invalid value 'layers' for '--granularity <GRANULARITY>': --granularity \"layers\" is not valid"),
+            "{e}"
+        );
+        let ok = Cli::try_parse_from(["dv", "plan", "--model", "m", "--donor-policy", "execute"]);
+        assert!(ok.is_ok());
     }
 }

@@ -9,6 +9,7 @@
 
 mod decode;
 mod inputs;
+mod limits;
 mod resize;
 mod tiff_palette;
 
@@ -21,8 +22,9 @@ use resize::try_zeroed;
 
 use crate::{Error, Result};
 
-pub use decode::{decode_bytes, decode_file, MAX_DECODE_ALLOC, MAX_DIMENSION};
+pub use decode::{decode_bytes, decode_file};
 pub use inputs::{expand_inputs, is_image_path, IMAGE_EXTENSIONS};
+pub use limits::{MAX_DECODE_ALLOC, MAX_DIMENSION};
 
 /// CLIP's per-channel mean (contract §2.1).
 pub const CLIP_MEAN: [f32; 3] = [0.48145466, 0.4578275, 0.40821073];

@@ -340,7 +340,9 @@ fn job_problems(job: &JobSpec, base: &Path, settings: &RunSettings) -> Vec<Error
         }
     }
     let Some(opts) = opts else { return problems };
-    let model = crate::loader::resolve_model_in(&opts.clip_vision, &opts.model_folders)
+    let model = opts
+        .model_folders
+        .resolve(&opts.clip_vision)
         .and_then(|file| crate::model::Model::open(&file));
     let model = match model {
         Ok(m) => m,
@@ -460,7 +462,7 @@ pub fn run_file(path: &Path, settings: &RunSettings) -> Result<Vec<JobResult>> {
         let r = (|| -> Result<EncodeSummary> {
             let opts = job.load_options(&base, settings)?;
             let ej = job.encode_job(&base, settings)?;
-            let file = crate::loader::resolve_model_in(&opts.clip_vision, &opts.model_folders)?;
+            let file = opts.model_folders.resolve(&opts.clip_vision)?;
             let file = std::fs::canonicalize(&file).unwrap_or(file);
             // Every option that changes the loaded model (dtype, micro_batch, ...) is in it.
             let key = opts.key(&file);
