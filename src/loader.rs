@@ -10,9 +10,10 @@ use ndarray::ArrayView4;
 
 use crate::export::{self, ComputeDtype, Export, Granularity};
 use crate::model::folders::ModelFolders;
+use crate::model::Outputs;
 use crate::model::{BlockKind, Model, VisionConfig};
 use crate::plan::{self, BlockSize, Device, Inventory, LoaderOptions, Plan};
-use crate::runtime::{gpu, Outputs, Pipeline, StagePlan};
+use crate::runtime::{gpu, Pipeline, StagePlan};
 use crate::{Error, ErrorKind, Result};
 
 /// Batch size the activation reserve of the fit check is sized for: the default one.
@@ -310,10 +311,12 @@ impl ClipVision {
         outputs: &[String],
         batch_size: usize,
     ) -> Result<Outputs> {
+        // The one check of the pixels' shape: every front end comes through here.
         self.model().check_pixels(pixels.shape())?;
+        let p = self.pipeline()?;
         match self.shared.micro_batch {
-            Some(m) => self.encode_micro(pixels, outputs, m),
-            None => self.pipeline()?.encode(pixels, outputs, batch_size),
+            Some(m) => crate::runtime::microbatch::encode(&p, pixels, outputs, m, None),
+            None => p.encode(pixels, outputs, batch_size),
         }
     }
 }

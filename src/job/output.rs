@@ -6,9 +6,9 @@ use std::path::Path;
 use ndarray::Array4;
 
 use crate::image::PreprocessSpec;
+use crate::model::Outputs;
 use crate::model::{DType, SafeTensors};
 use crate::paths::{create_parent, write_atomic};
-use crate::runtime::Outputs;
 use crate::{Error, Result};
 
 /// Reads a safetensors file holding exactly one NCHW f32 tensor of preprocessed pixels.

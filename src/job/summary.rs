@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::model::Outputs;
 use crate::paths::{path_text, source_key};
-use crate::runtime::Outputs;
 use crate::{Error, Result};
 
 /// The result of one encode job. `Display` gives the one-line summary.

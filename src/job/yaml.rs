@@ -351,7 +351,7 @@ fn job_problems(job: &JobSpec, base: &Path, settings: &RunSettings) -> Vec<Error
             return problems;
         }
     };
-    if let Err(e) = crate::runtime::resolve_outputs(&model, &job.outputs) {
+    if let Err(e) = model.resolve_output_names(&job.outputs) {
         problems.push(e);
     }
     let checked = crate::loader::inventory(opts.simulate_devices.as_deref()).and_then(|inv| {

@@ -16,7 +16,7 @@ use serde::Serialize;
 pub use block::BlockKind;
 pub use config::{Activation, Kind, Mlp, VisionConfig};
 pub use keys::{KeyLayout, Keys, Layout, WeightRef};
-pub use outputs::Output;
+pub use outputs::{Output, Outputs};
 pub use safetensors::{DType, SafeTensors, TensorInfo};
 
 use crate::{Error, Result};
@@ -271,18 +271,12 @@ impl Model {
     /// Every output this model can produce, in contract §3 order (`all_hidden_states` included:
     /// every family has it, on request).
     pub fn available_outputs(&self) -> Vec<Output> {
-        Output::ALL
-            .into_iter()
-            .filter(|&o| o != Output::MmProjected || self.config.llava)
-            .collect()
+        outputs::available(self.config.llava)
     }
 
     /// The outputs produced when none are named: all but the on-request ones.
     pub fn default_outputs(&self) -> Vec<Output> {
-        self.available_outputs()
-            .into_iter()
-            .filter(|o| !o.on_request_only())
-            .collect()
+        self.resolve_outputs(&[]).unwrap_or_default()
     }
 
     /// Names of the default outputs, in contract §3 order.
@@ -302,27 +296,12 @@ impl Model {
     /// The requested output names checked against what this model produces (duplicates
     /// dropped, contract order); empty means the default set.
     pub fn resolve_outputs(&self, requested: &[String]) -> Result<Vec<Output>> {
-        let available = self.available_outputs();
-        if requested.is_empty() {
-            return Ok(self.default_outputs());
-        }
-        let mut out = Vec::new();
-        for r in requested {
-            let r = r.trim();
-            let o = Output::from_name(r)
-                .filter(|o| available.contains(o))
-                .ok_or_else(|| {
-                    let valid: Vec<&str> = available.iter().map(|o| o.name()).collect();
-                    Error::invalid(format!(
-                        "unknown output {r:?} for this model (valid: {})",
-                        valid.join(", ")
-                    ))
-                })?;
-            if !out.contains(&o) {
-                out.push(o);
-            }
-        }
-        out.sort();
-        Ok(out)
+        outputs::resolve_outputs(&self.available_outputs(), requested)
+    }
+
+    /// As [`Model::resolve_outputs`], as names.
+    pub fn resolve_output_names(&self, requested: &[String]) -> Result<Vec<String>> {
+        let outputs = self.resolve_outputs(requested)?;
+        Ok(outputs.iter().map(|o| o.name().to_string()).collect())
     }
 }

@@ -14,9 +14,9 @@ use ndarray::{ArrayD, ArrayView4, Axis};
 use ort::session::SessionInputValue;
 use ort::value::{DynValue, Tensor};
 
-use super::pipeline::{Outputs, Pipeline};
+use super::pipeline::Pipeline;
 use super::route::{Pass, Route};
-use crate::model::BlockKind;
+use crate::model::{BlockKind, Outputs};
 use crate::{Error, Result};
 
 /// One micro-batch in flight.
@@ -61,8 +61,8 @@ fn step(p: &Pipeline, route: &Route, stage: usize, f: &mut Flight) -> Result<()>
     p.advance(route, stage, &mut f.pass, &mut input)
 }
 
-/// Encodes `pixels` in micro-batches of `micro` images, pipelined across the device
-/// segments. Same outputs as [`Pipeline::encode`].
+/// Encodes `pixels` (checked by the caller: `ClipVision::encode`) in micro-batches of `micro`
+/// images, pipelined across the device segments. Same outputs as [`Pipeline::encode`].
 pub fn encode(
     p: &Pipeline,
     pixels: ArrayView4<f32>,
@@ -70,9 +70,7 @@ pub fn encode(
     micro: usize,
     max_segment_blocks: Option<usize>,
 ) -> Result<Outputs> {
-    let model = p.model();
-    model.check_pixels(pixels.shape())?;
-    let route = Route::new(model, outputs)?;
+    let route = Route::new(p.model(), outputs)?;
     let active = route.blocks();
     let segs = segments(p, &active, max_segment_blocks);
     let micro = micro.max(1);
@@ -125,12 +123,5 @@ pub fn encode(
             parts[i].push(t);
         }
     }
-    let mut tensors = Vec::new();
-    for (name, chunks) in route.names().into_iter().zip(parts) {
-        let views: Vec<_> = chunks.iter().map(|c| c.view()).collect();
-        let t = ndarray::concatenate(Axis(0), &views)
-            .map_err(|e| Error::runtime(format!("joining micro-batches: {e}")))?;
-        tensors.push((name, t));
-    }
-    Ok(Outputs { tensors })
+    Outputs::from_batches(route.names(), parts)
 }

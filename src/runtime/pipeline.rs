@@ -14,31 +14,9 @@ use super::env::environment;
 use super::gpu::{self, GpuPath};
 use super::route::{Pass, Route};
 use crate::export::{blocks, Export};
-use crate::model::{BlockKind, DType, Model};
+use crate::model::{BlockKind, DType, Model, Outputs};
 use crate::plan::Device;
 use crate::{Error, Result};
-
-/// Encoded outputs, each `[B, …]` f32, in contract §3 order.
-#[derive(Debug, Default, Clone)]
-pub struct Outputs {
-    pub tensors: Vec<(String, ArrayD<f32>)>,
-}
-
-impl Outputs {
-    pub fn get(&self, name: &str) -> Option<&ArrayD<f32>> {
-        self.tensors.iter().find(|(n, _)| n == name).map(|(_, t)| t)
-    }
-}
-
-/// Checks requested output names against what `model` produces; empty means the default
-/// set (every output but `all_hidden_states`). Returns the names in contract order.
-pub fn resolve_outputs(model: &Model, requested: &[String]) -> Result<Vec<String>> {
-    Ok(model
-        .resolve_outputs(requested)?
-        .iter()
-        .map(|o| o.name().to_string())
-        .collect())
-}
 
 struct Stage {
     kind: BlockKind,
@@ -186,14 +164,14 @@ impl Pipeline {
         self.stages.iter().map(|s| s.kind).collect()
     }
 
-    /// Encodes `pixels` in batches of `batch_size`, returning the requested outputs.
+    /// Encodes `pixels` (checked by the caller: `ClipVision::encode`) in batches of
+    /// `batch_size`, returning the requested outputs.
     pub fn encode(
         &self,
         pixels: ArrayView4<f32>,
         outputs: &[String],
         batch_size: usize,
     ) -> Result<Outputs> {
-        self.model.check_pixels(pixels.shape())?;
         let route = Route::new(&self.model, outputs)?;
         let batch_size = batch_size.max(1);
         let mut parts: Vec<Vec<ArrayD<f32>>> = vec![Vec::new(); route.outputs.len()];
@@ -203,18 +181,7 @@ impl Pipeline {
                 parts[i].push(t);
             }
         }
-        let mut tensors = Vec::new();
-        for (name, chunks) in route.names().into_iter().zip(parts) {
-            let t = if chunks.len() == 1 {
-                chunks.into_iter().next().unwrap_or_default()
-            } else {
-                let views: Vec<_> = chunks.iter().map(|c| c.view()).collect();
-                ndarray::concatenate(Axis(0), &views)
-                    .map_err(|e| Error::runtime(format!("joining batches: {e}")))?
-            };
-            tensors.push((name, t));
-        }
-        Ok(Outputs { tensors })
+        Outputs::from_batches(route.names(), parts)
     }
 
     /// One batch through the blocks `route` needs; its outputs in route order.

@@ -85,7 +85,7 @@ fn check_out(cv: &ClipVision, job: &EncodeJob) -> Result<()> {
             check_targets(&[out.clone(), src.clone()], &protected, Some(&src))
         }
         OutFormat::Npy => {
-            let names = crate::runtime::resolve_outputs(cv.model(), &job.outputs)?;
+            let names = cv.model().resolve_output_names(&job.outputs)?;
             let src = out.join("sources.json");
             let mut targets: Vec<PathBuf> =
                 names.iter().map(|n| out.join(format!("{n}.npy"))).collect();

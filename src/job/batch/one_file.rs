@@ -12,8 +12,8 @@ use crate::image::PreprocessSpec;
 use crate::job::summary::{self, EncodeSummary, Skipped};
 use crate::job::{interrupt, output};
 use crate::loader::ClipVision;
+use crate::model::Outputs;
 use crate::paths::{create_parent, path_text, write_atomic};
-use crate::runtime::Outputs;
 use crate::{Error, Result};
 
 /// Runs a one-file encode job. Unreadable images are skipped and listed (`strict` aborts).
@@ -29,7 +29,7 @@ pub(super) fn run(
     // One output file: check what it can hold before any work.
     let npy_file = job.format == OutFormat::Npy && is_npy_file(&job.out);
     if npy_file {
-        let names = crate::runtime::resolve_outputs(cv.model(), &job.outputs)?;
+        let names = cv.model().resolve_output_names(&job.outputs)?;
         if names.len() != 1 {
             return Err(Error::invalid(format!(
                 "out {} is one .npy file, which holds one array, but {} outputs are asked for ({}); pick one with `outputs=NAME`, or give a folder as out for one .npy per output",
@@ -47,7 +47,6 @@ pub(super) fn run(
     );
     let (px, sources, skipped) = gather(cv, job, spec)?;
     summary::print_skipped(&skipped);
-    cv.model().check_pixels(px.shape())?;
     let res = cv.encode(px.view(), &job.outputs, job.batch_size)?;
     match job.format {
         OutFormat::Safetensors => {
