@@ -21,7 +21,8 @@ except ImportError as e:  # pragma: no cover - depends on the installation
         f"ComfyUI's Python environment ({e})"
     ) from e
 
-from .clip_vision_node import CLIPVisionLoaderDisTorch2MultiGPU, DisTorchClipVision, Output
+# After the check above, so a missing package gets its message rather than a bare ImportError.
+from .clip_vision_node import CLIPVisionLoaderDisTorch2MultiGPU, DisTorchClipVision, Output  # noqa: E402
 
 NODE_CLASS_MAPPINGS = {
     "CLIPVisionLoaderDisTorch2MultiGPU": CLIPVisionLoaderDisTorch2MultiGPU,

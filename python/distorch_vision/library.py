@@ -214,6 +214,8 @@ class Library:
     def take_string(self, p: C.c_void_p) -> str:
         """Copies a library-owned string out and frees it."""
         try:
+            if not p.value:
+                raise DistorchError("DV_ERR_RUNTIME", "the library returned NULL instead of a string")
             return C.string_at(p.value).decode()
         finally:
             self.cdll.dv_string_free(p)

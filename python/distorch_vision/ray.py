@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import ctypes as C
 import hashlib
-import io
 import json
 import os
 import re
@@ -159,7 +158,7 @@ def list_shards(inputs: Sequence[Union[str, os.PathLike]], shard_size: int = 102
         shards.append(InputShard(len(shards), "files", f"files:{chunk[0]}..{chunk[-1]}", chunk))
     if not shards:
         raise DistorchError("DV_ERR_INVALID_ARGUMENT",
-                            f"no images or .tar shards found in {', '.join(map(os.fspath, inputs))} "
+                            f"no images or .tar shards found in {', '.join(str(p) for p in inputs)} "
                             f"(image extensions: {', '.join(IMAGE_EXTENSIONS)})")
     return shards
 
@@ -291,8 +290,8 @@ class Encoder:
                 error[start + j] = e
             if not ok:
                 continue
-            res = self.model.encode_pixels(np.stack([got[i - start][0] for i in ok]),
-                                           outputs=self.outputs, batch_size=self.batch_size)
+            pixels = [px for px, _ in got if px is not None]  # the rows `ok` lists, in order
+            res = self.model.encode_pixels(np.stack(pixels), outputs=self.outputs, batch_size=self.batch_size)
             for name in self.outputs:
                 t = res[name]
                 if name not in results:
@@ -483,7 +482,8 @@ def encode(
         if diff:
             raise DistorchError(
                 "DV_ERR_INVALID_ARGUMENT",
-                f"{out} holds a run with other settings ({', '.join(f'{k}: was {a!r}, now {b!r}' for k, (a, b) in diff.items())}); "
+                f"{out} holds a run with other settings "
+                f"({', '.join(f'{k}: was {a!r}, now {b!r}' for k, (a, b) in diff.items())}); "
                 "use another output folder or the same settings")
     else:
         out.mkdir(parents=True, exist_ok=True)

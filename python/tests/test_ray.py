@@ -10,6 +10,7 @@ import os
 import subprocess
 import tarfile
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import pytest
@@ -153,7 +154,7 @@ def test_folder_equals_cli_then_rerun_does_no_work(ray_cluster, images, cli_refe
 def _make_tars(folder: Path, dest: Path):
     """Two img2dataset-style shards: KEY.jpg|png + KEY.txt + KEY.json, and a corrupt image."""
     files = sorted(p for p in folder.rglob("*") if p.is_file())
-    by_key = {}
+    by_key: dict[str, Optional[Path]] = {}  # None: the corrupt image
     for t in range(2):
         with tarfile.open(dest / f"{t:05d}.tar", "w") as tf:
             def add(name, data):
