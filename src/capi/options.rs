@@ -191,7 +191,7 @@ mod tests {
     use std::ffi::CString;
 
     use super::*;
-    use crate::capi::DV_OK;
+    use crate::capi::ffi::DV_OK;
 
     #[test]
     fn virtual_vram_gb_at_its_default_counts_as_not_set() {

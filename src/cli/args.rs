@@ -480,6 +480,41 @@ mod tests {
     }
 
     #[test]
+    fn every_option_library_messages_name_has_a_flag() {
+        let cli = Cli::command();
+        for name in [
+            "comfyui_path",
+            "extra_model_paths",
+            "device",
+            "dtype",
+            "micro_batch",
+            "resume",
+            "strict",
+            "format",
+            "outputs",
+            "shard_size",
+            "granularity",
+        ] {
+            let flag = flags::with_flags(&cli, &format!("`{name}`"));
+            assert!(flag.starts_with("--"), "{name}: {flag}");
+        }
+    }
+
+    #[test]
+    fn typed_flags_parse_with_the_types_own_message_and_flags_in_it() {
+        let e = Cli::try_parse_from(["dv", "export", "--model", "m", "--granularity", "layers"])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("invalid value 'layers' for '--granularity <GRANULARITY>': --granularity \"layers\" is not valid"),
+            "{e}"
+        );
+        let ok = Cli::try_parse_from(["dv", "plan", "--model", "m", "--donor-policy", "execute"]);
+        assert!(ok.is_ok());
+    }
+
+    #[test]
     fn encode_and_bench_defaults_are_the_library_defaults() {
         let cli = Cli::try_parse_from([
             "distorch-vision",
