@@ -283,7 +283,7 @@ fn every_copy_of_the_structs_has_the_headers_fields_and_versions() {
             );
         }
     }
-    // The versions the header marks are the ones the library reads (`load_options_bytes`).
+    // The versions the header marks follow each other, and the library reads the newest.
     let versions: Vec<u32> = header_struct("dv_load_options")
         .iter()
         .map(|f| f.0)
@@ -291,6 +291,11 @@ fn every_copy_of_the_structs_has_the_headers_fields_and_versions() {
     assert!(versions
         .windows(2)
         .all(|w| w[1] == w[0] || w[1] == w[0] + 1));
+    assert_eq!(
+        versions.last().copied(),
+        Some(distorch_vision::capi::options::LOAD_OPTIONS_VERSION as u32),
+        "the newest dv_load_options version of the header is not the one src/capi/options.rs reads"
+    );
 }
 
 #[test]
