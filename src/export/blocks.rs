@@ -282,7 +282,8 @@ fn embed(g: &mut GraphBuilder, pixels: &str) -> String {
 /// (clip/modeling_clip.py; SigLIP's `SiglipEncoderLayer.forward` is the same),
 /// `Dinov2Layer.forward` with `Dinov2LayerScale` and `Dinov2MLP` / `Dinov2SwiGLUFFN`
 /// (dinov2/modeling_dinov2.py) and `DINOv3ViTLayer.forward` with `DINOv3ViTAttention.forward`,
-/// `DINOv3ViTLayerScale` and `DINOv3ViTMLP` / `DINOv3ViTGatedMLP` (dinov3_vit/modeling_dinov3_vit.py).
+/// `DINOv3ViTLayerScale` and `DINOv3ViTMLP` / `DINOv3ViTGatedMLP`
+/// (dinov3_vit/modeling_dinov3_vit.py).
 fn layer(g: &mut GraphBuilder, l: usize, x: &str) -> String {
     let c = g.model().config.clone();
     let n = names::layer(c.kind, c.mlp, l);
@@ -521,10 +522,11 @@ fn activation(g: &mut GraphBuilder, x: &str, act: Activation) -> String {
 /// Follows the end of `CLIPVisionModel.forward` (`post_layernorm` of the class token) and
 /// `CLIPVisionModelWithProjection.forward` (`visual_projection`) in clip/modeling_clip.py, the
 /// `post_layernorm` of `SiglipVisionModel.forward` (siglip/modeling_siglip.py; its attention
-/// pooling head is not an output of contract §3), `Dinov2Model.forward` (dinov2/modeling_dinov2.py)
-/// and `DINOv3ViTModel.forward` (dinov3_vit/modeling_dinov3_vit.py): the final norm, the class
-/// token pooled; LLaVA's projector is `LlavaMultiModalProjector.forward` on the penultimate layer
-/// without its class token, as `LlavaModel.get_image_features` selects it (llava/modeling_llava.py).
+/// pooling head is not an output of contract §3), `Dinov2Model.forward`
+/// (dinov2/modeling_dinov2.py) and `DINOv3ViTModel.forward` (dinov3_vit/modeling_dinov3_vit.py):
+/// the final norm, the class token pooled. LLaVA's projector is
+/// `LlavaMultiModalProjector.forward` on the penultimate layer without its class token, as
+/// `LlavaModel.get_image_features` selects it (llava/modeling_llava.py).
 fn head(g: &mut GraphBuilder, x: &str, penult: Option<&str>) -> Vec<String> {
     let c = g.model().config.clone();
     let norm = names::head_norm(c.kind);
