@@ -27,13 +27,14 @@ except ImportError as e:  # pragma: no cover - depends on the installation
         f"uses its ../python ({e})"
     ) from e
 
-from .clip_vision_node import (
+# After the check above, so a missing package gets its message rather than a bare ImportError.
+from .clip_vision_node import (  # noqa: E402
     CLIPVisionLoaderDisTorch2MultiGPU,
     DisTorchClipVision,
     DistorchVisionCLIPVisionLoader,
     Output,
 )
-from .registration import NODE_KEY, SEED_KEY, mappings
+from .registration import NODE_KEY, SEED_KEY, mappings  # noqa: E402
 
 NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS = mappings(
     DistorchVisionCLIPVisionLoader, CLIPVisionLoaderDisTorch2MultiGPU, Path(__file__).parent

@@ -223,7 +223,8 @@ class DistorchVisionCLIPVisionLoader:
     RETURN_TYPES = ("CLIP_VISION",)
     FUNCTION = "load_clip"
     CATEGORY = "multigpu/distorch_2"
-    DESCRIPTION = "Loads a clip_vision model with distorch-vision: per-block ONNX Runtime sessions placed by a DisTorch2 plan."
+    DESCRIPTION = ("Loads a clip_vision model with distorch-vision: per-block ONNX Runtime sessions placed by "
+                   "a DisTorch2 plan.")
 
     def load_clip(
         self,

@@ -24,6 +24,19 @@ pub struct Figures {
     pub median_batch_s: f64,
 }
 
+impl Figures {
+    /// The figures of `batch` images a pass, from the timed passes' seconds.
+    fn of(session_build_s: f64, first_output_s: f64, batch: usize, times: &mut [f64]) -> Figures {
+        let med = median(times);
+        Figures {
+            session_build_s,
+            first_output_s,
+            images_per_s: batch as f64 / med,
+            median_batch_s: med,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct BenchReport {
     pub model: String,
@@ -233,9 +246,7 @@ pub fn run_micro(
     let pipeline = cv.pipeline()?;
     pipeline.set_profiling(true);
     pipeline.reset_upload_stats();
-    let mut times = Vec::new();
-    let mut whole_times = Vec::new();
-    let mut alone_times = Vec::new();
+    let (mut times, mut whole_times, mut alone_times) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..iters {
         let t = Instant::now();
         encode(&cv)?;
@@ -258,31 +269,10 @@ pub fn run_micro(
         .map(|(name, mut v)| (name, median(&mut v) * 1e3))
         .collect();
     pipeline.set_profiling(false);
-    let med = median(&mut times);
-    let blocks = Figures {
-        session_build_s: build,
-        first_output_s: first,
-        images_per_s: batch as f64 / med,
-        median_batch_s: med,
-    };
-    let whole_fig = whole_session.map(|w| {
-        let med = median(&mut whole_times);
-        Figures {
-            session_build_s: w.build_s,
-            first_output_s: w.first_s,
-            images_per_s: batch as f64 / med,
-            median_batch_s: med,
-        }
-    });
-    let per_image = compare.then(|| {
-        let med = median(&mut alone_times);
-        Figures {
-            session_build_s: build,
-            first_output_s: first_alone,
-            images_per_s: batch as f64 / med,
-            median_batch_s: med,
-        }
-    });
+    let blocks = Figures::of(build, first, batch, &mut times);
+    let whole_fig =
+        whole_session.map(|w| Figures::of(w.build_s, w.first_s, batch, &mut whole_times));
+    let per_image = compare.then(|| Figures::of(build, first_alone, batch, &mut alone_times));
     let rss_budget =
         cv.model().fp32_weight_bytes() * 5 / 4 + activation_bytes(&cv.model().config, batch as u64);
     Ok(BenchReport {

@@ -9,9 +9,10 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 use crate::export::{self, ComputeDtype, Export, Granularity};
 use crate::image::PixelsView;
 use crate::model::folders::ModelFolders;
+use crate::model::Outputs;
 use crate::model::{BlockKind, Model, VisionConfig};
 use crate::plan::{self, BlockSize, Device, Inventory, LoaderOptions, Plan};
-use crate::runtime::{gpu, Outputs, Pipeline, StagePlan};
+use crate::runtime::{gpu, Pipeline, StagePlan};
 use crate::{Error, ErrorKind, Result};
 
 /// Batch size the activation reserve of the fit check is sized for: the default one.
@@ -103,17 +104,6 @@ impl LoadOptions {
     }
 }
 
-/// Resolves `clip_vision` to a model file: a path, else a name in the default model folders
-/// (`COMFYUI_PATH` and its `extra_model_paths.yaml`).
-pub fn resolve_model(clip_vision: &str) -> Result<PathBuf> {
-    resolve_model_in(clip_vision, &ModelFolders::default())
-}
-
-/// Resolves `clip_vision` to a model file: a path, else a name in `folders`.
-pub fn resolve_model_in(clip_vision: &str, folders: &ModelFolders) -> Result<PathBuf> {
-    folders.resolve(clip_vision)
-}
-
 /// Bytes the fit check keeps free for one batch of activations on each executing device.
 pub fn activation_reserve(model: &Model) -> u64 {
     activation_bytes(&model.config, RESERVE_BATCH)
@@ -181,7 +171,7 @@ pub struct ClipVision {
 
 impl ClipVision {
     pub fn load(opts: &LoadOptions) -> Result<ClipVision> {
-        let path = resolve_model_in(&opts.clip_vision, &opts.model_folders)?;
+        let path = opts.model_folders.resolve(&opts.clip_vision)?;
         let model = Arc::new(Model::open(&path)?);
         let sim = opts.simulate_devices.as_deref();
         // contract §5.6: the fit check counts what ejecting frees. Plan first against what the
@@ -190,7 +180,7 @@ impl ClipVision {
         let plan = match plan_model(&model, &opts.loader, &load_inventory(sim)?) {
             Err(e) if e.kind() == ErrorKind::DoesNotFit && opts.loader.eject_models => {
                 let compute = plan::compute_device(&opts.loader, &load_inventory(sim)?)?;
-                if eject_others(compute, None) == 0 {
+                if eject_others(compute) == 0 {
                     return Err(e);
                 }
                 crate::runtime::heap::release_free();
@@ -227,11 +217,11 @@ impl ClipVision {
             .collect();
         if opts.dtype == ComputeDtype::Int8 && stages.iter().any(|s| s.streamed) {
             return Err(Error::invalid(
-                "dtype: int8 has no streamed-weights variant; use --dtype fp32",
+                "dtype: int8 has no streamed-weights variant; use `dtype=fp32`",
             ));
         }
         if opts.micro_batch == Some(0) {
-            return Err(Error::invalid("--micro-batch must be at least 1"));
+            return Err(Error::invalid("`micro_batch` must be at least 1"));
         }
         if let Some(m) = opts.micro_batch {
             if !stages.iter().any(|s| s.exec.is_gpu()) {
@@ -248,7 +238,7 @@ impl ClipVision {
             opts.dtype,
         )?;
         if opts.loader.eject_models {
-            eject_others(plan.compute_device, None);
+            eject_others(plan.compute_device);
         }
         let pipeline = Pipeline::build(model.clone(), export.clone(), &stages)?;
         let shared = Arc::new(Shared {
@@ -329,11 +319,13 @@ impl ClipVision {
         outputs: &[String],
         batch_size: usize,
     ) -> Result<Outputs> {
+        // The one check of the input's shape: every front end comes through here.
         let pixels = pixels.into();
         self.model().check_input(&pixels)?;
+        let p = self.pipeline()?;
         match self.shared.micro_batch {
-            Some(m) => self.encode_micro(pixels, outputs, m),
-            None => self.pipeline()?.encode(pixels, outputs, batch_size),
+            Some(m) => crate::runtime::microbatch::encode(&p, pixels, outputs, m, None),
+            None => p.encode(pixels, outputs, batch_size),
         }
     }
 }
@@ -393,13 +385,13 @@ pub(crate) fn release_all_sessions() {
     }
 }
 
-/// Releases the sessions of every loaded model (but `keep`) that occupies `device`;
-/// returns how many were released.
-fn eject_others(device: Device, keep: Option<u64>) -> usize {
+/// Releases the sessions of every loaded model that occupies `device` (the model being loaded
+/// is not registered yet); returns how many were released.
+fn eject_others(device: Device) -> usize {
     let others: Vec<Arc<Shared>> = registry().iter().filter_map(Weak::upgrade).collect();
     let mut released = 0;
     for s in others {
-        if Some(s.id) == keep || !s.uses(device) {
+        if !s.uses(device) {
             continue;
         }
         let mut slot = s.pipeline.write().unwrap_or_else(|e| e.into_inner());

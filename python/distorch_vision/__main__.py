@@ -40,6 +40,8 @@ def _loader_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eject-models", choices=["true", "false"], default="true",
                    help="release other loaded models from --device first (default: true)")
     p.add_argument("--dtype", choices=["fp32", "fp16", "int8"], help="compute precision (default: fp32)")
+    p.add_argument("--donor-policy", choices=["stream", "execute"],
+                   help="CPU-homed blocks with a GPU --device: stream their weights, or execute on the CPU")
     p.add_argument("--comfyui", help="ComfyUI folder whose models/clip_vision holds models (default: $COMFYUI_PATH)")
     p.add_argument("--extra-model-paths", help="an extra_model_paths.yaml")
 
@@ -47,8 +49,8 @@ def _loader_args(p: argparse.ArgumentParser) -> None:
 def _load(a: argparse.Namespace):
     return load(a.model, device=a.device, virtual_vram_gb=a.virtual_vram_gb,
                 donor_device=a.donor_device, expert_mode_allocations=a.expert_mode_allocations,
-                eject_models=a.eject_models == "true", dtype=a.dtype, comfyui_path=a.comfyui,
-                extra_model_paths=a.extra_model_paths)
+                eject_models=a.eject_models == "true", dtype=a.dtype, donor_policy=a.donor_policy,
+                comfyui_path=a.comfyui, extra_model_paths=a.extra_model_paths)
 
 
 def _read_npy(path: str) -> np.ndarray:

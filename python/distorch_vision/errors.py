@@ -29,6 +29,13 @@ class DistorchError(RuntimeError):
         self.status = status
         self.message = message
 
+    @property
+    def kind(self) -> str:
+        """The library's error kind, as the CLI's ``--json`` errors name it (``"not_found"``,
+        ``"invalid_argument"``, …): the status name without ``DV_ERR_``, in lower case (the
+        library names each kind's status so)."""
+        return self.status.removeprefix("DV_ERR_").lower()
+
     def __reduce__(self):  # picklable across processes (Ray workers, multiprocessing)
         return (DistorchError, (self.status, self.message))
 

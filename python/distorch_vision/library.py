@@ -38,7 +38,8 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 
 
 class LoadOptions(C.Structure):
-    """``dv_load_options`` version 2."""
+    """``dv_load_options``, its newest version (the header's fields, in order; the library reads
+    as many as ``struct_size`` covers). tests/integration/capi_sync.rs holds it to the header."""
 
     _fields_ = [
         ("struct_size", C.c_size_t),
@@ -51,12 +52,15 @@ class LoadOptions(C.Structure):
         ("graphs_dir", C.c_char_p),
         ("comfyui_path", C.c_char_p),
         ("extra_model_paths", C.c_char_p),
-        ("dtype", C.c_char_p),  # version 2
+        # version 2
+        ("dtype", C.c_char_p),
+        # version 3
+        ("donor_policy", C.c_char_p),
     ]
 
 
 class Tensor(C.Structure):
-    """``dv_tensor``."""
+    """``dv_tensor`` (held to the header like :class:`LoadOptions`)."""
 
     _fields_ = [
         ("struct_size", C.c_size_t),
@@ -75,7 +79,8 @@ _fp = C.POINTER(C.c_float)
 _i64p = C.POINTER(C.c_int64)
 _str_out = C.POINTER(C.c_void_p)
 
-# name → (restype, argtypes); every one must be exported.
+# name → (restype, argtypes), as the header declares them (tests/integration/capi_sync.rs
+# checks); every one must be exported.
 _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "dv_version": (C.c_char_p, []),
     "dv_abi_version": (C.c_uint32, []),
@@ -220,6 +225,8 @@ class Library:
     def take_string(self, p: C.c_void_p) -> str:
         """Copies a library-owned string out and frees it."""
         try:
+            if not p.value:
+                raise DistorchError("DV_ERR_RUNTIME", "the library returned NULL instead of a string")
             return C.string_at(p.value).decode()
         finally:
             self.cdll.dv_string_free(p)

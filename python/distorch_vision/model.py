@@ -494,6 +494,7 @@ def load(
     comfyui_path: Optional[PathLike] = None,
     extra_model_paths: Optional[PathLike] = None,
     graphs_dir: Optional[PathLike] = None,
+    donor_policy: Optional[str] = None,
 ) -> Model:
     """Loads a CLIP Vision model: the loader inputs of contract §1 as keyword arguments.
 
@@ -505,6 +506,8 @@ def load(
     ``eject_models``: release other loaded models from ``device`` first (a bool; strings such
     as ``"false"`` raise rather than read as True).
     ``dtype``: ``"fp32"`` (default, ComfyUI parity), ``"fp16"`` (CUDA) or ``"int8"`` (CPU).
+    ``donor_policy``: blocks homed on the CPU while ``device`` is a GPU: ``"stream"`` their
+    weights to the GPU each pass (default, as DisTorch) or ``"execute"`` them on the CPU.
     ``graphs_dir``: where exported block graphs are kept (default: the library's).
     Bad values raise :class:`DistorchError` naming the field and the valid choices.
     """
@@ -527,6 +530,7 @@ def load(
     o.expert_mode_allocations = _text("expert_mode_allocations", expert_mode_allocations)
     o.eject_models = _flag("eject_models", eject_models)
     o.dtype = _text("dtype", dtype)
+    o.donor_policy = _text("donor_policy", donor_policy)
     o.comfyui_path = _text("comfyui_path", comfyui_path)
     o.extra_model_paths = _text("extra_model_paths", extra_model_paths)
     o.graphs_dir = _text("graphs_dir", graphs_dir)

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import ctypes as C
 import hashlib
-import io
 import json
 import os
 import re
@@ -159,7 +158,7 @@ def list_shards(inputs: Sequence[Union[str, os.PathLike]], shard_size: int = 102
         shards.append(InputShard(len(shards), "files", f"files:{chunk[0]}..{chunk[-1]}", chunk))
     if not shards:
         raise DistorchError("DV_ERR_INVALID_ARGUMENT",
-                            f"no images or .tar shards found in {', '.join(map(os.fspath, inputs))} "
+                            f"no images or .tar shards found in {', '.join(str(p) for p in inputs)} "
                             f"(image extensions: {', '.join(IMAGE_EXTENSIONS)})")
     return shards
 
@@ -316,7 +315,7 @@ class Encoder:
         out["error"] = error
         for name in self._columns():
             # No readable image in this call: zero rows of the output's shape (never written).
-            out[name] = results.get(name) if name in results else np.zeros((n,) + self._shape(name),
+            out[name] = results[name] if name in results else np.zeros((n,) + self._shape(name),
                                                                             dtype=self._dtype(name))
         return out
 
@@ -466,6 +465,7 @@ def encode(
     expert_mode_allocations: str = "",
     eject_models: bool = True,
     dtype: Optional[str] = None,
+    donor_policy: Optional[str] = None,
     comfyui_path: Optional[str] = None,
     extra_model_paths: Optional[str] = None,
     outputs: Union[None, str, Iterable[str]] = None,
@@ -515,7 +515,8 @@ def encode(
         if diff:
             raise DistorchError(
                 "DV_ERR_INVALID_ARGUMENT",
-                f"{out} holds a run with other settings ({', '.join(f'{k}: was {a!r}, now {b!r}' for k, (a, b) in diff.items())}); "
+                f"{out} holds a run with other settings "
+                f"({', '.join(f'{k}: was {a!r}, now {b!r}' for k, (a, b) in diff.items())}); "
                 "use another output folder or the same settings")
     else:
         out.mkdir(parents=True, exist_ok=True)
@@ -569,7 +570,8 @@ def encode(
             env["DISTORCH_THREADS"] = str(max(1, int(cpus)))  # actors share a node's cores
         load_kwargs = dict(device=device, virtual_vram_gb=virtual_vram_gb, donor_device=donor_device,
                            expert_mode_allocations=expert_mode_allocations, eject_models=eject_models,
-                           dtype=dtype, comfyui_path=comfyui_path, extra_model_paths=extra_model_paths)
+                           dtype=dtype, donor_policy=donor_policy, comfyui_path=comfyui_path,
+                           extra_model_paths=extra_model_paths)
         by_index = {s.index: s for s in todo}
         items = [{"shard": s.index, "kind": s.kind, "source": s.source, "files": json.dumps(s.files)}
                  for s in todo]

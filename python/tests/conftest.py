@@ -37,7 +37,7 @@ if _missing:
 
 if INSTALLED:
     _spec = importlib.util.find_spec("distorch_vision")
-    if _spec is None or Path(_spec.origin).resolve().is_relative_to(ROOT):
+    if _spec is None or _spec.origin is None or Path(_spec.origin).resolve().is_relative_to(ROOT):
         raise pytest.UsageError(
             f"DISTORCH_TEST_INSTALLED=1 needs distorch_vision installed outside {ROOT}, "
             f"found {_spec.origin if _spec else 'none'}")

@@ -384,7 +384,7 @@ def test_all_hidden_states_come_from_the_same_pass_and_only_where_core_has_them(
         calls = []
         real = cv.distorch_model.encode_images
 
-        def counting(*a, **k):
+        def counting(*a, calls=calls, real=real, **k):
             calls.append(k.get("outputs"))
             return real(*a, **k)
 

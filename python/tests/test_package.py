@@ -1,6 +1,7 @@
 """The distorch_vision package over the C ABI: HF parity through encode_pixels, the IMAGE path
 against the CLI's preprocess + encode, errors, lifetime, input and output handling."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -255,6 +256,45 @@ def test_load_errors_name_the_bad_value(library_path, tmp_path):
     with _raises("DV_ERR_INVALID_MODEL"):
         dv.load(bad, device="cpu")
     assert dv.live_objects()["models"] == 0
+
+
+def test_errors_name_keyword_arguments_and_kinds_match_the_cli(library_path, tmp_path, monkeypatch):
+    """Library messages name options as this API's keyword arguments (the CLI shows its own
+    flags instead), and DistorchError.kind is the kind the CLI's --json errors print."""
+    model = fixture("clip_quickgelu_f32") / "model.safetensors"
+    monkeypatch.delenv("COMFYUI_PATH", raising=False)  # no model folders: the message says how
+    with _raises("DV_ERR_NOT_FOUND", "`comfyui_path=PATH`", "`extra_model_paths=FILE`"):
+        dv.load("no_such_model", device="cpu")
+    bad = tmp_path / "broken.safetensors"
+    bad.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")
+    cases = [  # (keyword arguments, the CLI's flags) of one mistake
+        (dict(clip_vision=tmp_path / "nope.safetensors"), ["inspect", "--model", str(tmp_path / "nope.safetensors")]),
+        (dict(clip_vision=model, device="tpu:0"), ["plan", "--model", str(model), "--device", "tpu:0"]),
+        (dict(clip_vision=bad), ["inspect", "--model", str(bad)]),
+        (dict(clip_vision=model, donor_policy="sideways"), None),
+    ]
+    for kwargs, argv in cases:
+        kwargs.setdefault("device", "cpu")
+        with pytest.raises(dv.DistorchError) as e:
+            dv.load(**kwargs)
+        assert "--" not in e.value.message, e.value.message
+        assert e.value.kind == e.value.status.removeprefix("DV_ERR_").lower()
+        if argv is None:
+            assert e.value.kind == "invalid_argument" and "donor_policy" in e.value.message
+            continue
+        r = subprocess.run([str(cli()), *argv, "--json"], capture_output=True, text=True)
+        assert r.returncode == 1, r.stderr
+        assert json.loads(r.stdout)["error"]["kind"] == e.value.kind, (r.stdout, e.value)
+
+
+def test_load_options_reach_the_library_with_every_version(library_path):
+    """The package fills the newest dv_load_options: donor_policy (version 3) reaches the plan."""
+    from distorch_vision.library import LoadOptions
+
+    assert [f for f, _ in LoadOptions._fields_][-2:] == ["dtype", "donor_policy"]
+    for policy in ("stream", "execute"):
+        with load_fixture("clip_quickgelu_f32", donor_policy=policy) as m:
+            assert m.plan()["donor_policy"] == policy
 
 
 def test_encode_errors_name_the_shape(library_path):

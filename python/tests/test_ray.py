@@ -10,6 +10,7 @@ import os
 import subprocess
 import tarfile
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import pytest
@@ -179,7 +180,7 @@ def test_naflex_rows_equal_cli_with_their_grids(ray_cluster, images, tmp_path):
 def _make_tars(folder: Path, dest: Path):
     """Two img2dataset-style shards: KEY.jpg|png + KEY.txt + KEY.json, and a corrupt image."""
     files = sorted(p for p in folder.rglob("*") if p.is_file())
-    by_key = {}
+    by_key: dict[str, Optional[Path]] = {}  # None: the corrupt image
     for t in range(2):
         with tarfile.open(dest / f"{t:05d}.tar", "w") as tf:
             def add(name, data):

@@ -102,7 +102,7 @@ pub unsafe extern "C" fn dv_model_plan_text(model: u64, text_out: *mut *mut c_ch
 pub unsafe extern "C" fn dv_model_outputs_json(model: u64, json_out: *mut *mut c_char) -> DvStatus {
     guard_string_out(json_out, "json_out", || {
         // The same resolution an encode with no names does, so the two never disagree.
-        let names = crate::runtime::resolve_outputs(live(model)?.model(), &[])?;
+        let names = live(model)?.model().resolve_output_names(&[])?;
         serde_json::to_string(&names)
             .map_err(|e| Fail::new(DV_ERR_RUNTIME, format!("serialising the output names: {e}")))
     })
@@ -133,7 +133,7 @@ pub unsafe extern "C" fn dv_model_info_json(model: u64, json_out: *mut *mut c_ch
             "num_layers": c.num_layers,
             "tokens": c.tokens,
             "llava": c.llava,
-            "outputs": crate::runtime::resolve_outputs(m, &[])?,
+            "outputs": m.resolve_output_names(&[])?,
             "on_request": m.on_request_output_names(),
         });
         serde_json::to_string(&info)

@@ -34,22 +34,30 @@ pub struct DvLoadOptions {
     pub donor_policy: *const c_char,
 }
 
+/// The size of each version of `dv_load_options`, oldest first: where the next version's first
+/// field starts, and the whole struct for the newest. A new version replaces the last entry by
+/// the offset of its first field and appends the struct's size.
+const VERSION_SIZES: [usize; 3] = [
+    std::mem::offset_of!(DvLoadOptions, dtype),
+    std::mem::offset_of!(DvLoadOptions, donor_policy),
+    std::mem::size_of::<DvLoadOptions>(),
+];
+
+/// The newest `dv_load_options` version, the one the header declares last.
+pub const LOAD_OPTIONS_VERSION: usize = VERSION_SIZES.len();
+
 /// Size of a version-1 `dv_load_options`, the smallest accepted.
-const LOAD_OPTIONS_V1: usize = std::mem::offset_of!(DvLoadOptions, dtype);
-/// Size of a version-2 `dv_load_options` (through `dtype`).
-const LOAD_OPTIONS_V2: usize = std::mem::offset_of!(DvLoadOptions, donor_policy);
+const LOAD_OPTIONS_V1: usize = VERSION_SIZES[0];
 
 /// Bytes of `dv_load_options` this library reads or writes for a caller's `struct_size`:
 /// whole versions only, so a size that ends inside a field never exposes half a pointer.
 fn load_options_bytes(struct_size: usize) -> usize {
-    let v3 = std::mem::size_of::<DvLoadOptions>();
-    if struct_size >= v3 {
-        v3
-    } else if struct_size >= LOAD_OPTIONS_V2 {
-        LOAD_OPTIONS_V2
-    } else {
-        LOAD_OPTIONS_V1
-    }
+    VERSION_SIZES
+        .iter()
+        .rev()
+        .copied()
+        .find(|&v| struct_size >= v)
+        .unwrap_or(LOAD_OPTIONS_V1)
 }
 
 /// `dv_status dv_load_options_init(dv_load_options *opts, size_t struct_size)`: contract §1
@@ -191,7 +199,23 @@ mod tests {
     use std::ffi::CString;
 
     use super::*;
-    use crate::capi::DV_OK;
+    use crate::capi::ffi::DV_OK;
+
+    #[test]
+    fn a_callers_size_reads_whole_versions_only() {
+        let [v1, v2, v3] = VERSION_SIZES;
+        assert!(v1 < v2 && v2 < v3);
+        for (size, read) in [
+            (v1, v1),
+            (v2 - 1, v1),
+            (v2, v2),
+            (v3 - 1, v2),
+            (v3, v3),
+            (v3 + 64, v3),
+        ] {
+            assert_eq!(load_options_bytes(size), read, "struct_size {size}");
+        }
+    }
 
     #[test]
     fn virtual_vram_gb_at_its_default_counts_as_not_set() {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::ffi::{guard, guard_out, opt_str, put, DvStatus, Fail, R};
 use super::ffi::{DV_ERR_INVALID_ARGUMENT, DV_ERR_NOT_FOUND, DV_ERR_STRUCT_SIZE};
 use super::handles;
-use crate::runtime::Outputs;
+use crate::model::Outputs;
 
 /// `DV_DTYPE_F32`: every model output.
 pub const DV_DTYPE_F32: i32 = 1;

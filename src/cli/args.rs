@@ -1,14 +1,18 @@
 //! The command line's flags (clap definitions) and help texts.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use distorch_vision::export::{ComputeDtype, Granularity};
 use distorch_vision::image::Crop;
-use distorch_vision::job::batch::{OutFormat, DEFAULT_DECODE_THREADS};
+use distorch_vision::job::batch::{EncodeJob, OutFormat, DEFAULT_DECODE_THREADS};
+use distorch_vision::loader::LoadOptions;
 use distorch_vision::model::folders::ModelFolders;
 use distorch_vision::plan::{DonorPolicy, LoaderOptions, DEFAULT_BATCH_SIZE};
-use distorch_vision::Result;
+use distorch_vision::{Error, Result};
+
+use super::flags;
 
 pub(crate) const ABOUT_LONG: &str = "\
 CLIP Vision encoders (the .safetensors files of ComfyUI's models/clip_vision) split into one
@@ -107,23 +111,35 @@ pub(crate) struct LoaderArgs {
     #[arg(long, default_value_t = LoaderOptions::default().eject_models, action = clap::ArgAction::Set)]
     pub(crate) eject_models: bool,
     /// CPU-homed blocks on a GPU compute device: `stream` their weights, or `execute` on the CPU.
-    #[arg(long, default_value_t = LoaderOptions::default().donor_policy.to_string())]
-    pub(crate) donor_policy: String,
+    #[arg(long, default_value_t = LoaderOptions::default().donor_policy, value_parser = flags::typed::<DonorPolicy>())]
+    pub(crate) donor_policy: DonorPolicy,
     /// Replace the device inventory for planning: `cuda:0=24GiB,cuda:1=12GiB/10GiB,cpu=64GiB` (total[/free]).
     #[arg(long)]
     pub(crate) simulate_devices: Option<String>,
 }
 
 impl LoaderArgs {
-    pub(crate) fn options(&self) -> Result<LoaderOptions> {
-        Ok(LoaderOptions {
+    /// The planner's options of these flags.
+    pub(crate) fn options(&self) -> LoaderOptions {
+        LoaderOptions {
             device: self.device.clone(),
             virtual_vram_gb: self.virtual_vram_gb,
             donor_device: self.donor_device.clone(),
             expert_mode_allocations: self.expert_mode_allocations.clone(),
             eject_models: self.eject_models,
-            donor_policy: self.donor_policy.parse::<DonorPolicy>()?,
-        })
+            donor_policy: self.donor_policy,
+        }
+    }
+
+    /// What loading `model` with these flags and `common`'s takes; the caller adds the rest.
+    pub(crate) fn load_options(&self, model: &str, common: &Common) -> LoadOptions {
+        LoadOptions {
+            clip_vision: model.to_string(),
+            loader: self.options(),
+            simulate_devices: self.simulate_devices.clone(),
+            graphs_dir: common.graphs_dir.clone(),
+            ..Default::default()
+        }
     }
 }
 
@@ -180,7 +196,7 @@ pub(crate) enum Command {
         #[arg(long, help_heading = "Output")]
         out: Option<PathBuf>,
         /// `blocks` (default) or `whole` (also one whole-model graph).
-        #[arg(long, default_value_t = Granularity::default(), help_heading = "Output")]
+        #[arg(long, default_value_t = Granularity::default(), value_parser = flags::typed::<Granularity>(), help_heading = "Output")]
         granularity: Granularity,
         #[command(flatten)]
         common: Common,
@@ -202,7 +218,7 @@ pub(crate) enum Command {
         #[arg(long, num_args = 1.., required = true)]
         images: Vec<PathBuf>,
         /// `center` (default) or `none` (stretch).
-        #[arg(long, default_value_t = Crop::default())]
+        #[arg(long, default_value_t = Crop::default(), value_parser = flags::typed::<Crop>())]
         crop: Crop,
         /// Output safetensors file holding `pixel_values` [N,3,S,S] f32 (input of `encode --pixels`;
         /// sources and preprocessing in its metadata).
@@ -306,7 +322,7 @@ pub(crate) struct EncodeArgs {
     #[arg(long, help_heading = "Input")]
     pub(crate) pixels: Option<PathBuf>,
     /// `center` (default) or `none` (stretch).
-    #[arg(long, default_value_t = Crop::default(), help_heading = "Input")]
+    #[arg(long, default_value_t = Crop::default(), value_parser = flags::typed::<Crop>(), help_heading = "Input")]
     pub(crate) crop: Crop,
     /// Output file (or, with --format npy, a folder), or a folder of shards (sharded mode).
     #[arg(long, help_heading = "Output")]
@@ -314,7 +330,7 @@ pub(crate) struct EncodeArgs {
     /// `safetensors`, or `npy`: --out x.npy writes one .npy (one output; row sources in
     /// x.sources.json), another --out a folder of <output>.npy and sources.json.
     /// Default: npy when --out ends in .npy, else safetensors.
-    #[arg(long, help_heading = "Output")]
+    #[arg(long, value_parser = flags::typed::<OutFormat>(), help_heading = "Output")]
     pub(crate) format: Option<OutFormat>,
     /// Comma-separated outputs (default: all the model has but all_hidden_states, which is
     /// computed only when named here).
@@ -347,12 +363,62 @@ pub(crate) struct EncodeArgs {
     #[arg(long, value_delimiter = ',', hide = true)]
     pub(crate) stream_blocks: Vec<String>,
     /// Compute precision: `fp32` (default, the reference), `int8` (CPU, approximate), `fp16` (for CUDA; runs on the CPU only to check results).
-    #[arg(long, default_value_t = ComputeDtype::default(), help_heading = "Compute")]
+    #[arg(long, default_value_t = ComputeDtype::default(), value_parser = flags::typed::<ComputeDtype>(), help_heading = "Compute")]
     pub(crate) dtype: ComputeDtype,
     #[command(flatten)]
     pub(crate) common: Common,
     #[command(flatten)]
     pub(crate) gpu: GpuArgs,
+}
+
+impl EncodeArgs {
+    /// The flags converted once: what loading the model takes, and the job to run with it.
+    pub(crate) fn into_job(
+        self,
+        folders: ModelFolders,
+        quiet: bool,
+    ) -> Result<(LoadOptions, EncodeJob)> {
+        let is_npy = self
+            .out
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("npy"));
+        let default_format = if is_npy {
+            OutFormat::Npy
+        } else {
+            OutFormat::Safetensors
+        };
+        let load = LoadOptions {
+            granularity: Granularity::Blocks,
+            force_streamed: self.stream_blocks.clone(),
+            model_folders: folders,
+            dtype: self.dtype,
+            micro_batch: self.gpu.micro_batch,
+            ..self.loader.load_options(&self.model, &self.common)
+        };
+        let job = EncodeJob {
+            images: self.images,
+            pixels: self.pixels,
+            crop: self.crop,
+            batch_size: self.batch_size,
+            outputs: self.outputs,
+            out: self.out,
+            format: self.format.unwrap_or(default_format),
+            shard_size: self.shard_size,
+            resume: self.resume,
+            strict: self.strict,
+            decode_threads: self.decode_threads,
+            throttle: Duration::from_millis(self.throttle_ms),
+            model_label: self.model,
+            progress: !quiet,
+            out_label: None,
+        };
+        if !job.is_sharded() && job.resume {
+            return Err(Error::invalid(
+                "--resume applies to sharded encoding (--shard-size N, or --out FOLDER)",
+            ));
+        }
+        Ok((load, job))
+    }
 }
 
 /// Flags of `bench`.
@@ -376,7 +442,7 @@ pub(crate) struct BenchArgs {
     #[arg(long, help_heading = "Output")]
     pub(crate) json: bool,
     /// Compute precision: `fp32` (default, the reference), `int8` (CPU, approximate), `fp16` (for CUDA; runs on the CPU only to check results).
-    #[arg(long, default_value_t = ComputeDtype::default(), help_heading = "Benchmark")]
+    #[arg(long, default_value_t = ComputeDtype::default(), value_parser = flags::typed::<ComputeDtype>(), help_heading = "Benchmark")]
     pub(crate) dtype: ComputeDtype,
     #[command(flatten)]
     pub(crate) common: Common,
@@ -437,7 +503,7 @@ mod tests {
         let Command::Plan { loader, .. } = cli.command else {
             panic!("not plan")
         };
-        let (got, want) = (loader.options().unwrap(), LoaderOptions::default());
+        let (got, want) = (loader.options(), LoaderOptions::default());
         assert_eq!(format!("{got:?}"), format!("{want:?}"));
         // The one default a doc comment spells out (an unset flag must stay `None`).
         let plan = Cli::command();
@@ -452,6 +518,41 @@ mod tests {
             distorch_vision::plan::DEFAULT_VIRTUAL_VRAM_GB
         );
         assert!(help.contains(&default), "{help}");
+    }
+
+    #[test]
+    fn every_option_library_messages_name_has_a_flag() {
+        let cli = Cli::command();
+        for name in [
+            "comfyui_path",
+            "extra_model_paths",
+            "device",
+            "dtype",
+            "micro_batch",
+            "resume",
+            "strict",
+            "format",
+            "outputs",
+            "shard_size",
+            "granularity",
+        ] {
+            let flag = flags::with_flags(&cli, &format!("`{name}`"));
+            assert!(flag.starts_with("--"), "{name}: {flag}");
+        }
+    }
+
+    #[test]
+    fn typed_flags_parse_with_the_types_own_message_and_flags_in_it() {
+        let e = Cli::try_parse_from(["dv", "export", "--model", "m", "--granularity", "layers"])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("invalid value 'layers' for '--granularity <GRANULARITY>': --granularity \"layers\" is not valid"),
+            "{e}"
+        );
+        let ok = Cli::try_parse_from(["dv", "plan", "--model", "m", "--donor-policy", "execute"]);
+        assert!(ok.is_ok());
     }
 
     #[test]

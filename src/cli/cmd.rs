@@ -1,13 +1,13 @@
 //! What each verb does: one `cmd_*` function per verb, which calls the library and prints.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use distorch_vision::export::{self, Granularity};
 use distorch_vision::image::Crop;
-use distorch_vision::job::batch::{self, EncodeJob, OutFormat};
+use distorch_vision::job::batch;
 use distorch_vision::job::{out_guard, summary, yaml};
-use distorch_vision::loader::{inventory, plan_model, resolve_model_in, ClipVision, LoadOptions};
+use distorch_vision::loader::{inventory, plan_model, ClipVision, LoadOptions};
 use distorch_vision::model::folders::ModelFolders;
 use distorch_vision::model::Model;
 use distorch_vision::{Error, ErrorKind, Result};
@@ -45,9 +45,9 @@ pub(crate) fn cmd_plan(
     json: bool,
     folders: &ModelFolders,
 ) -> Result<()> {
-    let m = Model::open(&resolve_model_in(model, folders)?)?;
+    let m = Model::open(&folders.resolve(model)?)?;
     let inv = inventory(loader.simulate_devices.as_deref())?;
-    let p = plan_model(&m, &loader.options()?, &inv)?;
+    let p = plan_model(&m, &loader.options(), &inv)?;
     if json {
         print::json(&p.to_json());
     } else {
@@ -58,7 +58,7 @@ pub(crate) fn cmd_plan(
 
 /// `inspect`: a model's family, configuration, dtypes and blocks.
 pub(crate) fn cmd_inspect(model: &str, json: bool, folders: &ModelFolders) -> Result<()> {
-    let m = Model::open(&resolve_model_in(model, folders)?)?;
+    let m = Model::open(&folders.resolve(model)?)?;
     if json {
         print::json(&print::inspect_json(&m));
     } else {
@@ -76,7 +76,7 @@ pub(crate) fn cmd_export(
     folders: &ModelFolders,
 ) -> Result<()> {
     setup(common)?;
-    let m = Model::open(&resolve_model_in(model, folders)?)?;
+    let m = Model::open(&folders.resolve(model)?)?;
     let t = Instant::now();
     let e = export::export(&m, out, common.graphs_dir.as_deref(), granularity)?;
     let n = e.manifest.blocks.len();
@@ -99,51 +99,11 @@ pub(crate) fn cmd_export(
 /// `encode`: images or pixels into embeddings (one file, or shards).
 pub(crate) fn cmd_encode(a: EncodeArgs, folders: ModelFolders, quiet: bool) -> Result<()> {
     setup(&a.common)?;
-    let format = a.format.unwrap_or(
-        if a.out
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("npy"))
-        {
-            OutFormat::Npy
-        } else {
-            OutFormat::Safetensors
-        },
-    );
-    let job = EncodeJob {
-        images: a.images,
-        pixels: a.pixels,
-        crop: a.crop,
-        batch_size: a.batch_size,
-        outputs: a.outputs,
-        out: a.out,
-        format,
-        shard_size: a.shard_size,
-        resume: a.resume,
-        strict: a.strict,
-        decode_threads: a.decode_threads,
-        throttle: Duration::from_millis(a.throttle_ms),
-        model_label: a.model.clone(),
-        progress: !quiet,
-        out_label: None,
-    };
-    if !job.is_sharded() && a.resume {
-        return Err(Error::invalid(
-            "--resume applies to sharded encoding (--shard-size N, or --out FOLDER)",
-        ));
-    }
-    let cv = ClipVision::load(&LoadOptions {
-        clip_vision: a.model,
-        loader: a.loader.options()?,
-        simulate_devices: a.loader.simulate_devices.clone(),
-        graphs_dir: a.common.graphs_dir.clone(),
-        granularity: Granularity::Blocks,
-        force_streamed: a.stream_blocks,
-        model_folders: folders,
-        dtype: a.dtype,
-        micro_batch: a.gpu.micro_batch,
-    })?;
+    let json = a.json;
+    let (load, job) = a.into_job(folders, quiet)?;
+    let cv = ClipVision::load(&load)?;
     let summary = batch::run_encode(&cv, &job)?;
-    if a.json {
+    if json {
         print::json(&summary);
     } else if !quiet {
         eprintln!("{summary}");
@@ -170,14 +130,14 @@ pub(crate) fn cmd_preprocess(
             out.display()
         )));
     }
-    let m = Model::open(&resolve_model_in(model, folders)?)?;
+    let m = Model::open(&folders.resolve(model)?)?;
     // Never over the model, an input, or a file this program did not write.
     let protected = out_guard::protected(m.path(), None, images);
     out_guard::check_targets(&[out.to_path_buf()], &protected, None)?;
     let spec = m.config.preprocess_spec(crop);
     let (px, sources, skipped) = if strict {
         let (px, src) = batch::preprocess_inputs(images, &spec)
-            .map_err(|e| e.context("--strict: stopping at an unreadable image"))?;
+            .map_err(|e| e.context("`strict`: stopping at an unreadable image"))?;
         (px, src, Vec::new())
     } else {
         batch::preprocess_inputs_skipping(images, &spec)?
@@ -244,12 +204,8 @@ pub(crate) fn cmd_models(json: bool, folders: &ModelFolders, quiet: bool) -> Res
 pub(crate) fn cmd_bench(b: BenchArgs) -> Result<()> {
     setup(&b.common)?;
     let opts = LoadOptions {
-        clip_vision: b.model.clone(),
-        loader: b.loader.options()?,
-        simulate_devices: b.loader.simulate_devices.clone(),
-        graphs_dir: b.common.graphs_dir.clone(),
         dtype: b.dtype,
-        ..Default::default()
+        ..b.loader.load_options(&b.model, &b.common)
     };
     let r = distorch_vision::bench::run_micro(
         &opts,
@@ -281,7 +237,7 @@ pub(crate) fn cmd_clean(
     use distorch_vision::export::clean::{list_exports, matches_model, remove_export};
     let root = graphs_dir.map_or_else(export::default_graphs_root, Path::to_path_buf);
     let exports = list_exports(&root)?;
-    let model_file = model.and_then(|m| resolve_model_in(m, folders).ok());
+    let model_file = model.and_then(|m| folders.resolve(m).ok());
     let chosen = |e: &&distorch_vision::export::clean::ExportEntry| {
         all || (missing && !e.model_exists)
             || model.is_some_and(|m| matches_model(e, m, model_file.as_deref()))

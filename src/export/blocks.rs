@@ -1,5 +1,9 @@
 //! The forward pass of contract §3 as ONNX: one emitter per block kind, used both for per-block
 //! graphs and for the single whole-model graph.
+//!
+//! Each emitter names the Hugging Face code it follows: `transformers/models/<family>/
+//! modeling_<family>.py` of transformers 5.23 (the version the tests compare against, pinned in
+//! python/requirements-test.txt), e.g. `clip/modeling_clip.py` `CLIPEncoderLayer.forward`.
 
 use super::graph::{attr_int, attr_ints, Dim, GraphBuilder};
 use super::naflex::{self, KEY_MASK, SPATIAL_SHAPES};
@@ -17,20 +21,27 @@ pub struct BlockIo {
 }
 
 pub const PIXELS: &str = "pixel_values";
+/// The embed block's output.
+const EMBEDDINGS: &str = "embeddings";
+/// A layer's input (and the head's, but LLaVA's).
+const HIDDEN: &str = "hidden_states";
+/// A layer's output.
+const HIDDEN_OUT: &str = "hidden_states_out";
 
 /// Inputs and outputs of block `kind`.
 pub fn block_io(model: &Model, kind: BlockKind) -> BlockIo {
+    use Output::{ImageEmbeds, LastHiddenState, MmProjected, PenultimateHiddenStates};
     let v = |s: &[&str]| s.iter().map(|s| s.to_string()).collect();
+    let o = |s: &[Output]| s.iter().map(|o| o.name().to_string()).collect();
     if model.config.kind.is_naflex() {
         // The patches with their grids, then a key mask for every block after the embedding.
         let (inputs, outputs) = match kind {
-            BlockKind::Embed => (v(&[naflex::PATCHES, SPATIAL_SHAPES]), v(&["embeddings"])),
-            BlockKind::Layer { .. } => (v(&["hidden_states", KEY_MASK]), v(&["hidden_states_out"])),
-            BlockKind::Head if model.config.attention_pool => (
-                v(&["hidden_states", KEY_MASK]),
-                v(&["last_hidden_state", "image_embeds"]),
-            ),
-            BlockKind::Head => (v(&["hidden_states", KEY_MASK]), v(&["last_hidden_state"])),
+            BlockKind::Embed => (v(&[naflex::PATCHES, SPATIAL_SHAPES]), v(&[EMBEDDINGS])),
+            BlockKind::Layer { .. } => (v(&[HIDDEN, KEY_MASK]), v(&[HIDDEN_OUT])),
+            BlockKind::Head if model.config.attention_pool => {
+                (v(&[HIDDEN, KEY_MASK]), o(&[LastHiddenState, ImageEmbeds]))
+            }
+            BlockKind::Head => (v(&[HIDDEN, KEY_MASK]), o(&[LastHiddenState])),
         };
         return BlockIo {
             kind,
@@ -39,21 +50,18 @@ pub fn block_io(model: &Model, kind: BlockKind) -> BlockIo {
         };
     }
     let (inputs, outputs) = match kind {
-        BlockKind::Embed => (v(&[PIXELS]), v(&["embeddings"])),
+        BlockKind::Embed => (v(&[PIXELS]), v(&[EMBEDDINGS])),
         BlockKind::Head => match model.config.kind {
-            Kind::Siglip => (v(&["hidden_states"]), v(&["last_hidden_state"])),
+            Kind::Siglip => (v(&[HIDDEN]), o(&[LastHiddenState])),
             Kind::Siglip2 => unreachable!("naflex blocks are listed above"),
-            Kind::Dinov2 | Kind::Dinov3 => (
-                v(&["hidden_states"]),
-                v(&["last_hidden_state", "image_embeds"]),
-            ),
+            Kind::Dinov2 | Kind::Dinov3 => (v(&[HIDDEN]), o(&[LastHiddenState, ImageEmbeds])),
             Kind::Clip if model.config.llava => (
-                v(&["last_hidden_state", "penultimate_hidden_states"]),
-                v(&["image_embeds", "mm_projected"]),
+                o(&[LastHiddenState, PenultimateHiddenStates]),
+                o(&[ImageEmbeds, MmProjected]),
             ),
-            Kind::Clip => (v(&["last_hidden_state"]), v(&["image_embeds"])),
+            Kind::Clip => (o(&[LastHiddenState]), o(&[ImageEmbeds])),
         },
-        BlockKind::Layer { .. } => (v(&["hidden_states"]), v(&["hidden_states_out"])),
+        BlockKind::Layer { .. } => (v(&[HIDDEN]), v(&[HIDDEN_OUT])),
     };
     BlockIo {
         kind,
@@ -113,15 +121,16 @@ fn embed_inputs(g: &mut GraphBuilder, model: &Model) -> String {
     embed(g, &x)
 }
 
+/// The shape of a graph output: one of the model's outputs, or a hidden state.
 fn output_dims(model: &Model, output: &str) -> Vec<Dim> {
     let c = &model.config;
-    match output {
-        "image_embeds" => {
+    match Output::from_name(output) {
+        Some(Output::ImageEmbeds) => {
             // CLIP projects the class token; DINOv2 returns it as it is.
             let width = c.projection_dim.unwrap_or(c.hidden_size);
             vec![Dim::Batch, Dim::Fixed(width)]
         }
-        "mm_projected" => {
+        Some(Output::MmProjected) => {
             let (_, o2) = model.projector.unwrap_or((0, 0));
             vec![Dim::Batch, Dim::Fixed(c.tokens - 1), Dim::Fixed(o2)]
         }
@@ -253,6 +262,13 @@ pub fn whole_graph(
 /// Patch conv → tokens, class token (CLIP, DINOv2), position table, pre-LN (CLIP). The
 /// stride-P convolution without padding yields ⌊S/P⌋ patches a side: a remainder of S is
 /// dropped, as in PyTorch.
+///
+/// Follows `CLIPVisionEmbeddings.forward` and the `pre_layrnorm` of `CLIPVisionModel.forward`
+/// (clip/modeling_clip.py), `SiglipVisionEmbeddings.forward` (siglip/modeling_siglip.py: no
+/// class token), `Dinov2Embeddings.forward` (dinov2/modeling_dinov2.py, at the configured image
+/// size, where its `interpolate_pos_encoding` hands back the table as it is) and
+/// `DINOv3ViTEmbeddings.forward` (dinov3_vit/modeling_dinov3_vit.py: class and register tokens,
+/// no position table).
 fn embed(g: &mut GraphBuilder, pixels: &str) -> String {
     let c = g.model().config.clone();
     let names = names::embed(c.kind);
@@ -317,8 +333,14 @@ fn embed(g: &mut GraphBuilder, pixels: &str) -> String {
 /// giant has a SwiGLU MLP, DINOv3 ViT-H+ a gated one, and DINOv3 rotates q and k of the
 /// patch tokens (RoPE), which the fused attention cannot do.
 ///
-/// naflex layers take a key mask `[B, T]`: padded tokens are never attended to, and the token
-/// count comes from the input's shape.
+/// Follows `CLIPEncoderLayer.forward` with `CLIPAttention.forward` and `CLIPMLP.forward`
+/// (clip/modeling_clip.py; SigLIP's `SiglipEncoderLayer.forward` is the same),
+/// `Dinov2Layer.forward` with `Dinov2LayerScale` and `Dinov2MLP` / `Dinov2SwiGLUFFN`
+/// (dinov2/modeling_dinov2.py) and `DINOv3ViTLayer.forward` with `DINOv3ViTAttention.forward`,
+/// `DINOv3ViTLayerScale` and `DINOv3ViTMLP` / `DINOv3ViTGatedMLP`
+/// (dinov3_vit/modeling_dinov3_vit.py). naflex layers (`Siglip2EncoderLayer.forward`,
+/// siglip2/modeling_siglip2.py) take a key mask `[B, T]`: padded tokens are never attended to,
+/// and the token count comes from the input's shape.
 fn layer(g: &mut GraphBuilder, l: usize, x: &str, mask: Option<&str>) -> String {
     let c = g.model().config.clone();
     let n = names::layer(c.kind, c.mlp, l);
@@ -384,7 +406,8 @@ fn layer(g: &mut GraphBuilder, l: usize, x: &str, mask: Option<&str>) -> String 
 
 /// Attention as plain ONNX ops on separate q/k/v projections (int8 mode, where each
 /// projection is a quantised matmul), masking padded keys when given a naflex key mask.
-/// Returns the context as `[B·T, D]` rows.
+/// Returns the context as `[B·T, D]` rows. Follows `eager_attention_forward`
+/// (clip/modeling_clip.py): softmax(q·kᵀ·scale)·v per head.
 fn attention_unfused(
     g: &mut GraphBuilder,
     names: &names::LayerNames,
@@ -428,7 +451,8 @@ fn attention_unfused(
 
 /// DINOv3's attention: q and k rotated (RoPE) by plain ops, then ONNX Runtime's fused
 /// `MultiHeadAttention` (its memory-efficient kernels where it has them; ViT-H+ at 1024 px has
-/// 4101 tokens). Returns the context as `[B·T, D]` rows.
+/// 4101 tokens). Returns the context as `[B·T, D]` rows. Follows `DINOv3ViTAttention.forward`
+/// (dinov3_vit/modeling_dinov3_vit.py).
 fn attention_rotary(
     g: &mut GraphBuilder,
     names: &names::LayerNames,
@@ -460,7 +484,9 @@ fn attention_rotary(
     g.op("Reshape", &[&ctx, &rows], vec![])
 }
 
-/// DINOv3's RoPE tables `[patches, 1, dh]` (cos, sin; the 1 broadcasts over heads), as transformers computes them: patch
+/// DINOv3's RoPE tables `[patches, 1, dh]` (cos, sin; the 1 broadcasts over heads), as
+/// `DINOv3ViTRopePositionEmbedding.forward` with `get_patches_center_coordinates`
+/// (dinov3_vit/modeling_dinov3_vit.py) computes them: patch
 /// centres normalised to [-1, 1] (row, column), `2π · coord · θ^(-4i/dh)` for each axis, the
 /// two axes' angles side by side and the whole tiled twice.
 fn rope_tables(g: &mut GraphBuilder, c: &crate::model::VisionConfig) -> (String, String) {
@@ -488,7 +514,8 @@ fn rope_tables(g: &mut GraphBuilder, c: &crate::model::VisionConfig) -> (String,
 }
 
 /// `x · cos + rotate_half(x) · sin` on the patch tokens of `x` `[B, T, H, dh]`; the class and
-/// register tokens before them are left as they are.
+/// register tokens before them are left as they are. Follows `apply_rotary_pos_emb` and
+/// `rotate_half` (dinov3_vit/modeling_dinov3_vit.py).
 fn rope(
     g: &mut GraphBuilder,
     x: &str,
@@ -518,6 +545,9 @@ fn rope(
     g.op("Concat", &[&head, &p], vec![attr_int("axis", 1)])
 }
 
+/// The MLP activation, as transformers' `ACT2FN` (activations.py) defines it: `silu`
+/// (`SiLUActivation`), `quick_gelu` (`QuickGELUActivation`), `gelu` (`GELUActivation`, erf),
+/// `gelu_pytorch_tanh` (`GELUTanh`).
 pub(super) fn activation(g: &mut GraphBuilder, x: &str, act: Activation) -> String {
     match act {
         Activation::Silu => {
@@ -560,6 +590,15 @@ pub(super) fn activation(g: &mut GraphBuilder, x: &str, act: Activation) -> Stri
 }
 
 /// The head block's outputs, in the order `block_io` lists them.
+///
+/// Follows the end of `CLIPVisionModel.forward` (`post_layernorm` of the class token) and
+/// `CLIPVisionModelWithProjection.forward` (`visual_projection`) in clip/modeling_clip.py, the
+/// `post_layernorm` of `SiglipVisionModel.forward` (siglip/modeling_siglip.py; its attention
+/// pooling head is not an output of contract §3), `Dinov2Model.forward`
+/// (dinov2/modeling_dinov2.py) and `DINOv3ViTModel.forward` (dinov3_vit/modeling_dinov3_vit.py):
+/// the final norm, the class token pooled. LLaVA's projector is
+/// `LlavaMultiModalProjector.forward` on the penultimate layer without its class token, as
+/// `LlavaModel.get_image_features` selects it (llava/modeling_llava.py).
 fn head(g: &mut GraphBuilder, x: &str, penult: Option<&str>) -> Vec<String> {
     let c = g.model().config.clone();
     let norm = names::head_norm(c.kind);

@@ -52,7 +52,7 @@ impl std::str::FromStr for Granularity {
             "blocks" | "block" => Ok(Granularity::Blocks),
             "whole" => Ok(Granularity::Whole),
             _ => Err(Error::invalid(format!(
-                "--granularity {s:?} is not valid (valid: blocks, whole)"
+                "`granularity` {s:?} is not valid (valid: blocks, whole)"
             ))),
         }
     }

@@ -12,6 +12,7 @@
 
 mod decode;
 mod inputs;
+mod limits;
 pub mod naflex;
 mod pixels;
 mod resize;
@@ -26,11 +27,12 @@ use resize::try_zeroed;
 
 use crate::{Error, Result};
 
-pub use decode::{decode_bytes, decode_file, MAX_DECODE_ALLOC, MAX_DIMENSION};
+pub use decode::{decode_bytes, decode_file};
 pub use inputs::{
     expand_inputs, input_files, is_image_path, is_list_path, no_images_in, IMAGE_EXTENSIONS,
     LIST_EXTENSIONS,
 };
+pub use limits::{MAX_DECODE_ALLOC, MAX_DIMENSION};
 pub use naflex::{Grid, Patching};
 pub use pixels::{Pixels, PixelsView, Prepared};
 

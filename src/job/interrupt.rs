@@ -8,6 +8,7 @@
 //! keeps its own.
 
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
+use std::sync::OnceLock;
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
 /// Signals caught so far.
@@ -20,8 +21,21 @@ const STOP_AFTER_BATCH: u8 = 1;
 const STOP_NOW: u8 = 2;
 const QUIT: u8 = 0;
 
-/// Lets runs of this process catch SIGINT/SIGTERM while they encode.
-pub fn enable() {
+/// Said by a one-file encode stopped by a signal (it has no finished rows to keep), naming the
+/// option as the library does.
+pub const ONE_FILE_MESSAGE: &str = "interrupted; nothing was written: one-file mode writes at the end - use `shard_size` for resumable runs\n";
+/// [`ONE_FILE_MESSAGE`] in the program's wording, made once: the signal handler only reads it.
+static ONE_FILE: OnceLock<Box<str>> = OnceLock::new();
+
+/// How the program words library messages it prints as they happen (the CLI names its flags).
+pub type Wording = Box<dyn Fn(&str) -> String + Send + Sync>;
+static WORDING: OnceLock<Wording> = OnceLock::new();
+
+/// Lets encodes of this process catch SIGINT/SIGTERM while they run; `wording` turns the
+/// library's option names in what is said then into the program's.
+pub fn enable(wording: Wording) {
+    let _ = ONE_FILE.set(wording(ONE_FILE_MESSAGE).into());
+    let _ = WORDING.set(wording);
     ENABLED.store(true, Ordering::SeqCst);
 }
 
@@ -44,13 +58,12 @@ extern "C" fn on_signal(_: libc::c_int) {
     }
 }
 
-/// Said by a one-file encode stopped by a signal (it has no finished rows to keep).
-const ONE_FILE_MESSAGE: &[u8] = b"interrupted; nothing was written: one-file mode writes at the end - use --shard-size for resumable runs\n";
-
 extern "C" fn on_signal_one_file(_: libc::c_int) {
-    // SAFETY: write and _exit are async-signal-safe; the message is a static buffer.
+    // A OnceLock once set is read with one atomic load: async-signal-safe.
+    let message = ONE_FILE.get().map_or(ONE_FILE_MESSAGE, |m| m);
+    // SAFETY: write and _exit are async-signal-safe; the message outlives the process.
     unsafe {
-        libc::write(2, ONE_FILE_MESSAGE.as_ptr().cast(), ONE_FILE_MESSAGE.len());
+        libc::write(2, message.as_ptr().cast(), message.len());
         libc::_exit(130)
     }
 }
@@ -167,6 +180,9 @@ pub(crate) fn say(message: &str) {
     if std::io::stderr().is_terminal() {
         let _ = write!(err, "\r\x1b[2K");
     }
+    let message = WORDING
+        .get()
+        .map_or_else(|| message.to_string(), |w| w(message));
     let _ = writeln!(err, "{message}");
     let _ = err.flush();
 }

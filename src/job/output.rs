@@ -6,9 +6,8 @@ use std::path::Path;
 use ndarray::{Array3, Array4};
 
 use crate::image::{Grid, Pixels, PreprocessSpec};
-use crate::model::{DType, SafeTensors, TensorInfo};
+use crate::model::{DType, Outputs, SafeTensors, TensorInfo};
 use crate::paths::{create_parent, write_atomic};
-use crate::runtime::Outputs;
 use crate::{Error, Result};
 
 /// Reads preprocessed pixels from a safetensors file: exactly one NCHW f32 tensor (square

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::model::Outputs;
 use crate::paths::{path_text, source_key};
-use crate::runtime::Outputs;
 use crate::{Error, Result};
 
 /// The result of one encode job. `Display` gives the one-line summary.
@@ -144,7 +144,7 @@ impl EncodeSummary {
 /// Where a sharded run stopped by a signal is, and how to go on.
 pub fn stopped_line(rows: usize, total: usize, shards: usize, shown: &str) -> String {
     format!(
-        "stopped at {rows}/{total}; rerun with --resume to encode the rest ({} in {} in {shown})",
+        "stopped at {rows}/{total}; rerun with `resume` to encode the rest ({} in {} in {shown})",
         images(rows),
         shards_word(shards, "finished shard"),
     )

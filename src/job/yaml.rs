@@ -149,8 +149,9 @@ pub struct JobSpec {
     pub simulate_devices: Option<String>,
     #[serde(default)]
     pub graphs_dir: Option<PathBuf>,
-    /// ComfyUI folder for model names (default: env COMFYUI_PATH).
-    #[serde(default)]
+    /// ComfyUI folder for model names (default: env COMFYUI_PATH); `comfyui_path` is the
+    /// library's name of it (messages use that).
+    #[serde(default, alias = "comfyui_path")]
     pub comfyui: Option<PathBuf>,
     #[serde(default)]
     pub extra_model_paths: Option<PathBuf>,
@@ -477,7 +478,9 @@ fn job_problems(job: &JobSpec, base: &Path, settings: &RunSettings) -> Vec<Error
         }
     }
     let Some(opts) = opts else { return problems };
-    let model = crate::loader::resolve_model_in(&opts.clip_vision, &opts.model_folders)
+    let model = opts
+        .model_folders
+        .resolve(&opts.clip_vision)
         .and_then(|file| crate::model::Model::open(&file));
     let model = match model {
         Ok(m) => m,
@@ -486,7 +489,7 @@ fn job_problems(job: &JobSpec, base: &Path, settings: &RunSettings) -> Vec<Error
             return problems;
         }
     };
-    if let Err(e) = crate::runtime::resolve_outputs(&model, &job.outputs) {
+    if let Err(e) = model.resolve_output_names(&job.outputs) {
         problems.push(e);
     }
     let checked = crate::loader::inventory(opts.simulate_devices.as_deref()).and_then(|inv| {
@@ -610,7 +613,7 @@ pub fn run_file(path: &Path, settings: &RunSettings) -> Result<Vec<JobResult>> {
         let r = (|| -> Result<EncodeSummary> {
             let opts = job.load_options(&base, settings)?;
             let ej = job.encode_job(&base, settings)?;
-            let file = crate::loader::resolve_model_in(&opts.clip_vision, &opts.model_folders)?;
+            let file = opts.model_folders.resolve(&opts.clip_vision)?;
             let file = std::fs::canonicalize(&file).unwrap_or(file);
             // Every option that changes the loaded model (dtype, micro_batch, ...) is in it.
             let key = opts.key(&file);

@@ -71,7 +71,7 @@ impl Listing {
     /// One line for a listing without models: what was searched and what was there.
     pub fn nothing_found(&self) -> String {
         if self.folders.is_empty() {
-            return "no model folders configured: pass --comfyui PATH (the ComfyUI folder that holds models/), set COMFYUI_PATH, or give --extra-model-paths FILE".into();
+            return "no model folders configured: pass `comfyui_path=PATH` (the ComfyUI folder that holds models/), set COMFYUI_PATH, or give `extra_model_paths=FILE`".into();
         }
         let searched: Vec<String> = self
             .folders
@@ -123,7 +123,7 @@ fn misplaced_root_hint(folder: &Path) -> Option<String> {
         return None;
     };
     Some(format!(
-        "--comfyui takes the ComfyUI folder itself: did you mean {}?",
+        "`comfyui_path` takes the ComfyUI folder itself: did you mean {}?",
         parent.display()
     ))
 }
@@ -253,7 +253,7 @@ impl ModelFolders {
         let mut msg = format!("model {name:?} not found (no such file");
         if folders.is_empty() {
             msg.push_str(
-                "; no model folders configured: pass --comfyui PATH, set COMFYUI_PATH, or give --extra-model-paths FILE)",
+                "; no model folders configured: pass `comfyui_path=PATH`, set COMFYUI_PATH, or give `extra_model_paths=FILE`)",
             );
         } else {
             msg.push_str(&format!(

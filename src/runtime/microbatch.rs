@@ -14,10 +14,10 @@ use ndarray::ArrayD;
 use ort::value::DynValue;
 
 use super::pass_input::PassInput;
-use super::pipeline::{join_batches, Outputs, Pipeline};
+use super::pipeline::Pipeline;
 use super::route::{Pass, Route};
 use crate::image::{Grid, Pixels, PixelsView};
-use crate::model::BlockKind;
+use crate::model::{BlockKind, Outputs};
 use crate::{Error, Result};
 
 /// One micro-batch in flight.
@@ -63,8 +63,8 @@ fn step(p: &Pipeline, route: &Route, stage: usize, f: &mut Flight) -> Result<()>
     p.advance(route, stage, &mut f.pass, &mut embed)
 }
 
-/// Encodes `pixels` in micro-batches of `micro` images, pipelined across the device
-/// segments. Same outputs as [`Pipeline::encode`].
+/// Encodes `pixels` (checked by the caller: `ClipVision::encode`) in micro-batches of `micro`
+/// images, pipelined across the device segments. Same outputs as [`Pipeline::encode`].
 pub fn encode<'a>(
     p: &Pipeline,
     pixels: impl Into<PixelsView<'a>>,
@@ -73,9 +73,7 @@ pub fn encode<'a>(
     max_segment_blocks: Option<usize>,
 ) -> Result<Outputs> {
     let pixels = pixels.into();
-    let model = p.model();
-    model.check_input(&pixels)?;
-    let route = Route::new(model, outputs)?;
+    let route = Route::new(p.model(), outputs)?;
     let active = route.blocks();
     let segs = segments(p, &active, max_segment_blocks);
     let micro = micro.max(1);
@@ -130,5 +128,5 @@ pub fn encode<'a>(
             parts[i].push(t);
         }
     }
-    join_batches(&route, parts, pixels.grids())
+    Outputs::from_batches(route.names(), parts, pixels.grids())
 }

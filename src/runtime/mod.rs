@@ -11,4 +11,4 @@ pub mod pipeline;
 pub mod route;
 
 pub use env::{environment, set_library_path, shutdown};
-pub use pipeline::{resolve_outputs, Outputs, Pipeline, StagePlan};
+pub use pipeline::{Pipeline, StagePlan};

@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use ndarray::{ArrayD, Axis};
+use ndarray::ArrayD;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::{Session, SessionInputValue};
 use ort::value::{DynValue, Tensor};
@@ -16,35 +16,9 @@ use super::pass_input::{pad_tokens, PassInput};
 use super::route::{Pass, Route};
 use crate::export::{blocks, Export};
 use crate::image::{Grid, PixelsView};
-use crate::model::{BlockKind, DType, Model};
+use crate::model::{BlockKind, DType, Model, Outputs};
 use crate::plan::Device;
 use crate::{Error, Result};
-
-/// Encoded outputs, each `[B, …]` f32, in contract §3 order.
-#[derive(Debug, Default, Clone)]
-pub struct Outputs {
-    pub tensors: Vec<(String, ArrayD<f32>)>,
-    /// naflex models: each image's patch grid (`spatial_shapes`). Token outputs hold
-    /// `num_patches` rows per image, of which the first `rows · cols` are its patches in
-    /// row-major order and the rest zero.
-    pub grids: Option<Vec<Grid>>,
-}
-
-impl Outputs {
-    pub fn get(&self, name: &str) -> Option<&ArrayD<f32>> {
-        self.tensors.iter().find(|(n, _)| n == name).map(|(_, t)| t)
-    }
-}
-
-/// Checks requested output names against what `model` produces; empty means the default
-/// set (every output but `all_hidden_states`). Returns the names in contract order.
-pub fn resolve_outputs(model: &Model, requested: &[String]) -> Result<Vec<String>> {
-    Ok(model
-        .resolve_outputs(requested)?
-        .iter()
-        .map(|o| o.name().to_string())
-        .collect())
-}
 
 struct Stage {
     kind: BlockKind,
@@ -198,8 +172,9 @@ impl Pipeline {
         self.stages.iter().map(|s| s.kind).collect()
     }
 
-    /// Encodes `pixels` in batches of `batch_size`, returning the requested outputs. A naflex
-    /// batch runs padded to its largest grid, with a key mask (contract §3.1).
+    /// Encodes `pixels` (checked by the caller: `ClipVision::encode`) in batches of
+    /// `batch_size`, returning the requested outputs. A naflex batch runs padded to its largest
+    /// grid, with a key mask (contract §3.1).
     pub fn encode<'a>(
         &self,
         pixels: impl Into<PixelsView<'a>>,
@@ -207,7 +182,6 @@ impl Pipeline {
         batch_size: usize,
     ) -> Result<Outputs> {
         let pixels = pixels.into();
-        self.model.check_input(&pixels)?;
         let route = Route::new(&self.model, outputs)?;
         let mut parts: Vec<Vec<ArrayD<f32>>> = vec![Vec::new(); route.outputs.len()];
         for chunk in pixels.chunks(batch_size) {
@@ -216,7 +190,7 @@ impl Pipeline {
                 parts[i].push(t);
             }
         }
-        join_batches(&route, parts, pixels.grids())
+        Outputs::from_batches(route.names(), parts, pixels.grids())
     }
 
     /// One batch through the blocks `route` needs; its outputs in route order (naflex token
@@ -430,30 +404,6 @@ impl Pipeline {
             .into_dyn(),
         })
     }
-}
-
-/// Each output's batches joined into one tensor, named in route order, with the grids of a
-/// naflex input.
-pub(crate) fn join_batches(
-    route: &Route,
-    parts: Vec<Vec<ArrayD<f32>>>,
-    grids: Option<&[Grid]>,
-) -> Result<Outputs> {
-    let mut tensors = Vec::new();
-    for (name, chunks) in route.names().into_iter().zip(parts) {
-        let t = if chunks.len() == 1 {
-            chunks.into_iter().next().unwrap_or_default()
-        } else {
-            let views: Vec<_> = chunks.iter().map(|c| c.view()).collect();
-            ndarray::concatenate(Axis(0), &views)
-                .map_err(|e| Error::runtime(format!("joining batches: {e}")))?
-        };
-        tensors.push((name, t));
-    }
-    Ok(Outputs {
-        tensors,
-        grids: grids.map(<[Grid]>::to_vec),
-    })
 }
 
 /// Builds the session of block `i` on its planned device.

@@ -58,7 +58,7 @@ fn rust_exports() -> Vec<(String, String)> {
 }
 
 /// Function declarations of the header: `(name, return type, parameter types)`.
-fn header_functions() -> Vec<(String, String, Vec<String>)> {
+pub(crate) fn header_functions() -> Vec<(String, String, Vec<String>)> {
     let text = std::fs::read_to_string(root().join("distorch_vision.h")).unwrap();
     // Drop comments and preprocessor lines, then split into statements.
     let mut code = String::new();

@@ -18,6 +18,7 @@ mod common;
 mod bad_input;
 mod batch;
 mod capi_c_host;
+mod capi_mirrors;
 mod capi_model_info;
 mod capi_plugin;
 mod capi_preprocess_encoded;

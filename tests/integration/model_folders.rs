@@ -152,22 +152,22 @@ fn extra_model_paths_yaml_base_path_home_env_and_block_lists() {
 }
 
 #[test]
-fn library_resolution_keeps_the_old_signature() {
-    // `loader::resolve_model(&str)` and `LoadOptions { .. Default::default() }` still work.
+fn library_resolution_by_path_and_by_name() {
+    // A path resolves as it is, with or without folders; a name in the folders' models.
     let p = fixture("clip_quickgelu_f32").join("model.safetensors");
-    let got = distorch_vision::loader::resolve_model(&p.display().to_string()).unwrap();
-    assert_eq!(got, p);
+    let none = distorch_vision::model::folders::ModelFolders::new(None, None);
+    assert_eq!(none.resolve(&p.display().to_string()).unwrap(), p);
     let tmp = temp_dir("folders_lib");
     place(&tmp.join("models/clip_vision/x/y.safetensors"));
     let folders = distorch_vision::model::folders::ModelFolders::new(Some(tmp.clone()), None);
-    let got = distorch_vision::loader::resolve_model_in("x/y", &folders).unwrap();
+    let got = folders.resolve("x/y").unwrap();
     assert_eq!(got, tmp.join("models/clip_vision/x/y.safetensors"));
     let o = distorch_vision::loader::LoadOptions {
         clip_vision: "x/y.safetensors".into(),
         model_folders: folders,
         ..Default::default()
     };
-    assert!(distorch_vision::loader::resolve_model_in(&o.clip_vision, &o.model_folders).is_ok());
+    assert!(o.model_folders.resolve(&o.clip_vision).is_ok());
 }
 
 #[test]

@@ -443,3 +443,31 @@ fn single_values_stand_for_lists_and_paths_are_shown_as_written() {
         "{err}"
     );
 }
+
+#[test]
+fn messages_name_the_files_keys_not_the_clis_flags() {
+    let tmp = temp_dir("yaml_option_names");
+    comfy_and_images(&tmp);
+    std::fs::write(tmp.join("imgs/broken.png"), b"not a png").unwrap();
+    // `comfyui_path`, the name library messages use, is a key too.
+    let job = "clip_vision: clip_l\ncomfyui_path: ComfyUI\ndevice: cpu\ngraphs_dir: graphs\ninputs: {images: [imgs]}\n";
+    let sharded = tmp.join("sharded.yaml");
+    std::fs::write(&sharded, format!("{job}out: shards\nshard_size: 2\n")).unwrap();
+    assert!(run_yaml(&sharded).status.success());
+    let again = stderr(&run_yaml(&sharded));
+    assert!(
+        again.contains("pass `resume` to continue it") && !again.contains("--"),
+        "{again}"
+    );
+    let strict = tmp.join("strict.yaml");
+    std::fs::write(
+        &strict,
+        format!("{job}out: out.safetensors\nstrict: true\n"),
+    )
+    .unwrap();
+    let err = stderr(&run_yaml(&strict));
+    assert!(
+        err.contains("`strict`: stopping at an unreadable image") && !err.contains("--"),
+        "{err}"
+    );
+}

@@ -44,7 +44,7 @@ pub fn run_encode(cv: &ClipVision, job: &EncodeJob) -> Result<EncodeSummary> {
     let spec = cv.model().config.preprocess_spec(job.crop);
     if job.format == OutFormat::Safetensors && is_npy_file(&job.out) {
         return Err(Error::invalid(format!(
-            "out {} ends in .npy but the format is safetensors; choose format npy (--format npy), or a .safetensors name",
+            "out {} ends in .npy but the format is safetensors; choose format npy (`format=npy`), or a .safetensors name",
             job.out.display()
         )));
     }
@@ -90,7 +90,7 @@ fn check_out(cv: &ClipVision, job: &EncodeJob) -> Result<()> {
             check_targets(&targets, &protected, Some(&src))
         }
         OutFormat::Npy => {
-            let names = crate::runtime::resolve_outputs(cv.model(), &job.outputs)?;
+            let names = cv.model().resolve_output_names(&job.outputs)?;
             let src = out.join("sources.json");
             let mut targets: Vec<PathBuf> =
                 names.iter().map(|n| out.join(format!("{n}.npy"))).collect();

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use ndarray::{ArrayD, Axis};
+use ndarray::ArrayD;
 
 use super::encode_job::{EncodeJob, OutFormat};
 use super::pixels::{preprocess_inputs, preprocess_inputs_skipping};
@@ -13,8 +13,8 @@ use crate::image::{Pixels, PixelsView, PreprocessSpec};
 use crate::job::summary::{self, EncodeSummary, Skipped};
 use crate::job::{interrupt, output};
 use crate::loader::ClipVision;
+use crate::model::Outputs;
 use crate::paths::{create_parent, path_text, write_atomic};
-use crate::runtime::Outputs;
 use crate::{Error, Result};
 
 /// Runs a one-file encode job. Unreadable images are skipped and listed (`strict` aborts).
@@ -30,10 +30,10 @@ pub(super) fn run(
     // One output file: check what it can hold before any work.
     let npy_file = job.format == OutFormat::Npy && is_npy_file(&job.out);
     if npy_file {
-        let names = crate::runtime::resolve_outputs(cv.model(), &job.outputs)?;
+        let names = cv.model().resolve_output_names(&job.outputs)?;
         if names.len() != 1 {
             return Err(Error::invalid(format!(
-                "out {} is one .npy file, which holds one array, but {} outputs are asked for ({}); pick one with --outputs NAME, or give a folder as out for one .npy per output",
+                "out {} is one .npy file, which holds one array, but {} outputs are asked for ({}); pick one with `outputs=NAME`, or give a folder as out for one .npy per output",
                 job.out.display(),
                 names.len(),
                 names.join(", ")
@@ -48,7 +48,6 @@ pub(super) fn run(
     );
     let (px, sources, skipped) = gather(cv, job, spec)?;
     summary::print_skipped(&skipped);
-    cv.model().check_input(&px.view())?;
     let res = encode_with_progress(cv, px.view(), job)?;
     match job.format {
         OutFormat::Safetensors => {
@@ -84,28 +83,7 @@ fn encode_with_progress(cv: &ClipVision, px: PixelsView<'_>, job: &EncodeJob) ->
         progress.update(done, false);
     }
     progress.finish(done);
-    join_batches(parts)
-}
-
-/// The outputs of consecutive batches joined along the rows (with their grids, for naflex).
-fn join_batches(parts: Vec<Outputs>) -> Result<Outputs> {
-    let Some(first) = parts.first() else {
-        return Err(Error::runtime("encode returned no output"));
-    };
-    let names: Vec<String> = first.tensors.iter().map(|(n, _)| n.clone()).collect();
-    let mut tensors = Vec::with_capacity(names.len());
-    for (i, name) in names.into_iter().enumerate() {
-        let views: Vec<_> = parts.iter().map(|p| p.tensors[i].1.view()).collect();
-        let t = ndarray::concatenate(Axis(0), &views)
-            .map_err(|e| Error::runtime(format!("joining batches of {name}: {e}")))?;
-        tensors.push((name, t));
-    }
-    let grids = parts
-        .iter()
-        .map(|p| p.grids.clone())
-        .collect::<Option<Vec<_>>>()
-        .map(|g| g.concat());
-    Ok(Outputs { tensors, grids })
+    Outputs::concat(parts)
 }
 
 /// The job's pixels (rows of `job.pixels` first, then its images), their sources in row order
@@ -145,7 +123,7 @@ fn gather(
     if !job.images.is_empty() {
         let (px, src) = if job.strict {
             preprocess_inputs(&job.images, spec)
-                .map_err(|e| e.context("--strict: stopping at an unreadable image"))?
+                .map_err(|e| e.context("`strict`: stopping at an unreadable image"))?
         } else {
             let (px, src, sk) = preprocess_inputs_skipping(&job.images, spec)?;
             skipped = sk;

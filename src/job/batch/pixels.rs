@@ -31,7 +31,7 @@ impl<'a> Gather<'a> {
         let total = n.checked_mul(spec.image_len());
         if total.is_none_or(|t| values.try_reserve_exact(t).is_err()) {
             return Err(Error::invalid(format!(
-                "{n} images do not fit in memory at once; encode them in shards (--shard-size N)"
+                "{n} images do not fit in memory at once; encode them in shards (`shard_size=N`)"
             )));
         }
         Ok(Gather {

@@ -189,7 +189,7 @@ impl ShardIndex {
             Some(prev) if job.resume => prev.resumed(dir, job, outputs, &identity)?,
             Some(_) => {
                 return Err(Error::invalid(format!(
-                    "{} already holds a run ({INDEX_FILE}); pass --resume to continue it, or choose another folder",
+                    "{} already holds a run ({INDEX_FILE}); pass `resume` to continue it, or choose another folder",
                     dir.display()
                 )))
             }

@@ -68,10 +68,7 @@ pub fn encode_sharded(
         )));
     }
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let outputs: Vec<String> = crate::runtime::resolve_outputs(cv.model(), &job.outputs)?
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let outputs = cv.model().resolve_output_names(&job.outputs)?;
 
     let identity = RunIdentity::of(cv, spec);
     let mut index = ShardIndex::start_run(dir, job, &outputs, identity)?;
@@ -248,7 +245,7 @@ impl ShardRun<'_> {
                     batch.keys.push(key.clone());
                 }
                 Err(e) if job.strict => {
-                    return Err(e.context("--strict: stopping at an unreadable image"));
+                    return Err(e.context("`strict`: stopping at an unreadable image"));
                 }
                 Err(e) => {
                     let sk = Skipped::new(path, &e);

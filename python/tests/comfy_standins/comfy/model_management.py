@@ -24,8 +24,8 @@ class LoadedModel:
         return True
 
 
-current_loaded_models = []
-free_memory_calls = []
+current_loaded_models: list = []
+free_memory_calls: list = []
 
 
 def load(name, device):
