@@ -53,7 +53,8 @@ pub const DV_ERR_SHUT_DOWN: DvStatus = 12;
 pub const DV_DTYPE_F32: i32 = 1;
 
 /// `dv_load_options`. Versions only append fields; `struct_size` says which the caller has:
-/// version 1 ends after `extra_model_paths`, version 2 adds `dtype`, version 3 `donor_policy`.
+/// version 1 ends after `extra_model_paths`, version 2 adds `dtype`, version 3 `donor_policy`,
+/// version 4 `micro_batch`.
 #[repr(C)]
 pub struct DvLoadOptions {
     pub struct_size: usize,
@@ -72,19 +73,26 @@ pub struct DvLoadOptions {
     pub dtype: *const c_char,
     // --- version 3 ---
     pub donor_policy: *const c_char,
+    // --- version 4 ---
+    /// Micro-batches of N images through the device segments (the CLI's `--micro-batch`); 0 = off.
+    pub micro_batch: usize,
 }
 
 /// Size of a version-1 `dv_load_options`, the smallest accepted.
 const LOAD_OPTIONS_V1: usize = std::mem::offset_of!(DvLoadOptions, dtype);
 /// Size of a version-2 `dv_load_options` (through `dtype`).
 const LOAD_OPTIONS_V2: usize = std::mem::offset_of!(DvLoadOptions, donor_policy);
+/// Size of a version-3 `dv_load_options` (through `donor_policy`).
+const LOAD_OPTIONS_V3: usize = std::mem::offset_of!(DvLoadOptions, micro_batch);
 
 /// Bytes of `dv_load_options` this library reads or writes for a caller's `struct_size`:
 /// whole versions only, so a size that ends inside a field never exposes half a pointer.
 fn load_options_bytes(struct_size: usize) -> usize {
-    let v3 = std::mem::size_of::<DvLoadOptions>();
-    if struct_size >= v3 {
-        v3
+    let v4 = std::mem::size_of::<DvLoadOptions>();
+    if struct_size >= v4 {
+        v4
+    } else if struct_size >= LOAD_OPTIONS_V3 {
+        LOAD_OPTIONS_V3
     } else if struct_size >= LOAD_OPTIONS_V2 {
         LOAD_OPTIONS_V2
     } else {
@@ -594,6 +602,7 @@ pub unsafe extern "C" fn dv_load_options_init(
                 extra_model_paths: std::ptr::null(),
                 dtype: std::ptr::null(),
                 donor_policy: std::ptr::null(),
+                micro_batch: 0,
             },
         );
         Ok(())
@@ -640,6 +649,7 @@ unsafe fn load_options(o: &DvLoadOptions) -> R<LoadOptions> {
             Some(d) => d.parse()?,
             None => Default::default(),
         },
+        micro_batch: (o.micro_batch != 0).then_some(o.micro_batch),
         ..Default::default()
     })
 }
@@ -761,6 +771,32 @@ pub unsafe extern "C" fn dv_model_outputs_json(model: u64, json_out: *mut *mut c
         let names = crate::runtime::resolve_outputs(self::model(model)?.model(), &[])?;
         let json = serde_json::to_string(&names)
             .map_err(|e| Fail::new(DV_ERR_RUNTIME, format!("serialising the output names: {e}")))?;
+        put(json_out, handles::string_into_raw(json));
+        Ok(())
+    })
+}
+
+/// `dv_status dv_model_identity_json(dv_model model, char **json_out)`: what decides the
+/// model's rows (weights' content id, family, configuration, compute dtype), the same fields a
+/// sharded `encode --resume` compares, so a host's resume can refuse another model.
+///
+/// # Safety
+/// `json_out` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn dv_model_identity_json(
+    model: u64,
+    json_out: *mut *mut c_char,
+) -> DvStatus {
+    if !json_out.is_null() {
+        put(json_out, std::ptr::null_mut());
+    }
+    guard(|| {
+        if json_out.is_null() {
+            return Err(Fail::null("json_out"));
+        }
+        let id = crate::job::batch::RunIdentity::of_model(&*self::model(model)?);
+        let json = serde_json::to_string(&id)
+            .map_err(|e| Fail::new(DV_ERR_RUNTIME, format!("serialising the identity: {e}")))?;
         put(json_out, handles::string_into_raw(json));
         Ok(())
     })
@@ -1101,6 +1137,27 @@ mod tests {
         assert_eq!(read(&o), Some(8.0));
         o.virtual_vram_gb = 0.0;
         assert_eq!(read(&o), Some(0.0));
+    }
+
+    #[test]
+    fn micro_batch_zero_is_off_and_n_is_the_clis_micro_batch() {
+        let model = CString::new("m.safetensors").unwrap();
+        let mut o: DvLoadOptions = unsafe { std::mem::zeroed() };
+        o.micro_batch = 7; // a sentinel: init resets it
+        let size = std::mem::size_of::<DvLoadOptions>();
+        assert_eq!(unsafe { dv_load_options_init(&mut o, size) }, DV_OK);
+        assert_eq!(o.micro_batch, 0);
+        o.clip_vision = model.as_ptr();
+        let read = |o: &DvLoadOptions| match unsafe { load_options(o) } {
+            Ok(l) => l.micro_batch,
+            Err(f) => panic!("{}", f.message),
+        };
+        assert_eq!(read(&o), None);
+        o.micro_batch = 3;
+        assert_eq!(read(&o), Some(3));
+        // A version-3 caller's size never reaches the field.
+        assert_eq!(load_options_bytes(LOAD_OPTIONS_V3), LOAD_OPTIONS_V3);
+        assert_eq!(load_options_bytes(size - 1), LOAD_OPTIONS_V3);
     }
 
     #[test]
