@@ -37,7 +37,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 
 
 class LoadOptions(C.Structure):
-    """``dv_load_options`` version 2."""
+    """``dv_load_options`` version 4."""
 
     _fields_ = [
         ("struct_size", C.c_size_t),
@@ -51,6 +51,8 @@ class LoadOptions(C.Structure):
         ("comfyui_path", C.c_char_p),
         ("extra_model_paths", C.c_char_p),
         ("dtype", C.c_char_p),  # version 2
+        ("donor_policy", C.c_char_p),  # version 3
+        ("micro_batch", C.c_size_t),  # version 4
     ]
 
 
@@ -107,6 +109,8 @@ _OPTIONAL: dict[str, tuple[Any, list[Any]]] = {
     "dv_preprocess_encoded": (
         _st, [_u64, C.c_char_p, _sz, C.c_char_p, C.c_int32, _fp, _sz],
     ),
+    # used by distorch_vision.ray's resume: the weights' content id, family, config, dtype
+    "dv_model_identity_json": (_st, [_u64, _str_out]),
 }
 
 

@@ -156,6 +156,16 @@ class Model:
         """The plan as the table the CLI's ``plan`` prints."""
         return lib().call_string("dv_model_plan_text", self.handle)
 
+    def identity(self) -> dict:
+        """What decides this model's rows: ``model_id`` (content hash of the weights, the
+        export's id), ``family``, ``config`` and ``dtype`` — what a sharded ``encode --resume``
+        compares."""
+        L = lib()
+        if not L.has("dv_model_identity_json"):
+            raise DistorchError("DV_ERR_RUNTIME",
+                                f"{L.path} does not export dv_model_identity_json; rebuild it (scripts/setup.sh)")
+        return json.loads(L.call_string("dv_model_identity_json", self.handle))
+
     # ------------------------------------------------------------------ encoding
 
     def encode_pixels(
@@ -303,6 +313,8 @@ def load(
     comfyui_path: Optional[PathLike] = None,
     extra_model_paths: Optional[PathLike] = None,
     graphs_dir: Optional[PathLike] = None,
+    donor_policy: Optional[str] = None,
+    micro_batch: Optional[int] = None,
 ) -> Model:
     """Loads a CLIP Vision model: the loader inputs of contract §1 as keyword arguments.
 
@@ -315,11 +327,22 @@ def load(
     as ``"false"`` raise rather than read as True).
     ``dtype``: ``"fp32"`` (default, ComfyUI parity), ``"fp16"`` (CUDA) or ``"int8"`` (CPU).
     ``graphs_dir``: where exported block graphs are kept (default: the library's).
+    ``donor_policy``: blocks homed on the CPU while ``device`` is a GPU: ``"stream"`` their
+    weights each pass (default) or ``"execute"`` them on the CPU.
+    ``micro_batch``: cut each encode into micro-batches of N images that flow through the
+    plan's device segments concurrently (the CLI's ``--micro-batch``); None = off.
     Bad values raise :class:`DistorchError` naming the field and the valid choices.
     """
     L = lib()
     o = LoadOptions()
+    o.micro_batch = 1  # a sentinel: a library that knows version 4 resets it to 0
     L.check(L.dv_load_options_init(C.byref(o), C.sizeof(o)), "dv_load_options_init")
+    if o.micro_batch != 0 and (donor_policy is not None or micro_batch is not None):
+        raise DistorchError(
+            "DV_ERR_RUNTIME",
+            f"{L.path} predates dv_load_options version 4 (donor_policy, micro_batch); rebuild it (scripts/setup.sh)",
+        )
+    o.micro_batch = 0
     name = os.fspath(clip_vision)
     o.clip_vision = name.encode()
     o.device = _text("device", device)
@@ -339,6 +362,14 @@ def load(
     o.comfyui_path = _text("comfyui_path", comfyui_path)
     o.extra_model_paths = _text("extra_model_paths", extra_model_paths)
     o.graphs_dir = _text("graphs_dir", graphs_dir)
+    o.donor_policy = _text("donor_policy", donor_policy)
+    if micro_batch is not None:
+        if isinstance(micro_batch, bool) or not isinstance(micro_batch, int) or micro_batch < 1:
+            raise DistorchError(
+                "DV_ERR_INVALID_ARGUMENT",
+                f"micro_batch is {micro_batch!r}; valid: an integer ≥ 1, or None (off)",
+            )
+        o.micro_batch = micro_batch
     h = C.c_uint64(0)
     L.check(L.dv_model_load(C.byref(o), C.byref(h)), "dv_model_load")
     try:
