@@ -102,7 +102,8 @@ def main(argv=None) -> int:
         print(json.dumps({"images": s.images, "seconds": s.seconds, "images_per_s": s.images_per_s,
                           "skipped": len(s.skipped), "skipped_total": s.skipped_total,
                           "shards_written": s.shards_written, "shards_already_done": s.shards_already_done,
-                          "shards_total": s.shards_total, "actors": s.actors, "threads": s.threads}))
+                          "shards_total": s.shards_total, "actors": s.actors, "threads": s.threads,
+                          "cluster": s.cluster}))
     elif not a.quiet:
         print(s.line())
     return 0

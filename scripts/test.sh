@@ -5,7 +5,8 @@
 # tests/*.rs that needs a process of its own; they also run the exported graphs through the
 # stock onnxruntime Python package, and the C and Python plugin hosts), then the Python package
 # and ComfyUI node tests (pytest) in a virtual environment made from
-# python/requirements-test.txt and cached in ~/.cache/distorch-vision/venv-<hash>.
+# python/requirements-test.txt and cached in ~/.cache/distorch-vision/venv-<hash>, with two small
+# tool environments cached beside it (s3-server-<hash>, clip-retrieval-<hash>).
 #
 # The Python tests load the debug library and CLI that `cargo test` has just built (no second,
 # optimised compile of the crate: the tests check results, and ONNX Runtime does the math).
@@ -39,26 +40,41 @@ fi
 cargo test --all-targets 2>&1
 
 # --- Python: the package over the C ABI, and the ComfyUI node -------------------------------
-req="$root/python/requirements-test.txt"
 py=${PYTHON:-python3}
+cache="${XDG_CACHE_HOME:-$HOME/.cache}/distorch-vision"
+
+# cached_venv NAME REQUIREMENTS [PIP OPTION...]: prints the path of a virtual environment made
+# from REQUIREMENTS and cached as $cache/NAME-<hash of the file>. It is complete only once its
+# marker exists; an interrupted one is made again.
+cached_venv() {
+  local name=$1 req=$2; shift 2
+  local dir="$cache/$name-$(sha256sum "$req" | cut -c1-12)"
+  if [ ! -f "$dir/.complete" ]; then
+    echo "test: creating $dir (from $req)" >&2
+    mkdir -p "$cache"
+    rm -rf "$dir"
+    "$py" -m venv "$dir" >&2 || { echo "test: '$py -m venv' failed; install Python ≥ 3.9 with venv" >&2; return 1; }
+    "$dir/bin/python" -m pip install --quiet --disable-pip-version-check "$@" -r "$req" >&2 || {
+      echo "test: installing $req into $dir failed (network? see pip's message above)" >&2; return 1; }
+    touch "$dir/.complete"
+  else
+    echo "test: reusing $dir" >&2
+  fi
+  echo "$dir"
+}
+
 if [ -n "${DISTORCH_TEST_VENV:-}" ]; then
   venv=$DISTORCH_TEST_VENV
 else
-  hash=$(sha256sum "$req" | cut -c1-12)
-  venv="${XDG_CACHE_HOME:-$HOME/.cache}/distorch-vision/venv-$hash"
-  # A venv is complete only once its marker exists; an interrupted one is made again.
-  if [ ! -f "$venv/.complete" ]; then
-    echo "test: creating the Python test environment $venv (from $req)"
-    mkdir -p "$(dirname "$venv")"
-    rm -rf "$venv"
-    "$py" -m venv "$venv" || { echo "test: '$py -m venv' failed; install Python ≥ 3.9 with venv" >&2; exit 1; }
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$req" || {
-      echo "test: installing $req into $venv failed (network? see pip's message above)" >&2; exit 1; }
-    touch "$venv/.complete"
-  else
-    echo "test: reusing the Python test environment $venv"
-  fi
+  venv=$(cached_venv venv "$root/python/requirements-test.txt")
 fi
+# Tools the Ray tests run in processes of their own, each a complete pinned closure installed
+# without resolving (--no-deps): moto's S3-compatible server, and clip-retrieval's reader with
+# autofaiss (numpy<2 and pandas<3, which the test venv above cannot hold).
+s3=$(cached_venv s3-server "$root/python/requirements-s3-server.txt" --no-deps)
+clip=$(cached_venv clip-retrieval "$root/python/requirements-clip-retrieval.txt" --no-deps)
+export DISTORCH_TEST_S3_SERVER_PYTHON="$s3/bin/python"
+export DISTORCH_TEST_CLIP_RETRIEVAL_PYTHON="$clip/bin/python"
 
 # Uplift the debug cdylib and CLI that cargo test built (a no-op compile).
 cargo build --lib --bins --quiet

@@ -109,7 +109,14 @@ def _start_ray(address: Optional[str], verbosity: int) -> bool:
         if not address or address == "local":
             ray.init(address="local", include_dashboard=False, **kw)
         else:
-            ray.init(address=address, **kw)
+            try:
+                ray.init(address=address, **kw)
+            except (ConnectionError, RuntimeError) as e:
+                raise DistorchError(
+                    "DV_ERR_RUNTIME",
+                    f"cannot join the Ray cluster at {address}: {str(e).strip().splitlines()[-1]}; start it "
+                    "with `ray start --head` (RAY_AUTH_MODE=token, README), or leave the address out for a "
+                    "new local instance") from None
     finally:
         auth_log.removeFilter(_quiet_token_default)
     return True
