@@ -127,7 +127,7 @@ def memory(a, work: Path) -> dict:
                        f"{res['seconds'][n]:.1f} |\n" for n in sizes)
         with open(ROOT / "BENCHMARKS.md", "a") as f:
             f.write(f"\n## {time.strftime('%Y-%m-%d', time.gmtime())} — Ray driver memory vs corpus size — "
-                    f"{cpu_name()}, {os.cpu_count()} cores\n\n"
+                    f"{cpu_name()}\n\n"
                     f"`scripts/bench_ray.py --memory {a.memory} --repeat {a.repeat}`: each run a fresh driver "
                     f"(`ray.init(address=\"local\")`), model `{model}`, outputs `image_embeds,last_hidden_state`, "
                     f"shards of {a.shard_size}, batch {a.batch_size}; the driver's own peak RSS (`ru_maxrss`), "
@@ -201,7 +201,7 @@ def versus_cli(a, work: Path) -> dict:
         with open(ROOT / "BENCHMARKS.md", "a") as f:
             f.write(
                 f"\n## {time.strftime('%Y-%m-%d', time.gmtime())} — Ray vs the CLI's sharded encode, one machine — "
-                f"{cpu_name()}, {os.cpu_count()} cores\n\n"
+                f"{cpu_name()}\n\n"
                 f"`scripts/bench_ray.py --images {n} --model {model} --repeat {a.repeat}`, alternating rounds "
                 f"(CLI {', '.join(f'{x:.1f}' for x in cli_runs)} s; Ray {', '.join(f'{x:.1f}' for x in ray_runs)} s; "
                 f"per-round Ray/CLI {', '.join(f'{x:.3f}' for x in ratios)}): {res['build']} build, batch "

@@ -18,7 +18,7 @@ from ..errors import DistorchError
 from ..library import CROP_CODES
 from .inputs import InputShard, list_shards
 from .shard_writer import DATA_DIRS, DONE_DIR, Layout
-from .storage import Store
+from .storage import Store, is_uri
 
 RUN_FILE = "run.json"
 SKIPPED_FILE = "skipped.json"
@@ -293,10 +293,17 @@ def encode(
     env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
     if verbosity:
         env["DISTORCH_LOG"] = LOG_FILTERS[max(-1, min(3, verbosity))]
+    # Paths as the driver means them: the actors run in other folders.
+    absolute = lambda p: None if p is None else os.path.abspath(os.fspath(p))  # noqa: E731
+    model = os.fspath(model)
+    if not is_uri(model) and os.path.exists(model):
+        model = os.path.abspath(model)
+    ort_library = absolute(ort_library)
     load_kwargs = dict(device=device, virtual_vram_gb=virtual_vram_gb, donor_device=donor_device,
                        expert_mode_allocations=expert_mode_allocations, eject_models=eject_models,
-                       dtype=dtype, comfyui_path=comfyui_path, extra_model_paths=extra_model_paths,
-                       graphs_dir=graphs_dir, donor_policy=donor_policy, micro_batch=micro_batch)
+                       dtype=dtype, comfyui_path=absolute(comfyui_path),
+                       extra_model_paths=absolute(extra_model_paths), graphs_dir=absolute(graphs_dir),
+                       donor_policy=donor_policy, micro_batch=micro_batch)
     job = {"out": store.uri, "width": layout.width, "outputs": out_names, "crop": crop,
            "normalize": normalize, "strict": strict, "batch_size": batch_size,
            "decode_threads": decode_threads}
@@ -315,7 +322,7 @@ def encode(
             num_cpus=cpus, num_gpus=gpus, scheduling_strategy="SPREAD",
             # A lost node: the actor starts again elsewhere and its shards are retried.
             max_restarts=-1, max_task_retries=SHARD_RETRIES)
-        actors = [remote.remote(os.fspath(model), load_kwargs, ort_library, env, job) for _ in range(n)]
+        actors = [remote.remote(model, load_kwargs, ort_library, env, job) for _ in range(n)]
         infos = ray.get([a.info.remote() for a in actors])
         for i in infos:
             if "error" in i:
@@ -327,21 +334,19 @@ def encode(
                                 f"{model} is not the same file on every node ({hosts}); copy one model everywhere")
         identity = infos[0]["identity"]
         summary.actors, summary.threads = n, infos[0]["threads"]
-        label = os.path.basename(os.fspath(model).split("?", 1)[0])
+        label = os.path.basename(model.split("?", 1)[0])
         _check_run(store, {"layout": LAYOUT_VERSION, "model": label, "identity": identity,
                            "outputs": out_names, "crop": crop, "normalize": normalize}, label)
         todo = [s for s in shards
                 if s.index in unfinished or markers[s.index].get("model_id") != identity["model_id"]]
         summary.shards_already_done = len(shards) - len(todo)
         failed = _run_shards(ray, actors, todo, markers, summary, progress)
-    except KeyboardInterrupt:
-        if not started:  # else shutting Ray down below ends them
-            for a in actors:
-                ray.kill(a)
-        raise
     finally:
         if started:
             ray.shutdown()
+        else:  # the caller's Ray: the pool was this call's
+            for a in actors:
+                ray.kill(a)
 
     # Every image skipped so far, across runs (from the shards' markers), in shard order.
     all_skipped = [sk for s in shards for sk in markers.get(s.index, {}).get("skipped", [])]

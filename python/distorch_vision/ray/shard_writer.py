@@ -20,8 +20,10 @@ from .storage import Store
 DONE_DIR = "_done"
 DATA_DIRS = ("embeddings", "img_emb", "metadata")
 META_COLUMNS = ("key", "image_path", "caption", "url", "json")
-#: Rows per Parquet row group of the embeddings file (bounded memory, few tiny groups).
+#: A Parquet row group of the embeddings file is written at this many rows or bytes, whichever
+#: comes first (bounded memory whatever the outputs, few tiny groups).
 ROW_GROUP_ROWS = 256
+ROW_GROUP_BYTES = 64 << 20
 
 
 @dataclass
@@ -71,7 +73,7 @@ class ShardWriter:
         self.meta: dict[str, list[str]] = {c: [] for c in META_COLUMNS}
         self.emb: list[np.ndarray] = []
         self.pending: list[tuple[dict, dict]] = []
-        self.pending_rows = 0
+        self.pending_rows = self.pending_bytes = 0
         self.rows = 0
         self.shapes: dict[str, list[int]] = {}
         # A stale marker goes first: from here on the shard counts as unfinished.
@@ -86,8 +88,9 @@ class ShardWriter:
         self.emb.append(l2_normalized(e) if self.normalize else e)
         self.pending.append((meta, outputs))
         self.pending_rows += n
+        self.pending_bytes += sum(o.nbytes for o in outputs.values())
         self.rows += n
-        if self.pending_rows >= ROW_GROUP_ROWS:
+        if self.pending_rows >= ROW_GROUP_ROWS or self.pending_bytes >= ROW_GROUP_BYTES:
             self._flush()
 
     def _flush(self) -> None:
@@ -107,7 +110,7 @@ class ShardWriter:
             schema = table.schema.with_metadata({"distorch_vision.shapes": json.dumps(self.shapes)})
             self.writer = pq.ParquetWriter(self.parquet_path, schema)
         self.writer.write_table(table.cast(self.writer.schema))
-        self.pending, self.pending_rows = [], 0
+        self.pending, self.pending_rows, self.pending_bytes = [], 0, 0
 
     def finish(self, marker: dict) -> dict:
         """Publishes the data files (or removes a stale run's, when no row was readable: an

@@ -82,8 +82,8 @@ class Store:
     """An output folder on any filesystem: files published whole, JSON read back."""
 
     def __init__(self, uri: str) -> None:
-        self.uri = uri
-        self.fs, root = filesystem(uri)
+        self.uri = uri if is_uri(uri) else os.path.abspath(uri)  # actors run in other folders
+        self.fs, root = filesystem(self.uri)
         self.root = root.rstrip("/") or "/"
         self.local = self.fs.type_name == "local"
 
