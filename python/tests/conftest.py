@@ -51,8 +51,9 @@ def ray_local(library_path):
 
     tmp = short_tmp("dvray-")
     saved = dict(os.environ)
+    env = ray_env(tmp)  # from the current environment (graphs folder of this run included)
     os.environ.clear()
-    os.environ.update(ray_env(tmp), DISTORCH_VISION_LIBRARY=str(library_path),
+    os.environ.update(env, DISTORCH_VISION_LIBRARY=str(library_path),
                       AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
                       AWS_EC2_METADATA_DISABLED="true")
     import ray
