@@ -70,13 +70,14 @@ def cli_encode(images: list, outputs: str = "image_embeds,last_hidden_state") ->
     """The CLI's `encode` of ``images``: (sources, {output: rows})."""
     from safetensors import safe_open
 
-    out = Path(tempfile.mkdtemp(prefix="dv-cli-")) / "cli.safetensors"
-    r = subprocess.run([str(cli()), "encode", "--model", str(MODEL), "--images", *map(str, images),
-                        "--out", str(out), "--device", "cpu", "--eject-models", "false", "--outputs", outputs],
-                       capture_output=True, text=True, env=dict(os.environ, DISTORCH_LOG="error"))
-    assert r.returncode == 0, r.stderr
-    with safe_open(str(out), "np") as f:
-        return json.loads(f.metadata()["inputs"]), {k: f.get_tensor(k) for k in f.keys()}
+    with tempfile.TemporaryDirectory(prefix="dv-cli-") as d:
+        out = Path(d) / "cli.safetensors"
+        r = subprocess.run([str(cli()), "encode", "--model", str(MODEL), "--images", *map(str, images),
+                            "--out", str(out), "--device", "cpu", "--eject-models", "false", "--outputs", outputs],
+                           capture_output=True, text=True, env=dict(os.environ, DISTORCH_LOG="error"))
+        assert r.returncode == 0, r.stderr
+        with safe_open(str(out), "np") as f:
+            return json.loads(f.metadata()["inputs"]), {k: f.get_tensor(k) for k in f.keys()}
 
 
 def make_tars(files: list[Path], dest: Path, n_tars: int = 2, broken: bool = True) -> dict:
