@@ -95,7 +95,7 @@ typedef uint64_t dv_outputs;
  * Initialise with dv_load_options_init(), then set fields. Later versions only append
  * fields; @c struct_size tells the library which version the caller was built with.
  * Version 1 ends after @c extra_model_paths; version 2 adds @c dtype; version 3 adds
- * @c donor_policy. A library older than the caller's header ignores fields it does not know:
+ * @c donor_policy; version 4 adds @c micro_batch. A library older than the caller's header ignores fields it does not know:
  * to tell, set the newest field you need to a non-NULL sentinel before
  * dv_load_options_init(); a library that knows that version resets it to NULL.
  * The library only reads the strings during dv_model_load().
@@ -115,6 +115,8 @@ typedef struct dv_load_options {
     const char *dtype;       /**< compute precision: "fp32" (default, ComfyUI parity), "fp16" (CUDA), "int8" (CPU); NULL or "" = fp32; borrowed */
     /* version 3 */
     const char *donor_policy; /**< blocks homed on cpu while device is a GPU: "stream" their weights to the GPU each pass (default, as DisTorch) or "execute" them on the CPU; NULL or "" = stream; borrowed */
+    /* version 4 */
+    size_t micro_batch;      /**< cut each encode into micro-batches of N images that flow through the device segments concurrently (the CLI's --micro-batch); 0 = off (default) */
 } dv_load_options;
 
 /**
@@ -279,6 +281,14 @@ dv_status dv_model_outputs_json(dv_model model, char **json_out);
  * @param json_out receives a string owned by the caller: free it with dv_string_free().
  */
 dv_status dv_model_info_json(dv_model model, char **json_out);
+
+/**
+ * What decides the model's rows, as a JSON object: "model_id" (content hash of the weights, the
+ * export's id), "family", "config" (sizes, activation, image size) and "dtype" (compute
+ * precision): the fields a sharded `encode --resume` compares, for a host's own resume.
+ * @param json_out receives a string owned by the caller: free it with dv_string_free().
+ */
+dv_status dv_model_identity_json(dv_model model, char **json_out);
 
 /**
  * @param size_out receives the model's input image size S (pixels are [B,3,S,S]); 0 for a

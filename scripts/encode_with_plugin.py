@@ -49,6 +49,8 @@ class LoadOptions(C.Structure):
         ("dtype", C.c_char_p),
         # version 3
         ("donor_policy", C.c_char_p),
+        # version 4
+        ("micro_batch", C.c_size_t),
     ]
 
 

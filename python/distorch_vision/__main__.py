@@ -6,7 +6,6 @@ import argparse
 import json
 import os
 import sys
-from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -62,11 +61,11 @@ def _read_npy(path: str) -> np.ndarray:
 
 def _image_files(paths: list[str]) -> list[str]:
     """Files as given, folders expanded to their image files (sorted, as the CLI does)."""
-    from .ray import _walk
+    from .ray.inputs import _walk_local
 
     out: list[str] = []
     for p in paths:
-        out.extend(_walk(Path(p)) if os.path.isdir(p) else [p])
+        out.extend(_walk_local(p) if os.path.isdir(p) else [p])
     if not out:
         raise DistorchError("DV_ERR_INVALID_ARGUMENT", f"no image files found in {', '.join(paths)}")
     return out

@@ -56,6 +56,8 @@ class LoadOptions(C.Structure):
         ("dtype", C.c_char_p),
         # version 3
         ("donor_policy", C.c_char_p),
+        # version 4
+        ("micro_batch", C.c_size_t),
     ]
 
 
@@ -123,6 +125,8 @@ _OPTIONAL: dict[str, tuple[Any, list[Any]]] = {
     "dv_preprocess_encoded_patches": (
         _st, [_u64, C.c_char_p, _sz, C.c_char_p, _fp, _sz, _i64p],
     ),
+    # used by distorch_vision.ray's resume: the weights' content id, family, config, dtype
+    "dv_model_identity_json": (_st, [_u64, _str_out]),
 }
 
 

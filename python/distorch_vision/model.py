@@ -198,6 +198,16 @@ class Model:
         """The plan as the table the CLI's ``plan`` prints."""
         return lib().call_string("dv_model_plan_text", self.handle)
 
+    def identity(self) -> dict:
+        """What decides this model's rows: ``model_id`` (content hash of the weights, the
+        export's id), ``family``, ``config`` and ``dtype`` — what a sharded ``encode --resume``
+        compares."""
+        L = lib()
+        if not L.has("dv_model_identity_json"):
+            raise DistorchError("DV_ERR_RUNTIME",
+                                f"{L.path} does not export dv_model_identity_json; rebuild it (scripts/setup.sh)")
+        return json.loads(L.call_string("dv_model_identity_json", self.handle))
+
     # ------------------------------------------------------------------ encoding
 
     def encode_pixels(
@@ -344,6 +354,27 @@ class Model:
         )
         return out
 
+    def preprocess_encoded_patches(self, data: bytes, name: str = "image") -> tuple[np.ndarray, np.ndarray]:
+        """One encoded image file's bytes → a SigLIP2 naflex model's [num_patches, 3·P²] padded
+        patch rows and the image's grid [2] (rows, cols, int64), as the CLI's ``encode --images``
+        (contract §4b). An unreadable image raises naming ``name``."""
+        L = lib()
+        if not L.has("dv_preprocess_encoded_patches"):
+            raise DistorchError(
+                "DV_ERR_RUNTIME",
+                f"{L.path} does not export dv_preprocess_encoded_patches; rebuild it (scripts/setup.sh)",
+            )
+        out = np.empty((self.num_patches, 3 * self.patch_size ** 2), dtype=np.float32)
+        grid = np.zeros(2, dtype=np.int64)
+        data = bytes(data)
+        L.check(
+            L.dv_preprocess_encoded_patches(self.handle, data, len(data), name.encode(),
+                                            out.ctypes.data_as(C.POINTER(C.c_float)), out.size,
+                                            grid.ctypes.data_as(C.POINTER(C.c_int64))),
+            "dv_preprocess_encoded_patches",
+        )
+        return out, grid
+
     def encode_files(
         self,
         files: Union[Any, Sequence[Any]],
@@ -359,7 +390,9 @@ class Model:
         does it (EXIF orientation, RGB, resize and crop to the model's size, its mean/std); a
         PIL image is oriented by its EXIF and handed over as lossless PNG. A file that cannot
         be read raises (``FileNotFoundError`` for a missing one, ``ValueError`` for one that is
-        not an image) naming it. Other arguments as :meth:`encode_pixels`.
+        not an image) naming it. A SigLIP2 naflex model cuts each image into its own patch grid
+        (``crop`` has no effect) and the result holds ``spatial_shapes``. Other arguments as
+        :meth:`encode_pixels`.
         """
         _need_torch(as_torch)
         if isinstance(files, (str, os.PathLike)) or hasattr(files, "mode"):
@@ -367,6 +400,11 @@ class Model:
         files = list(files)
         if not files:
             raise DistorchError("DV_ERR_INVALID_ARGUMENT", "files is empty; give at least one path or PIL image")
+        if self.naflex:
+            # Each image keeps its aspect ratio: its own grid, padded to num_patches rows.
+            prepared = [self.preprocess_encoded_patches(*_file_bytes(item, i)) for i, item in enumerate(files)]
+            return self.encode_patches(np.stack([p for p, _ in prepared]), np.stack([g for _, g in prepared]),
+                                       outputs=outputs, batch_size=batch_size, as_torch=as_torch)
         s = self.image_size
         pixels = np.empty((len(files), 3, s, s), dtype=np.float32)
         for i, item in enumerate(files):
@@ -495,6 +533,7 @@ def load(
     extra_model_paths: Optional[PathLike] = None,
     graphs_dir: Optional[PathLike] = None,
     donor_policy: Optional[str] = None,
+    micro_batch: Optional[int] = None,
 ) -> Model:
     """Loads a CLIP Vision model: the loader inputs of contract §1 as keyword arguments.
 
@@ -509,11 +548,20 @@ def load(
     ``donor_policy``: blocks homed on the CPU while ``device`` is a GPU: ``"stream"`` their
     weights to the GPU each pass (default, as DisTorch) or ``"execute"`` them on the CPU.
     ``graphs_dir``: where exported block graphs are kept (default: the library's).
+    ``micro_batch``: cut each encode into micro-batches of N images that flow through the
+    plan's device segments concurrently (the CLI's ``--micro-batch``); None = off.
     Bad values raise :class:`DistorchError` naming the field and the valid choices.
     """
     L = lib()
     o = LoadOptions()
+    o.micro_batch = 1  # a sentinel: a library that knows version 4 resets it to 0
     L.check(L.dv_load_options_init(C.byref(o), C.sizeof(o)), "dv_load_options_init")
+    if o.micro_batch != 0 and micro_batch is not None:
+        raise DistorchError(
+            "DV_ERR_RUNTIME",
+            f"{L.path} predates dv_load_options version 4 (micro_batch); rebuild it (scripts/setup.sh)",
+        )
+    o.micro_batch = 0
     name = os.fspath(clip_vision)
     o.clip_vision = name.encode()
     o.device = _text("device", device)
@@ -534,6 +582,13 @@ def load(
     o.comfyui_path = _text("comfyui_path", comfyui_path)
     o.extra_model_paths = _text("extra_model_paths", extra_model_paths)
     o.graphs_dir = _text("graphs_dir", graphs_dir)
+    if micro_batch is not None:
+        if isinstance(micro_batch, bool) or not isinstance(micro_batch, int) or micro_batch < 1:
+            raise DistorchError(
+                "DV_ERR_INVALID_ARGUMENT",
+                f"micro_batch is {micro_batch!r}; valid: an integer ≥ 1, or None (off)",
+            )
+        o.micro_batch = micro_batch
     h = C.c_uint64(0)
     L.check(L.dv_model_load(C.byref(o), C.byref(h)), "dv_model_load")
     try:

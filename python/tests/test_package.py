@@ -288,10 +288,11 @@ def test_errors_name_keyword_arguments_and_kinds_match_the_cli(library_path, tmp
 
 
 def test_load_options_reach_the_library_with_every_version(library_path):
-    """The package fills the newest dv_load_options: donor_policy (version 3) reaches the plan."""
+    """The package fills the newest dv_load_options (capi_mirrors holds its fields to the
+    header's): donor_policy (version 3) reaches the plan."""
     from distorch_vision.library import LoadOptions
 
-    assert [f for f, _ in LoadOptions._fields_][-2:] == ["dtype", "donor_policy"]
+    assert {"dtype", "donor_policy", "micro_batch"} <= {f for f, _ in LoadOptions._fields_}
     for policy in ("stream", "execute"):
         with load_fixture("clip_quickgelu_f32", donor_policy=policy) as m:
             assert m.plan()["donor_policy"] == policy
@@ -366,6 +367,27 @@ def test_plan_image_size_and_lifetime(library_path):
     m.close()  # a second close is a no-op
     with _raises("DV_ERR_INVALID_HANDLE"):
         m.plan()
+
+
+def test_donor_policy_micro_batch_and_identity(library_path):
+    """dv_load_options version 4 from Python: the donor policy reaches the plan, micro-batches
+    give the same rows, bad values are named; identity() is the weights' content id."""
+    px = np.random.default_rng(3).random((5, 3, 32, 32), dtype=np.float32)
+    with load_fixture("clip_quickgelu_f32") as plain:
+        ref = plain.encode_pixels(px)["image_embeds"]
+        ident = plain.identity()
+    path = fixture("clip_quickgelu_f32") / "model.safetensors"
+    with dv.load(path, device="cpu", eject_models=False, donor_policy="execute", micro_batch=2) as m:
+        assert m.plan()["donor_policy"] == "execute"
+        assert np.abs(m.encode_pixels(px)["image_embeds"] - ref).max() == 0
+        assert m.identity() == ident
+    assert len(ident["model_id"]) == 32 and ident["dtype"] == "fp32" and ident["config"]["image_size"] == 32
+    with load_fixture("siglip_f32") as other:
+        assert other.identity()["model_id"] != ident["model_id"]
+    with _raises("DV_ERR_INVALID_ARGUMENT", "micro_batch is 0"):
+        dv.load(path, device="cpu", micro_batch=0)
+    with _raises("DV_ERR_INVALID_ARGUMENT", "donor_policy"):
+        dv.load(path, device="cpu", donor_policy="sideways")
 
 
 def test_devices_and_version(library_path):

@@ -108,6 +108,24 @@ pub unsafe extern "C" fn dv_model_outputs_json(model: u64, json_out: *mut *mut c
     })
 }
 
+/// `dv_status dv_model_identity_json(dv_model model, char **json_out)`: what decides the
+/// model's rows (weights' content id, family, configuration, compute dtype), the same fields a
+/// sharded `encode --resume` compares, so a host's resume can refuse another model.
+///
+/// # Safety
+/// `json_out` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn dv_model_identity_json(
+    model: u64,
+    json_out: *mut *mut c_char,
+) -> DvStatus {
+    guard_string_out(json_out, "json_out", || {
+        let id = crate::job::batch::RunIdentity::of_model(&*live(model)?);
+        serde_json::to_string(&id)
+            .map_err(|e| Fail::new(DV_ERR_RUNTIME, format!("serialising the identity: {e}")))
+    })
+}
+
 /// `dv_status dv_model_info_json(dv_model model, char **json_out)`: what the model is, for a
 /// host that follows another loader's behaviour per family (ComfyUI returns
 /// `all_hidden_states` for SigLIP towers only): `{"path", "family", "kind", "image_size",

@@ -13,7 +13,8 @@ use crate::plan::{LoaderOptions, DEFAULT_VIRTUAL_VRAM_GB};
 use crate::Error;
 
 /// `dv_load_options`. Versions only append fields; `struct_size` says which the caller has:
-/// version 1 ends after `extra_model_paths`, version 2 adds `dtype`, version 3 `donor_policy`.
+/// version 1 ends after `extra_model_paths`, version 2 adds `dtype`, version 3 `donor_policy`,
+/// version 4 `micro_batch`.
 #[repr(C)]
 pub struct DvLoadOptions {
     pub struct_size: usize,
@@ -32,14 +33,18 @@ pub struct DvLoadOptions {
     pub dtype: *const c_char,
     // --- version 3 ---
     pub donor_policy: *const c_char,
+    // --- version 4 ---
+    /// Micro-batches of N images through the device segments (the CLI's `--micro-batch`); 0 = off.
+    pub micro_batch: usize,
 }
 
 /// The size of each version of `dv_load_options`, oldest first: where the next version's first
 /// field starts, and the whole struct for the newest. A new version replaces the last entry by
 /// the offset of its first field and appends the struct's size.
-const VERSION_SIZES: [usize; 3] = [
+const VERSION_SIZES: [usize; 4] = [
     std::mem::offset_of!(DvLoadOptions, dtype),
     std::mem::offset_of!(DvLoadOptions, donor_policy),
+    std::mem::offset_of!(DvLoadOptions, micro_batch),
     std::mem::size_of::<DvLoadOptions>(),
 ];
 
@@ -98,6 +103,7 @@ pub unsafe extern "C" fn dv_load_options_init(
                 extra_model_paths: std::ptr::null(),
                 dtype: std::ptr::null(),
                 donor_policy: std::ptr::null(),
+                micro_batch: 0,
             },
         );
         Ok(())
@@ -170,6 +176,7 @@ unsafe fn load_options(o: &DvLoadOptions) -> R<LoadOptions> {
             Some(d) => d.parse()?,
             None => Default::default(),
         },
+        micro_batch: (o.micro_batch != 0).then_some(o.micro_batch),
         ..Default::default()
     })
 }
@@ -203,15 +210,17 @@ mod tests {
 
     #[test]
     fn a_callers_size_reads_whole_versions_only() {
-        let [v1, v2, v3] = VERSION_SIZES;
-        assert!(v1 < v2 && v2 < v3);
+        let [v1, v2, v3, v4] = VERSION_SIZES;
+        assert!(v1 < v2 && v2 < v3 && v3 < v4);
         for (size, read) in [
             (v1, v1),
             (v2 - 1, v1),
             (v2, v2),
             (v3 - 1, v2),
             (v3, v3),
-            (v3 + 64, v3),
+            (v4 - 1, v3),
+            (v4, v4),
+            (v4 + 64, v4),
         ] {
             assert_eq!(load_options_bytes(size), read, "struct_size {size}");
         }
@@ -234,6 +243,24 @@ mod tests {
         assert_eq!(read(&o), Some(8.0));
         o.virtual_vram_gb = 0.0;
         assert_eq!(read(&o), Some(0.0));
+    }
+
+    #[test]
+    fn micro_batch_zero_is_off_and_n_is_the_clis_micro_batch() {
+        let model = CString::new("m.safetensors").unwrap();
+        let mut o: DvLoadOptions = unsafe { std::mem::zeroed() };
+        o.micro_batch = 7; // a sentinel: init resets it
+        let size = std::mem::size_of::<DvLoadOptions>();
+        assert_eq!(unsafe { dv_load_options_init(&mut o, size) }, DV_OK);
+        assert_eq!(o.micro_batch, 0);
+        o.clip_vision = model.as_ptr();
+        let read = |o: &DvLoadOptions| match unsafe { load_options(o) } {
+            Ok(l) => l.micro_batch,
+            Err(f) => panic!("{}", f.message),
+        };
+        assert_eq!(read(&o), None);
+        o.micro_batch = 3;
+        assert_eq!(read(&o), Some(3));
     }
 
     #[test]

@@ -54,6 +54,13 @@ pub struct LoadOptionsV3 {
     pub donor_policy: *const c_char,
 }
 
+/// `dv_load_options` version 4: version 3 plus `micro_batch`.
+#[repr(C)]
+pub struct LoadOptionsV4 {
+    pub v3: LoadOptionsV3,
+    pub micro_batch: usize,
+}
+
 /// `dv_tensor`.
 #[repr(C)]
 pub struct Tensor {

@@ -671,19 +671,19 @@ fn a_newer_callers_larger_options_struct_is_accepted() {
     assert_eq!(g.v1.struct_size, size);
     assert_eq!(g.v1.virtual_vram_gb, 4.0);
     assert_eq!(g.v1.eject_models, 1);
-    // Versions 2 and 3 write their added fields (dtype, donor_policy = NULL); nothing past
-    // them is touched.
+    // Versions 2 to 4 write their added fields (dtype, donor_policy = NULL, micro_batch = 0);
+    // nothing past them is touched.
     assert_eq!(
-        g.added[..2],
-        [0, 0],
-        "dtype and donor_policy initialised to NULL"
+        g.added[..3],
+        [0, 0, 0],
+        "dtype, donor_policy and micro_batch initialised"
     );
     assert_eq!(
-        g.added[2..],
-        [0xABAB_ABAB_ABAB_ABAB; 2],
+        g.added[3..],
+        [0xABAB_ABAB_ABAB_ABAB; 1],
         "bytes past the library's version are not touched"
     );
-    // A newer caller's fields beyond version 3 are its own; they must not be read.
+    // A newer caller's fields beyond version 4 are its own; they must not be read.
     g.v1.clip_vision = path.as_ptr();
     g.v1.graphs_dir = graphs.as_ptr();
     g.v1.eject_models = 0;
@@ -861,6 +861,48 @@ fn a_version_3_options_struct_chooses_the_donor_policy() {
         msg.starts_with("donor_policy: ") && msg.contains("\"stream\" and \"execute\""),
         "{msg}"
     );
+}
+
+#[test]
+fn a_version_4_options_struct_sets_the_micro_batch() {
+    let api = api();
+    let path = path_cstring(&fixture("clip_quickgelu_f32").join("model.safetensors"));
+    let graphs = path_cstring(&graphs_dir());
+    let cpu = cstring("cpu");
+    let load = |micro: usize| {
+        let mut o: LoadOptionsV4 = unsafe { std::mem::zeroed() };
+        o.micro_batch = 5; // a sentinel: a library that knows version 4 resets it
+        let size = std::mem::size_of::<LoadOptionsV4>();
+        assert_eq!(
+            unsafe { (api.load_options_init)(&mut o.v3.v2.v1, size) },
+            DV_OK
+        );
+        assert_eq!(o.micro_batch, 0, "micro_batch reset to 0 (off)");
+        o.v3.v2.v1.clip_vision = path.as_ptr();
+        o.v3.v2.v1.device = cpu.as_ptr();
+        o.v3.v2.v1.graphs_dir = graphs.as_ptr();
+        o.v3.v2.v1.eject_models = 0;
+        o.micro_batch = micro;
+        let mut h = 0u64;
+        let opts = (&o as *const LoadOptionsV4).cast::<LoadOptions>();
+        assert_eq!(
+            unsafe { (api.model_load)(opts, &mut h) },
+            DV_OK,
+            "{}",
+            api.last_error()
+        );
+        h
+    };
+    let px = read_pixels("clip_quickgelu_f32");
+    let (plain, micro) = (load(0), load(2));
+    // Micro-batches of 2 through the segments give the rows of one pass.
+    assert_eq!(
+        api.encode_pixels_vec(micro, &px),
+        api.encode_pixels_vec(plain, &px)
+    );
+    for h in [plain, micro] {
+        assert_eq!(unsafe { (api.model_unload)(h) }, DV_OK);
+    }
 }
 
 #[test]

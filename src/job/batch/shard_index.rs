@@ -46,6 +46,17 @@ pub struct RunIdentity {
 }
 
 impl RunIdentity {
+    /// The fields the model alone decides (all but `crop`), as JSON: what the C ABI's
+    /// `dv_model_identity_json` gives a host's resume (Ray's) to compare.
+    pub fn of_model(cv: &ClipVision) -> serde_json::Value {
+        let spec = PreprocessSpec::clip(cv.model().config.image_size as u32);
+        let mut v = serde_json::to_value(RunIdentity::of(cv, &spec)).unwrap_or_default();
+        if let Some(o) = v.as_object_mut() {
+            o.remove("crop");
+        }
+        v
+    }
+
     pub(super) fn of(cv: &ClipVision, spec: &PreprocessSpec) -> RunIdentity {
         let m = &cv.export().manifest;
         let mut config = serde_json::to_value(&cv.model().config).unwrap_or_default();
