@@ -80,7 +80,8 @@ enum {
 
 /** Element types of output tensors. */
 enum {
-    DV_DTYPE_F32 = 1 /**< 32-bit IEEE float */
+    DV_DTYPE_F32 = 1, /**< 32-bit IEEE float: every model output */
+    DV_DTYPE_I64 = 2  /**< int64: a naflex model's spatial_shapes (each image's patch grid) */
 };
 
 /** A loaded model: an opaque id (0 = none). Free with dv_model_unload(). */
@@ -94,7 +95,7 @@ typedef uint64_t dv_outputs;
  * Initialise with dv_load_options_init(), then set fields. Later versions only append
  * fields; @c struct_size tells the library which version the caller was built with.
  * Version 1 ends after @c extra_model_paths; version 2 adds @c dtype; version 3 adds
- * @c donor_policy; version 4 adds @c cpu_engine and @c openvino_ep. A library older than the caller's header ignores fields it does not know:
+ * @c donor_policy; version 4 adds @c micro_batch; version 5 adds @c cpu_engine and @c openvino_ep. A library older than the caller's header ignores fields it does not know:
  * to tell, set the newest field you need to a non-NULL sentinel before
  * dv_load_options_init(); a library that knows that version resets it to NULL.
  * The library only reads the strings during dv_model_load().
@@ -115,6 +116,8 @@ typedef struct dv_load_options {
     /* version 3 */
     const char *donor_policy; /**< blocks homed on cpu while device is a GPU: "stream" their weights to the GPU each pass (default, as DisTorch) or "execute" them on the CPU; NULL or "" = stream; borrowed */
     /* version 4 */
+    size_t micro_batch;      /**< cut each encode into micro-batches of N images that flow through the device segments concurrently (the CLI's --micro-batch); 0 = off (default) */
+    /* version 5 */
     const char *cpu_engine;  /**< what runs the CPU blocks: "auto" (OpenVINO when its plugin is found and the dtype runs there, else MLAS), "mlas" (ONNX Runtime's own) or "openvino"; NULL or "" = auto; borrowed */
     const char *openvino_ep; /**< the OpenVINO plugin library (libonnxruntime_providers_openvino_plugin.so) or a folder holding it; NULL or "" = searched (DISTORCH_OPENVINO_EP, the checkout's .runtime/openvino/, the onnxruntime_ep_openvino Python package); one per process; borrowed */
 } dv_load_options;
@@ -172,7 +175,8 @@ dv_status dv_init(const char *ort_library);
  * Afterwards:
  * - model handles are invalid: every call on one, dv_model_unload() included, returns
  *   ::DV_ERR_INVALID_HANDLE with a message naming dv_shutdown() (there is nothing left to free);
- * - dv_model_load(), dv_encode_pixels() and dv_encode_image() return ::DV_ERR_SHUT_DOWN;
+ * - dv_model_load(), dv_encode_pixels(), dv_encode_patches() and dv_encode_image() return
+ *   ::DV_ERR_SHUT_DOWN;
  * - outputs objects and strings are plain memory: they stay valid until freed as usual;
  *   dv_version(), dv_status_string(), dv_last_error(), dv_list_devices(),
  *   dv_live_objects() and dv_load_options_init() keep working;
@@ -272,9 +276,36 @@ dv_status dv_model_plan_text(dv_model model, char **text_out);
 dv_status dv_model_outputs_json(dv_model model, char **json_out);
 
 /**
- * @param size_out receives the model's input image size S (pixels are [B,3,S,S]).
+ * What the model is, as a JSON object: {"path", "family" (e.g. "SigLIP so400m/14-384"),
+ * "kind" ("clip", "siglip", "siglip2" (naflex), "dinov2" or "dinov3"), "image_size",
+ * "patch_size", "hidden_size", "num_layers", "tokens", "llava", "outputs" (as dv_model_outputs_json), "on_request"
+ * (outputs computed only when named, e.g. ["all_hidden_states"])}. A host that mirrors
+ * another loader per family reads it (ComfyUI returns all_hidden_states for SigLIP only).
+ * @param json_out receives a string owned by the caller: free it with dv_string_free().
+ */
+dv_status dv_model_info_json(dv_model model, char **json_out);
+
+/**
+ * What decides the model's rows, as a JSON object: "model_id" (content hash of the weights, the
+ * export's id), "family", "config" (sizes, activation, image size) and "dtype" (compute
+ * precision): the fields a sharded `encode --resume` compares, for a host's own resume.
+ * @param json_out receives a string owned by the caller: free it with dv_string_free().
+ */
+dv_status dv_model_identity_json(dv_model model, char **json_out);
+
+/**
+ * @param size_out receives the model's input image size S (pixels are [B,3,S,S]); 0 for a
+ *        SigLIP2 naflex model, which takes patches of any grid (see dv_model_patching()).
  */
 dv_status dv_model_image_size(dv_model model, uint32_t *size_out);
+
+/**
+ * A SigLIP2 naflex model's patching (contract §4b): images keep their aspect ratio and are cut
+ * into a grid of at most N square patches of P pixels; both 0 for a model of fixed size.
+ * @param patch_size_out receives P (a patch is 3·P² floats, laid out row, column, channel)
+ * @param num_patches_out receives N
+ */
+dv_status dv_model_patching(dv_model model, uint32_t *patch_size_out, uint32_t *num_patches_out);
 
 /**
  * Encodes preprocessed pixels (NCHW f32, exactly as the CLI's `encode --pixels`).
@@ -293,9 +324,30 @@ dv_status dv_encode_pixels(dv_model model, const float *pixels, size_t count,
                            dv_outputs *outputs_out);
 
 /**
+ * Encodes a SigLIP2 naflex model's patches, as Hugging Face's processor and the CLI's
+ * `preprocess` give them: image i's first rows·cols patch rows, then padding (never attended
+ * to). The outputs' token tensors hold N = num_patches rows an image, the first rows·cols its
+ * patches in row-major order and the rest zero; they end with ::DV_DTYPE_I64
+ * "spatial_shapes" [B, 2], the grids again, so a host can cut each image's tokens out.
+ * @param patches B×T×D floats, row-major, 1 ≤ T ≤ N, D = 3·P² (dv_model_patching()); borrowed
+ * @param count number of floats in @p patches; must equal B·T·D (else ::DV_ERR_SIZE_MISMATCH)
+ * @param spatial_shapes 2·B int64: each image's grid, rows then columns (rows·cols ≤ T); borrowed
+ * @param shapes_count number of values in @p spatial_shapes; must equal 2·B
+ * @param outputs, batch_size, outputs_out as dv_encode_pixels()
+ */
+dv_status dv_encode_patches(dv_model model, const float *patches, size_t count,
+                            size_t b, size_t t, size_t d,
+                            const int64_t *spatial_shapes, size_t shapes_count,
+                            const char *outputs, size_t batch_size,
+                            dv_outputs *outputs_out);
+
+/**
  * Encodes a ComfyUI IMAGE buffer: preprocesses it (contract §4: drop alpha, resize, crop,
- * quantise, normalise with the model's mean/std) and encodes.
- * @param image B×H×W×C floats in 0..1, row-major, C = 3 or 4; borrowed for the call
+ * quantise, normalise with the model's mean/std; for a naflex model contract §4b, where
+ * @p crop has no effect, and the outputs are those of dv_encode_patches()) and encodes.
+ * @param image B×H×W×C floats in 0..1, row-major; borrowed for the call. C = 3 (RGB),
+ *        4 (RGBA: alpha dropped) or more (the first 3 used), or 1 (grey, broadcast to RGB as
+ *        ComfyUI's clip_preprocess does); C = 2 is ::DV_ERR_INVALID_ARGUMENT
  * @param count number of floats in @p image; must equal B·H·W·C
  * @param crop ::DV_CROP_CENTER or ::DV_CROP_NONE
  * @param outputs, batch_size, outputs_out as dv_encode_pixels()
@@ -319,6 +371,18 @@ dv_status dv_encode_image(dv_model model, const float *image, size_t count,
 dv_status dv_preprocess_encoded(dv_model model, const uint8_t *data, size_t len,
                                 const char *name, int32_t crop,
                                 float *pixels_out, size_t count);
+
+/**
+ * As dv_preprocess_encoded(), for a SigLIP2 naflex model (contract §4b): the image's patches
+ * for dv_encode_patches(). A model of fixed size is ::DV_ERR_INVALID_ARGUMENT.
+ * @param patches_out receives N·3·P² floats (dv_model_patching()): the image's rows·cols
+ *        patches, then zeros
+ * @param count floats at @p patches_out; must equal N·3·P² (else ::DV_ERR_SIZE_MISMATCH)
+ * @param grid_out receives 2 int64: the image's grid, rows then columns
+ */
+dv_status dv_preprocess_encoded_patches(dv_model model, const uint8_t *data, size_t len,
+                                        const char *name, float *patches_out, size_t count,
+                                        int64_t *grid_out);
 
 /** @param count_out receives the number of tensors in @p outputs. */
 dv_status dv_outputs_count(dv_outputs outputs, size_t *count_out);

@@ -1,10 +1,13 @@
-"""ComfyUI custom node: CLIPVisionLoaderDisTorch2MultiGPU backed by distorch-vision.
+"""ComfyUI custom node: a CLIP Vision loader (DisTorch2, MultiGPU) backed by distorch-vision.
 
 Copy or clone this folder into ``ComfyUI/custom_nodes/`` and ``pip install -r requirements.txt``
 in ComfyUI's Python (ComfyUI-Manager does both): the ``distorch_vision`` package comes from that
 environment. Linked from a distorch-vision checkout, it uses the checkout's ``../python``
 (following the symlink) instead. It never writes into this folder or the checkout: exported
-graphs go to the user cache (``dv.user_graphs_dir()``).
+graphs go to the user cache (``dv.user_graphs_dir()``). The node registers as
+``DistorchVisionCLIPVisionLoader``, and as ComfyUI-MultiGPU's
+``CLIPVisionLoaderDisTorch2MultiGPU`` when no other node pack provides that key (see
+``registration``).
 """
 
 import sys
@@ -24,19 +27,26 @@ except ImportError as e:  # pragma: no cover - depends on the installation
         f"uses its ../python ({e})"
     ) from e
 
-from .clip_vision_node import CLIPVisionLoaderDisTorch2MultiGPU, DisTorchClipVision, Output
+# After the check above, so a missing package gets its message rather than a bare ImportError.
+from .clip_vision_node import (  # noqa: E402
+    CLIPVisionLoaderDisTorch2MultiGPU,
+    DisTorchClipVision,
+    DistorchVisionCLIPVisionLoader,
+    Output,
+)
+from .registration import NODE_KEY, SEED_KEY, mappings  # noqa: E402
 
-NODE_CLASS_MAPPINGS = {
-    "CLIPVisionLoaderDisTorch2MultiGPU": CLIPVisionLoaderDisTorch2MultiGPU,
-}
-NODE_DISPLAY_NAME_MAPPINGS = {
-    "CLIPVisionLoaderDisTorch2MultiGPU": "Load CLIP Vision (DisTorch2, MultiGPU)",
-}
+NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS = mappings(
+    DistorchVisionCLIPVisionLoader, CLIPVisionLoaderDisTorch2MultiGPU, Path(__file__).parent
+)
 
 __all__ = [
     "NODE_CLASS_MAPPINGS",
     "NODE_DISPLAY_NAME_MAPPINGS",
+    "NODE_KEY",
+    "SEED_KEY",
     "CLIPVisionLoaderDisTorch2MultiGPU",
+    "DistorchVisionCLIPVisionLoader",
     "DisTorchClipVision",
     "Output",
 ]

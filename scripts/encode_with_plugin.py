@@ -29,6 +29,9 @@ except ImportError:  # pragma: no cover
 
 
 # --------------------------------------------------------------------------- the C ABI
+# Its own bindings, not the distorch_vision package's: this host runs without numpy or
+# site-packages (tests/valgrind.rs runs it with `python -S`), which the package needs;
+# tests/integration/capi_mirrors.rs holds these structs and signatures to the header.
 
 class LoadOptions(C.Structure):
     _fields_ = [
@@ -42,8 +45,12 @@ class LoadOptions(C.Structure):
         ("graphs_dir", C.c_char_p),
         ("comfyui_path", C.c_char_p),
         ("extra_model_paths", C.c_char_p),
-        ("dtype", C.c_char_p),  # version 2
-        ("donor_policy", C.c_char_p),  # version 3
+        # version 2
+        ("dtype", C.c_char_p),
+        # version 3
+        ("donor_policy", C.c_char_p),
+        # version 4
+        ("micro_batch", C.c_size_t),
     ]
 
 

@@ -13,6 +13,7 @@ With names, only those fixtures are (re)built; without, all of them. Newer fixtu
 `all_hidden_states` ([B, L, T, D], every layer's output, no norm) in `expected.safetensors`.
 """
 import json
+import math
 import os
 import sys
 
@@ -21,8 +22,8 @@ from safetensors.torch import save_file
 
 try:
     from transformers import (CLIPVisionConfig, CLIPVisionModelWithProjection, Dinov2Config,
-                              Dinov2Model, DINOv3ViTConfig, DINOv3ViTModel, SiglipVisionConfig,
-                              SiglipVisionModel)
+                              Dinov2Model, DINOv3ViTConfig, DINOv3ViTModel, Siglip2VisionConfig,
+                              Siglip2VisionModel, SiglipVisionConfig, SiglipVisionModel)
 except ImportError:
     sys.exit("make_fixtures.py needs transformers: python3 -m pip install torch transformers")
 
@@ -56,14 +57,15 @@ def round_to(state, dtype):
     return {k: (v.to(dtype) if v.is_floating_point() and not keep(k) else v) for k, v in state.items()}
 
 
-def write(name, weights, config, expected, px, cfg_name="config.json"):
+def write(name, weights, config, expected, px, cfg_name="config.json", pixel_extras=None):
     d = os.path.join(ROOT, name)
     os.makedirs(d, exist_ok=True)
     save_file({k: v.contiguous() for k, v in weights.items()}, os.path.join(d, "model.safetensors"))
     if config is not None:
         with open(os.path.join(d, cfg_name), "w") as f:
             json.dump(config, f, indent=2, sort_keys=True)
-    save_file({"pixel_values": px.contiguous()}, os.path.join(d, "pixels.safetensors"))
+    save_file(dict({"pixel_values": px.contiguous()}, **(pixel_extras or {})),
+              os.path.join(d, "pixels.safetensors"))
     save_file({k: v.detach().float().clone().contiguous() for k, v in expected.items()},
               os.path.join(d, "expected.safetensors"))
     print(f"{name}: {sorted(expected)}")
@@ -262,6 +264,146 @@ def dinov3_case(name, seed, gated, image_size):
     write(name, state, config, expected, px)
 
 
+# SigLIP2 naflex grids (rows, cols) of the parity batch, with at most 64 patches: 1:1, 1:4, 4:1,
+# 2:3, 7:5, a small 3x3 and a single column; the 8x8 position table is resized down on one axis
+# and up on the other for 1:4 and 4:1.
+NAFLEX_GRIDS = [(8, 8), (4, 16), (16, 4), (6, 9), (7, 5), (3, 3), (12, 1)]
+# Image files (tests/fixtures/images) of the image-level case: lossless, of varied aspect ratios.
+NAFLEX_IMAGES = ["big_480x400.png", "landscape_131x33.png", "tall_7x300.png", "portrait_45x77.png",
+                 "down_97x61.png", "exact_32x32.png", "rgba_33x50.png"]
+# Of those, the ones also checked at so400m's patching (downscaled, and upscaled in both axes).
+NAFLEX_SO400M_IMAGES = ["big_480x400.png", "landscape_131x33.png"]
+
+
+def one_column_resize_fix():
+    """torch 2.15's antialiased bilinear F.interpolate on the CPU is wrong when the output is
+    one column wide and the height changes (every output row is input row 0 when upsampling),
+    which Siglip2VisionEmbeddings.resize_positional_embeddings hits for grids (h, 1). The
+    reference resizes those through the transposed table, where the same kernel is right (and
+    equal to the direct call for every other size); contract §3 records the difference."""
+    import torch.nn.functional as F
+    from transformers.models.siglip2 import modeling_siglip2
+    interpolate = F.interpolate
+
+    def fixed(x, size=None, **kw):
+        if size is not None and x.dim() == 4 and size[1] == 1 and size[0] != x.shape[2]:
+            return interpolate(x.transpose(2, 3), size=(size[1], size[0]), **kw).transpose(2, 3)
+        return interpolate(x, size=size, **kw)
+    modeling_siglip2.F = type("F", (), {"interpolate": staticmethod(fixed)})
+
+
+def siglip2_case(name, seed, patch=4, num_patches=64):
+    """SigLIP2 naflex: a tiny Siglip2VisionModel (with its attention-pooling head) run by
+    transformers on patches of mixed grids, padded, with pixel_attention_mask and
+    spatial_shapes (one-column grids resized as one_column_resize_fix says). Padded rows of the token outputs are zeroed, as distorch-vision returns
+    them. Also writes, for the same model:
+      images_expected.safetensors  HF's own processor (Siglip2ImageProcessor, else its PIL
+                                   variant) and model on NAFLEX_IMAGES: image-level parity.
+      comfy_pixels.safetensors     ComfyUI's siglip2_preprocess (reproduced below with torch) of
+                                   NAFLEX_IMAGES at this model's patching, and of two of them at
+                                   so400m's (16 px, 256 patches): each image's flattened patches
+                                   as their 8-bit values (u8, before the /255 and mean/std step,
+                                   a pure function of them) and its grid."""
+    one_column_resize_fix()
+    cfg = Siglip2VisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                              num_attention_heads=4, patch_size=patch, num_patches=num_patches,
+                              hidden_act="gelu_pytorch_tanh", layer_norm_eps=1e-6,
+                              attn_implementation="eager")
+    model = Siglip2VisionModel(cfg).eval()
+    randomize(model, seed)
+    state = {k: v for k, v in model.state_dict().items() if "position_ids" not in k}
+    state = {(k if k.startswith("vision_model.") else "vision_model." + k): v for k, v in state.items()}
+    assert "vision_model.head.probe" in state and state["vision_model.embeddings.patch_embedding.weight"].dim() == 2
+    width = 3 * patch * patch
+    g = torch.Generator().manual_seed(seed + 7)
+    b = len(NAFLEX_GRIDS)
+    px = torch.zeros(b, num_patches, width)
+    mask = torch.zeros(b, num_patches, dtype=torch.int32)
+    for i, (h, w) in enumerate(NAFLEX_GRIDS):
+        px[i, : h * w] = torch.randn((h * w, width), generator=g).clamp(-2.5, 2.5)
+        mask[i, : h * w] = 1
+    shapes = torch.tensor(NAFLEX_GRIDS, dtype=torch.int64)
+    with torch.no_grad():
+        out = model(pixel_values=px, pixel_attention_mask=mask, spatial_shapes=shapes,
+                    output_hidden_states=True)
+    valid = mask.float()
+    expected = {"last_hidden_state": out.last_hidden_state * valid[..., None],
+                "image_embeds": out.pooler_output,
+                "penultimate_hidden_states": out.hidden_states[-2] * valid[..., None],
+                "all_hidden_states": all_hidden(out) * valid[:, None, :, None]}
+    config = cfg.to_dict()
+    config = {k: config[k] for k in ["model_type", "hidden_size", "intermediate_size", "num_hidden_layers",
+                                     "num_attention_heads", "num_channels", "patch_size", "num_patches",
+                                     "hidden_act", "layer_norm_eps", "vision_use_head"]}
+    write(name, state, config, expected, px,
+          pixel_extras={"spatial_shapes": shapes, "pixel_attention_mask": mask})
+    naflex_images(name, model, patch, num_patches)
+
+
+def comfy_siglip2_q8(image, patch, num_patches):
+    """ComfyUI's siglip2_preprocess (comfy/clip_model.py, image_size -1: the naflex path) on an
+    IMAGE [1, H, W, C] up to its 8-bit quantisation (the mean/std step that follows is a pure
+    function of it): the grid of HF's binary search, bilinear antialiased interpolate,
+    round(clip(255 x)); returned as HF's flattened patches [rows*cols, P*P*3] in u8."""
+    image = image[:, :, :, :3].movedim(-1, 1)
+    h, w = grid_for(image.shape[2], image.shape[3], patch, num_patches)
+    image = torch.nn.functional.interpolate(image, size=(h * patch, w * patch), mode="bilinear",
+                                            antialias=True)
+    q = torch.clip(255.0 * image, 0, 255).round()
+    patches = q[0].reshape(3, h, patch, w, patch).permute(1, 3, 2, 4, 0).reshape(h * w, -1)
+    return patches.to(torch.uint8), (h, w)
+
+
+def grid_for(height, width, patch, num_patches):
+    """The scale search of HF's get_image_size_for_max_num_patches (and ComfyUI's
+    siglip2_flex_calc_resolution), in patches."""
+    def side(size, scale):
+        return max(1, math.ceil(size * scale / patch))
+    lo, hi = 1e-6, 100.0
+    while hi - lo >= 1e-5:
+        mid = (lo + hi) / 2
+        if side(height, mid) * side(width, mid) <= num_patches:
+            lo = mid
+        else:
+            hi = mid
+    return side(height, lo), side(width, lo)
+
+
+def naflex_images(name, model, patch, num_patches):
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from make_image_fixtures import comfy_load_image
+    from PIL import Image
+    from transformers.utils import is_torchvision_available
+    if is_torchvision_available():
+        from transformers import Siglip2ImageProcessor
+        processor, which = Siglip2ImageProcessor(patch_size=patch, max_num_patches=num_patches), "torchvision"
+    else:
+        from transformers import Siglip2ImageProcessorPil
+        processor, which = Siglip2ImageProcessorPil(patch_size=patch, max_num_patches=num_patches), "pil"
+    images_dir = os.path.join(ROOT, "..", "images")
+    pil = [Image.open(os.path.join(images_dir, f)).convert("RGB") for f in NAFLEX_IMAGES]
+    inputs = processor(images=pil, return_tensors="pt")
+    with torch.no_grad():
+        out = model(**inputs)
+    valid = inputs["pixel_attention_mask"].float()
+    expected = {"last_hidden_state": out.last_hidden_state * valid[..., None],
+                "image_embeds": out.pooler_output,
+                "spatial_shapes": inputs["spatial_shapes"].to(torch.int64)}
+    d = os.path.join(ROOT, name)
+    save_file({k: v.contiguous() for k, v in expected.items()}, os.path.join(d, "images_expected.safetensors"),
+              metadata={"inputs": json.dumps(NAFLEX_IMAGES), "processor": which})
+    comfy = {}
+    for f in NAFLEX_IMAGES:
+        image, _ = comfy_load_image(os.path.join(images_dir, f))
+        sizes = [(patch, num_patches)] + ([(16, 256)] if f in NAFLEX_SO400M_IMAGES else [])
+        for p, n in sizes:
+            q8, grid = comfy_siglip2_q8(image, p, n)
+            comfy[f"{f}__p{p}_n{n}__q8"] = q8.contiguous()
+            comfy[f"{f}__p{p}_n{n}__grid"] = torch.tensor(grid, dtype=torch.int64)
+    save_file(comfy, os.path.join(d, "comfy_pixels.safetensors"))
+    print(f"{name}: image-level reference by HF's {which} processor; ComfyUI pixels of {len(NAFLEX_IMAGES)} images")
+
+
 CASES = {
     "clip_quickgelu_f32": lambda: clip_case("clip_quickgelu_f32", "quick_gelu", torch.float32, 1),
     "clip_gelu_f16": lambda: clip_case("clip_gelu_f16", "gelu", torch.float16, 2),
@@ -276,6 +418,7 @@ CASES = {
     "dinov2_gelu_f32": lambda: dinov2_case("dinov2_gelu_f32", 9, swiglu=False, image_size=36),
     "dinov3_gelu_f32": lambda: dinov3_case("dinov3_gelu_f32", 10, gated=False, image_size=32),
     "dinov3_gated_f32": lambda: dinov3_case("dinov3_gated_f32", 11, gated=True, image_size=36),
+    "siglip2_naflex_f32": lambda: siglip2_case("siglip2_naflex_f32", 12),
 }
 
 

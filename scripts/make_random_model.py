@@ -2,7 +2,11 @@
 """Writes a random-weight CLIP vision tower of a given shape (HF layout + config.json), for
 benchmarks. Needs only numpy.
 
-    python3 scripts/make_random_model.py OUT_DIR --shape vit-b-16|vit-l-14|vit-h-14 [--dtype f32|f16]
+    python3 scripts/make_random_model.py OUT_DIR --shape vit-b-16|vit-l-14|vit-h-14|so400m-naflex [--dtype f32|f16]
+
+so400m-naflex is SigLIP2 so400m/16 naflex (a Linear patch embedding, a 16 x 16 position table,
+the attention-pooling head), written without a config.json: it is detected from its keys, as
+ComfyUI's clip_vision files are.
 """
 import argparse
 import json
@@ -18,20 +22,37 @@ SHAPES = {
     # ViT-H/14 (contract §2.1 row 2), exact-erf gelu; about 632 M parameters (2.4 GiB f32, 1.2 GiB f16).
     "vit-h-14": dict(hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=16,
                      patch_size=14, image_size=224, projection_dim=1024, hidden_act="gelu"),
+    # SigLIP2 so400m/16 naflex: about 428 M parameters (1.6 GiB f32, 0.8 GiB f16).
+    "so400m-naflex": dict(hidden_size=1152, intermediate_size=4304, num_hidden_layers=27, num_attention_heads=16,
+                          patch_size=16, num_patches=256, naflex=True),
 }
 
 
 def tensors(c, rng, dtype):
     d, i, p = c["hidden_size"], c["intermediate_size"], c["patch_size"]
-    t = (c["image_size"] // p) ** 2 + 1
     w = lambda *s: (rng.standard_normal(s, dtype=np.float32) * 0.02).astype(dtype)
     ln = lambda: (np.ones(d, np.float32) + w(d).astype(np.float32)).astype(dtype)
-    out = {"vision_model.embeddings.class_embedding": w(d),
-           "vision_model.embeddings.patch_embedding.weight": w(d, 3, p, p),
-           "vision_model.embeddings.position_embedding.weight": w(t, d),
-           "vision_model.pre_layrnorm.weight": ln(), "vision_model.pre_layrnorm.bias": w(d),
-           "vision_model.post_layernorm.weight": ln(), "vision_model.post_layernorm.bias": w(d),
-           "visual_projection.weight": w(c["projection_dim"], d)}
+    if c.get("naflex"):
+        out = {"vision_model.embeddings.patch_embedding.weight": w(d, 3 * p * p),
+               "vision_model.embeddings.patch_embedding.bias": w(d),
+               "vision_model.embeddings.position_embedding.weight": w(c["num_patches"], d),
+               "vision_model.post_layernorm.weight": ln(), "vision_model.post_layernorm.bias": w(d),
+               "vision_model.head.probe": w(1, 1, d),
+               "vision_model.head.attention.in_proj_weight": w(3 * d, d),
+               "vision_model.head.attention.in_proj_bias": w(3 * d),
+               "vision_model.head.attention.out_proj.weight": w(d, d),
+               "vision_model.head.attention.out_proj.bias": w(d),
+               "vision_model.head.layernorm.weight": ln(), "vision_model.head.layernorm.bias": w(d),
+               "vision_model.head.mlp.fc1.weight": w(i, d), "vision_model.head.mlp.fc1.bias": w(i),
+               "vision_model.head.mlp.fc2.weight": w(d, i), "vision_model.head.mlp.fc2.bias": w(d)}
+    else:
+        t = (c["image_size"] // p) ** 2 + 1
+        out = {"vision_model.embeddings.class_embedding": w(d),
+               "vision_model.embeddings.patch_embedding.weight": w(d, 3, p, p),
+               "vision_model.embeddings.position_embedding.weight": w(t, d),
+               "vision_model.pre_layrnorm.weight": ln(), "vision_model.pre_layrnorm.bias": w(d),
+               "vision_model.post_layernorm.weight": ln(), "vision_model.post_layernorm.bias": w(d),
+               "visual_projection.weight": w(c["projection_dim"], d)}
     for l in range(c["num_hidden_layers"]):
         h = f"vision_model.encoder.layers.{l}."
         for n in ("layer_norm1", "layer_norm2"):
@@ -70,6 +91,7 @@ if __name__ == "__main__":
     os.makedirs(a.out, exist_ok=True)
     save(os.path.join(a.out, "model.safetensors"),
          tensors(c, np.random.default_rng(0), np.float32 if a.dtype == "f32" else np.float16))
-    cfg = dict(dict(hidden_act="quick_gelu"), **c, model_type="clip_vision_model", layer_norm_eps=1e-5)
-    json.dump(cfg, open(os.path.join(a.out, "config.json"), "w"), indent=2)
+    if not c.get("naflex"):
+        cfg = dict(dict(hidden_act="quick_gelu"), **c, model_type="clip_vision_model", layer_norm_eps=1e-5)
+        json.dump(cfg, open(os.path.join(a.out, "config.json"), "w"), indent=2)
     print(f"{a.out}: {a.shape} {a.dtype}")

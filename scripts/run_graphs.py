@@ -5,6 +5,9 @@ manifest chains them, and writes the outputs: proof that the graphs stand on the
     PYTHONPATH=.runtime/cpu python3 scripts/run_graphs.py GRAPH_DIR PIXELS.safetensors OUT.safetensors [--all-hidden-states]
 
 With --all-hidden-states, every layer's output is written too, stacked [B, L, T, D].
+A SigLIP2 naflex export takes its pixels file's patches with their grids (pixel_values and
+spatial_shapes); every block after the embedding gets the key mask of the grids, and the
+token outputs are written with the padding rows zeroed, as distorch-vision returns them.
 """
 import json
 import os
@@ -14,15 +17,21 @@ import numpy as np
 import onnxruntime as ort
 
 
-def read_pixels(path):
-    # A minimal safetensors reader (one F32 tensor), so only numpy is needed.
+DTYPES = {"F32": "<f4", "I64": "<i8", "I32": "<i4"}
+
+
+def read_tensors(path):
+    # A minimal safetensors reader, so only numpy is needed.
     with open(path, "rb") as f:
         n = int.from_bytes(f.read(8), "little")
         header = json.loads(f.read(n))
         data = f.read()
-    (name, info), = [(k, v) for k, v in header.items() if k != "__metadata__"]
-    b, e = info["data_offsets"]
-    return np.frombuffer(data[b:e], dtype="<f4").reshape(info["shape"])
+    out = {}
+    for name, info in header.items():
+        if name != "__metadata__":
+            b, e = info["data_offsets"]
+            out[name] = np.frombuffer(data[b:e], dtype=DTYPES[info["dtype"]]).reshape(info["shape"])
+    return out
 
 
 def write_safetensors(path, tensors):
@@ -43,15 +52,25 @@ def main(graph_dir, pixels, out, all_hidden=False):
     blocks = manifest["blocks"]
     sessions = [ort.InferenceSession(os.path.join(graph_dir, b["file"]), providers=["CPUExecutionProvider"])
                 for b in blocks]
-    h = read_pixels(pixels)
+    px = read_tensors(pixels)
+    if "spatial_shapes" in px:  # naflex: patches, their grids, and the key mask of the grids
+        grids = px["spatial_shapes"].astype(np.int64)
+        h = px["pixel_values"]
+        valid = np.arange(h.shape[1])[None, :] < (grids[:, 0] * grids[:, 1])[:, None]
+        extra = {"key_mask": valid.astype(np.int32)}
+        embed_feeds = {"pixel_values": h, "spatial_shapes": grids}
+    else:
+        (h,), valid, extra = px.values(), None, {}
+        embed_feeds = {blocks[0]["inputs"][0]: h}
     states = []
-    for block, sess in zip(blocks[:-1], sessions[:-1]):
-        h = sess.run(None, {block["inputs"][0]: h})[0]
+    for i, (block, sess) in enumerate(zip(blocks[:-1], sessions[:-1])):
+        feeds = embed_feeds if i == 0 else {block["inputs"][0]: h, **extra}
+        h = sess.run(None, feeds)[0]
         states.append(h)
     head, head_sess = blocks[-1], sessions[-1]
-    feeds = {head["inputs"][0]: states[-1]}
-    if len(head["inputs"]) > 1:
-        feeds[head["inputs"][1]] = states[-2]
+    feeds = {head["inputs"][0]: states[-1], **extra}
+    if "penultimate_hidden_states" in head["inputs"]:
+        feeds["penultimate_hidden_states"] = states[-2]
     head_out = dict(zip(head["outputs"], head_sess.run(None, feeds)))
     result = {"penultimate_hidden_states": states[-2]}
     if all_hidden:  # states[0] is the embedding; every layer's output follows
@@ -62,6 +81,11 @@ def main(graph_dir, pixels, out, all_hidden=False):
     else:  # SigLIP: the head is the post-LN of every token
         result["last_hidden_state"] = head_out["last_hidden_state"]
         result["image_embeds"] = head_out["last_hidden_state"]
+    if valid is not None:  # token rows after each image's grid are zero, as the library's
+        for k, v in result.items():
+            if v.ndim >= 3:
+                mask = valid.reshape(valid.shape[:1] + (1,) * (v.ndim - 3) + valid.shape[1:] + (1,))
+                result[k] = np.where(mask, v, 0.0)
     write_safetensors(out, result)
     print(f"{len(blocks)} blocks: " + ", ".join(f"{k} {v.shape}" for k, v in result.items()))
 

@@ -63,6 +63,8 @@ if [ "$openvino" = 1 ]; then
     --no-deps onnxruntime-ep-openvino==1.8.1
 fi
 if [ "$build" = 1 ]; then
-  (cd "$root" && cargo build --release --quiet)
+  # cargo's own progress shows (the first build compiles every dependency: minutes).
+  echo "setup: building the release binary (cargo build --release)"
+  (cd "$root" && cargo build --release)
   echo "setup: built $root/target/release/distorch-vision"
 fi

@@ -1,14 +1,17 @@
 //! `bench`: the block pipeline against one whole-model session on the same weights and
 //! pixels, in one process, so the split overhead is a ratio rather than two noisy numbers.
+//! For a naflex model the batch mixes aspect ratios, and the padded batch (one pass, a key
+//! mask) is also timed against encoding each image alone, interleaved.
 
 use std::time::Instant;
 
-use ndarray::Array4;
+use ndarray::{Array3, Array4};
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
 use serde::Serialize;
 
 use crate::export::{self, Granularity};
+use crate::image::{Grid, Patching, Pixels};
 use crate::loader::{activation_bytes, ClipVision, LoadOptions};
 use crate::runtime::environment;
 use crate::{Error, Result};
@@ -19,6 +22,19 @@ pub struct Figures {
     pub first_output_s: f64,
     pub images_per_s: f64,
     pub median_batch_s: f64,
+}
+
+impl Figures {
+    /// The figures of `batch` images a pass, from the timed passes' seconds.
+    fn of(session_build_s: f64, first_output_s: f64, batch: usize, times: &mut [f64]) -> Figures {
+        let med = median(times);
+        Figures {
+            session_build_s,
+            first_output_s,
+            images_per_s: batch as f64 / med,
+            median_batch_s: med,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -58,6 +74,16 @@ pub struct BenchReport {
     pub micro_batch: Option<usize>,
     /// Device copies made during the whole run, by kind (GPU plans only).
     pub device_copies: std::collections::BTreeMap<String, u64>,
+    /// naflex: the batch's patch grids (mixed aspect ratios).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grids: Option<Vec<Grid>>,
+    /// naflex: the same images encoded one at a time (no padding, no mask), timed
+    /// interleaved with the padded batch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub per_image: Option<Figures>,
+    /// naflex: padded-batch images/s ÷ per-image images/s.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub padded_over_per_image: Option<f64>,
 }
 
 pub fn median(v: &mut [f64]) -> f64 {
@@ -121,6 +147,45 @@ pub fn pixels(batch: usize, size: usize) -> Array4<f32> {
     })
 }
 
+/// Image sizes (height, width) whose naflex grids a bench batch cycles through: square,
+/// 4:3 and 3:4, 16:9 and 9:16, 3:2, and 1:4 and 4:1.
+const ASPECTS: [(usize, usize); 8] = [
+    (1024, 1024),
+    (480, 640),
+    (640, 480),
+    (1080, 1920),
+    (1920, 1080),
+    (333, 500),
+    (300, 1200),
+    (1200, 300),
+];
+
+/// A naflex batch of `batch` images of mixed aspect ratios (square, 4:3, 16:9, 3:2, 1:4 and
+/// their transposes, cycled): pseudo-random patch values in about [-2, 2], zero padding after
+/// each grid.
+pub fn patches(batch: usize, patching: Patching) -> Pixels {
+    let grids: Vec<Grid> = (0..batch)
+        .map(|i| {
+            let (h, w) = ASPECTS[i % ASPECTS.len()];
+            patching.grid_for(h, w)
+        })
+        .collect();
+    let noise = pixels(1, 1).into_raw_vec_and_offset().0;
+    let mut k = 0usize;
+    let values = Array3::from_shape_fn(
+        (batch, patching.num_patches, patching.patch_len()),
+        |(b, t, _)| {
+            k += 1;
+            if t < grids[b].patches() {
+                noise[k % noise.len()] * ((k % 13) as f32 / 6.5 - 1.0)
+            } else {
+                0.0
+            }
+        },
+    );
+    Pixels::Patches { values, grids }
+}
+
 /// Runs the benchmark: warm-up, then `iters` timed batches, for the blocks and (with
 /// `whole`) for one whole-model session.
 pub fn run(opts: &LoadOptions, batch: usize, iters: usize, whole: bool) -> Result<BenchReport> {
@@ -146,8 +211,12 @@ pub fn run_micro(
     let t = Instant::now();
     let cv = ClipVision::load(&opts)?;
     let build = t.elapsed().as_secs_f64();
-    let size = cv.model().config.image_size;
-    let px = pixels(batch, size);
+    let config = &cv.model().config;
+    let px = match config.patching() {
+        Some(p) => patches(batch, p),
+        None => Pixels::Square(pixels(batch, config.image_size)),
+    };
+    let naflex = config.kind.is_naflex();
     let wanted: Vec<String> = Vec::new();
     let encode = |cv: &ClipVision| -> Result<()> {
         match micro {
@@ -155,6 +224,8 @@ pub fn run_micro(
             None => cv.encode(px.view(), &wanted, batch).map(drop),
         }
     };
+    // naflex: the same images one at a time, each at its own token count.
+    let one_by_one = |cv: &ClipVision| -> Result<()> { cv.encode(px.view(), &wanted, 1).map(drop) };
     let t = Instant::now();
     encode(&cv)?;
     let first = t.elapsed().as_secs_f64();
@@ -166,17 +237,33 @@ pub fn run_micro(
     } else {
         None
     };
+    let compare = naflex && batch > 1 && micro.is_none();
+    // Warmed up before profiling starts, as the batch is.
+    let first_alone = if compare {
+        let t = Instant::now();
+        one_by_one(&cv)?;
+        t.elapsed().as_secs_f64()
+    } else {
+        0.0
+    };
     let pipeline = cv.pipeline()?;
     pipeline.set_profiling(true);
     pipeline.reset_upload_stats();
-    let mut times = Vec::new();
-    let mut whole_times = Vec::new();
+    let (mut times, mut whole_times, mut alone_times) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..iters {
         let t = Instant::now();
         encode(&cv)?;
         times.push(t.elapsed().as_secs_f64());
         if let Some(w) = whole_session.as_mut() {
             whole_times.push(w.run()?);
+        }
+        if compare {
+            // The per-block figures are the batches' alone.
+            pipeline.pause_profiling(true);
+            let t = Instant::now();
+            one_by_one(&cv)?;
+            alone_times.push(t.elapsed().as_secs_f64());
+            pipeline.pause_profiling(false);
         }
     }
     let per_block = pipeline
@@ -185,22 +272,10 @@ pub fn run_micro(
         .map(|(name, mut v)| (name, median(&mut v) * 1e3))
         .collect();
     pipeline.set_profiling(false);
-    let med = median(&mut times);
-    let blocks = Figures {
-        session_build_s: build,
-        first_output_s: first,
-        images_per_s: batch as f64 / med,
-        median_batch_s: med,
-    };
-    let whole_fig = whole_session.map(|w| {
-        let med = median(&mut whole_times);
-        Figures {
-            session_build_s: w.build_s,
-            first_output_s: w.first_s,
-            images_per_s: batch as f64 / med,
-            median_batch_s: med,
-        }
-    });
+    let blocks = Figures::of(build, first, batch, &mut times);
+    let whole_fig =
+        whole_session.map(|w| Figures::of(w.build_s, w.first_s, batch, &mut whole_times));
+    let per_image = compare.then(|| Figures::of(build, first_alone, batch, &mut alone_times));
     let rss_budget =
         cv.model().fp32_weight_bytes() * 5 / 4 + activation_bytes(&cv.model().config, batch as u64);
     Ok(BenchReport {
@@ -216,6 +291,11 @@ pub fn run_micro(
         split_ratio: whole_fig
             .as_ref()
             .map(|w| blocks.images_per_s / w.images_per_s),
+        padded_over_per_image: per_image
+            .as_ref()
+            .map(|p| blocks.images_per_s / p.images_per_s),
+        per_image,
+        grids: px.view().grids().map(<[Grid]>::to_vec),
         blocks,
         per_block_median_ms: per_block,
         whole: whole_fig,
@@ -237,13 +317,13 @@ pub fn run_micro(
 /// One session of `whole.onnx` (CPU, on the CPU blocks' engine) on the same pixels.
 struct WholeSession {
     session: Session,
-    px: Array4<f32>,
+    px: Pixels,
     build_s: f64,
     first_s: f64,
 }
 
 impl WholeSession {
-    fn build(cv: &ClipVision, px: &Array4<f32>) -> Result<WholeSession> {
+    fn build(cv: &ClipVision, px: &Pixels) -> Result<WholeSession> {
         let file = cv.export().dir.join(export::WHOLE_FILE);
         let t = Instant::now();
         let env = environment()?;
@@ -272,13 +352,28 @@ impl WholeSession {
     }
 
     /// One timed pass, doing what the pipeline's encode does: pixels in place, every output
-    /// copied out into an owned array.
+    /// copied out into an owned array. A naflex batch goes in whole, padded to
+    /// `num_patches`, with its grids (the graph makes the key mask).
     fn run(&mut self) -> Result<f64> {
         let t = Instant::now();
-        let input = ort::value::TensorRef::from_array_view(self.px.view())?;
-        let out = self
-            .session
-            .run(ort::inputs![export::blocks::PIXELS => input])?;
+        let out = match &self.px {
+            Pixels::Square(a) => {
+                let input = ort::value::TensorRef::from_array_view(a.view())?;
+                self.session
+                    .run(ort::inputs![export::blocks::PIXELS => input])?
+            }
+            Pixels::Patches { values, grids } => {
+                let input = ort::value::TensorRef::from_array_view(values.view())?;
+                let shapes = ndarray::Array2::from_shape_fn((grids.len(), 2), |(i, k)| {
+                    (if k == 0 { grids[i].rows } else { grids[i].cols }) as i64
+                });
+                let shapes = ort::value::Tensor::from_array(shapes)?;
+                self.session.run(ort::inputs![
+                    export::naflex::PATCHES => input,
+                    export::naflex::SPATIAL_SHAPES => shapes
+                ])?
+            }
+        };
         for (_, v) in out.iter() {
             let _owned = v.try_extract_array::<f32>()?.to_owned();
         }

@@ -19,6 +19,38 @@ pub enum ErrorKind {
     Runtime,
 }
 
+impl ErrorKind {
+    /// Every kind, in the order of their C status codes.
+    pub const ALL: [ErrorKind; 6] = [
+        ErrorKind::InvalidArgument,
+        ErrorKind::NotFound,
+        ErrorKind::Io,
+        ErrorKind::InvalidModel,
+        ErrorKind::DoesNotFit,
+        ErrorKind::Runtime,
+    ];
+
+    /// The kind's one name: the `kind` of the CLI's `--json` errors; in capitals after
+    /// `DV_ERR_`, the name of its C status code (`capi::status_of`), which Python's
+    /// `DistorchError.kind` reads back.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidArgument => "invalid_argument",
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::Io => "io",
+            ErrorKind::InvalidModel => "invalid_model",
+            ErrorKind::DoesNotFit => "does_not_fit",
+            ErrorKind::Runtime => "runtime",
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Error {
     kind: ErrorKind,

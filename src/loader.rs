@@ -6,14 +6,14 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 
-use ndarray::ArrayView4;
-
 use crate::export::{self, ComputeDtype, Export, Granularity};
+use crate::image::PixelsView;
 use crate::model::folders::ModelFolders;
+use crate::model::Outputs;
 use crate::model::{BlockKind, Model, VisionConfig};
 use crate::plan::{self, BlockSize, Device, Engine, Inventory, LoaderOptions, Plan};
 use crate::runtime::engine::{self, Engines};
-use crate::runtime::{gpu, openvino, Outputs, Pipeline, StagePlan};
+use crate::runtime::{gpu, openvino, Pipeline, StagePlan};
 use crate::{Error, ErrorKind, Result};
 
 /// Batch size the activation reserve of the fit check is sized for: the default one.
@@ -112,17 +112,6 @@ impl LoadOptions {
             openvino_ep: openvino_ep.clone(),
         }
     }
-}
-
-/// Resolves `clip_vision` to a model file: a path, else a name in the default model folders
-/// (`COMFYUI_PATH` and its `extra_model_paths.yaml`).
-pub fn resolve_model(clip_vision: &str) -> Result<PathBuf> {
-    resolve_model_in(clip_vision, &ModelFolders::default())
-}
-
-/// Resolves `clip_vision` to a model file: a path, else a name in `folders`.
-pub fn resolve_model_in(clip_vision: &str, folders: &ModelFolders) -> Result<PathBuf> {
-    folders.resolve(clip_vision)
 }
 
 /// Bytes the fit check keeps free for one batch of activations on each executing device.
@@ -263,7 +252,7 @@ pub struct ClipVision {
 
 impl ClipVision {
     pub fn load(opts: &LoadOptions) -> Result<ClipVision> {
-        let path = resolve_model_in(&opts.clip_vision, &opts.model_folders)?;
+        let path = opts.model_folders.resolve(&opts.clip_vision)?;
         let model = Arc::new(Model::open(&path)?);
         let sim = opts.simulate_devices.as_deref();
         let ov = opts.openvino_ep.as_deref();
@@ -276,7 +265,7 @@ impl ClipVision {
         let (plan, engines) = match plan_it(&inv()?) {
             Err(e) if e.kind() == ErrorKind::DoesNotFit && opts.loader.eject_models => {
                 let compute = plan::compute_device(&opts.loader, &inv()?)?;
-                if eject_others(compute, None) == 0 {
+                if eject_others(compute) == 0 {
                     return Err(e);
                 }
                 crate::runtime::heap::release_free();
@@ -318,11 +307,18 @@ impl ClipVision {
             .collect();
         if opts.dtype == ComputeDtype::Int8 && stages.iter().any(|s| s.streamed) {
             return Err(Error::invalid(
-                "dtype: int8 has no streamed-weights variant; use --dtype fp32",
+                "dtype: int8 has no streamed-weights variant; use `dtype=fp32`",
             ));
         }
         if opts.micro_batch == Some(0) {
-            return Err(Error::invalid("--micro-batch must be at least 1"));
+            return Err(Error::invalid("`micro_batch` must be at least 1"));
+        }
+        if let Some(m) = opts.micro_batch {
+            if !stages.iter().any(|s| s.exec.is_gpu()) {
+                tracing::warn!(
+                    "micro_batch {m}: every block of this plan runs on the CPU, where micro-batches only cut each batch smaller (they overlap GPU device segments); the results are the same, usually slower"
+                );
+            }
         }
         let export = export::export_with(
             &model,
@@ -332,7 +328,7 @@ impl ClipVision {
             opts.dtype,
         )?;
         if opts.loader.eject_models {
-            eject_others(plan.compute_device, None);
+            eject_others(plan.compute_device);
         }
         let pipeline = Pipeline::build(model.clone(), export.clone(), &stages, &engines)?;
         let shared = Arc::new(Shared {
@@ -415,16 +411,21 @@ impl ClipVision {
         Ok(p)
     }
 
-    pub fn encode(
+    /// Encodes square pixels `[B, 3, S, S]` (an `ArrayView4`) or, for a naflex model, patches
+    /// with their grids (a [`PixelsView`]), in batches of `batch_size`.
+    pub fn encode<'a>(
         &self,
-        pixels: ArrayView4<f32>,
+        pixels: impl Into<PixelsView<'a>>,
         outputs: &[String],
         batch_size: usize,
     ) -> Result<Outputs> {
-        self.model().check_pixels(pixels.shape())?;
+        // The one check of the input's shape: every front end comes through here.
+        let pixels = pixels.into();
+        self.model().check_input(&pixels)?;
+        let p = self.pipeline()?;
         match self.shared.micro_batch {
-            Some(m) => self.encode_micro(pixels, outputs, m),
-            None => self.pipeline()?.encode(pixels, outputs, batch_size),
+            Some(m) => crate::runtime::microbatch::encode(&p, pixels, outputs, m, None),
+            None => p.encode(pixels, outputs, batch_size),
         }
     }
 }
@@ -432,13 +433,14 @@ impl ClipVision {
 impl ClipVision {
     /// Like [`ClipVision::encode`], with the images cut into micro-batches of `micro` that
     /// flow through the plan's device segments concurrently (`runtime::microbatch`).
-    pub fn encode_micro(
+    pub fn encode_micro<'a>(
         &self,
-        pixels: ArrayView4<f32>,
+        pixels: impl Into<PixelsView<'a>>,
         outputs: &[String],
         micro: usize,
     ) -> Result<Outputs> {
-        self.model().check_pixels(pixels.shape())?;
+        let pixels = pixels.into();
+        self.model().check_input(&pixels)?;
         let p = self.pipeline()?;
         crate::runtime::microbatch::encode(&p, pixels, outputs, micro, None)
     }
@@ -487,13 +489,13 @@ pub(crate) fn release_all_sessions() {
     }
 }
 
-/// Releases the sessions of every loaded model (but `keep`) that occupies `device`;
-/// returns how many were released.
-fn eject_others(device: Device, keep: Option<u64>) -> usize {
+/// Releases the sessions of every loaded model that occupies `device` (the model being loaded
+/// is not registered yet); returns how many were released.
+fn eject_others(device: Device) -> usize {
     let others: Vec<Arc<Shared>> = registry().iter().filter_map(Weak::upgrade).collect();
     let mut released = 0;
     for s in others {
-        if Some(s.id) == keep || !s.uses(device) {
+        if !s.uses(device) {
             continue;
         }
         let mut slot = s.pipeline.write().unwrap_or_else(|e| e.into_inner());
@@ -530,6 +532,8 @@ mod tests {
             rope_theta: 0.0,
             layer_norm_eps: 1e-5,
             llava: false,
+            num_patches: 0,
+            attention_pool: false,
             source: "key table".into(),
         }
     }

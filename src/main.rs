@@ -4,15 +4,16 @@ mod cli;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use distorch_vision::job::interrupt;
-use distorch_vision::{ErrorKind, Result};
+use distorch_vision::Result;
 
 use cli::args::{Cli, Command};
 use cli::cmd::{
-    cmd_bench, cmd_devices, cmd_encode, cmd_export, cmd_inspect, cmd_models, cmd_plan,
+    cmd_bench, cmd_clean, cmd_devices, cmd_encode, cmd_export, cmd_inspect, cmd_models, cmd_plan,
     cmd_preprocess, cmd_run,
 };
+use cli::flags::with_flags;
 use cli::logging::init_logging;
 
 fn main() -> ExitCode {
@@ -46,8 +47,24 @@ fn main() -> ExitCode {
     };
     init_logging(&cli.verbosity);
     let json = cli.command.json();
-    // Sharded runs stop cleanly on Ctrl-C / SIGTERM (see job::interrupt).
-    interrupt::enable();
+    // Library messages name options the library's way; show them as flags, except in YAML
+    // runs, whose keys are those names.
+    let flags = !matches!(cli.command, Command::Run { .. });
+    let shown = |m: &str| {
+        if flags {
+            with_flags(&Cli::command(), m)
+        } else {
+            m.to_string()
+        }
+    };
+    // Encodes stop cleanly on Ctrl-C / SIGTERM (see job::interrupt).
+    interrupt::enable(Box::new(move |m: &str| {
+        if flags {
+            with_flags(&Cli::command(), m)
+        } else {
+            m.to_string()
+        }
+    }));
     let result = run(cli);
     // Every model was dropped with `run`; release the environment (joining ONNX Runtime's
     // thread pool) before exit handlers free what its threads still read.
@@ -55,17 +72,19 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if interrupt::requested() => {
+            let message = shown(e.message());
             if json {
-                print_json_error("interrupted", e.message());
+                print_json_error("interrupted", &message);
             }
-            eprintln!("{e}");
+            eprintln!("{message}");
             ExitCode::from(130)
         }
         Err(e) => {
+            let message = shown(e.message());
             if json {
-                print_json_error(kind_name(e.kind()), e.message());
+                print_json_error(e.kind().as_str(), &message);
             }
-            eprintln!("error: {e}");
+            eprintln!("error: {message}");
             ExitCode::FAILURE
         }
     }
@@ -75,17 +94,6 @@ fn main() -> ExitCode {
 fn print_json_error(kind: &str, message: &str) {
     let v = serde_json::json!({"error": {"kind": kind, "message": message}});
     println!("{v}");
-}
-
-fn kind_name(k: ErrorKind) -> &'static str {
-    match k {
-        ErrorKind::InvalidArgument => "invalid_argument",
-        ErrorKind::NotFound => "not_found",
-        ErrorKind::Io => "io",
-        ErrorKind::InvalidModel => "invalid_model",
-        ErrorKind::DoesNotFit => "does_not_fit",
-        ErrorKind::Runtime => "runtime",
-    }
 }
 
 /// One verb, one function.
@@ -123,5 +131,20 @@ fn run(cli: Cli) -> Result<()> {
         Command::Run { file, json, common } => cmd_run(&file, json, &common, folders, quiet),
         Command::Models { json } => cmd_models(json, &folders, quiet),
         Command::Bench(args) => cmd_bench(args),
+        Command::Clean {
+            model,
+            missing,
+            all,
+            graphs_dir,
+            json,
+        } => cmd_clean(
+            model.as_deref(),
+            missing,
+            all,
+            graphs_dir.as_deref(),
+            json,
+            &folders,
+            quiet,
+        ),
     }
 }

@@ -6,6 +6,7 @@ across GPUs and the CPU by a DisTorch2 planner, over the library's C ABI (ctypes
         print(m.plan()["compute_device"])
         out = m.encode_images(image)          # IMAGE [B, H, W, C] in 0..1, crop="center"
         out.image_embeds, out["last_hidden_state"]
+        m.encode_files(["a.jpg", "b.png"])    # files (or PIL images) of any sizes
 
 The library (``libdistorch_vision.so``) is found in ``$DISTORCH_VISION_LIBRARY``, inside the
 installed package (the wheel's ``distorch_vision/lib/``), or in the checkout's ``target/release``
@@ -13,7 +14,17 @@ installed package (the wheel's ``distorch_vision/lib/``), or in the checkout's `
 ``onnxruntime-gpu`` (the ``[cpu]`` / ``[gpu]`` extras).
 """
 
-from .errors import DistorchError, LibraryNotFoundError
+from .errors import (
+    DistorchError,
+    DistorchIOError,
+    DoesNotFitError,
+    InvalidArgumentError,
+    InvalidHandleError,
+    InvalidModelError,
+    LibraryNotFoundError,
+    NotFoundError,
+    SizeMismatchError,
+)
 from .library import ABI_VERSION, devices, init, library_name, live_objects, version
 from .library import find_library as library_path
 from .model import Model, load
@@ -23,7 +34,14 @@ from .paths import user_graphs_dir
 __all__ = [
     "ABI_VERSION",
     "DistorchError",
+    "DistorchIOError",
+    "DoesNotFitError",
+    "InvalidArgumentError",
+    "InvalidHandleError",
+    "InvalidModelError",
     "LibraryNotFoundError",
+    "NotFoundError",
+    "SizeMismatchError",
     "Model",
     "Outputs",
     "devices",

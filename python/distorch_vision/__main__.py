@@ -1,17 +1,10 @@
-"""``python -m distorch_vision devices|plan|encode``: thin calls into the library.
-
-  python -m distorch_vision devices
-  python -m distorch_vision plan MODEL [--device cpu] [--virtual-vram-gb 4] [--json]
-  python -m distorch_vision encode MODEL (--pixels P.npy | --image IMAGE.npy [--crop none]) --out OUT.npz
-
-``--pixels`` is an NCHW f32 array already preprocessed; ``--image`` a ComfyUI IMAGE array
-[B, H, W, C] in 0..1 (the library preprocesses it). Outputs go to one ``.npz``.
-"""
+"""``python -m distorch_vision devices|plan|encode``: thin calls into the library."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Optional
 
@@ -19,24 +12,44 @@ import numpy as np
 
 from . import DistorchError, devices, load
 
+DESCRIPTION = "distorch-vision from Python: list devices, plan a model's placement, or encode images."
+
+EXAMPLES = """\
+examples:
+  python -m distorch_vision devices
+  python -m distorch_vision plan clip_vision_h.safetensors --device cuda:0 --virtual-vram-gb 2
+  python -m distorch_vision encode MODEL --images photo.jpg scans/ --out emb.npz
+  python -m distorch_vision encode MODEL --image image.npy --crop none --out emb.npz
+  python -m distorch_vision encode MODEL --pixels pixels.npy --outputs image_embeds --out emb.npz
+
+--images takes image files (any sizes) decoded and preprocessed by the library as the CLI's
+`encode --images` does; --image a ComfyUI IMAGE array [B, H, W, C] in 0..1 (.npy); --pixels an
+NCHW f32 array already preprocessed (.npy). Outputs go to one .npz. The full command line is
+the `distorch-vision` program (sharded runs, YAML, ...)."""
+
 
 def _loader_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="a .safetensors path, or a name in the clip_vision folders")
     p.add_argument("--device", help="cpu or cuda:N (default: cuda:0 when a GPU exists, else cpu)")
-    p.add_argument("--virtual-vram-gb", type=float, default=4.0)
-    p.add_argument("--donor-device", default="cpu")
-    p.add_argument("--expert-mode-allocations", default="")
-    p.add_argument("--eject-models", choices=["true", "false"], default="true")
-    p.add_argument("--dtype", choices=["fp32", "fp16", "int8"])
-    p.add_argument("--comfyui", help="ComfyUI folder (default: $COMFYUI_PATH)")
+    p.add_argument("--virtual-vram-gb", type=float, default=4.0,
+                   help="GiB of weights moved off --device onto --donor-device (default: 4.0)")
+    p.add_argument("--donor-device", default="cpu", help="where moved weights live (default: cpu)")
+    p.add_argument("--expert-mode-allocations", default="",
+                   help="e.g. 'cuda:0,60%%;cpu,*'; when set it alone decides placement")
+    p.add_argument("--eject-models", choices=["true", "false"], default="true",
+                   help="release other loaded models from --device first (default: true)")
+    p.add_argument("--dtype", choices=["fp32", "fp16", "int8"], help="compute precision (default: fp32)")
+    p.add_argument("--donor-policy", choices=["stream", "execute"],
+                   help="CPU-homed blocks with a GPU --device: stream their weights, or execute on the CPU")
+    p.add_argument("--comfyui", help="ComfyUI folder whose models/clip_vision holds models (default: $COMFYUI_PATH)")
     p.add_argument("--extra-model-paths", help="an extra_model_paths.yaml")
 
 
 def _load(a: argparse.Namespace):
     return load(a.model, device=a.device, virtual_vram_gb=a.virtual_vram_gb,
                 donor_device=a.donor_device, expert_mode_allocations=a.expert_mode_allocations,
-                eject_models=a.eject_models == "true", dtype=a.dtype, comfyui_path=a.comfyui,
-                extra_model_paths=a.extra_model_paths)
+                eject_models=a.eject_models == "true", dtype=a.dtype, donor_policy=a.donor_policy,
+                comfyui_path=a.comfyui, extra_model_paths=a.extra_model_paths)
 
 
 def _read_npy(path: str) -> np.ndarray:
@@ -46,21 +59,40 @@ def _read_npy(path: str) -> np.ndarray:
     return a
 
 
+def _image_files(paths: list[str]) -> list[str]:
+    """Files as given, folders expanded to their image files (sorted, as the CLI does)."""
+    from .ray.inputs import _walk_local
+
+    out: list[str] = []
+    for p in paths:
+        out.extend(_walk_local(p) if os.path.isdir(p) else [p])
+    if not out:
+        raise DistorchError("DV_ERR_INVALID_ARGUMENT", f"no image files found in {', '.join(paths)}")
+    return out
+
+
 def main(argv: Optional[list[str]] = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m distorch_vision", description=__doc__.splitlines()[0])
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("devices", help="devices the library sees (JSON)")
-    p = sub.add_parser("plan", help="load a model and print its placement plan")
+    ap = argparse.ArgumentParser(prog="python -m distorch_vision", description=DESCRIPTION,
+                                 epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True, metavar="{devices,plan,encode}")
+    sub.add_parser("devices", help="devices the library sees (JSON)", description="Devices the library sees, as JSON.")
+    p = sub.add_parser("plan", help="load a model and print its placement plan",
+                       description="Load a model and print its placement plan (a table, or --json).")
     _loader_args(p)
-    p.add_argument("--json", action="store_true")
-    e = sub.add_parser("encode", help="encode a pixels or IMAGE array (.npy) into OUT.npz")
+    p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    e = sub.add_parser("encode", help="encode image files, an IMAGE array or pixels into OUT.npz",
+                       description="Encode image files, an IMAGE array or preprocessed pixels into one .npz.",
+                       epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     _loader_args(e)
     src = e.add_mutually_exclusive_group(required=True)
-    src.add_argument("--pixels", help="NCHW f32 .npy, preprocessed")
-    src.add_argument("--image", help="IMAGE .npy [B, H, W, C] in 0..1")
-    e.add_argument("--crop", choices=["center", "none"], default="center")
+    src.add_argument("--images", nargs="+", metavar="PATH",
+                     help="image files (any sizes) and folders, decoded and preprocessed by the library")
+    src.add_argument("--image", help="a ComfyUI IMAGE .npy [B, H, W, C] in 0..1")
+    src.add_argument("--pixels", help="an NCHW f32 .npy, already preprocessed")
+    e.add_argument("--crop", choices=["center", "none"], default="center",
+                   help="center: short side to the model's size, then the centre; none: stretch")
     e.add_argument("--outputs", help="comma-separated output names (default: the model's)")
-    e.add_argument("--out", required=True)
+    e.add_argument("--out", required=True, help="the .npz to write")
     a = ap.parse_args(argv)
     try:
         if a.cmd == "devices":
@@ -72,8 +104,10 @@ def main(argv: Optional[list[str]] = None) -> int:
             with _load(a) as m:
                 if a.pixels:
                     out = m.encode_pixels(_read_npy(a.pixels), outputs=a.outputs)
-                else:
+                elif a.image:
                     out = m.encode_images(_read_npy(a.image), crop=a.crop, outputs=a.outputs)
+                else:
+                    out = m.encode_files(_image_files(a.images), crop=a.crop, outputs=a.outputs)
             np.savez(a.out, **out)
             for k, v in out.items():
                 print(f"{k} {list(v.shape)}")

@@ -25,7 +25,7 @@ ABI_VERSION = 1
 CROP_CODES = {"center": 0, "none": 1}
 
 #: ``DV_DTYPE_*`` codes of output tensors → numpy dtype names.
-DTYPES = {1: "float32"}
+DTYPES = {1: "float32", 2: "int64"}
 
 ENV_LIBRARY = "DISTORCH_VISION_LIBRARY"
 SETUP_HINT = (
@@ -38,8 +38,8 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 
 
 class LoadOptions(C.Structure):
-    """``dv_load_options`` version 4 (``distorch_vision.h``; tests/integration/capi_sync.rs
-    checks the fields against the header)."""
+    """``dv_load_options``, its newest version (the header's fields, in order; the library reads
+    as many as ``struct_size`` covers). tests/integration/capi_sync.rs holds it to the header."""
 
     _fields_ = [
         ("struct_size", C.c_size_t),
@@ -52,15 +52,20 @@ class LoadOptions(C.Structure):
         ("graphs_dir", C.c_char_p),
         ("comfyui_path", C.c_char_p),
         ("extra_model_paths", C.c_char_p),
-        ("dtype", C.c_char_p),  # version 2
-        ("donor_policy", C.c_char_p),  # version 3
-        ("cpu_engine", C.c_char_p),  # version 4
-        ("openvino_ep", C.c_char_p),  # version 4
+        # version 2
+        ("dtype", C.c_char_p),
+        # version 3
+        ("donor_policy", C.c_char_p),
+        # version 4
+        ("micro_batch", C.c_size_t),
+        # version 5
+        ("cpu_engine", C.c_char_p),
+        ("openvino_ep", C.c_char_p),
     ]
 
 
 class Tensor(C.Structure):
-    """``dv_tensor``."""
+    """``dv_tensor`` (held to the header like :class:`LoadOptions`)."""
 
     _fields_ = [
         ("struct_size", C.c_size_t),
@@ -76,9 +81,11 @@ class Tensor(C.Structure):
 
 _u64, _st, _sz = C.c_uint64, C.c_int32, C.c_size_t
 _fp = C.POINTER(C.c_float)
+_i64p = C.POINTER(C.c_int64)
 _str_out = C.POINTER(C.c_void_p)
 
-# name → (restype, argtypes); every one must be exported.
+# name → (restype, argtypes), as the header declares them (tests/integration/capi_sync.rs
+# checks); every one must be exported.
 _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "dv_version": (C.c_char_p, []),
     "dv_abi_version": (C.c_uint32, []),
@@ -94,6 +101,7 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "dv_model_plan_json": (_st, [_u64, _str_out]),
     "dv_model_plan_text": (_st, [_u64, _str_out]),
     "dv_model_outputs_json": (_st, [_u64, _str_out]),
+    "dv_model_info_json": (_st, [_u64, _str_out]),
     "dv_model_image_size": (_st, [_u64, C.POINTER(C.c_uint32)]),
     "dv_encode_pixels": (_st, [_u64, _fp, _sz, _sz, _sz, _sz, _sz, C.c_char_p, _sz, C.POINTER(_u64)]),
     "dv_encode_image": (
@@ -112,6 +120,16 @@ _OPTIONAL: dict[str, tuple[Any, list[Any]]] = {
     "dv_preprocess_encoded": (
         _st, [_u64, C.c_char_p, _sz, C.c_char_p, C.c_int32, _fp, _sz],
     ),
+    # SigLIP2 naflex models: patching, patches with their grids, encoded bytes → patches
+    "dv_model_patching": (_st, [_u64, C.POINTER(C.c_uint32), C.POINTER(C.c_uint32)]),
+    "dv_encode_patches": (
+        _st, [_u64, _fp, _sz, _sz, _sz, _sz, _i64p, _sz, C.c_char_p, _sz, C.POINTER(_u64)],
+    ),
+    "dv_preprocess_encoded_patches": (
+        _st, [_u64, C.c_char_p, _sz, C.c_char_p, _fp, _sz, _i64p],
+    ),
+    # used by distorch_vision.ray's resume: the weights' content id, family, config, dtype
+    "dv_model_identity_json": (_st, [_u64, _str_out]),
 }
 
 
@@ -214,6 +232,8 @@ class Library:
     def take_string(self, p: C.c_void_p) -> str:
         """Copies a library-owned string out and frees it."""
         try:
+            if not p.value:
+                raise DistorchError("DV_ERR_RUNTIME", "the library returned NULL instead of a string")
             return C.string_at(p.value).decode()
         finally:
             self.cdll.dv_string_free(p)

@@ -37,7 +37,7 @@ if _missing:
 
 if INSTALLED:
     _spec = importlib.util.find_spec("distorch_vision")
-    if _spec is None or Path(_spec.origin).resolve().is_relative_to(ROOT):
+    if _spec is None or _spec.origin is None or Path(_spec.origin).resolve().is_relative_to(ROOT):
         raise pytest.UsageError(
             f"DISTORCH_TEST_INSTALLED=1 needs distorch_vision installed outside {ROOT}, "
             f"found {_spec.origin if _spec else 'none'}")
@@ -52,3 +52,31 @@ def library_path():
     import distorch_vision as dv
 
     return dv.library_path()
+
+
+@pytest.fixture(scope="session")
+def ray_local(library_path):
+    """One local Ray instance for the in-process Ray tests (2 CPUs, ``address="local"``: never
+    a cluster left on the machine), its files and token in a temporary folder; the environment
+    the actors inherit names the library under test and a dummy S3 identity (moto accepts any)."""
+    import shutil
+
+    from ray_helpers import ray_env, short_tmp
+
+    tmp = short_tmp("dvray-")
+    saved = dict(os.environ)
+    env = ray_env(tmp)  # from the current environment (graphs folder of this run included)
+    os.environ.clear()
+    os.environ.update(env, DISTORCH_VISION_LIBRARY=str(library_path),
+                      AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
+                      AWS_EC2_METADATA_DISABLED="true")
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+        os.environ.clear()
+        os.environ.update(saved)
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -4,14 +4,15 @@ fixtures' config.json + weights, and ComfyUI's ``clip_preprocess`` math re-done 
 from __future__ import annotations
 
 import json
+import math
 import os
 from functools import lru_cache
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
-from transformers import (CLIPVisionConfig, CLIPVisionModelWithProjection, SiglipVisionConfig,
-                          SiglipVisionModel)
+from transformers import (CLIPVisionConfig, CLIPVisionModelWithProjection, Siglip2VisionConfig,
+                          Siglip2VisionModel, SiglipVisionConfig, SiglipVisionModel)
 
 # The clone (scripts/test_install.sh runs a copy of these tests from elsewhere).
 ROOT = Path(os.environ.get("DISTORCH_TEST_CHECKOUT") or Path(__file__).resolve().parents[2])
@@ -80,6 +81,65 @@ def hf_outputs(name: str, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
         res["mm_projected"] = (h @ projector["multi_modal_projector.linear_2.weight"].T
                                + projector["multi_modal_projector.linear_2.bias"])
     return res
+
+
+@lru_cache(maxsize=None)
+def hf_siglip2(name: str):
+    """The Siglip2VisionModel (with its pooling head) of a SigLIP2 naflex fixture, fp32, eval."""
+    model = Siglip2VisionModel(Siglip2VisionConfig(**config(name), attn_implementation="eager"))
+    weights = load_file(str(fixture(name) / "model.safetensors"))
+    state = {k[len("vision_model."):]: v.float() for k, v in weights.items()}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    assert not missing and not unexpected, (missing, unexpected)
+    return model.eval()
+
+
+def hf_siglip2_outputs(name: str, patches: torch.Tensor, grids: torch.Tensor) -> dict:
+    """HF's outputs on padded patches [B, T, 3·P²] with their grids [B, 2]: last_hidden_state and
+    the layer states with the padding rows zeroed (as the library returns them), the pooled
+    image_embeds. Grids of one column are not used here (torch's resize defect, contract §3)."""
+    model = hf_siglip2(name)
+    t = patches.shape[1]
+    mask = (torch.arange(t)[None, :] < (grids[:, 0] * grids[:, 1])[:, None]).to(torch.int32)
+    with torch.no_grad():
+        out = model(pixel_values=patches.float(), pixel_attention_mask=mask,
+                    spatial_shapes=grids.to(torch.int64), output_hidden_states=True)
+    keep = mask.float()
+    return {
+        "last_hidden_state": out.last_hidden_state * keep[..., None],
+        "image_embeds": out.pooler_output,
+        "penultimate_hidden_states": out.hidden_states[-2] * keep[..., None],
+        "all_hidden_states": torch.stack(out.hidden_states[1:], dim=1) * keep[:, None, :, None],
+    }
+
+
+def naflex_grid(h: int, w: int, patch: int, num_patches: int) -> tuple[int, int]:
+    """The grid of Hugging Face's get_image_size_for_max_num_patches (and ComfyUI's
+    siglip2_flex_calc_resolution), in patches."""
+    def side(size, scale):
+        return max(1, math.ceil(size * scale / patch))
+    lo, hi = 1e-6, 100.0
+    while hi - lo >= 1e-5:
+        mid = (lo + hi) / 2
+        if side(h, mid) * side(w, mid) <= num_patches:
+            lo = mid
+        else:
+            hi = mid
+    return side(h, lo), side(w, lo)
+
+
+def comfy_siglip2_preprocess(image: torch.Tensor, patch: int, num_patches: int) -> tuple:
+    """ComfyUI's siglip2_preprocess (naflex), written out in torch: IMAGE [B,H,W,C] 0..1 → the
+    patches [B, rows·cols, 3·P²] of the grid (rows, cols) all its images share: bilinear
+    antialiased resize, 8-bit quantisation, SigLIP mean/std, HF's patch layout."""
+    x = image[..., :3].movedim(-1, 1).float()
+    rows, cols = naflex_grid(x.shape[2], x.shape[3], patch, num_patches)
+    x = torch.nn.functional.interpolate(x, size=(rows * patch, cols * patch), mode="bilinear",
+                                        antialias=True)
+    x = (torch.clip(255.0 * x, 0, 255).round() / 255.0 - 0.5) / 0.5
+    b = x.shape[0]
+    x = x.reshape(b, 3, rows, patch, cols, patch).permute(0, 2, 4, 3, 5, 1)
+    return x.reshape(b, rows * cols, -1), (rows, cols)
 
 
 def comfy_preprocess(image: torch.Tensor, size: int, mean, std, crop: bool) -> torch.Tensor:

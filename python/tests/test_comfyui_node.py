@@ -1,7 +1,8 @@
 """The ComfyUI node, imported by path as ComfyUI imports custom nodes, with stand-ins for the
-ComfyUI APIs it uses (folder_paths, comfy.model_management), driven the way ComfyUI's own
-consumers read a CLIP_VISION output. Every output is compared with HF transformers run on
-ComfyUI's preprocessing (re-done in torch) of the same IMAGE."""
+ComfyUI APIs it uses (folder_paths, comfy.model_management, comfy.clip_vision.Output, nodes'
+custom-node loading; see comfy_standins/), driven the way ComfyUI's own consumers read a
+CLIP_VISION output. Every output is compared with HF transformers run on ComfyUI's
+preprocessing (re-done in torch) of the same IMAGE."""
 
 import importlib.util
 import logging
@@ -15,15 +16,21 @@ from pathlib import Path
 import pytest
 import torch
 
-from reference import ROOT, comfy_preprocess, hf_outputs, max_diff, mean_std, random_image
+from reference import (ROOT, comfy_preprocess, comfy_siglip2_preprocess, hf_outputs,
+                       hf_siglip2_outputs, max_diff, mean_std, random_image)
 
 STANDINS = Path(__file__).resolve().parent / "comfy_standins"
 sys.path.insert(0, str(STANDINS))
 
-import comfy.model_management as mm  # noqa: E402  (the stand-in)
+import comfy.clip_vision  # noqa: E402  (the stand-ins)
+import comfy.model_management as mm  # noqa: E402
+import folder_paths  # noqa: E402
+import nodes  # noqa: E402
 
 TOL = 1e-4
-NODE_ID = "CLIPVisionLoaderDisTorch2MultiGPU"
+NODE_ID = "DistorchVisionCLIPVisionLoader"  # this pack's own key
+SEED_ID = "CLIPVisionLoaderDisTorch2MultiGPU"  # ComfyUI-MultiGPU's, added when no pack has it
+OTHER_PACKS = STANDINS / "other_packs"
 # Against the installed wheel (scripts/test_install.sh): the node folder is copied, as a user or
 # ComfyUI-Manager puts it into custom_nodes, so it cannot reach the checkout's ../python.
 INSTALLED = os.environ.get("DISTORCH_TEST_INSTALLED") == "1"
@@ -150,30 +157,35 @@ def hunyuan_i2v_text_encode(clip, clip_vision_output, prompt, image_interleave):
 # ------------------------------------------------------------------------------ registration
 
 def test_node_registers_with_the_seeds_inputs(node_package):
-    assert node_package.NODE_DISPLAY_NAME_MAPPINGS[NODE_ID] == "Load CLIP Vision (DisTorch2, MultiGPU)"
-    cls = node_package.NODE_CLASS_MAPPINGS[NODE_ID]
-    assert cls.RETURN_TYPES == ("CLIP_VISION",) and cls.CATEGORY == "multigpu/distorch_2"
-    types = cls.INPUT_TYPES()
-    assert list(types["required"]) == ["clip_name"]
-    assert "clip_quickgelu_f32/model.safetensors" in types["required"]["clip_name"][0]
-    opt = types["optional"]
-    assert list(opt) == ["device", "virtual_vram_gb", "donor_device", "expert_mode_allocations",
-                         "eject_models", "dtype", "cpu_engine"]
-    # The extra inputs take plugin.toml's choices and defaults.
-    import tomllib
-    manifest = tomllib.loads((ROOT / "plugin.toml").read_text())
-    declared = {i["name"]: i for node in manifest["nodes"] for i in node["inputs"]}
-    for k in ("dtype", "cpu_engine"):
-        assert list(opt[k][0]) == declared[k]["choices"], k
-        assert opt[k][1]["default"] == declared[k]["default"], k
-    devices = opt["device"][0]
-    assert "cpu" in devices and opt["device"][1]["default"] in devices
-    assert opt["donor_device"][0] == devices and opt["donor_device"][1]["default"] == "cpu"
-    assert opt["virtual_vram_gb"][0] == "FLOAT"
-    assert {k: opt["virtual_vram_gb"][1][k] for k in ("default", "min", "max", "step")} == \
-        {"default": 4.0, "min": 0.0, "max": 128.0, "step": 0.1}
-    assert opt["expert_mode_allocations"][0] == "STRING" and opt["expert_mode_allocations"][1]["default"] == ""
-    assert opt["eject_models"][0] == "BOOLEAN" and opt["eject_models"][1]["default"] is True
+    names = node_package.NODE_DISPLAY_NAME_MAPPINGS
+    assert names[NODE_ID] == "Load CLIP Vision (distorch-vision, DisTorch2 MultiGPU)"
+    # No other pack provides the seed's key here: it is registered too, for saved workflows.
+    assert names[SEED_ID] == "Load CLIP Vision (DisTorch2, MultiGPU)"
+    for key in (NODE_ID, SEED_ID):
+        cls = node_package.NODE_CLASS_MAPPINGS[key]
+        assert cls.RETURN_TYPES == ("CLIP_VISION",) and cls.CATEGORY == "multigpu/distorch_2"
+        types = cls.INPUT_TYPES()
+        assert list(types["required"]) == ["clip_name"]
+        assert "clip_quickgelu_f32/model.safetensors" in types["required"]["clip_name"][0]
+        opt = types["optional"]
+        assert list(opt) == ["device", "virtual_vram_gb", "donor_device", "expert_mode_allocations",
+                             "eject_models", "dtype", "cpu_engine"]
+        # The extra inputs take plugin.toml's choices and defaults.
+        import tomllib
+        manifest = tomllib.loads((ROOT / "plugin.toml").read_text(encoding="utf-8"))
+        declared = {i["name"]: i for node in manifest["nodes"] for i in node["inputs"]}
+        for k in ("dtype", "cpu_engine"):
+            assert list(opt[k][0]) == declared[k]["choices"], k
+            assert opt[k][1]["default"] == declared[k]["default"], k
+        devices = opt["device"][0]
+        assert "cpu" in devices and opt["device"][1]["default"] in devices
+        assert opt["donor_device"][0] == devices and opt["donor_device"][1]["default"] == "cpu"
+        assert opt["virtual_vram_gb"][0] == "FLOAT"
+        assert {k: opt["virtual_vram_gb"][1][k] for k in ("default", "min", "max", "step")} == \
+            {"default": 4.0, "min": 0.0, "max": 128.0, "step": 0.1}
+        assert opt["expert_mode_allocations"][0] == "STRING"
+        assert opt["expert_mode_allocations"][1]["default"] == ""
+        assert opt["eject_models"][0] == "BOOLEAN" and opt["eject_models"][1]["default"] is True
 
 
 @pytest.mark.skipif(INSTALLED, reason="a copied node has no checkout; see the installed variant")
@@ -273,6 +285,31 @@ def test_clip_vision_encode_matches_hf_on_comfy_preprocessing(loader, name, crop
     assert out.image_sizes == [torch.Size((3, 32, 32))] * 2
 
 
+@pytest.mark.parametrize("crop", ["center", "none"])
+def test_siglip2_naflex_outputs_as_comfyui_returns_them(loader, crop):
+    # ComfyUI's naflex encode: siglip2_preprocess (aspect kept, crop ignored), no padding (an
+    # IMAGE batch is one size), image_embeds = last_hidden_state (its projection is the
+    # identity), image_sizes the preprocessed pixels' (3, H, W), no all_hidden_states. The
+    # attention-pooling head, which ComfyUI never runs, is there as pooler_output.
+    name = "siglip2_naflex_f32"
+    cv = load(loader, name)
+    image = random_image(2, 45, 61, seed=7)
+    (out,) = clip_vision_encode(cv, image, crop)
+    patches, (rows, cols) = comfy_siglip2_preprocess(image, 4, 64)
+    ref = hf_siglip2_outputs(name, patches, torch.tensor([[rows, cols]] * 2))
+    assert out.last_hidden_state.shape == (2, rows * cols, 32)
+    for k in ("last_hidden_state", "penultimate_hidden_states"):
+        d = max_diff(out[k], ref[k])
+        print(f"{name}/{crop}/{k}: max |diff| vs HF on torch preprocessing = {d:.2e}")
+        assert d <= TOL, f"{k}: {d}"
+    assert out.image_embeds is out.last_hidden_state
+    assert max_diff(out.pooler_output, ref["image_embeds"]) <= TOL
+    assert out.image_sizes == [torch.Size((3, rows * 4, cols * 4))] * 2
+    assert out.mm_projected is None
+    # As core: all_hidden_states only for siglip_vision_model, not siglip2 (naflex).
+    assert not hasattr(out, "all_hidden_states")
+
+
 def test_unclip_conditioning_reads_image_embeds(loader):
     name = "clip_quickgelu_f32"
     image = random_image(3, 50, 40, seed=2)
@@ -330,20 +367,41 @@ def test_hunyuan_video_i2v_reads_mm_projected(loader):
 
 
 def test_uso_all_hidden_states_of_siglip(loader):
-    """USO reads all_hidden_states[:, -k]; encoded on first read (it is large)."""
+    """USO reads all_hidden_states[:, -k]: there as core has it for SigLIP, from the same pass."""
     name = "siglip_f32"
     image = random_image(2, 40, 40, seed=7)
     (out,) = clip_vision_encode(load(loader, name), image, "center")
-    try:
-        hs = out["all_hidden_states"]
-    except AttributeError as e:
-        print(f"library without all_hidden_states: {e}")
-        assert "all_hidden_states" in str(e)
-        return
+    hs = out["all_hidden_states"]
+    assert "all_hidden_states" in vars(out)  # set by encode_image, not computed when read
     ref = reference(name, image, crop=True)
+    assert hs.shape == ref["all_hidden_states"].shape
     assert max_diff(hs, ref["all_hidden_states"]) <= TOL
-    assert max_diff(hs[:, -2], out.penultimate_hidden_states) <= TOL
-    assert out.all_hidden_states is hs  # kept after the first read
+    # As core: the penultimate is all_hidden_states[:, -2].
+    assert torch.equal(out.penultimate_hidden_states, hs[:, -2])
+    assert out.all_hidden_states is hs
+
+
+def test_all_hidden_states_come_from_the_same_pass_and_only_where_core_has_them(loader, monkeypatch):
+    """Core returns all_hidden_states for SigLIP only; every encode_image is one pass."""
+    image = random_image(1, 36, 36, seed=8)
+    for name, present in [("siglip_f32", True), ("siglip_s36_p8_f32", True),
+                          ("clip_quickgelu_f32", False), ("llava_f32", False),
+                          ("open_clip_f32", False), ("dinov2_gelu_f32", False)]:
+        cv = load(loader, name)
+        calls = []
+        real = cv.distorch_model.encode_images
+
+        def counting(*a, calls=calls, real=real, **k):
+            calls.append(k.get("outputs"))
+            return real(*a, **k)
+
+        monkeypatch.setattr(cv.distorch_model, "encode_images", counting)
+        out = cv.encode_image(image, crop=True)
+        assert hasattr(out, "all_hidden_states") is present, name
+        for k in ("last_hidden_state", "image_embeds", "penultimate_hidden_states", "mm_projected"):
+            assert hasattr(out, k), (name, k)
+        assert len(calls) == 1, f"{name}: {len(calls)} passes ({calls})"
+        monkeypatch.undo()
 
 
 # ------------------------------------------------------------------------------ behaviour
@@ -355,15 +413,11 @@ def test_outputs_go_to_the_intermediate_device(loader, monkeypatch):
         assert out[k].device.type == "meta", k
 
 
-def test_clip_vision_synonym_eject_and_plan_log(loader, caplog):
-    before = mm.unload_all_models_calls
+def test_clip_vision_synonym_and_plan_log(loader, caplog):
     with caplog.at_level(logging.INFO, logger="DisTorch2"):
         cv = getattr(loader, "load_clip")(clip_vision="siglip_f32/model.safetensors",
-                                          device="cpu", eject_models=True)[0]
-    assert mm.unload_all_models_calls == before + 1
+                                          device="cpu", eject_models=False)[0]
     assert "siglip_f32/model.safetensors" in caplog.text and "embed..head" in caplog.text
-    load(loader, "siglip_f32", eject_models=False)
-    assert mm.unload_all_models_calls == before + 1
     assert cv.image_size == 32
 
 
@@ -384,14 +438,28 @@ def test_the_node_runs_the_cpu_engine_and_dtype_it_is_given(loader):
     assert {b["engine"] for b in cv.distorch_model.plan()["blocks"]} == {"mlas"}
     with pytest.raises(dv.DistorchError, match="openvino"):
         loader.load_clip("clip_quickgelu_f32/model.safetensors", device="cpu", cpu_engine="tbb")
+def test_eject_models_unloads_only_what_comfyui_holds_on_the_compute_device(loader, monkeypatch):
+    """The seed unloads "ALL models from the target device": ComfyUI's models on the node's
+    device go, those on other devices (ComfyUI's main GPU here) stay loaded."""
+    monkeypatch.setattr(mm, "current_loaded_models", [])
+    monkeypatch.setattr(mm, "TORCH_DEVICE", torch.device("cuda:0"))
+    on_cpu = mm.load("vae on cpu", "cpu")
+    on_gpu0 = mm.load("unet on cuda:0", "cuda:0")
+    on_gpu1 = mm.load("clip on cuda:1", "cuda:1")
+    load(loader, "siglip_f32", device="cpu", eject_models=True)
+    assert on_cpu.unloaded and on_cpu not in mm.current_loaded_models
+    assert not on_gpu0.unloaded and not on_gpu1.unloaded
+    assert mm.current_loaded_models == [on_gpu1, on_gpu0]
+    # eject_models=False unloads nothing.
+    again = mm.load("vae on cpu", "cpu")
+    load(loader, "siglip_f32", device="cpu", eject_models=False)
+    assert not again.unloaded
 
 
 def test_unsupported_uses_fail_clearly(loader):
     cv = load(loader, "clip_quickgelu_f32")
     with pytest.raises(NotImplementedError, match="load_sd is not supported"):
         cv.load_sd({})
-    with pytest.raises(NotImplementedError, match="get_sd is not supported"):
-        cv.get_sd()
     with pytest.raises(AttributeError, match="encode_image"):
         cv.patcher
     out = cv.encode_image(random_image(1, 32, 32))
@@ -455,3 +523,138 @@ def test_every_front_end_takes_the_librarys_loader_defaults(loader):
     widgets = type(loader).INPUT_TYPES()["optional"]
     for k, v in declared.items():
         assert widgets[k][1]["default"] == v, f"node widget {k}: {widgets[k][1]['default']!r}, plugin.toml {v!r}"
+
+
+# ------------------------------------------------------------------------------ beside other packs
+
+
+@pytest.fixture
+def comfy_registry(tmp_path, monkeypatch):
+    """A custom_nodes folder and ComfyUI's global registry, both fresh for one test."""
+    custom_nodes = tmp_path / "custom_nodes"
+    custom_nodes.mkdir()
+    monkeypatch.setattr(folder_paths, "CUSTOM_NODES", [custom_nodes])
+    monkeypatch.setattr(nodes, "NODE_CLASS_MAPPINGS", dict(nodes.NODE_CLASS_MAPPINGS))
+    monkeypatch.setattr(nodes, "NODE_DISPLAY_NAME_MAPPINGS", dict(nodes.NODE_DISPLAY_NAME_MAPPINGS))
+    return custom_nodes
+
+
+def _link(custom_nodes, name, target):
+    (custom_nodes / name).symlink_to(target, target_is_directory=True)
+
+
+@pytest.mark.parametrize("order", [["distorch-vision", "ComfyUI-MultiGPU"],
+                                   ["ComfyUI-MultiGPU", "distorch-vision"]])
+def test_the_seeds_key_stays_with_another_pack_that_provides_it(comfy_registry, order, caplog):
+    """ComfyUI loads packs in os.listdir order and a later pack's key replaces an earlier one's:
+    whichever order, a workflow's CLIPVisionLoaderDisTorch2MultiGPU node is the other pack's,
+    and ours is reachable under its own key; the log says so."""
+    _link(comfy_registry, "distorch-vision", ROOT / "comfyui")
+    _link(comfy_registry, "ComfyUI-MultiGPU", OTHER_PACKS / "ComfyUI-MultiGPU")
+    with caplog.at_level(logging.INFO, logger="DisTorch2"):
+        nodes.init_external_custom_nodes(order=order)
+    registry = nodes.NODE_CLASS_MAPPINGS
+    assert registry[SEED_ID].__name__ == "MultiGPUCLIPVisionLoader"
+    assert registry[NODE_ID].__name__ == "DistorchVisionCLIPVisionLoader"
+    assert registry[NODE_ID].RELATIVE_PYTHON_MODULE == "custom_nodes.distorch-vision"
+    assert f"{SEED_ID} is provided by" in caplog.text and "ComfyUI-MultiGPU" in caplog.text
+    assert NODE_ID in caplog.text
+
+
+def test_the_seeds_key_is_ours_when_no_other_pack_provides_it(comfy_registry, caplog):
+    _link(comfy_registry, "distorch-vision", ROOT / "comfyui")
+    # A pack that registers other nodes only, and a disabled copy of ComfyUI-MultiGPU.
+    other = comfy_registry.parent / "other"
+    other.mkdir()
+    (other / "__init__.py").write_text("NODE_CLASS_MAPPINGS = {}\n")
+    _link(comfy_registry, "some-other-pack", other)
+    _link(comfy_registry, "ComfyUI-MultiGPU.disabled", OTHER_PACKS / "ComfyUI-MultiGPU")
+    with caplog.at_level(logging.INFO, logger="DisTorch2"):
+        nodes.init_external_custom_nodes()
+    registry = nodes.NODE_CLASS_MAPPINGS
+    assert registry[SEED_ID].__name__ == "CLIPVisionLoaderDisTorch2MultiGPU"
+    assert issubclass(registry[SEED_ID], registry[NODE_ID])
+    assert f"no other node pack provides {SEED_ID}" in caplog.text
+
+
+# ------------------------------------------------------------------------------ outputs as core makes them
+
+
+def test_the_output_is_comfys_output_class(loader):
+    out = load(loader, "clip_quickgelu_f32").encode_image(random_image(1, 40, 30))
+    assert type(out) is comfy.clip_vision.Output
+    assert out["image_embeds"] is out.image_embeds
+
+
+def test_a_one_channel_image_is_broadcast_to_rgb_as_core_does(loader):
+    name = "clip_quickgelu_f32"
+    grey = random_image(2, 45, 61, c=1, seed=12)
+    for crop in (True, False):
+        out = load(loader, name).encode_image(grey, crop=crop)
+        ref = reference(name, grey, crop=crop)  # core's broadcast in (x - mean) / std
+        for k in ("last_hidden_state", "image_embeds", "penultimate_hidden_states"):
+            assert max_diff(out[k], ref[k]) <= TOL, (crop, k)
+        rgb = load(loader, name).encode_image(grey.expand(-1, -1, -1, 3).contiguous(), crop=crop)
+        assert torch.equal(out.image_embeds, rgb.image_embeds)
+
+
+def test_get_sd_is_the_vision_towers_state_dict(loader):
+    """ImageOnlyCheckpointSave calls get_sd(): the tower's tensors under HF names. Checked by
+    loading them into HF transformers, which must then give the node's outputs."""
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    from reference import config, hf_model
+
+    image = random_image(1, 40, 40, seed=13)
+    for name in ("clip_quickgelu_f32", "siglip_f32", "llava_f32"):
+        sd = load(loader, name).get_sd()
+        model, projector = hf_model(name)
+        # ComfyUI's tower has no SigLIP pooling head (HF's has).
+        want = {k for k in model.state_dict() if "position_ids" not in k and not k.startswith("head.")}
+        got = {k[len("vision_model."):] if k[len("vision_model."):] in want else k for k in sd}
+        got -= {k for k in got if k.startswith("multi_modal_projector.")}
+        assert got == want, (name, sorted(got ^ want))
+        assert any(k.startswith("multi_modal_projector.") for k in sd) == (projector is not None)
+    # open_clip keys come back under HF names (q/k/v split, projection transposed).
+    cv = load(loader, "open_clip_f32")
+    sd = cv.get_sd()
+    assert not any(k.startswith("visual.") for k in sd) and "logit_scale" not in sd
+    cfg = config("open_clip_f32")
+    hf = CLIPVisionModelWithProjection(CLIPVisionConfig(
+        **cfg["vision_config"], projection_dim=cfg["projection_dim"], attn_implementation="eager"))
+    missing, unexpected = hf.load_state_dict(sd, strict=False)
+    assert not unexpected and all("position_ids" in k for k in missing), (missing, unexpected)
+    out = cv.encode_image(image, crop=True)
+    pixels = comfy_preprocess(image, 32, *mean_std("clip_quickgelu_f32"), crop=True)
+    with torch.no_grad():
+        h = hf.eval()(pixel_values=pixels, output_hidden_states=True)
+    assert max_diff(out.image_embeds, h.image_embeds) <= TOL
+    assert max_diff(out.penultimate_hidden_states, h.hidden_states[-2]) <= TOL
+
+
+def test_checkpoint_save_flow_writes_the_clip_vision_tensors(loader, tmp_path):
+    """What ImageOnlyCheckpointSave does with get_sd(): prefix the keys for the checkpoint and
+    save them beside the model's (here: with safetensors, as comfy.utils.save_torch_file)."""
+    from safetensors.torch import load_file, save_file
+
+    sd = load(loader, "clip_gelu_f16").get_sd()
+    prefixed = {f"conditioner.embedders.0.{k}": v for k, v in sd.items()}
+    save_file(prefixed, str(tmp_path / "ckpt.safetensors"))
+    back = load_file(str(tmp_path / "ckpt.safetensors"))
+    original = load_file(str(ROOT / "tests/fixtures/models/clip_gelu_f16/model.safetensors"))
+    for k, v in sd.items():
+        assert torch.equal(back[f"conditioner.embedders.0.{k}"], original[k])
+        assert v.dtype == original[k].dtype
+
+
+def test_a_file_that_is_no_vision_tower_gets_a_readable_message(loader, tmp_path, monkeypatch):
+    from safetensors.torch import save_file
+
+    save_file({"decoder.conv_in.weight": torch.zeros(4, 4)}, str(tmp_path / "vae.safetensors"))
+    monkeypatch.setattr(folder_paths, "CLIP_VISION_EXTRA", [tmp_path])
+    with pytest.raises(Exception) as e:
+        getattr(loader, "load_clip")(clip_name="vae.safetensors", device="cpu", eject_models=False)
+    msg = str(e.value)
+    assert "no known CLIP Vision family matches this file. Looked for: CLIP and SigLIP," in msg, msg
+    assert ") DINOv2" not in msg and "; DINOv2, encoder.layer" in msg, msg
+    assert msg.rstrip().endswith("beside the weights"), msg

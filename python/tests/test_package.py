@@ -1,6 +1,7 @@
 """The distorch_vision package over the C ABI: HF parity through encode_pixels, the IMAGE path
 against the CLI's preprocess + encode, errors, lifetime, input and output handling."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -28,8 +29,19 @@ def load_fixture(name, **kw):
 
 
 def pixels_of(name):
-    (px,) = load_file(str(fixture(name) / "pixels.safetensors")).values()
+    """A fixture's NCHW pixels, or a naflex fixture's (patches, spatial_shapes)."""
+    px = load_file(str(fixture(name) / "pixels.safetensors"))
+    if "spatial_shapes" in px:
+        return px["pixel_values"], px["spatial_shapes"]
+    (px,) = px.values()
     return px
+
+
+def encode_fixture(m, px, **kw):
+    """encode_pixels, or encode_patches for a naflex fixture's (patches, grids)."""
+    if isinstance(px, tuple):
+        return m.encode_patches(*px, **kw)
+    return m.encode_pixels(px, **kw)
 
 
 def cli() -> Path:
@@ -55,28 +67,38 @@ def test_encode_pixels_matches_hugging_face(library_path, name):
     px = pixels_of(name)
     # all_hidden_states is never a default output: it is encoded only when named.
     on_request = sorted(k for k in expected if k == "all_hidden_states")
+    naflex = isinstance(px, tuple)
     with load_fixture(name) as m:
-        assert m.image_size == px.shape[-1]
+        assert m.naflex == naflex
+        if naflex:  # any aspect ratio: no square size; the grids come back as int64
+            assert (m.image_size, m.patch_size, m.num_patches) == (0, 4, 64)
+        else:
+            assert m.image_size == px.shape[-1]
         defaults = set(expected) - set(on_request)
         assert set(m.output_names) == defaults, (m.output_names, sorted(expected))
-        out = m.encode_pixels(px)
-        assert list(out) == list(m.output_names)
+        out = encode_fixture(m, px)
+        assert list(out) == list(m.output_names) + (["spatial_shapes"] if naflex else [])
+        if naflex:
+            assert out["spatial_shapes"].dtype == np.int64
+            assert (out.pop("spatial_shapes") == px[1]).all()
         if on_request:
-            out.update(m.encode_pixels(px, outputs=on_request))
+            out.update(encode_fixture(m, px, outputs=on_request))
         for k, v in expected.items():
             assert out[k].dtype == np.float32
             d = max_diff(out[k], v)
             print(f"{name}/{k}: max |diff| vs HF = {d:.2e}")
             assert d <= TOL, f"{name}/{k}: {d}"
         # The same pixels as a torch tensor, asking for torch back and one output by name.
-        t = m.encode_pixels(torch.from_numpy(px), outputs=["image_embeds"], as_torch=True)
+        tpx = tuple(map(torch.from_numpy, px)) if naflex else torch.from_numpy(px)
+        t = encode_fixture(m, tpx, outputs=["image_embeds"], as_torch=True)
+        t.pop("spatial_shapes", None)
         assert list(t) == ["image_embeds"] and isinstance(t.image_embeds, torch.Tensor)
         assert max_diff(t.image_embeds, expected["image_embeds"]) <= TOL
 
 
 @pytest.mark.parametrize("engine", ["mlas", "openvino"])
 def test_each_cpu_engine_matches_hugging_face(library_path, engine):
-    """cpu_engine through the Python API (dv_load_options version 4): both engines within the
+    """cpu_engine through the Python API (dv_load_options version 5): both engines within the
     fp32 tolerance of Hugging Face, and the plan names the engine of every block."""
     for name in ("clip_quickgelu_f32", "dinov2_swiglu_f32"):
         expected = load_file(str(fixture(name) / "expected.safetensors"))
@@ -122,6 +144,34 @@ def test_an_intel_gpu_that_is_not_there_is_a_clear_error(library_path):
         pytest.skip("this machine has an Intel GPU")
     with pytest.raises(dv.DistorchError, match="xpu:0"):
         load_fixture("clip_quickgelu_f32", device="xpu:0")
+def test_naflex_images_match_hugging_face_processor_and_model(library_path):
+    # Images of several aspect ratios, each encoded from its uint8 array (our preprocessing,
+    # ComfyUI's siglip2_preprocess), against HF's own processor and Siglip2VisionModel.
+    from reference import hf_siglip2
+    from transformers import Siglip2ImageProcessorPil
+
+    name = "siglip2_naflex_f32"
+    processor = Siglip2ImageProcessorPil(patch_size=4, max_num_patches=64)
+    model = hf_siglip2(name)
+    files = ["big_480x400.png", "landscape_131x33.png", "portrait_45x77.png", "down_97x61.png",
+             "rgba_33x50.png", "up_20x13.png"]
+    with load_fixture(name) as m:
+        for f in files:
+            img = Image.open(ROOT / "tests/fixtures/images" / f).convert("RGB")
+            ours = m.encode_images(np.asarray(img))
+            inputs = processor(images=[img], return_tensors="pt")
+            with torch.no_grad():
+                hf = model(**inputs)
+            assert (ours["spatial_shapes"] == inputs["spatial_shapes"].numpy()).all(), f
+            rows, cols = ours["spatial_shapes"][0]
+            n = int(rows * cols)
+            cos = torch.nn.functional.cosine_similarity
+            c = float(cos(torch.from_numpy(ours["image_embeds"]), hf.pooler_output)[0])
+            cl = float(cos(torch.from_numpy(ours["last_hidden_state"][0, :n]).flatten()[None],
+                           hf.last_hidden_state[0, :n].flatten()[None])[0])
+            print(f"{f} ({rows}x{cols}): image_embeds cosine {c:.6f}, last_hidden_state {cl:.6f}")
+            assert c >= 0.999 and cl >= 0.999, (f, c, cl)
+            assert not ours["last_hidden_state"][0, n:].any()  # padding rows are zero
 
 
 def test_all_hidden_states_on_request_or_a_clear_error(library_path):
@@ -256,6 +306,46 @@ def test_load_errors_name_the_bad_value(library_path, tmp_path):
     assert dv.live_objects()["models"] == 0
 
 
+def test_errors_name_keyword_arguments_and_kinds_match_the_cli(library_path, tmp_path, monkeypatch):
+    """Library messages name options as this API's keyword arguments (the CLI shows its own
+    flags instead), and DistorchError.kind is the kind the CLI's --json errors print."""
+    model = fixture("clip_quickgelu_f32") / "model.safetensors"
+    monkeypatch.delenv("COMFYUI_PATH", raising=False)  # no model folders: the message says how
+    with _raises("DV_ERR_NOT_FOUND", "`comfyui_path=PATH`", "`extra_model_paths=FILE`"):
+        dv.load("no_such_model", device="cpu")
+    bad = tmp_path / "broken.safetensors"
+    bad.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")
+    cases = [  # (keyword arguments, the CLI's flags) of one mistake
+        (dict(clip_vision=tmp_path / "nope.safetensors"), ["inspect", "--model", str(tmp_path / "nope.safetensors")]),
+        (dict(clip_vision=model, device="tpu:0"), ["plan", "--model", str(model), "--device", "tpu:0"]),
+        (dict(clip_vision=bad), ["inspect", "--model", str(bad)]),
+        (dict(clip_vision=model, donor_policy="sideways"), None),
+    ]
+    for kwargs, argv in cases:
+        kwargs.setdefault("device", "cpu")
+        with pytest.raises(dv.DistorchError) as e:
+            dv.load(**kwargs)
+        assert "--" not in e.value.message, e.value.message
+        assert e.value.kind == e.value.status.removeprefix("DV_ERR_").lower()
+        if argv is None:
+            assert e.value.kind == "invalid_argument" and "donor_policy" in e.value.message
+            continue
+        r = subprocess.run([str(cli()), *argv, "--json"], capture_output=True, text=True)
+        assert r.returncode == 1, r.stderr
+        assert json.loads(r.stdout)["error"]["kind"] == e.value.kind, (r.stdout, e.value)
+
+
+def test_load_options_reach_the_library_with_every_version(library_path):
+    """The package fills the newest dv_load_options (capi_mirrors holds its fields to the
+    header's): donor_policy (version 3) reaches the plan."""
+    from distorch_vision.library import LoadOptions
+
+    assert {"dtype", "donor_policy", "micro_batch"} <= {f for f, _ in LoadOptions._fields_}
+    for policy in ("stream", "execute"):
+        with load_fixture("clip_quickgelu_f32", donor_policy=policy) as m:
+            assert m.plan()["donor_policy"] == policy
+
+
 def test_encode_errors_name_the_shape(library_path):
     with load_fixture("clip_quickgelu_f32") as m:
         with _raises("DV_ERR_INVALID_ARGUMENT", "[B, 3, 32, 32]"):
@@ -325,6 +415,27 @@ def test_plan_image_size_and_lifetime(library_path):
     m.close()  # a second close is a no-op
     with _raises("DV_ERR_INVALID_HANDLE"):
         m.plan()
+
+
+def test_donor_policy_micro_batch_and_identity(library_path):
+    """dv_load_options version 4 from Python: the donor policy reaches the plan, micro-batches
+    give the same rows, bad values are named; identity() is the weights' content id."""
+    px = np.random.default_rng(3).random((5, 3, 32, 32), dtype=np.float32)
+    with load_fixture("clip_quickgelu_f32") as plain:
+        ref = plain.encode_pixels(px)["image_embeds"]
+        ident = plain.identity()
+    path = fixture("clip_quickgelu_f32") / "model.safetensors"
+    with dv.load(path, device="cpu", eject_models=False, donor_policy="execute", micro_batch=2) as m:
+        assert m.plan()["donor_policy"] == "execute"
+        assert np.abs(m.encode_pixels(px)["image_embeds"] - ref).max() == 0
+        assert m.identity() == ident
+    assert len(ident["model_id"]) == 32 and ident["dtype"] == "fp32" and ident["config"]["image_size"] == 32
+    with load_fixture("siglip_f32") as other:
+        assert other.identity()["model_id"] != ident["model_id"]
+    with _raises("DV_ERR_INVALID_ARGUMENT", "micro_batch is 0"):
+        dv.load(path, device="cpu", micro_batch=0)
+    with _raises("DV_ERR_INVALID_ARGUMENT", "donor_policy"):
+        dv.load(path, device="cpu", donor_policy="sideways")
 
 
 def test_devices_and_version(library_path):
@@ -479,3 +590,123 @@ def test_nearest_neighbours_reads_every_output_layout(library_path, tmp_path):
     r = subprocess.run([sys.executable, script, tmp_path / "one.safetensors", "--tensor", "x"],
                        capture_output=True, text=True)
     assert r.returncode == 1 and "'x'" in r.stderr and "image_embeds" in r.stderr, r.stderr
+
+
+# ------------------------------------------------------------------------------ encode_files
+
+
+def _comfy_load_image(path):
+    """ComfyUI's LoadImage pixels (PIL: EXIF orientation applied, RGB) as 0..1 floats [1, H, W, 3]."""
+    from PIL import ImageOps
+
+    u8 = np.asarray(ImageOps.exif_transpose(Image.open(path)).convert("RGB"))
+    return torch.from_numpy(u8.astype(np.float32) / 255.0)[None]
+
+
+def test_encode_files_takes_paths_and_pil_images_of_any_size(library_path):
+    from reference import comfy_preprocess, mean_std
+
+    name = "clip_quickgelu_f32"
+    images = ROOT / "tests/fixtures/images"
+    # Lossless files of several sizes (PIL's decode is the reference), EXIF-rotated ones included.
+    files = [images / f for f in ("portrait_45x77.png", "exif6_27x18.png", "landscape_131x33.png",
+                                  "palette_25x25.png", "grey_40x30.png", "exif8_27x18.webp")]
+    with load_fixture(name) as m:
+        for crop in ("center", "none"):
+            out = m.encode_files([str(files[0]), *files[1:]], crop=crop)
+            assert out.image_embeds.shape == (len(files), 16)
+            pixels = torch.cat([comfy_preprocess(_comfy_load_image(f), 32, *mean_std(name),
+                                                 crop=crop == "center") for f in files])
+            ref = hf_outputs(name, pixels)
+            for k in ("last_hidden_state", "image_embeds", "penultimate_hidden_states"):
+                d = max_diff(out[k], ref[k])
+                assert d <= TOL, f"{crop}/{k}: {d}"
+            # PIL images give the same rows as their files, one file alone a batch of 1.
+            pil = m.encode_files([Image.open(f) for f in files], crop=crop)
+            for k in out:
+                assert np.array_equal(pil[k], out[k]), k
+            one = m.encode_files(files[2], crop=crop)
+            assert np.array_equal(one.image_embeds[0], out.image_embeds[2])
+        # A PIL image of a JPEG: the pixels PIL decoded, as ComfyUI's LoadImage has them.
+        jpg = images / "exif6_40x24.jpg"
+        out = m.encode_files(Image.open(jpg))
+        ref = hf_outputs(name, comfy_preprocess(_comfy_load_image(jpg), 32, *mean_std(name), crop=True))
+        assert max_diff(out.image_embeds, ref["image_embeds"]) <= TOL
+
+
+def test_encode_files_errors_are_the_matching_builtins(library_path, tmp_path):
+    (tmp_path / "notes.png").write_bytes(b"not an image")
+    with load_fixture("clip_quickgelu_f32") as m:
+        with pytest.raises(FileNotFoundError, match="missing.jpg"):
+            m.encode_files([tmp_path / "missing.jpg"])
+        with pytest.raises(ValueError, match="notes.png"):
+            m.encode_files([tmp_path / "notes.png"])
+        with pytest.raises(ValueError, match="PIL image"):
+            m.encode_files([42])
+        with pytest.raises(ValueError, match="empty"):
+            m.encode_files([])
+
+
+# ------------------------------------------------------------------------------ exceptions
+
+
+def test_errors_are_also_the_matching_builtin_exceptions(library_path, tmp_path):
+    model = fixture("clip_quickgelu_f32") / "model.safetensors"
+    with pytest.raises(FileNotFoundError) as e:
+        dv.load(tmp_path / "nope.safetensors")
+    assert isinstance(e.value, dv.NotFoundError) and e.value.status == "DV_ERR_NOT_FOUND"
+    with pytest.raises(ValueError) as e:
+        dv.load(model, virtual_vram_gb=500.0, device="cpu")
+    assert isinstance(e.value, dv.InvalidArgumentError) and "virtual_vram_gb" in e.value.message
+    with pytest.raises(ValueError):
+        dv.load(model, device="tpu:0")
+    (tmp_path / "vae.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")
+    with pytest.raises(ValueError) as e:
+        dv.load(tmp_path / "vae.safetensors", device="cpu")
+    assert isinstance(e.value, dv.InvalidModelError), type(e.value)
+    # Status codes from the library map through the same classes (DV_ERR_DOES_NOT_FIT is 5).
+    from distorch_vision.library import lib
+
+    with pytest.raises(MemoryError) as e:
+        lib().check(5, "dv_model_load")
+    assert isinstance(e.value, dv.DoesNotFitError) and e.value.status == "DV_ERR_DOES_NOT_FIT"
+    # Still one DistorchError to catch, picklable as itself.
+    import pickle
+
+    err = dv.DistorchError("DV_ERR_NOT_FOUND", "x.safetensors")
+    assert type(err) is dv.NotFoundError and isinstance(err, OSError)
+    back = pickle.loads(pickle.dumps(err))
+    assert type(back) is dv.NotFoundError and back.message == "x.safetensors"
+    assert type(dv.DistorchError("DV_ERR_RUNTIME", "r")) is dv.DistorchError
+
+
+def test_as_torch_without_torch_says_to_install_it(library_path, tmp_path):
+    code = textwrap.dedent(f"""
+        import sys
+        sys.modules["torch"] = None  # this Python has no PyTorch
+        import numpy as np
+        import distorch_vision as dv
+        m = dv.load({str(fixture("clip_quickgelu_f32") / "model.safetensors")!r}, device="cpu",
+                    eject_models=False)
+        print(m.encode_pixels(np.zeros((1, 3, 32, 32), np.float32)).image_embeds.shape)
+        try:
+            m.encode_pixels(np.zeros((1, 3, 32, 32), np.float32), as_torch=True)
+        except ImportError as e:
+            print("ImportError:", e)
+    """)
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "python"))
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "(1, 16)" in r.stdout
+    assert "ImportError: as_torch=True returns torch tensors" in r.stdout, r.stdout
+    assert "pip install torch" in r.stdout, r.stdout
+
+
+def test_python_m_help_is_plain_text_with_examples():
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "python"))
+    for args in (["--help"], ["encode", "--help"]):
+        r = subprocess.run([sys.executable, "-m", "distorch_vision", *args],
+                           capture_output=True, text=True, env=env)
+        assert r.returncode == 0, r.stderr
+        assert "``" not in r.stdout and ":class:" not in r.stdout, r.stdout
+        assert "examples:" in r.stdout and "--images" in r.stdout, r.stdout

@@ -1,24 +1,16 @@
-"""distorch_vision.ray on a local Ray cluster (2 CPUs, one ray.init for the module): folder and
-WebDataset tar inputs give the CLI's `encode` embeddings row by row, a rerun does no work, a
-corrupt image is listed, and faiss finds each image's own embedding from the .npy output."""
+"""distorch_vision.ray on a local Ray instance (2 CPUs, ``address="local"``, one for the session):
+rows equal to the CLI's `encode`, written by the actors; resume by identity (model content,
+input size and time); clip-retrieval's normalised rows; the CLI's options; CPU threads."""
 
-import glob
 import importlib.util
-import io
+import inspect
 import json
 import os
-import subprocess
-import tarfile
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-from safetensors import safe_open
-
-ROOT = Path(__file__).resolve().parents[2]
-MODEL = ROOT / "tests/fixtures/models/clip_quickgelu_f32/model.safetensors"
-N_IMAGES = 24
 
 _missing = [m for m in ("ray", "pyarrow", "pandas", "faiss") if importlib.util.find_spec(m) is None]
 if _missing:
@@ -26,38 +18,10 @@ if _missing:
         f"test_ray.py needs {', '.join(_missing)} (pinned in python/requirements-test.txt), missing "
         f"from this interpreter; run scripts/test.sh or `pip install -r python/requirements-test.txt`")
 
-import pyarrow.parquet as pq  # noqa: E402
+from ray_helpers import (MODEL, OTHER_MODEL, ROOT, cli_encode, column, make_images, make_tars,  # noqa: E402
+                         normalized, read_out)
 
-
-def cli() -> Path:
-    env = os.environ.get("DISTORCH_VISION_CLI")
-    candidates = [Path(env)] if env else [ROOT / "target/release/distorch-vision",
-                                          ROOT / "target/debug/distorch-vision"]
-    for p in candidates:
-        if p.is_file():
-            return p
-    pytest.fail(f"the distorch-vision CLI is not built (looked in {', '.join(map(str, candidates))}); "
-                "run `cargo build` or scripts/test.sh", pytrace=False)
-
-
-@pytest.fixture(scope="module")
-def ray_cluster(library_path):
-    import ray
-
-    saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "DISTORCH_VISION_LIBRARY", "DISTORCH_LOG")}
-    # Workers find this checkout's package and the library under test through the environment.
-    os.environ["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(ROOT / "python"), os.environ.get("PYTHONPATH")) if p)
-    os.environ["DISTORCH_VISION_LIBRARY"] = str(library_path)
-    os.environ.setdefault("DISTORCH_LOG", "error")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+N_IMAGES = 24
 
 
 @pytest.fixture(scope="module")
@@ -65,153 +29,243 @@ def images(tmp_path_factory):
     """A folder of small generated PNG and JPEG images of assorted sizes, and a corrupt file."""
     d = tmp_path_factory.mktemp("ray-images")
     folder = d / "images"
-    (folder / "sub").mkdir(parents=True)
-    rng = np.random.default_rng(14)
-    for i in range(N_IMAGES):
-        h, w = int(rng.integers(12, 60)), int(rng.integers(12, 60))
-        img = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
-        sub = folder / "sub" if i % 5 == 0 else folder
-        img.save(sub / f"img_{i:03d}.{'jpg' if i % 3 == 0 else 'png'}")
+    make_images(folder, N_IMAGES)
     corrupt = d / "corrupt.jpg"
     corrupt.write_bytes(b"\xff\xd8\xff\xe0 this is not really a JPEG")
     return folder, corrupt
 
 
 @pytest.fixture(scope="module")
-def cli_reference(images, tmp_path_factory):
-    """The CLI's `encode` of the folder: {source path: row of each output}."""
-    folder, _ = images
-    out = tmp_path_factory.mktemp("ray-cli") / "cli.safetensors"
-    r = subprocess.run([str(cli()), "encode", "--model", str(MODEL), "--images", str(folder),
-                        "--out", str(out), "--device", "cpu", "--eject-models", "false"],
-                       capture_output=True, text=True, env=dict(os.environ, DISTORCH_LOG="error"))
-    assert r.returncode == 0, r.stderr
-    with safe_open(str(out), "np") as f:
-        sources = json.loads(f.metadata()["inputs"])
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
-    return sources, tensors
-
-
-def _read_out(out: Path):
-    npy = [np.load(p) for p in sorted(glob.glob(str(out / "img_emb/*.npy")))]
-    meta = [pq.read_table(p) for p in sorted(glob.glob(str(out / "metadata/*.parquet")))]
-    emb = [pq.read_table(p) for p in sorted(glob.glob(str(out / "embeddings/*.parquet")))]
-    assert len(npy) == len(meta) == len(emb)
-    for a, m, e in zip(npy, meta, emb):
-        assert a.dtype == np.float32 and a.ndim == 2 and len(a) == m.num_rows == e.num_rows
-    return np.concatenate(npy), [r for m in meta for r in m.to_pylist()], emb
+def cli_reference(images):
+    """The CLI's `encode` of the folder: (sources, {output: rows})."""
+    return cli_encode([images[0]])
 
 
 def _mtimes(out: Path):
-    return {p: os.stat(p).st_mtime_ns for p in glob.glob(str(out / "**/*"), recursive=True)
-            if os.path.isfile(p)}
+    return {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
 
 
-def test_folder_equals_cli_then_rerun_does_no_work(ray_cluster, images, cli_reference, tmp_path):
+def _markers(out: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((out / "_done").glob("*.json"))]
+
+
+def test_folder_equals_cli_written_by_actors_then_resumes(ray_local, images, cli_reference, tmp_path):
+    from distorch_vision import DistorchError
     from distorch_vision.ray import encode
 
     folder, corrupt = images
     sources, ref = cli_reference
     out = tmp_path / "out"
-    kw = dict(device="cpu", outputs="image_embeds,last_hidden_state", batch_size=4, shard_size=8)
+    kw = dict(device="cpu", outputs="image_embeds,last_hidden_state", batch_size=4, shard_size=8, progress=False)
     s = encode([folder, corrupt], out, MODEL, **kw)
     assert s.images == N_IMAGES and s.shards_written == 4 and s.shards_already_done == 0, s
-    assert [k["file"] for k in s.skipped] == [str(corrupt)], s.skipped
-    assert str(corrupt) in s.skipped[0]["reason"]
+    # Skipped once, the reason without the file name again, the key beside it.
+    assert s.skipped == [{"file": str(corrupt), "reason": s.skipped[0]["reason"], "key": str(corrupt)}], s.skipped
+    assert str(corrupt) not in s.skipped[0]["reason"] and s.skipped[0]["reason"]
     assert json.loads((out / "skipped.json").read_text()) == s.skipped
 
-    emb, meta, tables = _read_out(out)
-    assert [m["key"] for m in meta] == sources  # row by row, keys matching the CLI's sources
-    assert np.abs(emb - ref["image_embeds"]).max() <= 1e-6
-    pq_emb = np.concatenate([np.stack(t.column("image_embeds").to_pylist()) for t in tables])
-    assert np.abs(pq_emb - ref["image_embeds"]).max() <= 1e-6
+    emb, meta, tables = read_out(out)
+    assert [m["key"] for m in meta] == sources  # row by row, in the CLI's order
+    # Parquet: the model's rows, as the CLI; img_emb: the same rows L2-normalised (clip-retrieval).
+    assert np.abs(column(tables, "image_embeds") - ref["image_embeds"]).max() <= 1e-6
+    assert np.abs(emb - normalized(ref["image_embeds"])).max() <= 1e-6
+    assert np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-6)
     shapes = json.loads(tables[0].schema.metadata[b"distorch_vision.shapes"])
-    lhs = np.concatenate([np.stack(t.column("last_hidden_state").to_pylist()) for t in tables])
-    assert np.abs(lhs.reshape((-1, *shapes["last_hidden_state"])) - ref["last_hidden_state"]).max() <= 1e-6
+    lhs = column(tables, "last_hidden_state").reshape((-1, *shapes["last_hidden_state"]))
+    assert np.abs(lhs - ref["last_hidden_state"]).max() <= 1e-6
 
-    # A second run with the same folder finds every shard complete and writes nothing.
+    # The actors wrote the shards (the driver only holds markers).
+    markers = _markers(out)
+    assert len(markers) == 4 and all(m["writer"]["pid"] != os.getpid() for m in markers), markers
+    run = json.loads((out / "run.json").read_text())
+    assert run["identity"]["model_id"] == markers[0]["model_id"] and len(run["identity"]["model_id"]) == 32
+
+    # A second run finds every shard complete and writes nothing; the skipped count says so.
     before = _mtimes(out)
     again = encode([folder, corrupt], out, MODEL, **kw)
     assert again.images == 0 and again.shards_written == 0 and again.shards_already_done == 4, again
     assert _mtimes(out) == before
+    assert again.skipped_total == 1 and again.line().endswith(
+        "0 images skipped (1 in all, listed in skipped.json)"), again.line()
 
-    # A shard whose output is incomplete (as after a killed run) is the only one done again.
+    # A shard whose marker is missing (as after a killed run) is the only one done again.
     (out / "_done/0001.json").unlink()
     (out / "img_emb/img_emb_0001.npy").unlink()
     third = encode([folder, corrupt], out, MODEL, **kw)
     assert third.images == 8 and third.shards_written == 1 and third.shards_already_done == 3, third
-    emb3, meta3, _ = _read_out(out)
+    emb3, meta3, _ = read_out(out)
     assert [m["key"] for m in meta3] == sources and np.abs(emb3 - emb).max() == 0
 
     # Other settings in the same folder are refused, naming what changed.
-    from distorch_vision import DistorchError
-
     with pytest.raises(DistorchError, match="crop: was 'center', now 'none'"):
         encode([folder], out, MODEL, **dict(kw, crop="none"))
+    with pytest.raises(DistorchError, match="normalize: was True, now False"):
+        encode([folder], out, MODEL, **dict(kw, normalize=False))
 
 
-def _make_tars(folder: Path, dest: Path):
-    """Two img2dataset-style shards: KEY.jpg|png + KEY.txt + KEY.json, and a corrupt image."""
+def test_naflex_rows_equal_cli_with_their_grids(ray_local, images, tmp_path):
+    # A SigLIP2 naflex model: each image becomes its own patch grid; the rows equal the CLI's,
+    # and the grids come along (int64) so the token rows can be cut per image.
+    from distorch_vision.ray import encode
+
+    naflex = ROOT / "tests/fixtures/models/siglip2_naflex_f32/model.safetensors"
+    folder, _ = images
+    sources, ref = cli_encode([folder], model=naflex)
+    out = tmp_path / "out"
+    s = encode([folder], out, naflex, device="cpu", outputs="image_embeds,last_hidden_state",
+               batch_size=4, shard_size=16, progress=False)
+    assert s.images == N_IMAGES, s
+    _, meta, tables = read_out(out)
+    assert [m["key"] for m in meta] == sources
+    assert np.abs(column(tables, "image_embeds") - ref["image_embeds"]).max() <= 1e-5
+    grids = np.concatenate([np.stack(t.column("spatial_shapes").to_pylist()) for t in tables])
+    assert tables[0].schema.field("spatial_shapes").type.value_type == "int64"
+    assert (grids == ref["spatial_shapes"]).all()
+    lhs = column(tables, "last_hidden_state").reshape(ref["last_hidden_state"].shape)
+    assert np.abs(lhs - ref["last_hidden_state"]).max() <= 1e-5
+
+
+def test_identity_refuses_another_model_and_redoes_changed_inputs(ray_local, images, tmp_path):
+    from distorch_vision import DistorchError
+    from distorch_vision.ray import encode
+
+    folder, _ = images
     files = sorted(p for p in folder.rglob("*") if p.is_file())
-    by_key = {}
-    for t in range(2):
-        with tarfile.open(dest / f"{t:05d}.tar", "w") as tf:
-            def add(name, data):
-                ti = tarfile.TarInfo(name)
-                ti.size = len(data)
-                tf.addfile(ti, io.BytesIO(data))
+    # A model at a path of our own (weights + config beside them), and two tars.
+    model_dir = tmp_path / "models"
+    shutil.copytree(MODEL.parent, model_dir)
+    model = model_dir / "model.safetensors"
+    tars = tmp_path / "tars"
+    tars.mkdir()
+    make_tars(files, tars, broken=False)
+    out = tmp_path / "out"
+    kw = dict(device="cpu", progress=False)
+    first = encode([str(tars / "{00000..00001}.tar")], out, model, **kw)
+    assert first.shards_written == 2 and first.images == N_IMAGES, first
 
-            for j, p in enumerate(files[t::2]):
-                key = f"{t:05d}{j:04d}"
-                by_key[key] = p
-                add(f"{key}{p.suffix}", p.read_bytes())
-                add(f"{key}.txt", f"caption of {p.name}".encode())
-                add(f"{key}.json", json.dumps({"url": f"https://example.com/{p.name}", "key": key}).encode())
-            if t == 1:
-                add("000019999.jpg", b"\xff\xd8 broken")
-                by_key["000019999"] = None
-    return by_key
+    # Another model under the same file name: refused, naming both weights' ids.
+    shutil.rmtree(model_dir)
+    shutil.copytree(OTHER_MODEL.parent, model_dir)
+    with pytest.raises(DistorchError, match=r"model: encoded with model.safetensors \(weights [0-9a-f]{16}\), "
+                                            r"this run uses model.safetensors \(weights [0-9a-f]{16}\)"):
+        encode([str(tars / "{00000..00001}.tar")], out, model, **kw)
+    shutil.rmtree(model_dir)
+    shutil.copytree(MODEL.parent, model_dir)
+
+    # A tar overwritten with other images under the same name is encoded again, alone.
+    other = tmp_path / "other"
+    make_images(other, 6, seed=99)
+    make_tars(sorted(p for p in other.rglob("*") if p.is_file()), tars, n_tars=1, broken=False)
+    again = encode([str(tars / "{00000..00001}.tar")], out, model, **kw)
+    assert again.shards_written == 1 and again.shards_already_done == 1 and again.images == 6, again
+    emb, meta, tables = read_out(out)
+    srcs, ref = cli_encode(sorted(p for p in other.rglob("*") if p.is_file()), outputs="image_embeds")
+    assert np.abs(column(tables[:1], "image_embeds") - ref["image_embeds"]).max() <= 1e-6
+
+    # A changed file inside a shard of files: that shard alone.
+    mine = tmp_path / "mine"
+    shutil.copytree(folder, mine)
+    out2 = tmp_path / "out2"
+    encode([mine], out2, model, shard_size=10, **kw)
+    victim = sorted(p for p in mine.rglob("*") if p.is_file())[12]  # in the second shard
+    victim.write_bytes((other / "img_001.png").read_bytes())
+    redo = encode([mine], out2, model, shard_size=10, **kw)
+    assert redo.shards_written == 1 and redo.shards_already_done == 2, redo
 
 
-def test_webdataset_tars_equal_cli_and_faiss_finds_each_image(ray_cluster, images, cli_reference, tmp_path):
+def test_tars_equal_cli_and_an_inner_product_index_finds_each_row(ray_local, images, cli_reference, tmp_path):
     import faiss
     from distorch_vision.ray import encode
 
     folder, _ = images
     sources, ref = cli_reference
     row_of = {Path(s): i for i, s in enumerate(sources)}
-    by_key = _make_tars(folder, tmp_path)
+    by_key = make_tars(sorted(p for p in folder.rglob("*") if p.is_file()), tmp_path)
     out = tmp_path / "out"
-    s = encode([str(tmp_path / "{00000..00001}.tar")], out, MODEL, device="cpu", batch_size=5)
+    s = encode([str(tmp_path / "{00000..00001}.tar")], out, MODEL, device="cpu", batch_size=5, progress=False)
     assert s.images == N_IMAGES and s.shards_written == 2, s
-    assert [k["file"] for k in s.skipped] == [f"{tmp_path}/00001.tar/000019999.jpg"], s.skipped
+    bad = f"{tmp_path}/00001.tar/000019999.jpg"
+    assert [(k["file"], k["key"]) for k in s.skipped] == [(bad, "000019999")], s.skipped
 
-    emb, meta, _ = _read_out(out)
+    emb, meta, tables = read_out(out)
     assert sorted(m["key"] for m in meta) == sorted(k for k, p in by_key.items() if p is not None)
+    raw = column(tables, "image_embeds")
     for i, m in enumerate(meta):
         p = by_key[m["key"]]
         assert m["caption"] == f"caption of {p.name}" and m["url"] == f"https://example.com/{p.name}"
-        d = np.abs(emb[i] - ref["image_embeds"][row_of[p]]).max()
-        assert d <= 1e-6, (m["key"], d)
+        assert np.abs(raw[i] - ref["image_embeds"][row_of[p]]).max() <= 1e-6, m["key"]
 
-    # The .npy shards as autofaiss reads them: every image's nearest neighbour is itself.
-    x = np.concatenate([np.load(p) for p in sorted(glob.glob(str(out / "img_emb/*.npy")))])
-    index = faiss.IndexFlatL2(x.shape[1])
-    index.add(x)
-    dist, nn = index.search(x, 2)
-    assert (nn[:, 0] == np.arange(len(x))).all(), nn[:, 0]
-    assert (dist[:, 0] <= 1e-6).all() and (dist[:, 1] > dist[:, 0]).all()
+    # autofaiss's default metric is the inner product: on normalised rows each finds itself.
+    index = faiss.IndexFlatIP(emb.shape[1])
+    index.add(emb)
+    sim, nn = index.search(emb, 2)
+    assert (nn[:, 0] == np.arange(len(emb))).all(), nn[:, 0]
+    assert np.allclose(sim[:, 0], 1, atol=1e-5)
 
-    # Actors holding all of the cluster's 2 CPUs would starve the readers: refused up front.
+    # normalize=False keeps the model's rows in img_emb.
+    s2 = encode([str(tmp_path / "{00000..00001}.tar")], tmp_path / "raw", MODEL, device="cpu",
+                normalize=False, progress=False)
+    raw_emb, _, _ = read_out(tmp_path / "raw")
+    assert s2.images == N_IMAGES and np.abs(raw_emb - raw).max() == 0
+
+
+def test_the_clis_options(ray_local, images, cli_reference, tmp_path):
     from distorch_vision import DistorchError
+    from distorch_vision.ray import DEFAULT_BATCH_SIZE, encode
 
-    with pytest.raises(DistorchError, match="2 actors × 1 CPUs leave less than 0.5"):
-        encode([folder], tmp_path / "out2", MODEL, device="cpu", num_actors=2)
+    folder, corrupt = images
+    sources, ref = cli_reference
+    kw = dict(device="cpu", progress=False)
+    # --strict: the first unreadable image stops the run, named; its shard has no marker.
+    with pytest.raises(DistorchError, match=f"strict: stopping at an unreadable image: {corrupt}: "):
+        encode([corrupt], tmp_path / "strict", MODEL, strict=True, **kw)
+    assert not list((tmp_path / "strict").glob("_done/*.json"))
+    # --donor-policy, --micro-batch, --graphs-dir reach the library: same rows, graphs there.
+    graphs = tmp_path / "graphs"
+    s = encode([folder], tmp_path / "opts", MODEL, donor_policy="execute", micro_batch=3,
+               graphs_dir=str(graphs), **kw)
+    emb, meta, tables = read_out(tmp_path / "opts")
+    assert s.images == N_IMAGES and np.abs(column(tables, "image_embeds") - ref["image_embeds"]).max() <= 1e-6
+    assert list(graphs.glob("*/manifest.json")), list(graphs.rglob("*"))
+    for bad, msg in ((dict(donor_policy="sideways"), "donor_policy"),
+                     (dict(ort_library=str(tmp_path / "nope.so")), "nope.so"),
+                     (dict(micro_batch=0), "micro_batch is 0"),
+                     (dict(batch_size=0), "batch_size is 0"),
+                     (dict(num_gpus_per_actor=1), "GPU")):
+        with pytest.raises(DistorchError, match=msg):
+            encode([folder], tmp_path / "bad", MODEL, **dict(kw, **bad))
+    # The CLI's default batch size, in the function and the script.
+    assert DEFAULT_BATCH_SIZE == 8
+    from distorch_vision.ray import driver
+
+    assert inspect.signature(driver.encode).parameters["batch_size"].default == 8
+    spec = importlib.util.spec_from_file_location("ray_encode", ROOT / "scripts/ray_encode.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    a = script.parser().parse_args(["--model", "m", "--images", "i", "--out", "o"])
+    assert a.batch_size == 8 and a.decode_threads == 2 and a.strict is False
+
+
+def test_a_cpu_actor_runs_onnx_runtime_on_the_cpus_it_holds(ray_local, images, tmp_path):
+    from distorch_vision import DistorchError
+    from distorch_vision.ray import encode
+
+    folder, _ = images
+    # Default on this 2-CPU instance: one actor holding both CPUs, 2 threads.
+    s = encode([folder], tmp_path / "a", MODEL, device="cpu", progress=False)
+    assert (s.actors, s.threads) == (1, 2), s
+    assert {m["threads"] for m in _markers(tmp_path / "a")} == {2}
+    s = encode([folder], tmp_path / "b", MODEL, device="cpu", num_cpus_per_actor=1, progress=False)
+    assert s.threads == 1, s
+    # Actors the nodes cannot hold are refused up front (Ray would wait for them forever).
+    with pytest.raises(DistorchError, match="2 actors × 2 CPUs do not fit on the cluster's nodes"):
+        encode([folder], tmp_path / "c", MODEL, device="cpu", num_actors=2, num_cpus_per_actor=2,
+               shard_size=4, progress=False)
 
 
 def test_brace_expansion_and_bad_inputs(tmp_path):
     from distorch_vision import DistorchError
-    from distorch_vision.ray import expand_braces, list_shards
+    from distorch_vision.ray import encode, expand_braces, list_shards
 
     assert expand_braces("a/{00008..00011}.tar") == [f"a/{i:05d}.tar" for i in range(8, 12)]
     assert expand_braces("{x,y}-{1..2}") == ["x-1", "x-2", "y-1", "y-2"]
@@ -225,6 +279,10 @@ def test_brace_expansion_and_bad_inputs(tmp_path):
         ("files", [str(tmp_path / "c.webp"), str(tmp_path / "b.png")]), ("files", [str(tmp_path / "a.jpg")])]
     assert [s.index for s in shards] == [0, 1, 2, 3]
     assert shards[2].fingerprint() != list_shards([tmp_path / "a.jpg", tmp_path / "b.png"])[0].fingerprint()
+    # A file's new size or time is a new fingerprint.
+    fp = list_shards([tmp_path / "a.jpg"])[0].fingerprint()
+    (tmp_path / "a.jpg").write_bytes(b"x")
+    assert list_shards([tmp_path / "a.jpg"])[0].fingerprint() != fp
     with pytest.raises(DistorchError, match="no such file"):
         list_shards([tmp_path / "missing"])
     with pytest.raises(DistorchError, match="shard_size"):
@@ -232,9 +290,11 @@ def test_brace_expansion_and_bad_inputs(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DistorchError, match="no images"):
         list_shards([tmp_path / "empty"])
-    from distorch_vision.ray import encode
-
     with pytest.raises(DistorchError, match="num_actors is 0"):
         encode([tmp_path / "a.jpg"], tmp_path / "o", MODEL, num_actors=0)
     with pytest.raises(DistorchError, match="crop is 'middle'; valid: center, none"):
         encode([tmp_path / "a.jpg"], tmp_path / "o", MODEL, crop="middle")
+    with pytest.raises(DistorchError, match="normalize is 'yes'"):
+        encode([tmp_path / "a.jpg"], tmp_path / "o", MODEL, normalize="yes")
+    with pytest.raises(DistorchError, match="nosuchscheme://x/a.tar: neither pyarrow"):
+        list_shards(["nosuchscheme://x/a.tar"])

@@ -289,20 +289,17 @@ mod tests {
     }
 
     #[test]
-    fn every_error_kind_has_its_own_status() {
-        use ErrorKind::*;
-        let kinds = [
-            InvalidArgument,
-            NotFound,
-            Io,
-            InvalidModel,
-            DoesNotFit,
-            Runtime,
-        ];
-        let mut codes: Vec<_> = kinds.iter().map(|&k| status_of(k)).collect();
+    fn every_error_kind_has_its_own_status_named_after_it() {
+        let mut codes: Vec<_> = ErrorKind::ALL.iter().map(|&k| status_of(k)).collect();
         codes.sort();
         codes.dedup();
-        assert_eq!(codes.len(), kinds.len());
+        assert_eq!(codes.len(), ErrorKind::ALL.len());
         assert!(!codes.contains(&DV_OK));
+        // One name per kind: the status is DV_ERR_ and the kind's name in capitals (Python's
+        // DistorchError.kind reads the kind back from it).
+        for k in ErrorKind::ALL {
+            let want = format!("DV_ERR_{}", k.as_str().to_uppercase());
+            assert_eq!(status_name(status_of(k)), Some(want.as_str()), "{k:?}");
+        }
     }
 }

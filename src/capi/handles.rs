@@ -13,12 +13,18 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::loader::ClipVision;
 
-/// One output tensor, contiguous (C order) f32, with its name and shape ready for C.
+/// One output tensor, contiguous (C order), with its name and shape ready for C.
 pub struct Tensor {
     pub name: String,
     pub c_name: CString,
-    pub data: Vec<f32>,
+    pub data: TensorData,
     pub shape: Vec<i64>,
+}
+
+/// A tensor's elements: f32 outputs, or a naflex model's `spatial_shapes` (int64).
+pub enum TensorData {
+    F32(Vec<f32>),
+    I64(Vec<i64>),
 }
 
 pub struct OutputSet {

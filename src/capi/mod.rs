@@ -3,17 +3,18 @@
 //! Rules every entry point follows:
 //! - it returns a `dv_status` (or a static/borrowed string) and never unwinds: the body runs
 //!   inside `catch_unwind`, a panic becomes `DV_ERR_PANIC`;
-//! - on failure it stores a message for [`dv_last_error`](library::dv_last_error) (per thread) and leaves every
-//!   handle/string/number out-parameter zeroed/NULL (a caller's `dv_tensor` is left as it
-//!   was); on success the message is cleared;
+//! - on failure it stores a message for [`dv_last_error`](library::dv_last_error) (per
+//!   thread) and leaves every handle/string/number out-parameter zeroed/NULL (a caller's
+//!   `dv_tensor` is left as it was); on success the message is cleared;
 //! - models and outputs are `u64` ids checked against a registry (see [`handles`]), so an
 //!   unknown, freed or unloaded id is `DV_ERR_INVALID_HANDLE`, never undefined behaviour;
 //! - after `dv_shutdown` (or the exit-time shutdown) calls that need ONNX Runtime return
 //!   `DV_ERR_SHUT_DOWN`;
 //! - buffers come with explicit element counts that must match the stated shape.
 //!
-//! All the work is the loader's: load is [`ClipVision::load`](crate::loader::ClipVision::load), encode is
-//! [`ClipVision::encode`](crate::loader::ClipVision::encode), the plan is [`crate::plan::Plan::to_json`].
+//! All the work is the loader's: load is [`ClipVision::load`](crate::loader::ClipVision::load),
+//! encode is [`ClipVision::encode`](crate::loader::ClipVision::encode), the plan is
+//! [`crate::plan::Plan::to_json`].
 //!
 //! The entry points are grouped as the header groups them: [`library`] (versions, errors,
 //! init and shutdown, devices, models on disk, strings), [`options`] (`dv_load_options`),

@@ -14,7 +14,7 @@ use crate::Error;
 
 /// `dv_load_options`. Versions only append fields; `struct_size` says which the caller has:
 /// version 1 ends after `extra_model_paths`, version 2 adds `dtype`, version 3 `donor_policy`,
-/// version 4 `cpu_engine` and `openvino_ep` (contract §6.4).
+/// version 4 `micro_batch`, version 5 `cpu_engine` and `openvino_ep` (contract §6.4).
 #[repr(C)]
 pub struct DvLoadOptions {
     pub struct_size: usize,
@@ -34,30 +34,39 @@ pub struct DvLoadOptions {
     // --- version 3 ---
     pub donor_policy: *const c_char,
     // --- version 4 ---
+    /// Micro-batches of N images through the device segments (the CLI's `--micro-batch`); 0 = off.
+    pub micro_batch: usize,
+    // --- version 5 ---
     pub cpu_engine: *const c_char,
     pub openvino_ep: *const c_char,
 }
 
+/// The size of each version of `dv_load_options`, oldest first: where the next version's first
+/// field starts, and the whole struct for the newest. A new version replaces the last entry by
+/// the offset of its first field and appends the struct's size.
+const VERSION_SIZES: [usize; 5] = [
+    std::mem::offset_of!(DvLoadOptions, dtype),
+    std::mem::offset_of!(DvLoadOptions, donor_policy),
+    std::mem::offset_of!(DvLoadOptions, micro_batch),
+    std::mem::offset_of!(DvLoadOptions, cpu_engine),
+    std::mem::size_of::<DvLoadOptions>(),
+];
+
+/// The newest `dv_load_options` version, the one the header declares last.
+pub const LOAD_OPTIONS_VERSION: usize = VERSION_SIZES.len();
+
 /// Size of a version-1 `dv_load_options`, the smallest accepted.
-const LOAD_OPTIONS_V1: usize = std::mem::offset_of!(DvLoadOptions, dtype);
-/// Size of a version-2 `dv_load_options` (through `dtype`).
-const LOAD_OPTIONS_V2: usize = std::mem::offset_of!(DvLoadOptions, donor_policy);
-/// Size of a version-3 `dv_load_options` (through `donor_policy`).
-const LOAD_OPTIONS_V3: usize = std::mem::offset_of!(DvLoadOptions, cpu_engine);
+const LOAD_OPTIONS_V1: usize = VERSION_SIZES[0];
 
 /// Bytes of `dv_load_options` this library reads or writes for a caller's `struct_size`:
 /// whole versions only, so a size that ends inside a field never exposes half a pointer.
 fn load_options_bytes(struct_size: usize) -> usize {
-    let v4 = std::mem::size_of::<DvLoadOptions>();
-    if struct_size >= v4 {
-        v4
-    } else if struct_size >= LOAD_OPTIONS_V3 {
-        LOAD_OPTIONS_V3
-    } else if struct_size >= LOAD_OPTIONS_V2 {
-        LOAD_OPTIONS_V2
-    } else {
-        LOAD_OPTIONS_V1
-    }
+    VERSION_SIZES
+        .iter()
+        .rev()
+        .copied()
+        .find(|&v| struct_size >= v)
+        .unwrap_or(LOAD_OPTIONS_V1)
 }
 
 /// `dv_status dv_load_options_init(dv_load_options *opts, size_t struct_size)`: contract §1
@@ -98,6 +107,7 @@ pub unsafe extern "C" fn dv_load_options_init(
                 extra_model_paths: std::ptr::null(),
                 dtype: std::ptr::null(),
                 donor_policy: std::ptr::null(),
+                micro_batch: 0,
                 cpu_engine: std::ptr::null(),
                 openvino_ep: std::ptr::null(),
             },
@@ -180,6 +190,7 @@ unsafe fn load_options(o: &DvLoadOptions) -> R<LoadOptions> {
             Some(d) => d.parse()?,
             None => Default::default(),
         },
+        micro_batch: (o.micro_batch != 0).then_some(o.micro_batch),
         ..Default::default()
     })
 }
@@ -209,7 +220,27 @@ mod tests {
     use std::ffi::CString;
 
     use super::*;
-    use crate::capi::DV_OK;
+    use crate::capi::ffi::DV_OK;
+
+    #[test]
+    fn a_callers_size_reads_whole_versions_only() {
+        let [v1, v2, v3, v4, v5] = VERSION_SIZES;
+        assert!(v1 < v2 && v2 < v3 && v3 < v4 && v4 < v5);
+        for (size, read) in [
+            (v1, v1),
+            (v2 - 1, v1),
+            (v2, v2),
+            (v3 - 1, v2),
+            (v3, v3),
+            (v4 - 1, v3),
+            (v4, v4),
+            (v5 - 1, v4),
+            (v5, v5),
+            (v5 + 64, v5),
+        ] {
+            assert_eq!(load_options_bytes(size), read, "struct_size {size}");
+        }
+    }
 
     #[test]
     fn virtual_vram_gb_at_its_default_counts_as_not_set() {
@@ -231,6 +262,24 @@ mod tests {
     }
 
     #[test]
+    fn micro_batch_zero_is_off_and_n_is_the_clis_micro_batch() {
+        let model = CString::new("m.safetensors").unwrap();
+        let mut o: DvLoadOptions = unsafe { std::mem::zeroed() };
+        o.micro_batch = 7; // a sentinel: init resets it
+        let size = std::mem::size_of::<DvLoadOptions>();
+        assert_eq!(unsafe { dv_load_options_init(&mut o, size) }, DV_OK);
+        assert_eq!(o.micro_batch, 0);
+        o.clip_vision = model.as_ptr();
+        let read = |o: &DvLoadOptions| match unsafe { load_options(o) } {
+            Ok(l) => l.micro_batch,
+            Err(f) => panic!("{}", f.message),
+        };
+        assert_eq!(read(&o), None);
+        o.micro_batch = 3;
+        assert_eq!(read(&o), Some(3));
+    }
+
+    #[test]
     fn initialised_options_read_back_as_the_loader_defaults() {
         let model = CString::new("m.safetensors").unwrap();
         let mut o: DvLoadOptions = unsafe { std::mem::zeroed() };
@@ -248,7 +297,7 @@ mod tests {
     }
 
     #[test]
-    fn version_4_reads_the_cpu_engine_and_the_plugin_path() {
+    fn version_5_reads_the_cpu_engine_and_the_plugin_path() {
         let model = CString::new("m.safetensors").unwrap();
         let (engine, plugin) = (
             CString::new("openvino").unwrap(),
@@ -263,8 +312,8 @@ mod tests {
         let l = unsafe { load_options(&o) }.unwrap_or_else(|f| panic!("{}", f.message));
         assert_eq!(l.loader.cpu_engine, crate::plan::CpuEngine::OpenVino);
         assert_eq!(l.openvino_ep, Some(PathBuf::from("/p")));
-        // A version-3 caller's size reads neither (they stay at their defaults).
-        assert_eq!(load_options_bytes(LOAD_OPTIONS_V3), LOAD_OPTIONS_V3);
+        // A version-4 caller's size reads neither (they stay at their defaults).
+        assert_eq!(load_options_bytes(VERSION_SIZES[3]), VERSION_SIZES[3]);
         let bad = CString::new("tbb").unwrap();
         o.cpu_engine = bad.as_ptr();
         let e = unsafe { load_options(&o) }.err().unwrap();

@@ -7,10 +7,12 @@ use std::sync::Arc;
 use super::ffi::{guard, guard_out, opt_str, put, DvStatus, Fail, R};
 use super::ffi::{DV_ERR_INVALID_ARGUMENT, DV_ERR_NOT_FOUND, DV_ERR_STRUCT_SIZE};
 use super::handles;
-use crate::runtime::Outputs;
+use crate::model::Outputs;
 
-/// `DV_DTYPE_F32`: the only dtype outputs have today.
+/// `DV_DTYPE_F32`: every model output.
 pub const DV_DTYPE_F32: i32 = 1;
+/// `DV_DTYPE_I64`: a naflex model's `spatial_shapes` (each image's patch grid).
+pub const DV_DTYPE_I64: i32 = 2;
 
 /// `dv_tensor` (version 1 layout).
 #[repr(C)]
@@ -25,9 +27,16 @@ pub struct DvTensor {
     pub nbytes: usize,
 }
 
-/// Copies the loader's outputs into an outputs object and registers it.
+/// Copies the loader's outputs into an outputs object and registers it; a naflex model's
+/// grids come last, as the int64 tensor `spatial_shapes` `[B, 2]`.
 pub(super) fn register(res: Outputs) -> u64 {
-    let tensors = res
+    let grids = res.grids.as_deref().map(|g| handles::Tensor {
+        name: crate::job::output::SPATIAL_SHAPES.to_string(),
+        c_name: CString::new(crate::job::output::SPATIAL_SHAPES).unwrap_or_default(),
+        data: handles::TensorData::I64(crate::job::output::grid_values(g)),
+        shape: vec![g.len() as i64, 2],
+    });
+    let mut tensors: Vec<handles::Tensor> = res
         .tensors
         .into_iter()
         .map(|(name, t)| {
@@ -46,11 +55,12 @@ pub(super) fn register(res: Outputs) -> u64 {
             handles::Tensor {
                 c_name: CString::new(name.clone()).unwrap_or_default(),
                 name,
-                data,
+                data: handles::TensorData::F32(data),
                 shape,
             }
         })
         .collect();
+    tensors.extend(grids);
     handles::insert_outputs(handles::OutputSet { tensors })
 }
 
@@ -83,17 +93,21 @@ unsafe fn fill_tensor(out: *mut DvTensor, t: &handles::Tensor) -> R {
             format!("tensor_out->struct_size is {size}; this library needs at least {v1} (set it to sizeof(dv_tensor))"),
         ));
     }
+    let (data, dtype, numel, nbytes) = match &t.data {
+        handles::TensorData::F32(v) => (v.as_ptr().cast(), DV_DTYPE_F32, v.len(), v.len() * 4),
+        handles::TensorData::I64(v) => (v.as_ptr().cast(), DV_DTYPE_I64, v.len(), v.len() * 8),
+    };
     put(
         out,
         DvTensor {
             struct_size: size,
             name: t.c_name.as_ptr(),
-            data: t.data.as_ptr().cast(),
-            dtype: DV_DTYPE_F32,
+            data,
+            dtype,
             ndim: t.shape.len(),
             shape: t.shape.as_ptr(),
-            numel: t.data.len(),
-            nbytes: t.data.len() * std::mem::size_of::<f32>(),
+            numel,
+            nbytes,
         },
     );
     Ok(())

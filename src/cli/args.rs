@@ -1,14 +1,18 @@
 //! The command line's flags (clap definitions) and help texts.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use distorch_vision::export::{ComputeDtype, Granularity};
 use distorch_vision::image::Crop;
-use distorch_vision::job::batch::{OutFormat, DEFAULT_DECODE_THREADS};
+use distorch_vision::job::batch::{EncodeJob, OutFormat, DEFAULT_DECODE_THREADS};
+use distorch_vision::loader::LoadOptions;
 use distorch_vision::model::folders::ModelFolders;
 use distorch_vision::plan::{CpuEngine, DonorPolicy, LoaderOptions, DEFAULT_BATCH_SIZE};
-use distorch_vision::Result;
+use distorch_vision::{Error, Result};
+
+use super::flags;
 
 pub(crate) const ABOUT_LONG: &str = "\
 CLIP Vision encoders (the .safetensors files of ComfyUI's models/clip_vision) split into one
@@ -107,13 +111,13 @@ pub(crate) struct LoaderArgs {
     #[arg(long, default_value_t = LoaderOptions::default().eject_models, action = clap::ArgAction::Set)]
     pub(crate) eject_models: bool,
     /// CPU-homed blocks on a GPU compute device: `stream` their weights, or `execute` on the CPU.
-    #[arg(long, default_value_t = LoaderOptions::default().donor_policy.to_string())]
-    pub(crate) donor_policy: String,
+    #[arg(long, default_value_t = LoaderOptions::default().donor_policy, value_parser = flags::typed::<DonorPolicy>())]
+    pub(crate) donor_policy: DonorPolicy,
     /// Replace the device inventory for planning: `cuda:0=24GiB,cuda:1=12GiB/10GiB,xpu:0=16GiB,cpu=64GiB` (total[/free]).
     #[arg(long)]
     pub(crate) simulate_devices: Option<String>,
     /// What runs the CPU blocks: `auto` (OpenVINO when its plugin is found and the dtype runs there, else mlas), `mlas` (ONNX Runtime's own) or `openvino`.
-    #[arg(long, default_value_t = LoaderOptions::default().cpu_engine)]
+    #[arg(long, default_value_t = LoaderOptions::default().cpu_engine, value_parser = flags::typed::<CpuEngine>())]
     pub(crate) cpu_engine: CpuEngine,
     /// The OpenVINO plugin library, or a folder holding it (default: DISTORCH_OPENVINO_EP, the checkout's .runtime/openvino/, the onnxruntime_ep_openvino Python package).
     #[arg(long, value_name = "PATH")]
@@ -121,16 +125,29 @@ pub(crate) struct LoaderArgs {
 }
 
 impl LoaderArgs {
-    pub(crate) fn options(&self) -> Result<LoaderOptions> {
-        Ok(LoaderOptions {
+    /// The planner's options of these flags.
+    pub(crate) fn options(&self) -> LoaderOptions {
+        LoaderOptions {
             device: self.device.clone(),
             virtual_vram_gb: self.virtual_vram_gb,
             donor_device: self.donor_device.clone(),
             expert_mode_allocations: self.expert_mode_allocations.clone(),
             eject_models: self.eject_models,
-            donor_policy: self.donor_policy.parse::<DonorPolicy>()?,
+            donor_policy: self.donor_policy,
             cpu_engine: self.cpu_engine,
-        })
+        }
+    }
+
+    /// What loading `model` with these flags and `common`'s takes; the caller adds the rest.
+    pub(crate) fn load_options(&self, model: &str, common: &Common) -> LoadOptions {
+        LoadOptions {
+            clip_vision: model.to_string(),
+            loader: self.options(),
+            simulate_devices: self.simulate_devices.clone(),
+            graphs_dir: common.graphs_dir.clone(),
+            openvino_ep: self.openvino_ep.clone(),
+            ..Default::default()
+        }
     }
 }
 
@@ -163,7 +180,7 @@ pub(crate) enum Command {
         #[command(flatten)]
         loader: LoaderArgs,
         /// The compute dtype the plan is for (it decides the CPU engine `auto` picks): fp32, int8, fp16, bf16.
-        #[arg(long, default_value_t = ComputeDtype::default(), help_heading = "Compute")]
+        #[arg(long, default_value_t = ComputeDtype::default(), value_parser = flags::typed::<ComputeDtype>(), help_heading = "Compute")]
         dtype: ComputeDtype,
         /// Print the plan as JSON (contract §5.4) instead of a table.
         #[arg(long, help_heading = "Output")]
@@ -193,7 +210,7 @@ pub(crate) enum Command {
         #[arg(long, help_heading = "Output")]
         out: Option<PathBuf>,
         /// `blocks` (default) or `whole` (also one whole-model graph).
-        #[arg(long, default_value_t = Granularity::default(), help_heading = "Output")]
+        #[arg(long, default_value_t = Granularity::default(), value_parser = flags::typed::<Granularity>(), help_heading = "Output")]
         granularity: Granularity,
         #[command(flatten)]
         common: Common,
@@ -215,7 +232,7 @@ pub(crate) enum Command {
         #[arg(long, num_args = 1.., required = true)]
         images: Vec<PathBuf>,
         /// `center` (default) or `none` (stretch).
-        #[arg(long, default_value_t = Crop::default())]
+        #[arg(long, default_value_t = Crop::default(), value_parser = flags::typed::<Crop>())]
         crop: Crop,
         /// Output safetensors file holding `pixel_values` [N,3,S,S] f32 (input of `encode --pixels`;
         /// sources and preprocessing in its metadata).
@@ -251,6 +268,34 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List exported graphs and remove those of a model, of deleted models, or all of them.
+    ///
+    /// An export's weights.safetensors is a hard link to the model file, so deleting a model
+    /// frees no disk while an export of it exists. Without --model, --missing or --all this only
+    /// lists. Exports are made again when a model is next used.
+    #[command(after_help = "Examples:
+  distorch-vision clean
+  distorch-vision clean --model clip_vision_h.safetensors
+  distorch-vision clean --missing
+  distorch-vision clean --all --graphs-dir /tmp/graphs")]
+    Clean {
+        /// Remove the exports of this model: a name in the model folders or a path, or the file
+        /// name of a model already deleted.
+        #[arg(long, value_name = "NAME|PATH", visible_aliases = ["clip-vision", "clip-name"])]
+        model: Option<String>,
+        /// Remove the exports whose model file no longer exists.
+        #[arg(long)]
+        missing: bool,
+        /// Remove every export in the graphs folder.
+        #[arg(long)]
+        all: bool,
+        /// The graphs folder (default: graphs/ of the checkout, else ~/.cache/distorch-vision/graphs; env DISTORCH_GRAPHS_DIR).
+        #[arg(long)]
+        graphs_dir: Option<PathBuf>,
+        /// Print {"graphs_dir", "exports", "removed", "freed_bytes"} as JSON.
+        #[arg(long, help_heading = "Output")]
+        json: bool,
+    },
     /// Throughput of the block pipeline against one whole-model session on the same weights.
     #[command(
         after_help = "Example:\n  distorch-vision bench --model m.safetensors --device cpu --batch-size 8 --iters 5"
@@ -258,12 +303,23 @@ pub(crate) enum Command {
     Bench(BenchArgs),
 }
 
+/// A count that must be at least 1 (images per batch, threads, rows per shard).
+fn at_least_one(s: &str) -> std::result::Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(0) => Err("0 is not allowed; valid: a whole number of at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!(
+            "{s:?} is not a whole number; valid: a whole number of at least 1"
+        )),
+    }
+}
+
 /// Options of the GPU path.
 #[derive(Args, Clone)]
 #[command(next_help_heading = "GPU")]
 pub(crate) struct GpuArgs {
     /// Cut the images into micro-batches of N that flow through the device segments concurrently.
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one)]
     pub(crate) micro_batch: Option<usize>,
 }
 
@@ -280,7 +336,7 @@ pub(crate) struct EncodeArgs {
     #[arg(long, help_heading = "Input")]
     pub(crate) pixels: Option<PathBuf>,
     /// `center` (default) or `none` (stretch).
-    #[arg(long, default_value_t = Crop::default(), help_heading = "Input")]
+    #[arg(long, default_value_t = Crop::default(), value_parser = flags::typed::<Crop>(), help_heading = "Input")]
     pub(crate) crop: Crop,
     /// Output file (or, with --format npy, a folder), or a folder of shards (sharded mode).
     #[arg(long, help_heading = "Output")]
@@ -288,7 +344,7 @@ pub(crate) struct EncodeArgs {
     /// `safetensors`, or `npy`: --out x.npy writes one .npy (one output; row sources in
     /// x.sources.json), another --out a folder of <output>.npy and sources.json.
     /// Default: npy when --out ends in .npy, else safetensors.
-    #[arg(long, help_heading = "Output")]
+    #[arg(long, value_parser = flags::typed::<OutFormat>(), help_heading = "Output")]
     pub(crate) format: Option<OutFormat>,
     /// Comma-separated outputs (default: all the model has but all_hidden_states, which is
     /// computed only when named here).
@@ -298,7 +354,7 @@ pub(crate) struct EncodeArgs {
     #[arg(long, help_heading = "Output")]
     pub(crate) json: bool,
     /// Rows per shard; turns on sharded mode (--out is then a folder).
-    #[arg(long, help_heading = "Sharded mode")]
+    #[arg(long, value_parser = at_least_one, help_heading = "Sharded mode")]
     pub(crate) shard_size: Option<usize>,
     /// Sharded mode: skip images already in finished shards of --out (same model, outputs, crop and dtype).
     #[arg(long, help_heading = "Sharded mode")]
@@ -307,7 +363,7 @@ pub(crate) struct EncodeArgs {
     #[arg(long, help_heading = "Input")]
     pub(crate) strict: bool,
     /// Sharded mode: image decoder threads.
-    #[arg(long, default_value_t = DEFAULT_DECODE_THREADS, help_heading = "Sharded mode")]
+    #[arg(long, default_value_t = DEFAULT_DECODE_THREADS, value_parser = at_least_one, help_heading = "Sharded mode")]
     pub(crate) decode_threads: usize,
     /// Test hook: sleep this many milliseconds after each encoded batch.
     #[arg(long, default_value_t = 0, hide = true)]
@@ -315,18 +371,68 @@ pub(crate) struct EncodeArgs {
     #[command(flatten)]
     pub(crate) loader: LoaderArgs,
     /// Images per forward pass (more uses more activation memory).
-    #[arg(long, default_value_t = DEFAULT_BATCH_SIZE, help_heading = "Compute")]
+    #[arg(long, default_value_t = DEFAULT_BATCH_SIZE, value_parser = at_least_one, help_heading = "Compute")]
     pub(crate) batch_size: usize,
     /// Test hook: run these blocks (comma-separated, or `all`) with their weights fed as inputs each pass.
     #[arg(long, value_delimiter = ',', hide = true)]
     pub(crate) stream_blocks: Vec<String>,
     /// Compute precision: `fp32` (default, the reference), `int8` (CPU, approximate), `fp16` (for GPUs; runs on the CPU only to check results), `bf16` (OpenVINO on CPUs with AMX or AVX512_BF16; approximate, fast).
-    #[arg(long, default_value_t = ComputeDtype::default(), help_heading = "Compute")]
+    #[arg(long, default_value_t = ComputeDtype::default(), value_parser = flags::typed::<ComputeDtype>(), help_heading = "Compute")]
     pub(crate) dtype: ComputeDtype,
     #[command(flatten)]
     pub(crate) common: Common,
     #[command(flatten)]
     pub(crate) gpu: GpuArgs,
+}
+
+impl EncodeArgs {
+    /// The flags converted once: what loading the model takes, and the job to run with it.
+    pub(crate) fn into_job(
+        self,
+        folders: ModelFolders,
+        quiet: bool,
+    ) -> Result<(LoadOptions, EncodeJob)> {
+        let is_npy = self
+            .out
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("npy"));
+        let default_format = if is_npy {
+            OutFormat::Npy
+        } else {
+            OutFormat::Safetensors
+        };
+        let load = LoadOptions {
+            granularity: Granularity::Blocks,
+            force_streamed: self.stream_blocks.clone(),
+            model_folders: folders,
+            dtype: self.dtype,
+            micro_batch: self.gpu.micro_batch,
+            ..self.loader.load_options(&self.model, &self.common)
+        };
+        let job = EncodeJob {
+            images: self.images,
+            pixels: self.pixels,
+            crop: self.crop,
+            batch_size: self.batch_size,
+            outputs: self.outputs,
+            out: self.out,
+            format: self.format.unwrap_or(default_format),
+            shard_size: self.shard_size,
+            resume: self.resume,
+            strict: self.strict,
+            decode_threads: self.decode_threads,
+            throttle: Duration::from_millis(self.throttle_ms),
+            model_label: self.model,
+            progress: !quiet,
+            out_label: None,
+        };
+        if !job.is_sharded() && job.resume {
+            return Err(Error::invalid(
+                "--resume applies to sharded encoding (--shard-size N, or --out FOLDER)",
+            ));
+        }
+        Ok((load, job))
+    }
 }
 
 /// Flags of `bench`.
@@ -338,10 +444,10 @@ pub(crate) struct BenchArgs {
     #[command(flatten)]
     pub(crate) loader: LoaderArgs,
     /// Images per timed batch.
-    #[arg(long, default_value_t = DEFAULT_BATCH_SIZE, help_heading = "Benchmark")]
+    #[arg(long, default_value_t = DEFAULT_BATCH_SIZE, value_parser = at_least_one, help_heading = "Benchmark")]
     pub(crate) batch_size: usize,
     /// Timed iterations after one warm-up batch (the median is reported).
-    #[arg(long, default_value_t = 5, help_heading = "Benchmark")]
+    #[arg(long, default_value_t = 5, value_parser = at_least_one, help_heading = "Benchmark")]
     pub(crate) iters: usize,
     /// Skip the whole-model session (no split-overhead ratio).
     #[arg(long, help_heading = "Benchmark")]
@@ -350,7 +456,7 @@ pub(crate) struct BenchArgs {
     #[arg(long, help_heading = "Output")]
     pub(crate) json: bool,
     /// Compute precision: `fp32` (default, the reference), `int8` (CPU, approximate), `fp16` (for GPUs; runs on the CPU only to check results), `bf16` (OpenVINO on CPUs with AMX or AVX512_BF16; approximate, fast).
-    #[arg(long, default_value_t = ComputeDtype::default(), help_heading = "Benchmark")]
+    #[arg(long, default_value_t = ComputeDtype::default(), value_parser = flags::typed::<ComputeDtype>(), help_heading = "Benchmark")]
     pub(crate) dtype: ComputeDtype,
     #[command(flatten)]
     pub(crate) common: Common,
@@ -366,7 +472,8 @@ impl Command {
             | Command::Plan { json, .. }
             | Command::Inspect { json, .. }
             | Command::Run { json, .. }
-            | Command::Models { json } => *json,
+            | Command::Models { json }
+            | Command::Clean { json, .. } => *json,
             Command::Encode(e) => e.json,
             Command::Bench(b) => b.json,
             Command::Export { .. } | Command::Preprocess { .. } => false,
@@ -410,7 +517,7 @@ mod tests {
         let Command::Plan { loader, .. } = cli.command else {
             panic!("not plan")
         };
-        let (got, want) = (loader.options().unwrap(), LoaderOptions::default());
+        let (got, want) = (loader.options(), LoaderOptions::default());
         assert_eq!(format!("{got:?}"), format!("{want:?}"));
         // The one default a doc comment spells out (an unset flag must stay `None`).
         let plan = Cli::command();
@@ -425,6 +532,41 @@ mod tests {
             distorch_vision::plan::DEFAULT_VIRTUAL_VRAM_GB
         );
         assert!(help.contains(&default), "{help}");
+    }
+
+    #[test]
+    fn every_option_library_messages_name_has_a_flag() {
+        let cli = Cli::command();
+        for name in [
+            "comfyui_path",
+            "extra_model_paths",
+            "device",
+            "dtype",
+            "micro_batch",
+            "resume",
+            "strict",
+            "format",
+            "outputs",
+            "shard_size",
+            "granularity",
+        ] {
+            let flag = flags::with_flags(&cli, &format!("`{name}`"));
+            assert!(flag.starts_with("--"), "{name}: {flag}");
+        }
+    }
+
+    #[test]
+    fn typed_flags_parse_with_the_types_own_message_and_flags_in_it() {
+        let e = Cli::try_parse_from(["dv", "export", "--model", "m", "--granularity", "layers"])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("invalid value 'layers' for '--granularity <GRANULARITY>': --granularity \"layers\" is not valid"),
+            "{e}"
+        );
+        let ok = Cli::try_parse_from(["dv", "plan", "--model", "m", "--donor-policy", "execute"]);
+        assert!(ok.is_ok());
     }
 
     #[test]

@@ -1,16 +1,15 @@
 //! What each verb does: one `cmd_*` function per verb, which calls the library and prints.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use distorch_vision::export::ComputeDtype;
 use distorch_vision::export::{self, Granularity};
 use distorch_vision::image::Crop;
-use distorch_vision::job::batch::{self, EncodeJob, OutFormat};
+use distorch_vision::job::batch;
 use distorch_vision::job::{out_guard, summary, yaml};
 use distorch_vision::loader::{
-    add_xpus, inventory, inventory_for, plan_with_engines, resolve_model_in, ClipVision,
-    LoadOptions,
+    add_xpus, inventory, inventory_for, plan_with_engines, ClipVision, LoadOptions,
 };
 use distorch_vision::model::folders::ModelFolders;
 use distorch_vision::model::Model;
@@ -65,8 +64,8 @@ pub(crate) fn cmd_plan(
     json: bool,
     folders: &ModelFolders,
 ) -> Result<()> {
-    let m = Model::open(&resolve_model_in(model, folders)?)?;
-    let opts = loader.options()?;
+    let m = Model::open(&folders.resolve(model)?)?;
+    let opts = loader.options();
     let ov = loader.openvino_ep.as_deref();
     let inv = inventory_for(loader.simulate_devices.as_deref(), &opts, ov)?;
     let (p, _) = plan_with_engines(&m, &opts, &inv, dtype, ov)?;
@@ -80,7 +79,7 @@ pub(crate) fn cmd_plan(
 
 /// `inspect`: a model's family, configuration, dtypes and blocks.
 pub(crate) fn cmd_inspect(model: &str, json: bool, folders: &ModelFolders) -> Result<()> {
-    let m = Model::open(&resolve_model_in(model, folders)?)?;
+    let m = Model::open(&folders.resolve(model)?)?;
     if json {
         print::json(&print::inspect_json(&m));
     } else {
@@ -98,7 +97,7 @@ pub(crate) fn cmd_export(
     folders: &ModelFolders,
 ) -> Result<()> {
     setup(common)?;
-    let m = Model::open(&resolve_model_in(model, folders)?)?;
+    let m = Model::open(&folders.resolve(model)?)?;
     let t = Instant::now();
     let e = export::export(&m, out, common.graphs_dir.as_deref(), granularity)?;
     let n = e.manifest.blocks.len();
@@ -121,51 +120,11 @@ pub(crate) fn cmd_export(
 /// `encode`: images or pixels into embeddings (one file, or shards).
 pub(crate) fn cmd_encode(a: EncodeArgs, folders: ModelFolders, quiet: bool) -> Result<()> {
     setup(&a.common)?;
-    let format = a.format.unwrap_or(
-        if a.out
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("npy"))
-        {
-            OutFormat::Npy
-        } else {
-            OutFormat::Safetensors
-        },
-    );
-    let job = EncodeJob {
-        images: a.images,
-        pixels: a.pixels,
-        crop: a.crop,
-        batch_size: a.batch_size,
-        outputs: a.outputs,
-        out: a.out,
-        format,
-        shard_size: a.shard_size,
-        resume: a.resume,
-        strict: a.strict,
-        decode_threads: a.decode_threads,
-        throttle: Duration::from_millis(a.throttle_ms),
-        model_label: a.model.clone(),
-        progress: !quiet,
-    };
-    if !job.is_sharded() && a.resume {
-        return Err(Error::invalid(
-            "--resume applies to sharded encoding (--shard-size N, or --out FOLDER)",
-        ));
-    }
-    let cv = ClipVision::load(&LoadOptions {
-        clip_vision: a.model,
-        loader: a.loader.options()?,
-        simulate_devices: a.loader.simulate_devices.clone(),
-        graphs_dir: a.common.graphs_dir.clone(),
-        granularity: Granularity::Blocks,
-        force_streamed: a.stream_blocks,
-        model_folders: folders,
-        dtype: a.dtype,
-        micro_batch: a.gpu.micro_batch,
-        openvino_ep: a.loader.openvino_ep.clone(),
-    })?;
+    let json = a.json;
+    let (load, job) = a.into_job(folders, quiet)?;
+    let cv = ClipVision::load(&load)?;
     let summary = batch::run_encode(&cv, &job)?;
-    if a.json {
+    if json {
         print::json(&summary);
     } else if !quiet {
         eprintln!("{summary}");
@@ -192,14 +151,14 @@ pub(crate) fn cmd_preprocess(
             out.display()
         )));
     }
-    let m = Model::open(&resolve_model_in(model, folders)?)?;
+    let m = Model::open(&folders.resolve(model)?)?;
     // Never over the model, an input, or a file this program did not write.
     let protected = out_guard::protected(m.path(), None, images);
     out_guard::check_targets(&[out.to_path_buf()], &protected, None)?;
     let spec = m.config.preprocess_spec(crop);
     let (px, sources, skipped) = if strict {
         let (px, src) = batch::preprocess_inputs(images, &spec)
-            .map_err(|e| e.context("--strict: stopping at an unreadable image"))?;
+            .map_err(|e| e.context("`strict`: stopping at an unreadable image"))?;
         (px, src, Vec::new())
     } else {
         batch::preprocess_inputs_skipping(images, &spec)?
@@ -208,8 +167,8 @@ pub(crate) fn cmd_preprocess(
     batch::write_pixels(out, &px, &sources, model, &spec)?;
     if !quiet {
         eprintln!(
-            "preprocessed {} images into {} (pixel_values {:?}){}",
-            sources.len(),
+            "preprocessed {} into {} (pixel_values {:?}){}",
+            summary::images(sources.len()),
             out.display(),
             px.shape(),
             if skipped.is_empty() {
@@ -266,13 +225,8 @@ pub(crate) fn cmd_models(json: bool, folders: &ModelFolders, quiet: bool) -> Res
 pub(crate) fn cmd_bench(b: BenchArgs) -> Result<()> {
     setup(&b.common)?;
     let opts = LoadOptions {
-        clip_vision: b.model.clone(),
-        loader: b.loader.options()?,
-        simulate_devices: b.loader.simulate_devices.clone(),
-        graphs_dir: b.common.graphs_dir.clone(),
         dtype: b.dtype,
-        openvino_ep: b.loader.openvino_ep.clone(),
-        ..Default::default()
+        ..b.loader.load_options(&b.model, &b.common)
     };
     let r = distorch_vision::bench::run_micro(
         &opts,
@@ -285,6 +239,88 @@ pub(crate) fn cmd_bench(b: BenchArgs) -> Result<()> {
         print::json(&r);
     } else {
         print::bench_report(&r);
+    }
+    Ok(())
+}
+
+/// `clean`: the exports in the graphs folder; those of `model`, of missing models, or all
+/// removed.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn cmd_clean(
+    model: Option<&str>,
+    missing: bool,
+    all: bool,
+    graphs_dir: Option<&Path>,
+    json: bool,
+    folders: &ModelFolders,
+    quiet: bool,
+) -> Result<()> {
+    use distorch_vision::export::clean::{list_exports, matches_model, remove_export};
+    let root = graphs_dir.map_or_else(export::default_graphs_root, Path::to_path_buf);
+    let exports = list_exports(&root)?;
+    let model_file = model.and_then(|m| folders.resolve(m).ok());
+    let chosen = |e: &&distorch_vision::export::clean::ExportEntry| {
+        all || (missing && !e.model_exists)
+            || model.is_some_and(|m| matches_model(e, m, model_file.as_deref()))
+    };
+    let selected: Vec<_> = exports.iter().filter(chosen).cloned().collect();
+    // A deleted model named by its file name alone may match exports of several models.
+    if let (Some(m), false) = (model, all) {
+        let mut sources: Vec<&str> = selected
+            .iter()
+            .filter(|e| !e.model_exists)
+            .filter_map(|e| e.model.as_deref())
+            .collect();
+        sources.sort_unstable();
+        sources.dedup();
+        if model_file.is_none() && sources.len() > 1 {
+            return Err(Error::invalid(format!(
+                "model {m:?} names exports of {} deleted models ({}); give the model's full path, or --missing for all of them",
+                sources.len(),
+                sources.join(", ")
+            )));
+        }
+    }
+    if let (Some(m), true) = (model, selected.is_empty()) {
+        if !all {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!(
+                    "no export of {m:?} in {} ({} export{} there{})",
+                    root.display(),
+                    exports.len(),
+                    if exports.len() == 1 { "" } else { "s" },
+                    if exports.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            ": {}",
+                            exports
+                                .iter()
+                                .map(|e| e.model.as_deref().unwrap_or("unfinished"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    }
+                ),
+            ));
+        }
+    }
+    let mut freed = 0u64;
+    let mut removed = Vec::new();
+    for e in &selected {
+        freed += remove_export(e)?;
+        removed.push(e.dir.clone());
+    }
+    if json {
+        print::json(&serde_json::json!({
+            "graphs_dir": root,
+            "exports": exports,
+            "removed": removed,
+            "freed_bytes": freed,
+        }));
+    } else if !quiet {
+        print::exports_report(&root, &exports, &removed, freed);
     }
     Ok(())
 }

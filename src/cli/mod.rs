@@ -2,5 +2,6 @@
 
 pub mod args;
 pub mod cmd;
+pub mod flags;
 pub mod logging;
 pub mod print;

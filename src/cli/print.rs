@@ -23,6 +23,19 @@ pub(crate) fn bench_report(r: &BenchReport) {
     if let Some(ratio) = r.split_ratio {
         println!("split      blocks/whole throughput = {ratio:.3}");
     }
+    if let Some(g) = &r.grids {
+        let grids: Vec<String> = g.iter().map(|g| g.to_string()).collect();
+        println!(
+            "grids      {} (naflex, padded to the largest)",
+            grids.join(" ")
+        );
+    }
+    if let Some(p) = &r.per_image {
+        row("per image", p);
+    }
+    if let Some(ratio) = r.padded_over_per_image {
+        println!("naflex     padded batch / one image at a time throughput = {ratio:.3}");
+    }
     println!(
         "peak RSS   {} after the blocks, {} in all (model weights in the file: {})",
         human(r.blocks_peak_rss_bytes),
@@ -98,11 +111,17 @@ pub(crate) fn inspect_text(m: &Model) {
         "family    {family} (from {}, {:?} keys)",
         c.source, m.keys.layout
     );
+    // naflex towers take any aspect ratio: a grid of at most `num_patches` patches per image.
+    let image = match c.patching() {
+        Some(p) => format!("any (a grid per image, patches<={})", p.num_patches),
+        None => c.image_size.to_string(),
+    };
     println!(
-        "config    D={} layers={} heads={} mlp={} act={:?} patch={} image={} tokens={} proj={} eps={:e}{}",
+        "config    D={} layers={} heads={} mlp={} act={:?} patch={} image={image} tokens={} proj={} eps={:e}{}{}",
         c.hidden_size, c.num_layers, c.num_heads, c.intermediate_size, c.activation, c.patch_size,
-        c.image_size, c.tokens, c.projection_dim.map_or("-".into(), |p| p.to_string()), c.layer_norm_eps,
-        if c.llava { " +LLaVA projector" } else { "" }
+        c.tokens, c.projection_dim.map_or("-".into(), |p| p.to_string()), c.layer_norm_eps,
+        if c.llava { " +LLaVA projector" } else { "" },
+        if c.attention_pool { " +attention-pooling head" } else { "" }
     );
     let dtypes: Vec<String> = m
         .dtype_summary()
@@ -167,5 +186,59 @@ pub(crate) fn human(b: u64) -> String {
         format!("{:.1} KiB", b / 1024.0)
     } else {
         format!("{b} B")
+    }
+}
+
+/// `clean`: every export with what it holds, then what was removed.
+pub(crate) fn exports_report(
+    root: &std::path::Path,
+    exports: &[distorch_vision::export::clean::ExportEntry],
+    removed: &[std::path::PathBuf],
+    freed: u64,
+) {
+    if exports.is_empty() {
+        println!("no exported graphs in {}", root.display());
+        return;
+    }
+    println!("exported graphs in {}:", root.display());
+    for e in exports {
+        let name = e
+            .dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let model = match (&e.model, e.model_exists) {
+            (Some(m), true) => format!("model {m}"),
+            (Some(m), false) => format!("model deleted: {m}"),
+            (None, _) => "unfinished export".to_string(),
+        };
+        let weights = if e.weights_shared {
+            "weights shared with the model file".to_string()
+        } else {
+            format!("weights {} held only here", human(e.weights_bytes))
+        };
+        let gone = if removed.contains(&e.dir) {
+            "  [removed]"
+        } else {
+            ""
+        };
+        println!(
+            "  {name}  {} {}  {model}; graphs {}, {weights}{gone}",
+            e.dtype.as_deref().unwrap_or("-"),
+            e.family.as_deref().unwrap_or("-"),
+            human(e.graph_bytes),
+        );
+    }
+    if removed.is_empty() {
+        println!(
+            "nothing removed: pass --model M, --missing (exports of deleted models) or --all to remove exports"
+        );
+    } else {
+        println!(
+            "removed {} export{}, {} freed",
+            removed.len(),
+            if removed.len() == 1 { "" } else { "s" },
+            human(freed)
+        );
     }
 }

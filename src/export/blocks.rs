@@ -1,8 +1,13 @@
 //! The forward pass of contract §3 as ONNX: one emitter per block kind, used both for per-block
 //! graphs and for the single whole-model graph.
+//!
+//! Each emitter names the Hugging Face code it follows: `transformers/models/<family>/
+//! modeling_<family>.py` of transformers 5.23 (the version the tests compare against, pinned in
+//! python/requirements-test.txt), e.g. `clip/modeling_clip.py` `CLIPEncoderLayer.forward`.
 
 use super::graph::{attr_int, attr_ints, Dim, GraphBuilder};
-use super::onnx::ModelProto;
+use super::naflex::{self, KEY_MASK, SPATIAL_SHAPES};
+use super::onnx::{data_type, ModelProto};
 use super::quant::QuantSink;
 use super::ComputeDtype;
 use crate::model::{names, Activation, BlockKind, Kind, Mlp, Model, Output};
@@ -16,25 +21,47 @@ pub struct BlockIo {
 }
 
 pub const PIXELS: &str = "pixel_values";
+/// The embed block's output.
+const EMBEDDINGS: &str = "embeddings";
+/// A layer's input (and the head's, but LLaVA's).
+const HIDDEN: &str = "hidden_states";
+/// A layer's output.
+const HIDDEN_OUT: &str = "hidden_states_out";
 
 /// Inputs and outputs of block `kind`.
 pub fn block_io(model: &Model, kind: BlockKind) -> BlockIo {
+    use Output::{ImageEmbeds, LastHiddenState, MmProjected, PenultimateHiddenStates};
     let v = |s: &[&str]| s.iter().map(|s| s.to_string()).collect();
+    let o = |s: &[Output]| s.iter().map(|o| o.name().to_string()).collect();
+    if model.config.kind.is_naflex() {
+        // The patches with their grids, then a key mask for every block after the embedding.
+        let (inputs, outputs) = match kind {
+            BlockKind::Embed => (v(&[naflex::PATCHES, SPATIAL_SHAPES]), v(&[EMBEDDINGS])),
+            BlockKind::Layer { .. } => (v(&[HIDDEN, KEY_MASK]), v(&[HIDDEN_OUT])),
+            BlockKind::Head if model.config.attention_pool => {
+                (v(&[HIDDEN, KEY_MASK]), o(&[LastHiddenState, ImageEmbeds]))
+            }
+            BlockKind::Head => (v(&[HIDDEN, KEY_MASK]), o(&[LastHiddenState])),
+        };
+        return BlockIo {
+            kind,
+            inputs,
+            outputs,
+        };
+    }
     let (inputs, outputs) = match kind {
-        BlockKind::Embed => (v(&[PIXELS]), v(&["embeddings"])),
+        BlockKind::Embed => (v(&[PIXELS]), v(&[EMBEDDINGS])),
         BlockKind::Head => match model.config.kind {
-            Kind::Siglip => (v(&["hidden_states"]), v(&["last_hidden_state"])),
-            Kind::Dinov2 | Kind::Dinov3 => (
-                v(&["hidden_states"]),
-                v(&["last_hidden_state", "image_embeds"]),
-            ),
+            Kind::Siglip => (v(&[HIDDEN]), o(&[LastHiddenState])),
+            Kind::Siglip2 => unreachable!("naflex blocks are listed above"),
+            Kind::Dinov2 | Kind::Dinov3 => (v(&[HIDDEN]), o(&[LastHiddenState, ImageEmbeds])),
             Kind::Clip if model.config.llava => (
-                v(&["last_hidden_state", "penultimate_hidden_states"]),
-                v(&["image_embeds", "mm_projected"]),
+                o(&[LastHiddenState, PenultimateHiddenStates]),
+                o(&[ImageEmbeds, MmProjected]),
             ),
-            Kind::Clip => (v(&["last_hidden_state"]), v(&["image_embeds"])),
+            Kind::Clip => (o(&[LastHiddenState]), o(&[ImageEmbeds])),
         },
-        BlockKind::Layer { .. } => (v(&["hidden_states"]), v(&["hidden_states_out"])),
+        BlockKind::Layer { .. } => (v(&[HIDDEN]), v(&[HIDDEN_OUT])),
     };
     BlockIo {
         kind,
@@ -58,18 +85,52 @@ pub fn head_output(model: &Model, output: Output) -> Option<usize> {
 
 fn hidden_dims(model: &Model) -> [Dim; 3] {
     let c = &model.config;
-    [Dim::Batch, Dim::Fixed(c.tokens), Dim::Fixed(c.hidden_size)]
+    let tokens = if c.kind.is_naflex() {
+        Dim::Tokens
+    } else {
+        Dim::Fixed(c.tokens)
+    };
+    [Dim::Batch, tokens, Dim::Fixed(c.hidden_size)]
 }
 
+/// The naflex key mask input `[B, T]` (int32).
+fn key_mask_input(g: &mut GraphBuilder) -> String {
+    g.input_typed(KEY_MASK, data_type::INT32, &[Dim::Batch, Dim::Tokens])
+}
+
+/// The embed block's inputs: square pixels, or naflex patches with their grids.
+fn embed_inputs(g: &mut GraphBuilder, model: &Model) -> String {
+    let c = &model.config;
+    if let Some(p) = c.patching() {
+        let x = g.input(
+            naflex::PATCHES,
+            &[Dim::Batch, Dim::Tokens, Dim::Fixed(p.patch_len())],
+        );
+        let grids = g.input_typed(
+            SPATIAL_SHAPES,
+            data_type::INT64,
+            &[Dim::Batch, Dim::Fixed(2)],
+        );
+        return naflex::embed(g, &x, &grids);
+    }
+    let s = c.image_size;
+    let x = g.input(
+        PIXELS,
+        &[Dim::Batch, Dim::Fixed(3), Dim::Fixed(s), Dim::Fixed(s)],
+    );
+    embed(g, &x)
+}
+
+/// The shape of a graph output: one of the model's outputs, or a hidden state.
 fn output_dims(model: &Model, output: &str) -> Vec<Dim> {
     let c = &model.config;
-    match output {
-        "image_embeds" => {
+    match Output::from_name(output) {
+        Some(Output::ImageEmbeds) => {
             // CLIP projects the class token; DINOv2 returns it as it is.
             let width = c.projection_dim.unwrap_or(c.hidden_size);
             vec![Dim::Batch, Dim::Fixed(width)]
         }
-        "mm_projected" => {
+        Some(Output::MmProjected) => {
             let (_, o2) = model.projector.unwrap_or((0, 0));
             vec![Dim::Batch, Dim::Fixed(c.tokens - 1), Dim::Fixed(o2)]
         }
@@ -123,14 +184,13 @@ fn build_block(
     let model = g.model();
     let io = block_io(model, kind);
     let c = &model.config;
+    let naflex = c.kind.is_naflex();
     let outs: Vec<String> = match kind {
-        BlockKind::Embed => {
-            let s = c.image_size;
-            let x = g.input(
-                PIXELS,
-                &[Dim::Batch, Dim::Fixed(3), Dim::Fixed(s), Dim::Fixed(s)],
-            );
-            vec![embed(&mut g, &x)]
+        BlockKind::Embed => vec![embed_inputs(&mut g, model)],
+        BlockKind::Head if naflex => {
+            let x = g.input(&io.inputs[0], &hidden_dims(model));
+            let mask = key_mask_input(&mut g);
+            naflex::head(&mut g, &x, &mask)
         }
         BlockKind::Head => {
             let x = g.input(&io.inputs[0], &hidden_dims(model));
@@ -143,7 +203,8 @@ fn build_block(
         }
         BlockKind::Layer { index, .. } => {
             let x = g.input(&io.inputs[0], &hidden_dims(model));
-            vec![layer(&mut g, index, &x)]
+            let mask = naflex.then(|| key_mask_input(&mut g));
+            vec![layer(&mut g, index, &x, mask.as_deref())]
         }
     };
     for (value, out) in outs.iter().zip(&io.outputs) {
@@ -156,28 +217,31 @@ fn build_block(
 }
 
 /// Every output of the model from one graph (`export --granularity whole`), computing in
-/// `dtype` (fp32 or fp16).
+/// `dtype` (fp32 or fp16); with its output and input names.
 pub fn whole_graph(
     model: &Model,
     weights_file: &str,
     dtype: ComputeDtype,
-) -> (ModelProto, Vec<String>) {
+) -> (ModelProto, Vec<String>, Vec<String>) {
     let c = &model.config;
     let mut g = builder(model, weights_file, false, dtype);
-    let s = c.image_size;
-    let x = g.input(
-        PIXELS,
-        &[Dim::Batch, Dim::Fixed(3), Dim::Fixed(s), Dim::Fixed(s)],
-    );
-    let mut h = embed(&mut g, &x);
+    let mut h = embed_inputs(&mut g, model);
+    // naflex: the key mask from the grids, here in the graph (the runner feeds it to blocks).
+    let mask = c
+        .kind
+        .is_naflex()
+        .then(|| naflex::key_mask(&mut g, naflex::PATCHES, SPATIAL_SHAPES));
     let mut penult = String::new();
     for l in 0..c.num_layers {
-        h = layer(&mut g, l, &h);
+        h = layer(&mut g, l, &h, mask.as_deref());
         if l + 2 == c.num_layers {
             penult = h.clone();
         }
     }
-    let head_out = head(&mut g, &h, Some(&penult));
+    let head_out = match &mask {
+        Some(m) => naflex::head(&mut g, &h, m),
+        None => head(&mut g, &h, Some(&penult)),
+    };
     let mut outputs = Vec::new();
     for o in model.default_outputs() {
         let value = match (head_output(model, o), o) {
@@ -191,12 +255,20 @@ pub fn whole_graph(
         g.output(value, o.name(), &dims);
         outputs.push(o.name().to_string());
     }
-    (g.finish("whole"), outputs)
+    let inputs = block_io(model, BlockKind::Embed).inputs;
+    (g.finish("whole"), outputs, inputs)
 }
 
 /// Patch conv → tokens, class token (CLIP, DINOv2), position table, pre-LN (CLIP). The
 /// stride-P convolution without padding yields ⌊S/P⌋ patches a side: a remainder of S is
 /// dropped, as in PyTorch.
+///
+/// Follows `CLIPVisionEmbeddings.forward` and the `pre_layrnorm` of `CLIPVisionModel.forward`
+/// (clip/modeling_clip.py), `SiglipVisionEmbeddings.forward` (siglip/modeling_siglip.py: no
+/// class token), `Dinov2Embeddings.forward` (dinov2/modeling_dinov2.py, at the configured image
+/// size, where its `interpolate_pos_encoding` hands back the table as it is) and
+/// `DINOv3ViTEmbeddings.forward` (dinov3_vit/modeling_dinov3_vit.py: class and register tokens,
+/// no position table).
 fn embed(g: &mut GraphBuilder, pixels: &str) -> String {
     let c = g.model().config.clone();
     let names = names::embed(c.kind);
@@ -260,23 +332,38 @@ fn embed(g: &mut GraphBuilder, pixels: &str) -> String {
 /// DINOv2 and DINOv3 scale each branch per channel (`lambda1`) before adding it; DINOv2
 /// giant has a SwiGLU MLP, DINOv3 ViT-H+ a gated one, and DINOv3 rotates q and k of the
 /// patch tokens (RoPE), which the fused attention cannot do.
-fn layer(g: &mut GraphBuilder, l: usize, x: &str) -> String {
+///
+/// Follows `CLIPEncoderLayer.forward` with `CLIPAttention.forward` and `CLIPMLP.forward`
+/// (clip/modeling_clip.py; SigLIP's `SiglipEncoderLayer.forward` is the same),
+/// `Dinov2Layer.forward` with `Dinov2LayerScale` and `Dinov2MLP` / `Dinov2SwiGLUFFN`
+/// (dinov2/modeling_dinov2.py) and `DINOv3ViTLayer.forward` with `DINOv3ViTAttention.forward`,
+/// `DINOv3ViTLayerScale` and `DINOv3ViTMLP` / `DINOv3ViTGatedMLP`
+/// (dinov3_vit/modeling_dinov3_vit.py). naflex layers (`Siglip2EncoderLayer.forward`,
+/// siglip2/modeling_siglip2.py) take a key mask `[B, T]`: padded tokens are never attended to,
+/// and the token count comes from the input's shape.
+fn layer(g: &mut GraphBuilder, l: usize, x: &str, mask: Option<&str>) -> String {
     let c = g.model().config.clone();
     let n = names::layer(c.kind, c.mlp, l);
     let (d, t) = (c.hidden_size as i64, c.tokens as i64);
     let rows = g.const_i64(&[2], &[-1, d]);
-    let tokens = g.const_i64(&[3], &[-1, t, d]);
+    let tokens = match mask {
+        Some(_) => naflex::tokens_shape(g, x, &[d]),
+        None => g.const_i64(&[3], &[-1, t, d]),
+    };
 
     let n1 = g.layer_norm(x, &n.norm1);
     let ctx = if g.quantizing() {
-        attention_unfused(g, &n, &n1, &c)
+        attention_unfused(g, &n, &n1, &c, mask)
     } else if c.kind == Kind::Dinov3 {
         attention_rotary(g, &n, &n1, &c)
     } else {
-        // ONNX Runtime's fused attention: one packed q/k/v projection, softmax(q·kᵀ/√d)·v.
+        // ONNX Runtime's fused attention: one packed q/k/v projection, softmax(q·kᵀ/√d)·v;
+        // a naflex key mask is its `mask_index` (1 attend, 0 masked).
         let (w, b) = g.packed_qkv([&n.query, &n.key, &n.value]);
         let heads = attr_int("num_heads", c.num_heads as i64);
-        let ctx = g.op_ms("Attention", &[&n1, &w, &b], vec![heads]);
+        let mut inputs = vec![n1.as_str(), &w, &b];
+        inputs.extend(mask);
+        let ctx = g.op_ms("Attention", &inputs, vec![heads]);
         g.op("Reshape", &[&ctx, &rows], vec![])
     };
     let mut attn = g.gemm(&ctx, &n.out, true);
@@ -318,18 +405,24 @@ fn layer(g: &mut GraphBuilder, l: usize, x: &str) -> String {
 }
 
 /// Attention as plain ONNX ops on separate q/k/v projections (int8 mode, where each
-/// projection is a quantised matmul). Returns the context as `[B·T, D]` rows.
+/// projection is a quantised matmul), masking padded keys when given a naflex key mask.
+/// Returns the context as `[B·T, D]` rows. Follows `eager_attention_forward`
+/// (clip/modeling_clip.py): softmax(q·kᵀ·scale)·v per head.
 fn attention_unfused(
     g: &mut GraphBuilder,
     names: &names::LayerNames,
-    n1: &str,
+    n1_tokens: &str,
     c: &crate::model::VisionConfig,
+    mask: Option<&str>,
 ) -> String {
     let (h, dh) = (c.num_heads as i64, c.head_dim() as i64);
     let (d, t) = (c.hidden_size as i64, c.tokens as i64);
     let rows = g.const_i64(&[2], &[-1, d]);
-    let n1 = g.op("Reshape", &[n1, &rows], vec![]);
-    let split = g.const_i64(&[4], &[-1, t, h, dh]);
+    let n1 = g.op("Reshape", &[n1_tokens, &rows], vec![]);
+    let split = match mask {
+        Some(_) => naflex::tokens_shape(g, n1_tokens, &[h, dh]),
+        None => g.const_i64(&[4], &[-1, t, h, dh]),
+    };
     let tables = (c.kind == Kind::Dinov3).then(|| rope_tables(g, c));
     let heads = |g: &mut GraphBuilder, proj: &str, bias: bool, rotate: bool| {
         let y = g.gemm(&n1, proj, bias);
@@ -345,7 +438,11 @@ fn attention_unfused(
     let k = g.op("Transpose", &[&k], vec![attr_ints("perm", &[0, 1, 3, 2])]); // [B,H,dh,T]
     let scale = g.scalar(1.0 / (dh as f32).sqrt());
     let qs = g.op("Mul", &[&q, &scale], vec![]);
-    let scores = g.op("MatMul", &[&qs, &k], vec![]);
+    let mut scores = g.op("MatMul", &[&qs, &k], vec![]);
+    if let Some(m) = mask {
+        let bias = naflex::mask_bias(g, m);
+        scores = g.op("Add", &[&scores, &bias], vec![]);
+    }
     let probs = g.op("Softmax", &[&scores], vec![attr_int("axis", -1)]);
     let ctx = g.op("MatMul", &[&probs, &v], vec![]);
     let ctx = g.op("Transpose", &[&ctx], vec![attr_ints("perm", &[0, 2, 1, 3])]);
@@ -354,7 +451,8 @@ fn attention_unfused(
 
 /// DINOv3's attention: q and k rotated (RoPE) by plain ops, then ONNX Runtime's fused
 /// `MultiHeadAttention` (its memory-efficient kernels where it has them; ViT-H+ at 1024 px has
-/// 4101 tokens). Returns the context as `[B·T, D]` rows.
+/// 4101 tokens). Returns the context as `[B·T, D]` rows. Follows `DINOv3ViTAttention.forward`
+/// (dinov3_vit/modeling_dinov3_vit.py).
 fn attention_rotary(
     g: &mut GraphBuilder,
     names: &names::LayerNames,
@@ -386,7 +484,9 @@ fn attention_rotary(
     g.op("Reshape", &[&ctx, &rows], vec![])
 }
 
-/// DINOv3's RoPE tables `[patches, 1, dh]` (cos, sin; the 1 broadcasts over heads), as transformers computes them: patch
+/// DINOv3's RoPE tables `[patches, 1, dh]` (cos, sin; the 1 broadcasts over heads), as
+/// `DINOv3ViTRopePositionEmbedding.forward` with `get_patches_center_coordinates`
+/// (dinov3_vit/modeling_dinov3_vit.py) computes them: patch
 /// centres normalised to [-1, 1] (row, column), `2π · coord · θ^(-4i/dh)` for each axis, the
 /// two axes' angles side by side and the whole tiled twice.
 fn rope_tables(g: &mut GraphBuilder, c: &crate::model::VisionConfig) -> (String, String) {
@@ -414,7 +514,8 @@ fn rope_tables(g: &mut GraphBuilder, c: &crate::model::VisionConfig) -> (String,
 }
 
 /// `x · cos + rotate_half(x) · sin` on the patch tokens of `x` `[B, T, H, dh]`; the class and
-/// register tokens before them are left as they are.
+/// register tokens before them are left as they are. Follows `apply_rotary_pos_emb` and
+/// `rotate_half` (dinov3_vit/modeling_dinov3_vit.py).
 fn rope(
     g: &mut GraphBuilder,
     x: &str,
@@ -444,7 +545,10 @@ fn rope(
     g.op("Concat", &[&head, &p], vec![attr_int("axis", 1)])
 }
 
-fn activation(g: &mut GraphBuilder, x: &str, act: Activation) -> String {
+/// The MLP activation, as transformers' `ACT2FN` (activations.py) defines it: `silu`
+/// (`SiLUActivation`), `quick_gelu` (`QuickGELUActivation`), `gelu` (`GELUActivation`, erf),
+/// `gelu_pytorch_tanh` (`GELUTanh`).
+pub(super) fn activation(g: &mut GraphBuilder, x: &str, act: Activation) -> String {
     match act {
         Activation::Silu => {
             let s = g.op("Sigmoid", &[x], vec![]);
@@ -486,12 +590,21 @@ fn activation(g: &mut GraphBuilder, x: &str, act: Activation) -> String {
 }
 
 /// The head block's outputs, in the order `block_io` lists them.
+///
+/// Follows the end of `CLIPVisionModel.forward` (`post_layernorm` of the class token) and
+/// `CLIPVisionModelWithProjection.forward` (`visual_projection`) in clip/modeling_clip.py, the
+/// `post_layernorm` of `SiglipVisionModel.forward` (siglip/modeling_siglip.py; its attention
+/// pooling head is not an output of contract §3), `Dinov2Model.forward`
+/// (dinov2/modeling_dinov2.py) and `DINOv3ViTModel.forward` (dinov3_vit/modeling_dinov3_vit.py):
+/// the final norm, the class token pooled. LLaVA's projector is
+/// `LlavaMultiModalProjector.forward` on the penultimate layer without its class token, as
+/// `LlavaModel.get_image_features` selects it (llava/modeling_llava.py).
 fn head(g: &mut GraphBuilder, x: &str, penult: Option<&str>) -> Vec<String> {
     let c = g.model().config.clone();
     let norm = names::head_norm(c.kind);
     match c.kind {
-        // SigLIP: post-LN of every token.
-        Kind::Siglip => vec![g.layer_norm(x, norm)],
+        // SigLIP: post-LN of every token (naflex heads are `naflex::head`).
+        Kind::Siglip | Kind::Siglip2 => vec![g.layer_norm(x, norm)],
         // DINOv2, DINOv3: the final norm of every token, and its class token as the pooled output.
         Kind::Dinov2 | Kind::Dinov3 => {
             let all = g.layer_norm(x, norm);

@@ -14,6 +14,8 @@ pub const IR_VERSION: i64 = 8;
 pub enum Dim {
     Fixed(usize),
     Batch,
+    /// The token count of a naflex batch: its largest patch grid (padded rows after it).
+    Tokens,
 }
 
 pub struct GraphBuilder<'m> {
@@ -80,6 +82,7 @@ fn value_info(name: &str, elem_type: i32, dims: &[Dim]) -> ValueInfoProto {
             value: Some(match d {
                 Dim::Fixed(n) => DimValue::DimValue(*n as i64),
                 Dim::Batch => DimValue::DimParam("batch".into()),
+                Dim::Tokens => DimValue::DimParam("tokens".into()),
             }),
         })
         .collect();
@@ -146,6 +149,18 @@ impl<'m> GraphBuilder<'m> {
     pub fn input(&mut self, name: &str, dims: &[Dim]) -> String {
         self.inputs.push(value_info(name, data_type::FLOAT, dims));
         self.cast_to(name, self.compute)
+    }
+
+    /// Declares a graph input of element type `elem_type` (an integer input such as a mask or
+    /// the patch grids) and returns it as it is.
+    pub fn input_typed(&mut self, name: &str, elem_type: i32, dims: &[Dim]) -> String {
+        self.inputs.push(value_info(name, elem_type, dims));
+        name.to_string()
+    }
+
+    /// An f32 value as the compute type (a Cast in fp16 mode).
+    pub fn to_compute(&mut self, f32_value: &str) -> String {
+        self.cast_to(f32_value, self.compute)
     }
 
     /// Declares `value` as an f32 graph output named `name` (through an Identity when
@@ -278,6 +293,19 @@ impl<'m> GraphBuilder<'m> {
             data_type: self.compute,
             name: name.clone(),
             raw_data,
+            ..Default::default()
+        });
+        name
+    }
+
+    /// An f32 constant whatever the compute type (index arithmetic that f16 cannot hold).
+    pub fn const_f32(&mut self, dims: &[i64], values: &[f32]) -> String {
+        let name = self.fresh("const");
+        self.initializers.push(TensorProto {
+            dims: dims.to_vec(),
+            data_type: data_type::FLOAT,
+            name: name.clone(),
+            raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
             ..Default::default()
         });
         name

@@ -1,10 +1,13 @@
 //! Export: one ONNX graph per block (and optionally one whole-model graph) whose weights are
 //! external data pointing into the original safetensors file through a hard link, so nothing
-//! is duplicated on disk. A `manifest.json` lists the blocks in order; it is written last and
+//! is duplicated on disk (and deleting the model frees nothing while an export of it exists:
+//! `clean` lists and removes exports). A `manifest.json` lists the blocks in order; it is written last and
 //! marks a finished export, which later runs on the same file reuse.
 
 pub mod blocks;
+pub mod clean;
 pub mod graph;
+pub mod naflex;
 pub mod onnx;
 pub mod quant;
 
@@ -51,7 +54,7 @@ impl std::str::FromStr for Granularity {
             "blocks" | "block" => Ok(Granularity::Blocks),
             "whole" => Ok(Granularity::Whole),
             _ => Err(Error::invalid(format!(
-                "--granularity {s:?} is not valid (valid: blocks, whole)"
+                "`granularity` {s:?} is not valid (valid: blocks, whole)"
             ))),
         }
     }
@@ -270,11 +273,11 @@ pub fn export_with(
     }
     let blocks = manifest_blocks(model);
     let whole = if granularity == Granularity::Whole && dtype != ComputeDtype::Int8 {
-        let (proto, outputs) = blocks::whole_graph(model, WEIGHTS_FILE, dtype);
+        let (proto, outputs, inputs) = blocks::whole_graph(model, WEIGHTS_FILE, dtype);
         write_atomic(&dir.join(WHOLE_FILE), &proto.encode_to_vec())?;
         Some(ManifestWhole {
             file: WHOLE_FILE.into(),
-            inputs: vec![blocks::PIXELS.into()],
+            inputs,
             outputs,
         })
     } else {
@@ -284,7 +287,10 @@ pub fn export_with(
         format: EXPORT_FORMAT,
         dtype,
         model_id: content_id,
-        source: model.path().display().to_string(),
+        // Absolute, so `clean` can tell later whether the model file still exists.
+        source: crate::paths::path_text(
+            &std::fs::canonicalize(model.path()).unwrap_or_else(|_| model.path().to_path_buf()),
+        ),
         source_bytes: model.file.file_len(),
         weights: WEIGHTS_FILE.into(),
         family: model.config.family.clone(),

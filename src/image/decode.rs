@@ -17,32 +17,13 @@ use std::path::Path;
 
 use ::image::error::LimitErrorKind;
 use ::image::metadata::Orientation;
-use ::image::{DynamicImage, ImageDecoder, ImageError, ImageReader, Limits};
+use ::image::{DynamicImage, ImageDecoder, ImageError, ImageReader};
 
+use super::limits::{check_dimensions, limit_text, limits, one_line, MAX_DECODE_ALLOC};
 use super::RgbImage;
 use crate::{Error, ErrorKind, Result};
 
-/// The largest width or height a file may declare.
-pub const MAX_DIMENSION: u32 = 16384;
-/// The most memory a decoder may allocate for one image (1 GiB).
-pub const MAX_DECODE_ALLOC: u64 = 1 << 30;
-
 const SUPPORTED: &str = "PNG, JPEG, WebP, BMP, GIF, TIFF (grey, RGB, RGBA, CMYK, 8-bit palette)";
-
-fn limits() -> Limits {
-    let mut l = Limits::default();
-    l.max_image_width = Some(MAX_DIMENSION);
-    l.max_image_height = Some(MAX_DIMENSION);
-    l.max_alloc = Some(MAX_DECODE_ALLOC);
-    l
-}
-
-fn limit_text() -> String {
-    format!(
-        "the limits are {MAX_DIMENSION}x{MAX_DIMENSION} pixels and {} MiB of decoder memory",
-        MAX_DECODE_ALLOC >> 20
-    )
-}
 
 /// Reads and decodes one image file. Errors name the file.
 pub fn decode_file(path: &Path) -> Result<RgbImage> {
@@ -108,32 +89,6 @@ fn decode_inner(bytes: &[u8], name: &str) -> Result<RgbImage> {
         DynamicImage::from_decoder(decoder).map_err(|e| image_error(e, name, &fmt_name, bytes))?;
     img.apply_orientation(orientation);
     to_rgb_f32(&img, name)
-}
-
-pub(super) fn check_dimensions(name: &str, w: u32, h: u32) -> Result<()> {
-    if w == 0 || h == 0 {
-        return Err(Error::invalid(format!(
-            "{name}: image is {w}x{h}; both sides must be at least 1 pixel"
-        )));
-    }
-    if w > MAX_DIMENSION || h > MAX_DIMENSION {
-        return Err(Error::invalid(format!(
-            "{name}: refused to decode a {w}x{h} image; {}",
-            limit_text()
-        )));
-    }
-    Ok(())
-}
-
-/// A decoder's message on one line: some put newlines in theirs (zune-jpeg's "Found a
-/// marker with invalid length:N\n"), which would split one error over several lines.
-pub(super) fn one_line(msg: &str) -> String {
-    // image quotes some decoder messages with Debug, so the newline arrives escaped.
-    msg.replace("\\n\"", "\"")
-        .replace("\\n", " ")
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 fn image_error(e: ImageError, name: &str, format: &str, bytes: &[u8]) -> Error {

@@ -5,10 +5,16 @@
 //!   (PIL `ImageOps.exif_transpose` + `convert("RGB")`), then `/255` in f32.
 //! - [`preprocess`] / [`preprocess_comfy_batch`]: resize (PyTorch's antialiased bicubic,
 //!   reproduced bit for bit), centre crop, 8-bit quantisation and mean/std normalisation, NCHW.
-//! - [`expand_inputs`]: files and folders to an ordered list of image files.
+//! - [`prepare`] / [`prepare_comfy_batch`]: the same for any model, naflex ones included
+//!   (ComfyUI's `siglip2_preprocess`, [`naflex`]): a [`Prepared`] image or a [`Pixels`] batch.
+//! - [`expand_inputs`] / [`input_files`]: files, folders and file lists to an ordered list of
+//!   image files, each once.
 
 mod decode;
 mod inputs;
+mod limits;
+pub mod naflex;
+mod pixels;
 mod resize;
 mod tiff_palette;
 
@@ -21,8 +27,14 @@ use resize::try_zeroed;
 
 use crate::{Error, Result};
 
-pub use decode::{decode_bytes, decode_file, MAX_DECODE_ALLOC, MAX_DIMENSION};
-pub use inputs::{expand_inputs, is_image_path, IMAGE_EXTENSIONS};
+pub use decode::{decode_bytes, decode_file};
+pub use inputs::{
+    expand_inputs, input_files, is_image_path, is_list_path, no_images_in, IMAGE_EXTENSIONS,
+    LIST_EXTENSIONS,
+};
+pub use limits::{MAX_DECODE_ALLOC, MAX_DIMENSION};
+pub use naflex::{Grid, Patching};
+pub use pixels::{Pixels, PixelsView, Prepared};
 
 /// CLIP's per-channel mean (contract §2.1).
 pub const CLIP_MEAN: [f32; 3] = [0.48145466, 0.4578275, 0.40821073];
@@ -90,13 +102,16 @@ impl FromStr for Crop {
     }
 }
 
-/// What a model wants: square input side, normalisation, and how to fit the image.
+/// What a model wants: square input side, normalisation, and how to fit the image; or, for a
+/// naflex model, how it cuts images into patches (then `size` is 0 and `crop` has no effect,
+/// as in ComfyUI's `siglip2_preprocess`).
 #[derive(Clone, Copy, Debug)]
 pub struct PreprocessSpec {
     pub size: u32,
     pub mean: [f32; 3],
     pub std: [f32; 3],
     pub crop: Crop,
+    pub patching: Option<Patching>,
 }
 
 impl PreprocessSpec {
@@ -107,6 +122,7 @@ impl PreprocessSpec {
             mean: CLIP_MEAN,
             std: CLIP_STD,
             crop: Crop::Center,
+            patching: None,
         }
     }
 
@@ -117,6 +133,7 @@ impl PreprocessSpec {
             mean: SIGLIP_MEAN,
             std: SIGLIP_STD,
             crop: Crop::Center,
+            patching: None,
         }
     }
 
@@ -126,12 +143,15 @@ impl PreprocessSpec {
         self
     }
 
-    fn validate(&self) -> Result<usize> {
-        if self.size == 0 {
-            return Err(Error::invalid(
-                "preprocess: image size must be at least 1 pixel, got 0",
-            ));
+    /// Values of one prepared image: `3·S·S`, or the padded patch rows of a naflex model.
+    pub fn image_len(&self) -> usize {
+        match self.patching {
+            Some(p) => p.image_len(),
+            None => 3 * (self.size as usize).pow(2),
         }
+    }
+
+    fn validate_normalisation(&self) -> Result<()> {
         for (name, v) in [("mean", self.mean), ("std", self.std)] {
             if v.iter().any(|x| !x.is_finite()) {
                 return Err(Error::invalid(format!(
@@ -145,6 +165,21 @@ impl PreprocessSpec {
                 self.std
             )));
         }
+        Ok(())
+    }
+
+    fn validate(&self) -> Result<usize> {
+        if self.patching.is_some() {
+            return Err(Error::invalid(
+                "preprocess: this model takes patches (naflex), not square pixels",
+            ));
+        }
+        if self.size == 0 {
+            return Err(Error::invalid(
+                "preprocess: image size must be at least 1 pixel, got 0",
+            ));
+        }
+        self.validate_normalisation()?;
         Ok(self.size as usize)
     }
 }
@@ -182,19 +217,71 @@ pub fn preprocess(img: &RgbImage, spec: &PreprocessSpec) -> Result<Vec<f32>> {
     Ok(out)
 }
 
-/// A ComfyUI IMAGE (B×H×W×C f32, C = 1, 3 or 4; alpha dropped, grey read as RGB) to a
-/// B×3×S×S tensor.
-pub fn preprocess_comfy_batch(
-    data: &[f32],
-    b: usize,
-    h: usize,
-    w: usize,
-    c: usize,
-    spec: &PreprocessSpec,
-) -> Result<Array4<f32>> {
-    if !matches!(c, 1 | 3 | 4) {
+/// One image prepared for any model: square pixels (contract §4) or, for a naflex model, its
+/// padded patch rows and grid (contract §4b).
+pub fn prepare(img: &RgbImage, spec: &PreprocessSpec) -> Result<Prepared> {
+    let Some(patching) = spec.patching else {
+        return Ok(Prepared {
+            values: preprocess(img, spec)?,
+            grid: None,
+        });
+    };
+    let (h, w) = (img.height as usize, img.width as usize);
+    if h.checked_mul(w).and_then(|n| n.checked_mul(3)) != Some(img.data.len()) {
         return Err(Error::invalid(format!(
-            "image batch: {c} channels per pixel; valid choices are 1 (grey), 3 (RGB) or 4 (RGBA)"
+            "preprocess: image is {w}x{h} RGB but holds {} values",
+            img.data.len()
+        )));
+    }
+    spec.validate_normalisation()?;
+    let src = resize::SrcView {
+        data: &img.data,
+        height: h,
+        width: w,
+        channels: 3,
+    };
+    let (values, grid) = naflex::prepare_patches(src, patching, spec.mean, spec.std)?;
+    Ok(Prepared {
+        values,
+        grid: Some(grid),
+    })
+}
+
+/// A ComfyUI IMAGE batch prepared for any model: [`preprocess_comfy_batch`]'s square pixels, or
+/// each image's padded patch rows and grid for a naflex model.
+pub fn prepare_comfy_batch(
+    data: &[f32],
+    (b, h, w, c): (usize, usize, usize, usize),
+    spec: &PreprocessSpec,
+) -> Result<Pixels> {
+    let Some(patching) = spec.patching else {
+        return preprocess_comfy_batch(data, b, h, w, c, spec).map(Pixels::Square);
+    };
+    let per_image = comfy_batch_len(data, (b, h, w, c))?;
+    spec.validate_normalisation()?;
+    let mut rows = Vec::with_capacity(b);
+    for i in 0..b {
+        let src = resize::SrcView {
+            data: &data[i * per_image..(i + 1) * per_image],
+            height: h,
+            width: w,
+            channels: c,
+        };
+        let (values, grid) = naflex::prepare_patches(src, patching, spec.mean, spec.std)
+            .map_err(|e| e.context(format!("image {i}")))?;
+        rows.push(Prepared {
+            values,
+            grid: Some(grid),
+        });
+    }
+    Pixels::from_prepared(rows, spec)
+}
+
+/// Checks a ComfyUI IMAGE buffer's shape against its length; values per image.
+fn comfy_batch_len(data: &[f32], (b, h, w, c): (usize, usize, usize, usize)) -> Result<usize> {
+    if c != 1 && c < 3 {
+        return Err(Error::invalid(format!(
+            "image batch: {c} channels per pixel; valid choices are 1 (grey), 3 (RGB) or 4 (RGBA) (beyond 3, the first 3 are used)"
         )));
     }
     let per_image = h
@@ -210,6 +297,20 @@ pub fn preprocess_comfy_batch(
             data.len()
         )));
     }
+    Ok(per_image)
+}
+
+/// A ComfyUI IMAGE (B×H×W×C f32, C = 1, 3 or 4; alpha dropped, grey read as RGB) to a
+/// B×3×S×S tensor.
+pub fn preprocess_comfy_batch(
+    data: &[f32],
+    b: usize,
+    h: usize,
+    w: usize,
+    c: usize,
+    spec: &PreprocessSpec,
+) -> Result<Array4<f32>> {
+    let per_image = comfy_batch_len(data, (b, h, w, c))?;
     let s = spec.validate()?;
     let per_out = 3 * s * s;
     let total = per_out
@@ -257,7 +358,7 @@ pub fn resize_bicubic_aa(img: &RgbImage, out_h: u32, out_w: u32) -> Result<RgbIm
         channels: 3,
     };
     let (oh, ow) = (out_h as usize, out_w as usize);
-    let data = resize::resize_window(src, oh, ow, 0..oh, 0..ow)?;
+    let data = resize::resize_window(resize::Filter::Bicubic, src, oh, ow, 0..oh, 0..ow)?;
     Ok(RgbImage {
         width: out_w,
         height: out_h,
@@ -309,7 +410,14 @@ fn preprocess_into(
         }
         let top = (nh - s) / 2;
         let left = (nw - s) / 2;
-        window = resize::resize_window(src, nh, nw, top..top + s, left..left + s)?;
+        window = resize::resize_window(
+            resize::Filter::Bicubic,
+            src,
+            nh,
+            nw,
+            top..top + s,
+            left..left + s,
+        )?;
         (&window, 3)
     };
     let (data, c) = hwc;

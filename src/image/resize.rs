@@ -1,6 +1,6 @@
-//! PyTorch's antialiased bicubic resampling on f32, reproduced term by term.
+//! PyTorch's antialiased bicubic and bilinear resampling on f32, reproduced term by term.
 //!
-//! `torch.nn.functional.interpolate(x, size, mode="bicubic", antialias=True,
+//! `torch.nn.functional.interpolate(x, size, mode="bicubic" | "bilinear", antialias=True,
 //! align_corners=False)` on a float CPU tensor runs `separable_upsample_generic_Nd_kernel_impl`
 //! (aten/src/ATen/native/cpu/UpSampleKernel.cpp): a width pass, then a height pass, each
 //! skipped when that axis keeps its size, with per-axis weights from
@@ -26,6 +26,41 @@ pub(crate) fn try_zeroed(n: usize) -> Result<Vec<f32>> {
         .map_err(|_| Error::invalid(format!("cannot allocate memory for {n} pixel values")))?;
     v.resize(n, 0.0);
     Ok(v)
+}
+
+/// The interpolation filter of a resize: clip_preprocess's bicubic, or siglip2_preprocess's
+/// bilinear (both antialiased, as `F.interpolate(..., antialias=True)`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Filter {
+    Bicubic,
+    Bilinear,
+}
+
+impl Filter {
+    /// Half of PyTorch's `interp_size` (4 taps for bicubic, 2 for bilinear): the support of
+    /// the filter at scale 1.
+    fn half_size(self) -> f64 {
+        match self {
+            Filter::Bicubic => 2.0,
+            Filter::Bilinear => 1.0,
+        }
+    }
+
+    #[inline]
+    fn eval(self, x: f32) -> f32 {
+        match self {
+            Filter::Bicubic => keys_cubic(x),
+            // `HelperInterpLinear::aa_filter`: the triangle 1 - |x| on [-1, 1].
+            Filter::Bilinear => {
+                let x = x.abs();
+                if x < 1.0 {
+                    1.0 - x
+                } else {
+                    0.0
+                }
+            }
+        }
+    }
 }
 
 /// Keys cubic convolution kernel with a = -0.5, evaluated in f32 as
@@ -68,19 +103,24 @@ impl AxisWeights {
     }
 }
 
-/// Weights for resampling an axis of `in_size` samples to `out_size` samples, computed only for
-/// the output indices in `range` (the rest would be cropped away anyway; each output depends only
-/// on its own weights, so this changes nothing in the values).
+/// Weights for resampling an axis of `in_size` samples to `out_size` samples with `filter`,
+/// computed only for the output indices in `range` (the rest would be cropped away anyway; each
+/// output depends only on its own weights, so this changes nothing in the values).
 ///
 /// Callers guarantee `in_size >= 1`, `out_size >= 1` and `range.end <= out_size`.
-pub(crate) fn axis_weights(in_size: usize, out_size: usize, range: Range<usize>) -> AxisWeights {
+pub(crate) fn axis_weights(
+    filter: Filter,
+    in_size: usize,
+    out_size: usize,
+    range: Range<usize>,
+) -> AxisWeights {
     // area_pixel_compute_scale<float>(in, out, align_corners=false, no scale): float(in) / out.
     let scale: f32 = in_size as f32 / out_size as f32;
     // support = (scale >= 1.0) ? (interp_size * 0.5) * scale : interp_size * 0.5  (double -> float)
     let support: f32 = if scale >= 1.0 {
-        (2.0f64 * scale as f64) as f32
+        (filter.half_size() * scale as f64) as f32
     } else {
-        2.0
+        filter.half_size() as f32
     };
     let max_interp = (support.ceil() as usize) * 2 + 1;
     // invscale = (scale >= 1.0) ? 1.0 / scale : 1.0  (double division, stored as float)
@@ -109,7 +149,7 @@ pub(crate) fn axis_weights(in_size: usize, out_size: usize, range: Range<usize>)
             // (j + xmin - center + 0.5) * invscale: int64 - float in float, then double.
             let pos = (j as i64 + xmin) as f32 - center;
             let x = ((pos as f64 + 0.5) * invscale as f64) as f32;
-            let v = keys_cubic(x);
+            let v = filter.eval(x);
             *wj = v;
             total += v;
         }
@@ -150,9 +190,10 @@ impl SrcView<'_> {
     }
 }
 
-/// Resizes `src` to `out_h × out_w` with PyTorch's antialiased bicubic and returns only the
+/// Resizes `src` to `out_h × out_w` with PyTorch's antialiased `filter` and returns only the
 /// window `rows × cols` of the result, as HWC with 3 channels.
 pub(crate) fn resize_window(
+    filter: Filter,
     src: SrcView<'_>,
     out_h: usize,
     out_w: usize,
@@ -180,7 +221,7 @@ pub(crate) fn resize_window(
             }
         }
     } else {
-        let aw = axis_weights(w, out_w, cols.clone());
+        let aw = axis_weights(filter, w, out_w, cols.clone());
         let pass = HPass {
             src: src.data,
             width: w,
@@ -198,7 +239,7 @@ pub(crate) fn resize_window(
         tmp.drain(..rows.start * row_len);
         return Ok(tmp);
     }
-    let ah = axis_weights(h, out_h, rows);
+    let ah = axis_weights(filter, h, out_h, rows);
     let mut out = try_zeroed(nrows * row_len)?;
     let pass = VPass {
         tmp: &tmp,
@@ -352,7 +393,7 @@ mod tests {
 
     #[test]
     fn identity_weights_when_sizes_match() {
-        let aw = axis_weights(10, 10, 0..10);
+        let aw = axis_weights(Filter::Bicubic, 10, 10, 0..10);
         for i in 0..10 {
             let (xmin, w) = aw.taps(i);
             for (j, &v) in w.iter().enumerate() {
@@ -364,12 +405,14 @@ mod tests {
 
     #[test]
     fn weights_sum_to_one() {
-        for (i, o) in [(97, 32), (20, 32), (1000, 224), (3, 224), (1, 5)] {
-            let aw = axis_weights(i, o, 0..o);
-            for k in 0..o {
-                let (_, w) = aw.taps(k);
-                let s: f32 = w.iter().sum();
-                assert!((s - 1.0).abs() < 1e-5, "{i}->{o} at {k}: {s}");
+        for filter in [Filter::Bicubic, Filter::Bilinear] {
+            for (i, o) in [(97, 32), (20, 32), (1000, 224), (3, 224), (1, 5)] {
+                let aw = axis_weights(filter, i, o, 0..o);
+                for k in 0..o {
+                    let (_, w) = aw.taps(k);
+                    let s: f32 = w.iter().sum();
+                    assert!((s - 1.0).abs() < 1e-5, "{filter:?} {i}->{o} at {k}: {s}");
+                }
             }
         }
     }
@@ -383,8 +426,29 @@ mod tests {
             width: 11,
             channels: 3,
         };
-        let out = resize_window(src, 32, 50, 0..32, 9..41).unwrap();
-        assert_eq!(out.len(), 32 * 32 * 3);
-        assert!(out.iter().all(|v| (v - 0.25).abs() < 1e-6));
+        for filter in [Filter::Bicubic, Filter::Bilinear] {
+            let out = resize_window(filter, src, 32, 50, 0..32, 9..41).unwrap();
+            assert_eq!(out.len(), 32 * 32 * 3);
+            assert!(out.iter().all(|v| (v - 0.25).abs() < 1e-6));
+        }
+    }
+}
+
+#[cfg(test)]
+mod bilinear_tests {
+    use super::*;
+
+    #[test]
+    fn bilinear_halving_averages_pairs() {
+        // Downscaling by 2 with the antialiased triangle: support 2, centre between two
+        // samples, taps at ±0.5 and ±1.5 weighted 3/4 and 1/4 before normalising.
+        let aw = axis_weights(Filter::Bilinear, 8, 4, 0..4);
+        let (xmin, w) = aw.taps(1);
+        assert_eq!(xmin, 1);
+        assert_eq!(w, &[0.125, 0.375, 0.375, 0.125]);
+        // Upscaling: plain linear interpolation between the two nearest samples.
+        let aw = axis_weights(Filter::Bilinear, 4, 8, 0..8);
+        let (xmin, w) = aw.taps(3);
+        assert_eq!((xmin, w), (1, &[0.75f32, 0.25][..]));
     }
 }

@@ -13,6 +13,7 @@ use ::image::{DynamicImage, RgbImage as RgbBuffer};
 use tiff::decoder::{Decoder, DecodingResult};
 use tiff::tags::Tag;
 
+use super::limits::{check_dimensions, one_line, MAX_DECODE_ALLOC};
 use crate::{Error, Result};
 
 const PHOTOMETRIC: u16 = 262;
@@ -23,7 +24,7 @@ pub fn decode(bytes: &[u8], name: &str) -> Result<Option<DynamicImage>> {
     let bad = |e: tiff::TiffError| {
         Error::invalid(format!(
             "{name}: corrupt or unreadable palette TIFF file: {}",
-            super::decode::one_line(&e.to_string())
+            one_line(&e.to_string())
         ))
     };
     let Ok(mut d) = Decoder::new(Cursor::new(bytes)) else {
@@ -50,14 +51,14 @@ pub fn decode(bytes: &[u8], name: &str) -> Result<Option<DynamicImage>> {
         )));
     }
     let (w, h) = d.dimensions().map_err(bad)?;
-    super::decode::check_dimensions(name, w, h)?;
+    check_dimensions(name, w, h)?;
     // Indices, RGB and the f32 copy: refuse before decoding what the f32 step would refuse.
     let f32_bytes = u64::from(w) * u64::from(h) * 12;
-    if f32_bytes > super::decode::MAX_DECODE_ALLOC {
+    if f32_bytes > MAX_DECODE_ALLOC {
         return Err(Error::invalid(format!(
             "{name}: refused a {w}x{h} palette image: its f32 pixels would need {} MiB (limit {} MiB)",
             f32_bytes >> 20,
-            super::decode::MAX_DECODE_ALLOC >> 20
+            MAX_DECODE_ALLOC >> 20
         )));
     }
     let map = d.get_tag_u16_vec(Tag::ColorMap).map_err(bad)?;

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::model::Outputs;
 use crate::paths::{path_text, source_key};
-use crate::runtime::Outputs;
 use crate::{Error, Result};
 
 /// The result of one encode job. `Display` gives the one-line summary.
@@ -24,7 +24,8 @@ pub struct EncodeSummary {
     pub shards_written: Option<usize>,
     /// Inputs that could not be read, with the reason (sharded mode skips them).
     pub skipped: Vec<Skipped>,
-    /// Single-file mode: each output's name and shape.
+    /// Each output's name and shape: of the file written (one-file mode), or over every row
+    /// of the folder's shards (sharded mode).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub outputs: Vec<OutputShape>,
     pub seconds: f64,
@@ -49,18 +50,18 @@ impl std::fmt::Display for EncodeSummary {
 impl EncodeSummary {
     /// The summary of a sharded run into `out`; an error saying where it stopped when a caught
     /// signal ended it early (the finished rows stay).
-    pub fn sharded(out: &Path, s: ShardSummary) -> Result<EncodeSummary> {
-        let shown = out.display();
+    /// `shown` names `out` in the line (as the user wrote it).
+    pub fn sharded(out: &Path, shown: &str, s: ShardSummary) -> Result<EncodeSummary> {
         if s.stopped {
-            return Err(Error::runtime(format!(
-                "stopped at {}/{}; rerun with --resume to encode the rest ({} images are in {} finished shards in {shown})",
-                s.rows, s.total, s.rows, s.shards
+            return Err(Error::runtime(stopped_line(
+                s.rows, s.total, s.shards, shown,
             )));
         }
         let line = if s.encoded == 0 && s.skipped.is_empty() && s.already_done > 0 {
             format!(
-                "nothing to encode: all {} images are already in {} shards in {shown}",
-                s.already_done, s.shards
+                "nothing to encode: all {} are already in {} in {shown}",
+                images(s.already_done),
+                shards(s.shards)
             )
         } else {
             let earlier = if s.already_done > 0 {
@@ -72,9 +73,10 @@ impl EncodeSummary {
                 String::new()
             };
             format!(
-                "encoded {} images into {} new shards in {shown} in {:.2} s ({:.1} images/s){earlier}; {} skipped",
-                s.encoded,
+                "encoded {} into {} new {} in {shown} in {:.2} s ({:.1} images/s){earlier}; {} skipped",
+                images(s.encoded),
                 s.shards_written,
+                if s.shards_written == 1 { "shard" } else { "shards" },
                 s.seconds,
                 s.images_per_s(),
                 s.skipped.len()
@@ -87,15 +89,17 @@ impl EncodeSummary {
             shards_written: Some(s.shards_written),
             images_per_s: s.images_per_s(),
             skipped: s.skipped,
-            outputs: Vec::new(),
+            outputs: s.outputs,
             seconds: s.seconds,
             line,
         })
     }
 
-    /// The summary of a one-file run that wrote `res` (`encoded` rows) to `out`.
+    /// The summary of a one-file run that wrote `res` (`encoded` rows) to `out` (`shown` in
+    /// the line).
     pub fn one_file(
         out: &Path,
+        shown: &str,
         encoded: usize,
         res: &Outputs,
         skipped: Vec<Skipped>,
@@ -110,8 +114,8 @@ impl EncodeSummary {
             })
             .collect();
         let line = format!(
-            "encoded {encoded} images into {} ({}) in {seconds:.2} s{}",
-            out.display(),
+            "encoded {} into {shown} ({}) in {seconds:.2} s{}",
+            images(encoded),
             outputs
                 .iter()
                 .map(|o| format!("{} {:?}", o.name, o.shape))
@@ -137,6 +141,29 @@ impl EncodeSummary {
     }
 }
 
+/// Where a sharded run stopped by a signal is, and how to go on.
+pub fn stopped_line(rows: usize, total: usize, shards: usize, shown: &str) -> String {
+    format!(
+        "stopped at {rows}/{total}; rerun with `resume` to encode the rest ({} in {} in {shown})",
+        images(rows),
+        shards_word(shards, "finished shard"),
+    )
+}
+
+/// "1 image", "2 images".
+pub fn images(n: usize) -> String {
+    format!("{n} image{}", if n == 1 { "" } else { "s" })
+}
+
+fn shards(n: usize) -> String {
+    shards_word(n, "shard")
+}
+
+/// "1 finished shard", "3 finished shards".
+fn shards_word(n: usize, word: &str) -> String {
+    format!("{n} {word}{}", if n == 1 { "" } else { "s" })
+}
+
 /// What a sharded run did.
 #[derive(Clone, Debug)]
 pub struct ShardSummary {
@@ -155,6 +182,8 @@ pub struct ShardSummary {
     pub shards: usize,
     /// A caught SIGINT/SIGTERM stopped the run early (see `interrupt`).
     pub stopped: bool,
+    /// Each output with its shape over every row of the folder's shards.
+    pub outputs: Vec<OutputShape>,
 }
 
 impl ShardSummary {

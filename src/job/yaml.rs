@@ -41,12 +41,74 @@ fn default_decode_threads() -> usize {
     DEFAULT_DECODE_THREADS
 }
 
+/// A list of strings, or one string (`images: photos/` as well as `images: [photos/]`).
+struct OneOrMany {
+    what: &'static str,
+    /// Commas separate items in a single string too (`outputs: a,b`, as on the command line).
+    split_commas: bool,
+}
+
+impl<'de> serde::de::Visitor<'de> for OneOrMany {
+    type Value = Vec<String>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "{} or a list of them", self.what)
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<Self::Value, E> {
+        Ok(if self.split_commas {
+            v.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect()
+        } else {
+            vec![v.to_string()]
+        })
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> std::result::Result<Self::Value, E> {
+        Ok(Vec::new()) // `images:` with nothing after it
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(
+        self,
+        mut seq: A,
+    ) -> std::result::Result<Self::Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(v) = seq.next_element::<String>()? {
+            out.push(v);
+        }
+        Ok(out)
+    }
+}
+
+fn paths_one_or_many<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Vec<PathBuf>, D::Error> {
+    let v = d.deserialize_any(OneOrMany {
+        what: "a path",
+        split_commas: false,
+    })?;
+    Ok(v.into_iter().map(PathBuf::from).collect())
+}
+
+fn names_one_or_many<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Vec<String>, D::Error> {
+    d.deserialize_any(OneOrMany {
+        what: "an output name (or names separated by commas)",
+        split_commas: true,
+    })
+}
+
 /// What a job reads.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Inputs {
-    /// Image files and folders (folders expand recursively, sorted).
-    #[serde(default)]
+    /// Image files, folders and file lists (folders expand recursively, sorted); one path or
+    /// a list.
+    #[serde(default, deserialize_with = "paths_one_or_many")]
     pub images: Vec<PathBuf>,
     /// A safetensors file of preprocessed NCHW pixels.
     #[serde(default)]
@@ -94,8 +156,9 @@ pub struct JobSpec {
     pub simulate_devices: Option<String>,
     #[serde(default)]
     pub graphs_dir: Option<PathBuf>,
-    /// ComfyUI folder for model names (default: env COMFYUI_PATH).
-    #[serde(default)]
+    /// ComfyUI folder for model names (default: env COMFYUI_PATH); `comfyui_path` is the
+    /// library's name of it (messages use that).
+    #[serde(default, alias = "comfyui_path")]
     pub comfyui: Option<PathBuf>,
     #[serde(default)]
     pub extra_model_paths: Option<PathBuf>,
@@ -106,8 +169,8 @@ pub struct JobSpec {
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
     /// Outputs to write (default: all the model has but `all_hidden_states`, written only
-    /// when named).
-    #[serde(default)]
+    /// when named); one name, a list, or names separated by commas.
+    #[serde(default, deserialize_with = "names_one_or_many")]
     pub outputs: Vec<String>,
     /// `safetensors` (default) or `npy` (a folder of `.npy` files).
     #[serde(default)]
@@ -137,14 +200,69 @@ fn located(path: &Path, e: serde_yaml::Error) -> Error {
             let suffix = format!(" at line {} column {}", l.line(), l.column());
             let m = msg.strip_suffix(&suffix).unwrap_or(&msg);
             Error::invalid(format!(
-                "{}:{}:{}: {m}",
+                "{}:{}:{}: {}",
                 path.display(),
                 l.line(),
-                l.column()
+                l.column(),
+                plain_words(m)
             ))
         }
-        None => Error::invalid(format!("{}: {msg}", path.display())),
+        None => Error::invalid(format!("{}: {}", path.display(), plain_words(&msg))),
     }
+}
+
+/// serde's wording for people: Rust type names as words, a did-you-mean for an unknown key,
+/// and the model's three names called one field.
+fn plain_words(msg: &str) -> String {
+    // serde_yaml may put where in the document first: "jobs[0].inputs: unknown field ...".
+    let (place, msg) = match msg.find(": ") {
+        Some(i)
+            if !msg[..i].contains(' ')
+                && ["unknown field", "missing field", "duplicate field"]
+                    .iter()
+                    .any(|p| msg[i + 2..].starts_with(p)) =>
+        {
+            (&msg[..i + 2], &msg[i + 2..])
+        }
+        _ => ("", msg),
+    };
+    if let Some(rest) = msg.strip_prefix("unknown field `") {
+        if let Some((key, expected)) = rest.split_once('`') {
+            let valid: Vec<String> = expected
+                .split('`')
+                .skip(1)
+                .step_by(2)
+                .map(str::to_string)
+                .collect();
+            let close = crate::model::folders::close_matches(key, &valid);
+            let hint = match close.first() {
+                Some(c) => format!("; did you mean `{c}`?"),
+                None => String::new(),
+            };
+            return format!(
+                "{place}unknown key `{key}`{hint} (valid keys here: {})",
+                valid.join(", ")
+            );
+        }
+    }
+    if let Some(rest) = msg.strip_prefix("missing field `") {
+        return format!("{place}missing key `{rest}");
+    }
+    if msg.starts_with("duplicate field `clip_vision`") {
+        return format!("{place}`model`, `clip_vision` and `clip_name` are the same field (the model); give it once");
+    }
+    let mut m = msg.to_string();
+    for (rust, words) in [
+        ("expected usize", "expected a whole number"),
+        ("expected u64", "expected a whole number"),
+        ("expected u32", "expected a whole number"),
+        ("expected f64", "expected a number"),
+        ("expected f32", "expected a number"),
+        ("expected a sequence", "expected a list"),
+    ] {
+        m = m.replace(rust, words);
+    }
+    m
 }
 
 /// Parses a run file's text; `path` names it in errors.
@@ -182,9 +300,9 @@ fn with_other_jobs(first: Error, value: &serde_yaml::Value) -> Error {
             let e = match e.location() {
                 Some(l) => {
                     let suffix = format!(" at line {} column {}", l.line(), l.column());
-                    msg.strip_suffix(&suffix).unwrap_or(&msg).to_string()
+                    plain_words(msg.strip_suffix(&suffix).unwrap_or(&msg))
                 }
-                None => msg,
+                None => plain_words(&msg),
             };
             let label = v
                 .get("name")
@@ -282,7 +400,7 @@ impl JobSpec {
                 "inputs: give images (a list of files and folders) and/or pixels (a safetensors file)",
             ));
         }
-        Ok(EncodeJob {
+        let job = EncodeJob {
             images: self.inputs.images.iter().map(|p| rel(base, p)).collect(),
             pixels: self.inputs.pixels.as_ref().map(|p| rel(base, p)),
             crop: self.crop,
@@ -297,7 +415,10 @@ impl JobSpec {
             throttle: settings.throttle,
             model_label: self.clip_vision.clone(),
             progress: settings.progress,
-        })
+            out_label: Some(self.out.display().to_string()),
+        };
+        job.validate()?;
+        Ok(job)
     }
 }
 
@@ -339,16 +460,36 @@ fn job_problems(job: &JobSpec, base: &Path, settings: &RunSettings) -> Vec<Error
         problems.push(e);
     }
     let inputs = job.inputs.images.iter().chain(job.inputs.pixels.iter());
-    for p in inputs.map(|p| rel(base, p)) {
+    let mut missing = false;
+    for written in inputs {
+        let p = rel(base, written);
         if !p.exists() {
+            missing = true;
             problems.push(Error::new(
                 crate::ErrorKind::NotFound,
-                format!("input {} does not exist", p.display()),
+                format!(
+                    "input {} does not exist{}",
+                    written.display(),
+                    looked_at(written, &p)
+                ),
             ));
         }
     }
+    // Folders (and lists) that hold no image at all, before any job runs.
+    if !missing && !job.inputs.images.is_empty() {
+        let images: Vec<PathBuf> = job.inputs.images.iter().map(|p| rel(base, p)).collect();
+        match crate::image::expand_inputs(&images) {
+            Ok(files) if files.is_empty() => {
+                problems.push(crate::image::no_images_in(&job.inputs.images))
+            }
+            Ok(_) => {}
+            Err(e) => problems.push(e),
+        }
+    }
     let Some(opts) = opts else { return problems };
-    let model = crate::loader::resolve_model_in(&opts.clip_vision, &opts.model_folders)
+    let model = opts
+        .model_folders
+        .resolve(&opts.clip_vision)
         .and_then(|file| crate::model::Model::open(&file));
     let model = match model {
         Ok(m) => m,
@@ -357,7 +498,7 @@ fn job_problems(job: &JobSpec, base: &Path, settings: &RunSettings) -> Vec<Error
             return problems;
         }
     };
-    if let Err(e) = crate::runtime::resolve_outputs(&model, &job.outputs) {
+    if let Err(e) = model.resolve_output_names(&job.outputs) {
         problems.push(e);
     }
     let checked = crate::loader::inventory(opts.simulate_devices.as_deref()).and_then(|inv| {
@@ -371,6 +512,19 @@ fn job_problems(job: &JobSpec, base: &Path, settings: &RunSettings) -> Vec<Error
         problems.push(e);
     }
     problems
+}
+
+/// " (looked for R)" when the path as written (`written`) differs from where it was looked
+/// for (`resolved`, relative to the YAML file).
+fn looked_at(written: &Path, resolved: &Path) -> String {
+    if written == resolved {
+        String::new()
+    } else {
+        format!(
+            " (looked for {}, relative to the run file)",
+            resolved.display()
+        )
+    }
 }
 
 /// Several problems as one error of the first one's kind; `None` when there are none.
@@ -413,7 +567,7 @@ pub fn check_jobs(path: &Path, jobs: &[JobSpec], settings: &RunSettings) -> Resu
         match outs.get(&out_identity(&out)) {
             Some(first) => problems.push(Error::invalid(format!(
                 "out {} is also the out of {first}; give each job its own out",
-                out.display()
+                job.out.display()
             ))),
             None => {
                 outs.insert(out_identity(&out), label.clone());
@@ -468,7 +622,7 @@ pub fn run_file(path: &Path, settings: &RunSettings) -> Result<Vec<JobResult>> {
         let r = (|| -> Result<EncodeSummary> {
             let opts = job.load_options(&base, settings)?;
             let ej = job.encode_job(&base, settings)?;
-            let file = crate::loader::resolve_model_in(&opts.clip_vision, &opts.model_folders)?;
+            let file = opts.model_folders.resolve(&opts.clip_vision)?;
             let file = std::fs::canonicalize(&file).unwrap_or(file);
             // Every option that changes the loaded model (dtype, micro_batch, ...) is in it.
             let key = opts.key(&file);
@@ -508,7 +662,7 @@ mod tests {
         let e = parse(text, Path::new("r.yaml")).unwrap_err();
         assert!(
             e.message()
-                .starts_with("r.yaml:5:1: unknown field `batchsize`"),
+                .starts_with("r.yaml:5:1: unknown key `batchsize`; did you mean `batch_size`?"),
             "{e}"
         );
     }

@@ -9,6 +9,9 @@ use serde::Serialize;
 use super::keys::Keys;
 use crate::{Error, Result};
 
+mod json;
+mod table;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
@@ -18,6 +21,9 @@ pub enum Kind {
     Dinov2,
     /// DINOv3 ViT (contract §2.1b): register tokens, RoPE on the patch tokens, no position table.
     Dinov3,
+    /// SigLIP2 "naflex" (contract §2.1b): a `Linear` patch embedding over flattened patches,
+    /// a variable patch grid per image, the position table resized to each grid.
+    Siglip2,
 }
 
 impl Kind {
@@ -29,6 +35,11 @@ impl Kind {
     /// DINOv2 and DINOv3: layer scales, the final norm over every token, the class token pooled.
     pub fn is_dino(self) -> bool {
         matches!(self, Kind::Dinov2 | Kind::Dinov3)
+    }
+
+    /// A variable token count per image (SigLIP2 naflex): the blocks take a key mask.
+    pub fn is_naflex(self) -> bool {
+        self == Kind::Siglip2
     }
 }
 
@@ -94,8 +105,20 @@ pub struct VisionConfig {
     pub layer_norm_eps: f32,
     /// The file carries LLaVA's `multi_modal_projector`.
     pub llava: bool,
+    /// SigLIP2 naflex: the most patches an image is cut into (the position table's rows, a
+    /// square); 0 for the fixed-size families.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub num_patches: usize,
+    /// SigLIP2 naflex: the file's attention-pooling head (`vision_model.head.*`) gives
+    /// `image_embeds`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub attention_pool: bool,
     /// "config.json" or "key table".
     pub source: String,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl VisionConfig {
@@ -105,7 +128,7 @@ impl VisionConfig {
     pub fn mean_std(&self) -> ([f32; 3], [f32; 3]) {
         match self.kind {
             Kind::Clip => (crate::image::CLIP_MEAN, crate::image::CLIP_STD),
-            Kind::Siglip => (crate::image::SIGLIP_MEAN, crate::image::SIGLIP_STD),
+            Kind::Siglip | Kind::Siglip2 => (crate::image::SIGLIP_MEAN, crate::image::SIGLIP_STD),
             Kind::Dinov2 | Kind::Dinov3 => {
                 (crate::image::IMAGENET_MEAN, crate::image::IMAGENET_STD)
             }
@@ -113,7 +136,8 @@ impl VisionConfig {
     }
 
     /// The preprocessing this model takes (contract §4): its image size and the family's
-    /// mean/std, with `crop` (the caller's choice; a model does not decide it).
+    /// mean/std, with `crop` (the caller's choice; a model does not decide it); for a naflex
+    /// model its patching (contract §4b), where `crop` has no effect.
     pub fn preprocess_spec(&self, crop: crate::image::Crop) -> crate::image::PreprocessSpec {
         let (mean, std) = self.mean_std();
         crate::image::PreprocessSpec {
@@ -121,24 +145,43 @@ impl VisionConfig {
             mean,
             std,
             crop,
+            patching: self.patching(),
         }
     }
 
-    /// Patches per side: the stride-P convolution drops a remainder of S (contract §2.1).
+    /// How a naflex model cuts images into patches; `None` for fixed-size towers.
+    pub fn patching(&self) -> Option<crate::image::Patching> {
+        self.kind.is_naflex().then_some(crate::image::Patching {
+            patch_size: self.patch_size,
+            num_patches: self.num_patches,
+        })
+    }
+
+    /// Patches per side: the stride-P convolution drops a remainder of S (contract §2.1). For
+    /// naflex, the side of the square position table.
     pub fn grid(&self) -> usize {
+        if self.kind.is_naflex() {
+            return self.num_patches.isqrt();
+        }
         self.image_size / self.patch_size
     }
 
     fn validate(&self) -> Result<()> {
         // Generous bounds (bigG is 1664 wide, 48 layers, 8192 MLP; SigLIP 512 px) that keep
         // every size computed from them far from overflow.
+        // naflex towers have no fixed image size; their patch count is bounded instead.
+        let (size_name, size, size_max) = if self.kind.is_naflex() {
+            ("num_patches", self.num_patches, 1 << 16)
+        } else {
+            ("image_size", self.image_size, 4096)
+        };
         let positive = [
             ("hidden_size", self.hidden_size, 1 << 16),
             ("num_hidden_layers", self.num_layers, 1000),
             ("num_attention_heads", self.num_heads, 1 << 10),
             ("intermediate_size", self.intermediate_size, 1 << 18),
             ("patch_size", self.patch_size, 1 << 10),
-            ("image_size", self.image_size, 4096),
+            (size_name, size, size_max),
         ];
         for (name, v, max) in positive {
             if v == 0 || v > max {
@@ -153,8 +196,14 @@ impl VisionConfig {
                 self.hidden_size, self.num_heads
             )));
         }
+        if self.kind.is_naflex() && self.grid().pow(2) != self.num_patches {
+            return Err(Error::model(format!(
+                "num_patches = {} is not a square: the position table is a square grid",
+                self.num_patches
+            )));
+        }
         // S need not be a multiple of P (so400m/14-384: 27 patches, 6 pixels dropped).
-        if self.image_size < self.patch_size {
+        if !self.kind.is_naflex() && self.image_size < self.patch_size {
             return Err(Error::model(format!(
                 "image_size {} is smaller than patch_size {}: no patch fits",
                 self.image_size, self.patch_size
@@ -198,7 +247,7 @@ pub fn detect(weights: &Path, keys: &Keys) -> Result<VisionConfig> {
     let llava = keys.contains("multi_modal_projector.linear_1.bias");
     let mut cfg = if let Some(sidecar) = sidecar(weights) {
         // Named for this file: its errors are the user's to fix, never skipped.
-        let mut cfg = from_config_json(&sidecar, keys, llava)?;
+        let mut cfg = json::from_config_json(&sidecar, keys, llava)?;
         finish(&mut cfg).map_err(|e| e.context(sidecar.display()))?;
         // Name the file that was read, in the family shown and in shape errors.
         cfg.source = file_name(&sidecar);
@@ -207,14 +256,14 @@ pub fn detect(weights: &Path, keys: &Keys) -> Result<VisionConfig> {
     } else {
         let folder = weights.with_file_name("config.json");
         if folder.is_file() {
-            let fitted = from_config_json(&folder, keys, llava).and_then(|mut cfg| {
+            let fitted = json::from_config_json(&folder, keys, llava).and_then(|mut cfg| {
                 finish(&mut cfg).map_err(|e| e.context(folder.display()))?;
                 fits(&cfg, keys).map_err(|e| e.context(folder.display()))?;
                 Ok(cfg)
             });
             match fitted {
                 Ok(cfg) => cfg,
-                Err(why) => match from_table(keys, llava) {
+                Err(why) => match table::from_table(keys, llava) {
                     Ok(cfg) => {
                         tracing::warn!(
                             "{}: not used for {} ({why}); using the {} key table instead (a {} beside the file configures it alone)",
@@ -233,14 +282,15 @@ pub fn detect(weights: &Path, keys: &Keys) -> Result<VisionConfig> {
                 },
             }
         } else {
-            from_table(keys, llava)?
+            table::from_table(keys, llava)?
         }
     };
     finish(&mut cfg)?;
     Ok(cfg)
 }
 
-/// Validates ranges, then sets the token count (which divides by the patch size).
+/// Validates ranges, then sets the token count (which divides by the patch size): for naflex,
+/// the most an image has.
 fn finish(cfg: &mut VisionConfig) -> Result<()> {
     cfg.validate()?;
     cfg.tokens = cfg.grid().pow(2) + usize::from(cfg.kind.has_class_token()) + cfg.registers;
@@ -277,10 +327,15 @@ fn sidecar(weights: &Path) -> Option<std::path::PathBuf> {
 fn fits(cfg: &VisionConfig, keys: &Keys) -> Result<()> {
     let (d, p) = (cfg.hidden_size, cfg.patch_size);
     let layer = |i: usize| format!("vision_model.encoder.layers.{i}.mlp.fc1.weight");
+    let patch_shape = if cfg.kind.is_naflex() {
+        vec![d, 3 * p * p]
+    } else {
+        vec![d, 3, p, p]
+    };
     let mut want: Vec<(String, Vec<usize>)> = vec![
         (
             "vision_model.embeddings.patch_embedding.weight".into(),
-            vec![d, 3, p, p],
+            patch_shape,
         ),
         (
             "vision_model.embeddings.position_embedding.weight".into(),
@@ -312,7 +367,9 @@ fn fits(cfg: &VisionConfig, keys: &Keys) -> Result<()> {
         )));
     }
     let class = keys.contains("vision_model.embeddings.class_embedding");
-    if (cfg.kind == Kind::Clip && !class) || (cfg.kind == Kind::Siglip && class) {
+    if (cfg.kind == Kind::Clip && !class)
+        || (matches!(cfg.kind, Kind::Siglip | Kind::Siglip2) && class)
+    {
         return Err(Error::model(format!(
             "it describes a {:?} tower, but the file {} a class token",
             cfg.kind,
@@ -322,471 +379,13 @@ fn fits(cfg: &VisionConfig, keys: &Keys) -> Result<()> {
     Ok(())
 }
 
-fn from_table(keys: &Keys, llava: bool) -> Result<VisionConfig> {
-    let layer = |i: usize| format!("vision_model.encoder.layers.{i}.layer_norm1.weight");
-    let width = keys
-        .shape(&layer(22))
-        .and_then(|s| s.first().copied())
-        .unwrap_or(0);
-    let positions = keys
-        .shape("vision_model.embeddings.position_embedding.weight")
-        .and_then(|s| s.first().copied())
-        .unwrap_or(0);
-    let clip = |family: &str, d, l, i, image, proj| VisionConfig {
-        family: family.to_string(),
-        kind: Kind::Clip,
-        hidden_size: d,
-        num_layers: l,
-        num_heads: 16,
-        intermediate_size: i,
-        activation: Activation::Gelu,
-        mlp: Mlp::Standard,
-        patch_size: 14,
-        image_size: image,
-        tokens: 0,
-        projection_dim: Some(proj),
-        registers: 0,
-        rope_theta: 0.0,
-        layer_norm_eps: 1e-5,
-        llava,
-        source: "key table".into(),
-    };
-    let cfg = if keys.contains(&layer(47)) {
-        clip("ViT-bigG/14", 1664, 48, 8192, 224, 1280)
-    } else if keys.contains(&layer(30)) {
-        clip("ViT-H/14", 1280, 32, 5120, 224, 1024)
-    } else if keys.contains(&layer(22)) {
-        if width == 1152 {
-            let (family, patch, image) = match positions {
-                729 => ("SigLIP so400m/14-384", 14, 384),
-                1024 => ("SigLIP so400m/16-512", 16, 512),
-                _ => {
-                    return Err(Error::model(format!(
-                        "width 1152 looks like SigLIP so400m, but the position table has {positions} rows (known: 729 for /14-384, 1024 for /16-512); put a config.json beside the weights"
-                    )))
-                }
-            };
-            VisionConfig {
-                family: family.into(),
-                kind: Kind::Siglip,
-                hidden_size: 1152,
-                num_layers: 27,
-                num_heads: 16,
-                intermediate_size: 4304,
-                activation: Activation::GeluTanh,
-                mlp: Mlp::Standard,
-                patch_size: patch,
-                image_size: image,
-                tokens: 0,
-                projection_dim: None,
-                registers: 0,
-                rope_theta: 0.0,
-                layer_norm_eps: 1e-5,
-                llava: false,
-                source: "key table".into(),
-            }
-        } else {
-            let mut c = if positions == 577 {
-                clip("ViT-L/14-336", 1024, 24, 4096, 336, 768)
-            } else {
-                clip("ViT-L/14", 1024, 24, 4096, 224, 768)
-            };
-            c.activation = Activation::QuickGelu;
-            c
-        }
-    } else if keys.contains("encoder.layer.39.layer_scale2.lambda1") {
-        dinov2("DINOv2 giant/14", 1536, 40, 24, 4096, Mlp::SwiGlu)
-    } else if keys.contains("encoder.layer.23.layer_scale2.lambda1") {
-        dinov2("DINOv2 large/14", 1024, 24, 16, 4096, Mlp::Standard)
-    } else if keys.contains("layer.0.mlp.gate_proj.weight")
-        && keys.contains("layer.31.norm1.weight")
-    {
-        // ComfyUI's DINOV3_VITH_CONFIG: SwiGLU-gated, 1024 px.
-        dinov3("DINOv3 ViT-H+/16", 1280, 32, 20, 5120, Mlp::Gated, 1024)
-    } else if keys.contains("layer.23.attention.o_proj.bias") {
-        // ComfyUI's dino3_large.json: plain GELU MLP, 224 px.
-        dinov3("DINOv3 large/16", 1024, 24, 16, 4096, Mlp::Standard, 224)
-    } else {
-        return Err(Error::model(
-            "no known CLIP Vision family matches this file: looked for vision_model.encoder.layers.{47,30,22}.layer_norm1.weight (or the open_clip visual.transformer.resblocks.* layout) DINOv2's encoder.layer.{39,23}.layer_scale2.lambda1 and DINOv3's layer.0.mlp.gate_proj.weight + layer.31.norm1.weight or layer.23.attention.o_proj.bias; for other sizes put a Hugging Face config.json beside the weights",
-        ));
-    };
-    Ok(cfg)
-}
-
-/// A DINOv3 row of contract §2.1b: patch 16, 4 registers, RoPE base 100, eps 1e-5.
-fn dinov3(
-    family: &str,
-    d: usize,
-    layers: usize,
-    heads: usize,
-    i: usize,
-    mlp: Mlp,
-    image: usize,
-) -> VisionConfig {
-    VisionConfig {
-        family: family.into(),
-        kind: Kind::Dinov3,
-        hidden_size: d,
-        num_layers: layers,
-        num_heads: heads,
-        intermediate_size: i,
-        activation: if mlp == Mlp::Gated {
-            Activation::Silu
-        } else {
-            Activation::Gelu
-        },
-        mlp,
-        patch_size: 16,
-        image_size: image,
-        tokens: 0,
-        projection_dim: None,
-        registers: 4,
-        rope_theta: 100.0,
-        layer_norm_eps: 1e-5,
-        llava: false,
-        source: "key table".into(),
-    }
-}
-
-/// A DINOv2 row of contract §2.1b: 518 px, patch 14, eps 1e-6, exact gelu in the plain MLP.
-fn dinov2(family: &str, d: usize, layers: usize, heads: usize, i: usize, mlp: Mlp) -> VisionConfig {
-    VisionConfig {
-        family: family.into(),
-        kind: Kind::Dinov2,
-        hidden_size: d,
-        num_layers: layers,
-        num_heads: heads,
-        intermediate_size: i,
-        activation: Activation::Gelu,
-        mlp,
-        patch_size: 14,
-        image_size: 518,
-        tokens: 0,
-        projection_dim: None,
-        registers: 0,
-        rope_theta: 0.0,
-        layer_norm_eps: 1e-6,
-        llava: false,
-        source: "key table".into(),
-    }
-}
-
-fn from_config_json(path: &Path, keys: &Keys, llava: bool) -> Result<VisionConfig> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    let bad = |msg: String| Error::model(format!("{}: {msg}", path.display()));
-    let root: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| bad(format!("not valid JSON ({e})")))?;
-    let root = root
-        .as_object()
-        .ok_or_else(|| bad("not a JSON object".into()))?;
-    // A full CLIP/SigLIP/LLaVA config keeps the tower under `vision_config`.
-    let (vision, parent) = match root.get("vision_config") {
-        Some(v) => (
-            v.as_object()
-                .ok_or_else(|| bad("vision_config is not an object".into()))?,
-            Some(root),
-        ),
-        None => (root, None),
-    };
-    let model_type = vision
-        .get("model_type")
-        .or_else(|| parent.and_then(|p| p.get("model_type")))
-        .and_then(|v| v.as_str())
-        .unwrap_or("");
-    let kind = match model_type {
-        "clip_vision_model" | "clip" | "llava" => Kind::Clip,
-        "siglip_vision_model" | "siglip" => Kind::Siglip,
-        "dinov2" => return dinov2_config(vision, &bad),
-        "dinov3_vit" | "dinov3" => return dinov3_config(vision, &bad),
-        "" if keys.contains("vision_model.embeddings.class_embedding") => Kind::Clip,
-        "" => Kind::Siglip,
-        other => {
-            return Err(bad(format!(
-                "model_type {other:?} is not a vision tower (valid: clip_vision_model, siglip_vision_model, clip, siglip, dinov2, dinov3_vit)"
-            )))
-        }
-    };
-    let int = |name: &str, default: usize| json_int(vision, name, default, &bad);
-    // Defaults are those of transformers' CLIPVisionConfig / SiglipVisionConfig.
-    let (act_default, patch_default, proj_default, eps_default) = match kind {
-        Kind::Clip => ("quick_gelu", 32, Some(512), 1e-5),
-        Kind::Siglip | Kind::Dinov2 | Kind::Dinov3 => ("gelu_pytorch_tanh", 16, None, 1e-5),
-    };
-    let act = match vision.get("hidden_act") {
-        None => act_default,
-        Some(v) => v
-            .as_str()
-            .ok_or_else(|| bad(format!("hidden_act must be a string, got {v}")))?,
-    };
-    let eps = match vision.get("layer_norm_eps") {
-        None => eps_default,
-        Some(v) => v
-            .as_f64()
-            .ok_or_else(|| bad(format!("layer_norm_eps must be a number, got {v}")))?
-            as f32,
-    };
-    let projection_dim = match kind {
-        Kind::Siglip | Kind::Dinov2 | Kind::Dinov3 => None,
-        Kind::Clip => {
-            let from = |o: &serde_json::Map<String, serde_json::Value>| {
-                o.get("projection_dim").and_then(|v| v.as_u64())
-            };
-            let p = from(vision)
-                .or_else(|| parent.and_then(from))
-                .map(|v| v as usize)
-                .or(proj_default);
-            // The file's own projection decides when the config does not say.
-            keys.shape("visual_projection.weight")
-                .and_then(|s| s.first().copied())
-                .or(p)
-        }
-    };
-    Ok(VisionConfig {
-        family: format!(
-            "{} (config.json)",
-            match kind {
-                Kind::Clip if llava => "LLaVA CLIP",
-                Kind::Clip => "CLIP",
-                Kind::Siglip => "SigLIP",
-                Kind::Dinov2 => "DINOv2",
-                Kind::Dinov3 => "DINOv3",
-            }
-        ),
-        kind,
-        hidden_size: int("hidden_size", 768)?,
-        num_layers: int("num_hidden_layers", 12)?,
-        num_heads: int("num_attention_heads", 12)?,
-        intermediate_size: int("intermediate_size", 3072)?,
-        activation: Activation::parse(act).map_err(|e| e.context(path.display()))?,
-        mlp: Mlp::Standard,
-        patch_size: int("patch_size", patch_default)?,
-        image_size: int("image_size", 224)?,
-        tokens: 0,
-        projection_dim,
-        registers: 0,
-        rope_theta: 0.0,
-        layer_norm_eps: eps,
-        llava: llava && kind == Kind::Clip,
-        source: "config.json".into(),
-    })
-}
-
-type Json = serde_json::Map<String, serde_json::Value>;
-
-fn json_int(o: &Json, name: &str, default: usize, bad: &dyn Fn(String) -> Error) -> Result<usize> {
-    match o.get(name) {
-        None | Some(serde_json::Value::Null) => Ok(default),
-        Some(v) => v
-            .as_u64()
-            .and_then(|v| usize::try_from(v).ok())
-            .ok_or_else(|| bad(format!("{name} must be a positive integer, got {v}"))),
-    }
-}
-
-fn json_bool(o: &Json, name: &str, default: bool, bad: &dyn Fn(String) -> Error) -> Result<bool> {
-    match o.get(name) {
-        None | Some(serde_json::Value::Null) => Ok(default),
-        Some(v) => v
-            .as_bool()
-            .ok_or_else(|| bad(format!("{name} must be true or false, got {v}"))),
-    }
-}
-
-/// A finite number (`NaN`/`inf` are refused).
-fn json_f64(o: &Json, name: &str, default: f64, bad: &dyn Fn(String) -> Error) -> Result<f64> {
-    match o.get(name) {
-        None | Some(serde_json::Value::Null) => Ok(default),
-        Some(v) => v
-            .as_f64()
-            .filter(|x| x.is_finite())
-            .ok_or_else(|| bad(format!("{name} must be a number, got {v}"))),
-    }
-}
-
-/// A Hugging Face `Dinov2Config` (defaults as in transformers). The MLP width comes from
-/// `mlp_ratio` as `Dinov2MLP` / `Dinov2SwiGLUFFN` compute it.
-fn dinov2_config(o: &Json, bad: &dyn Fn(String) -> Error) -> Result<VisionConfig> {
-    let int = |name: &str, default: usize| json_int(o, name, default, bad);
-    let flag = |name: &str, default: bool| json_bool(o, name, default, bad);
-    let number = |name: &str, default: f64| json_f64(o, name, default, bad);
-    if !flag("qkv_bias", true)? {
-        return Err(bad(
-            "qkv_bias = false is not supported (DINOv2 files carry query/key/value biases)".into(),
-        ));
-    }
-    let hidden = int("hidden_size", 768)?;
-    let ratio = number("mlp_ratio", 4.0)?;
-    if !(ratio > 0.0 && ratio <= 64.0) {
-        return Err(bad(format!("mlp_ratio = {ratio} is out of range (0, 64]")));
-    }
-    let plain = (hidden as f64 * ratio) as usize;
-    let swiglu = flag("use_swiglu_ffn", false)?;
-    let (mlp, intermediate) = if swiglu {
-        // Two thirds of the plain width, rounded up to a multiple of 8.
-        (
-            Mlp::SwiGlu,
-            ((plain as f64 * 2.0 / 3.0) as usize).div_ceil(8) * 8,
-        )
-    } else {
-        (Mlp::Standard, plain)
-    };
-    let act = match o.get("hidden_act") {
-        None => "gelu",
-        Some(v) => v
-            .as_str()
-            .ok_or_else(|| bad(format!("hidden_act must be a string, got {v}")))?,
-    };
-    Ok(VisionConfig {
-        family: "DINOv2 (config.json)".into(),
-        kind: Kind::Dinov2,
-        hidden_size: hidden,
-        num_layers: int("num_hidden_layers", 12)?,
-        num_heads: int("num_attention_heads", 12)?,
-        intermediate_size: intermediate,
-        activation: Activation::parse(act).map_err(|e| bad(e.to_string()))?,
-        mlp,
-        patch_size: int("patch_size", 14)?,
-        image_size: int("image_size", 224)?,
-        tokens: 0,
-        projection_dim: None,
-        registers: 0,
-        rope_theta: 0.0,
-        layer_norm_eps: number("layer_norm_eps", 1e-6)? as f32,
-        llava: false,
-        source: "config.json".into(),
-    })
-}
-
-/// A Hugging Face `DINOv3ViTConfig` (defaults as in transformers). Only the bias layout of the
-/// released checkpoints (no key bias, every other linear biased) is supported.
-fn dinov3_config(o: &Json, bad: &dyn Fn(String) -> Error) -> Result<VisionConfig> {
-    let int = |name: &str, default: usize| json_int(o, name, default, bad);
-    let flag = |name: &str, default: bool| json_bool(o, name, default, bad);
-    for (name, want) in [
-        ("query_bias", true),
-        ("key_bias", false),
-        ("value_bias", true),
-        ("proj_bias", true),
-        ("mlp_bias", true),
-    ] {
-        if flag(name, want)? != want {
-            return Err(bad(format!(
-                "{name} = {} is not supported (DINOv3 files have {name} = {want})",
-                !want
-            )));
-        }
-    }
-    let number = |name: &str, default: f64| json_f64(o, name, default, bad);
-    let gated = flag("use_gated_mlp", false)?;
-    let act = match o.get("hidden_act") {
-        None => "gelu",
-        Some(v) => v
-            .as_str()
-            .ok_or_else(|| bad(format!("hidden_act must be a string, got {v}")))?,
-    };
-    Ok(VisionConfig {
-        family: "DINOv3 (config.json)".into(),
-        kind: Kind::Dinov3,
-        hidden_size: int("hidden_size", 384)?,
-        num_layers: int("num_hidden_layers", 12)?,
-        num_heads: int("num_attention_heads", 6)?,
-        intermediate_size: int("intermediate_size", 1536)?,
-        activation: Activation::parse(act).map_err(|e| bad(e.to_string()))?,
-        mlp: if gated { Mlp::Gated } else { Mlp::Standard },
-        patch_size: int("patch_size", 16)?,
-        image_size: int("image_size", 224)?,
-        tokens: 0,
-        projection_dim: None,
-        registers: int("num_register_tokens", 0)?,
-        rope_theta: number("rope_theta", 100.0)? as f32,
-        layer_norm_eps: number("layer_norm_eps", 1e-5)? as f32,
-        llava: false,
-        source: "config.json".into(),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn dino(json: serde_json::Value) -> Result<VisionConfig> {
-        let o = json.as_object().unwrap().clone();
-        dinov2_config(&o, &|m| Error::model(m))
-    }
-
-    #[test]
-    fn dinov2_config_json_sizes_follow_transformers() {
-        // facebook/dinov2-giant: SwiGLU with 2/3 of 4·1536, rounded up to a multiple of 8.
-        let g = dino(
-            serde_json::json!({"model_type": "dinov2", "hidden_size": 1536,
-            "num_hidden_layers": 40, "num_attention_heads": 24, "mlp_ratio": 4,
-            "use_swiglu_ffn": true, "image_size": 518}),
-        )
-        .unwrap();
-        assert_eq!((g.mlp, g.intermediate_size), (Mlp::SwiGlu, 4096));
-        assert_eq!((g.patch_size, g.layer_norm_eps), (14, 1e-6));
-        // Defaults of Dinov2Config (base size), plain MLP.
-        let b = dino(serde_json::json!({"model_type": "dinov2"})).unwrap();
-        assert_eq!((b.hidden_size, b.num_layers, b.num_heads), (768, 12, 12));
-        assert_eq!(
-            (b.mlp, b.intermediate_size, b.image_size),
-            (Mlp::Standard, 3072, 224)
-        );
-        assert_eq!(b.activation, Activation::Gelu);
-        assert_eq!(b.kind, Kind::Dinov2);
-        // A fractional ratio truncates as Python's int() does.
-        let f = dino(serde_json::json!({"hidden_size": 100, "mlp_ratio": 2.5})).unwrap();
-        assert_eq!(f.intermediate_size, 250);
-    }
-
-    #[test]
-    fn dinov2_config_json_errors_name_the_field() {
-        let e = dino(serde_json::json!({"qkv_bias": false})).unwrap_err();
-        assert!(e.message().contains("qkv_bias"), "{e}");
-        let e = dino(serde_json::json!({"mlp_ratio": "four"})).unwrap_err();
-        assert!(e.message().contains("mlp_ratio"), "{e}");
-        let e = dino(serde_json::json!({"mlp_ratio": -1})).unwrap_err();
-        assert!(e.message().contains("mlp_ratio"), "{e}");
-        let e = dino(serde_json::json!({"use_swiglu_ffn": "yes"})).unwrap_err();
-        assert!(e.message().contains("use_swiglu_ffn"), "{e}");
-        let e = dino(serde_json::json!({"hidden_act": "relu6"})).unwrap_err();
-        assert!(e.message().contains("relu6"), "{e}");
-    }
-
-    #[test]
-    fn dinov3_config_json_defaults_and_bias_layout() {
-        let o = |v: serde_json::Value| v.as_object().unwrap().clone();
-        let bad = |m: String| Error::model(m);
-        let c = dinov3_config(&o(serde_json::json!({"model_type": "dinov3_vit"})), &bad).unwrap();
-        assert_eq!((c.hidden_size, c.num_layers, c.num_heads), (384, 12, 6));
-        assert_eq!(
-            (c.intermediate_size, c.registers, c.patch_size),
-            (1536, 0, 16)
-        );
-        assert_eq!(
-            (c.mlp, c.activation, c.rope_theta),
-            (Mlp::Standard, Activation::Gelu, 100.0)
-        );
-        let g = dinov3_config(
-            &o(serde_json::json!({"use_gated_mlp": true, "hidden_act": "silu", "num_register_tokens": 4})),
-            &bad,
-        )
-        .unwrap();
-        assert_eq!(
-            (g.mlp, g.activation, g.registers),
-            (Mlp::Gated, Activation::Silu, 4)
-        );
-        let e = dinov3_config(&o(serde_json::json!({"key_bias": true})), &bad).unwrap_err();
-        assert!(e.message().contains("key_bias"), "{e}");
-        let mut c = dinov3("t", 64, 2, 4, 128, Mlp::Standard, 32);
-        c.num_heads = 32; // head size 2: RoPE needs a multiple of 4
-        assert!(c.validate().unwrap_err().message().contains("RoPE"));
-    }
-
     #[test]
     fn tokens_drop_the_remainder_and_a_patch_must_fit() {
-        let mut c = dinov2("t", 64, 2, 4, 128, Mlp::Standard);
+        let mut c = table::dinov2("t", 64, 2, 4, 128, Mlp::Standard);
         c.image_size = 384;
         c.patch_size = 14;
         c.validate().unwrap();

@@ -71,7 +71,7 @@ impl Listing {
     /// One line for a listing without models: what was searched and what was there.
     pub fn nothing_found(&self) -> String {
         if self.folders.is_empty() {
-            return "no model folders configured: pass --comfyui PATH (the ComfyUI folder that holds models/), set COMFYUI_PATH, or give --extra-model-paths FILE".into();
+            return "no model folders configured: pass `comfyui_path=PATH` (the ComfyUI folder that holds models/), set COMFYUI_PATH, or give `extra_model_paths=FILE`".into();
         }
         let searched: Vec<String> = self
             .folders
@@ -123,7 +123,7 @@ fn misplaced_root_hint(folder: &Path) -> Option<String> {
         return None;
     };
     Some(format!(
-        "--comfyui takes the ComfyUI folder itself: did you mean {}?",
+        "`comfyui_path` takes the ComfyUI folder itself: did you mean {}?",
         parent.display()
     ))
 }
@@ -253,7 +253,7 @@ impl ModelFolders {
         let mut msg = format!("model {name:?} not found (no such file");
         if folders.is_empty() {
             msg.push_str(
-                "; no model folders configured: pass --comfyui PATH, set COMFYUI_PATH, or give --extra-model-paths FILE)",
+                "; no model folders configured: pass `comfyui_path=PATH`, set COMFYUI_PATH, or give `extra_model_paths=FILE`)",
             );
         } else {
             msg.push_str(&format!(
@@ -342,6 +342,11 @@ const VISION_TOWER_KEYS: [&str; 2] = [
     "embeddings.patch_embeddings.projection.weight",
 ];
 
+/// Whether a tensor name (as in the file) is a vision tower's patch embedding, in any layout.
+fn is_vision_key(name: &str) -> bool {
+    VISION_TOWER_KEYS.contains(&name) || name == "visual.conv1.weight"
+}
+
 /// What a model-named file is.
 pub enum Tower {
     /// A vision tower that loads, with its family.
@@ -356,7 +361,16 @@ pub enum Tower {
 pub fn vision_tower(path: &Path) -> Tower {
     let file = match crate::model::SafeTensors::open(path) {
         Ok(f) => f,
-        Err(e) => return Tower::Not(e.message().to_string()),
+        // A damaged vision tower (a cut-short download) is listed with the reason; a file
+        // whose header names no vision tower is passed over.
+        Err(e) => {
+            return match crate::model::SafeTensors::header_names(path) {
+                Some(names) if !names.iter().any(|n| is_vision_key(n)) => {
+                    Tower::Not(e.message().to_string())
+                }
+                _ => Tower::Broken(e.message().to_string()),
+            }
+        }
     };
     let keys = crate::model::Keys::from_file(&file);
     if !VISION_TOWER_KEYS.iter().any(|k| keys.contains(k)) {

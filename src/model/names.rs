@@ -29,7 +29,7 @@ pub struct LayerNames {
 
 pub fn layer(kind: Kind, mlp: Mlp, l: usize) -> LayerNames {
     match kind {
-        Kind::Clip | Kind::Siglip => {
+        Kind::Clip | Kind::Siglip | Kind::Siglip2 => {
             let p = format!("vision_model.encoder.layers.{l}");
             LayerNames {
                 norm1: format!("{p}.layer_norm1"),
@@ -117,7 +117,8 @@ pub fn embed(kind: Kind) -> EmbedNames {
             positions: Some("vision_model.embeddings.position_embedding.weight"),
             pre_norm: Some("vision_model.pre_layrnorm"),
         },
-        Kind::Siglip => EmbedNames {
+        // SigLIP2 naflex: the same names, but the patch embedding is a `Linear` `[D, 3·P²]`.
+        Kind::Siglip | Kind::Siglip2 => EmbedNames {
             patch_weight: "vision_model.embeddings.patch_embedding.weight",
             patch_bias: Some("vision_model.embeddings.patch_embedding.bias"),
             class_token: None,
@@ -147,8 +148,20 @@ pub fn embed(kind: Kind) -> EmbedNames {
 /// Prefix of the final norm in the `head` block.
 pub fn head_norm(kind: Kind) -> &'static str {
     match kind {
-        Kind::Clip | Kind::Siglip => "vision_model.post_layernorm",
+        Kind::Clip | Kind::Siglip | Kind::Siglip2 => "vision_model.post_layernorm",
         Kind::Dinov2 => "layernorm",
         Kind::Dinov3 => "norm",
     }
 }
+
+/// SigLIP2's attention-pooling head (`Siglip2MultiheadAttentionPoolingHead`): a learned probe
+/// `[1, 1, D]` attends over the tokens (`nn.MultiheadAttention`, packed `in_proj` `[3D, D]`),
+/// then `x + mlp(layernorm(x))`.
+pub const HEAD_PROBE: &str = "vision_model.head.probe";
+/// q, k and v stacked in that order, `[3D, D]` and `[3D]`.
+pub const HEAD_IN_PROJ_WEIGHT: &str = "vision_model.head.attention.in_proj_weight";
+pub const HEAD_IN_PROJ_BIAS: &str = "vision_model.head.attention.in_proj_bias";
+pub const HEAD_OUT_PROJ: &str = "vision_model.head.attention.out_proj";
+pub const HEAD_NORM: &str = "vision_model.head.layernorm";
+pub const HEAD_MLP_IN: &str = "vision_model.head.mlp.fc1";
+pub const HEAD_MLP_OUT: &str = "vision_model.head.mlp.fc2";

@@ -172,6 +172,30 @@ impl SafeTensors {
         })
     }
 
+    /// The tensor names in `path`'s header, read without checking the data against them (a
+    /// truncated or damaged file still names its tensors); None when the header itself
+    /// cannot be read.
+    pub fn header_names(path: &Path) -> Option<Vec<String>> {
+        let mut file = File::open(path).ok()?;
+        let file_len = file.metadata().ok()?.len();
+        let mut len_bytes = [0u8; 8];
+        read_exact_at(&mut file, 0, &mut len_bytes).ok()?;
+        let header_len = u64::from_le_bytes(len_bytes);
+        if header_len > MAX_HEADER_BYTES || header_len > file_len.saturating_sub(8) {
+            return None;
+        }
+        let mut header = vec![0u8; header_len as usize];
+        read_exact_at(&mut file, 8, &mut header).ok()?;
+        let map: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(&header).ok()?;
+        Some(
+            map.into_iter()
+                .map(|(k, _)| k)
+                .filter(|k| k != "__metadata__")
+                .collect(),
+        )
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -239,80 +263,15 @@ fn parse_header(
     let mut ranges = Vec::new();
     for (name, entry) in obj {
         if name == "__metadata__" {
-            let m = entry
-                .as_object()
-                .ok_or("__metadata__ is not an object of strings")?;
-            for (k, v) in m {
-                let v = v
-                    .as_str()
-                    .ok_or_else(|| format!("__metadata__ value of {k:?} is not a string"))?;
-                metadata.insert(k.clone(), v.to_string());
-            }
+            metadata = parse_metadata(entry)?;
             continue;
         }
-        let e = entry
-            .as_object()
-            .ok_or_else(|| format!("tensor {name:?}: entry is not an object"))?;
-        let dtype_s = e
-            .get("dtype")
-            .and_then(|d| d.as_str())
-            .ok_or_else(|| format!("tensor {name:?}: missing \"dtype\""))?;
-        let dtype = DType::parse(dtype_s).ok_or_else(|| {
-            if VALID_UNSUPPORTED.contains(&dtype_s) {
-                format!("{UNSUPPORTED}tensor {name:?} has dtype {dtype_s}, a valid safetensors dtype this program does not read (supported: F64, F32, F16, BF16, I64, I32, I16, I8, U8, BOOL); a CLIP Vision tower's weights are floats, so this file is probably not one")
-            } else {
-                format!("tensor {name:?}: unknown dtype {dtype_s:?} (known: F64, F32, F16, BF16, I64, I32, I16, I8, U8, BOOL)")
-            }
-        })?;
-        let shape = e
-            .get("shape")
-            .and_then(|s| s.as_array())
-            .ok_or_else(|| format!("tensor {name:?}: missing \"shape\" array"))?
-            .iter()
-            .map(|d| d.as_u64().and_then(|d| usize::try_from(d).ok()))
-            .collect::<Option<Vec<usize>>>()
-            .ok_or_else(|| format!("tensor {name:?}: shape must be non-negative integers"))?;
-        let offs = e
-            .get("data_offsets")
-            .and_then(|s| s.as_array())
-            .filter(|a| a.len() == 2)
-            .and_then(|a| Some((a[0].as_u64()?, a[1].as_u64()?)))
-            .ok_or_else(|| format!("tensor {name:?}: \"data_offsets\" must be [begin, end]"))?;
-        let (begin, end) = offs;
-        if begin > end {
-            return Err(format!(
-                "tensor {name:?}: data_offsets [{begin}, {end}] are reversed"
-            ));
+        let (info, begin) = parse_entry(name, entry, data_len)?;
+        if info.nbytes > 0 {
+            ranges.push((begin, begin + info.nbytes, name.clone()));
         }
-        if end > data_len {
-            return Err(format!(
-                "tensor {name:?}: data_offsets end {end} is past the end of the data section ({data_len} bytes)"
-            ));
-        }
-        let numel = shape
-            .iter()
-            .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64));
-        let expected = numel.and_then(|n| n.checked_mul(dtype.size()));
-        if expected != Some(end - begin) {
-            return Err(format!(
-                "tensor {name:?}: shape {shape:?} of {} needs {} bytes but data_offsets span {}",
-                dtype.name(),
-                expected.map_or("more than 2^64".to_string(), |b| b.to_string()),
-                end - begin
-            ));
-        }
-        if end > begin {
-            ranges.push((begin, end, name.clone()));
-        }
-        tensors.insert(
-            name.clone(),
-            TensorInfo {
-                dtype,
-                shape,
-                offset: data_start + begin,
-                nbytes: end - begin,
-            },
-        );
+        let offset = data_start + begin;
+        tensors.insert(name.clone(), TensorInfo { offset, ..info });
     }
     ranges.sort();
     for w in ranges.windows(2) {
@@ -324,4 +283,87 @@ fn parse_header(
         }
     }
     Ok((tensors, metadata))
+}
+
+/// The header's `__metadata__`: an object of strings.
+fn parse_metadata(
+    entry: &serde_json::Value,
+) -> std::result::Result<BTreeMap<String, String>, String> {
+    let m = entry
+        .as_object()
+        .ok_or("__metadata__ is not an object of strings")?;
+    m.iter()
+        .map(|(k, v)| {
+            let v = v
+                .as_str()
+                .ok_or_else(|| format!("__metadata__ value of {k:?} is not a string"))?;
+            Ok((k.clone(), v.to_string()))
+        })
+        .collect()
+}
+
+/// One tensor's header entry, checked against a data section of `data_len` bytes: its info
+/// (offset 0: the caller adds where the data starts) and where its bytes begin in the section.
+fn parse_entry(
+    name: &str,
+    entry: &serde_json::Value,
+    data_len: u64,
+) -> std::result::Result<(TensorInfo, u64), String> {
+    let e = entry
+        .as_object()
+        .ok_or_else(|| format!("tensor {name:?}: entry is not an object"))?;
+    let dtype_s = e
+        .get("dtype")
+        .and_then(|d| d.as_str())
+        .ok_or_else(|| format!("tensor {name:?}: missing \"dtype\""))?;
+    let dtype = DType::parse(dtype_s).ok_or_else(|| {
+        if VALID_UNSUPPORTED.contains(&dtype_s) {
+            format!("{UNSUPPORTED}tensor {name:?} has dtype {dtype_s}, a valid safetensors dtype this program does not read (supported: F64, F32, F16, BF16, I64, I32, I16, I8, U8, BOOL); a CLIP Vision tower's weights are floats, so this file is probably not one")
+        } else {
+            format!("tensor {name:?}: unknown dtype {dtype_s:?} (known: F64, F32, F16, BF16, I64, I32, I16, I8, U8, BOOL)")
+        }
+    })?;
+    let shape = e
+        .get("shape")
+        .and_then(|s| s.as_array())
+        .ok_or_else(|| format!("tensor {name:?}: missing \"shape\" array"))?
+        .iter()
+        .map(|d| d.as_u64().and_then(|d| usize::try_from(d).ok()))
+        .collect::<Option<Vec<usize>>>()
+        .ok_or_else(|| format!("tensor {name:?}: shape must be non-negative integers"))?;
+    let (begin, end) = e
+        .get("data_offsets")
+        .and_then(|s| s.as_array())
+        .filter(|a| a.len() == 2)
+        .and_then(|a| Some((a[0].as_u64()?, a[1].as_u64()?)))
+        .ok_or_else(|| format!("tensor {name:?}: \"data_offsets\" must be [begin, end]"))?;
+    if begin > end {
+        return Err(format!(
+            "tensor {name:?}: data_offsets [{begin}, {end}] are reversed"
+        ));
+    }
+    if end > data_len {
+        return Err(format!(
+            "tensor {name:?}: data_offsets end {end} is past the end of the data section ({data_len} bytes)"
+        ));
+    }
+    let numel = shape
+        .iter()
+        .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64));
+    let expected = numel.and_then(|n| n.checked_mul(dtype.size()));
+    if expected != Some(end - begin) {
+        return Err(format!(
+            "tensor {name:?}: shape {shape:?} of {} needs {} bytes but data_offsets span {}",
+            dtype.name(),
+            expected.map_or("more than 2^64".to_string(), |b| b.to_string()),
+            end - begin
+        ));
+    }
+    let info = TensorInfo {
+        dtype,
+        shape,
+        offset: 0,
+        nbytes: end - begin,
+    };
+    Ok((info, begin))
 }

@@ -135,6 +135,31 @@ fn parse_amount(amount: &str, entry: &str) -> Result<Raw> {
 
 /// Parses an allocation string strictly (contract §5.2). See [`Amount`] for how `*` is represented.
 pub fn parse_allocations(s: &str) -> Result<Allocation> {
+    let raws = parse_entries(s)?;
+    let (kind, star) = one_kind(&raws)?;
+    let entries = if kind == AllocKind::Ratio {
+        ratio_entries(s, raws, star.as_deref())?
+    } else {
+        raws.into_iter()
+            .map(|(device, raw, text)| {
+                let amount = match raw {
+                    Raw::Bytes(b) => Amount::Bytes(b),
+                    Raw::Fraction(f) => Amount::Fraction(f),
+                    _ => Amount::Rest,
+                };
+                AllocEntry {
+                    device,
+                    amount,
+                    text,
+                }
+            })
+            .collect()
+    };
+    Ok(Allocation { kind, entries })
+}
+
+/// The entries of `s` (`device,amount` separated by `;`), each device once, with their text.
+fn parse_entries(s: &str) -> Result<Vec<(Device, Raw, String)>> {
     let compact: String = s.chars().filter(|c| !c.is_whitespace()).collect();
     if compact.is_empty() {
         return Err(Error::invalid(format!(
@@ -145,7 +170,6 @@ pub fn parse_allocations(s: &str) -> Result<Allocation> {
     if pieces.len() > 1 && pieces.last().is_some_and(|p| p.trim().is_empty()) {
         pieces.pop(); // one optional trailing ';'
     }
-
     let mut raws: Vec<(Device, Raw, String)> = Vec::with_capacity(pieces.len());
     let mut seen: HashSet<Device> = HashSet::new();
     for piece in pieces {
@@ -181,11 +205,15 @@ pub fn parse_allocations(s: &str) -> Result<Allocation> {
         let raw = parse_amount(amount, &text)?;
         raws.push((device, raw, text));
     }
+    Ok(raws)
+}
 
-    // One kind per string; `*` only with ratio or bytes, at most one.
+/// The one kind of amount the entries use (ratio when all are `*`), and the text of the entry
+/// that takes the remainder (`*`, at most one; only with ratios or bytes).
+fn one_kind(raws: &[(Device, Raw, String)]) -> Result<(AllocKind, Option<String>)> {
     let mut kind: Option<(AllocKind, &str)> = None;
     let mut star: Option<&str> = None;
-    for (_, raw, text) in &raws {
+    for (_, raw, text) in raws {
         let k = match raw {
             Raw::Percent(_) => AllocKind::Ratio,
             Raw::Bytes(_) => AllocKind::Bytes,
@@ -216,59 +244,53 @@ pub fn parse_allocations(s: &str) -> Result<Allocation> {
             "allocation entry {t:?}: '*' cannot be used with fractions; use it with '%' or byte sizes (e.g. \"cuda:0,4gb;cpu,*\")"
         )));
     }
+    Ok((kind, star.map(str::to_string)))
+}
 
-    let mut entries: Vec<AllocEntry> = Vec::with_capacity(raws.len());
-    if kind == AllocKind::Ratio {
-        let sum: f64 = raws
-            .iter()
-            .map(|(_, r, _)| match r {
-                Raw::Percent(p) => *p,
-                _ => 0.0,
-            })
-            .sum();
-        if !sum.is_finite() {
+/// Ratio entries: the percentages as given, `*` (the entry `star`) getting what is left of 100%.
+fn ratio_entries(
+    s: &str,
+    raws: Vec<(Device, Raw, String)>,
+    star: Option<&str>,
+) -> Result<Vec<AllocEntry>> {
+    let sum: f64 = raws
+        .iter()
+        .map(|(_, r, _)| match r {
+            Raw::Percent(p) => *p,
+            _ => 0.0,
+        })
+        .sum();
+    if !sum.is_finite() {
+        return Err(Error::invalid(format!(
+            "allocation string {s:?}: the percentages are too large to add up; use shares that sum to 100%"
+        )));
+    }
+    let rest = 100.0 - sum;
+    if let Some(t) = star {
+        if rest < 0.0 {
             return Err(Error::invalid(format!(
-                "allocation string {s:?}: the percentages are too large to add up; use shares that sum to 100%"
+                "allocation entry {t:?} would get {rest}% because the other entries already sum to {sum}%; with '*' the others must sum to at most 100%"
             )));
         }
-        let rest = 100.0 - sum;
-        if let Some(t) = star {
-            if rest < 0.0 {
-                return Err(Error::invalid(format!(
-                    "allocation entry {t:?} would get {rest}% because the other entries already sum to {sum}%; with '*' the others must sum to at most 100%"
-                )));
-            }
-        } else if sum <= 0.0 {
-            return Err(Error::invalid(format!(
-                "allocation string {s:?}: the percentages sum to 0%; give at least one device a share above 0%"
-            )));
-        }
-        for (device, raw, text) in raws {
+    } else if sum <= 0.0 {
+        return Err(Error::invalid(format!(
+            "allocation string {s:?}: the percentages sum to 0%; give at least one device a share above 0%"
+        )));
+    }
+    Ok(raws
+        .into_iter()
+        .map(|(device, raw, text)| {
             let p = match raw {
                 Raw::Percent(p) => p,
                 _ => rest,
             };
-            entries.push(AllocEntry {
+            AllocEntry {
                 device,
                 amount: Amount::Ratio(p),
                 text,
-            });
-        }
-    } else {
-        for (device, raw, text) in raws {
-            let amount = match raw {
-                Raw::Bytes(b) => Amount::Bytes(b),
-                Raw::Fraction(f) => Amount::Fraction(f),
-                _ => Amount::Rest,
-            };
-            entries.push(AllocEntry {
-                device,
-                amount,
-                text,
-            });
-        }
-    }
-    Ok(Allocation { kind, entries })
+            }
+        })
+        .collect())
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use super::device::Device;
 use super::engine::Engine;
 use super::placement::Plan;
-use super::units::{format_bytes, gib};
+use super::units::format_bytes;
 
 /// A maximal run of consecutive blocks with the same home and exec device.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -151,8 +151,8 @@ impl Plan {
         out.push('\n');
         let _ = writeln!(
             out,
-            "{:<8}  {:>10}  {:>10}  {:>12}  {:>6}  {:>10}  {:>4}",
-            "device", "total", "free", "assigned GiB", "share", "budget", "runs"
+            "{:<8}  {:>10}  {:>10}  {:>10}  {:>6}  {:>10}  {:>4}",
+            "device", "total", "free", "assigned", "share", "budget", "runs"
         );
         for d in &self.devices {
             let share = if self.model_bytes > 0 {
@@ -167,11 +167,16 @@ impl Plan {
             };
             let _ = writeln!(
                 out,
-                "{:<8}  {:>10}  {:>10}  {:>12.3}  {:>5.1}%  {:>10}  {:>4}",
+                "{:<8}  {:>10}  {:>10}  {:>10}  {:>5.1}%  {:>10}  {:>4}",
                 d.device.to_string(),
                 format_bytes(d.total_bytes),
                 format_bytes(d.free_bytes),
-                gib(d.assigned_bytes),
+                // In the unit that fits (a 120 KiB model read "0.000" in GiB).
+                if d.assigned_bytes == 0 {
+                    "-".to_string()
+                } else {
+                    format_bytes(d.assigned_bytes)
+                },
                 share,
                 budget,
                 if d.executes { "yes" } else { "" }

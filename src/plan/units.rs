@@ -139,11 +139,6 @@ pub fn format_bytes(bytes: u64) -> String {
     format!("{value:.2} {}", UNITS[unit])
 }
 
-/// Gibibytes as a float, for tables.
-pub(crate) fn gib(bytes: u64) -> f64 {
-    bytes as f64 / (1u64 << 30) as f64
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

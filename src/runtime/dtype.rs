@@ -21,7 +21,7 @@ pub fn check(dtype: ComputeDtype, exec: &[Device]) -> Result<Option<String>> {
     match dtype {
         ComputeDtype::Fp32 => Ok(None),
         ComputeDtype::Int8 if on_gpu => Err(Error::invalid(
-            "dtype: int8 runs on the CPU only; this plan runs blocks on a GPU (use --device cpu, or --dtype fp32)",
+            "dtype: int8 runs on the CPU only; this plan runs blocks on a GPU (use `device=cpu`, or `dtype=fp32`)",
         )),
         ComputeDtype::Bf16 if on_gpu => Err(Error::invalid(
             "dtype: bf16 runs on OpenVINO's CPU device only; this plan runs blocks on a GPU (use --device cpu, or --dtype fp32, or fp16 on a GPU)",

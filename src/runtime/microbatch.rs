@@ -10,18 +10,21 @@
 
 use std::sync::mpsc;
 
-use ndarray::{ArrayD, ArrayView4, Axis};
-use ort::session::SessionInputValue;
-use ort::value::{DynValue, Tensor};
+use ndarray::ArrayD;
+use ort::value::DynValue;
 
-use super::pipeline::{Outputs, Pipeline};
+use super::pass_input::PassInput;
+use super::pipeline::Pipeline;
 use super::route::{Pass, Route};
-use crate::model::BlockKind;
+use crate::image::{Grid, Pixels, PixelsView};
+use crate::model::{BlockKind, Outputs};
 use crate::{Error, Result};
 
 /// One micro-batch in flight.
 struct Flight {
-    pixels: Option<ndarray::Array4<f32>>,
+    pixels: Option<Pixels>,
+    /// naflex: the micro-batch's grids, to pad its token outputs with.
+    grids: Option<Vec<Grid>>,
     pass: Pass<DynValue>,
 }
 
@@ -47,32 +50,30 @@ fn segments(p: &Pipeline, active: &[usize], max_blocks: Option<usize>) -> Vec<Ve
 }
 
 fn step(p: &Pipeline, route: &Route, stage: usize, f: &mut Flight) -> Result<()> {
-    let pixels: Option<DynValue> = match p.stage_kind(stage) {
-        BlockKind::Embed => {
-            let px = f
-                .pixels
-                .take()
-                .ok_or_else(|| Error::runtime("micro-batch pixels missing"))?;
-            Some(Tensor::from_array(px)?.into_dyn())
-        }
-        _ => None,
-    };
-    let mut input = pixels.as_ref().map(SessionInputValue::from);
-    p.advance(route, stage, &mut f.pass, &mut input)
+    if p.stage_kind(stage) != BlockKind::Embed {
+        return p.advance(route, stage, &mut f.pass, &mut Vec::new());
+    }
+    let px = f
+        .pixels
+        .take()
+        .ok_or_else(|| Error::runtime("micro-batch pixels missing"))?;
+    let input = PassInput::new(px.view())?;
+    f.pass.mask = input.mask;
+    let mut embed = input.embed;
+    p.advance(route, stage, &mut f.pass, &mut embed)
 }
 
-/// Encodes `pixels` in micro-batches of `micro` images, pipelined across the device
-/// segments. Same outputs as [`Pipeline::encode`].
-pub fn encode(
+/// Encodes `pixels` (checked by the caller: `ClipVision::encode`) in micro-batches of `micro`
+/// images, pipelined across the device segments. Same outputs as [`Pipeline::encode`].
+pub fn encode<'a>(
     p: &Pipeline,
-    pixels: ArrayView4<f32>,
+    pixels: impl Into<PixelsView<'a>>,
     outputs: &[String],
     micro: usize,
     max_segment_blocks: Option<usize>,
 ) -> Result<Outputs> {
-    let model = p.model();
-    model.check_pixels(pixels.shape())?;
-    let route = Route::new(model, outputs)?;
+    let pixels = pixels.into();
+    let route = Route::new(p.model(), outputs)?;
     let active = route.blocks();
     let segs = segments(p, &active, max_segment_blocks);
     let micro = micro.max(1);
@@ -99,8 +100,9 @@ pub fn encode(
         }
         let route = &route;
         let feeder = scope.spawn(move || {
-            for chunk in pixels.axis_chunks_iter(Axis(0), micro) {
+            for chunk in pixels.chunks(micro) {
                 let f = Flight {
+                    grids: chunk.grids().map(<[Grid]>::to_vec),
                     pixels: Some(chunk.to_owned()),
                     pass: route.pass(),
                 };
@@ -117,20 +119,14 @@ pub fn encode(
     let mut parts: Vec<Vec<ArrayD<f32>>> = vec![Vec::new(); route.outputs.len()];
     for r in results {
         let f = r?;
-        for (i, t) in route
-            .collect(&f.pass, |v| p.extract_host(v))?
+        let out = route.collect(&f.pass, |v| p.extract_host(v))?;
+        for (i, t) in p
+            .pad_outputs(out, f.grids.as_deref())
             .into_iter()
             .enumerate()
         {
             parts[i].push(t);
         }
     }
-    let mut tensors = Vec::new();
-    for (name, chunks) in route.names().into_iter().zip(parts) {
-        let views: Vec<_> = chunks.iter().map(|c| c.view()).collect();
-        let t = ndarray::concatenate(Axis(0), &views)
-            .map_err(|e| Error::runtime(format!("joining micro-batches: {e}")))?;
-        tensors.push((name, t));
-    }
-    Ok(Outputs { tensors })
+    Outputs::from_batches(route.names(), parts, pixels.grids())
 }

@@ -8,8 +8,9 @@ pub mod heap;
 pub mod library;
 pub mod microbatch;
 pub mod openvino;
+pub mod pass_input;
 pub mod pipeline;
 pub mod route;
 
 pub use env::{environment, set_library_path, shutdown};
-pub use pipeline::{resolve_outputs, Outputs, Pipeline, StagePlan};
+pub use pipeline::{Pipeline, StagePlan};

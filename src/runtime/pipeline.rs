@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use ndarray::{ArrayD, ArrayView4, Axis};
+use ndarray::ArrayD;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::{Session, SessionInputValue};
 use ort::value::{DynValue, Tensor};
@@ -13,33 +13,13 @@ use prost::Message;
 use super::engine::Engines;
 use super::env::environment;
 use super::gpu::{self, GpuPath};
+use super::pass_input::{pad_tokens, PassInput};
 use super::route::{Pass, Route};
 use crate::export::{blocks, Export};
-use crate::model::{BlockKind, DType, Model};
+use crate::image::{Grid, PixelsView};
+use crate::model::{BlockKind, DType, Model, Outputs};
 use crate::plan::{Device, Engine};
 use crate::{Error, Result};
-
-/// Encoded outputs, each `[B, …]` f32, in contract §3 order.
-#[derive(Debug, Default, Clone)]
-pub struct Outputs {
-    pub tensors: Vec<(String, ArrayD<f32>)>,
-}
-
-impl Outputs {
-    pub fn get(&self, name: &str) -> Option<&ArrayD<f32>> {
-        self.tensors.iter().find(|(n, _)| n == name).map(|(_, t)| t)
-    }
-}
-
-/// Checks requested output names against what `model` produces; empty means the default
-/// set (every output but `all_hidden_states`). Returns the names in contract order.
-pub fn resolve_outputs(model: &Model, requested: &[String]) -> Result<Vec<String>> {
-    Ok(model
-        .resolve_outputs(requested)?
-        .iter()
-        .map(|o| o.name().to_string())
-        .collect())
-}
 
 struct Stage {
     kind: BlockKind,
@@ -186,6 +166,12 @@ impl Pipeline {
             .store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// Pauses (or resumes) recording without clearing what was recorded.
+    pub fn pause_profiling(&self, paused: bool) {
+        self.profiling
+            .store(!paused, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Recorded run times (seconds) per block, in block order.
     pub fn profile(&self) -> Vec<(String, Vec<f64>)> {
         self.stages
@@ -199,83 +185,100 @@ impl Pipeline {
         self.stages.iter().map(|s| s.kind).collect()
     }
 
-    /// Encodes `pixels` in batches of `batch_size`, returning the requested outputs.
-    pub fn encode(
+    /// Encodes `pixels` (checked by the caller: `ClipVision::encode`) in batches of
+    /// `batch_size`, returning the requested outputs. A naflex batch runs padded to its largest
+    /// grid, with a key mask (contract §3.1).
+    pub fn encode<'a>(
         &self,
-        pixels: ArrayView4<f32>,
+        pixels: impl Into<PixelsView<'a>>,
         outputs: &[String],
         batch_size: usize,
     ) -> Result<Outputs> {
-        self.model.check_pixels(pixels.shape())?;
+        let pixels = pixels.into();
         let route = Route::new(&self.model, outputs)?;
-        let batch_size = batch_size.max(1);
         let mut parts: Vec<Vec<ArrayD<f32>>> = vec![Vec::new(); route.outputs.len()];
-        for chunk in pixels.axis_chunks_iter(Axis(0), batch_size) {
-            let out = self.encode_batch(chunk, &route)?;
+        for chunk in pixels.chunks(batch_size) {
+            let out = self.encode_batch(PassInput::new(chunk)?, &route)?;
             for (i, t) in out.into_iter().enumerate() {
                 parts[i].push(t);
             }
         }
-        let mut tensors = Vec::new();
-        for (name, chunks) in route.names().into_iter().zip(parts) {
-            let t = if chunks.len() == 1 {
-                chunks.into_iter().next().unwrap_or_default()
-            } else {
-                let views: Vec<_> = chunks.iter().map(|c| c.view()).collect();
-                ndarray::concatenate(Axis(0), &views)
-                    .map_err(|e| Error::runtime(format!("joining batches: {e}")))?
-            };
-            tensors.push((name, t));
-        }
-        Ok(Outputs { tensors })
+        Outputs::from_batches(route.names(), parts, pixels.grids())
     }
 
-    /// One batch through the blocks `route` needs; its outputs in route order.
-    fn encode_batch(&self, pixels: ArrayView4<f32>, route: &Route) -> Result<Vec<ArrayD<f32>>> {
-        // The pixels are handed to ONNX Runtime in place (a batch chunk is contiguous).
-        let pixels = pixels.as_standard_layout();
-        let input = ort::value::TensorRef::from_array_view(pixels.view())?;
-        let mut input = Some(SessionInputValue::from(input));
+    /// One batch through the blocks `route` needs; its outputs in route order (naflex token
+    /// outputs padded to `num_patches`).
+    fn encode_batch(&self, input: PassInput<'_>, route: &Route) -> Result<Vec<ArrayD<f32>>> {
         let mut pass = route.pass::<DynValue>();
+        pass.mask = input.mask;
+        let mut embed = input.embed;
         for stage in route.blocks() {
-            self.advance(route, stage, &mut pass, &mut input)?;
+            self.advance(route, stage, &mut pass, &mut embed)?;
         }
         // Outputs left on a GPU come back to the host here, at the end.
-        route.collect(&pass, |v| self.extract_host(v))
+        let out = route.collect(&pass, |v| self.extract_host(v))?;
+        Ok(self.pad_outputs(out, input.grids.as_deref()))
     }
 
-    /// Runs block `stage` of a pass, by its kind: the embed block takes `pixels`, a layer the
-    /// current state, the head the current (and, for LLaVA, the penultimate) state. Both the
-    /// plain and the micro-batch runner step through a route with this.
+    /// naflex token outputs of a pass padded to the model's `num_patches` (see `pass_input`).
+    pub(crate) fn pad_outputs(
+        &self,
+        out: Vec<ArrayD<f32>>,
+        grids: Option<&[Grid]>,
+    ) -> Vec<ArrayD<f32>> {
+        match grids {
+            Some(g) => out
+                .into_iter()
+                .map(|t| pad_tokens(t, g, self.model.config.num_patches))
+                .collect(),
+            None => out,
+        }
+    }
+
+    /// Runs block `stage` of a pass, by its kind: the embed block takes the pass's embed
+    /// inputs (taken from `embed`), a layer the current state, the head the current (and, for
+    /// LLaVA, the penultimate) state; with a naflex key mask, every block after the embedding
+    /// takes it too. Both the plain and the micro-batch runner step through a route with this.
     pub(crate) fn advance(
         &self,
         route: &Route,
         stage: usize,
         pass: &mut Pass<DynValue>,
-        pixels: &mut Option<SessionInputValue>,
+        embed: &mut Vec<SessionInputValue>,
     ) -> Result<()> {
         let kind = self.stages[stage].kind;
         let missing = || Error::runtime(format!("block {kind}: an input is missing from the pass"));
-        match kind {
+        let mut args = match kind {
             BlockKind::Embed => {
-                let px = pixels.take().ok_or_else(missing)?;
-                let e = self.run_values(stage, vec![px])?.into_iter().next();
-                pass.set_embed(e.ok_or_else(missing)?);
-            }
-            BlockKind::Layer { .. } => {
-                let h = SessionInputValue::from(pass.current().ok_or_else(missing)?);
-                let next = self.run_values(stage, vec![h])?.into_iter().next();
-                pass.push_layer(next.ok_or_else(missing)?);
-            }
-            BlockKind::Head => {
-                let mut args = vec![SessionInputValue::from(pass.current().ok_or_else(missing)?)];
-                if route.head_takes_penult {
-                    args.push(SessionInputValue::from(
-                        pass.penultimate().ok_or_else(missing)?,
-                    ));
+                if embed.is_empty() {
+                    return Err(missing());
                 }
-                pass.head = self.run_values(stage, args)?;
+                let e = self
+                    .run_values(stage, std::mem::take(embed))?
+                    .into_iter()
+                    .next();
+                pass.set_embed(e.ok_or_else(missing)?);
+                return Ok(());
             }
+            BlockKind::Layer { .. } | BlockKind::Head => {
+                vec![SessionInputValue::from(pass.current().ok_or_else(missing)?)]
+            }
+        };
+        if kind == BlockKind::Head && route.head_takes_penult {
+            args.push(SessionInputValue::from(
+                pass.penultimate().ok_or_else(missing)?,
+            ));
+        }
+        if route.masked {
+            args.push(SessionInputValue::from(
+                pass.mask.as_ref().ok_or_else(missing)?,
+            ));
+        }
+        let out = self.run_values(stage, args)?;
+        if kind == BlockKind::Head {
+            pass.head = out;
+        } else {
+            pass.push_layer(out.into_iter().next().ok_or_else(missing)?);
         }
         Ok(())
     }

@@ -29,6 +29,8 @@ pub struct Route {
     pub run_head: bool,
     /// The head takes the penultimate state as a second input (LLaVA).
     pub head_takes_penult: bool,
+    /// Every block after the embedding takes the pass's key mask last (naflex).
+    pub masked: bool,
     keep_penult: bool,
     keep_all: bool,
 }
@@ -51,7 +53,10 @@ impl Route {
             .collect();
         let has = |s: fn(&Source) -> bool| outputs.iter().any(|(_, src)| s(src));
         let run_head = has(|s| matches!(s, Source::Head(_)));
-        let head_takes_penult = blocks::block_io(model, BlockKind::Head).inputs.len() > 1;
+        let head_takes_penult = blocks::block_io(model, BlockKind::Head)
+            .inputs
+            .iter()
+            .any(|i| i == "penultimate_hidden_states");
         let layers = model.config.num_layers;
         let run_layers = if run_head || has(|s| matches!(s, Source::State | Source::AllLayers)) {
             layers
@@ -61,6 +66,7 @@ impl Route {
         Ok(Route {
             keep_penult: has(|s| *s == Source::Penultimate) || (run_head && head_takes_penult),
             keep_all: has(|s| *s == Source::AllLayers),
+            masked: model.config.kind.is_naflex(),
             outputs,
             layers,
             run_layers,
@@ -115,6 +121,7 @@ impl Route {
         Pass {
             keep: (0..self.layers).map(|l| self.keeps(l)).collect(),
             penult: self.layers - 2,
+            mask: None,
             embed: None,
             states: Vec::new(),
             head: Vec::new(),
@@ -127,6 +134,8 @@ impl Route {
 pub struct Pass<V> {
     keep: Vec<bool>,
     penult: usize,
+    /// naflex: the key mask every block after the embedding takes.
+    pub mask: Option<V>,
     embed: Option<V>,
     /// Output of layer `l`, while kept.
     states: Vec<Option<V>>,
@@ -207,6 +216,7 @@ mod tests {
             run_layers: layers,
             run_head: false,
             head_takes_penult: false,
+            masked: false,
             keep_penult,
             keep_all,
         }

@@ -42,7 +42,8 @@ static int failures = 0;
     X(dv_load_options_init) X(dv_model_load) X(dv_model_unload)               \
     X(dv_model_plan_json) X(dv_model_image_size) X(dv_encode_pixels)          \
     X(dv_encode_image) X(dv_outputs_count) X(dv_outputs_get)                  \
-    X(dv_outputs_get_index) X(dv_outputs_free) X(dv_list_models)
+    X(dv_outputs_get_index) X(dv_outputs_free) X(dv_list_models)              \
+    X(dv_model_patching) X(dv_encode_patches) X(dv_preprocess_encoded_patches)
 
 #define DECLARE(name) static __typeof__(name) *p_##name;
 API(DECLARE)
@@ -239,6 +240,22 @@ int main(int argc, char **argv) {
               DV_ERR_NULL_POINTER, "NULL pixels");
     CHECK(p_dv_encode_pixels(model, px, n_px, b, 3, size, size, NULL, 0, NULL) ==
               DV_ERR_NULL_POINTER, "NULL out");
+    /* SigLIP2 naflex calls on a model of fixed size: no patching, patches refused. */
+    uint32_t patch = 9, npatch = 9;
+    CHECK(p_dv_model_patching(model, &patch, &npatch) == DV_OK && patch == 0 && npatch == 0,
+          "no patching on a square model");
+    CHECK(p_dv_model_patching(model, NULL, &npatch) == DV_ERR_NULL_POINTER && npatch == 0,
+          "NULL patch_size_out");
+    int64_t grid[2] = {1, 1};
+    CHECK(p_dv_encode_patches(model, px, 48, 1, 1, 48, grid, 2, NULL, 0, &bad) ==
+              DV_ERR_INVALID_ARGUMENT && bad == 0, "patches to a square model");
+    printf("patches to a square model: %s\n", p_dv_last_error());
+    CHECK(p_dv_encode_patches(model, px, 48, 1, 1, 48, NULL, 2, NULL, 0, &bad) ==
+              DV_ERR_NULL_POINTER, "NULL spatial_shapes");
+    CHECK(p_dv_encode_patches(model, px, 48, 1, 1, 48, grid, 1, NULL, 0, &bad) ==
+              DV_ERR_SIZE_MISMATCH, "spatial_shapes count");
+    CHECK(p_dv_preprocess_encoded_patches(model, (const uint8_t *)"x", 1, NULL, px, 48, NULL) ==
+              DV_ERR_NULL_POINTER, "NULL grid_out");
     dv_model scratch = 7;
     CHECK(p_dv_model_load(NULL, &scratch) == DV_ERR_NULL_POINTER, "NULL opts");
     CHECK(scratch == 0, "model out zeroed on failure");

@@ -54,10 +54,17 @@ pub struct LoadOptionsV3 {
     pub donor_policy: *const c_char,
 }
 
-/// `dv_load_options` version 4: version 3 plus `cpu_engine` and `openvino_ep`.
+/// `dv_load_options` version 4: version 3 plus `micro_batch`.
 #[repr(C)]
 pub struct LoadOptionsV4 {
     pub v3: LoadOptionsV3,
+    pub micro_batch: usize,
+}
+
+/// `dv_load_options` version 5: version 4 plus `cpu_engine` and `openvino_ep`.
+#[repr(C)]
+pub struct LoadOptionsV5 {
+    pub v4: LoadOptionsV4,
     pub cpu_engine: *const c_char,
     pub openvino_ep: *const c_char,
 }
@@ -89,6 +96,9 @@ impl Tensor {
         }
     }
 }
+
+/// One f32 output: name, shape, values.
+pub type Output = (String, Vec<usize>, Vec<f32>);
 
 #[allow(clippy::type_complexity)]
 pub struct Api {
@@ -130,6 +140,29 @@ pub struct Api {
         *const c_char,
         usize,
         *mut u64,
+    ) -> Status,
+    pub model_patching: unsafe extern "C" fn(u64, *mut u32, *mut u32) -> Status,
+    pub encode_patches: unsafe extern "C" fn(
+        u64,
+        *const f32,
+        usize,
+        usize,
+        usize,
+        usize,
+        *const i64,
+        usize,
+        *const c_char,
+        usize,
+        *mut u64,
+    ) -> Status,
+    pub preprocess_encoded_patches: unsafe extern "C" fn(
+        u64,
+        *const u8,
+        usize,
+        *const c_char,
+        *mut f32,
+        usize,
+        *mut i64,
     ) -> Status,
     pub outputs_count: unsafe extern "C" fn(u64, *mut usize) -> Status,
     pub outputs_get: unsafe extern "C" fn(u64, *const c_char, *mut Tensor) -> Status,
@@ -217,6 +250,9 @@ pub fn api() -> &'static Api {
             model_image_size: sym!("dv_model_image_size"),
             encode_pixels: sym!("dv_encode_pixels"),
             encode_image: sym!("dv_encode_image"),
+            model_patching: sym!("dv_model_patching"),
+            encode_patches: sym!("dv_encode_patches"),
+            preprocess_encoded_patches: sym!("dv_preprocess_encoded_patches"),
             outputs_count: sym!("dv_outputs_count"),
             outputs_get: sym!("dv_outputs_get"),
             outputs_get_index: sym!("dv_outputs_get_index"),
@@ -309,14 +345,54 @@ impl Api {
         self.take_outputs(out)
     }
 
+    /// Encodes naflex patches `[B, T, D]` with their grids; the f32 outputs as (name, shape,
+    /// values) and the `spatial_shapes` the outputs end with, then frees them.
+    pub fn encode_patches_vec(
+        &self,
+        model: u64,
+        values: &ndarray::Array3<f32>,
+        grids: &[i64],
+    ) -> (Vec<Output>, Vec<i64>) {
+        let s = values.shape();
+        let data = values.as_standard_layout();
+        let data = data.as_slice().expect("contiguous");
+        let mut out = 0u64;
+        let st = unsafe {
+            (self.encode_patches)(
+                model,
+                data.as_ptr(),
+                data.len(),
+                s[0],
+                s[1],
+                s[2],
+                grids.as_ptr(),
+                grids.len(),
+                std::ptr::null(),
+                0,
+                &mut out,
+            )
+        };
+        assert_eq!(st, DV_OK, "encode_patches: {}", self.last_error());
+        let (res, shapes) = self.take_all_outputs(out);
+        (res, shapes.expect("naflex outputs end with spatial_shapes"))
+    }
+
+    /// The f32 outputs of `out`, then frees it (a naflex model's `spatial_shapes` is checked
+    /// and left out: see [`Api::take_all_outputs`]).
     pub fn take_outputs(&self, out: u64) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+        self.take_all_outputs(out).0
+    }
+
+    /// The f32 outputs of `out` and, for a naflex model, the int64 `spatial_shapes` that comes
+    /// last; then frees it.
+    pub fn take_all_outputs(&self, out: u64) -> (Vec<Output>, Option<Vec<i64>>) {
         let mut n = 0usize;
         assert_eq!(unsafe { (self.outputs_count)(out, &mut n) }, DV_OK);
         let mut res = Vec::new();
+        let mut shapes = None;
         for i in 0..n {
             let mut t = Tensor::empty();
             assert_eq!(unsafe { (self.outputs_get_index)(out, i, &mut t) }, DV_OK);
-            assert_eq!(t.dtype, 1);
             let name = unsafe { CStr::from_ptr(t.name) }
                 .to_str()
                 .unwrap()
@@ -326,6 +402,19 @@ impl Api {
                 .map(|&d| d as usize)
                 .collect();
             assert_eq!(shape.iter().product::<usize>(), t.numel);
+            if t.dtype == 2 {
+                // DV_DTYPE_I64: only the grids, last, [B, 2].
+                assert_eq!(
+                    (name.as_str(), i + 1, shape.len()),
+                    ("spatial_shapes", n, 2)
+                );
+                assert_eq!(t.nbytes, t.numel * 8);
+                shapes = Some(
+                    unsafe { std::slice::from_raw_parts(t.data.cast::<i64>(), t.numel) }.to_vec(),
+                );
+                continue;
+            }
+            assert_eq!(t.dtype, 1);
             assert_eq!(t.nbytes, t.numel * 4);
             let data =
                 unsafe { std::slice::from_raw_parts(t.data.cast::<f32>(), t.numel) }.to_vec();
@@ -340,17 +429,19 @@ impl Api {
             res.push((name, shape, data));
         }
         assert_eq!(unsafe { (self.outputs_free)(out) }, DV_OK);
-        res
+        (res, shapes)
     }
 }
 
-/// Every f32 tensor of a safetensors file, by name.
+/// Every f32 tensor of a safetensors file, by name (a naflex output's int64 `spatial_shapes`
+/// left out).
 pub fn read_safetensors(path: &Path) -> Vec<(String, Vec<usize>, Vec<f32>)> {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let st = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
     let mut out: Vec<_> = st
         .tensors()
         .into_iter()
+        .filter(|(name, _)| name != "spatial_shapes")
         .map(|(name, view)| {
             assert_eq!(view.dtype(), safetensors::Dtype::F32, "{name}");
             let data = view
@@ -365,9 +456,35 @@ pub fn read_safetensors(path: &Path) -> Vec<(String, Vec<usize>, Vec<f32>)> {
     out
 }
 
-pub fn read_pixels(model: &str) -> ndarray::Array4<f32> {
-    distorch_vision::job::output::read_pixels(&fixture(model).join("pixels.safetensors"))
+/// A naflex fixture's patches `[B, T, D]` and grids (rows, cols for each image).
+pub fn read_patches(model: &str) -> (ndarray::Array3<f32>, Vec<i64>) {
+    match distorch_vision::job::output::read_pixels(&fixture(model).join("pixels.safetensors"))
         .expect("pixels")
+    {
+        distorch_vision::image::Pixels::Patches { values, grids } => (
+            values,
+            grids
+                .iter()
+                .flat_map(|g| [g.rows as i64, g.cols as i64])
+                .collect(),
+        ),
+        distorch_vision::image::Pixels::Square(_) => panic!("{model} holds square pixels"),
+    }
+}
+
+/// Whether a fixture is a naflex model (its pixels are patches with grids).
+pub fn is_naflex(model: &str) -> bool {
+    model.starts_with("siglip2_naflex")
+}
+
+/// A fixture's square pixels (NCHW); see [`read_patches`] for naflex fixtures.
+pub fn read_pixels(model: &str) -> ndarray::Array4<f32> {
+    match distorch_vision::job::output::read_pixels(&fixture(model).join("pixels.safetensors"))
+        .expect("pixels")
+    {
+        distorch_vision::image::Pixels::Square(a) => a,
+        distorch_vision::image::Pixels::Patches { .. } => panic!("{model} holds naflex patches"),
+    }
 }
 
 /// VmRSS of this process in KiB.

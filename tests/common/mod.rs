@@ -20,6 +20,7 @@ pub const FIXTURES: &[&str] = &[
     "dinov2_gelu_f32",
     "dinov3_gelu_f32",
     "dinov3_gated_f32",
+    "siglip2_naflex_f32",
 ];
 
 /// Outputs computed only when asked for; fixtures' `expected.safetensors` may hold them.
@@ -53,17 +54,48 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// Every f32 tensor of a safetensors file, by name.
+/// Every f32 tensor of a safetensors file, by name (a naflex output's I64 `spatial_shapes` is
+/// left out: see [`read_any_tensors`]).
 pub fn read_tensors(path: &Path) -> Vec<(String, Vec<usize>, Vec<f32>)> {
     let st = SafeTensors::open(path).unwrap();
     st.tensors()
         .iter()
+        .filter(|(_, info)| info.dtype == distorch_vision::model::DType::F32)
         .map(|(name, info)| {
             let bytes = st.data(info).unwrap();
             let v = bytes
                 .chunks_exact(4)
                 .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
                 .collect();
+            (name.clone(), info.shape.clone(), v)
+        })
+        .collect()
+}
+
+/// Every tensor of a safetensors file (F32, I64, I32 or U8), its values as f64, by name.
+pub fn read_any_tensors(path: &Path) -> Vec<(String, Vec<usize>, Vec<f64>)> {
+    use distorch_vision::model::DType;
+    let st = SafeTensors::open(path).unwrap();
+    st.tensors()
+        .iter()
+        .map(|(name, info)| {
+            let b = st.data(info).unwrap();
+            let v: Vec<f64> = match info.dtype {
+                DType::F32 => b
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64)
+                    .collect(),
+                DType::I64 => b
+                    .chunks_exact(8)
+                    .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64)
+                    .collect(),
+                DType::I32 => b
+                    .chunks_exact(4)
+                    .map(|c| i32::from_le_bytes(c.try_into().unwrap()) as f64)
+                    .collect(),
+                DType::U8 => b.iter().map(|&c| c as f64).collect(),
+                other => panic!("{name}: {other:?}"),
+            };
             (name.clone(), info.shape.clone(), v)
         })
         .collect()

@@ -374,10 +374,21 @@ fn bad_loader_values() {
         ]),
         "cpu,50%",
     );
-    expect_error(
-        &with(&["--device", "cpu", "--donor-policy", "teleport"]),
-        "stream",
-    );
+    // --donor-policy is typed like --dtype: a bad value is a usage error (exit 2) that names
+    // the flag and the valid choices.
+    for (flag, bad, valid) in [
+        ("--donor-policy", "teleport", "\"stream\""),
+        ("--dtype", "fp8", "fp32"),
+    ] {
+        let o = bin()
+            .args(with(&["--device", "cpu", flag, bad]))
+            .output()
+            .unwrap();
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        let head = format!("error: invalid value '{bad}' for '{flag} <");
+        assert!(err.starts_with(&head) && err.contains(valid), "{err}");
+    }
     expect_error(
         &with(&["--device", "cpu", "--outputs", "pooler_output"]),
         "valid: last_hidden_state",

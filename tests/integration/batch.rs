@@ -80,7 +80,7 @@ fn preprocess_cli_equals_library_per_file_in_order() {
             let want = preprocess_file(f, &spec).unwrap();
             assert_eq!(
                 &t[0].2[i * 3072..(i + 1) * 3072],
-                &want[..],
+                &want.values[..],
                 "{}",
                 f.display()
             );
@@ -554,7 +554,7 @@ fn ctrl_c_keeps_finished_rows_and_resume_completes_without_duplicates() {
     ]));
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(
-        stderr(&o).contains(&format!("encoded {} images", 200 - n)),
+        stderr(&o).contains(&format!("encoded {} image", 200 - n)),
         "{}",
         stderr(&o)
     );
@@ -964,4 +964,229 @@ fn preprocess_out_never_overwrites_an_input_or_a_foreign_file() {
         let o = pre(&ours);
         assert!(o.status.success(), "{}", stderr(&o));
     }
+}
+
+#[test]
+fn empty_inputs_are_refused_in_every_mode_and_nothing_is_written() {
+    let tmp = temp_dir("empty_inputs");
+    let graphs = tmp.join("graphs");
+    let empty = tmp.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    std::fs::write(empty.join("notes.md"), b"no images here").unwrap();
+    let sharded = tmp.join("shards");
+    let one = tmp.join("one.safetensors");
+    let npy = tmp.join("npy");
+    let runs: [(&str, std::process::Command, &Path); 3] = [
+        (
+            "sharded",
+            {
+                let mut c = sharded_cmd(&empty, &sharded, &graphs);
+                c.args(["--shard-size", "4"]);
+                c
+            },
+            &sharded,
+        ),
+        ("one file", sharded_cmd(&empty, &one, &graphs), &one),
+        (
+            "npy folder",
+            {
+                let mut c = sharded_cmd(&empty, &npy, &graphs);
+                c.args(["--format", "npy"]);
+                c
+            },
+            &npy,
+        ),
+    ];
+    for (mode, mut cmd, out) in runs {
+        let o = run(&mut cmd);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{mode}: {err}");
+        assert!(
+            err.contains("no image files found in") && err.contains(&empty.display().to_string()),
+            "{mode}: {err}"
+        );
+        assert!(!out.exists(), "{mode}: {} was written", out.display());
+    }
+    // The real run that follows is not refused as "already holds a run".
+    let imgs = tmp.join("imgs");
+    make_images(&imgs, 2);
+    let o = run(sharded_cmd(&imgs, &sharded, &graphs).args(["--shard-size", "4"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn a_sharded_run_never_starts_in_a_folder_of_other_files() {
+    let tmp = temp_dir("foreign_folder");
+    let graphs = tmp.join("graphs");
+    let imgs = tmp.join("imgs");
+    make_images(&imgs, 3);
+    // A folder of .npy outputs (written by this program, but not as a sharded run).
+    let npy = tmp.join("npy");
+    let o = run(sharded_cmd(&imgs, &npy, &graphs).args(["--format", "npy"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let before: Vec<_> = {
+        let mut v: Vec<_> = std::fs::read_dir(&npy)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        v.sort();
+        v
+    };
+    for extra in [&["--resume"][..], &["--shard-size", "2"][..], &[][..]] {
+        let o = run(sharded_cmd(&imgs, &npy, &graphs).args(extra));
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{extra:?}: {err}");
+        assert!(
+            err.contains("holds files that are not a sharded run")
+                && err.contains("image_embeds.npy"),
+            "{extra:?}: {err}"
+        );
+        if extra == ["--resume"] {
+            assert!(err.contains("nothing to resume"), "{err}");
+        }
+        let mut after: Vec<_> = std::fs::read_dir(&npy)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        after.sort();
+        assert_eq!(after, before, "{extra:?}: files were added");
+    }
+    // Any other file too (a user's folder given as --out).
+    let docs = tmp.join("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    std::fs::write(docs.join("letter.txt"), b"dear").unwrap();
+    let o = run(sharded_cmd(&imgs, &docs, &graphs).args(["--shard-size", "2"]));
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("letter.txt"), "{}", stderr(&o));
+    assert_eq!(std::fs::read_dir(&docs).unwrap().count(), 1);
+}
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_answers_at_once_and_a_second_one_still_writes_the_encoded_rows() {
+    use std::io::BufRead;
+    use std::sync::mpsc;
+    let tmp = temp_dir("shard_sigint_twice");
+    let files = make_images(&tmp.join("imgs"), 40);
+    let out = tmp.join("out");
+    let graphs = tmp.join("graphs");
+    let o = run(sharded_cmd(&files[0], &tmp.join("warm"), &graphs).args(["--shard-size", "1"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Batches of 4 into shards of 100 (none finishes), each followed by 3 s standing in for a
+    // long batch on a big model.
+    let mut child = sharded_cmd(&tmp.join("imgs"), &out, &graphs)
+        .args([
+            "--shard-size",
+            "100",
+            "--batch-size",
+            "4",
+            "--throttle-ms",
+            "3000",
+        ])
+        .env("DISTORCH_LOG", "warn,distorch_vision::job=debug")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel::<String>();
+    let err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let reader = std::thread::spawn(move || {
+        for line in err.lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    let mut seen = String::new();
+    let mut wait_for = |what: &str, within: Duration| -> Instant {
+        let t = Instant::now();
+        loop {
+            let left = within.saturating_sub(t.elapsed());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    seen.push_str(&line);
+                    seen.push('\n');
+                    if line.contains(what) {
+                        return Instant::now();
+                    }
+                }
+                Err(_) => panic!("no {what:?} within {within:?}; stderr so far:\n{seen}"),
+            }
+        }
+    };
+    wait_for("encoded a batch of 4 images", Duration::from_secs(60));
+    // SAFETY: signals our own child process.
+    let first = Instant::now();
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    // Said at once, not when the batch in flight ends (3 s from now).
+    let said = wait_for("stopping after the current batch", Duration::from_secs(10));
+    assert!(
+        said - first < Duration::from_millis(1500),
+        "took {:?}",
+        said - first
+    );
+    let second = Instant::now();
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let stop = wait_for("stopped at ", Duration::from_secs(10));
+    let status = child.wait().unwrap();
+    reader.join().unwrap();
+    assert_eq!(status.code(), Some(130), "{seen}");
+    assert!(
+        stop - second < Duration::from_millis(2500),
+        "the second Ctrl-C waited for the batch: {:?}\n{seen}",
+        stop - second
+    );
+    let line = seen.lines().find(|l| l.starts_with("stopped at ")).unwrap();
+    let n: usize = line["stopped at ".len()..line.find('/').unwrap()]
+        .parse()
+        .unwrap();
+    assert!(line.contains("/40; rerun with --resume"), "{line}");
+    // The rows encoded before the second Ctrl-C were written, although no shard was full.
+    let (index, done) = check_shards(&out);
+    assert!(!index.complete);
+    assert!(
+        n >= 4 && done.len() == n,
+        "{n} rows, {} kept\n{seen}",
+        done.len()
+    );
+
+    let o = run(sharded_cmd(&tmp.join("imgs"), &out, &graphs).args([
+        "--shard-size",
+        "100",
+        "--batch-size",
+        "4",
+        "--resume",
+    ]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (index, all) = check_shards(&out);
+    assert!(index.complete);
+    let want: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+    assert_eq!(all, want, "every image once, in order");
+}
+
+#[test]
+fn one_file_mode_shows_progress_like_sharded_mode() {
+    let tmp = temp_dir("one_file_progress");
+    let graphs = tmp.join("graphs");
+    make_images(&tmp.join("imgs"), 6);
+    // Not a terminal: plain "progress:" lines (every 5 s, and the last one).
+    let o = run(
+        sharded_cmd(&tmp.join("imgs"), &tmp.join("e.safetensors"), &graphs)
+            .args(["--batch-size", "2"]),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("progress: 6/6 images (100.0%)")),
+        "{err}"
+    );
+    // -q keeps it quiet.
+    let o = run(
+        sharded_cmd(&tmp.join("imgs"), &tmp.join("e.safetensors"), &graphs).args([
+            "--batch-size",
+            "2",
+            "-q",
+        ]),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stderr(&o), "");
 }

@@ -34,12 +34,27 @@ fn fixtures_match_the_cli_and_hugging_face() {
     let tmp = tempdir("cli");
     for m in FIXTURES {
         let dir = fixture(m);
-        let px = read_pixels(m);
         let h = api.load(&dir.join("model.safetensors"));
         let mut size = 0u32;
         assert_eq!(unsafe { (api.model_image_size)(h, &mut size) }, DV_OK);
-        assert_eq!(size as usize, px.shape()[2]);
-        let got = api.encode_pixels_vec(h, &px);
+        let (mut patch, mut count) = (9u32, 9u32);
+        assert_eq!(
+            unsafe { (api.model_patching)(h, &mut patch, &mut count) },
+            DV_OK
+        );
+        let got = if is_naflex(m) {
+            // naflex: no square size; patches with their grids, which come back last.
+            let (values, grids) = read_patches(m);
+            assert_eq!((size, patch, count), (0, 4, 64));
+            let (got, shapes) = api.encode_patches_vec(h, &values, &grids);
+            assert_eq!(shapes, grids, "{m}: spatial_shapes");
+            got
+        } else {
+            let px = read_pixels(m);
+            assert_eq!(size as usize, px.shape()[2]);
+            assert_eq!((patch, count), (0, 0));
+            api.encode_pixels_vec(h, &px)
+        };
         assert_eq!(unsafe { (api.model_unload)(h) }, DV_OK);
 
         let out = tmp.join(format!("{m}.safetensors"));
@@ -656,19 +671,19 @@ fn a_newer_callers_larger_options_struct_is_accepted() {
     assert_eq!(g.v1.struct_size, size);
     assert_eq!(g.v1.virtual_vram_gb, 4.0);
     assert_eq!(g.v1.eject_models, 1);
-    // Versions 2 to 4 write their added fields (dtype, donor_policy, cpu_engine, openvino_ep
-    // = NULL); nothing past them is touched.
+    // Versions 2 to 5 write their added fields (dtype, donor_policy, cpu_engine, openvino_ep =
+    // NULL, micro_batch = 0); nothing past them is touched.
     assert_eq!(
-        g.added[..4],
-        [0, 0, 0, 0],
-        "dtype, donor_policy, cpu_engine and openvino_ep initialised to NULL"
+        g.added[..5],
+        [0, 0, 0, 0, 0],
+        "dtype, donor_policy, micro_batch, cpu_engine and openvino_ep initialised"
     );
     assert_eq!(
-        g.added[4..],
-        [0xABAB_ABAB_ABAB_ABAB; 2],
+        g.added[5..],
+        [0xABAB_ABAB_ABAB_ABAB; 1],
         "bytes past the library's version are not touched"
     );
-    // A newer caller's fields beyond version 4 are its own; they must not be read.
+    // A newer caller's fields beyond version 5 are its own; they must not be read.
     g.v1.clip_vision = path.as_ptr();
     g.v1.graphs_dir = graphs.as_ptr();
     g.v1.eject_models = 0;
@@ -849,6 +864,48 @@ fn a_version_3_options_struct_chooses_the_donor_policy() {
 }
 
 #[test]
+fn a_version_4_options_struct_sets_the_micro_batch() {
+    let api = api();
+    let path = path_cstring(&fixture("clip_quickgelu_f32").join("model.safetensors"));
+    let graphs = path_cstring(&graphs_dir());
+    let cpu = cstring("cpu");
+    let load = |micro: usize| {
+        let mut o: LoadOptionsV4 = unsafe { std::mem::zeroed() };
+        o.micro_batch = 5; // a sentinel: a library that knows version 4 resets it
+        let size = std::mem::size_of::<LoadOptionsV4>();
+        assert_eq!(
+            unsafe { (api.load_options_init)(&mut o.v3.v2.v1, size) },
+            DV_OK
+        );
+        assert_eq!(o.micro_batch, 0, "micro_batch reset to 0 (off)");
+        o.v3.v2.v1.clip_vision = path.as_ptr();
+        o.v3.v2.v1.device = cpu.as_ptr();
+        o.v3.v2.v1.graphs_dir = graphs.as_ptr();
+        o.v3.v2.v1.eject_models = 0;
+        o.micro_batch = micro;
+        let mut h = 0u64;
+        let opts = (&o as *const LoadOptionsV4).cast::<LoadOptions>();
+        assert_eq!(
+            unsafe { (api.model_load)(opts, &mut h) },
+            DV_OK,
+            "{}",
+            api.last_error()
+        );
+        h
+    };
+    let px = read_pixels("clip_quickgelu_f32");
+    let (plain, micro) = (load(0), load(2));
+    // Micro-batches of 2 through the segments give the rows of one pass.
+    assert_eq!(
+        api.encode_pixels_vec(micro, &px),
+        api.encode_pixels_vec(plain, &px)
+    );
+    for h in [plain, micro] {
+        assert_eq!(unsafe { (api.model_unload)(h) }, DV_OK);
+    }
+}
+
+#[test]
 fn a_version_2_caller_never_has_donor_policy_read() {
     // A version-2 struct followed by bytes that would be a wild pointer as donor_policy.
     #[repr(C)]
@@ -994,9 +1051,9 @@ fn plugin_toml_declares_the_librarys_loader_defaults() {
     assert_eq!(default_of("eject_models").as_bool(), Some(d.eject_models));
 }
 
-/// Loads the quickgelu fixture on the CPU through a version-4 struct with `cpu_engine` and
+/// Loads the quickgelu fixture on the CPU through a version-5 struct with `cpu_engine` and
 /// `openvino_ep` (the checkout's plugin), returning the plan's engines or the error.
-fn load_v4(
+fn load_v5(
     api: &Api,
     engine: Option<&str>,
     dtype: Option<&str>,
@@ -1007,24 +1064,24 @@ fn load_v4(
     let cpu = cstring("cpu");
     let engine = engine.map(cstring);
     let dtype = dtype.map(cstring);
-    let mut o: LoadOptionsV4 = unsafe { std::mem::zeroed() };
+    let mut o: LoadOptionsV5 = unsafe { std::mem::zeroed() };
     o.cpu_engine = c"sentinel".as_ptr();
-    let size = std::mem::size_of::<LoadOptionsV4>();
-    let v1 = &mut o.v3.v2.v1;
+    let size = std::mem::size_of::<LoadOptionsV5>();
+    let v1 = &mut o.v4.v3.v2.v1;
     assert_eq!(unsafe { (api.load_options_init)(v1, size) }, DV_OK);
     assert!(
         o.cpu_engine.is_null(),
-        "a library that knows version 4 resets cpu_engine to NULL"
+        "a library that knows version 5 resets cpu_engine to NULL"
     );
-    o.v3.v2.v1.clip_vision = path.as_ptr();
-    o.v3.v2.v1.device = cpu.as_ptr();
-    o.v3.v2.v1.graphs_dir = graphs.as_ptr();
-    o.v3.v2.v1.eject_models = 0;
-    o.v3.v2.dtype = dtype.as_ref().map_or(std::ptr::null(), |p| p.as_ptr());
+    o.v4.v3.v2.v1.clip_vision = path.as_ptr();
+    o.v4.v3.v2.v1.device = cpu.as_ptr();
+    o.v4.v3.v2.v1.graphs_dir = graphs.as_ptr();
+    o.v4.v3.v2.v1.eject_models = 0;
+    o.v4.v3.v2.dtype = dtype.as_ref().map_or(std::ptr::null(), |p| p.as_ptr());
     o.cpu_engine = engine.as_ref().map_or(std::ptr::null(), |p| p.as_ptr());
     o.openvino_ep = plugin.as_ptr();
     let mut h = 0u64;
-    let opts = (&o as *const LoadOptionsV4).cast::<LoadOptions>();
+    let opts = (&o as *const LoadOptionsV5).cast::<LoadOptions>();
     match unsafe { (api.model_load)(opts, &mut h) } {
         DV_OK => {
             let mut p: *mut c_char = std::ptr::null_mut();
@@ -1044,21 +1101,156 @@ fn load_v4(
 }
 
 #[test]
-fn a_version_4_options_struct_chooses_the_cpu_engine() {
+fn a_version_5_options_struct_chooses_the_cpu_engine() {
     let api = api();
     let all = |v: Vec<String>, e: &str| !v.is_empty() && v.iter().all(|x| x == e);
-    assert!(all(load_v4(api, Some("mlas"), None).unwrap(), "mlas"));
+    assert!(all(load_v5(api, Some("mlas"), None).unwrap(), "mlas"));
     assert!(all(
-        load_v4(api, Some("openvino"), None).unwrap(),
+        load_v5(api, Some("openvino"), None).unwrap(),
         "openvino"
     ));
     // NULL = auto: the plugin named here is found, so OpenVINO; int8 stays on mlas.
-    assert!(all(load_v4(api, None, None).unwrap(), "openvino"));
-    assert!(all(load_v4(api, None, Some("int8")).unwrap(), "mlas"));
-    let (st, msg) = load_v4(api, Some("gpu"), None).unwrap_err();
+    assert!(all(load_v5(api, None, None).unwrap(), "openvino"));
+    assert!(all(load_v5(api, None, Some("int8")).unwrap(), "mlas"));
+    let (st, msg) = load_v5(api, Some("gpu"), None).unwrap_err();
     assert_eq!(st, DV_ERR_INVALID_ARGUMENT, "{msg}");
     assert!(
         msg.contains("cpu_engine") && msg.contains("openvino"),
         "{msg}"
     );
+}
+
+#[test]
+fn naflex_patches_images_and_misuse() {
+    let api = api();
+    let m = "siglip2_naflex_f32";
+    let h = api.load(&fixture(m).join("model.safetensors"));
+    let null = std::ptr::null();
+    let mut out = 0u64;
+    // An IMAGE buffer of one size: every image gets the grid ComfyUI's siglip2_preprocess picks.
+    let (b, ih, iw) = (2usize, 20usize, 45usize);
+    let image: Vec<f32> = (0..b * ih * iw * 3)
+        .map(|i| ((i * 37) % 256) as f32 / 255.0)
+        .collect();
+    let st = unsafe {
+        (api.encode_image)(
+            h,
+            image.as_ptr(),
+            image.len(),
+            b,
+            ih,
+            iw,
+            3,
+            DV_CROP_CENTER,
+            null,
+            0,
+            &mut out,
+        )
+    };
+    assert_eq!(st, DV_OK, "{}", api.last_error());
+    let (tensors, shapes) = api.take_all_outputs(out);
+    let p = distorch_vision::image::Patching {
+        patch_size: 4,
+        num_patches: 64,
+    };
+    let g = p.grid_for(ih, iw);
+    assert_eq!(shapes.unwrap(), [g.rows as i64, g.cols as i64].repeat(b));
+    let last = tensors.iter().find(|t| t.0 == "last_hidden_state").unwrap();
+    assert_eq!(last.1, vec![b, 64, 32]);
+    // One encoded file into patches, as the CLI prepares it.
+    let path = fixture("..").join("images/landscape_131x33.png");
+    let bytes = std::fs::read(&path).unwrap();
+    let mut patches = vec![0f32; p.image_len()];
+    let mut grid = [0i64; 2];
+    let name = cstring("landscape");
+    let st = unsafe {
+        (api.preprocess_encoded_patches)(
+            h,
+            bytes.as_ptr(),
+            bytes.len(),
+            name.as_ptr(),
+            patches.as_mut_ptr(),
+            patches.len(),
+            grid.as_mut_ptr(),
+        )
+    };
+    assert_eq!(st, DV_OK, "{}", api.last_error());
+    let spec = distorch_vision::model::Model::open(&fixture(m).join("model.safetensors"))
+        .unwrap()
+        .config
+        .preprocess_spec(Default::default());
+    let cli = distorch_vision::job::batch::preprocess_file(&path, &spec).unwrap();
+    assert_eq!(patches, cli.values);
+    let g = cli.grid.unwrap();
+    assert_eq!(grid, [g.rows as i64, g.cols as i64]);
+    // The wrong buffer size, and square-model calls on a naflex model, are refused by name.
+    let st = unsafe {
+        (api.preprocess_encoded_patches)(
+            h,
+            bytes.as_ptr(),
+            bytes.len(),
+            name.as_ptr(),
+            patches.as_mut_ptr(),
+            patches.len() - 1,
+            grid.as_mut_ptr(),
+        )
+    };
+    assert_eq!(st, DV_ERR_SIZE_MISMATCH);
+    let px = vec![0f32; 3 * 16 * 16];
+    let st =
+        unsafe { (api.encode_pixels)(h, px.as_ptr(), px.len(), 1, 3, 16, 16, null, 0, &mut out) };
+    assert_eq!(st, DV_ERR_INVALID_ARGUMENT);
+    assert!(api.last_error().contains("patches"), "{}", api.last_error());
+    // Grids: one pair an image, each within the patch rows given.
+    let (values, grids) = read_patches(m);
+    let s = values.shape().to_vec();
+    let data = values.as_standard_layout().to_owned();
+    let encode = |grids: &[i64]| {
+        let mut out = 0u64;
+        let st = unsafe {
+            (api.encode_patches)(
+                h,
+                data.as_ptr(),
+                data.len(),
+                s[0],
+                s[1],
+                s[2],
+                grids.as_ptr(),
+                grids.len(),
+                std::ptr::null(),
+                0,
+                &mut out,
+            )
+        };
+        assert_eq!(out, 0);
+        (st, api.last_error())
+    };
+    let (st, _) = encode(&grids[..grids.len() - 2]);
+    assert_eq!(st, DV_ERR_SIZE_MISMATCH);
+    let mut big = grids.clone();
+    big[0] = 9;
+    let (st, e) = encode(&big);
+    assert_eq!(st, DV_ERR_INVALID_ARGUMENT);
+    assert!(e.contains("9x8") && e.contains("64"), "{e}");
+    big[0] = 0;
+    let (st, e) = encode(&big);
+    assert_eq!(st, DV_ERR_INVALID_ARGUMENT);
+    assert!(e.contains("spatial_shapes"), "{e}");
+    assert_eq!(unsafe { (api.model_unload)(h) }, DV_OK);
+    // A square model takes no patches.
+    let sq = api.load(&fixture("siglip_f32").join("model.safetensors"));
+    let st = unsafe {
+        (api.preprocess_encoded_patches)(
+            sq,
+            bytes.as_ptr(),
+            bytes.len(),
+            name.as_ptr(),
+            patches.as_mut_ptr(),
+            patches.len(),
+            grid.as_mut_ptr(),
+        )
+    };
+    assert_eq!(st, DV_ERR_INVALID_ARGUMENT);
+    assert!(api.last_error().contains("square"), "{}", api.last_error());
+    assert_eq!(unsafe { (api.model_unload)(sq) }, DV_OK);
 }

@@ -50,7 +50,9 @@ fn equals_the_cli_preprocessing_and_names_bad_images() {
             )
         };
         assert_eq!(st, DV_OK, "{image}: {}", api.last_error());
-        let cli = preprocess_file(&path, &m.config.preprocess_spec(crop)).unwrap();
+        let cli = preprocess_file(&path, &m.config.preprocess_spec(crop))
+            .unwrap()
+            .values;
         assert_eq!(px, cli, "{image}");
     }
     let junk = b"not an image at all";

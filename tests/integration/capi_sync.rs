@@ -58,7 +58,7 @@ fn rust_exports() -> Vec<(String, String)> {
 }
 
 /// Function declarations of the header: `(name, return type, parameter types)`.
-fn header_functions() -> Vec<(String, String, Vec<String>)> {
+pub(crate) fn header_functions() -> Vec<(String, String, Vec<String>)> {
     let text = std::fs::read_to_string(root().join("distorch_vision.h")).unwrap();
     // Drop comments and preprocessor lines, then split into statements.
     let mut code = String::new();
@@ -124,6 +124,8 @@ fn c_type(rust: &str) -> String {
         "*constf32" => "constfloat*",
         "*mutf32" => "float*",
         "*constu8" => "constuint8_t*",
+        "*consti64" => "constint64_t*",
+        "*muti64" => "int64_t*",
         "*mutu64" => "uint64_t*",
         "*mutu32" => "uint32_t*",
         "*mutusize" => "size_t*",
@@ -363,7 +365,7 @@ fn node_inputs_are_spec_section_1() {
             .unwrap();
     }
     let header = std::fs::read_to_string(root().join("distorch_vision.h")).unwrap();
-    for (field, version) in [("dtype", 2), ("donor_policy", 3), ("cpu_engine", 4)] {
+    for (field, version) in [("dtype", 2), ("donor_policy", 3), ("cpu_engine", 5)] {
         assert_eq!(
             get(field)["since_options_version"].as_integer(),
             Some(version)

@@ -109,6 +109,103 @@ fn so400m(patch: usize, positions: usize) -> Tensors {
     })
 }
 
+/// SigLIP2 so400m naflex as google/siglip2-so400m-patch16-naflex holds it (the layout
+/// ComfyUI's clip_vision_siglip2_base_naflex.json loads): a `Linear` patch embedding
+/// `[1152, 3·16²]`, a 256-row position table (16 × 16), and, when `head`, the
+/// attention-pooling head.
+fn so400m_naflex(head: bool) -> Tensors {
+    let d = 1152;
+    let mut t: Tensors = so400m(16, 256)
+        .into_iter()
+        .filter(|(n, _)| !n.starts_with("vision_model.head."))
+        .map(|(n, s)| match n.as_str() {
+            "vision_model.embeddings.patch_embedding.weight" => (n, vec![d, 3 * 16 * 16]),
+            _ => (n, s),
+        })
+        .collect();
+    if head {
+        t.push(("vision_model.head.probe".into(), vec![1, 1, d]));
+        t.push((
+            "vision_model.head.attention.in_proj_weight".into(),
+            vec![3 * d, d],
+        ));
+        t.push((
+            "vision_model.head.attention.in_proj_bias".into(),
+            vec![3 * d],
+        ));
+        for (n, shape) in [
+            ("attention.out_proj", vec![d, d]),
+            ("mlp.fc1", vec![4304, d]),
+            ("mlp.fc2", vec![d, 4304]),
+        ] {
+            let rows = shape[0];
+            t.push((format!("vision_model.head.{n}.weight"), shape));
+            t.push((format!("vision_model.head.{n}.bias"), vec![rows]));
+        }
+        t.push(("vision_model.head.layernorm.weight".into(), vec![d]));
+        t.push(("vision_model.head.layernorm.bias".into(), vec![d]));
+    }
+    t
+}
+
+#[test]
+fn the_so400m_naflex_shape_is_detected_from_keys_alone() {
+    // ComfyUI's rule: width 1152 and a 2-D patch embedding. No config.json.
+    let v = inspect(&sparse("so400m_naflex", &so400m_naflex(true)));
+    let c = &v["config"];
+    assert_eq!(v["family"], "SigLIP2 so400m/16 naflex");
+    assert_eq!(c["kind"], "siglip2");
+    assert_eq!(c["source"], "key table");
+    assert_eq!(
+        (&c["hidden_size"], &c["num_layers"], &c["num_heads"]),
+        (&1152.into(), &27.into(), &16.into())
+    );
+    assert_eq!(
+        (&c["patch_size"], &c["num_patches"]),
+        (&16.into(), &256.into())
+    );
+    // The largest grid's tokens: what the planner sizes activations for.
+    assert_eq!(c["tokens"], 256);
+    assert_eq!(c["image_size"], 0);
+    assert_eq!(c["attention_pool"], true);
+    assert!((c["layer_norm_eps"].as_f64().unwrap() - 1e-5).abs() < 1e-12);
+    assert_eq!(
+        v["outputs"],
+        serde_json::json!([
+            "last_hidden_state",
+            "image_embeds",
+            "penultimate_hidden_states"
+        ])
+    );
+    assert_eq!(v["blocks"].as_array().unwrap().len(), 29);
+    // Without the pooling head the tower still loads, without image_embeds (ComfyUI never
+    // reads the head).
+    let v = inspect(&sparse("so400m_naflex_headless", &so400m_naflex(false)));
+    assert_eq!(v["family"], "SigLIP2 so400m/16 naflex");
+    assert!(v["config"].get("attention_pool").is_none());
+    assert_eq!(
+        v["outputs"],
+        serde_json::json!(["last_hidden_state", "penultimate_hidden_states"])
+    );
+    // The planner sizes activations for the largest grid (256 tokens), like a fixed tower of
+    // 256 tokens.
+    let m = distorch_vision::model::Model::open(&sparse("so400m_naflex_lib", &so400m_naflex(true)))
+        .unwrap();
+    let reserve = distorch_vision::loader::activation_reserve(&m);
+    let (t, d, i, h) = (256u64, 1152u64, 4304u64, 16u64);
+    let per_image = 4 * t * d + 2 * t * i + 2 * h * t * t;
+    assert_eq!(
+        reserve,
+        per_image * 4 * distorch_vision::loader::RESERVE_BATCH
+    );
+    let text = run(bin()
+        .args(["inspect", "--model"])
+        .arg(sparse("so400m_naflex_text", &so400m_naflex(true))));
+    let out = String::from_utf8_lossy(&text.stdout);
+    assert!(out.contains("SigLIP2 so400m/16 naflex"), "{out}");
+    assert!(out.contains("patches<=256"), "{out}");
+}
+
 /// Writes `tensors` alone in a fresh folder (no config.json) and returns the file.
 fn sparse(tag: &str, tensors: &Tensors) -> PathBuf {
     let dir = temp_dir(&format!("family_{tag}"));
@@ -269,13 +366,26 @@ fn a_family_file_missing_a_tensor_or_with_a_wrong_table_is_refused_by_name() {
     assert!(!o.status.success());
     let e = stderr(&o);
     assert!(e.contains("encoder.layer.5.layer_scale1.lambda1"), "{e}");
-    // so400m with a 256-row table (a naflex file) is not mistaken for /14-384.
+    // so400m with a 256-row table but a 4-D patch convolution (not naflex) is not mistaken
+    // for /14-384.
     let o = run(bin()
         .args(["inspect", "--model"])
         .arg(sparse("so400m_256", &so400m(16, 256))));
     assert!(!o.status.success());
     let e = stderr(&o);
     assert!(e.contains("256") && e.contains("729"), "{e}");
+    // A naflex file without one of its head tensors is refused by name.
+    let mut t = so400m_naflex(true);
+    t.retain(|(n, _)| n != "vision_model.head.mlp.fc2.bias");
+    let o = run(bin()
+        .args(["inspect", "--model"])
+        .arg(sparse("naflex_missing", &t)));
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("vision_model.head.mlp.fc2.bias"),
+        "{}",
+        stderr(&o)
+    );
     // No known key at all: the message says what was looked for.
     let o = run(bin()
         .args(["inspect", "--model"])

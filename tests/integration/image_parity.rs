@@ -87,6 +87,7 @@ fn spec(size: u32, crop: &str, family: &str) -> PreprocessSpec {
         mean,
         std,
         crop: crop.parse().unwrap(),
+        patching: None,
     }
 }
 
@@ -454,7 +455,7 @@ fn folder_expansion_order() {
         "sub/c.webp",
         "sub/deeper/a.tiff",
         "Z.gif",
-        "notes.txt",
+        "notes.md",
         "x.bmp",
         "sub/skip.json",
         "y.Tif",
@@ -464,8 +465,17 @@ fn folder_expansion_order() {
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(&p, b"x").unwrap();
     }
-    let explicit = dir.join("notes.txt");
-    let got = expand_inputs(&[explicit.clone(), dir.clone(), dir.join("b.png")]).unwrap();
+    // A file given explicitly is kept whatever its extension; a .txt is a list of paths
+    // (relative to it); a file reached twice (b.png: through the folder, then by name) once.
+    std::fs::write(dir.join("list.txt"), "# picked\nsub/c.webp\n\nq.jpeg\n").unwrap();
+    let explicit = dir.join("notes.md");
+    let got = expand_inputs(&[
+        explicit.clone(),
+        dir.join("list.txt"),
+        dir.clone(),
+        dir.join("b.png"),
+    ])
+    .unwrap();
     let rel: Vec<String> = got
         .iter()
         .map(|p| {
@@ -478,16 +488,15 @@ fn folder_expansion_order() {
     assert_eq!(
         rel,
         vec![
-            "notes.txt",
+            "notes.md",
+            "sub/c.webp",
+            "q.jpeg",
             "Z.gif",
             "a.JPG",
             "b.png",
-            "q.jpeg",
-            "sub/c.webp",
             "sub/deeper/a.tiff",
             "x.bmp",
             "y.Tif",
-            "b.png",
         ]
     );
     let e = expand_inputs(&[dir.join("nope")]).unwrap_err();

@@ -152,22 +152,22 @@ fn extra_model_paths_yaml_base_path_home_env_and_block_lists() {
 }
 
 #[test]
-fn library_resolution_keeps_the_old_signature() {
-    // `loader::resolve_model(&str)` and `LoadOptions { .. Default::default() }` still work.
+fn library_resolution_by_path_and_by_name() {
+    // A path resolves as it is, with or without folders; a name in the folders' models.
     let p = fixture("clip_quickgelu_f32").join("model.safetensors");
-    let got = distorch_vision::loader::resolve_model(&p.display().to_string()).unwrap();
-    assert_eq!(got, p);
+    let none = distorch_vision::model::folders::ModelFolders::new(None, None);
+    assert_eq!(none.resolve(&p.display().to_string()).unwrap(), p);
     let tmp = temp_dir("folders_lib");
     place(&tmp.join("models/clip_vision/x/y.safetensors"));
     let folders = distorch_vision::model::folders::ModelFolders::new(Some(tmp.clone()), None);
-    let got = distorch_vision::loader::resolve_model_in("x/y", &folders).unwrap();
+    let got = folders.resolve("x/y").unwrap();
     assert_eq!(got, tmp.join("models/clip_vision/x/y.safetensors"));
     let o = distorch_vision::loader::LoadOptions {
         clip_vision: "x/y.safetensors".into(),
         model_folders: folders,
         ..Default::default()
     };
-    assert!(distorch_vision::loader::resolve_model_in(&o.clip_vision, &o.model_folders).is_ok());
+    assert!(o.model_folders.resolve(&o.clip_vision).is_ok());
 }
 
 #[test]
@@ -397,17 +397,34 @@ fn models_lists_only_vision_towers_with_their_family() {
         cv.join("nocfg/tiny.safetensors"),
     )
     .unwrap();
+    // A vision tower cut short (an interrupted download): listed with the reason too.
+    let whole = std::fs::read(fixture("siglip_f32").join("model.safetensors")).unwrap();
+    std::fs::create_dir_all(cv.join("partial")).unwrap();
+    std::fs::write(
+        cv.join("partial/model.safetensors"),
+        &whole[..whole.len() / 2],
+    )
+    .unwrap();
     let v = models_json(bin().arg("--comfyui").arg(&comfy));
     assert_eq!(
         names(&v),
         [
             "clip_l.safetensors",
             "nocfg/tiny.safetensors",
+            "partial/model.safetensors",
             "sig/model.safetensors"
         ]
     );
     for m in v["models"].as_array().unwrap() {
-        if m["name"] == "nocfg/tiny.safetensors" {
+        if m["name"] == "partial/model.safetensors" {
+            assert!(m["family"].is_null(), "{m}");
+            assert!(
+                m["problem"]
+                    .as_str()
+                    .is_some_and(|p| p.contains("not a valid safetensors file")),
+                "{m}"
+            );
+        } else if m["name"] == "nocfg/tiny.safetensors" {
             assert!(m["family"].is_null(), "{m}");
             assert!(m["problem"].as_str().is_some_and(|p| !p.is_empty()), "{m}");
         } else {

@@ -148,6 +148,7 @@ fn streamed_weights_variant_matches() {
         "dinov2_swiglu_f32",
         "dinov2_gelu_f32",
         "dinov3_gated_f32",
+        "siglip2_naflex_f32",
     ] {
         let f = fixture(name);
         let mut opts = cpu_options(&f.join("model.safetensors"), &tmp);

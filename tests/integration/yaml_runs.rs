@@ -78,7 +78,7 @@ fn errors_name_line_and_column() {
         (
             "clip_vision: m\ninputs:\n  images: [a.png]\nout: o\nvirtual_vram: 2\n",
             "5:1",
-            "unknown field `virtual_vram`",
+            "unknown key `virtual_vram`; did you mean `virtual_vram_gb`?",
         ),
         // wrong type
         (
@@ -90,13 +90,30 @@ fn errors_name_line_and_column() {
         (
             "jobs:\n  - clip_vision: m\n    inputs:\n      image: [a.png]\n    out: o\n",
             "4:7",
-            "unknown field `image`",
+            "unknown key `image`; did you mean `images`? (valid keys here: images, pixels)",
         ),
         // missing field
         (
             "jobs:\n  - clip_vision: m\n    out: o\n",
             "2:5",
-            "missing field `inputs`",
+            "missing key `inputs`",
+        ),
+        // Rust type names never show: a whole number, a number
+        (
+            "clip_vision: m\ninputs: {images: [a.png]}\nout: o\nbatch_size: many\n",
+            "4:13",
+            "invalid type: string \"many\", expected a whole number",
+        ),
+        (
+            "clip_vision: m\ninputs: {images: [a.png]}\nout: o\nvirtual_vram_gb: lots\n",
+            "4:18",
+            "expected a number",
+        ),
+        // The model given twice under its two names
+        (
+            "model: m\nclip_vision: m\ninputs: {images: [a.png]}\nout: o\n",
+            "1:1",
+            "`model`, `clip_vision` and `clip_name` are the same field (the model); give it once",
         ),
         // bad YAML
         ("clip_vision: [m\n", "", "yaml"),
@@ -205,6 +222,23 @@ fn every_job_is_checked_before_the_first_runs() {
         "{err}"
     );
     assert!(!tmp.join("first.safetensors").exists());
+    // So is a folder without a single image (sharded: it would write an index and exit 0).
+    std::fs::create_dir_all(tmp.join("empty")).unwrap();
+    std::fs::write(
+        &yaml,
+        "jobs:\n  - clip_vision: clip_l\n    comfyui: ComfyUI\n    device: cpu\n    graphs_dir: graphs\n    inputs: {images: [imgs]}\n    out: first.safetensors\n\
+         \n  - clip_vision: clip_l\n    comfyui: ComfyUI\n    device: cpu\n    inputs: {images: [empty]}\n    out: shards\n    shard_size: 8\n",
+    )
+    .unwrap();
+    let o = run_yaml(&yaml);
+    let err = stderr(&o);
+    assert!(!o.status.success(), "{err}");
+    assert!(
+        err.contains("job 2: no image files found in") && err.contains("empty"),
+        "{err}"
+    );
+    assert!(!tmp.join("first.safetensors").exists());
+    assert!(!tmp.join("shards").exists());
 }
 
 #[test]
@@ -387,4 +421,66 @@ fn quiet_runs_do_not_print_skipped_images() {
         .arg(&yaml));
     assert!(quiet.status.success(), "{}", stderr(&quiet));
     assert_eq!(stderr(&quiet), "", "-q prints errors only");
+}
+
+#[test]
+fn single_values_stand_for_lists_and_paths_are_shown_as_written() {
+    let tmp = temp_dir("yaml_single_values");
+    comfy_and_images(&tmp);
+    std::fs::create_dir_all(tmp.join("runs")).unwrap();
+    let yaml = tmp.join("runs/run.yaml");
+    let job = |images: &str| {
+        format!(
+            "clip_vision: clip_l\ncomfyui: ../ComfyUI\ndevice: cpu\ngraphs_dir: ../graphs\n\
+             inputs: {{images: {images}}}\noutputs: image_embeds\nout: ../out.safetensors\n"
+        )
+    };
+    std::fs::write(&yaml, job("../imgs")).unwrap();
+    let o = run_yaml(&yaml);
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("encoded 2 images into ../out.safetensors ("),
+        "the out as written in the file: {err}"
+    );
+    let t = read_tensors(&tmp.join("out.safetensors"));
+    let names: Vec<&str> = t.iter().map(|(n, _, _)| n.as_str()).collect();
+    assert_eq!(names, ["image_embeds"]);
+    assert_eq!(t[0].1[0], 2);
+    // A missing input is named as written, and where it was looked for.
+    std::fs::write(&yaml, job("../nope")).unwrap();
+    let err = stderr(&run_yaml(&yaml));
+    assert!(
+        err.contains("input ../nope does not exist (looked for ")
+            && err.contains("relative to the run file"),
+        "{err}"
+    );
+}
+
+#[test]
+fn messages_name_the_files_keys_not_the_clis_flags() {
+    let tmp = temp_dir("yaml_option_names");
+    comfy_and_images(&tmp);
+    std::fs::write(tmp.join("imgs/broken.png"), b"not a png").unwrap();
+    // `comfyui_path`, the name library messages use, is a key too.
+    let job = "clip_vision: clip_l\ncomfyui_path: ComfyUI\ndevice: cpu\ngraphs_dir: graphs\ninputs: {images: [imgs]}\n";
+    let sharded = tmp.join("sharded.yaml");
+    std::fs::write(&sharded, format!("{job}out: shards\nshard_size: 2\n")).unwrap();
+    assert!(run_yaml(&sharded).status.success());
+    let again = stderr(&run_yaml(&sharded));
+    assert!(
+        again.contains("pass `resume` to continue it") && !again.contains("--"),
+        "{again}"
+    );
+    let strict = tmp.join("strict.yaml");
+    std::fs::write(
+        &strict,
+        format!("{job}out: out.safetensors\nstrict: true\n"),
+    )
+    .unwrap();
+    let err = stderr(&run_yaml(&strict));
+    assert!(
+        err.contains("`strict`: stopping at an unreadable image") && !err.contains("--"),
+        "{err}"
+    );
 }

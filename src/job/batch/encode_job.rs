@@ -66,6 +66,8 @@ pub struct EncodeJob {
     pub throttle: Duration,
     pub model_label: String,
     pub progress: bool,
+    /// How messages name `out` (a YAML run: as written in the file); None: `out` itself.
+    pub out_label: Option<String>,
 }
 
 impl Default for EncodeJob {
@@ -85,6 +87,7 @@ impl Default for EncodeJob {
             throttle: Duration::ZERO,
             model_label: String::new(),
             progress: true,
+            out_label: None,
         }
     }
 }
@@ -96,6 +99,31 @@ impl EncodeJob {
     /// Sharded when `shard_size` is set, or a safetensors job's `out` is an existing folder.
     pub fn is_sharded(&self) -> bool {
         self.shard_size.is_some() || (self.format == OutFormat::Safetensors && self.out.is_dir())
+    }
+
+    /// Refuses counts that cannot work (0 images per batch, 0 decoder threads, 0 rows per
+    /// shard), naming the field and the valid values.
+    pub fn validate(&self) -> Result<()> {
+        let counts = [
+            ("batch_size", Some(self.batch_size)),
+            ("decode_threads", Some(self.decode_threads)),
+            ("shard_size", self.shard_size),
+        ];
+        for (name, value) in counts {
+            if value == Some(0) {
+                return Err(Error::invalid(format!(
+                    "{name} is 0; valid: a whole number of at least 1"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// `out` as messages name it.
+    pub fn shown_out(&self) -> String {
+        self.out_label
+            .clone()
+            .unwrap_or_else(|| self.out.display().to_string())
     }
 
     /// Rows per shard of a sharded run: `shard_size`, or [`DEFAULT_SHARD_SIZE`].

@@ -16,12 +16,13 @@ mod sharded;
 
 use std::path::PathBuf;
 
+use crate::job::output;
 use crate::job::summary::EncodeSummary;
 use crate::loader::ClipVision;
 use crate::{Error, Result};
 pub use encode_job::{EncodeJob, OutFormat, DEFAULT_DECODE_THREADS, DEFAULT_SHARD_SIZE};
 use one_file::is_npy_file;
-pub use one_file::{npy_bytes, npy_sources_path};
+pub use one_file::{npy_bytes, npy_grids_path, npy_sources_path};
 pub use pixels::{
     preprocess_file, preprocess_files, preprocess_files_skipping, preprocess_inputs,
     preprocess_inputs_skipping, write_pixels,
@@ -39,10 +40,11 @@ pub fn run_encode(cv: &ClipVision, job: &EncodeJob) -> Result<EncodeSummary> {
     if job.images.is_empty() && job.pixels.is_none() {
         return Err(Error::invalid("encode: give images or pixels as input"));
     }
+    job.validate()?;
     let spec = cv.model().config.preprocess_spec(job.crop);
     if job.format == OutFormat::Safetensors && is_npy_file(&job.out) {
         return Err(Error::invalid(format!(
-            "out {} ends in .npy but the format is safetensors; choose format npy (--format npy), or a .safetensors name",
+            "out {} ends in .npy but the format is safetensors; choose format npy (`format=npy`), or a .safetensors name",
             job.out.display()
         )));
     }
@@ -61,6 +63,7 @@ fn check_out(cv: &ClipVision, job: &EncodeJob) -> Result<()> {
     let protected =
         crate::job::out_guard::protected(cv.model().path(), job.pixels.as_deref(), &job.images);
     let out = &job.out;
+    let naflex = cv.model().config.kind.is_naflex();
     if job.is_sharded() {
         let dir = canonical(out);
         if let Some((p, what)) = protected.iter().find(|(p, _)| {
@@ -82,13 +85,16 @@ fn check_out(cv: &ClipVision, job: &EncodeJob) -> Result<()> {
         OutFormat::Safetensors => check_targets(std::slice::from_ref(out), &protected, None),
         OutFormat::Npy if is_npy_file(out) => {
             let src = npy_sources_path(out);
-            check_targets(&[out.clone(), src.clone()], &protected, Some(&src))
+            let mut targets = vec![out.clone(), src.clone()];
+            targets.extend(naflex.then(|| npy_grids_path(out)));
+            check_targets(&targets, &protected, Some(&src))
         }
         OutFormat::Npy => {
-            let names = crate::runtime::resolve_outputs(cv.model(), &job.outputs)?;
+            let names = cv.model().resolve_output_names(&job.outputs)?;
             let src = out.join("sources.json");
             let mut targets: Vec<PathBuf> =
                 names.iter().map(|n| out.join(format!("{n}.npy"))).collect();
+            targets.extend(naflex.then(|| out.join(format!("{}.npy", output::SPATIAL_SHAPES))));
             targets.push(src.clone());
             check_targets(&targets, &protected, Some(&src))
         }

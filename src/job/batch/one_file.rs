@@ -4,16 +4,17 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use ndarray::{Array4, ArrayD, Axis};
+use ndarray::ArrayD;
 
 use super::encode_job::{EncodeJob, OutFormat};
 use super::pixels::{preprocess_inputs, preprocess_inputs_skipping};
-use crate::image::PreprocessSpec;
+use super::progress::Progress;
+use crate::image::{Pixels, PixelsView, PreprocessSpec};
 use crate::job::summary::{self, EncodeSummary, Skipped};
 use crate::job::{interrupt, output};
 use crate::loader::ClipVision;
+use crate::model::Outputs;
 use crate::paths::{create_parent, path_text, write_atomic};
-use crate::runtime::Outputs;
 use crate::{Error, Result};
 
 /// Runs a one-file encode job. Unreadable images are skipped and listed (`strict` aborts).
@@ -29,10 +30,10 @@ pub(super) fn run(
     // One output file: check what it can hold before any work.
     let npy_file = job.format == OutFormat::Npy && is_npy_file(&job.out);
     if npy_file {
-        let names = crate::runtime::resolve_outputs(cv.model(), &job.outputs)?;
+        let names = cv.model().resolve_output_names(&job.outputs)?;
         if names.len() != 1 {
             return Err(Error::invalid(format!(
-                "out {} is one .npy file, which holds one array, but {} outputs are asked for ({}); pick one with --outputs NAME, or give a folder as out for one .npy per output",
+                "out {} is one .npy file, which holds one array, but {} outputs are asked for ({}); pick one with `outputs=NAME`, or give a folder as out for one .npy per output",
                 job.out.display(),
                 names.len(),
                 names.join(", ")
@@ -47,8 +48,7 @@ pub(super) fn run(
     );
     let (px, sources, skipped) = gather(cv, job, spec)?;
     summary::print_skipped(&skipped);
-    cv.model().check_pixels(px.shape())?;
-    let res = cv.encode(px.view(), &job.outputs, job.batch_size)?;
+    let res = encode_with_progress(cv, px.view(), job)?;
     match job.format {
         OutFormat::Safetensors => {
             output::write_outputs(&job.out, &res, &sources, &job.model_label)?
@@ -59,11 +59,31 @@ pub(super) fn run(
     let seconds = t.elapsed().as_secs_f64();
     Ok(EncodeSummary::one_file(
         &job.out,
+        &job.shown_out(),
         px.shape()[0],
         &res,
         skipped,
         seconds,
     ))
+}
+
+/// Encodes `px` batch by batch, with the same progress line as a sharded run.
+fn encode_with_progress(cv: &ClipVision, px: PixelsView<'_>, job: &EncodeJob) -> Result<Outputs> {
+    let n = px.len();
+    let batch = job.batch_size.max(1);
+    if n <= batch {
+        return cv.encode(px, &job.outputs, batch);
+    }
+    let mut progress = Progress::new(n, job.progress);
+    let mut parts: Vec<Outputs> = Vec::with_capacity(n.div_ceil(batch));
+    let mut done = 0;
+    for chunk in px.chunks(batch) {
+        done += chunk.len();
+        parts.push(cv.encode(chunk, &job.outputs, batch)?);
+        progress.update(done, false);
+    }
+    progress.finish(done);
+    Outputs::concat(parts)
 }
 
 /// The job's pixels (rows of `job.pixels` first, then its images), their sources in row order
@@ -72,8 +92,8 @@ fn gather(
     cv: &ClipVision,
     job: &EncodeJob,
     spec: &PreprocessSpec,
-) -> Result<(Array4<f32>, Vec<String>, Vec<Skipped>)> {
-    let mut parts: Vec<Array4<f32>> = Vec::new();
+) -> Result<(Pixels, Vec<String>, Vec<Skipped>)> {
+    let mut parts: Vec<Pixels> = Vec::new();
     let mut sources: Vec<String> = Vec::new();
     let mut skipped: Vec<Skipped> = Vec::new();
     if let Some(p) = &job.pixels {
@@ -81,11 +101,14 @@ fn gather(
         let diff = output::pixels_mismatch(p, spec)?;
         if !diff.is_empty() {
             tracing::warn!(
-                "{}: these pixels were preprocessed for another model ({}); {} expects image size {}, mean {:?}, std {:?}: the embeddings will be off (run preprocess with this model)",
+                "{}: these pixels were preprocessed for another model ({}); {} expects {}, mean {:?}, std {:?}: the embeddings will be off (run preprocess with this model)",
                 p.display(),
                 diff.join("; "),
                 cv.model().config.family,
-                spec.size,
+                match spec.patching {
+                    Some(p) => format!("{} px patches, at most {}", p.patch_size, p.num_patches),
+                    None => format!("image size {}", spec.size),
+                },
                 spec.mean,
                 spec.std
             );
@@ -100,7 +123,7 @@ fn gather(
     if !job.images.is_empty() {
         let (px, src) = if job.strict {
             preprocess_inputs(&job.images, spec)
-                .map_err(|e| e.context("--strict: stopping at an unreadable image"))?
+                .map_err(|e| e.context("`strict`: stopping at an unreadable image"))?
         } else {
             let (px, src, sk) = preprocess_inputs_skipping(&job.images, spec)?;
             skipped = sk;
@@ -109,14 +132,7 @@ fn gather(
         parts.push(px);
         sources.extend(src);
     }
-    let px = if parts.len() == 1 {
-        parts.pop().unwrap_or_default()
-    } else {
-        let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
-        ndarray::concatenate(Axis(0), &views)
-            .map_err(|e| Error::invalid(format!("pixels and images have different shapes: {e}")))?
-    };
-    Ok((px, sources, skipped))
+    Ok((Pixels::concat(parts)?, sources, skipped))
 }
 
 /// True when `out` names one `.npy` file rather than a folder.
@@ -130,9 +146,30 @@ pub fn npy_sources_path(out: &Path) -> PathBuf {
     out.with_extension("sources.json")
 }
 
+/// Where a one-file `.npy` output of a naflex model puts its grids: `x.npy` ->
+/// `x.spatial_shapes.npy`.
+pub fn npy_grids_path(out: &Path) -> PathBuf {
+    out.with_extension("spatial_shapes.npy")
+}
+
 /// `.npy` bytes (version 1.0, little-endian f32, C order) of a tensor.
 pub fn npy_bytes(t: &ArrayD<f32>) -> Vec<u8> {
-    let shape = match t.shape() {
+    npy(t.shape(), "<f4", t.iter().flat_map(|v| v.to_le_bytes()))
+}
+
+/// `.npy` bytes of a naflex batch's grids: `[B, 2]` little-endian int64.
+fn npy_grid_bytes(grids: &[crate::image::Grid]) -> Vec<u8> {
+    let values = output::grid_values(grids);
+    npy(
+        &[grids.len(), 2],
+        "<i8",
+        values.iter().flat_map(|v| v.to_le_bytes()),
+    )
+}
+
+/// `.npy` version 1.0 bytes (C order) of `data`, elements of numpy type `descr`.
+fn npy(shape: &[usize], descr: &str, data: impl Iterator<Item = u8>) -> Vec<u8> {
+    let shape = match shape {
         [n] => format!("({n},)"),
         s => format!(
             "({})",
@@ -142,18 +179,19 @@ pub fn npy_bytes(t: &ArrayD<f32>) -> Vec<u8> {
                 .join(", ")
         ),
     };
-    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}");
+    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
     let unpadded = 10 + header.len() + 1;
     header.push_str(&" ".repeat((64 - unpadded % 64) % 64));
     header.push('\n');
     let mut out = b"\x93NUMPY\x01\x00".to_vec();
     out.extend((header.len() as u16).to_le_bytes());
     out.extend(header.as_bytes());
-    out.extend(t.iter().flat_map(|v| v.to_le_bytes()));
+    out.extend(data);
     out
 }
 
-/// The one output of `res` as the `.npy` file `out`, its sources beside it.
+/// The one output of `res` as the `.npy` file `out`, its sources (and a naflex model's grids)
+/// beside it.
 fn write_npy_file(out: &Path, res: &Outputs, sources: &[String]) -> Result<()> {
     create_parent(out)?;
     let (_, t) = res
@@ -161,15 +199,23 @@ fn write_npy_file(out: &Path, res: &Outputs, sources: &[String]) -> Result<()> {
         .first()
         .ok_or_else(|| Error::runtime("encode returned no output"))?;
     write_atomic(out, &npy_bytes(t))?;
+    if let Some(g) = &res.grids {
+        write_atomic(&npy_grids_path(out), &npy_grid_bytes(g))?;
+    }
     let src = serde_json::to_vec_pretty(sources).unwrap_or_default();
     write_atomic(&npy_sources_path(out), &src)
 }
 
-/// Each output of `res` as `<dir>/<output>.npy`, the sources in `<dir>/sources.json`.
+/// Each output of `res` as `<dir>/<output>.npy` (a naflex model's grids as
+/// `spatial_shapes.npy`, int64), the sources in `<dir>/sources.json`.
 fn write_npy_dir(dir: &Path, res: &Outputs, sources: &[String]) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     for (name, t) in &res.tensors {
         write_atomic(&dir.join(format!("{name}.npy")), &npy_bytes(t))?;
+    }
+    if let Some(g) = &res.grids {
+        let file = format!("{}.npy", output::SPATIAL_SHAPES);
+        write_atomic(&dir.join(file), &npy_grid_bytes(g))?;
     }
     let src = serde_json::to_vec_pretty(sources).unwrap_or_default();
     write_atomic(&dir.join("sources.json"), &src)

@@ -1,4 +1,4 @@
-//! Progress of a sharded run on stderr.
+//! Progress of an encode run (sharded or one file) on stderr.
 
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};

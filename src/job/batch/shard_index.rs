@@ -46,6 +46,17 @@ pub struct RunIdentity {
 }
 
 impl RunIdentity {
+    /// The fields the model alone decides (all but `crop`), as JSON: what the C ABI's
+    /// `dv_model_identity_json` gives a host's resume (Ray's) to compare.
+    pub fn of_model(cv: &ClipVision) -> serde_json::Value {
+        let spec = PreprocessSpec::clip(cv.model().config.image_size as u32);
+        let mut v = serde_json::to_value(RunIdentity::of(cv, &spec)).unwrap_or_default();
+        if let Some(o) = v.as_object_mut() {
+            o.remove("crop");
+        }
+        v
+    }
+
     pub(super) fn of(cv: &ClipVision, spec: &PreprocessSpec) -> RunIdentity {
         let m = &cv.export().manifest;
         let mut config = serde_json::to_value(&cv.model().config).unwrap_or_default();
@@ -163,11 +174,25 @@ impl ShardIndex {
     ) -> Result<ShardIndex> {
         let prev_index = ShardIndex::read(dir)?;
         if prev_index.is_none() {
-            if let Some(shard) = first_shard_file(dir) {
+            let foreign = foreign_files(dir);
+            if let Some(shard) = foreign.iter().find(|n| is_shard_file(n)) {
                 return Err(Error::invalid(format!(
                     "{}: the folder holds shards ({shard}, ...) but no {INDEX_FILE}, so which images they hold is unknown; {} would overwrite them: move them away, or choose another output folder",
                     dir.display(),
                     if job.resume { "resuming" } else { "a new run" }
+                )));
+            }
+            if !foreign.is_empty() {
+                return Err(Error::invalid(format!(
+                    "{}: the folder holds files that are not a sharded run of this program ({}{}; no {INDEX_FILE}){}; a sharded run goes into a new or empty folder, or one holding such a run: choose another output folder",
+                    dir.display(),
+                    foreign[..foreign.len().min(3)].join(", "),
+                    if foreign.len() > 3 { ", ..." } else { "" },
+                    if job.resume {
+                        ", so there is nothing to resume"
+                    } else {
+                        ""
+                    }
                 )));
             }
         }
@@ -175,7 +200,7 @@ impl ShardIndex {
             Some(prev) if job.resume => prev.resumed(dir, job, outputs, &identity)?,
             Some(_) => {
                 return Err(Error::invalid(format!(
-                    "{} already holds a run ({INDEX_FILE}); pass --resume to continue it, or choose another folder",
+                    "{} already holds a run ({INDEX_FILE}); pass `resume` to continue it, or choose another folder",
                     dir.display()
                 )))
             }
@@ -301,29 +326,38 @@ impl ShardIndex {
     }
 }
 
+/// A temporary file of a shard or the index (renamed into place once written).
+fn is_temporary_file(name: &str) -> bool {
+    name.starts_with("shard-") && name.contains(".tmp") || name.starts_with("index.tmp")
+}
+
 /// Leftover temporary files of a killed run.
 fn remove_temporary_files(dir: &Path) {
     if let Ok(rd) = std::fs::read_dir(dir) {
         for e in rd.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with("shard-") && name.contains(".tmp") || name.starts_with("index.tmp")
-            {
+            if is_temporary_file(&e.file_name().to_string_lossy()) {
                 let _ = std::fs::remove_file(e.path());
             }
         }
     }
 }
 
-/// The first `shard-*.safetensors` in `dir`, if any.
-fn first_shard_file(dir: &Path) -> Option<String> {
+fn is_shard_file(name: &str) -> bool {
+    name.starts_with("shard-") && name.ends_with(".safetensors")
+}
+
+/// The entries of `dir` (sorted) other than a killed run's temporary files: in a folder with
+/// no index, none of them was written by a run this program can continue.
+fn foreign_files(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
-        .ok()?
+        .into_iter()
+        .flatten()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("shard-") && n.ends_with(".safetensors"))
+        .filter(|n| !is_temporary_file(n))
         .collect();
     names.sort();
-    names.into_iter().next()
+    names
 }
 
 /// Why the shard at `path` does not hold what the index says (`None`: it does).

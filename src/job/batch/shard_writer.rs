@@ -3,11 +3,13 @@
 
 use std::path::Path;
 
-use ndarray::{ArrayD, Axis};
+use ndarray::ArrayD;
 
 use super::shard_index::{shard_name, ShardEntry, ShardIndex};
+use crate::image::Grid;
 use crate::job::output;
-use crate::{Error, Result};
+use crate::model::outputs::concat_rows;
+use crate::Result;
 
 /// The shard being filled.
 #[derive(Default)]
@@ -15,11 +17,16 @@ struct OpenShard {
     sources: Vec<String>,
     keys: Vec<String>,
     outputs: Vec<(String, Vec<ArrayD<f32>>)>,
+    /// naflex: the rows' grids.
+    grids: Option<Vec<Grid>>,
 }
 
 impl OpenShard {
-    fn push(&mut self, res: crate::runtime::Outputs, sources: Vec<String>, keys: Vec<String>) {
+    fn push(&mut self, res: crate::model::Outputs, sources: Vec<String>, keys: Vec<String>) {
         self.keys.extend(keys);
+        if let Some(g) = res.grids {
+            self.grids.get_or_insert_with(Vec::new).extend(g);
+        }
         if self.outputs.is_empty() {
             self.outputs = res.tensors.into_iter().map(|(n, t)| (n, vec![t])).collect();
         } else {
@@ -60,7 +67,7 @@ impl<'a> ShardWriter<'a> {
     }
 
     /// Adds an encoded batch (`sources` and their canonical `keys` in row order).
-    pub fn push(&mut self, res: crate::runtime::Outputs, sources: Vec<String>, keys: Vec<String>) {
+    pub fn push(&mut self, res: crate::model::Outputs, sources: Vec<String>, keys: Vec<String>) {
         self.open.push(res, sources, keys);
     }
 
@@ -90,14 +97,12 @@ fn write_shard(
     let file = shard_name(n);
     let mut tensors = Vec::with_capacity(shard.outputs.len());
     for (name, parts) in shard.outputs {
-        let views: Vec<_> = parts.iter().map(|t| t.view()).collect();
-        let t = ndarray::concatenate(Axis(0), &views)
-            .map_err(|e| Error::runtime(format!("shard {file}: {name}: {e}")))?;
+        let t = concat_rows(parts).map_err(|e| e.context(format!("shard {file}: {name}")))?;
         tensors.push((name, t));
     }
     let mut meta = output::metadata(&shard.sources, model_label);
     meta.insert("shard".to_string(), n.to_string());
-    output::write_safetensors(&dir.join(&file), &tensors, &meta)?;
+    output::write_safetensors(&dir.join(&file), &tensors, shard.grids.as_deref(), &meta)?;
     index.rows += shard.sources.len();
     index.shards.push(ShardEntry {
         file,

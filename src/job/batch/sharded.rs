@@ -6,9 +6,8 @@
 //! `shard_writer` (encoded rows into atomic shards) and `progress`.
 
 use std::path::PathBuf;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
-
-use ndarray::Array4;
 
 use super::decode_pool;
 use super::encode_job::{EncodeJob, OutFormat};
@@ -16,9 +15,9 @@ use super::pixels::preprocess_file;
 use super::progress::Progress;
 use super::shard_index::{RunIdentity, ShardIndex};
 use super::shard_writer::ShardWriter;
-use crate::image::{self, PreprocessSpec};
+use crate::image::{self, Grid, Pixels, Prepared, PreprocessSpec};
 use crate::job::interrupt;
-use crate::job::summary::{self, EncodeSummary, ShardSummary, Skipped};
+use crate::job::summary::{self, EncodeSummary, OutputShape, ShardSummary, Skipped};
 use crate::loader::ClipVision;
 use crate::paths::path_text;
 use crate::{Error, Result};
@@ -41,10 +40,10 @@ pub(super) fn run(
             "sharded encoding writes safetensors shards only",
         ));
     }
-    let files = image::expand_inputs(&job.images)?;
+    let files = image::input_files(&job.images)?;
     let s = encode_sharded(cv, &files, spec, job)?;
     summary::print_skipped(&s.skipped);
-    EncodeSummary::sharded(&job.out, s)
+    EncodeSummary::sharded(&job.out, &job.shown_out(), s)
 }
 
 /// Encodes `files` into shards under `job.out` (see the module doc).
@@ -69,10 +68,7 @@ pub fn encode_sharded(
         )));
     }
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let outputs: Vec<String> = crate::runtime::resolve_outputs(cv.model(), &job.outputs)?
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let outputs = cv.model().resolve_output_names(&job.outputs)?;
 
     let identity = RunIdentity::of(cv, spec);
     let mut index = ShardIndex::start_run(dir, job, &outputs, identity)?;
@@ -91,36 +87,94 @@ pub fn encode_sharded(
         shard_size,
         outputs: &outputs,
         todo: &todo,
-        size: spec.size as usize,
+        spec,
     };
-    let mut shards = ShardWriter::new(dir, &job.model_label, index);
+    let shards = Mutex::new(ShardWriter::new(dir, &job.model_label, index));
     let mut tally = Tally::default();
-    // SIGINT/SIGTERM stop the loop below between batches (when the program opted in).
-    let signals = interrupt::Guard::install();
-    let result = decode_pool::run_ordered(
-        todo.len(),
-        threads,
-        window,
-        |i| preprocess_file(&todo[i].0, spec),
-        |decoded| run.encode_in_order(decoded, &mut shards, &mut progress, &mut tally),
+    // SIGINT/SIGTERM stop the loop below between batches (when the program opted in); a second
+    // one writes the rows encoded so far at once (see `interrupt::watch`).
+    let total = files.len();
+    let stop_now = || {
+        let mut w = lock(&shards);
+        let written = w.finish_shard().and_then(|()| {
+            w.index.complete = false;
+            w.index.write(dir)
+        });
+        match written {
+            Ok(()) => interrupt::say(&summary::stopped_line(
+                w.index.rows,
+                total,
+                w.index.shards.len(),
+                &job.shown_out(),
+            )),
+            Err(e) => interrupt::say(&format!(
+                "stopped; the rows encoded since the last finished shard could not be written: {e}"
+            )),
+        }
+    };
+    let result = interrupt::watch(
+        "stopping after the current batch... (Ctrl-C again stops now, keeping the images already encoded)",
+        stop_now,
+        || {
+            decode_pool::run_ordered(
+                todo.len(),
+                threads,
+                window,
+                |i| preprocess_file(&todo[i].0, spec),
+                |decoded| run.encode_in_order(decoded, &shards, &mut progress, &mut tally),
+            )
+        },
     );
-    drop(signals);
     progress.finish(tally.encoded + tally.skipped.len());
     result?;
+    let shards = shards.into_inner().unwrap_or_else(|e| e.into_inner());
     let (shards_written, mut index) = (shards.written, shards.index);
     index.complete = !tally.stopped;
     index.write(dir)?;
+    let output_shapes = shard_output_shapes(dir, &index);
     Ok(ShardSummary {
         encoded: tally.encoded,
         already_done,
         shards_written,
         skipped: tally.skipped,
         seconds: start.elapsed().as_secs_f64(),
-        total: files.len(),
+        total,
         rows: index.rows,
         shards: index.shards.len(),
         stopped: tally.stopped,
+        outputs: output_shapes,
     })
+}
+
+/// Each output of the folder's shards with its shape over every row (`[rows, ...]`), read
+/// from the first shard's header.
+fn shard_output_shapes(dir: &std::path::Path, index: &ShardIndex) -> Vec<OutputShape> {
+    let Some(first) = index.shards.first() else {
+        return Vec::new();
+    };
+    let Ok(st) = crate::model::SafeTensors::open(&dir.join(&first.file)) else {
+        return Vec::new();
+    };
+    index
+        .outputs
+        .iter()
+        .filter_map(|name| {
+            let mut shape = st.tensors().get(name)?.shape.clone();
+            *shape.first_mut()? = index.rows;
+            Some(OutputShape {
+                name: name.clone(),
+                shape,
+            })
+        })
+        .collect()
+}
+
+/// The shard writer, shared by the encoding loop and a second Ctrl-C (see `interrupt::watch`).
+type SharedWriter<'a> = Mutex<ShardWriter<'a>>;
+
+fn lock<'m, 'a>(w: &'m SharedWriter<'a>) -> MutexGuard<'m, ShardWriter<'a>> {
+    // Nothing panics while holding the lock, so a poisoned writer is still consistent.
+    w.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// What a sharded run's encoding loop reads.
@@ -132,8 +186,8 @@ struct ShardRun<'a> {
     outputs: &'a [String],
     /// The files to encode with their canonical keys, in row order.
     todo: &'a [(PathBuf, String)],
-    /// Image side in pixels.
-    size: usize,
+    /// The model's preprocessing: how a batch's rows are laid out.
+    spec: &'a PreprocessSpec,
 }
 
 /// What a sharded run's encoding loop did.
@@ -152,6 +206,8 @@ struct Batch {
     /// Grows with the batch; reserving batch_size rows up front would let a huge
     /// --batch-size abort the process.
     pixels: Vec<f32>,
+    /// naflex: each row's grid.
+    grids: Vec<Grid>,
     sources: Vec<String>,
     keys: Vec<String>,
 }
@@ -161,8 +217,8 @@ impl ShardRun<'_> {
     /// image is taken or a caught signal asks to stop.
     fn encode_in_order(
         &self,
-        decoded: &mut decode_pool::Ordered<'_, Result<Vec<f32>>>,
-        shards: &mut ShardWriter<'_>,
+        decoded: &mut decode_pool::Ordered<'_, Result<Prepared>>,
+        shards: &SharedWriter<'_>,
         progress: &mut Progress,
         tally: &mut Tally,
     ) -> Result<()> {
@@ -173,7 +229,7 @@ impl ShardRun<'_> {
             if interrupt::requested() {
                 // Keep what is encoded; decoded rows not yet encoded are redone on resume.
                 tally.stopped = true;
-                return shards.finish_shard();
+                return lock(shards).finish_shard();
             }
             // The next item in order.
             let Some(item) = decoded.next_item() else {
@@ -183,43 +239,48 @@ impl ShardRun<'_> {
             expect += 1;
             match item {
                 Ok(v) => {
-                    batch.pixels.extend(v);
+                    batch.pixels.extend(v.values);
+                    batch.grids.extend(v.grid);
                     batch.sources.push(path_text(path));
                     batch.keys.push(key.clone());
                 }
                 Err(e) if job.strict => {
-                    return Err(e.context("--strict: stopping at an unreadable image"));
+                    return Err(e.context("`strict`: stopping at an unreadable image"));
                 }
                 Err(e) => {
                     let sk = Skipped::new(path, &e);
-                    shards.index.skipped.push(sk.clone());
+                    lock(shards).index.skipped.push(sk.clone());
                     tally.skipped.push(sk);
                 }
             }
-            let room = shard_size - shards.open_rows();
+            let room = shard_size - lock(shards).open_rows();
             let last = expect == self.todo.len();
             if batch.sources.len() >= job.batch_size.min(room)
                 || (last && !batch.sources.is_empty())
             {
                 tally.encoded += self.encode_batch(std::mem::take(&mut batch), shards)?;
             }
-            if shards.open_rows() == shard_size || last {
-                shards.finish_shard()?;
+            let mut w = lock(shards);
+            if w.open_rows() == shard_size || last {
+                w.finish_shard()?;
             }
+            drop(w);
             progress.update(expect, false);
         }
         Ok(())
     }
 
     /// Encodes `batch` into the shard being filled; returns its rows.
-    fn encode_batch(&self, batch: Batch, shards: &mut ShardWriter<'_>) -> Result<usize> {
-        let (n, s) = (batch.sources.len(), self.size);
-        let px = Array4::from_shape_vec((n, 3, s, s), batch.pixels)
-            .map_err(|e| Error::runtime(format!("batch: {e}")))?;
+    fn encode_batch(&self, batch: Batch, shards: &SharedWriter<'_>) -> Result<usize> {
+        let n = batch.sources.len();
+        let px = Pixels::from_values(batch.pixels, batch.grids, self.spec)
+            .map_err(|e| e.context("batch"))?;
+        // The lock is not held here: a second Ctrl-C writes the rows before this batch.
         let res = self
             .cv
             .encode(px.view(), self.outputs, self.job.batch_size)?;
-        shards.push(res, batch.sources, batch.keys);
+        lock(shards).push(res, batch.sources, batch.keys);
+        tracing::debug!("encoded a batch of {n} images");
         if !self.job.throttle.is_zero() {
             std::thread::sleep(self.job.throttle);
         }

@@ -1,1 +1,1 @@
-"""Stand-in for ComfyUI's comfy package (only model_management is provided)."""
+"""Stand-in for ComfyUI's comfy package: model_management and clip_vision (see each module)."""
