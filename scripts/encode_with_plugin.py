@@ -51,6 +51,9 @@ class LoadOptions(C.Structure):
         ("donor_policy", C.c_char_p),
         # version 4
         ("micro_batch", C.c_size_t),
+        # version 5
+        ("cpu_engine", C.c_char_p),
+        ("openvino_ep", C.c_char_p),
     ]
 
 

@@ -418,7 +418,10 @@ fn so400m_14_384_embed_block_yields_729_tokens() {
     );
     std::fs::write(dir.join("embed.onnx"), proto.encode_to_vec()).unwrap();
     let env = distorch_vision::runtime::environment().unwrap();
-    let mut session = Session::builder(&env)
+    let session = Session::builder(&env).unwrap();
+    // ONNX Runtime's CPU provider named: with the OpenVINO plugin registered in this process
+    // (other tests), a session naming none would be placed on OpenVINO, in bf16.
+    let mut session = distorch_vision::runtime::engine::mlas(session)
         .unwrap()
         .commit_from_file(dir.join("embed.onnx"))
         .unwrap();

@@ -595,7 +595,10 @@ fn the_whole_model_graph_makes_its_own_key_mask() {
         (if k == 0 { grids[i].rows } else { grids[i].cols }) as i64
     });
     let env = distorch_vision::runtime::environment().unwrap();
-    let mut session = Session::builder(&env)
+    let session = Session::builder(&env).unwrap();
+    // ONNX Runtime's CPU provider named: with the OpenVINO plugin registered in this process
+    // (other tests), a session naming none would be placed on OpenVINO, in bf16.
+    let mut session = distorch_vision::runtime::engine::mlas(session)
         .unwrap()
         .commit_from_file(tmp.join("whole.onnx"))
         .unwrap();
