@@ -95,7 +95,7 @@ target=${CARGO_TARGET_DIR:-$root/target}
 case "$target" in /*) ;; *) target="$root/$target" ;; esac
 export DISTORCH_VISION_LIBRARY="$target/debug/libdistorch_vision.so"
 export DISTORCH_VISION_CLI="$target/debug/distorch-vision"
-"$venv/bin/python" -m pytest "$root/python/tests" -q
+"$venv/bin/python" -m pytest -p no:cacheprovider "$root/python/tests" -q
 
 # --- The wheel, installed as a user installs it ----------------------------------------------
 "$root/scripts/test_install.sh" "$venv"

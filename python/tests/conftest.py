@@ -6,8 +6,10 @@ outside the clone) the package is the one installed in this Python instead, and 
 where an installed package puts them by default; ``DISTORCH_TEST_CHECKOUT`` names the clone
 whose fixtures the tests read."""
 
+import atexit
 import importlib.util
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -42,8 +44,11 @@ if INSTALLED:
             f"DISTORCH_TEST_INSTALLED=1 needs distorch_vision installed outside {ROOT}, "
             f"found {_spec.origin if _spec else 'none'}")
 else:
-    # Exported graphs go to a folder of this run, not the checkout's graphs/.
-    os.environ.setdefault("DISTORCH_GRAPHS_DIR", tempfile.mkdtemp(prefix="dv-pytest-graphs-"))
+    # Exported graphs go to a folder of this run (removed at exit), not the checkout's graphs/.
+    if "DISTORCH_GRAPHS_DIR" not in os.environ:
+        _graphs = tempfile.mkdtemp(prefix="dv-pytest-graphs-")
+        os.environ["DISTORCH_GRAPHS_DIR"] = _graphs
+        atexit.register(shutil.rmtree, _graphs, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -34,8 +34,17 @@ pub fn fixture(name: &str) -> PathBuf {
     root().join("tests/fixtures/models").join(name)
 }
 
+/// The CLI, its exports kept in a folder of the tests' own (under target/) unless a test says
+/// otherwise: tests never write into the checkout's graphs/ or the user's cache.
 pub fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_distorch-vision"))
+    let mut c = Command::new(env!("CARGO_BIN_EXE_distorch-vision"));
+    c.env("DISTORCH_GRAPHS_DIR", test_graphs_dir());
+    c
+}
+
+/// Where CLI runs of the tests keep their exports (see [`bin`]).
+pub fn test_graphs_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cli-graphs")
 }
 
 /// A fresh temporary folder under target/, removed and recreated.

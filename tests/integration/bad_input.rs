@@ -11,6 +11,7 @@ fn expect_error(args: &[&std::ffi::OsStr], needle: &str) {
     let o = Command::new("timeout")
         .arg("60")
         .arg(env!("CARGO_BIN_EXE_distorch-vision"))
+        .env("DISTORCH_GRAPHS_DIR", test_graphs_dir())
         .args(args)
         .env("RUST_BACKTRACE", "1")
         .output()
@@ -410,6 +411,7 @@ fn huge_batch_sizes_do_not_abort() {
         let o = Command::new("timeout")
             .arg("60")
             .arg(env!("CARGO_BIN_EXE_distorch-vision"))
+            .env("DISTORCH_GRAPHS_DIR", test_graphs_dir())
             .args([
                 "encode",
                 "--device",
