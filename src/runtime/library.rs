@@ -4,6 +4,7 @@
 //! then `python3`'s `onnxruntime` package. The library found is refused, naming its version,
 //! when it is older than the C API this build calls.
 
+use std::cell::OnceCell;
 use std::ffi::{c_char, c_void, CStr};
 use std::path::{Path, PathBuf};
 
@@ -27,8 +28,10 @@ pub enum Place {
     File(PathBuf),
     /// The newest `libonnxruntime.so.<version>` (else `libonnxruntime.so`) in this folder.
     Folder(PathBuf),
-    /// Nowhere to look: shown in the error only (`python3` has no `onnxruntime`, say).
-    Nothing(String),
+    /// The `capi/` folder of the `onnxruntime` package `python3` on PATH finds (if any), asked
+    /// only when this place is reached: starting Python costs tens of milliseconds, where
+    /// every place before it is a look at a folder.
+    Python(OnceCell<Option<PathBuf>>),
 }
 
 impl Place {
@@ -37,18 +40,38 @@ impl Place {
         match self {
             Place::File(p) => p.is_file().then(|| p.clone()),
             Place::Folder(dir) => newest_in(dir),
-            Place::Nothing(_) => None,
+            Place::Python(_) => newest_in(self.python_capi()?),
+        }
+    }
+
+    /// A place with nothing to look in (`python3` has no `onnxruntime`, say).
+    fn is_nothing(&self) -> bool {
+        matches!(self, Place::Python(_)) && self.python_capi().is_none()
+    }
+
+    fn python_capi(&self) -> Option<&PathBuf> {
+        match self {
+            Place::Python(dir) => dir
+                .get_or_init(|| python_package_dir().map(|d| d.join("capi")))
+                .as_ref(),
+            _ => None,
         }
     }
 }
 
 impl std::fmt::Display for Place {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Place::File(p) => write!(f, "{}", p.display()),
-            Place::Folder(dir) => write!(f, "{}", dir.join(format!("{LIB_STEM}*")).display()),
-            Place::Nothing(what) => f.write_str(what),
-        }
+        let dir = match self {
+            Place::File(p) => return write!(f, "{}", p.display()),
+            Place::Folder(dir) => dir,
+            Place::Python(_) => match self.python_capi() {
+                Some(dir) => dir,
+                None => {
+                    return f.write_str("python3 on PATH (none, or it has no onnxruntime module)")
+                }
+            },
+        };
+        write!(f, "{}", dir.join(format!("{LIB_STEM}*")).display())
     }
 }
 
@@ -86,16 +109,10 @@ pub fn candidates(explicit: Option<&Path>) -> Vec<(String, Place)> {
             ));
         }
     }
-    out.push(match python_package_dir() {
-        Some(dir) => (
-            "the onnxruntime package of python3 on PATH".into(),
-            Place::Folder(dir.join("capi")),
-        ),
-        None => (
-            "python3 on PATH".into(),
-            Place::Nothing("python3 on PATH (none, or it has no onnxruntime module)".into()),
-        ),
-    });
+    out.push((
+        "the onnxruntime package of python3 on PATH".into(),
+        Place::Python(OnceCell::new()),
+    ));
     out
 }
 
@@ -189,6 +206,7 @@ pub(crate) fn python_path(code: &str) -> Option<PathBuf> {
 /// looked in.
 pub fn find(explicit: Option<&Path>) -> Result<PathBuf> {
     let tried = candidates(explicit);
+    // In order, so python3 is started only when no place before it holds the library.
     if let Some((from, path)) = tried
         .iter()
         .find_map(|(from, p)| Some((from, p.resolve()?)))
@@ -198,9 +216,12 @@ pub fn find(explicit: Option<&Path>) -> Result<PathBuf> {
     }
     let list: Vec<String> = tried
         .iter()
-        .map(|(from, p)| match p {
-            Place::Nothing(_) => p.to_string(),
-            _ => format!("{p} ({from})"),
+        .map(|(from, p)| {
+            if p.is_nothing() {
+                p.to_string()
+            } else {
+                format!("{p} ({from})")
+            }
         })
         .collect();
     Err(Error::new(

@@ -34,14 +34,24 @@ fn in_path(p: &Path) -> PathBuf {
 /// Candidate plugin paths in the order they are tried, with where each came from. An
 /// explicit path or `DISTORCH_OPENVINO_EP` is the only candidate when given.
 pub fn candidates(explicit: Option<&Path>) -> Vec<(String, PathBuf)> {
+    let (mut out, searched) = places(explicit);
+    if searched {
+        out.extend(python_candidate());
+    }
+    out
+}
+
+/// The candidates before `python3`'s package, and whether the search goes on to it (not after
+/// an explicit path or `DISTORCH_OPENVINO_EP`).
+fn places(explicit: Option<&Path>) -> (Vec<(String, PathBuf)>, bool) {
     let mut out = Vec::new();
     if let Some(p) = explicit {
         out.push(("the explicit plugin path".into(), in_path(p)));
-        return out;
+        return (out, false);
     }
     if let Some(p) = std::env::var_os(ENV_VAR).filter(|p| !p.is_empty()) {
         out.push((ENV_VAR.into(), in_path(Path::new(&p))));
-        return out;
+        return (out, false);
     }
     if let Some(root) = project_root() {
         out.push((
@@ -66,13 +76,16 @@ pub fn candidates(explicit: Option<&Path>) -> Vec<(String, PathBuf)> {
             ));
         }
     }
-    if let Some(dir) = python_package_dir() {
-        out.push((
-            "the onnxruntime_ep_openvino package of python3 on PATH".into(),
-            dir.join(PLUGIN_LIB),
-        ));
-    }
-    out
+    (out, true)
+}
+
+/// The plugin in the `onnxruntime_ep_openvino` package `python3` on PATH finds, if it does.
+fn python_candidate() -> Option<(String, PathBuf)> {
+    let dir = python_package_dir()?;
+    Some((
+        "the onnxruntime_ep_openvino package of python3 on PATH".into(),
+        dir.join(PLUGIN_LIB),
+    ))
 }
 
 /// Where `python3` finds `onnxruntime_ep_openvino`, asked once per process.
@@ -89,7 +102,11 @@ fn python_package_dir() -> Option<PathBuf> {
 /// The plugin library: the first candidate that exists, or `Err` with every place looked in
 /// (for a message that also says how to install it).
 pub fn find(explicit: Option<&Path>) -> Result<PathBuf, String> {
-    let tried = candidates(explicit);
+    let (mut tried, searched) = places(explicit);
+    // python3 is started (tens of milliseconds) only when no place before it has the plugin.
+    if searched && !tried.iter().any(|(_, p)| p.is_file()) {
+        tried.extend(python_candidate());
+    }
     if let Some((_, p)) = tried.iter().find(|(_, p)| p.is_file()) {
         return Ok(p.clone());
     }
