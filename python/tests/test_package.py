@@ -335,6 +335,21 @@ def test_errors_name_keyword_arguments_and_kinds_match_the_cli(library_path, tmp
         assert json.loads(r.stdout)["error"]["kind"] == e.value.kind, (r.stdout, e.value)
 
 
+def test_engine_and_dtype_refusals_name_keyword_arguments(library_path):
+    """The CPU engine's refusals (dv_load_options version 5) name this API's keyword
+    arguments, as every other library message does; the CLI shows its flags for the same."""
+    model = fixture("clip_quickgelu_f32") / "model.safetensors"
+    for kwargs, want in ((dict(dtype="bf16", cpu_engine="mlas"), "`cpu_engine=openvino`"),
+                         (dict(dtype="int8", cpu_engine="openvino"), "`cpu_engine=mlas`")):
+        with pytest.raises(dv.DistorchError) as e:
+            dv.load(model, device="cpu", **kwargs)
+        assert e.value.kind == "invalid_argument", e.value
+        assert want in e.value.message and "--" not in e.value.message, e.value.message
+    r = subprocess.run([str(cli()), "plan", "--model", str(model), "--device", "cpu", "--dtype", "bf16",
+                        "--cpu-engine", "mlas"], capture_output=True, text=True)
+    assert r.returncode == 1 and "--cpu-engine openvino" in r.stderr, r.stderr
+
+
 def test_load_options_reach_the_library_with_every_version(library_path):
     """The package fills the newest dv_load_options (capi_mirrors holds its fields to the
     header's): donor_policy (version 3) reaches the plan."""

@@ -45,11 +45,11 @@ pub fn resolve(
     // What needs the plugin, for the message when it is missing.
     // (An xpu:N block needs it too, but only to load: a plan on a simulated xpu stands.)
     let need = if on_cpu && dtype == ComputeDtype::Bf16 {
-        Some("--dtype bf16")
+        Some("`dtype=bf16`")
     } else if on_cpu && choice == CpuEngine::OpenVino {
-        Some("--cpu-engine openvino")
+        Some("`cpu_engine=openvino`")
     } else if explicit.is_some() {
-        Some("the OpenVINO plugin path given (openvino_ep)")
+        Some("the OpenVINO plugin path given (`openvino_ep`)")
     } else {
         None
     };
@@ -57,17 +57,17 @@ pub fn resolve(
         match (choice, dtype) {
             (CpuEngine::Mlas, ComputeDtype::Bf16) => {
                 return Err(Error::invalid(
-                    "dtype: bf16 runs on OpenVINO's CPU device, but cpu_engine is mlas (use --cpu-engine openvino or auto, or --dtype fp32 or int8 on mlas)",
+                    "dtype: bf16 runs on OpenVINO's CPU device, but cpu_engine is mlas (use `cpu_engine=openvino` or `cpu_engine=auto`, or `dtype=fp32` or `dtype=int8` on mlas)",
                 ))
             }
             (CpuEngine::OpenVino, ComputeDtype::Int8) => {
                 return Err(Error::invalid(
-                    "cpu_engine: openvino does not run the int8 graphs (ONNX Runtime's own quantised MatMul); use --cpu-engine mlas or auto for int8, or --dtype bf16 for OpenVINO's fast path",
+                    "cpu_engine: openvino does not run the int8 graphs (ONNX Runtime's own quantised MatMul); use `cpu_engine=mlas` or `cpu_engine=auto` for int8, or `dtype=bf16` for OpenVINO's fast path",
                 ))
             }
             (CpuEngine::OpenVino, ComputeDtype::Fp16) => {
                 return Err(Error::invalid(
-                    "cpu_engine: openvino does not run fp16 on the CPU (fp16 is for GPUs); use --dtype fp32 or bf16 on openvino, or --cpu-engine mlas",
+                    "cpu_engine: openvino does not run fp16 on the CPU (fp16 is for GPUs); use `dtype=fp32` or `dtype=bf16` on openvino, or `cpu_engine=mlas`",
                 ))
             }
             _ => {}
@@ -277,5 +277,34 @@ pub fn configure(
             let cache = cache_dir(export_dir, &device.ov_device, hint);
             openvino::register(builder, device, hint, Some(&cache))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refused_combinations_name_the_library_options_not_cli_flags() {
+        // Refused before any plugin is looked for, on any CPU. Python and C callers read these
+        // messages as they are; the CLI shows the options as its flags (`cli/flags.rs`).
+        for (choice, dtype, want) in [
+            (CpuEngine::Mlas, ComputeDtype::Bf16, "`cpu_engine=openvino`"),
+            (CpuEngine::OpenVino, ComputeDtype::Int8, "`cpu_engine=mlas`"),
+            (CpuEngine::OpenVino, ComputeDtype::Fp16, "`dtype=fp32`"),
+        ] {
+            let e = resolve(choice, dtype, &[Device::Cpu], None).unwrap_err();
+            let m = e.message();
+            assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{m}");
+            assert!(
+                m.contains(want) && !m.contains("--"),
+                "{choice} {dtype}: {m}"
+            );
+        }
+        let e = super::super::dtype::check(ComputeDtype::Bf16, &[Device::Cuda(0)]).unwrap_err();
+        assert!(
+            e.message().contains("`device=cpu`") && !e.message().contains("--"),
+            "{e}"
+        );
     }
 }
