@@ -332,13 +332,10 @@ impl WholeSession {
             .with_env_allocators()?;
         let builder = crate::runtime::dtype::configure(builder, cv.export().manifest.dtype)?;
         // On the engine of the CPU blocks, so the ratio is the split's cost alone.
-        let sp = crate::runtime::StagePlan {
-            exec: crate::plan::Device::Cpu,
-            engine: cv.cpu_engine(),
-            streamed: false,
-        };
+        let (exec, engine) = (crate::plan::Device::Cpu, cv.cpu_engine());
+        let export_dir = &cv.export().dir;
         let session =
-            crate::runtime::engine::configure(builder, sp, cv.engines(), &cv.export().dir)?
+            crate::runtime::engine::configure(builder, exec, engine, cv.engines(), export_dir)?
                 .commit_from_file(&file)
                 .map_err(|e| Error::runtime(format!("{}: {e}", file.display())))?;
         let mut w = WholeSession {

@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use ort::session::builder::SessionBuilder;
 
 use super::openvino::{self, Availability, Hint, Plugin};
-use super::pipeline::StagePlan;
 use crate::export::ComputeDtype;
 use crate::plan::{CpuEngine, Device, Engine};
 use crate::{Error, ErrorKind, Result};
@@ -54,27 +53,7 @@ pub fn resolve(
         None
     };
     if on_cpu {
-        match (choice, dtype) {
-            (CpuEngine::Mlas, ComputeDtype::Bf16) => {
-                return Err(Error::invalid(
-                    "dtype: bf16 runs on OpenVINO's CPU device, but cpu_engine is mlas (use `cpu_engine=openvino` or `cpu_engine=auto`, or `dtype=fp32` or `dtype=int8` on mlas)",
-                ))
-            }
-            (CpuEngine::OpenVino, ComputeDtype::Int8) => {
-                return Err(Error::invalid(
-                    "cpu_engine: openvino does not run the int8 graphs (ONNX Runtime's own quantised MatMul); use `cpu_engine=mlas` or `cpu_engine=auto` for int8, or `dtype=bf16` for OpenVINO's fast path",
-                ))
-            }
-            (CpuEngine::OpenVino, ComputeDtype::Fp16) => {
-                return Err(Error::invalid(
-                    "cpu_engine: openvino does not run fp16 on the CPU (fp16 is for GPUs); use `dtype=fp32` or `dtype=bf16` on openvino, or `cpu_engine=mlas`",
-                ))
-            }
-            _ => {}
-        }
-        if dtype == ComputeDtype::Bf16 {
-            super::dtype::bf16_cpu()?;
-        }
+        check_cpu_choice(choice, dtype)?;
     }
     let wants_openvino_cpu = on_cpu
         && match choice {
@@ -82,69 +61,43 @@ pub fn resolve(
             CpuEngine::OpenVino => true,
             CpuEngine::Auto => matches!(dtype, ComputeDtype::Fp32 | ComputeDtype::Bf16),
         };
+    let mlas = |note: Option<String>, missing_plugin: Option<String>| Engines {
+        cpu: Engine::Mlas,
+        dtype,
+        note,
+        missing_plugin,
+        ..Default::default()
+    };
     // Load OpenVINO only when some block could run on it, or when the caller named the plugin.
     if !(wants_openvino_cpu || on_xpu || explicit.is_some()) {
-        return Ok(Engines {
-            cpu: Engine::Mlas,
-            dtype,
-            note: int8_note(dtype, on_cpu, explicit),
-            ..Default::default()
-        });
+        return Ok(mlas(int8_note(dtype, on_cpu, explicit), None));
     }
     let plugin = match openvino::plugin(explicit) {
         Ok(Availability::Ready(p)) => p,
-        Ok(Availability::Missing { looked }) if need.is_none() && on_xpu => {
-            return Ok(Engines {
-                cpu: Engine::Mlas,
-                dtype,
-                missing_plugin: Some(looked),
-                ..Default::default()
-            })
-        }
-        Ok(Availability::Missing { looked }) => match need {
-            Some(what) => {
-                return Err(Error::new(
+        Ok(Availability::Missing { looked }) => {
+            return match need {
+                Some(what) => Err(Error::new(
                     ErrorKind::NotFound,
                     openvino::not_found_message(&looked, what),
-                ))
-            }
-            None => {
-                return Ok(Engines {
-                    cpu: Engine::Mlas,
-                    dtype,
-                    note: Some(format!(
+                )),
+                None if on_xpu => Ok(mlas(None, Some(looked))),
+                None => Ok(mlas(
+                    Some(format!(
                         "cpu_engine auto: the OpenVINO plugin is not installed, so CPU blocks run on mlas (looked in: {looked})"
                     )),
-                    ..Default::default()
-                })
-            }
-        },
+                    None,
+                )),
+            };
+        }
         // Found but refused: an error when asked for, else MLAS with a warning.
         Err(e) if need.is_none() => {
             tracing::warn!("{}; CPU blocks run on mlas", e.message());
-            return Ok(Engines {
-                cpu: Engine::Mlas,
-                dtype,
-                ..Default::default()
-            });
+            return Ok(mlas(None, None));
         }
         Err(e) => return Err(e),
     };
     let cpu = if wants_openvino_cpu {
-        if plugin.cpu().is_none() {
-            let msg = format!(
-                "the OpenVINO plugin ({}) lists no CPU device (its devices: {})",
-                plugin.path.display(),
-                plugin.device_list()
-            );
-            if need.is_some() {
-                return Err(Error::runtime(msg));
-            }
-            tracing::warn!("{msg}; CPU blocks run on mlas");
-            Engine::Mlas
-        } else {
-            Engine::OpenVino
-        }
+        openvino_cpu(&plugin, need.is_some())?
     } else {
         Engine::Mlas
     };
@@ -154,6 +107,37 @@ pub fn resolve(
         dtype,
         ..Default::default()
     })
+}
+
+/// Refuses a CPU engine and dtype that do not run together, and bf16 on a CPU without a bf16
+/// unit.
+fn check_cpu_choice(choice: CpuEngine, dtype: ComputeDtype) -> Result<()> {
+    let refused = match (choice, dtype) {
+        (CpuEngine::Mlas, ComputeDtype::Bf16) => "dtype: bf16 runs on OpenVINO's CPU device, but cpu_engine is mlas (use `cpu_engine=openvino` or `cpu_engine=auto`, or `dtype=fp32` or `dtype=int8` on mlas)",
+        (CpuEngine::OpenVino, ComputeDtype::Int8) => "cpu_engine: openvino does not run the int8 graphs (ONNX Runtime's own quantised MatMul); use `cpu_engine=mlas` or `cpu_engine=auto` for int8, or `dtype=bf16` for OpenVINO's fast path",
+        (CpuEngine::OpenVino, ComputeDtype::Fp16) => "cpu_engine: openvino does not run fp16 on the CPU (fp16 is for GPUs); use `dtype=fp32` or `dtype=bf16` on openvino, or `cpu_engine=mlas`",
+        _ if dtype == ComputeDtype::Bf16 => return super::dtype::bf16_cpu().map(drop),
+        _ => return Ok(()),
+    };
+    Err(Error::invalid(refused))
+}
+
+/// OpenVINO for the CPU blocks when the plugin lists a CPU device; else an error when it was
+/// asked for (`needed`), or MLAS with a warning.
+fn openvino_cpu(plugin: &Plugin, needed: bool) -> Result<Engine> {
+    if plugin.cpu().is_some() {
+        return Ok(Engine::OpenVino);
+    }
+    let msg = format!(
+        "the OpenVINO plugin ({}) lists no CPU device (its devices: {})",
+        plugin.path.display(),
+        plugin.device_list()
+    );
+    if needed {
+        return Err(Error::runtime(msg));
+    }
+    tracing::warn!("{msg}; CPU blocks run on mlas");
+    Ok(Engine::Mlas)
 }
 
 /// Checks that `device` can run here with `engines` (before any export or session work): an
@@ -234,21 +218,22 @@ pub fn mlas(builder: SessionBuilder) -> Result<SessionBuilder> {
 
 const CPU_EP: &str = "CPUExecutionProvider";
 
-/// Registers the engine of a block executing as `sp` says on `builder`.
+/// Registers `engine` on `builder` for a block executing on `exec`.
 pub fn configure(
     builder: SessionBuilder,
-    sp: StagePlan,
+    exec: Device,
+    engine: Engine,
     engines: &Engines,
     export_dir: &Path,
 ) -> Result<SessionBuilder> {
-    match sp.engine {
+    match engine {
         Engine::Mlas => mlas(builder),
-        Engine::Cuda => super::gpu::register(builder, sp.exec),
+        Engine::Cuda => super::gpu::register(builder, exec),
         Engine::OpenVino => {
             let plugin = engines.openvino.as_ref().ok_or_else(|| {
                 Error::runtime("a block runs on OpenVINO, but its plugin was not loaded")
             })?;
-            let (device, hint) = match sp.exec {
+            let (device, hint) = match exec {
                 Device::Cpu => (
                     plugin.cpu(),
                     if engines.dtype == ComputeDtype::Bf16 {
@@ -270,7 +255,7 @@ pub fn configure(
             let device = device.ok_or_else(|| {
                 Error::runtime(format!(
                     "the OpenVINO plugin lists no device for {} (its devices: {})",
-                    sp.exec,
+                    exec,
                     plugin.device_list()
                 ))
             })?;

@@ -455,7 +455,7 @@ fn build_stage(
         // no speed gained); the arena already reuses freed tensors across blocks.
         .with_memory_pattern(sp.exec.is_gpu())?;
     let builder = super::dtype::configure(builder, export.manifest.dtype)?;
-    let mut builder = super::engine::configure(builder, sp, engines, &export.dir)?;
+    let mut builder = super::engine::configure(builder, sp.exec, sp.engine, engines, &export.dir)?;
     let (session, weight_inputs) = if streamed {
         let (proto, weights) = blocks::block_graph(
             model,
