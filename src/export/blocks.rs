@@ -378,12 +378,12 @@ fn layer(g: &mut GraphBuilder, l: usize, x: &str, mask: Option<&str>) -> String 
     let n2 = g.op("Reshape", &[&n2, &rows], vec![]);
     let f1 = g.gemm(&n2, &n.mlp_in, true);
     let a = match c.mlp {
-        Mlp::Standard => activation(g, &f1, c.activation),
+        Mlp::Standard => g.activation(&f1, c.activation),
         Mlp::Gated => {
             // act(gate_proj(x)) ⊙ up_proj(x).
             let gate = n.mlp_gate.as_deref().unwrap_or_default();
             let gate = g.gemm(&n2, gate, true);
-            let gate = activation(g, &gate, c.activation);
+            let gate = g.activation(&gate, c.activation);
             g.op("Mul", &[&gate, &f1], vec![])
         }
         Mlp::SwiGlu => {
@@ -545,50 +545,6 @@ fn rope(
     g.op("Concat", &[&head, &p], vec![attr_int("axis", 1)])
 }
 
-/// The MLP activation, as transformers' `ACT2FN` (activations.py) defines it: `silu`
-/// (`SiLUActivation`), `quick_gelu` (`QuickGELUActivation`), `gelu` (`GELUActivation`, erf),
-/// `gelu_pytorch_tanh` (`GELUTanh`).
-pub(super) fn activation(g: &mut GraphBuilder, x: &str, act: Activation) -> String {
-    match act {
-        Activation::Silu => {
-            let s = g.op("Sigmoid", &[x], vec![]);
-            g.op("Mul", &[x, &s], vec![])
-        }
-        Activation::QuickGelu => {
-            let k = g.scalar(1.702);
-            let kx = g.op("Mul", &[x, &k], vec![]);
-            let s = g.op("Sigmoid", &[&kx], vec![]);
-            g.op("Mul", &[x, &s], vec![])
-        }
-        Activation::Gelu => {
-            // The exact pattern ONNX Runtime's GeluFusion recognises.
-            let r2 = g.scalar(std::f32::consts::SQRT_2);
-            let xd = g.op("Div", &[x, &r2], vec![]);
-            let e = g.op("Erf", &[&xd], vec![]);
-            let one = g.scalar(1.0);
-            let e1 = g.op("Add", &[&e, &one], vec![]);
-            let m = g.op("Mul", &[x, &e1], vec![]);
-            let half = g.scalar(0.5);
-            g.op("Mul", &[&m, &half], vec![])
-        }
-        Activation::GeluTanh => {
-            let x2 = g.op("Mul", &[x, x], vec![]);
-            let x3 = g.op("Mul", &[&x2, x], vec![]);
-            let k = g.scalar(0.044715);
-            let kx3 = g.op("Mul", &[&x3, &k], vec![]);
-            let inner = g.op("Add", &[x, &kx3], vec![]);
-            let c = g.scalar((2.0f32 / std::f32::consts::PI).sqrt());
-            let ci = g.op("Mul", &[&inner, &c], vec![]);
-            let t = g.op("Tanh", &[&ci], vec![]);
-            let one = g.scalar(1.0);
-            let t1 = g.op("Add", &[&t, &one], vec![]);
-            let half = g.scalar(0.5);
-            let hx = g.op("Mul", &[x, &half], vec![]);
-            g.op("Mul", &[&hx, &t1], vec![])
-        }
-    }
-}
-
 /// The head block's outputs, in the order `block_io` lists them.
 ///
 /// Follows the end of `CLIPVisionModel.forward` (`post_layernorm` of the class token) and
@@ -625,7 +581,7 @@ fn head(g: &mut GraphBuilder, x: &str, penult: Option<&str>) -> Vec<String> {
                 );
                 let patches = g.op("Slice", &[p, &st, &en, &ax], vec![]);
                 let h1 = g.linear(&patches, "multi_modal_projector.linear_1", true);
-                let a = activation(g, &h1, Activation::Gelu);
+                let a = g.activation(&h1, Activation::Gelu);
                 out.push(g.linear(&a, "multi_modal_projector.linear_2", true));
             }
             out

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use super::onnx::*;
-use crate::model::{DType, Layout, Model};
+use crate::model::{Activation, DType, Layout, Model};
 
 pub const OPSET: i64 = 17;
 pub const IR_VERSION: i64 = 8;
@@ -487,6 +487,50 @@ impl<'m> GraphBuilder<'m> {
             &[x, &w, &b],
             vec![attr_int("axis", -1), attr_float("epsilon", eps)],
         )
+    }
+
+    /// The MLP activation, as transformers' `ACT2FN` (activations.py) defines it: `silu`
+    /// (`SiLUActivation`), `quick_gelu` (`QuickGELUActivation`), `gelu` (`GELUActivation`, erf),
+    /// `gelu_pytorch_tanh` (`GELUTanh`).
+    pub fn activation(&mut self, x: &str, act: Activation) -> String {
+        match act {
+            Activation::Silu => {
+                let s = self.op("Sigmoid", &[x], vec![]);
+                self.op("Mul", &[x, &s], vec![])
+            }
+            Activation::QuickGelu => {
+                let k = self.scalar(1.702);
+                let kx = self.op("Mul", &[x, &k], vec![]);
+                let s = self.op("Sigmoid", &[&kx], vec![]);
+                self.op("Mul", &[x, &s], vec![])
+            }
+            Activation::Gelu => {
+                // The exact pattern ONNX Runtime's GeluFusion recognises.
+                let r2 = self.scalar(std::f32::consts::SQRT_2);
+                let xd = self.op("Div", &[x, &r2], vec![]);
+                let e = self.op("Erf", &[&xd], vec![]);
+                let one = self.scalar(1.0);
+                let e1 = self.op("Add", &[&e, &one], vec![]);
+                let m = self.op("Mul", &[x, &e1], vec![]);
+                let half = self.scalar(0.5);
+                self.op("Mul", &[&m, &half], vec![])
+            }
+            Activation::GeluTanh => {
+                let x2 = self.op("Mul", &[x, x], vec![]);
+                let x3 = self.op("Mul", &[&x2, x], vec![]);
+                let k = self.scalar(0.044715);
+                let kx3 = self.op("Mul", &[&x3, &k], vec![]);
+                let inner = self.op("Add", &[x, &kx3], vec![]);
+                let c = self.scalar((2.0f32 / std::f32::consts::PI).sqrt());
+                let ci = self.op("Mul", &[&inner, &c], vec![]);
+                let t = self.op("Tanh", &[&ci], vec![]);
+                let one = self.scalar(1.0);
+                let t1 = self.op("Add", &[&t, &one], vec![]);
+                let half = self.scalar(0.5);
+                let hx = self.op("Mul", &[x, &half], vec![]);
+                self.op("Mul", &[&hx, &t1], vec![])
+            }
+        }
     }
 
     /// Names of weights that are graph inputs (streaming variant), in input order.

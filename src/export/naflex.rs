@@ -11,7 +11,6 @@
 //! - head: `post_layernorm` of every token, and, when the file has it, the attention-pooling
 //!   head (`vision_model.head.*`) over the valid tokens.
 
-use super::blocks::activation;
 use super::graph::{attr_int, attr_ints, GraphBuilder};
 use super::onnx::data_type;
 use crate::model::names;
@@ -243,7 +242,7 @@ pub fn head(g: &mut GraphBuilder, x: &str, key_mask: &str) -> Vec<String> {
     let attn = g.gemm(&ctx, names::HEAD_OUT_PROJ, true);
     let n = g.layer_norm(&attn, names::HEAD_NORM);
     let f1 = g.gemm(&n, names::HEAD_MLP_IN, true);
-    let a = activation(g, &f1, c.activation);
+    let a = g.activation(&f1, c.activation);
     let f2 = g.gemm(&a, names::HEAD_MLP_OUT, true);
     let pooled = g.op("Add", &[&attn, &f2], vec![]);
     vec![last, pooled]
