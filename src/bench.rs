@@ -361,10 +361,8 @@ impl WholeSession {
             }
             Pixels::Patches { values, grids } => {
                 let input = ort::value::TensorRef::from_array_view(values.view())?;
-                let shapes = ndarray::Array2::from_shape_fn((grids.len(), 2), |(i, k)| {
-                    (if k == 0 { grids[i].rows } else { grids[i].cols }) as i64
-                });
-                let shapes = ort::value::Tensor::from_array(shapes)?;
+                let shapes = crate::image::naflex::spatial_shapes(grids);
+                let shapes = ort::value::Tensor::from_array(([grids.len(), 2], shapes))?;
                 self.session.run(ort::inputs![
                     export::naflex::PATCHES => input,
                     export::naflex::SPATIAL_SHAPES => shapes

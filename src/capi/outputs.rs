@@ -33,7 +33,7 @@ pub(super) fn register(res: Outputs) -> u64 {
     let grids = res.grids.as_deref().map(|g| handles::Tensor {
         name: crate::job::output::SPATIAL_SHAPES.to_string(),
         c_name: CString::new(crate::job::output::SPATIAL_SHAPES).unwrap_or_default(),
-        data: handles::TensorData::I64(crate::job::output::grid_values(g)),
+        data: handles::TensorData::I64(crate::image::naflex::spatial_shapes(g)),
         shape: vec![g.len() as i64, 2],
     });
     let mut tensors: Vec<handles::Tensor> = res

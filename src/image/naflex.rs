@@ -27,6 +27,15 @@ impl Grid {
     }
 }
 
+/// `grids` as Hugging Face's `spatial_shapes` `[B, 2]` int64, row-major: each grid's rows,
+/// then its columns.
+pub fn spatial_shapes(grids: &[Grid]) -> Vec<i64> {
+    grids
+        .iter()
+        .flat_map(|g| [g.rows as i64, g.cols as i64])
+        .collect()
+}
+
 impl std::fmt::Display for Grid {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}x{}", self.rows, self.cols)

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use ndarray::{Array3, Array4};
 
+use crate::image::naflex::spatial_shapes;
 use crate::image::{Grid, Pixels, PreprocessSpec};
 use crate::model::{DType, Outputs, SafeTensors, TensorInfo};
 use crate::paths::{create_parent, write_atomic};
@@ -197,14 +198,6 @@ pub fn pixels_mismatch(path: &Path, want: &PreprocessSpec) -> Result<Vec<String>
 /// shards): `[B, 2]` I64, rows then columns, as Hugging Face's processor names them.
 pub const SPATIAL_SHAPES: &str = "spatial_shapes";
 
-/// `grids` as the values of [`SPATIAL_SHAPES`].
-pub fn grid_values(grids: &[Grid]) -> Vec<i64> {
-    grids
-        .iter()
-        .flat_map(|g| [g.rows as i64, g.cols as i64])
-        .collect()
-}
-
 /// Serialises tensors (f32), a naflex batch's grids (as the I64 [`SPATIAL_SHAPES`]) and string
 /// metadata into safetensors bytes.
 fn to_safetensors(
@@ -225,7 +218,7 @@ fn to_safetensors(
         })
         .collect();
     if let Some(g) = grids {
-        let bytes = grid_values(g)
+        let bytes = spatial_shapes(g)
             .iter()
             .flat_map(|v| v.to_le_bytes())
             .collect();

@@ -9,6 +9,7 @@ use ndarray::{s, Array2, Array3, ArrayD, Axis};
 use ort::session::SessionInputValue;
 use ort::value::{DynValue, Tensor, TensorRef};
 
+use crate::image::naflex::spatial_shapes;
 use crate::image::{Grid, PixelsView};
 use crate::Result;
 
@@ -42,16 +43,13 @@ impl<'a> PassInput<'a> {
                 let t = grids.iter().map(|g| g.patches()).max().unwrap_or(1).max(1);
                 let patches: Array3<f32> = values.slice(s![.., ..t, ..]).to_owned();
                 let b = grids.len();
-                let shapes = Array2::from_shape_fn((b, 2), |(i, k)| {
-                    let g = grids[i];
-                    (if k == 0 { g.rows } else { g.cols }) as i64
-                });
+                let shapes = Tensor::from_array(([b, 2], spatial_shapes(grids)))?;
                 let mask =
                     Array2::from_shape_fn((b, t), |(i, j)| i32::from(j < grids[i].patches()));
                 Ok(PassInput {
                     embed: vec![
                         SessionInputValue::from(Tensor::from_array(patches)?.into_dyn()),
-                        SessionInputValue::from(Tensor::from_array(shapes)?.into_dyn()),
+                        SessionInputValue::from(shapes.into_dyn()),
                     ],
                     mask: Some(Tensor::from_array(mask)?.into_dyn()),
                     grids: Some(grids.to_vec()),

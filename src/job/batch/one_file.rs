@@ -159,7 +159,7 @@ pub fn npy_bytes(t: &ArrayD<f32>) -> Vec<u8> {
 
 /// `.npy` bytes of a naflex batch's grids: `[B, 2]` little-endian int64.
 fn npy_grid_bytes(grids: &[crate::image::Grid]) -> Vec<u8> {
-    let values = output::grid_values(grids);
+    let values = crate::image::naflex::spatial_shapes(grids);
     npy(
         &[grids.len(), 2],
         "<i8",
