@@ -34,19 +34,22 @@ def parser() -> argparse.ArgumentParser:
                          "shards ({00000..00099}.tar brace ranges); paths or URIs")
     ap.add_argument("--out", required=True, help="output folder or URI (a rerun resumes it)")
     g = ap.add_argument_group("Loader (as the CLI)")
-    g.add_argument("--device", help="cpu or cuda:N inside each actor (default: cuda:0 when the actor has a GPU)")
+    g.add_argument("--device", help="cpu, cuda:N or xpu:N inside each actor (default: cuda:0 when the actor has a GPU)")
     g.add_argument("--virtual-vram-gb", type=float, default=4.0)
     g.add_argument("--donor-device", default="cpu")
     g.add_argument("--expert-mode-allocations", default="")
     g.add_argument("--eject-models", choices=["true", "false"], default="true")
     g.add_argument("--donor-policy", choices=["stream", "execute"],
                    help="CPU-homed blocks on a GPU device: stream their weights (default) or execute on the CPU")
-    g.add_argument("--dtype", choices=["fp32", "fp16", "int8"])
+    g.add_argument("--dtype", choices=["fp32", "fp16", "int8", "bf16"])
+    g.add_argument("--cpu-engine", choices=["auto", "mlas", "openvino"],
+                   help="what runs the CPU blocks (default auto: OpenVINO when its plugin is installed)")
+    g.add_argument("--openvino-ep", help="the OpenVINO plugin library (or its folder) on each node")
     g.add_argument("--micro-batch", type=int, help="micro-batches of N through the device segments")
     g.add_argument("--comfyui", help="ComfyUI folder for model names (default: $COMFYUI_PATH)")
     g.add_argument("--extra-model-paths", help="an extra_model_paths.yaml")
     g.add_argument("--graphs-dir", help="root folder of exported graphs on each node (default: the library's)")
-    g.add_argument("--ort-library", help="path of libonnxruntime.so.1.31.1 on each node")
+    g.add_argument("--ort-library", help="ONNX Runtime's library (1.31 or newer, or its folder) on each node")
     g = ap.add_argument_group("Encoding (as the CLI)")
     g.add_argument("--outputs", default="image_embeds",
                    help="comma-separated outputs (image_embeds is always written)")
@@ -83,7 +86,8 @@ def main(argv=None) -> int:
         s = encode(a.images, a.out, a.model, device=a.device, virtual_vram_gb=a.virtual_vram_gb,
                    donor_device=a.donor_device, expert_mode_allocations=a.expert_mode_allocations,
                    eject_models=a.eject_models == "true", dtype=a.dtype, donor_policy=a.donor_policy,
-                   micro_batch=a.micro_batch, comfyui_path=a.comfyui, extra_model_paths=a.extra_model_paths,
+                   micro_batch=a.micro_batch, cpu_engine=a.cpu_engine, openvino_ep=a.openvino_ep,
+                   comfyui_path=a.comfyui, extra_model_paths=a.extra_model_paths,
                    graphs_dir=a.graphs_dir, ort_library=a.ort_library, outputs=a.outputs, crop=a.crop,
                    normalize=not a.no_normalize, strict=a.strict, batch_size=a.batch_size,
                    shard_size=a.shard_size, num_actors=a.num_actors, num_gpus_per_actor=a.num_gpus,

@@ -246,6 +246,31 @@ def test_the_clis_options(ray_local, images, cli_reference, tmp_path):
     assert a.batch_size == 8 and a.decode_threads == 2 and a.strict is False
 
 
+def test_the_cpu_engine_and_the_plugin_path_reach_the_actors(ray_local, images, cli_reference, tmp_path):
+    """cpu_engine and openvino_ep (the CLI's --cpu-engine, --openvino-ep) reach each actor's
+    load, in the function and the script (which also takes dtype bf16)."""
+    from distorch_vision import DistorchError
+    from distorch_vision.ray import encode
+
+    folder, _ = images
+    _, ref = cli_reference
+    kw = dict(device="cpu", progress=False)
+    s = encode([folder], tmp_path / "mlas", MODEL, cpu_engine="mlas", openvino_ep=str(ROOT / ".runtime/openvino"),
+               **kw)
+    _, _, tables = read_out(tmp_path / "mlas")
+    assert s.images == N_IMAGES and np.abs(column(tables, "image_embeds") - ref["image_embeds"]).max() <= 1e-5
+    for bad, msg in ((dict(cpu_engine="tbb"), '"tbb" is not a CPU engine'),
+                     (dict(openvino_ep=str(tmp_path / "no-plugin")), "no-plugin")):
+        with pytest.raises(DistorchError, match=msg):
+            encode([folder], tmp_path / "bad", MODEL, **dict(kw, **bad))
+    spec = importlib.util.spec_from_file_location("ray_encode", ROOT / "scripts/ray_encode.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    a = script.parser().parse_args(["--model", "m", "--images", "i", "--out", "o", "--cpu-engine", "openvino",
+                                    "--openvino-ep", "p", "--dtype", "bf16"])
+    assert (a.cpu_engine, a.openvino_ep, a.dtype) == ("openvino", "p", "bf16")
+
+
 def test_a_cpu_actor_runs_onnx_runtime_on_the_cpus_it_holds(ray_local, images, tmp_path):
     from distorch_vision import DistorchError
     from distorch_vision.ray import encode

@@ -29,7 +29,7 @@ DEFAULT_BATCH_SIZE = 8
 DEFAULT_DECODE_THREADS = 2
 #: Environment the driver hands the actors (library, graphs, ONNX Runtime, model cache).
 FORWARDED_ENV = ("DISTORCH_VISION_LIBRARY", "DISTORCH_GRAPHS_DIR", "ORT_DYLIB_PATH", "DISTORCH_LOG",
-                 "DISTORCH_THREADS", "COMFYUI_PATH", "DISTORCH_MODEL_CACHE")
+                 "DISTORCH_THREADS", "COMFYUI_PATH", "DISTORCH_MODEL_CACHE", "DISTORCH_OPENVINO_EP")
 #: -q / -v / -vv / -vvv as the library's log filter (the CLI's flags).
 LOG_FILTERS = {-1: "error", 1: "info", 2: "debug", 3: "trace"}
 #: Shards queued on an actor at once: the next one starts as soon as one finishes.
@@ -236,6 +236,8 @@ def encode(
     dtype: Optional[str] = None,
     donor_policy: Optional[str] = None,
     micro_batch: Optional[int] = None,
+    cpu_engine: Optional[str] = None,
+    openvino_ep: Optional[str] = None,
     comfyui_path: Optional[str] = None,
     extra_model_paths: Optional[str] = None,
     graphs_dir: Optional[str] = None,
@@ -303,7 +305,8 @@ def encode(
                        expert_mode_allocations=expert_mode_allocations, eject_models=eject_models,
                        dtype=dtype, comfyui_path=absolute(comfyui_path),
                        extra_model_paths=absolute(extra_model_paths), graphs_dir=absolute(graphs_dir),
-                       donor_policy=donor_policy, micro_batch=micro_batch)
+                       donor_policy=donor_policy, micro_batch=micro_batch, cpu_engine=cpu_engine,
+                       openvino_ep=absolute(openvino_ep))
     job = {"out": store.uri, "width": layout.width, "outputs": out_names, "crop": crop,
            "normalize": normalize, "strict": strict, "batch_size": batch_size,
            "decode_threads": decode_threads}

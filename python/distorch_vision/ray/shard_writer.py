@@ -11,7 +11,7 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -147,8 +147,3 @@ class ShardWriter:
                 pass
             self.writer = None
         self.tmp.cleanup()
-
-
-def marker_of(store: Store, layout: Layout, index: int) -> Optional[dict]:
-    m = store.read_json(layout.done(index))
-    return m if isinstance(m, dict) else None
