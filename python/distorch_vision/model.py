@@ -8,7 +8,7 @@ import os
 import sys
 import threading
 import warnings
-from typing import Any, Iterable, Optional, Sequence, Union
+from typing import Any, Iterable, NoReturn, Optional, Sequence, Union
 
 import numpy as np
 
@@ -175,7 +175,8 @@ class Model:
     @property
     def info(self) -> dict:
         """What the model is: ``path``, ``family`` (e.g. ``"SigLIP so400m/14-384"``), ``kind``
-        (``"clip"``, ``"siglip"``, ``"dinov2"``, ``"dinov3"``), ``image_size``, ``patch_size``,
+        (``"clip"``, ``"siglip"``, ``"siglip2"`` (naflex), ``"dinov2"``, ``"dinov3"``),
+        ``image_size``, ``patch_size``,
         ``hidden_size``, ``num_layers``, ``tokens``, ``llava``, ``outputs`` and ``on_request``
         (outputs computed only when named)."""
         return dict(self._info)
@@ -187,7 +188,7 @@ class Model:
 
     @property
     def kind(self) -> str:
-        """``"clip"``, ``"siglip"``, ``"dinov2"`` or ``"dinov3"``."""
+        """``"clip"``, ``"siglip"``, ``"siglip2"`` (naflex), ``"dinov2"`` or ``"dinov3"``."""
         return self._info["kind"]
 
     def plan(self) -> dict:
@@ -261,6 +262,7 @@ class Model:
         :attr:`num_patches` rows an image, zero after its own. Other arguments as
         :meth:`encode_pixels`.
         """
+        _need_torch(as_torch)
         buf = F32Buffer(patches, "patches")
         if len(buf.shape) != 3:
             raise DistorchError(
@@ -489,6 +491,12 @@ def _file_bytes(item: Any, i: int) -> tuple[bytes, str]:
     )
 
 
+def _predates(path: Any, version: int, fields: str) -> NoReturn:
+    raise DistorchError(
+        "DV_ERR_RUNTIME", f"{path} predates dv_load_options version {version} ({fields}); rebuild it (scripts/setup.sh)"
+    )
+
+
 def _batch(batch_size: int) -> int:
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 0:
         raise DistorchError(
@@ -562,14 +570,14 @@ def load(
     """
     L = lib()
     o = LoadOptions()
-    o.micro_batch = 1  # a sentinel: a library that knows version 4 resets it to 0
+    # Sentinels: a library that knows version 4 resets micro_batch to 0, version 5 cpu_engine to NULL.
+    o.micro_batch, o.cpu_engine = 1, b"?"
     L.check(L.dv_load_options_init(C.byref(o), C.sizeof(o)), "dv_load_options_init")
-    if o.micro_batch != 0 and micro_batch is not None:
-        raise DistorchError(
-            "DV_ERR_RUNTIME",
-            f"{L.path} predates dv_load_options version 4 (micro_batch); rebuild it (scripts/setup.sh)",
-        )
-    o.micro_batch = 0
+    if micro_batch is not None and o.micro_batch != 0:
+        _predates(L.path, 4, "micro_batch")
+    if (cpu_engine, openvino_ep) != (None, None) and o.cpu_engine is not None:
+        _predates(L.path, 5, "cpu_engine, openvino_ep")
+    o.micro_batch, o.cpu_engine = 0, None
     name = os.fspath(clip_vision)
     o.clip_vision = name.encode()
     o.device = _text("device", device)

@@ -717,6 +717,28 @@ def test_as_torch_without_torch_says_to_install_it(library_path, tmp_path):
     assert "pip install torch" in r.stdout, r.stdout
 
 
+def test_as_torch_without_torch_says_so_before_a_naflex_encode(library_path):
+    """encode_patches (SigLIP2 naflex) checks as_torch up front, as the other encodes do."""
+    code = textwrap.dedent(f"""
+        import sys
+        sys.modules["torch"] = None  # this Python has no PyTorch
+        import numpy as np
+        import distorch_vision as dv
+        m = dv.load({str(fixture("siglip2_naflex_f32") / "model.safetensors")!r}, device="cpu",
+                    eject_models=False)
+        patches = np.zeros((1, 4, 3 * m.patch_size ** 2), np.float32)
+        print(m.encode_patches(patches, [[2, 2]]).image_embeds.shape)
+        try:
+            m.encode_patches(patches, [[2, 2]], as_torch=True)
+        except ImportError as e:
+            print("ImportError:", e)
+    """)
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "python"))
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "ImportError: as_torch=True returns torch tensors" in r.stdout, r.stdout
+
+
 def test_python_m_help_is_plain_text_with_examples():
     env = dict(os.environ, PYTHONPATH=str(ROOT / "python"))
     for args in (["--help"], ["encode", "--help"]):
