@@ -229,7 +229,15 @@ pub unsafe extern "C" fn dv_preprocess_encoded(
             ));
         }
         let s = cv.model().config.image_size;
-        let px = preprocess_one(&cv, data, len, name, crop, pixels_out, count, 3 * s * s)?;
+        let px = preprocess_one(
+            &cv,
+            (data, len),
+            name,
+            crop,
+            (pixels_out, "pixels_out"),
+            count,
+            3 * s * s,
+        )?;
         // SAFETY: `pixels_out` was checked non-NULL, aligned and `count` floats long.
         std::slice::from_raw_parts_mut(pixels_out, count).copy_from_slice(&px.values);
         Ok(())
@@ -274,7 +282,8 @@ pub unsafe extern "C" fn dv_preprocess_encoded_patches(
                 "this model takes square pixels, not patches: use dv_preprocess_encoded",
             ));
         };
-        let px = preprocess_one(&cv, data, len, name, 0, patches_out, count, p.image_len())?;
+        let out = (patches_out, "patches_out");
+        let px = preprocess_one(&cv, (data, len), name, 0, out, count, p.image_len())?;
         let g = px.grid.unwrap_or(Grid::new(0, 0));
         // SAFETY: both out-pointers were checked non-NULL and aligned; sizes are the caller's.
         std::slice::from_raw_parts_mut(patches_out, count).copy_from_slice(&px.values);
@@ -284,19 +293,18 @@ pub unsafe extern "C" fn dv_preprocess_encoded_patches(
     })
 }
 
-/// What both `dv_preprocess_encoded*` check and do: the out-buffer holds `want` aligned
-/// floats, then the image is decoded and prepared.
+/// What both `dv_preprocess_encoded*` check and do: the out-buffer (a pointer and its
+/// parameter's name) holds `want` aligned floats, then the image (`len` bytes at `data`) is
+/// decoded and prepared.
 ///
 /// # Safety
 /// As [`dv_preprocess_encoded`].
-#[allow(clippy::too_many_arguments)]
 unsafe fn preprocess_one(
     cv: &crate::loader::ClipVision,
-    data: *const u8,
-    len: usize,
+    (data, len): (*const u8, usize),
     name: *const c_char,
     crop: i32,
-    out: *mut f32,
+    (out, out_name): (*mut f32, &str),
     count: usize,
     want: usize,
 ) -> R<crate::image::Prepared> {
@@ -304,7 +312,7 @@ unsafe fn preprocess_one(
         return Err(Fail::null("data"));
     }
     if out.is_null() {
-        return Err(Fail::null("pixels_out"));
+        return Err(Fail::null(out_name));
     }
     if count != want {
         return Err(Fail::new(

@@ -1196,6 +1196,23 @@ fn naflex_patches_images_and_misuse() {
         )
     };
     assert_eq!(st, DV_ERR_SIZE_MISMATCH);
+    let st = unsafe {
+        (api.preprocess_encoded_patches)(
+            h,
+            bytes.as_ptr(),
+            bytes.len(),
+            name.as_ptr(),
+            std::ptr::null_mut(),
+            patches.len(),
+            grid.as_mut_ptr(),
+        )
+    };
+    assert_eq!(st, DV_ERR_NULL_POINTER);
+    assert!(
+        api.last_error().contains("patches_out"),
+        "{}",
+        api.last_error()
+    );
     let px = vec![0f32; 3 * 16 * 16];
     let st =
         unsafe { (api.encode_pixels)(h, px.as_ptr(), px.len(), 1, 3, 16, 16, null, 0, &mut out) };
