@@ -44,12 +44,13 @@ pub(super) fn from_config_json(path: &Path, keys: &Keys, llava: bool) -> Result<
         }
     };
     let int = |name: &str, default: usize| json_int(vision, name, default, &bad);
-    // Defaults are those of transformers' CLIPVisionConfig / SiglipVisionConfig.
-    let (act_default, patch_default, proj_default, eps_default) = match kind {
-        Kind::Clip => ("quick_gelu", 32, Some(512), 1e-5),
-        Kind::Siglip | Kind::Siglip2 | Kind::Dinov2 | Kind::Dinov3 => {
-            ("gelu_pytorch_tanh", 16, None, 1e-5)
-        }
+    // CLIP or SigLIP here (the other kinds returned above). Defaults are those of
+    // transformers' CLIPVisionConfig / SiglipVisionConfig.
+    let clip = kind == Kind::Clip;
+    let (act_default, patch_default, proj_default) = if clip {
+        ("quick_gelu", 32, Some(512))
+    } else {
+        ("gelu_pytorch_tanh", 16, None)
     };
     let act = match vision.get("hidden_act") {
         None => act_default,
@@ -58,38 +59,34 @@ pub(super) fn from_config_json(path: &Path, keys: &Keys, llava: bool) -> Result<
             .ok_or_else(|| bad(format!("hidden_act must be a string, got {v}")))?,
     };
     let eps = match vision.get("layer_norm_eps") {
-        None => eps_default,
+        None => 1e-5,
         Some(v) => v
             .as_f64()
             .ok_or_else(|| bad(format!("layer_norm_eps must be a number, got {v}")))?
             as f32,
     };
-    let projection_dim = match kind {
-        Kind::Siglip | Kind::Siglip2 | Kind::Dinov2 | Kind::Dinov3 => None,
-        Kind::Clip => {
-            let from = |o: &serde_json::Map<String, serde_json::Value>| {
-                o.get("projection_dim").and_then(|v| v.as_u64())
-            };
-            let p = from(vision)
-                .or_else(|| parent.and_then(from))
-                .map(|v| v as usize)
-                .or(proj_default);
-            // The file's own projection decides when the config does not say.
-            keys.shape("visual_projection.weight")
-                .and_then(|s| s.first().copied())
-                .or(p)
-        }
+    let projection_dim = if clip {
+        let from = |o: &serde_json::Map<String, serde_json::Value>| {
+            o.get("projection_dim").and_then(|v| v.as_u64())
+        };
+        let p = from(vision)
+            .or_else(|| parent.and_then(from))
+            .map(|v| v as usize)
+            .or(proj_default);
+        // The file's own projection decides when the config does not say.
+        keys.shape("visual_projection.weight")
+            .and_then(|s| s.first().copied())
+            .or(p)
+    } else {
+        None
     };
     Ok(VisionConfig {
         family: format!(
             "{} (config.json)",
-            match kind {
-                Kind::Clip if llava => "LLaVA CLIP",
-                Kind::Clip => "CLIP",
-                Kind::Siglip => "SigLIP",
-                Kind::Siglip2 => "SigLIP2 naflex",
-                Kind::Dinov2 => "DINOv2",
-                Kind::Dinov3 => "DINOv3",
+            match (clip, llava) {
+                (true, true) => "LLaVA CLIP",
+                (true, false) => "CLIP",
+                (false, _) => "SigLIP",
             }
         ),
         kind,
@@ -106,7 +103,7 @@ pub(super) fn from_config_json(path: &Path, keys: &Keys, llava: bool) -> Result<
         registers: 0,
         rope_theta: 0.0,
         layer_norm_eps: eps,
-        llava: llava && kind == Kind::Clip,
+        llava: llava && clip,
         num_patches: 0,
         attention_pool: false,
         source: "config.json".into(),
