@@ -297,12 +297,15 @@ fn place_blocks(
     let placed = blocks
         .iter()
         .zip(&homes.homes)
-        .map(|(b, &home)| PlacedBlock {
-            kind: b.kind,
-            bytes: b.bytes,
-            home,
-            exec: exec_device(compute, home, policy),
-            engine: Engine::for_exec(exec_device(compute, home, policy), Engine::Mlas),
+        .map(|(b, &home)| {
+            let exec = exec_device(compute, home, policy);
+            PlacedBlock {
+                kind: b.kind,
+                bytes: b.bytes,
+                home,
+                exec,
+                engine: Engine::for_exec(exec, Engine::Mlas),
+            }
         })
         .collect();
     if compute == Device::Cpu {

@@ -56,7 +56,7 @@ impl Route {
         let head_takes_penult = blocks::block_io(model, BlockKind::Head)
             .inputs
             .iter()
-            .any(|i| i == "penultimate_hidden_states");
+            .any(|i| i == Output::PenultimateHiddenStates.name());
         let layers = model.config.num_layers;
         let run_layers = if run_head || has(|s| matches!(s, Source::State | Source::AllLayers)) {
             layers
