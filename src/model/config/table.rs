@@ -57,27 +57,7 @@ pub(super) fn from_table(keys: &Keys, llava: bool) -> Result<VisionConfig> {
                     )))
                 }
             };
-            VisionConfig {
-                family: family.into(),
-                kind: Kind::Siglip,
-                hidden_size: 1152,
-                num_layers: 27,
-                num_heads: 16,
-                intermediate_size: 4304,
-                activation: Activation::GeluTanh,
-                mlp: Mlp::Standard,
-                patch_size: patch,
-                image_size: image,
-                tokens: 0,
-                projection_dim: None,
-                registers: 0,
-                rope_theta: 0.0,
-                layer_norm_eps: 1e-5,
-                llava: false,
-                num_patches: 0,
-                attention_pool: false,
-                source: "key table".into(),
-            }
+            so400m(family, Kind::Siglip, patch, image)
         } else {
             let mut c = if positions == 577 {
                 clip("ViT-L/14-336", 1024, 24, 4096, 336, 768)
@@ -120,8 +100,18 @@ fn siglip2_so400m(keys: &Keys, positions: usize) -> Result<VisionConfig> {
         )));
     }
     Ok(VisionConfig {
-        family: "SigLIP2 so400m/16 naflex".into(),
-        kind: Kind::Siglip2,
+        num_patches: positions,
+        attention_pool: keys.contains(crate::model::names::HEAD_PROBE),
+        ..so400m("SigLIP2 so400m/16 naflex", Kind::Siglip2, patch, 0)
+    })
+}
+
+/// SigLIP so400m's tower, which SigLIP2's naflex file shares: 27 layers of width 1152, a
+/// patch of `patch` pixels, images of `image` (0 for naflex).
+fn so400m(family: &str, kind: Kind, patch: usize, image: usize) -> VisionConfig {
+    VisionConfig {
+        family: family.into(),
+        kind,
         hidden_size: 1152,
         num_layers: 27,
         num_heads: 16,
@@ -129,17 +119,17 @@ fn siglip2_so400m(keys: &Keys, positions: usize) -> Result<VisionConfig> {
         activation: Activation::GeluTanh,
         mlp: Mlp::Standard,
         patch_size: patch,
-        image_size: 0,
+        image_size: image,
         tokens: 0,
         projection_dim: None,
         registers: 0,
         rope_theta: 0.0,
         layer_norm_eps: 1e-5,
         llava: false,
-        num_patches: positions,
-        attention_pool: keys.contains(crate::model::names::HEAD_PROBE),
+        num_patches: 0,
+        attention_pool: false,
         source: "key table".into(),
-    })
+    }
 }
 
 /// Why a file is not a vision tower of any known family: the keys looked for, one family a clause.
