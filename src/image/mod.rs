@@ -34,7 +34,7 @@ pub use inputs::{
 };
 pub use limits::{MAX_DECODE_ALLOC, MAX_DIMENSION};
 pub use naflex::{Grid, Patching};
-pub use pixels::{Pixels, PixelsView, Prepared};
+pub use pixels::{Gather, Pixels, PixelsView, Prepared};
 
 /// CLIP's per-channel mean (contract §2.1).
 pub const CLIP_MEAN: [f32; 3] = [0.48145466, 0.4578275, 0.40821073];
@@ -259,7 +259,7 @@ pub fn prepare_comfy_batch(
     };
     let per_image = comfy_batch_len(data, (b, h, w, c))?;
     spec.validate_normalisation()?;
-    let mut rows = Vec::with_capacity(b);
+    let mut batch = Gather::new(b, spec)?;
     for i in 0..b {
         let src = resize::SrcView {
             data: &data[i * per_image..(i + 1) * per_image],
@@ -269,12 +269,12 @@ pub fn prepare_comfy_batch(
         };
         let (values, grid) = naflex::prepare_patches(src, patching, spec.mean, spec.std)
             .map_err(|e| e.context(format!("image {i}")))?;
-        rows.push(Prepared {
+        batch.push(Prepared {
             values,
             grid: Some(grid),
-        });
+        })?;
     }
-    Pixels::from_prepared(rows, spec)
+    batch.finish()
 }
 
 /// Checks a ComfyUI IMAGE buffer's shape against its length; values per image.

@@ -40,32 +40,52 @@ pub enum PixelsView<'a> {
     },
 }
 
-impl Pixels {
-    /// Prepared images of one spec (all square, or all naflex) as a batch.
-    pub fn from_prepared(rows: Vec<Prepared>, spec: &PreprocessSpec) -> Result<Pixels> {
-        let n = rows.len();
-        let len = spec.image_len();
+/// Prepared images of one spec (all square, or all naflex) gathered into one batch as they
+/// come, its room reserved up front so a batch too large for memory fails with advice instead
+/// of aborting mid-way.
+pub struct Gather<'a> {
+    spec: &'a PreprocessSpec,
+    values: Vec<f32>,
+    grids: Vec<Grid>,
+}
+
+impl<'a> Gather<'a> {
+    /// Room for `n` images.
+    pub fn new(n: usize, spec: &'a PreprocessSpec) -> Result<Gather<'a>> {
         let mut values: Vec<f32> = Vec::new();
-        let total = n.checked_mul(len);
+        let total = n.checked_mul(spec.image_len());
         if total.is_none_or(|t| values.try_reserve_exact(t).is_err()) {
             return Err(Error::invalid(format!(
-                "{n} prepared images do not fit in memory at once; encode them in shards (--shard-size N)"
+                "{n} images do not fit in memory at once; encode them in shards (`shard_size=N`)"
             )));
         }
-        let mut grids = Vec::with_capacity(n);
-        for r in rows {
-            if r.values.len() != len || r.grid.is_some() != spec.patching.is_some() {
-                return Err(Error::runtime(format!(
-                    "a prepared image holds {} values, the model's images {len}",
-                    r.values.len()
-                )));
-            }
-            values.extend(r.values);
-            grids.extend(r.grid);
-        }
-        Pixels::from_values(values, grids, spec)
+        Ok(Gather {
+            spec,
+            values,
+            grids: Vec::with_capacity(n),
+        })
     }
 
+    pub fn push(&mut self, p: Prepared) -> Result<()> {
+        let len = self.spec.image_len();
+        if p.values.len() != len || p.grid.is_some() != self.spec.patching.is_some() {
+            return Err(Error::runtime(format!(
+                "a prepared image holds {} values, the model's images {len}",
+                p.values.len()
+            )));
+        }
+        self.values.extend(p.values);
+        self.grids.extend(p.grid);
+        Ok(())
+    }
+
+    /// The batch, in the order the images were pushed.
+    pub fn finish(self) -> Result<Pixels> {
+        Pixels::from_values(self.values, self.grids, self.spec)
+    }
+}
+
+impl Pixels {
     /// `values` of `B` images laid out as `spec` makes them, with their grids (naflex only).
     pub fn from_values(
         values: Vec<f32>,

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::image::{self, Pixels, Prepared, PreprocessSpec};
+use crate::image::{self, Gather, Pixels, Prepared, PreprocessSpec};
 use crate::job::output;
 use crate::job::summary::Skipped;
 use crate::paths::path_text;
@@ -17,49 +17,15 @@ pub fn preprocess_file(path: &Path, spec: &PreprocessSpec) -> Result<Prepared> {
     image::prepare(&img, spec).map_err(|e| e.context(path.display()))
 }
 
-/// Prepared images gathered into one batch, their room reserved up front so a folder too
-/// large for memory fails with advice instead of aborting mid-way.
-struct Gather<'a> {
-    spec: &'a PreprocessSpec,
-    values: Vec<f32>,
-    grids: Vec<image::Grid>,
-}
-
-impl<'a> Gather<'a> {
-    fn new(n: usize, spec: &'a PreprocessSpec) -> Result<Gather<'a>> {
-        let mut values: Vec<f32> = Vec::new();
-        let total = n.checked_mul(spec.image_len());
-        if total.is_none_or(|t| values.try_reserve_exact(t).is_err()) {
-            return Err(Error::invalid(format!(
-                "{n} images do not fit in memory at once; encode them in shards (`shard_size=N`)"
-            )));
-        }
-        Ok(Gather {
-            spec,
-            values,
-            grids: Vec::new(),
-        })
-    }
-
-    fn push(&mut self, p: Prepared) {
-        self.values.extend(p.values);
-        self.grids.extend(p.grid);
-    }
-
-    fn finish(self) -> Result<Pixels> {
-        Pixels::from_values(self.values, self.grids, self.spec).map_err(|e| e.context("preprocess"))
-    }
-}
-
 /// Files (in the order given) to one batch, and the source names in row order.
 pub fn preprocess_files(paths: &[PathBuf], spec: &PreprocessSpec) -> Result<(Pixels, Vec<String>)> {
     let mut batch = Gather::new(paths.len(), spec)?;
     let mut sources = Vec::with_capacity(paths.len());
     for p in paths {
-        batch.push(preprocess_file(p, spec)?);
+        batch.push(preprocess_file(p, spec)?)?;
         sources.push(path_text(p));
     }
-    Ok((batch.finish()?, sources))
+    Ok((finish(batch)?, sources))
 }
 
 /// Files (in the order given) to one batch, skipping the files that cannot be read: the
@@ -74,13 +40,17 @@ pub fn preprocess_files_skipping(
     for p in paths {
         match preprocess_file(p, spec) {
             Ok(v) => {
-                batch.push(v);
+                batch.push(v)?;
                 sources.push(path_text(p));
             }
             Err(e) => skipped.push(Skipped::new(p, &e)),
         }
     }
-    Ok((batch.finish()?, sources, skipped))
+    Ok((finish(batch)?, sources, skipped))
+}
+
+fn finish(batch: Gather<'_>) -> Result<Pixels> {
+    batch.finish().map_err(|e| e.context("preprocess"))
 }
 
 /// Files and folders (folders expand recursively, sorted) to pixels, as `preprocess_files`.
