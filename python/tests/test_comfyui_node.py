@@ -433,7 +433,7 @@ def test_the_node_runs_the_cpu_engine_and_dtype_it_is_given(loader):
         assert {b["engine"] for b in cv.distorch_model.plan()["blocks"]} == {"openvino"}
     except dv.DistorchError as e:
         # An installed package without the `openvino` extra: the message says how to get it.
-        assert "needs the OpenVINO plugin" in str(e) and "distorch-vision[openvino]" in str(e), e
+        assert "needs the OpenVINO plugin" in str(e) and "pip install onnxruntime-ep-openvino==1.8.1" in str(e), e
     (cv,) = loader.load_clip("clip_quickgelu_f32/model.safetensors", device="cpu", dtype="int8")
     assert {b["engine"] for b in cv.distorch_model.plan()["blocks"]} == {"mlas"}
     with pytest.raises(dv.DistorchError, match="openvino"):

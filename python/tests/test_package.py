@@ -3,6 +3,7 @@ against the CLI's preprocess + encode, errors, lifetime, input and output handli
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -333,6 +334,35 @@ def test_errors_name_keyword_arguments_and_kinds_match_the_cli(library_path, tmp
         r = subprocess.run([str(cli()), *argv, "--json"], capture_output=True, text=True)
         assert r.returncode == 1, r.stderr
         assert json.loads(r.stdout)["error"]["kind"] == e.value.kind, (r.stdout, e.value)
+
+
+def test_cpu_engine_errors_name_keyword_arguments_here_and_flags_in_the_cli(library_path, tmp_path):
+    """The CPU engine's messages (contract §6.4) name this API's keyword arguments, not the
+    CLI's flags, which the CLI shows instead; a missing plugin's advice is a command that works
+    where the wheel is installed (no package named distorch-vision is on PyPI)."""
+    model = fixture("clip_quickgelu_f32") / "model.safetensors"
+    nowhere = tmp_path / "no-openvino-plugin"
+    cases = [  # (keyword arguments, the CLI's flags, what the message names here, in the CLI)
+        (dict(dtype="bf16", cpu_engine="mlas"), ["--dtype", "bf16", "--cpu-engine", "mlas"],
+         "`cpu_engine=openvino`", "--cpu-engine openvino"),
+        (dict(dtype="int8", cpu_engine="openvino"), ["--dtype", "int8", "--cpu-engine", "openvino"],
+         "`cpu_engine=mlas`", "--cpu-engine mlas"),
+        (dict(dtype="fp16", cpu_engine="openvino"), ["--dtype", "fp16", "--cpu-engine", "openvino"],
+         "`dtype=fp32`", "--dtype fp32"),
+        (dict(cpu_engine="openvino", openvino_ep=nowhere), ["--cpu-engine", "openvino", "--openvino-ep", str(nowhere)],
+         "`cpu_engine=openvino` needs the OpenVINO plugin", "--cpu-engine openvino needs the OpenVINO plugin"),
+    ]
+    for kwargs, flags, here, in_cli in cases:
+        with pytest.raises(dv.DistorchError) as e:
+            dv.load(model, device="cpu", **kwargs)
+        msg = e.value.message
+        assert here in msg and not re.search(r"--(cpu-engine|dtype|device|openvino-ep)\b", msg), msg
+        r = subprocess.run([str(cli()), "plan", "--model", str(model), "--device", "cpu", *flags],
+                           capture_output=True, text=True)
+        assert r.returncode == 1 and in_cli in r.stderr, r.stderr
+        if "openvino_ep" in kwargs:
+            assert "pip install onnxruntime-ep-openvino==1.8.1" in msg, msg
+            assert 'pip install "distorch-vision[' not in msg, msg
 
 
 def test_load_options_reach_the_library_with_every_version(library_path):

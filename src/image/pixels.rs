@@ -49,7 +49,7 @@ impl Pixels {
         let total = n.checked_mul(len);
         if total.is_none_or(|t| values.try_reserve_exact(t).is_err()) {
             return Err(Error::invalid(format!(
-                "{n} prepared images do not fit in memory at once; encode them in shards (--shard-size N)"
+                "{n} prepared images do not fit in memory at once; encode them in shards (`shard_size=N`)"
             )));
         }
         let mut grids = Vec::with_capacity(n);

@@ -24,7 +24,7 @@ pub fn check(dtype: ComputeDtype, exec: &[Device]) -> Result<Option<String>> {
             "dtype: int8 runs on the CPU only; this plan runs blocks on a GPU (use `device=cpu`, or `dtype=fp32`)",
         )),
         ComputeDtype::Bf16 if on_gpu => Err(Error::invalid(
-            "dtype: bf16 runs on OpenVINO's CPU device only; this plan runs blocks on a GPU (use --device cpu, or --dtype fp32, or fp16 on a GPU)",
+            "dtype: bf16 runs on OpenVINO's CPU device only; this plan runs blocks on a GPU (use `device=cpu`, or `dtype=fp32`, or `dtype=fp16` on a GPU)",
         )),
         ComputeDtype::Bf16 => bf16_cpu().map(|_| None),
         ComputeDtype::Int8 => Ok(None),

@@ -45,11 +45,11 @@ pub fn resolve(
     // What needs the plugin, for the message when it is missing.
     // (An xpu:N block needs it too, but only to load: a plan on a simulated xpu stands.)
     let need = if on_cpu && dtype == ComputeDtype::Bf16 {
-        Some("--dtype bf16")
+        Some("`dtype=bf16`")
     } else if on_cpu && choice == CpuEngine::OpenVino {
-        Some("--cpu-engine openvino")
+        Some("`cpu_engine=openvino`")
     } else if explicit.is_some() {
-        Some("the OpenVINO plugin path given (openvino_ep)")
+        Some("the OpenVINO plugin path given (`openvino_ep`)")
     } else {
         None
     };
@@ -57,17 +57,17 @@ pub fn resolve(
         match (choice, dtype) {
             (CpuEngine::Mlas, ComputeDtype::Bf16) => {
                 return Err(Error::invalid(
-                    "dtype: bf16 runs on OpenVINO's CPU device, but cpu_engine is mlas (use --cpu-engine openvino or auto, or --dtype fp32 or int8 on mlas)",
+                    "dtype: bf16 runs on OpenVINO's CPU device, but cpu_engine is mlas (use `cpu_engine=openvino` or `cpu_engine=auto`, or `dtype=fp32` or `dtype=int8` on mlas)",
                 ))
             }
             (CpuEngine::OpenVino, ComputeDtype::Int8) => {
                 return Err(Error::invalid(
-                    "cpu_engine: openvino does not run the int8 graphs (ONNX Runtime's own quantised MatMul); use --cpu-engine mlas or auto for int8, or --dtype bf16 for OpenVINO's fast path",
+                    "cpu_engine: openvino does not run the int8 graphs (ONNX Runtime's own quantised MatMul); use `cpu_engine=mlas` or `cpu_engine=auto` for int8, or `dtype=bf16` for OpenVINO's fast path",
                 ))
             }
             (CpuEngine::OpenVino, ComputeDtype::Fp16) => {
                 return Err(Error::invalid(
-                    "cpu_engine: openvino does not run fp16 on the CPU (fp16 is for GPUs); use --dtype fp32 or bf16 on openvino, or --cpu-engine mlas",
+                    "cpu_engine: openvino does not run fp16 on the CPU (fp16 is for GPUs); use `dtype=fp32` or `dtype=bf16` on openvino, or `cpu_engine=mlas`",
                 ))
             }
             _ => {}
@@ -191,7 +191,7 @@ fn int8_note(dtype: ComputeDtype, on_cpu: bool, explicit: Option<&Path>) -> Opti
     let unit = super::dtype::bf16_cpu().ok()?;
     openvino::find(explicit).ok()?;
     Some(format!(
-        "dtype int8 runs on mlas; this CPU has {unit} and the OpenVINO plugin is installed, where --dtype bf16 was measured faster than int8 and closer to fp32"
+        "dtype int8 runs on mlas; this CPU has {unit} and the OpenVINO plugin is installed, where `dtype=bf16` was measured faster than int8 and closer to fp32"
     ))
 }
 
