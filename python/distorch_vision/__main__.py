@@ -30,7 +30,7 @@ the `distorch-vision` program (sharded runs, YAML, ...)."""
 
 def _loader_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="a .safetensors path, or a name in the clip_vision folders")
-    p.add_argument("--device", help="cpu or cuda:N (default: cuda:0 when a GPU exists, else cpu)")
+    p.add_argument("--device", help="cpu, cuda:N or xpu:N (default: cuda:0 when a GPU exists, else cpu)")
     p.add_argument("--virtual-vram-gb", type=float, default=4.0,
                    help="GiB of weights moved off --device onto --donor-device (default: 4.0)")
     p.add_argument("--donor-device", default="cpu", help="where moved weights live (default: cpu)")
@@ -38,9 +38,14 @@ def _loader_args(p: argparse.ArgumentParser) -> None:
                    help="e.g. 'cuda:0,60%%;cpu,*'; when set it alone decides placement")
     p.add_argument("--eject-models", choices=["true", "false"], default="true",
                    help="release other loaded models from --device first (default: true)")
-    p.add_argument("--dtype", choices=["fp32", "fp16", "int8"], help="compute precision (default: fp32)")
+    p.add_argument("--dtype", choices=["fp32", "fp16", "int8", "bf16"],
+                   help="compute precision (default: fp32; bf16: OpenVINO on CPUs with AMX or AVX512_BF16)")
     p.add_argument("--donor-policy", choices=["stream", "execute"],
                    help="CPU-homed blocks with a GPU --device: stream their weights, or execute on the CPU")
+    p.add_argument("--micro-batch", type=int, help="micro-batches of N through the device segments")
+    p.add_argument("--cpu-engine", choices=["auto", "mlas", "openvino"],
+                   help="what runs the CPU blocks (default: auto, OpenVINO when its plugin is installed, else mlas)")
+    p.add_argument("--openvino-ep", help="the OpenVINO plugin library, or a folder holding it")
     p.add_argument("--comfyui", help="ComfyUI folder whose models/clip_vision holds models (default: $COMFYUI_PATH)")
     p.add_argument("--extra-model-paths", help="an extra_model_paths.yaml")
 
@@ -49,6 +54,7 @@ def _load(a: argparse.Namespace):
     return load(a.model, device=a.device, virtual_vram_gb=a.virtual_vram_gb,
                 donor_device=a.donor_device, expert_mode_allocations=a.expert_mode_allocations,
                 eject_models=a.eject_models == "true", dtype=a.dtype, donor_policy=a.donor_policy,
+                micro_batch=a.micro_batch, cpu_engine=a.cpu_engine, openvino_ep=a.openvino_ep,
                 comfyui_path=a.comfyui, extra_model_paths=a.extra_model_paths)
 
 
