@@ -554,7 +554,8 @@ def test_python_m_cli_encodes_and_reports_errors(library_path, tmp_path):
     assert r.returncode == 1 and "DV_ERR_INVALID_ARGUMENT" in r.stderr and "tpu:1" in r.stderr, r.stderr
     # Every loader option of load() is a flag: the CPU engine (and bf16) of contract §6.4 too.
     r = subprocess.run([sys.executable, "-m", "distorch_vision", "plan", model, "--device", "cpu",
-                        "--cpu-engine", "mlas", "--micro-batch", "2", "--json"], capture_output=True, text=True, env=env)
+                        "--cpu-engine", "mlas", "--micro-batch", "2", "--json"],
+                       capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr
     assert {b["engine"] for b in json.loads(r.stdout)["blocks"]} == {"mlas"}, r.stdout
     r = subprocess.run([sys.executable, "-m", "distorch_vision", "plan", model, "--device", "cpu",
