@@ -569,6 +569,44 @@ def test_python_m_cli_encodes_and_reports_errors(library_path, tmp_path):
         assert r.stderr.startswith("error: ") and fragment in r.stderr, r.stderr
 
 
+def test_python_m_encode_never_replaces_a_file_it_did_not_write_and_names_its_rows(library_path, tmp_path):
+    """`python -m distorch_vision encode --out` follows the CLI's rule (README, "What --out may
+    replace"): an existing file is replaced only if this program wrote it, and --out is written
+    under the name given; rows of --images come with their sources, folders expanded."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "python"))
+    model = str(fixture("clip_quickgelu_f32") / "model.safetensors")
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for name in ("b.png", "a.png"):
+        shutil.copy(ROOT / "tests/fixtures/images/exact_32x32.png", folder / name)
+    single = ROOT / "tests/fixtures/images/plain_64x48.jpg"
+
+    def encode(out):
+        return subprocess.run([sys.executable, "-m", "distorch_vision", "encode", model, "--device", "cpu",
+                               "--images", str(single), str(folder), "--out", str(out)],
+                              capture_output=True, text=True, env=env)
+
+    theirs = tmp_path / "theirs.npz"
+    np.savez(theirs, keep=np.arange(3))
+    before = theirs.read_bytes()
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(b"not ours")
+    array = tmp_path / "array.npy"
+    np.save(array, np.arange(3))
+    for out in (theirs, photo, array):
+        r = encode(out)
+        assert r.returncode == 1 and str(out) in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert theirs.read_bytes() == before and photo.read_bytes() == b"not ours"
+    out = tmp_path / "emb"  # written under this very name, not emb.npz
+    for _ in range(2):  # the second run replaces the first's file: this program wrote it
+        r = encode(out)
+        assert r.returncode == 0, r.stderr
+    assert not (tmp_path / "emb.npz").exists()
+    got = np.load(out)
+    assert list(got["sources"]) == [str(single), str(folder / "a.png"), str(folder / "b.png")]
+    assert got["image_embeds"].shape == (3, 16)
+
+
 def test_exit_hook_calls_dv_shutdown_once_when_exported():
     from types import SimpleNamespace
 
