@@ -42,9 +42,10 @@ def _intermediate_device() -> Any:
     return mm.intermediate_device()
 
 
-#: The node's extra inputs (plugin.toml's, dv_load_options versions 2 and 5).
+#: The node's extra inputs (plugin.toml's, dv_load_options versions 2, 5 and 3).
 DTYPES = ("fp32", "fp16", "int8", "bf16")
 CPU_ENGINES = ("auto", "mlas", "openvino")
+DONOR_POLICIES = ("stream", "execute")
 
 
 def _device_choices() -> list[str]:
@@ -211,14 +212,18 @@ def optional_inputs(devices: list[str]) -> dict:
                        "(when set it alone decides placement)"}),
         "eject_models": ("BOOLEAN", {"default": True,
                                      "tooltip": "unload ComfyUI's other models from device before loading"}),
-        # Beyond the seed's inputs (plugin.toml: dv_load_options versions 2 and 5), last, so a
-        # saved workflow's widget values keep their places.
+        # Beyond the seed's inputs (plugin.toml: dv_load_options versions 2, 5 and 3), last and
+        # each new one after the others, so a saved workflow's widget values keep their places.
         "dtype": (list(DTYPES), {"default": "fp32",
                                  "tooltip": "compute precision: fp32 (ComfyUI parity), fp16 (GPUs), "
                                             "int8 (CPU, approximate), bf16 (OpenVINO on AMX/AVX512_BF16 CPUs)"}),
         "cpu_engine": (list(CPU_ENGINES), {"default": "auto",
                                            "tooltip": "what runs the CPU blocks: auto (OpenVINO when its "
                                                       "plugin is installed, else mlas), mlas or openvino"}),
+        "donor_policy": (list(DONOR_POLICIES), {"default": "stream",
+                                                "tooltip": "blocks homed on cpu while device is a GPU: stream their "
+                                                           "weights to the GPU each pass (as DisTorch) or execute "
+                                                           "them on the CPU"}),
     }
 
 
@@ -251,6 +256,7 @@ class DistorchVisionCLIPVisionLoader:
         clip_vision: Optional[str] = None,
         dtype: str = "fp32",
         cpu_engine: str = "auto",
+        donor_policy: str = "stream",
     ) -> tuple:
         name = clip_name if clip_name is not None else clip_vision
         if not name:
@@ -273,6 +279,7 @@ class DistorchVisionCLIPVisionLoader:
             eject_models=eject_models,
             dtype=dtype,
             cpu_engine=cpu_engine,
+            donor_policy=donor_policy,
             # the user cache, never this folder or the checkout it may be linked from (§6.1b)
             graphs_dir=str(dv.user_graphs_dir()),
         )

@@ -13,11 +13,26 @@ layout: `autofaiss build_index --embeddings=emb/img_emb`), skipped.json. A rerun
 """
 
 import argparse
+import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
+
+def checkout_package(root: Path, environ=os.environ) -> bool:
+    """Whether to import distorch_vision from the checkout's python/ rather than an installed
+    one: when the checkout has a library to load (its release build, or DISTORCH_VISION_LIBRARY)
+    or nothing is installed. A clone used only for this script, with the wheel installed,
+    runs on the wheel (the checkout's package alone would find no library)."""
+    if environ.get("DISTORCH_VISION_LIBRARY") or (root / "target/release/libdistorch_vision.so").is_file():
+        return True
+    return importlib.util.find_spec("distorch_vision") is None
+
+
+ROOT = Path(__file__).resolve().parents[1]
+if checkout_package(ROOT):
+    sys.path.insert(0, str(ROOT / "python"))
 
 from distorch_vision import DistorchError  # noqa: E402
 from distorch_vision.ray.driver import DEFAULT_BATCH_SIZE, DEFAULT_DECODE_THREADS  # noqa: E402

@@ -50,6 +50,13 @@ fn a_plugin_finds_onnx_runtime_in_its_own_folder() {
         msg.contains("distorch-vision[cpu]") && msg.contains("distorch-vision[gpu]"),
         "{msg}"
     );
+    // Commands that work as written: the package is a wheel file, on no index.
+    assert!(
+        msg.contains("`pip install \"onnxruntime>=1.31.1\"`")
+            && msg.contains(".whl[gpu]")
+            && !msg.contains("pip install \"distorch-vision["),
+        "{msg}"
+    );
 
     // Any version's file name is found (the newest), not only the one setup.sh installs.
     let beside = dir.join("libonnxruntime.so.1.99.0");

@@ -169,12 +169,14 @@ def test_node_registers_with_the_seeds_inputs(node_package):
         assert "clip_quickgelu_f32/model.safetensors" in types["required"]["clip_name"][0]
         opt = types["optional"]
         assert list(opt) == ["device", "virtual_vram_gb", "donor_device", "expert_mode_allocations",
-                             "eject_models", "dtype", "cpu_engine"]
-        # The extra inputs take plugin.toml's choices and defaults.
+                             "eject_models", "dtype", "cpu_engine", "donor_policy"]
+        # The extra inputs are plugin.toml's, with its choices and defaults.
         import tomllib
         manifest = tomllib.loads((ROOT / "plugin.toml").read_text(encoding="utf-8"))
         declared = {i["name"]: i for node in manifest["nodes"] for i in node["inputs"]}
-        for k in ("dtype", "cpu_engine"):
+        extra = [k for k, i in declared.items() if "since_options_version" in i]
+        assert sorted(extra) == ["cpu_engine", "donor_policy", "dtype"], extra
+        for k in extra:
             assert list(opt[k][0]) == declared[k]["choices"], k
             assert opt[k][1]["default"] == declared[k]["default"], k
         devices = opt["device"][0]
@@ -422,7 +424,7 @@ def test_clip_vision_synonym_and_plan_log(loader, caplog):
 
 
 def test_the_node_runs_the_cpu_engine_and_dtype_it_is_given(loader):
-    """cpu_engine and dtype reach the library: the plan names the engine of every block, and
+    """cpu_engine, dtype and donor_policy reach the library: the plan names the engine of every block, and
     a bad engine is refused with the valid ones."""
     import distorch_vision as dv
 
@@ -433,9 +435,11 @@ def test_the_node_runs_the_cpu_engine_and_dtype_it_is_given(loader):
         assert {b["engine"] for b in cv.distorch_model.plan()["blocks"]} == {"openvino"}
     except dv.DistorchError as e:
         # An installed package without the `openvino` extra: the message says how to get it.
-        assert "needs the OpenVINO plugin" in str(e) and "distorch-vision[openvino]" in str(e), e
+        assert "needs the OpenVINO plugin" in str(e) and "pip install onnxruntime-ep-openvino==1.8.1" in str(e), e
     (cv,) = loader.load_clip("clip_quickgelu_f32/model.safetensors", device="cpu", dtype="int8")
     assert {b["engine"] for b in cv.distorch_model.plan()["blocks"]} == {"mlas"}
+    (cv,) = loader.load_clip("clip_quickgelu_f32/model.safetensors", device="cpu", donor_policy="execute")
+    assert cv.distorch_model.plan()["donor_policy"] == "execute"
     with pytest.raises(dv.DistorchError, match="openvino"):
         loader.load_clip("clip_quickgelu_f32/model.safetensors", device="cpu", cpu_engine="tbb")
 def test_eject_models_unloads_only_what_comfyui_holds_on_the_compute_device(loader, monkeypatch):

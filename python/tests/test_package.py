@@ -3,6 +3,7 @@ against the CLI's preprocess + encode, errors, lifetime, input and output handli
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -335,19 +336,45 @@ def test_errors_name_keyword_arguments_and_kinds_match_the_cli(library_path, tmp
         assert json.loads(r.stdout)["error"]["kind"] == e.value.kind, (r.stdout, e.value)
 
 
-def test_engine_and_dtype_refusals_name_keyword_arguments(library_path):
-    """The CPU engine's refusals (dv_load_options version 5) name this API's keyword
-    arguments, as every other library message does; the CLI shows its flags for the same."""
+def test_cpu_engine_errors_name_keyword_arguments_here_and_flags_in_the_cli(library_path, tmp_path):
+    """The CPU engine's messages (contract §6.4) name this API's keyword arguments, not the
+    CLI's flags, which the CLI shows instead; a missing plugin's advice is a command that works
+    where the wheel is installed (no package named distorch-vision is on PyPI)."""
     model = fixture("clip_quickgelu_f32") / "model.safetensors"
-    for kwargs, want in ((dict(dtype="bf16", cpu_engine="mlas"), "`cpu_engine=openvino`"),
-                         (dict(dtype="int8", cpu_engine="openvino"), "`cpu_engine=mlas`")):
+    nowhere = tmp_path / "no-openvino-plugin"
+    flags_re = re.compile(r"--(cpu-engine|dtype|device|openvino-ep)\b")
+    cases = [  # (keyword arguments, the CLI's flags, what the message names here, in the CLI)
+        (dict(dtype="bf16", cpu_engine="mlas"), ["--dtype", "bf16", "--cpu-engine", "mlas"],
+         "`cpu_engine=openvino`", "--cpu-engine openvino"),
+        (dict(dtype="int8", cpu_engine="openvino"), ["--dtype", "int8", "--cpu-engine", "openvino"],
+         "`cpu_engine=mlas`", "--cpu-engine mlas"),
+        (dict(dtype="fp16", cpu_engine="openvino"), ["--dtype", "fp16", "--cpu-engine", "openvino"],
+         "`dtype=fp32`", "--dtype fp32"),
+    ]
+    for kwargs, flags, here, in_cli in cases:
         with pytest.raises(dv.DistorchError) as e:
             dv.load(model, device="cpu", **kwargs)
-        assert e.value.kind == "invalid_argument", e.value
-        assert want in e.value.message and "--" not in e.value.message, e.value.message
-    r = subprocess.run([str(cli()), "plan", "--model", str(model), "--device", "cpu", "--dtype", "bf16",
-                        "--cpu-engine", "mlas"], capture_output=True, text=True)
-    assert r.returncode == 1 and "--cpu-engine openvino" in r.stderr, r.stderr
+        msg = e.value.message
+        assert here in msg and not flags_re.search(msg), msg
+        r = subprocess.run([str(cli()), "plan", "--model", str(model), "--device", "cpu", *flags],
+                           capture_output=True, text=True)
+        assert r.returncode == 1 and in_cli in r.stderr, r.stderr
+    # A plugin path that holds none: in a process of its own (this one may have registered the
+    # checkout's plugin already, and a process keeps the first).
+    code = textwrap.dedent(f"""
+        import distorch_vision as dv
+        try:
+            dv.load({str(model)!r}, device="cpu", cpu_engine="openvino", openvino_ep={str(nowhere)!r})
+        except dv.DistorchError as e:
+            print(e.message)
+    """)
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "python"))
+    msg = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env).stdout
+    assert "`cpu_engine=openvino` needs the OpenVINO plugin" in msg and not flags_re.search(msg), msg
+    assert "pip install onnxruntime-ep-openvino==1.8.1" in msg and 'pip install "distorch-vision[' not in msg, msg
+    r = subprocess.run([str(cli()), "plan", "--model", str(model), "--device", "cpu", "--cpu-engine", "openvino",
+                        "--openvino-ep", str(nowhere)], capture_output=True, text=True)
+    assert r.returncode == 1 and "--cpu-engine openvino needs the OpenVINO plugin" in r.stderr, r.stderr
 
 
 def test_load_options_reach_the_library_with_every_version(library_path):
@@ -537,12 +564,59 @@ def test_python_m_cli_encodes_and_reports_errors(library_path, tmp_path):
     r = subprocess.run([sys.executable, "-m", "distorch_vision", "plan", model, "--device", "tpu:1"],
                        capture_output=True, text=True, env=env)
     assert r.returncode == 1 and "DV_ERR_INVALID_ARGUMENT" in r.stderr and "tpu:1" in r.stderr, r.stderr
+    # Every loader option of load() is a flag: the CPU engine (and bf16) of contract §6.4 too.
+    r = subprocess.run([sys.executable, "-m", "distorch_vision", "plan", model, "--device", "cpu",
+                        "--cpu-engine", "mlas", "--micro-batch", "2", "--json"],
+                       capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    assert {b["engine"] for b in json.loads(r.stdout)["blocks"]} == {"mlas"}, r.stdout
+    r = subprocess.run([sys.executable, "-m", "distorch_vision", "plan", model, "--device", "cpu",
+                        "--dtype", "bf16", "--cpu-engine", "mlas"], capture_output=True, text=True, env=env)
+    assert r.returncode == 1 and "cpu_engine is mlas" in r.stderr, r.stderr
     for args, fragment in ((["--pixels", str(tmp_path / "missing.npy")], "missing.npy"),
                            (["--image", str(tmp_path / "o.npz")], "o.npz")):
         r = subprocess.run([sys.executable, "-m", "distorch_vision", "encode", model, "--device", "cpu",
                             *args, "--out", str(tmp_path / "p.npz")], capture_output=True, text=True, env=env)
         assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
         assert r.stderr.startswith("error: ") and fragment in r.stderr, r.stderr
+
+
+def test_python_m_encode_never_replaces_a_file_it_did_not_write_and_names_its_rows(library_path, tmp_path):
+    """`python -m distorch_vision encode --out` follows the CLI's rule (README, "What --out may
+    replace"): an existing file is replaced only if this program wrote it, and --out is written
+    under the name given; rows of --images come with their sources, folders expanded."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "python"))
+    model = str(fixture("clip_quickgelu_f32") / "model.safetensors")
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for name in ("b.png", "a.png"):
+        shutil.copy(ROOT / "tests/fixtures/images/exact_32x32.png", folder / name)
+    single = ROOT / "tests/fixtures/images/plain_64x48.jpg"
+
+    def encode(out):
+        return subprocess.run([sys.executable, "-m", "distorch_vision", "encode", model, "--device", "cpu",
+                               "--images", str(single), str(folder), "--out", str(out)],
+                              capture_output=True, text=True, env=env)
+
+    theirs = tmp_path / "theirs.npz"
+    np.savez(theirs, keep=np.arange(3))
+    before = theirs.read_bytes()
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(b"not ours")
+    array = tmp_path / "array.npy"
+    np.save(array, np.arange(3))
+    for out in (theirs, photo, array):
+        r = encode(out)
+        assert r.returncode == 1 and str(out) in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert theirs.read_bytes() == before and photo.read_bytes() == b"not ours"
+    out = tmp_path / "emb"  # written under this very name, not emb.npz
+    for _ in range(2):  # the second run replaces the first's file: this program wrote it
+        r = encode(out)
+        assert r.returncode == 0, r.stderr
+    assert not (tmp_path / "emb.npz").exists()
+    got = np.load(out)
+    assert list(got["sources"]) == [str(single), str(folder / "a.png"), str(folder / "b.png")]
+    assert got["image_embeds"].shape == (3, 16)
 
 
 def test_exit_hook_calls_dv_shutdown_once_when_exported():

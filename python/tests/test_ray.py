@@ -244,6 +244,14 @@ def test_the_clis_options(ray_local, images, cli_reference, tmp_path):
     spec.loader.exec_module(script)
     a = script.parser().parse_args(["--model", "m", "--images", "i", "--out", "o"])
     assert a.batch_size == 8 and a.decode_threads == 2 and a.strict is False
+    # From a clone with no build, an installed package (the wheel) is used; this checkout's
+    # python/ only when it has a library to load or nothing is installed.
+    bare = tmp_path / "clone"
+    (bare / "target/release").mkdir(parents=True)
+    assert script.checkout_package(bare, {}) is False  # distorch_vision is importable here
+    assert script.checkout_package(bare, {"DISTORCH_VISION_LIBRARY": "/x/libdistorch_vision.so"}) is True
+    (bare / "target/release/libdistorch_vision.so").write_bytes(b"")
+    assert script.checkout_package(bare, {}) is True
 
 
 def test_the_cpu_engine_and_the_plugin_path_reach_the_actors(ray_local, images, cli_reference, tmp_path):

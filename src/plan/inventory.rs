@@ -188,7 +188,7 @@ impl Inventory {
     pub fn require(&self, d: Device, field: &str) -> Result<&DeviceInfo> {
         if let Some((_, name)) = self.unmeasured.iter().find(|(u, _)| *u == d) {
             return Err(Error::invalid(format!(
-                "{field}: {d} ({name}) has no memory size: the OpenVINO plugin reports none for it, so the planner has no budget for it; give its memory with --simulate-devices \"{d}=16GiB\" (YAML simulate_devices; write its real size)"
+                "{field}: {d} ({name}) has no memory size: the OpenVINO plugin reports none for it, so the planner has no budget for it; give its memory with `simulate_devices=\"{d}=16GiB\"` (a command-line and YAML option; write its real size)"
             )));
         }
         self.get(d).ok_or_else(|| {
@@ -440,7 +440,7 @@ mod tests {
         assert!(
             m.contains("xpu:1")
                 && m.contains("Intel(R) Graphics")
-                && m.contains("--simulate-devices \"xpu:1="),
+                && m.contains("`simulate_devices=\"xpu:1="),
             "{m}"
         );
         // Simulated Intel GPUs take their memory from the string.

@@ -175,7 +175,7 @@ fn int8_note(dtype: ComputeDtype, on_cpu: bool, explicit: Option<&Path>) -> Opti
     let unit = super::dtype::bf16_cpu().ok()?;
     openvino::find(explicit).ok()?;
     Some(format!(
-        "dtype int8 runs on mlas; this CPU has {unit} and the OpenVINO plugin is installed, where --dtype bf16 was measured faster than int8 and closer to fp32"
+        "dtype int8 runs on mlas; this CPU has {unit} and the OpenVINO plugin is installed, where `dtype=bf16` was measured faster than int8 and closer to fp32"
     ))
 }
 

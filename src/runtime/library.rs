@@ -19,7 +19,10 @@ pub const ORT_VERSION: &str = "1.31.1";
 pub const MIN_VERSION: (u32, u32) = (1, 31);
 /// The file name of ONNX Runtime's Linux library, before its version suffix.
 const LIB_STEM: &str = "libonnxruntime.so";
-pub const INSTALL_HINT: &str = "install ONNX Runtime with pip into the Python environment distorch-vision is installed in, through one of the package's extras (never both: they install the same module): `pip install \"distorch-vision[cpu]\"` for the CPU build (onnxruntime>=1.31.1) or `pip install \"distorch-vision[gpu]\"` for CUDA (onnxruntime-gpu>=1.31.1); an environment that already has onnxruntime or onnxruntime-gpu 1.31.1 or newer needs neither. Or set ORT_DYLIB_PATH to a libonnxruntime.so of 1.31.1 or newer; in a distorch-vision checkout, `scripts/setup.sh` installs it into .runtime/";
+/// What to run when ONNX Runtime is missing. distorch-vision is a wheel file, not a package on
+/// an index, so the advice names commands that work as written (`pip install
+/// "distorch-vision[cpu]"` would look for it on PyPI) and the extras that add the same.
+pub const INSTALL_HINT: &str = "install ONNX Runtime with pip into the Python environment distorch-vision is installed in, one of the two builds the package's extras add (never both: they install the same module): for the CPU build (the extra distorch-vision[cpu]) `pip install \"onnxruntime>=1.31.1\"`; for CUDA (the extra distorch-vision[gpu]: onnxruntime-gpu>=1.31.1 with NVIDIA's CUDA 13 / cuDNN 9 wheels) the wheel file again with the extra, `pip install \"distorch_vision-<version>-py3-none-manylinux_2_28_x86_64.whl[gpu]\"`; an environment that already has onnxruntime or onnxruntime-gpu 1.31.1 or newer needs neither. Or set ORT_DYLIB_PATH to a libonnxruntime.so of 1.31.1 or newer; in a distorch-vision checkout, `scripts/setup.sh` installs it into .runtime/";
 
 /// One place the library is looked for.
 #[derive(Clone, Debug, PartialEq, Eq)]

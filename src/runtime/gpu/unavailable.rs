@@ -12,6 +12,11 @@ use crate::{Error, ErrorKind};
 /// The provider library that must sit beside `libonnxruntime.so.1.31.1` in a GPU build.
 pub const PROVIDER_LIB: &str = "libonnxruntime_providers_cuda.so";
 
+/// How to get the GPU build and its CUDA libraries, for an installed wheel (the package is a
+/// wheel file on no index, and `onnxruntime` must go first: both builds are the same module)
+/// and for a checkout.
+const GPU_HINT: &str = "where the wheel is installed, the wheel file again with its [gpu] extra, `pip install \"distorch_vision-<version>-py3-none-manylinux_2_28_x86_64.whl[gpu]\"` (onnxruntime-gpu with NVIDIA's CUDA 13 / cuDNN 9 wheels; first `pip uninstall -y onnxruntime` when the CPU build is there); in a checkout, `scripts/setup.sh --gpu`";
+
 /// One reason CUDA cannot run here.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Unavailable {
@@ -55,12 +60,12 @@ impl fmt::Display for Unavailable {
             Unavailable::NoOrt(e) => write!(f, "ONNX Runtime cannot be loaded: {e}"),
             Unavailable::NoProvider { library } => write!(
                 f,
-                "the ONNX Runtime build at {library} has no CUDA execution provider ({PROVIDER_LIB} missing or not compiled in); install onnxruntime-gpu=={} with `scripts/setup.sh --gpu`",
+                "the ONNX Runtime build at {library} has no CUDA execution provider ({PROVIDER_LIB} missing or not compiled in); install onnxruntime-gpu {} or newer instead of onnxruntime: {GPU_HINT}",
                 crate::runtime::library::ORT_VERSION
             ),
             Unavailable::MissingLibraries { missing, searched } => write!(
                 f,
-                "CUDA libraries missing: {} (looked in {} and the system linker path; `scripts/setup.sh --gpu` installs them, or set DISTORCH_CUDA_LIB_DIRS)",
+                "CUDA libraries missing: {} (looked in {} and the system linker path; {GPU_HINT}, or set DISTORCH_CUDA_LIB_DIRS)",
                 missing.join(", "),
                 searched.join(", ")
             ),
@@ -114,5 +119,16 @@ mod tests {
             library: "/x/libonnxruntime.so".into(),
         };
         assert!(p.to_string().contains(PROVIDER_LIB), "{p}");
+        // What to do, for a wheel (on no index: its file with [gpu]) and for a checkout.
+        let libs = Unavailable::MissingLibraries {
+            missing: vec!["libcudnn.so.9".into()],
+            searched: vec!["/x/nvidia".into()],
+        };
+        for m in [p.to_string(), libs.to_string()] {
+            assert!(
+                m.contains(".whl[gpu]") && m.contains("scripts/setup.sh --gpu"),
+                "{m}"
+            );
+        }
     }
 }

@@ -303,10 +303,7 @@ pub fn status(explicit: Option<&Path>) -> Status {
             found: false,
             library: None,
             devices: Vec::new(),
-            reason: Some(format!(
-                "not found (looked in: {looked}); {}",
-                library::INSTALL_HINT
-            )),
+            reason: Some(missing_reason(&looked, explicit.is_some())),
         },
         Err(e) => Status {
             found: true,
@@ -317,14 +314,28 @@ pub fn status(explicit: Option<&Path>) -> Status {
     }
 }
 
+/// Why `devices` shows no plugin: an optional part not installed (what it would add), or not
+/// at the path the caller gave.
+fn missing_reason(looked: &str, explicit: bool) -> String {
+    let what = if explicit {
+        "not found"
+    } else {
+        "not installed (optional: the openvino CPU engine, dtype bf16, Intel GPUs as xpu:N)"
+    };
+    format!("{what}; looked in: {looked}; {}", library::INSTALL_HINT)
+}
+
 impl Status {
     /// Lines for `devices`: one for the plugin, one per device with its capabilities.
     pub fn render(&self) -> String {
         let Some(lib) = &self.library else {
-            return format!(
-                "OpenVINO plugin: not usable: {}\n",
-                self.reason.as_deref().unwrap_or("unknown reason")
-            );
+            let reason = self.reason.as_deref().unwrap_or("unknown reason");
+            // Found but failing is a fault; not installed is a choice.
+            return if self.found {
+                format!("OpenVINO plugin: not usable: {reason}\n")
+            } else {
+                format!("OpenVINO plugin: {reason}\n")
+            };
         };
         let mut out = format!("OpenVINO plugin: {lib}\n");
         for d in &self.devices {
@@ -350,5 +361,42 @@ impl Status {
             ));
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn devices_calls_a_missing_plugin_optional_and_a_failing_one_not_usable() {
+        let status = |found: bool, reason: String| Status {
+            found,
+            library: None,
+            devices: Vec::new(),
+            reason: Some(reason),
+        };
+        let missing = status(
+            false,
+            missing_reason("/p (the checkout's .runtime/openvino/)", false),
+        );
+        let line = missing.render();
+        assert!(
+            line.starts_with("OpenVINO plugin: not installed (optional")
+                && line.contains("/p (the checkout's")
+                && line.contains("pip install onnxruntime-ep-openvino==1.8.1")
+                && !line.contains("not usable"),
+            "{line}"
+        );
+        let named = status(false, missing_reason("/x (the explicit plugin path)", true)).render();
+        assert!(
+            named.starts_with("OpenVINO plugin: not found; looked in: /x"),
+            "{named}"
+        );
+        let broken = status(true, "registering it failed".into()).render();
+        assert_eq!(
+            broken,
+            "OpenVINO plugin: not usable: registering it failed\n"
+        );
     }
 }

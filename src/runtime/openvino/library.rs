@@ -16,7 +16,9 @@ pub const PLUGIN_LIB: &str = "libonnxruntime_providers_openvino_plugin.so";
 pub const PACKAGE_DIR: &str = "onnxruntime_ep_openvino";
 pub const PLUGIN_VERSION: &str = "1.8.1";
 pub const ENV_VAR: &str = "DISTORCH_OPENVINO_EP";
-pub const INSTALL_HINT: &str = "run `scripts/setup.sh --openvino` in the distorch-vision checkout (it installs onnxruntime-ep-openvino==1.8.1 from PyPI into .runtime/openvino/), or `pip install \"distorch-vision[openvino]\"` into the Python environment distorch-vision is installed in (it adds onnxruntime-ep-openvino==1.8.1), or set DISTORCH_OPENVINO_EP to a libonnxruntime_providers_openvino_plugin.so";
+/// What to run when the plugin is needed and missing: commands that work as written for an
+/// installed wheel (distorch-vision is not a package on an index) or a checkout.
+pub const INSTALL_HINT: &str = "`pip install onnxruntime-ep-openvino==1.8.1` into the Python environment distorch-vision is installed in (what the wheel's extra distorch-vision[openvino] adds), or in a distorch-vision checkout `scripts/setup.sh --openvino` (it installs the same into .runtime/openvino/), or set DISTORCH_OPENVINO_EP to a libonnxruntime_providers_openvino_plugin.so";
 
 /// The plugin file a user path names: the file itself, or a folder holding it directly or in
 /// the package folder (an install target such as `.runtime/openvino`).
