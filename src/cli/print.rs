@@ -1,7 +1,7 @@
 //! How each verb prints its result: tables and reports for people (JSON goes out as is).
 
 use distorch_vision::bench::{BenchReport, Figures};
-use distorch_vision::model::folders::Listing;
+use distorch_vision::model::folders::{Listing, ModelEntry};
 use distorch_vision::model::Model;
 
 /// `bench` as a report (one line per figure).
@@ -150,12 +150,23 @@ pub(crate) fn inspect_text(m: &Model) {
 }
 
 /// `models` as a table: name, family, size, path (and why a file cannot load).
+/// Columns are as wide as their longest entry, so long names do not push the rest out of line.
 pub(crate) fn models_table(listing: &Listing, quiet: bool) {
+    let family = |e: &ModelEntry| e.family.as_deref().unwrap_or("(cannot load)").to_string();
+    let width = |col: &dyn Fn(&ModelEntry) -> String| {
+        listing
+            .models
+            .iter()
+            .map(|e| col(e).chars().count())
+            .max()
+            .unwrap_or(0)
+    };
+    let (name_w, family_w) = (width(&|e| e.name.clone()), width(&family));
     for e in &listing.models {
         println!(
-            "{:<48} {:<22} {:>12}  {}",
+            "{:<name_w$} {:<family_w$} {:>11}  {}",
             e.name,
-            e.family.as_deref().unwrap_or("(cannot load)"),
+            family(e),
             human(e.bytes),
             e.path.display()
         );

@@ -447,6 +447,17 @@ fn models_lists_only_vision_towers_with_their_family() {
     assert!(!table.contains("expected.safetensors"), "{table}");
     assert!(table.contains("sig/model.safetensors"), "{table}");
     assert!(stderr(&o).contains("2 other"), "{}", stderr(&o));
+    // A name past the usual width keeps every row's size and path in line.
+    place(&cv.join("a_long_folder_name/clip_vision_with_a_name_past_48_chars.safetensors"));
+    let o = run(bin().arg("--comfyui").arg(&comfy).arg("models"));
+    let table = String::from_utf8_lossy(&o.stdout);
+    let rows: Vec<&str> = table.lines().filter(|l| !l.starts_with(' ')).collect();
+    assert_eq!(rows.len(), 5, "{table}");
+    let path_col: Vec<usize> = rows
+        .iter()
+        .map(|l| l.find(&*cv.to_string_lossy()).unwrap())
+        .collect();
+    assert!(path_col.iter().all(|&c| c == path_col[0]), "{table}");
 }
 
 #[test]
