@@ -22,6 +22,22 @@ CLIP_MEAN, CLIP_STD = [0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.261302
 SIGLIP_MEAN, SIGLIP_STD = [0.5] * 3, [0.5] * 3
 
 
+def intel_cpu() -> bool:
+    """Whether this CPU is Intel's (``/proc/cpuinfo``). The OpenVINO plugin
+    (onnxruntime-ep-openvino 1.8.1) offers Intel devices only: elsewhere it lists no CPU device
+    and what needs one (``cpu_engine="openvino"``, ``dtype="bf16"``) is refused."""
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(line.startswith("vendor_id") and line.endswith("GenuineIntel") for line in cpuinfo.splitlines())
+
+
+def assert_openvino_cpu_refused(message: str, what: str) -> None:
+    """The refusal of ``what`` off Intel CPUs names the reason and the way out."""
+    assert what in message and "offers Intel devices only" in message and "mlas" in message, message
+
+
 def fixture(name: str) -> Path:
     return FIXTURES / name
 

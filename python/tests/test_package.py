@@ -17,7 +17,8 @@ from PIL import Image
 from safetensors.numpy import load_file
 
 import distorch_vision as dv
-from reference import FIXTURES, ROOT, fixture, hf_outputs, max_diff, random_image
+from reference import (FIXTURES, ROOT, assert_openvino_cpu_refused, fixture, hf_outputs, intel_cpu, max_diff,
+                       random_image)
 
 ALL_FIXTURES = sorted(p.name for p in FIXTURES.iterdir() if (p / "expected.safetensors").is_file())
 TOL = 1e-4  # contract §3 accuracy contract (fp32 CPU)
@@ -101,6 +102,11 @@ def test_encode_pixels_matches_hugging_face(library_path, name):
 def test_each_cpu_engine_matches_hugging_face(library_path, engine):
     """cpu_engine through the Python API (dv_load_options version 5): both engines within the
     fp32 tolerance of Hugging Face, and the plan names the engine of every block."""
+    if engine == "openvino" and not intel_cpu():
+        with pytest.raises(dv.DistorchError) as e:
+            load_fixture("clip_quickgelu_f32", cpu_engine=engine, openvino_ep=ROOT / ".runtime/openvino")
+        assert_openvino_cpu_refused(str(e.value), "cpu_engine: openvino")
+        pytest.skip(f"not an Intel CPU, so OpenVINO's CPU device is not offered (the refusal checked): {e.value}")
     for name in ("clip_quickgelu_f32", "dinov2_swiglu_f32"):
         expected = load_file(str(fixture(name) / "expected.safetensors"))
         with load_fixture(name, cpu_engine=engine, openvino_ep=ROOT / ".runtime/openvino") as m:
@@ -115,6 +121,8 @@ def test_an_openvino_load_leaves_the_hosts_locale_alone(library_path, tmp_path):
     "C" behind, and this interpreter's default text encoding became ASCII."""
     import locale
 
+    if not intel_cpu():
+        pytest.skip("not an Intel CPU: the OpenVINO plugin compiles nothing here")
     before = (locale.setlocale(locale.LC_ALL), locale.getpreferredencoding(False))
     for name in ("clip_quickgelu_f32", "siglip_f32"):
         with load_fixture(name, cpu_engine="openvino", openvino_ep=ROOT / ".runtime/openvino",
@@ -128,9 +136,12 @@ def test_bf16_through_python_or_the_missing_cpu_feature(library_path):
     try:
         m = load_fixture("clip_quickgelu_f32", dtype="bf16", openvino_ep=str(ROOT / ".runtime/openvino"))
     except dv.DistorchError as e:
-        # Only on CPUs without a bf16 unit; the message names what is missing.
-        assert "AMX" in str(e) and "AVX512_BF16" in str(e), e
-        pytest.skip(f"no bf16 unit on this CPU: {e}")
+        # On CPUs without a bf16 unit the message names what is missing; off Intel CPUs, the plugin.
+        if intel_cpu() or "this CPU has neither" in str(e):
+            assert "AMX" in str(e) and "AVX512_BF16" in str(e), e
+        else:
+            assert_openvino_cpu_refused(str(e), "dtype: bf16")
+        pytest.skip(f"bf16 does not run on this CPU (the refusal checked): {e}")
     with m:
         got = m.encode_pixels(pixels_of("clip_quickgelu_f32"), outputs=["image_embeds"]).image_embeds
     cos = (got * expected).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(expected, axis=1)

@@ -68,7 +68,10 @@ pub(crate) fn cmd_plan(
     let opts = loader.options();
     let ov = loader.openvino_ep.as_deref();
     let inv = inventory_for(loader.simulate_devices.as_deref(), &opts, ov)?;
-    let (p, _) = plan_with_engines(&m, &opts, &inv, dtype, ov)?;
+    let (p, engines) = plan_with_engines(&m, &opts, &inv, dtype, ov)?;
+    if let Some(n) = &engines.note {
+        tracing::info!("{n}");
+    }
     if json {
         print::json(&p.to_json());
     } else {

@@ -96,17 +96,60 @@ pub fn resolve(
         }
         Err(e) => return Err(e),
     };
-    let cpu = if wants_openvino_cpu {
-        openvino_cpu(&plugin, need.is_some())?
+    // What needs OpenVINO's CPU device itself (a plugin path alone may be for xpu:N blocks).
+    let need_cpu = match (choice, dtype) {
+        _ if !on_cpu => None,
+        (_, ComputeDtype::Bf16) => Some(NeedsCpu::Bf16),
+        (CpuEngine::OpenVino, _) => Some(NeedsCpu::Engine),
+        _ => None,
+    };
+    let (cpu, note) = if !wants_openvino_cpu {
+        (Engine::Mlas, None)
+    } else if plugin.cpu().is_some() {
+        (Engine::OpenVino, None)
+    } else if let Some(what) = need_cpu {
+        return Err(Error::runtime(what.refusal(&plugin)));
     } else {
-        Engine::Mlas
+        let note = format!(
+            "cpu_engine auto: CPU blocks run on mlas, not OpenVINO: {}",
+            plugin.no_cpu_reason()
+        );
+        (Engine::Mlas, Some(note))
     };
     Ok(Engines {
         cpu,
         openvino: Some(plugin),
         dtype,
+        note,
         ..Default::default()
     })
+}
+
+/// What asked for OpenVINO's CPU device, for the refusal where the plugin lists none.
+#[derive(Clone, Copy)]
+enum NeedsCpu {
+    Bf16,
+    Engine,
+}
+
+impl NeedsCpu {
+    fn refusal(self, plugin: &Plugin) -> String {
+        let (what, instead) = match self {
+            NeedsCpu::Bf16 => (
+                "dtype: bf16",
+                "dtypes that work here: fp32 (the reference) and int8 (approximate, faster), both on mlas",
+            ),
+            NeedsCpu::Engine => (
+                "cpu_engine: openvino",
+                "use `cpu_engine=mlas`, or `cpu_engine=auto`, which picks mlas here",
+            ),
+        };
+        format!(
+            "{what} runs on OpenVINO's CPU device, which the OpenVINO plugin ({}) does not offer here: {}; {instead}",
+            plugin.path.display(),
+            plugin.no_cpu_reason()
+        )
+    }
 }
 
 /// Refuses a CPU engine and dtype that do not run together, and bf16 on a CPU without a bf16
@@ -120,24 +163,6 @@ fn check_cpu_choice(choice: CpuEngine, dtype: ComputeDtype) -> Result<()> {
         _ => return Ok(()),
     };
     Err(Error::invalid(refused))
-}
-
-/// OpenVINO for the CPU blocks when the plugin lists a CPU device; else an error when it was
-/// asked for (`needed`), or MLAS with a warning.
-fn openvino_cpu(plugin: &Plugin, needed: bool) -> Result<Engine> {
-    if plugin.cpu().is_some() {
-        return Ok(Engine::OpenVino);
-    }
-    let msg = format!(
-        "the OpenVINO plugin ({}) lists no CPU device (its devices: {})",
-        plugin.path.display(),
-        plugin.device_list()
-    );
-    if needed {
-        return Err(Error::runtime(msg));
-    }
-    tracing::warn!("{msg}; CPU blocks run on mlas");
-    Ok(Engine::Mlas)
 }
 
 /// Checks that `device` can run here with `engines` (before any export or session work): an
@@ -166,17 +191,20 @@ pub fn check_usable(device: Device, engines: &Engines) -> Result<()> {
     Ok(())
 }
 
-/// On a CPU with a bf16 unit and the plugin installed, int8 is not the most accurate choice at
-/// its speed (README: on AMX bf16 ran at 0.93× int8's speed, cosine 0.99998 against 0.9998): say so.
+/// On an Intel CPU with AMX and the plugin installed, int8 is not the most accurate choice at
+/// its speed (BENCHMARKS.md: bf16 ran at 0.93× int8's speed, cosine 0.99998 against 0.9998):
+/// say so. Not said elsewhere: without AMX bf16 was not measured that fast, and the plugin
+/// offers no device on other vendors' CPUs.
 fn int8_note(dtype: ComputeDtype, on_cpu: bool, explicit: Option<&Path>) -> Option<String> {
-    if dtype != ComputeDtype::Int8 || !on_cpu {
+    if dtype != ComputeDtype::Int8 || !on_cpu || super::dtype::bf16_cpu().ok()? != "AMX" {
         return None;
     }
-    let unit = super::dtype::bf16_cpu().ok()?;
+    openvino::host_cpu().filter(|c| c.plugin_serves_it())?;
     openvino::find(explicit).ok()?;
-    Some(format!(
-        "dtype int8 runs on mlas; this CPU has {unit} and the OpenVINO plugin is installed, where `dtype=bf16` ran about as fast as int8 and much closer to fp32"
-    ))
+    Some(
+        "dtype int8 runs on mlas; this CPU has AMX and the OpenVINO plugin is installed, where `dtype=bf16` ran about as fast as int8 and much closer to fp32"
+            .to_string(),
+    )
 }
 
 /// The OpenVINO model cache of an export for one device and precision hint: compiled blocks

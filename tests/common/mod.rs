@@ -59,6 +59,29 @@ pub fn run(cmd: &mut Command) -> Output {
     cmd.output().expect("the binary runs")
 }
 
+/// Whether this CPU is Intel's (`/proc/cpuinfo`, read independently of the library). The
+/// OpenVINO plugin (onnxruntime-ep-openvino 1.8.1) offers Intel devices only: on another
+/// vendor's CPU it registers and lists no CPU device, and what needs it is refused.
+pub fn intel_cpu() -> bool {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .map(|t| {
+            t.lines()
+                .any(|l| l.starts_with("vendor_id") && l.ends_with("GenuineIntel"))
+        })
+        .unwrap_or(false)
+}
+
+/// On a CPU the OpenVINO plugin does not serve: the refusal `what` (`cpu_engine: openvino`,
+/// `dtype: bf16`) names the reason and the way out.
+pub fn assert_openvino_cpu_refused(message: &str, what: &str) {
+    assert!(
+        message.contains(what)
+            && message.contains("offers Intel devices only")
+            && message.contains("mlas"),
+        "{message}"
+    );
+}
+
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }

@@ -5,6 +5,7 @@ use std::ffi::{c_char, CStr, CString};
 use std::process::Command;
 
 use crate::common::capi::*;
+use crate::common::{assert_openvino_cpu_refused, intel_cpu};
 
 #[test]
 fn versions_and_status_names() {
@@ -1105,12 +1106,20 @@ fn a_version_5_options_struct_chooses_the_cpu_engine() {
     let api = api();
     let all = |v: Vec<String>, e: &str| !v.is_empty() && v.iter().all(|x| x == e);
     assert!(all(load_v5(api, Some("mlas"), None).unwrap(), "mlas"));
-    assert!(all(
-        load_v5(api, Some("openvino"), None).unwrap(),
-        "openvino"
-    ));
-    // NULL = auto: the plugin named here is found, so OpenVINO; int8 stays on mlas.
-    assert!(all(load_v5(api, None, None).unwrap(), "openvino"));
+    if intel_cpu() {
+        assert!(all(
+            load_v5(api, Some("openvino"), None).unwrap(),
+            "openvino"
+        ));
+        // NULL = auto: the plugin named here is found, so OpenVINO; int8 stays on mlas.
+        assert!(all(load_v5(api, None, None).unwrap(), "openvino"));
+    } else {
+        // The plugin offers no CPU device off Intel CPUs: refused when asked for, auto is mlas.
+        let (st, msg) = load_v5(api, Some("openvino"), None).unwrap_err();
+        assert_ne!(st, DV_OK);
+        assert_openvino_cpu_refused(&msg, "cpu_engine: openvino");
+        assert!(all(load_v5(api, None, None).unwrap(), "mlas"));
+    }
     assert!(all(load_v5(api, None, Some("int8")).unwrap(), "mlas"));
     let (st, msg) = load_v5(api, Some("gpu"), None).unwrap_err();
     assert_eq!(st, DV_ERR_INVALID_ARGUMENT, "{msg}");

@@ -4,7 +4,8 @@
 //! staying on MLAS once the plugin is loaded.
 //!
 //! They need the plugin: `scripts/test.sh` installs it into `.runtime/openvino`
-//! (`scripts/setup.sh --openvino`).
+//! (`scripts/setup.sh --openvino`). The plugin offers Intel devices only: on another vendor's
+//! CPU these tests check the refusals instead, and say so on stderr.
 
 use crate::common::*;
 use distorch_vision::export::ComputeDtype;
@@ -90,9 +91,25 @@ fn check_every_output(name: &str, cv: &ClipVision, tol: f32) -> f32 {
     worst
 }
 
+/// On a CPU the plugin does not serve, `cpu_engine=openvino` is refused with the reason.
+fn refused_here(tmp: &std::path::Path, test: &str) -> bool {
+    if intel_cpu() {
+        return false;
+    }
+    let f = fixture("clip_quickgelu_f32");
+    let o = options(&f.join("model.safetensors"), tmp, CpuEngine::OpenVino);
+    let err = ClipVision::load(&o).err().expect("refused off Intel CPUs");
+    assert_openvino_cpu_refused(err.message(), "cpu_engine: openvino");
+    eprintln!("{test}: not an Intel CPU, so OpenVINO's CPU device is not offered; checked the refusal: {}", err.message());
+    true
+}
+
 #[test]
 fn openvino_fp32_matches_hugging_face_on_every_fixture_and_output() {
     let tmp = temp_dir("openvino_fp32");
+    if refused_here(&tmp, "openvino fp32 parity") {
+        return;
+    }
     for name in FIXTURES {
         let f = fixture(name);
         let cv = ClipVision::load(&options(
@@ -118,14 +135,15 @@ fn mlas_sessions_stay_on_mlas_once_the_plugin_is_loaded() {
     // With the plugin registered, ONNX Runtime would place a session that names no provider
     // on OpenVINO (bf16 on AMX CPUs): fp32 "MLAS" outputs were 0.02 off. Load an OpenVINO
     // model first so the plugin is surely registered in this process.
+    // (Off Intel CPUs that load is refused, but only after the plugin was registered.)
     let tmp = temp_dir("openvino_then_mlas");
     let f = fixture("clip_quickgelu_f32");
-    let _ov = ClipVision::load(&options(
+    let ov = ClipVision::load(&options(
         &f.join("model.safetensors"),
         &tmp,
         CpuEngine::OpenVino,
-    ))
-    .unwrap();
+    ));
+    assert_eq!(ov.is_ok(), intel_cpu());
     for name in ["clip_quickgelu_f32", "dinov2_swiglu_f32"] {
         let f = fixture(name);
         let cv = ClipVision::load(&options(
@@ -155,6 +173,18 @@ fn bf16_is_close_to_hugging_face_fp32_or_refused_with_the_missing_cpu_feature() 
         assert!(
             m.contains("AMX") && m.contains("AVX512_BF16") && m.contains("fp32"),
             "{m}"
+        );
+        return;
+    }
+    if !intel_cpu() {
+        let err = ClipVision::load(&o)
+            .err()
+            .expect("bf16 refused off Intel CPUs");
+        assert_openvino_cpu_refused(err.message(), "dtype: bf16");
+        assert!(err.message().contains("fp32"), "{}", err.message());
+        eprintln!(
+            "bf16 accuracy skipped, the refusal checked: {}",
+            err.message()
         );
         return;
     }
@@ -202,6 +232,9 @@ fn fp32_and_bf16_compiled_blocks_are_cached_apart() {
         return;
     }
     let tmp = temp_dir("openvino_cache");
+    if refused_here(&tmp, "OpenVINO compile cache") {
+        return;
+    }
     let f = fixture("clip_quickgelu_f32");
     for (i, dtype) in ["fp32", "bf16", "fp32", "bf16"].iter().enumerate() {
         let out = tmp.join(format!("{i}-{dtype}.safetensors"));
@@ -248,7 +281,23 @@ fn auto_picks_openvino_where_the_dtype_runs_there_and_says_why_not() {
             .collect()
     };
     let all = |v: Vec<String>, e: &str| v.iter().all(|x| x == e) && !v.is_empty();
-    assert!(all(engines(&plan(&[], None)), "openvino"));
+    if intel_cpu() {
+        assert!(all(engines(&plan(&[], None)), "openvino"));
+    } else {
+        // The plugin offers no CPU device here: auto takes mlas and says why at -v, no warning.
+        let o = plan(&[], None);
+        assert!(all(engines(&o), "mlas"));
+        assert!(!stderr(&o).contains("WARN"), "{}", stderr(&o));
+        let o = plan(&["-v"], None);
+        assert!(
+            stderr(&o).contains("offers Intel devices only"),
+            "{}",
+            stderr(&o)
+        );
+        let o = plan(&["--cpu-engine", "openvino"], None);
+        assert!(!o.status.success());
+        assert_openvino_cpu_refused(&stderr(&o), "cpu_engine: openvino");
+    }
     assert!(all(engines(&plan(&["--dtype", "int8"], None)), "mlas"));
     assert!(all(engines(&plan(&["--dtype", "fp16"], None)), "mlas"));
     assert!(all(engines(&plan(&["--cpu-engine", "mlas"], None)), "mlas"));
@@ -289,6 +338,23 @@ fn devices_lists_the_plugin_with_its_capabilities() {
         .as_str()
         .unwrap()
         .ends_with(distorch_vision::runtime::openvino::PLUGIN_LIB));
+    if !intel_cpu() {
+        // Registered, but nothing offered: the reason is in the JSON and the table.
+        assert!(ov["devices"].as_array().unwrap().is_empty(), "{ov}");
+        let reason = ov["reason"].as_str().unwrap();
+        assert!(reason.contains("offers Intel devices only"), "{reason}");
+        // (A path relative to the working directory: ONNX Runtime alone would look for it
+        // beside its own library.)
+        let o = run(bin()
+            .args(["devices", "--openvino-ep", ".runtime/openvino"])
+            .current_dir(root()));
+        let table = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            table.contains("no devices here: the plugin offers Intel devices only"),
+            "{table}"
+        );
+        return;
+    }
     let cpu = ov["devices"]
         .as_array()
         .unwrap()
@@ -315,8 +381,12 @@ fn devices_lists_the_plugin_with_its_capabilities() {
             assert!(listed || d["total_bytes"].is_null(), "{name}");
         }
     }
-    // The table names it too.
-    let o = run(bin().args(["devices", "--openvino-ep"]).arg(plugin_dir()));
+    // The table names it too, for a path relative to the working directory as well (ONNX
+    // Runtime alone would look for it beside its own library).
+    let o = run(bin()
+        .args(["devices", "--openvino-ep", ".runtime/openvino"])
+        .current_dir(root()));
+    assert!(o.status.success(), "{}", stderr(&o));
     assert!(String::from_utf8_lossy(&o.stdout).contains("OpenVINO plugin:"));
 }
 

@@ -48,14 +48,63 @@ pub struct OvDevice {
     pub metadata: BTreeMap<String, String>,
 }
 
+/// Intel's PCI vendor id. The plugin (onnxruntime-ep-openvino 1.8.1, `ov_factory.cc`
+/// `GetSupportedDevices`) offers a device only when ONNX Runtime's hardware device carries it:
+/// on an AMD CPU it registers and lists nothing.
+const INTEL_VENDOR_ID: u32 = 0x8086;
+
+/// This machine's CPU as ONNX Runtime describes it to plugins.
+#[derive(Clone, Debug, Serialize)]
+pub struct HostCpu {
+    pub vendor: String,
+    pub vendor_id: u32,
+}
+
+impl HostCpu {
+    /// Whether the plugin offers a CPU of this vendor (Intel's only).
+    pub fn plugin_serves_it(&self) -> bool {
+        self.vendor_id == INTEL_VENDOR_ID
+    }
+}
+
+/// ONNX Runtime's CPU device (its CPU provider's hardware device); no plugin needed.
+pub fn host_cpu() -> Option<HostCpu> {
+    let env = environment().ok()?;
+    let cpu = env
+        .devices()
+        .map(|d| d.hardware_device())
+        .find(|h| h.ty() == DeviceType::CPU)?;
+    // SAFETY: a live hardware device of the environment.
+    let vendor_id = unsafe { (ort::api().HardwareDevice_VendorId)(cpu.ptr()) };
+    Some(HostCpu {
+        vendor: cpu.vendor().unwrap_or("unknown").to_string(),
+        vendor_id,
+    })
+}
+
 /// The plugin, registered.
 #[derive(Clone, Debug, Serialize)]
 pub struct Plugin {
     pub path: PathBuf,
     pub devices: Vec<OvDevice>,
+    /// The CPU the plugin was offered (it takes only Intel's).
+    pub host_cpu: Option<HostCpu>,
 }
 
 impl Plugin {
+    /// Why the plugin lists no CPU device, for messages.
+    pub fn no_cpu_reason(&self) -> String {
+        match &self.host_cpu {
+            Some(c) if !c.plugin_serves_it() => format!(
+                "the plugin offers Intel devices only, and ONNX Runtime reports this CPU as {}'s (vendor id {:#06x})",
+                c.vendor, c.vendor_id
+            ),
+            _ => format!(
+                "the plugin lists no CPU device (its devices: {})",
+                self.device_list()
+            ),
+        }
+    }
     pub fn cpu(&self) -> Option<&OvDevice> {
         self.devices.iter().find(|d| d.kind == Kind::Cpu)
     }
@@ -132,11 +181,12 @@ pub fn plugin(explicit: Option<&Path>) -> Result<Availability> {
             let env = environment()?;
             // ONNX Runtime's environment is one per process, shared by every copy of this
             // library in it (the CLI's or a host's rlib beside a dlopen()ed plugin): another copy
-            // may have registered the plugin under this name already, which is as good.
+            // may have registered the plugin under this name already, which is as good. (The
+            // name is this library's own; the devices cannot tell, as on a CPU the plugin does
+            // not serve it lists none.)
             let keep = super::KeepLocale::new();
             let registered = env.register_ep_library(REGISTRATION, &path).or_else(|e| {
-                let by_another_copy = e.to_string().contains("already registered")
-                    && env.devices().any(|d| d.ep().ok() == Some(EP_NAME));
+                let by_another_copy = e.to_string().contains("already registered");
                 if by_another_copy {
                     Ok(())
                 } else {
@@ -165,6 +215,7 @@ pub fn plugin(explicit: Option<&Path>) -> Result<Availability> {
     drop(st);
     Ok(Availability::Ready(Plugin {
         devices: list_devices()?,
+        host_cpu: host_cpu(),
         path,
     }))
 }
@@ -286,7 +337,7 @@ pub struct Status {
     pub found: bool,
     pub library: Option<String>,
     pub devices: Vec<OvDevice>,
-    /// Why it cannot be used, when it cannot.
+    /// Why it cannot be used, or why it lists no devices.
     pub reason: Option<String>,
 }
 
@@ -296,8 +347,8 @@ pub fn status(explicit: Option<&Path>) -> Status {
         Ok(Availability::Ready(p)) => Status {
             found: true,
             library: Some(p.path.display().to_string()),
+            reason: p.devices.is_empty().then(|| p.no_cpu_reason()),
             devices: p.devices,
-            reason: None,
         },
         Ok(Availability::Missing { looked }) => Status {
             found: false,
@@ -338,6 +389,10 @@ impl Status {
             };
         };
         let mut out = format!("OpenVINO plugin: {lib}\n");
+        if self.devices.is_empty() {
+            let reason = self.reason.as_deref().unwrap_or("none reported");
+            out.push_str(&format!("  no devices here: {reason}\n"));
+        }
         for d in &self.devices {
             let place = match (d.kind, d.xpu) {
                 (Kind::Cpu, _) => "cpu (--cpu-engine openvino)".to_string(),

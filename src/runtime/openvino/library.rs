@@ -110,7 +110,8 @@ pub fn find(explicit: Option<&Path>) -> Result<PathBuf, String> {
         tried.extend(python_candidate());
     }
     if let Some((_, p)) = tried.iter().find(|(_, p)| p.is_file()) {
-        return Ok(p.clone());
+        // Absolute: ONNX Runtime resolves a relative library path against its own folder.
+        return Ok(std::path::absolute(p).unwrap_or_else(|_| p.clone()));
     }
     let list: Vec<String> = tried
         .iter()

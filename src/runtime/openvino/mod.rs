@@ -20,7 +20,9 @@ mod locale;
 mod session;
 
 pub(crate) use devices::unregister;
-pub use devices::{plugin, status, Availability, Kind, OvDevice, Plugin, Status, EP_NAME};
+pub use devices::{
+    host_cpu, plugin, status, Availability, HostCpu, Kind, OvDevice, Plugin, Status, EP_NAME,
+};
 pub use library::{
     candidates, find, not_found_message, ENV_VAR, INSTALL_HINT, PLUGIN_LIB, PLUGIN_VERSION,
 };
