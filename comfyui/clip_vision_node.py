@@ -216,10 +216,11 @@ def optional_inputs(devices: list[str]) -> dict:
         # each new one after the others, so a saved workflow's widget values keep their places.
         "dtype": (list(DTYPES), {"default": "fp32",
                                  "tooltip": "compute precision: fp32 (ComfyUI parity), fp16 (GPUs), "
-                                            "int8 (CPU, approximate), bf16 (OpenVINO on AMX/AVX512_BF16 CPUs)"}),
+                                            "int8 (CPU, approximate), bf16 (OpenVINO on Intel AMX/AVX512_BF16 CPUs)"}),
         "cpu_engine": (list(CPU_ENGINES), {"default": "auto",
                                            "tooltip": "what runs the CPU blocks: auto (OpenVINO when its "
-                                                      "plugin is installed, else mlas), mlas or openvino"}),
+                                                      "plugin is installed and serves this CPU, Intel's "
+                                                      "only; else mlas), mlas or openvino"}),
         "donor_policy": (list(DONOR_POLICIES), {"default": "stream",
                                                 "tooltip": "blocks homed on cpu while device is a GPU: stream their "
                                                            "weights to the GPU each pass (as DisTorch) or execute "
