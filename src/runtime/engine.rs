@@ -108,7 +108,7 @@ pub fn resolve(
     } else if plugin.cpu().is_some() {
         (Engine::OpenVino, None)
     } else if let Some(what) = need_cpu {
-        return Err(Error::runtime(what.refusal(&plugin)));
+        return Err(Error::invalid(what.refusal(&plugin)));
     } else {
         let note = format!(
             "cpu_engine auto: CPU blocks run on mlas, not OpenVINO: {}",
@@ -125,7 +125,8 @@ pub fn resolve(
     })
 }
 
-/// What asked for OpenVINO's CPU device, for the refusal where the plugin lists none.
+/// What asked for OpenVINO's CPU device, for the refusal where the plugin lists none (an
+/// invalid choice on this machine, like bf16 on a CPU without a bf16 unit).
 #[derive(Clone, Copy)]
 enum NeedsCpu {
     Bf16,
