@@ -634,6 +634,17 @@ fn npy_output_is_real_npy_or_refused_plainly() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("--format npy"), "{}", stderr(&o));
     assert!(!tmp.join("x.npy").exists());
+    // So are they under another container's name (it was written as safetensors silently).
+    for name in ["x.npz", "x.PT"] {
+        let o = encode(&tmp.join(name), &[]);
+        assert!(!o.status.success());
+        let err = stderr(&o);
+        assert!(
+            err.contains(name) && err.contains(".safetensors") && err.contains("--format npy"),
+            "{err}"
+        );
+        assert!(!tmp.join(name).exists());
+    }
     // --format npy with a folder: one .npy per output.
     let o = encode(&tmp.join("npy_dir"), &["--format", "npy"]);
     assert!(o.status.success(), "{}", stderr(&o));

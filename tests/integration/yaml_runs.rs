@@ -239,6 +239,19 @@ fn every_job_is_checked_before_the_first_runs() {
     );
     assert!(!tmp.join("first.safetensors").exists());
     assert!(!tmp.join("shards").exists());
+    // And an out named for another format (it would be safetensors under a .npz name).
+    std::fs::write(
+        &yaml,
+        "jobs:\n  - clip_vision: clip_l\n    comfyui: ComfyUI\n    device: cpu\n    graphs_dir: graphs\n    inputs: {images: [imgs]}\n    out: first.safetensors\n\
+         \n  - clip_vision: clip_l\n    comfyui: ComfyUI\n    device: cpu\n    inputs: {images: [imgs]}\n    out: emb.npz\n",
+    )
+    .unwrap();
+    let err = stderr(&run_yaml(&yaml));
+    assert!(
+        err.contains("job 2: `out` emb.npz names a .npz file") && err.contains(".safetensors"),
+        "{err}"
+    );
+    assert!(!tmp.join("first.safetensors").exists());
 }
 
 #[test]

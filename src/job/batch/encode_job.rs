@@ -102,7 +102,8 @@ impl EncodeJob {
     }
 
     /// Refuses counts that cannot work (0 images per batch, 0 decoder threads, 0 rows per
-    /// shard), naming the field and the valid values.
+    /// shard), naming the field and the valid values, and a one-file `out` whose name says
+    /// another format than the one written.
     pub fn validate(&self) -> Result<()> {
         let counts = [
             ("batch_size", Some(self.batch_size)),
@@ -116,7 +117,32 @@ impl EncodeJob {
                 )));
             }
         }
+        if self.format == OutFormat::Safetensors && super::one_file::is_npy_file(&self.out) {
+            return Err(Error::invalid(format!(
+                "`out` {} ends in .npy but the format is safetensors; choose format npy (`format=npy`), or a .safetensors name",
+                self.shown_out()
+            )));
+        }
+        if let Some(ext) = self.foreign_extension() {
+            return Err(Error::invalid(format!(
+                "`out` {} names a .{ext} file, but encode writes safetensors (or npy with `format=npy`); name it .safetensors (`python -m distorch_vision encode` writes .npz)",
+                self.shown_out()
+            )));
+        }
         Ok(())
+    }
+
+    /// The extension of a one-file `out` that names another container (`emb.npz`, `emb.pt`):
+    /// such a file was silently written as safetensors under a name that says otherwise.
+    fn foreign_extension(&self) -> Option<String> {
+        const OTHERS: &[&str] = &[
+            "npz", "pt", "pth", "pkl", "pickle", "h5", "hdf5", "json", "parquet",
+        ];
+        if self.is_sharded() || self.format != OutFormat::Safetensors {
+            return None;
+        }
+        let ext = self.out.extension()?.to_str()?.to_ascii_lowercase();
+        OTHERS.contains(&ext.as_str()).then_some(ext)
     }
 
     /// `out` as messages name it.

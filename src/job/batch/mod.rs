@@ -42,12 +42,6 @@ pub fn run_encode(cv: &ClipVision, job: &EncodeJob) -> Result<EncodeSummary> {
     }
     job.validate()?;
     let spec = cv.model().config.preprocess_spec(job.crop);
-    if job.format == OutFormat::Safetensors && is_npy_file(&job.out) {
-        return Err(Error::invalid(format!(
-            "out {} ends in .npy but the format is safetensors; choose format npy (`format=npy`), or a .safetensors name",
-            job.out.display()
-        )));
-    }
     check_out(cv, job)?;
     if job.is_sharded() {
         sharded::run(cv, job, &spec)
