@@ -41,17 +41,18 @@ pub fn resolve(
 ) -> Result<Engines> {
     let on_cpu = exec.contains(&Device::Cpu);
     let on_xpu = exec.iter().any(|d| matches!(d, Device::Xpu(_)));
+    // What needs OpenVINO's CPU device itself (a plugin path alone may be for xpu:N blocks).
+    let need_cpu = match (choice, dtype) {
+        _ if !on_cpu => None,
+        (_, ComputeDtype::Bf16) => Some(NeedsCpu::Bf16),
+        (CpuEngine::OpenVino, _) => Some(NeedsCpu::Engine),
+        _ => None,
+    };
     // What needs the plugin, for the message when it is missing.
     // (An xpu:N block needs it too, but only to load: a plan on a simulated xpu stands.)
-    let need = if on_cpu && dtype == ComputeDtype::Bf16 {
-        Some("`dtype=bf16`")
-    } else if on_cpu && choice == CpuEngine::OpenVino {
-        Some("`cpu_engine=openvino`")
-    } else if explicit.is_some() {
-        Some("the OpenVINO plugin path given (`openvino_ep`)")
-    } else {
-        None
-    };
+    let need = need_cpu.map(NeedsCpu::option).or(explicit
+        .is_some()
+        .then_some("the OpenVINO plugin path given (`openvino_ep`)"));
     if on_cpu {
         check_cpu_choice(choice, dtype)?;
     }
@@ -96,13 +97,6 @@ pub fn resolve(
         }
         Err(e) => return Err(e),
     };
-    // What needs OpenVINO's CPU device itself (a plugin path alone may be for xpu:N blocks).
-    let need_cpu = match (choice, dtype) {
-        _ if !on_cpu => None,
-        (_, ComputeDtype::Bf16) => Some(NeedsCpu::Bf16),
-        (CpuEngine::OpenVino, _) => Some(NeedsCpu::Engine),
-        _ => None,
-    };
     let (cpu, note) = if !wants_openvino_cpu {
         (Engine::Mlas, None)
     } else if plugin.cpu().is_some() {
@@ -134,6 +128,14 @@ enum NeedsCpu {
 }
 
 impl NeedsCpu {
+    /// The option that asked, as the library names it.
+    fn option(self) -> &'static str {
+        match self {
+            NeedsCpu::Bf16 => "`dtype=bf16`",
+            NeedsCpu::Engine => "`cpu_engine=openvino`",
+        }
+    }
+
     fn refusal(self, plugin: &Plugin) -> String {
         let (what, instead) = match self {
             NeedsCpu::Bf16 => (
